@@ -1,0 +1,64 @@
+"""Writing a scan to files: findings.json (the contract), findings.csv and per-check sample CSVs (pandas)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import AuditError
+from .model import ScanResult
+
+CSV_COLUMNS = ["check", "severity", "table", "column", "rows", "keys", "references", "sample", "message"]
+
+
+def ensure_dir(path: str | Path) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditError(f"cannot create output directory {out}: {exc.strerror}") from None
+    return out
+
+
+def write_json(result: ScanResult, path: Path) -> Path:
+    path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def read_json(path: str | Path) -> ScanResult:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AuditError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise AuditError(f"{path}: not a findings.json file ({exc})") from None
+    if not isinstance(data, dict) or data.get("version") != 1 or "findings" not in data:
+        raise AuditError(f"{path}: not a findings.json file (version 1)")
+    try:
+        return ScanResult.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"{path}: malformed findings.json ({exc})") from None
+
+
+def findings_frame(result: ScanResult) -> pd.DataFrame:
+    rows = [{**f.to_dict(), "sample": " ".join(f.sample)} for f in result.findings]
+    frame = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    return frame.astype({"rows": "Int64", "keys": "Int64"})
+
+
+def write_csv(result: ScanResult, out: Path) -> list[Path]:
+    """findings.csv, one row per finding, and samples-<check>.csv per failing check (keys only)."""
+    written = [out / "findings.csv"]
+    findings_frame(result).to_csv(written[0], index=False)
+    by_check: dict[str, list[dict]] = {}
+    for f in result.findings:
+        for value in f.sample:
+            by_check.setdefault(f.check, []).append(
+                {"table": f.table, "column": f.column, "sample_of": f.details.get("sample_of", "session id"), "value": value})
+    for check, rows in by_check.items():
+        path = out / f"samples-{re.sub(r'[^a-z0-9_]', '_', check)}.csv"
+        pd.DataFrame(rows, columns=["table", "column", "sample_of", "value"]).to_csv(path, index=False)
+        written.append(path)
+    return written

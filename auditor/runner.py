@@ -1,0 +1,186 @@
+"""Runs the checks against a database: one READ ONLY, REPEATABLE READ transaction, nothing written.
+
+Per table, the measures of every check that applies are computed in one aggregate pass; samples are
+fetched only for failing findings; database-wide checks run their own query; catalog checks read
+the catalog snapshot. A statement timeout turns the checks of that query into `error`, not a crash.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Callable
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from yumai_audit.checks import all_checks
+from yumai_audit.checks.base import Check
+from yumai_audit.checks.passes import sample_query, table_pass
+
+from .catalog import read_catalog
+from .config import Config
+from .context import AuditContext, KeyTable, build_context
+from .errors import ConfigError, NothingToAudit
+from .model import CheckResult, Finding, ScanResult, Status, TableInventory
+
+Progress = Callable[[str], None]
+
+
+def select_checks(config: Config) -> list[Check]:
+    checks = all_checks()
+    if config.checks:
+        known = {c.id for c in checks}
+        unknown = [c for c in config.checks if c not in known]
+        if unknown:
+            raise ConfigError(f"unknown check {unknown[0]!r}; known checks: {', '.join(sorted(known))}")
+        checks = [c for c in checks if c.id in config.checks]
+    return checks
+
+
+class _Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def add(self, check_ids, seconds: float) -> None:
+        for cid in check_ids:
+            self.seconds[cid] += seconds
+
+
+def _execute(conn: psycopg.Connection, query: sql.Composable, timeout: float | None):
+    """Run one query inside a savepoint, so that a timeout leaves the scan's transaction usable."""
+    with conn.transaction():
+        if timeout:
+            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout * 1000)}ms")))
+        return conn.execute(query).fetchall()
+
+
+def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
+    catalog = read_catalog(conn, config.schemas)
+    if not catalog.tables:
+        scope = ", ".join(config.schemas) if config.schemas else "any user schema"
+        raise NothingToAudit(f"nothing to audit: database {catalog.database} has no table in {scope}")
+    ctx = build_context(catalog, config)
+    if not ctx.key_tables:
+        raise NothingToAudit(
+            f"nothing to audit: no table in database {catalog.database} has a column {config.key_column!r}")
+    return ctx
+
+
+def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None = None) -> ScanResult:
+    """Scan in a read-only transaction on `conn` (which must not be inside a transaction)."""
+    say = progress or (lambda _msg: None)
+    checks = select_checks(config)
+    conn.read_only = True
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.autocommit = False
+    try:
+        with conn.transaction():
+            ctx = audit_context(conn, config)
+            result = _run(conn, ctx, checks, say)
+    finally:
+        conn.rollback()
+    return result
+
+
+def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress) -> ScanResult:
+    timer = _Timer()
+    timeout = ctx.config.timeout_seconds
+    findings: dict[str, list[Finding]] = defaultdict(list)
+    errors: dict[str, str] = {}
+    status_targets = {c.id: c.targets(ctx) for c in checks}
+
+    # 1. per-table passes
+    passes: dict[str, tuple[KeyTable, list[tuple[Check, dict]]]] = {}
+    for check in checks:
+        if check.scope != "table":
+            continue
+        for target in status_targets[check.id]:
+            entry = passes.setdefault(str(target.name), (target, []))
+            entry[1].append((check, check.measures(ctx, target)))
+    exact_rows: dict[str, int] = {}
+    for name, (target, contributions) in passes.items():
+        measures, owners = {}, []
+        for check, declared in contributions:
+            for mname, measure in declared.items():
+                measures[(check.id, mname)] = measure
+            owners.append(check.id)
+        say(f"scanning {name}")
+        started = time.monotonic()
+        try:
+            row = _execute(conn, table_pass(ctx, target, {f"{c}.{m}": v for (c, m), v in measures.items()}), timeout)[0]
+        except pgerrors.QueryCanceled:
+            for cid in owners:
+                errors[cid] = f"timed out on {name} after {timeout:g}s"
+            timer.add(owners, time.monotonic() - started)
+            continue
+        timer.add(owners, time.monotonic() - started)
+        exact_rows[name] = int(row[0])
+        values = dict(zip(measures, row[1:]))
+        for check, declared in contributions:
+            own = {m: int(values[(check.id, m)] or 0) for m in declared}
+            for finding in check.judge(ctx, target, own):
+                sample = check.sample(ctx, target, finding)
+                if sample is not None and ctx.config.sample_size:
+                    t0 = time.monotonic()
+                    try:
+                        rows = _execute(conn, sample_query(ctx, target, sample, ctx.config.sample_size), timeout)
+                        finding.sample = [r[0] for r in rows]
+                        finding.details.setdefault("sample_of", sample.of)
+                    except pgerrors.QueryCanceled:
+                        finding.details["sample_error"] = "timed out"
+                    timer.add([check.id], time.monotonic() - t0)
+                findings[check.id].append(finding)
+        say(f"scanned {name} in {time.monotonic() - started:.1f}s")
+
+    # 2. database-wide and catalog checks
+    for check in checks:
+        if check.scope == "database" and status_targets[check.id]:
+            started = time.monotonic()
+            say(f"checking {check.id}")
+            try:
+                rows = _execute(conn, check.query(ctx), timeout)
+                findings[check.id].extend(check.judge_rows(ctx, rows))
+            except pgerrors.QueryCanceled:
+                errors[check.id] = f"timed out after {timeout:g}s"
+            timer.add([check.id], time.monotonic() - started)
+        elif check.scope == "catalog" and status_targets[check.id]:
+            findings[check.id].extend(check.judge_catalog(ctx))
+
+    results = []
+    for check in checks:
+        if check.id in errors:
+            status, reason = Status.ERROR, errors[check.id]
+        elif not status_targets[check.id]:
+            status, reason = Status.SKIPPED, check.skip_reason
+        elif findings[check.id]:
+            status, reason = Status.FAIL, None
+        else:
+            status, reason = Status.PASS, None
+        results.append(CheckResult(check.id, status, timer.seconds[check.id], check.severity, check.description, reason))
+    ordered = [f for check in checks for f in findings[check.id]]
+    ordered.sort(key=lambda f: (f.severity.rank, f.check, f.table, f.column or ""))
+    catalog = ctx.catalog
+    return ScanResult(
+        database={"name": catalog.database, "server_version": catalog.server_version},
+        generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config=ctx.config.as_dict(),
+        checks=results,
+        findings=ordered,
+        inventory=inventory(ctx, exact_rows),
+        stats={"notes": ctx.notes},
+    )
+
+
+def inventory(ctx: AuditContext, exact_rows: dict[str, int]) -> list[TableInventory]:
+    out = []
+    for k in ctx.key_tables:
+        fks = [fk for fk in k.table.fks_on(k.key.name) if ctx.is_master_fk(fk)]
+        state = "none" if not fks else ("valid" if any(fk.validated for fk in fks) else "not valid")
+        out.append(TableInventory(
+            table=str(k.name), kind="partitioned" if k.table.is_partitioned else "table",
+            rows=exact_rows.get(str(k.name)), bytes=k.table.bytes, partitions=len(k.table.leaf_partitions),
+            default_partition=any(p.is_default for p in k.table.partitions), key_type=k.key.type,
+            fk_state=state, indexed=k.table.has_leading_index(k.key.name), is_source=k.is_source))
+    return out

@@ -1,0 +1,43 @@
+"""The registry of checks. Every module in this package that defines a check must be listed here
+(a test fails otherwise). Ids are a contract: findings.json and the report use them."""
+from __future__ import annotations
+
+from .base import Check
+from .conflicting_session_users import ConflictingSessionUsers
+from .key_type_mismatch import KeyTypeMismatch
+from .malformed_session_ids import MalformedSessionIds
+from .missing_master_rows import MissingMasterRows
+from .noncanonical_session_ids import NoncanonicalSessionIds
+from .null_session_ids import NullSessionIds
+from .orphaned_session_ids import OrphanedSessionIds
+from .orphaned_user_ids import OrphanedUserIds
+from .unconstrained_fk import UnconstrainedFk
+from .unindexed_fk_columns import UnindexedFkColumns
+from .unvalidated_fk import UnvalidatedFk
+
+REGISTRY: tuple[type[Check], ...] = (
+    MissingMasterRows,
+    OrphanedSessionIds,
+    MalformedSessionIds,
+    NoncanonicalSessionIds,
+    NullSessionIds,
+    ConflictingSessionUsers,
+    OrphanedUserIds,
+    UnconstrainedFk,
+    UnvalidatedFk,
+    KeyTypeMismatch,
+    UnindexedFkColumns,
+)
+
+CHECK_IDS = tuple(c.id for c in REGISTRY)
+
+
+def all_checks() -> list[Check]:
+    return [cls() for cls in REGISTRY]
+
+
+def get_check(check_id: str) -> Check:
+    for cls in REGISTRY:
+        if cls.id == check_id:
+            return cls()
+    raise KeyError(check_id)

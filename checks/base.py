@@ -1,0 +1,95 @@
+"""The shape of a check: a declaration of what to measure and how a measurement becomes findings.
+
+A check never connects, executes or prints. It offers:
+- `targets(ctx)`: the key tables it applies to (an empty list: the check is skipped, with `skip_reason`);
+- `measures(ctx, target)`: aggregate expressions evaluated in the one pass the runner makes over
+  the target (aliases `t`, `kn` for the known-session join, `u` for the users join);
+- `judge(ctx, target, values)`: findings from the measured values (no finding: the check passed);
+- `sample(ctx, target, finding)`: which values to show as the finding's sample (keys only);
+Database-wide checks override `query(ctx)` and `judge_rows(ctx, rows)` instead; catalog checks
+override `judge_catalog(ctx)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from psycopg import sql
+
+from yumai_audit.context import AuditContext, KeyTable
+from yumai_audit.model import Finding, Severity
+
+USES_KNOWN = "known"
+USES_USERS = "users"
+
+
+@dataclass(frozen=True)
+class Measure:
+    expression: sql.Composable
+    joins: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """`SELECT [DISTINCT] value FROM <target pass> WHERE predicate ORDER BY value LIMIT n`."""
+
+    value: sql.Composable
+    predicate: sql.Composable
+    joins: frozenset[str] = frozenset()
+    distinct: bool = True
+    of: str = "session id"          # what the values are: "session id" or "primary key"
+
+
+def count_where(predicate: sql.Composable, *joins: str) -> Measure:
+    return Measure(sql.SQL("count(*) FILTER (WHERE {})").format(predicate), frozenset(joins))
+
+
+def count_distinct_where(value: sql.Composable, predicate: sql.Composable, *joins: str) -> Measure:
+    return Measure(sql.SQL("count(DISTINCT {}) FILTER (WHERE {})").format(value, predicate), frozenset(joins))
+
+
+class Check:
+    id: ClassVar[str]
+    severity: ClassVar[Severity]
+    description: ClassVar[str]
+    #: "table" checks are measured per target; "database" checks run their own query; "catalog" checks
+    #: judge the catalog alone.
+    scope: ClassVar[str] = "table"
+    skip_reason: ClassVar[str] = "no table it applies to"
+
+    def targets(self, ctx: AuditContext) -> list[KeyTable]:
+        return list(ctx.key_tables)
+
+    def measures(self, ctx: AuditContext, target: KeyTable) -> dict[str, Measure]:
+        return {}
+
+    def judge(self, ctx: AuditContext, target: KeyTable, values: dict) -> list[Finding]:
+        return []
+
+    def sample(self, ctx: AuditContext, target: KeyTable, finding: Finding) -> Sample | None:
+        return None
+
+    # catalog checks
+    def judge_catalog(self, ctx: AuditContext) -> list[Finding]:
+        return []
+
+    # database-wide checks
+    def query(self, ctx: AuditContext) -> sql.Composable | None:
+        return None
+
+    def judge_rows(self, ctx: AuditContext, rows: list[tuple]) -> list[Finding]:
+        return []
+
+    @classmethod
+    def documentation(cls) -> str:
+        return (cls.__doc__ or "").strip()
+
+    def finding(self, target: KeyTable | None, *, table: str | None = None, column: str | None = None,
+                message: str, **kw) -> Finding:
+        return Finding(check=self.id, severity=self.severity,
+                       table=table or str(target.name), column=column if column is not None else
+                       (target.key.name if target else None), message=message, **kw)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from yumai_audit.model import Severity
+
+from .base import USES_KNOWN, Check, Sample, count_distinct_where, plural
+from .predicates import key_uuid, not_in_master
+
+
+class MissingMasterRows(Check):
+    """Sessions of the source table that have no row in the session master.
+
+    What is wrong: a conversation carries a session id that `session_master` does not know (every
+    session, while the master does not exist yet).
+    Why it matters: the foreign key from the source table to the master cannot be validated, and the
+    migration would lose or reject these conversations.
+    What the fix does: the backfill inserts one master row per missing session (earliest and latest
+    activity, the session's first user), never overwriting an existing master row.
+    """
+
+    id = "missing_master_rows"
+    severity = Severity.ERROR
+    description = "Distinct session ids in the source table with no row in the session master"
+    skip_reason = "the source table does not exist or its key column is neither uuid nor text"
+
+    def targets(self, ctx):
+        return [ctx.source] if ctx.source is not None and ctx.source.key_checkable else []
+
+    def measures(self, ctx, target):
+        return {"keys": count_distinct_where(key_uuid(target.key), not_in_master(target.key), USES_KNOWN)}
+
+    def judge(self, ctx, target, values):
+        keys = values["keys"]
+        if not keys:
+            return []
+        where = "" if ctx.master is not None else " (the master table does not exist yet)"
+        return [self.finding(target, table=str(ctx.config.master), column=ctx.key, keys=keys,
+                             references=str(target.name),
+                             message=f"{plural(keys, 'session')} of {target.name} missing from {ctx.config.master}{where}")]
+
+    def sample(self, ctx, target, finding):
+        return Sample(key_uuid(target.key), not_in_master(target.key), frozenset({USES_KNOWN}))

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from yumai_audit.model import Severity
+
+from .base import USES_KNOWN, Check, Sample, count_distinct_where, count_where, plural
+from .predicates import key_uuid, orphaned
+
+
+class OrphanedSessionIds(Check):
+    """Rows whose session id is a valid uuid that exists neither in the master nor in the source table.
+
+    What is wrong: `user_interactions` (or another key table) refers to a session that never had a
+    conversation and was never registered, e.g. `INSERT ... VALUES ('fake-uuid')`.
+    Why it matters: the foreign key to `session_master` can only be validated once these rows are
+    gone or their sessions registered.
+    What the fix does: by default moves the rows to `yumai_quarantine` (same transaction as the
+    delete, nothing is lost); `--orphans register` adds their sessions to the master instead.
+    """
+
+    id = "orphaned_session_ids"
+    severity = Severity.ERROR
+    description = "Rows whose session id is in neither the master nor the source table"
+    skip_reason = "no key table besides the source table, or no master and no source table to compare with"
+
+    def targets(self, ctx):
+        if not ctx.has_known_sessions:
+            return []
+        return [k for k in ctx.others if k.key_checkable]
+
+    def measures(self, ctx, target):
+        return {"rows": count_where(orphaned(target.key), USES_KNOWN),
+                "keys": count_distinct_where(key_uuid(target.key), orphaned(target.key), USES_KNOWN)}
+
+    def judge(self, ctx, target, values):
+        if not values["rows"]:
+            return []
+        return [self.finding(target, rows=values["rows"], keys=values["keys"], references=ctx.config.master_reference,
+                             message=f"{plural(values['rows'], 'row')} in {target.name} refer to "
+                                     f"{plural(values['keys'], 'unknown session')}")]
+
+    def sample(self, ctx, target, finding):
+        return Sample(key_uuid(target.key), orphaned(target.key), frozenset({USES_KNOWN}))

@@ -1,0 +1,94 @@
+"""SQL predicates shared by the checks and the fix steps, so that what is counted is what is repaired.
+
+Every function returns a `psycopg.sql.Composable`; identifiers always go through `sql.Identifier`.
+The alias of the audited table is `t`; the known-session join is `kn` (session_id, in_master);
+the users join is `u`.
+"""
+from __future__ import annotations
+
+from psycopg import sql
+
+from yumai_audit.catalog import Column
+
+# What PostgreSQL's uuid input accepts: 32 hex digits, optionally in braces, with an optional hyphen
+# after any group of four digits (src/backend/utils/adt/uuid.c, string_to_uuid).
+UUID_INPUT_PATTERN = r"^(\{[0-9A-Fa-f]{4}(-?[0-9A-Fa-f]{4}){7}\}|[0-9A-Fa-f]{4}(-?[0-9A-Fa-f]{4}){7})$"
+# The canonical text form, as uuid_out writes it.
+CANONICAL_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# Characters trimmed from both ends before parsing.
+TRIM_CHARS = " \t\r\n"
+
+T = "t"
+
+
+def col(column: str | Column, alias: str = T) -> sql.Composable:
+    name = column.name if isinstance(column, Column) else column
+    return sql.Identifier(alias, name) if alias else sql.Identifier(name)
+
+
+def trimmed(column: Column, alias: str = T) -> sql.Composable:
+    return sql.SQL("btrim({}::text, {})").format(col(column, alias), sql.Literal(TRIM_CHARS))
+
+
+def key_valid(column: Column, alias: str = T) -> sql.Composable:
+    """The key holds a value that casts to uuid (after trimming, for text keys)."""
+    if column.is_uuid:
+        return sql.SQL("{} IS NOT NULL").format(col(column, alias))
+    if column.is_text:
+        return sql.SQL("({} ~ {})").format(trimmed(column, alias), sql.Literal(UUID_INPUT_PATTERN))
+    return sql.SQL("false")
+
+
+def key_malformed(column: Column, alias: str = T) -> sql.Composable:
+    """A non-NULL key that is not a uuid (always false for uuid columns)."""
+    if column.is_uuid:
+        return sql.SQL("false")
+    return sql.SQL("({} IS NOT NULL AND NOT {})").format(col(column, alias), key_valid(column, alias))
+
+
+def key_noncanonical(column: Column, alias: str = T) -> sql.Composable:
+    """A text key that parses but is not written as uuid_out would write it (case, padding, braces)."""
+    if not column.is_text:
+        return sql.SQL("false")
+    return sql.SQL("({} AND NOT ({}::text ~ {}))").format(
+        key_valid(column, alias), col(column, alias), sql.Literal(CANONICAL_PATTERN))
+
+
+def key_uuid(column: Column, alias: str = T) -> sql.Composable:
+    """The key as a uuid, NULL where it is NULL or malformed."""
+    if column.is_uuid:
+        return col(column, alias)
+    if column.is_text:
+        return sql.SQL("(CASE WHEN {} THEN {}::uuid END)").format(key_valid(column, alias), trimmed(column, alias))
+    return sql.SQL("NULL::uuid")
+
+
+def key_null(column: Column, alias: str = T) -> sql.Composable:
+    return sql.SQL("{} IS NULL").format(col(column, alias))
+
+
+# Predicates over the known-session join `kn` (LEFT JOIN on the key as uuid).
+def not_in_master(column: Column, alias: str = T) -> sql.Composable:
+    return sql.SQL("({} IS NOT NULL AND kn.in_master IS NOT TRUE)").format(key_uuid(column, alias))
+
+
+def orphaned(column: Column, alias: str = T) -> sql.Composable:
+    """Valid key present neither in the master nor in the source table."""
+    return sql.SQL("({} IS NOT NULL AND kn.session_id IS NULL)").format(key_uuid(column, alias))
+
+
+def user_orphaned(column: Column, users_key: str, alias: str = T) -> sql.Composable:
+    return sql.SQL("({} IS NOT NULL AND {} IS NULL)").format(col(column, alias), sql.Identifier("u", users_key))
+
+
+def table_ref(name) -> sql.Composable:
+    return sql.Identifier(name.schema, name.name)
+
+
+def row_id(table) -> sql.Composable:
+    """A row's identity for samples: its primary key as text, or (with no primary key) its ctid."""
+    if len(table.primary_key) == 1:
+        return sql.SQL("{}::text").format(col(table.primary_key[0]))
+    if table.primary_key:
+        return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(col(c) for c in table.primary_key))
+    return sql.SQL("(t.tableoid::regclass::text || ':' || t.ctid::text)")

@@ -1,0 +1,1 @@
+"""HTML reports (jinja2, autoescaped; nothing from the database is ever markup)."""
