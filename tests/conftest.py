@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from yumai_audit.config import Config
@@ -73,13 +74,13 @@ class Database:
 def db(pg_server):
     name = f"yumai_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_server.conninfo, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     database = Database(pg_server.database(name), name, pg_server)
     try:
         yield database
     finally:
         with psycopg.connect(pg_server.conninfo, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
