@@ -395,3 +395,22 @@ def test_a_probe_the_role_may_not_read_is_an_error_not_a_crash(db):
         assert len(found(result, "partition_fk_drift")) == 2
     finally:
         db.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=sql.Identifier(role)))
+
+
+def test_quoted_mixed_case_names_in_another_schema(db):
+    db.execute("""
+        CREATE SCHEMA "Ops";
+        CREATE TABLE "Ops"."Jobs" ("JobId" int PRIMARY KEY);
+        INSERT INTO "Ops"."Jobs" VALUES (1), (2);
+        CREATE TABLE "Ops"."Runs" ("RunId" int, "Job Ref" int, "At" date NOT NULL) PARTITION BY LIST ("At");
+        CREATE TABLE "Ops"."Runs A" PARTITION OF "Ops"."Runs" FOR VALUES IN ('2026-01-01');
+        CREATE TABLE "Ops"."Runs B" PARTITION OF "Ops"."Runs" DEFAULT;
+        INSERT INTO "Ops"."Runs" VALUES (1, 1, '2026-01-01'), (2, 7, '2026-01-01'), (3, 7, '2026-02-01');
+        ALTER TABLE "Ops"."Runs A" ADD CONSTRAINT "Runs A Job" FOREIGN KEY ("Job Ref") REFERENCES "Ops"."Jobs" NOT VALID;
+    """)
+    result = scan(db.conninfo, Config())
+    [f] = found(result, "orphaned_fk_rows")
+    assert (f.table, f.column, f.references, f.rows, f.keys) == ("Ops.Runs", "Job Ref", "Ops.Jobs.JobId", 1, 1)
+    assert f.details["constraints"] == ["Runs A Job"]
+    assert [(d.table, d.severity) for d in found(result, "partition_fk_drift")] == [
+        ("Ops.Runs B", Severity.ERROR), ("Ops.Runs", Severity.WARNING)]
