@@ -2,6 +2,7 @@
 2 usage / connection / configuration error (one line on stderr, never a traceback)."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -132,7 +133,10 @@ def summary_text(result: ScanResult) -> str:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Terminal output: a text summary or the findings.json document.")
 @click.option("--progress/--no-progress", default=None, help="Show per-table progress on stderr (default: on a terminal).")
-def scan(target, config, out_dir, fmt, progress):
+@click.option("--verify-declared", is_flag=True, default=False,
+              help="Also count rows violating valid foreign keys (reads every referencing table; "
+                   "config: verify_declared = true).")
+def scan(target, config, out_dir, fmt, progress, verify_declared):
     """Audit the database read-only: what the session_master migration would break, in numbers.
 
     \b
@@ -141,6 +145,8 @@ def scan(target, config, out_dir, fmt, progress):
     """
     from .api import scan as api_scan, write_scan
 
+    if verify_declared:
+        config = dataclasses.replace(config, verify_declared=True)
     show = sys.stderr.isatty() if progress is None else progress
     result = api_scan(target, config, progress_printer(show))
     paths = write_scan(result, out_dir)

@@ -58,6 +58,8 @@ class Config:
     sample_size: int = 20
     checks: tuple[str, ...] = ()  # empty: every registered check
     timeout_seconds: float | None = None
+    verify_declared: bool = False  # also count rows violating valid (not only NOT VALID) foreign keys
+    ignore: tuple[str, ...] = ()   # "schema.table.column" or "schema.table": never reported as implied FKs
 
     def as_dict(self) -> dict:
         out = {}
@@ -108,6 +110,17 @@ def _coerce(key: str, value, origin: str):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{origin}: timeout_seconds must be a positive number")
         return float(value)
+    if key == "verify_declared":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{origin}: verify_declared must be true or false")
+        return value
+    if key == "ignore":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{origin}: ignore must be a list of \"schema.table.column\" names")
+        for v in value:
+            if len(split_dotted(v, f"{origin}: ignore")) not in (2, 3):
+                raise ConfigError(f"{origin}: ignore entries must be schema.table or schema.table.column, got {v!r}")
+        return tuple(v.strip() for v in value)
     raise ConfigError(f"{origin}: unknown setting {key!r}")
 
 

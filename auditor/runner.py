@@ -2,7 +2,8 @@
 
 Per table, the measures of every check that applies are computed in one aggregate pass; samples are
 fetched only for failing findings; database-wide checks run their own query; catalog checks read
-the catalog snapshot. A statement timeout turns the checks of that query into `error`, not a crash.
+the catalog snapshot; schema-wide checks (any table) run their probes, each once. A statement
+timeout turns the checks of that query into `error`, not a crash.
 """
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
         raise NothingToAudit(f"nothing to audit: database {catalog.database} has no table in {scope}")
     ctx = build_context(catalog, config)
     if not ctx.key_tables:
-        raise NothingToAudit(
-            f"nothing to audit: no table in database {catalog.database} has a column {config.key_column!r}")
+        # A database without session tables is a normal case: the session checks are skipped and
+        # the schema-wide checks still run.
+        ctx.notes.append(f"no table has a column {config.key_column!r}: the session checks are skipped")
     return ctx
 
 
@@ -148,11 +150,15 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress) -> ScanRes
         elif check.scope == "catalog" and status_targets[check.id]:
             findings[check.id].extend(check.judge_catalog(ctx))
 
+    # 3. schema-wide probes (any table); a probe declared by two checks runs once
+    probes = {c.id: c.probes(ctx) for c in checks}
+    _run_probes(conn, ctx, checks, probes, findings, errors, timer, say)
+
     results = []
     for check in checks:
         if check.id in errors:
             status, reason = Status.ERROR, errors[check.id]
-        elif not status_targets[check.id]:
+        elif not status_targets[check.id] and not probes[check.id]:
             status, reason = Status.SKIPPED, check.skip_reason
         elif findings[check.id]:
             status, reason = Status.FAIL, None
@@ -171,6 +177,31 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress) -> ScanRes
         inventory=inventory(ctx, exact_rows),
         stats={"notes": ctx.notes},
     )
+
+
+def _run_probes(conn, ctx, checks, probes, findings, errors, timer, say) -> None:
+    timeout = ctx.config.timeout_seconds
+    done: dict[str, list[tuple]] = {}
+    failed: dict[str, str] = {}
+    for check in checks:
+        results = {}
+        for probe in probes[check.id]:
+            if probe.key not in done and probe.key not in failed:
+                say(f"checking {probe.label}")
+                started = time.monotonic()
+                try:
+                    done[probe.key] = _execute(conn, probe.query, timeout)
+                except pgerrors.QueryCanceled:
+                    failed[probe.key] = f"timed out on {probe.label} after {timeout:g}s"
+                except pgerrors.InsufficientPrivilege as exc:
+                    failed[probe.key] = f"{probe.label}: {exc.diag.message_primary or 'permission denied'}"
+                timer.add([check.id], time.monotonic() - started)
+            if probe.key in done:
+                results[probe.key] = done[probe.key]
+            elif check.id not in errors:
+                errors[check.id] = failed[probe.key]
+        if probes[check.id]:
+            findings[check.id].extend(check.judge_probes(ctx, results))
 
 
 def inventory(ctx: AuditContext, exact_rows: dict[str, int]) -> list[TableInventory]:

@@ -14,6 +14,12 @@ from .orphaned_user_ids import OrphanedUserIds
 from .unconstrained_fk import UnconstrainedFk
 from .unindexed_fk_columns import UnindexedFkColumns
 from .unvalidated_fk import UnvalidatedFk
+from .orphaned_fk_rows import OrphanedFkRows
+from .fk_candidate import FkCandidate
+from .partition_fk_drift import PartitionFkDrift
+from .invalid_indexes import InvalidIndexes
+from .duplicate_foreign_keys import DuplicateForeignKeys
+from .unindexed_foreign_keys import UnindexedForeignKeys
 
 REGISTRY: tuple[type[Check], ...] = (
     MissingMasterRows,
@@ -27,6 +33,13 @@ REGISTRY: tuple[type[Check], ...] = (
     UnvalidatedFk,
     KeyTypeMismatch,
     UnindexedFkColumns,
+    # schema-wide: any table, not only session tables
+    OrphanedFkRows,
+    FkCandidate,
+    PartitionFkDrift,
+    InvalidIndexes,
+    DuplicateForeignKeys,
+    UnindexedForeignKeys,
 )
 
 CHECK_IDS = tuple(c.id for c in REGISTRY)

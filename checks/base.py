@@ -7,7 +7,9 @@ A check never connects, executes or prints. It offers:
 - `judge(ctx, target, values)`: findings from the measured values (no finding: the check passed);
 - `sample(ctx, target, finding)`: which values to show as the finding's sample (keys only);
 Database-wide checks override `query(ctx)` and `judge_rows(ctx, rows)` instead; catalog checks
-override `judge_catalog(ctx)`.
+override `judge_catalog(ctx)`. Schema-wide checks over any table (not only key tables) declare
+`probes(ctx)`: named queries the runner executes once each (a probe shared by two checks runs
+once), and judge all their results at once in `judge_probes(ctx, results)`.
 """
 from __future__ import annotations
 
@@ -48,6 +50,16 @@ def count_distinct_where(value: sql.Composable, predicate: sql.Composable, *join
     return Measure(sql.SQL("count(DISTINCT {}) FILTER (WHERE {})").format(value, predicate), frozenset(joins))
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One query of a schema-wide check. `key` is stable and unique per question asked: two checks
+    that declare the same key share one execution. `label` names what is probed in progress and errors."""
+
+    key: str
+    label: str
+    query: sql.Composable
+
+
 class Check:
     id: ClassVar[str]
     severity: ClassVar[Severity]
@@ -80,13 +92,21 @@ class Check:
     def judge_rows(self, ctx: AuditContext, rows: list[tuple]) -> list[Finding]:
         return []
 
+    # schema-wide checks (any table): their own queries, judged together
+    def probes(self, ctx: AuditContext) -> list[Probe]:
+        return []
+
+    def judge_probes(self, ctx: AuditContext, results: dict[str, list[tuple]]) -> list[Finding]:
+        """`results` maps each probe key that ran to its rows (a probe that failed is absent)."""
+        return []
+
     @classmethod
     def documentation(cls) -> str:
         return (cls.__doc__ or "").strip()
 
     def finding(self, target: KeyTable | None, *, table: str | None = None, column: str | None = None,
                 message: str, **kw) -> Finding:
-        return Finding(check=self.id, severity=self.severity,
+        return Finding(check=self.id, severity=kw.pop("severity", self.severity),
                        table=table or str(target.name), column=column if column is not None else
                        (target.key.name if target else None), message=message, **kw)
 

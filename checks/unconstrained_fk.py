@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
+from . import implied
 from .base import Check
 from .catalog_targets import matching_fks, wanted_references
 
@@ -15,6 +16,13 @@ class UnconstrainedFk(Check):
     that it let in.
     What the fix does: adds the FK (`ON DELETE CASCADE` for sessions) as NOT VALID, then validates
     it in a separate transaction (per partition where the server requires it).
+
+    Schema-wide, the check also reports implied foreign keys on any table (warning severity):
+    a column named like a reference (`customer_id` -> `customers.id`; `<anything>_<pk>` -> the one
+    table whose single-column primary key is `<pk>`), of a comparable type, with no constraint,
+    whose distinct non-NULL values are at least 99% present in that one parent (`details.share`),
+    and that is not its table's own primary key. Everything weaker is `fk_candidate` (info).
+    Columns listed in the configuration's `ignore` are never reported.
     """
 
     id = "unconstrained_fk"
@@ -28,4 +36,22 @@ class UnconstrainedFk(Check):
             if not matching_fks(ctx, ref):
                 findings.append(self.finding(ref.target, column=ref.column, references=ref.references,
                                              message=f"{ref.target.name}.{ref.column} has no foreign key to {ref.references}"))
+        return findings
+
+    # implied foreign keys on any table, confirmed by data
+    def probes(self, ctx):
+        return implied.probes(ctx)
+
+    def judge_probes(self, ctx, results):
+        findings = []
+        for v in implied.verdicts(ctx, results):
+            if not v.is_unconstrained_fk:
+                continue
+            best, c = v.best, v.best.candidate
+            others = f"; other candidates: {v.describe()}" if len(v.measured) > 1 else ""
+            findings.append(self.finding(
+                None, table=str(c.table.name), column=c.column.name, references=c.references,
+                severity=Severity.WARNING, sample=list(best.sample), details=v.details(),
+                message=f"{c.table.name}.{c.column.name} looks like a reference to {c.references} "
+                        f"({best.share:.1%} of {best.values} distinct values found there) but has no foreign key{others}"))
         return findings

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from yumai_audit.model import Severity
+
+from . import implied
+from .base import Check
+
+
+class FkCandidate(Check):
+    """A column that looks like a reference but is not confirmed by the data (information only).
+
+    What is wrong: nothing yet, perhaps. The column is named like a reference (`<x>_id` to a table
+    `<x>` or its plural with primary key `id`; `<pk>` or `<anything>_<pk>` to the one table whose
+    single-column primary key is `<pk>`), has a comparable type and no foreign key, but fewer than
+    99% of its distinct non-NULL values exist in the candidate parent, or several parents qualify
+    (the alternatives are listed, each with its share), or the column is its own table's primary key
+    (a one-to-one extension table, or two serial ids that merely overlap).
+    Why it matters: either a real relationship with many dangling values (worth a look before
+    adding a constraint) or a false match of names; the scan does not decide for you.
+    What the fix does: nothing. Declare the FK yourself if it is real, or list the column in the
+    configuration's `ignore = ["schema.table.column"]` to silence it.
+    """
+
+    id = "fk_candidate"
+    severity = Severity.INFO
+    description = "Columns named like references, with no FK, not confirmed by the data"
+    scope = "schema"
+    skip_reason = "no unconstrained column is named like a reference to a table in scope"
+
+    def targets(self, ctx):
+        return []
+
+    def probes(self, ctx):
+        return implied.probes(ctx)
+
+    def judge_probes(self, ctx, results):
+        findings = []
+        for v in implied.verdicts(ctx, results):
+            if v.is_unconstrained_fk:
+                continue
+            best, c = v.best, v.best.candidate
+            if len(v.confirmed) > 1:
+                why = f"could reference {len(v.confirmed)} tables: {v.describe()}"
+            elif v.confirmed:
+                why = (f"is its table's primary key; {best.share:.1%} of its {best.values} distinct values "
+                       f"are in {c.references}")
+            else:
+                why = f"only {best.share:.1%} of its {best.values} distinct values are in {c.references}"
+                if len(v.measured) > 1:
+                    why += f" (candidates: {v.describe()})"
+            findings.append(self.finding(
+                None, table=str(c.table.name), column=c.column.name, references=c.references,
+                sample=list(best.sample), details=v.details(),
+                message=f"{c.table.name}.{c.column.name} is named like a reference but {why}"))
+        return findings
