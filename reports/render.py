@@ -102,6 +102,7 @@ class PlanView:
     rewriting_steps: int
     concurrent_steps: int
     rewritten_bytes: int
+    numbers: dict[str, str]             # step id -> "#n", for "after step"
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,8 @@ def plan_view(plan: dict) -> PlanView:
         exclusive_steps=sum(1 for s in steps if s.lock_level == "high"),
         rewriting_steps=sum(1 for s in steps if s.rewrites),
         concurrent_steps=sum(1 for s in steps if not s.transactional),
-        rewritten_bytes=sum(b or 0 for s in steps if s.rewrites for _, b in s.tables))
+        rewritten_bytes=sum(b or 0 for s in steps if s.rewrites for _, b in s.tables),
+        numbers={s.id: f"#{s.number}" for s in steps})
 
 
 def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None) -> list[PlanStep]:
@@ -322,19 +324,27 @@ def nice_max(value: float) -> float:
     return 10 * magnitude  # pragma: no cover
 
 
+def tick_values(top: float) -> list[float]:
+    """Evenly spaced round values from 0 to `top` (a nice_max): 4, 5 or 2 intervals, whichever divides it."""
+    for parts in (4, 5, 2):
+        if top % parts == 0 and (top // parts) >= 1:
+            return [top * i / parts for i in range(parts + 1)]
+    return [0, top]
+
+
 def hbar_chart(cid: str, title: str, caption: str, items: list[tuple[str, float, str]],
-               columns: list[str], rows: list[list[str]], empty: str, cls: str = "") -> Chart:
-    label_w, bar_w, row_h, top = 260, 380, 28, 8
+               columns: list[str], rows: list[list[str]], empty: str, cls: str = "", fmt=None) -> Chart:
+    fmt = fmt or (lambda v: number(int(v)))
+    label_w, bar_w, row_h, top = 300, 380, 28, 8
     top_value = nice_max(max((v for _, v, _ in items), default=0))
     bars, labels = [], []
     for i, (label, value, text) in enumerate(items):
         y = top + i * row_h
         width = bar_w * value / top_value if top_value else 0
         bars.append(Bar(label, value, text, label_w, y + 4, max(width, 1 if value else 0), row_h - 10, cls))
-        labels.append((label_w - 8, y + row_h / 2 + 4, label if len(label) <= 36 else "…" + label[-35:]))
+        labels.append((label_w - 8, y + row_h / 2 + 4, label if len(label) <= 44 else "…" + label[-43:]))
     height = top + len(items) * row_h + 24
-    ticks = [(label_w + bar_w * f, number(round(top_value * f)) if top_value >= 4 or f in (0, 1) else "")
-             for f in (0, 0.25, 0.5, 0.75, 1)]
+    ticks = [(label_w + bar_w * v / top_value, fmt(v)) for v in tick_values(top_value)]
     return Chart(cid, title, caption, "hbar", label_w + bar_w + 90, height, bars, labels, ticks, [],
                  columns, rows, "" if items else empty)
 
@@ -406,13 +416,18 @@ def sessions_chart(result: ScanResult) -> Chart:
                 bars.append(Bar(f"week of {w['week']}: {text.lower()}", w[key], number(w[key]), x, y, bar_w, h, cls))
         if i % every == 0:
             labels.append((x + bar_w / 2, top + plot_h + 16, w["week"][5:]))
-    ticks = [(top + plot_h * (1 - f), number(round(top_value * f))) for f in (0, 0.25, 0.5, 0.75, 1)
-             if top_value >= 4 or f in (0, 1)]
+    ticks = [(top + plot_h * (1 - v / top_value), number(int(v))) for v in tick_values(top_value)]
     rows = [[w["week"]] + [number(w[k]) for k, _, _ in SESSION_SERIES] + [number(t)] for w, t in zip(weeks, totals)]
     if not weeks:
-        empty = ("Nothing to draw: " + ("no key table has a usable " + column + " column." if not tables else
-                 "no session with a timestamp was found." if "sessions_by_week" in stats else
-                 "this findings.json was written without weekly statistics."))
+        if "sessions_by_week" not in stats:
+            why = "this findings.json was written without weekly statistics."
+        elif stats.get("sessions_by_week_error"):
+            why = f"the weekly count {stats['sessions_by_week_error']}."
+        elif not tables:
+            why = f"no key table has a usable {column} column."
+        else:
+            why = "no session with a timestamp was found."
+        empty = "Nothing to draw: " + why
     else:
         empty = ""
     return Chart("chart-sessions", "Sessions per week", caption, "stacked", left + plot_w + 10, top + plot_h + 30,
@@ -422,8 +437,19 @@ def sessions_chart(result: ScanResult) -> Chart:
 
 def partitions_chart(result: ScanResult) -> Chart:
     parts = list((result.stats or {}).get("partitions") or [])
-    items = [(p["partition"] + (" (default)" if p.get("default") else ""), p["bytes"], human_bytes(p["bytes"]))
-             for p in parts]
+    def short(p: dict) -> str:
+        # the partition without its schema when it lives in its table's schema (the table of numbers has both)
+        schema = p["table"].split(".", 1)[0] + "."
+        name = p["partition"][len(schema):] if p["partition"].startswith(schema) else p["partition"]
+        return name + (" (default)" if p.get("default") else "")
+
+    biggest = max((p["bytes"] for p in parts), default=0)
+    unit, unit_name = 1, "B"
+    for name in ("kB", "MB", "GB", "TB"):
+        if biggest >= unit * 1024:
+            unit, unit_name = unit * 1024, name
+    # drawn in whole units (kB, MB...) so that the axis reads 0, 100 kB, 200 kB rather than decimal bytes
+    items = [(short(p), p["bytes"] / unit, human_bytes(p["bytes"])) for p in parts]
     rows = [[p["partition"], p["table"], p.get("bound", ""), human_bytes(p["bytes"]), number(p.get("rows"), "?")]
             for p in parts]
     partitioned = [t for t in result.inventory if t.kind == "partitioned"]
@@ -431,7 +457,8 @@ def partitions_chart(result: ScanResult) -> Chart:
            else "this findings.json was written without partition statistics.")
     return hbar_chart("chart-partitions", "Partition sizes",
                       "On-disk size of each leaf partition of the partitioned key tables (indexes and TOAST included).",
-                      items, ["Partition", "Table", "Bound", "Size", "Rows"], rows, f"Nothing to draw: {why}", "partition")
+                      items, ["Partition", "Table", "Bound", "Size", "Rows"], rows, f"Nothing to draw: {why}", "partition",
+                      fmt=lambda v: f"{v:g} {unit_name}" if v else "0")
 
 
 def _safe(make, result: ScanResult) -> Chart:
