@@ -30,24 +30,6 @@ def write_scan(result: ScanResult, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-def read_plan(path: str | Path) -> dict:
-    """A plan saved as JSON (`Plan.to_dict()`): {"steps": [...], ...}."""
-    import json
-
-    from .errors import AuditError
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuditError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise AuditError(f"{path}: not a plan JSON file ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("steps"), list) or not all(
-            isinstance(s, dict) for s in data["steps"]):
-        raise AuditError(f"{path}: not a plan JSON file (no list of steps)")
-    return data
-
-
 def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | None = None,
            plan: str | Path | None = None) -> tuple[ScanResult, dict[str, Path]]:
     """Render report.html (and findings.csv, samples-*.csv) from a saved findings.json.
@@ -55,7 +37,7 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     `findings` is the scan reported on (after a fix: the newer scan); `compare` the older scan it
     is compared with, check by check; `plan` a saved plan JSON shown in the plan section.
     """
-    from yumai_audit.outputs import read_json
+    from yumai_audit.outputs import read_json, read_plan
     from yumai_audit.reports.render import write_html
 
     result = read_json(findings)

@@ -361,8 +361,10 @@ def orphan_chart(result: ScanResult) -> Chart:
         why = "no key table besides the source table"
     items = [(n, counts.get(n, (0, 0))[0], number(counts.get(n, (0, 0))[0])) for n in names]
     rows = [[n, number(counts.get(n, (0, 0))[0]), number(counts.get(n, (0, 0))[1])] for n in names]
-    return hbar_chart("chart-orphans", "Orphaned rows per table",
-                      "Rows whose session id is in neither the master nor the source table.",
+    caption = "Rows whose session id is in neither the master nor the source table."
+    if items and not any(v for _, v, _ in items):
+        caption += " None are left in any table."
+    return hbar_chart("chart-orphans", "Orphaned rows per table", caption,
                       items, ["Table", "Orphaned rows", "Unknown sessions"], rows, f"Nothing to draw: {why}.", "orphan")
 
 

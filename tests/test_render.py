@@ -213,6 +213,9 @@ def test_charts_show_their_numbers():
     ctx = build_context(scan_result())
     orphans, sessions, partitions = ctx.charts
     assert orphans.rows == [["chatbot.user_interactions", "7", "3"]]
+    assert "None are left" not in orphans.caption
+    clean = build_context(scan_result(blocked=False)).charts[0]
+    assert clean.rows == [["chatbot.user_interactions", "0", "0"]] and clean.caption.endswith("None are left in any table.")
     # the missing week (2026-03-09) is drawn as zero
     assert [row[0] for row in sessions.rows] == ["2026-03-02", "2026-03-09", "2026-03-16"]
     assert sessions.rows[1] == ["2026-03-09", "0", "0", "0", "0"]
