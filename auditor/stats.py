@@ -2,7 +2,7 @@
 
 - `sessions_by_week`: every distinct valid session key seen in any key table that has the
   `created_at_column`, counted once in the week (ISO, Monday start, UTC for timestamptz) of its
-  first row, split into registered (in the master), missing from the master (known from the
+  first row (NULL and infinite timestamps ignored), split into registered (in the master), missing from the master (known from the
   source table only) and orphaned (in neither). Malformed and NULL keys are not sessions.
 - `partitions`: per partitioned key table, each leaf partition's bound, size and exact row count.
 
@@ -48,8 +48,8 @@ def week_tables(ctx: AuditContext) -> tuple[list, list[str]]:
 def sessions_by_week_query(ctx: AuditContext, tables: list) -> sql.Composable:
     firsts = sql.SQL(" UNION ALL ").join(
         sql.SQL("SELECT {key} AS session_id, min({created}) AS first_at FROM {table} t "
-                "WHERE {key} IS NOT NULL AND {created} IS NOT NULL GROUP BY 1").format(
-            key=key_uuid(k.key), created=_as_utc_timestamp(created), table=table_ref(k.name))
+                "WHERE {key} IS NOT NULL AND isfinite({raw}) GROUP BY 1").format(
+            key=key_uuid(k.key), created=_as_utc_timestamp(created), raw=col(created), table=table_ref(k.name))
         for k, created in tables)
     return sql.SQL(
         "WITH known AS ({known}), firsts AS ({firsts}), "

@@ -165,6 +165,7 @@ class Comparison:
     fixed: int
     remaining: int
     new: int
+    other_database: str | None = None   # the before scan's database, when it is not the same one
 
 
 @dataclass(frozen=True)
@@ -510,7 +511,9 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
     return Comparison(before.generated_at, after.generated_at, rows,
                       fixed=sum(1 for r in rows if r["change"] == "fixed"),
                       remaining=sum(1 for r in rows if r["after_findings"]),
-                      new=sum(1 for r in rows if r["change"] == "new"))
+                      new=sum(1 for r in rows if r["change"] == "new"),
+                      other_database=None if before.database.get("name") == after.database.get("name")
+                      else str(before.database.get("name")))
 
 
 # --- entry points -------------------------------------------------------------------------------

@@ -132,6 +132,10 @@ def test_comparison_check_by_check():
     assert rows["null_session_ids"].endswith("fail 1 2 fail 1 2 unchanged")
     assert rows["unvalidated_fk"].endswith("skipped 0 – skipped 0 – unchanged")
     assert "Verdict: Ready to apply" in text_of(section(html, "verdict"))
+    assert "different database" not in text
+    before.database["name"] = "<other>"
+    text = text_of(section(render_html(after, before=before), "comparison"))
+    assert "different database The earlier scan is of database &lt;other&gt; , not yumai" in text
 
 
 def test_without_plan_or_before_those_sections_are_absent():

@@ -38,7 +38,7 @@ def build(db):
     # text keys (one upper case, one malformed), a timestamp without time zone
     db.execute("""INSERT INTO chatbot.user_interactions (session_id, created_at) VALUES
         (%(a)s, '2026-03-04 08:00'), (upper(%(c)s), '2026-03-24 08:00'), (%(c)s, '2026-03-26 08:00'),
-        ('not-a-uuid', '2026-03-24 09:00'), (NULL, '2026-03-24 09:00')""", {"a": A, "c": C})
+        ('not-a-uuid', '2026-03-24 09:00'), (NULL, '2026-03-24 09:00'), (%(c)s, '-infinity'), (%(c)s, NULL)""", {"a": A, "c": C})
     db.execute("INSERT INTO chatbot.no_time (session_id) VALUES (gen_random_uuid())")
     db.execute("INSERT INTO chatbot.text_time (session_id, created_at) VALUES (gen_random_uuid(), 'yesterday')")
 
