@@ -205,34 +205,60 @@ def documentation(check_id: str) -> tuple[str, list[DocPart]]:
     return " ".join(first.split()), parts
 
 
-def verdict(result: ScanResult, plan: PlanView | None = None) -> Verdict:
+def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None) -> Verdict:
+    """Ready or blocked, with one sentence per blocking check.
+
+    Without a plan (or with a plan whose steps do not declare the checks they repair), every error
+    finding and every check that could not run blocks. With a plan whose steps declare `checks`, the
+    report is "ready to apply" when every blocking check has a step of the plan that repairs it and
+    every check ran; the checks left without a step are what blocks.
+    """
     blocking: dict[str, list[Finding]] = {c.check: [] for c in result.checks}
     for f in result.findings:
         if f.severity is Severity.ERROR:
             blocking.setdefault(f.check, []).append(f)
+    blocking = {check: findings for check, findings in blocking.items() if findings}
     failed = [c for c in result.checks if c.status is Status.ERROR]
     descriptions = {c.check: c.description or c.check for c in result.checks}
-    reasons = []
-    blocking = {check: findings for check, findings in blocking.items() if findings}
-    for check, findings in blocking.items():
+    declared = raw_plan is not None and plan is not None and any("checks" in s for s in raw_plan.get("steps", []))
+    covered = {check: steps_for(check, findings, plan, raw_plan) for check, findings in blocking.items()} \
+        if declared else {}
+
+    def sentence(check: str, findings: list[Finding]) -> str:
         title = descriptions.get(check, check)
         if len(findings) == 1:
-            reasons.append(f"{title}: {findings[0].message}.")
+            text = f"{title}: {findings[0].message}"
         else:
             tables = sorted({f.table for f in findings})
             shown = ", ".join(tables[:4]) + (f" and {len(tables) - 4} more" if len(tables) > 4 else "")
             rows = sum(f.rows or 0 for f in findings)
-            amount = f"{rows:,} rows in " if rows else ""
-            reasons.append(f"{title}: {len(findings)} findings, {amount}{shown}.")
+            text = f"{title}: {len(findings)} findings, {f'{rows:,} rows in ' if rows else ''}{shown}"
+        if check in covered:
+            steps = covered[check]
+            text += (f" (repaired by step{'s' if len(steps) != 1 else ''} {', '.join(f'#{s.number}' for s in steps)})"
+                     if steps else " (no step of the plan repairs this)")
+        return text + "."
+
+    open_checks = [c for c in blocking if not covered.get(c)] if declared else list(blocking)
+    reasons = [sentence(c, blocking[c]) for c in open_checks]
     reasons += [f"{c.check} could not be verified: {c.reason}." for c in failed]
     if not reasons:
+        if blocking:
+            pending = sum(1 for s in plan.steps if not s.done)
+            headline = (f"Every blocking check has a step in the plan: its {pending} pending "
+                        f"step{'s' if pending != 1 else ''} clear{'s' if pending == 1 else ''} the way for the cutover.")
+            return Verdict(True, headline, [sentence(c, f) for c, f in blocking.items()])
         headline = "No check found a defect that blocks the foreign keys to the session master."
         return Verdict(True, headline, [])
-    n = len(blocking) + len(failed)
-    headline = f"{n} check{'s' if n != 1 else ''} stand{'s' if n == 1 else ''} in the way of the cutover."
-    if plan is not None and plan.steps:
-        pending = sum(1 for s in plan.steps if not s.done)
-        headline += f" The plan below has {pending} pending step{'s' if pending != 1 else ''} to clear them."
+    n = len(open_checks) + len(failed)
+    if declared:
+        headline = f"{n} check{'s' if n != 1 else ''} block{'s' if n == 1 else ''} the cutover and no step of the plan clears {'it' if n == 1 else 'them'}."
+        reasons += [sentence(c, f) for c, f in blocking.items() if c not in open_checks]
+    else:
+        headline = f"{n} check{'s' if n != 1 else ''} stand{'s' if n == 1 else ''} in the way of the cutover."
+        if plan is not None and plan.steps:
+            pending = sum(1 for s in plan.steps if not s.done)
+            headline += f" The plan below has {pending} pending step{'s' if pending != 1 else ''} to clear them."
     return Verdict(False, headline, reasons)
 
 
@@ -530,7 +556,7 @@ def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanR
     return ReportContext(
         title=title, database=str(result.database.get("name", "?")),
         server_version=str(result.database.get("server_version", "?")), generated_at=result.generated_at,
-        settings=settings, verdict=verdict(result, pv), inventory=list(result.inventory),
+        settings=settings, verdict=verdict(result, pv, plan), inventory=list(result.inventory),
         groups=severity_groups(sections), passed=[s for s in sections if not s.findings],
         other_checks=list(result.checks),
         charts=[_safe(orphan_chart, result), _safe(sessions_chart, result), _safe(partitions_chart, result)],

@@ -237,3 +237,24 @@ def test_findings_without_statistics_still_render():
     assert "this findings.json was written without partition statistics" in html
     malformed = render_html(scan_result(stats={"sessions_by_week": [{"week": "x"}], "partitions": [{"bytes": 1}]}))
     assert malformed.count("the statistics in this findings.json are malformed") == 2
+
+
+def test_with_declared_checks_the_plan_decides_ready_to_apply():
+    plan = plan_dict()
+    plan["steps"][1]["checks"] = ["orphaned_session_ids"]
+    ctx = build_context(scan_result(), plan=plan)
+    assert ctx.verdict.ready
+    assert ctx.verdict.headline == ("Every blocking check has a step in the plan: its 3 pending steps "
+                                    "clear the way for the cutover.")
+    assert ctx.verdict.reasons == ["Rows whose session id is in neither the master nor the source table: 7 rows in "
+                                   "chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)."]
+    plan["steps"][1]["checks"] = ["null_session_ids"]
+    ctx = build_context(scan_result(), plan=plan)
+    assert not ctx.verdict.ready
+    assert ctx.verdict.headline == "1 check blocks the cutover and no step of the plan clears it."
+    assert ctx.verdict.reasons[0].endswith("(no step of the plan repairs this).")
+    # a check that could not run always blocks
+    plan["steps"][1]["checks"] = ["orphaned_session_ids"]
+    result = scan_result()
+    result.checks[1].status, result.checks[1].reason = Status.ERROR, "timed out"
+    assert not build_context(result, plan=plan).verdict.ready
