@@ -222,7 +222,7 @@ def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | N
     descriptions = {c.check: c.description or c.check for c in result.checks}
     declared = raw_plan is not None and plan is not None and any("checks" in s for s in raw_plan.get("steps", []))
     covered = {check: steps_for(check, findings, plan, raw_plan) for check, findings in blocking.items()} \
-        if declared else {}
+        if declared else {}     # declared `checks` only: a verdict never rests on the naming heuristics
 
     def sentence(check: str, findings: list[Finding]) -> str:
         title = descriptions.get(check, check)
@@ -293,22 +293,64 @@ def plan_view(plan: dict) -> PlanView:
         numbers={s.id: f"#{s.number}" for s in steps})
 
 
-def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None) -> list[PlanStep]:
+# Which steps of the fix planner repair which check, by the kind of step (its id up to the colon:
+# "orphans:chatbot.user_interactions" is of kind "orphans"). Used when steps do not declare `checks`.
+STEP_KINDS: dict[str, tuple[str, ...]] = {
+    "missing_master_rows": ("master", "backfill"),
+    "orphaned_session_ids": ("orphans",),
+    "malformed_session_ids": ("malformed", "to-uuid"),
+    "noncanonical_session_ids": ("to-uuid",),
+    "key_type_mismatch": ("to-uuid",),
+    "unconstrained_fk": ("fk-add", "fk-validate"),
+    "unvalidated_fk": ("fk-validate",),
+    "unindexed_fk_columns": ("index", "attach-index"),
+    "conflicting_session_users": ("backfill",),
+    "orphaned_user_ids": ("backfill",),
+}
+# Checks about the master as a whole: their steps run per source partition or on the master itself.
+WHOLE_MASTER_CHECKS = {"missing_master_rows", "conflicting_session_users", "orphaned_user_ids"}
+KNOWN_KINDS = {kind for kinds in STEP_KINDS.values() for kind in kinds}
+
+
+def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None,
+              parents: dict[str, str] | None = None, key_column: str | None = None) -> list[PlanStep]:
     """The planned steps that repair a check's findings.
 
-    A step that declares `checks` (a list of check ids, beyond the contract) is matched on it;
-    otherwise a step whose id names the check; otherwise every step touching one of the finding tables.
+    In order: a step that declares `checks` (a list of check ids, beyond the contract) is matched on
+    it; else the fix planner's step kinds (STEP_KINDS), on the finding's tables (a partition counts
+    as its table); else a step whose id names the check; else, for a plan of unknown naming, every
+    step touching one of the finding's tables.
     """
     if plan is None or raw is None:
         return []
     declared = [(step, r.get("checks")) for step, r in zip(plan.steps, raw.get("steps", []))]
     if any(c is not None for _, c in declared):
         return [step for step, c in declared if c and check_id in c]
-    named = [s for s in plan.steps if check_id in s.id]
-    if named:
-        return named
+    parents = parents or {}
+    if check_id in ("unconstrained_fk", "unvalidated_fk") and key_column:
+        findings = [f for f in findings if f.column == key_column]    # the plan adds session FKs only
     tables = {f.table for f in findings}
-    return [s for s in plan.steps if tables & {t for t, _ in s.tables}]
+
+    def kind_and_table(step: PlanStep) -> tuple[str, str | None]:
+        kind, _, table = step.id.partition(":")
+        return kind, (parents.get(table, table) if table else None)
+
+    known = any(kind_and_table(s)[0] in KNOWN_KINDS for s in plan.steps)
+    if known:
+        kinds = STEP_KINDS.get(check_id, ())
+        matched = [s for s in plan.steps if (k := kind_and_table(s))[0] in kinds
+                   and (check_id in WHOLE_MASTER_CHECKS or k[1] in tables)]
+        if matched:
+            return matched
+    named = [s for s in plan.steps if check_id in s.id]
+    if named or known:
+        return named
+    return [s for s in plan.steps if tables & {parents.get(t, t) for t, _ in s.tables}]
+
+
+def partition_parents(result: ScanResult) -> dict[str, str]:
+    parts = (result.stats or {}).get("partitions") or []
+    return {str(p.get("partition")): str(p.get("table")) for p in parts if isinstance(p, dict)}
 
 
 def check_sections(result: ScanResult, plan: PlanView | None, raw_plan: dict | None) -> list[CheckSection]:
@@ -326,7 +368,8 @@ def check_sections(result: ScanResult, plan: PlanView | None, raw_plan: dict | N
             summary=summary, doc=doc, findings=findings,
             total_rows=sum(rows) if rows else None, total_keys=sum(keys) if keys else None,
             samples_file=f"samples-{re.sub(r'[^a-z0-9_]', '_', c.check)}.csv",
-            steps=steps_for(c.check, findings, plan, raw_plan)))
+            steps=steps_for(c.check, findings, plan, raw_plan, partition_parents(result),
+                            (result.config or {}).get("key_column"))))
     return sections
 
 
@@ -519,8 +562,8 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
     for check in order:
         bs, bn, br = b.get(check, ("not run", 0, None))
         as_, an, ar = a.get(check, ("not run", 0, None))
-        if bn and not an and as_ == "pass":
-            change = "fixed"
+        if bn and not an and as_ in ("pass", "skipped"):
+            change = "fixed"            # skipped after: e.g. the key is uuid now, text checks no longer apply
         elif an and not bn:
             change = "new"
         elif an and bn and (an < bn or (ar or 0) < (br or 0)):

@@ -258,3 +258,36 @@ def test_with_declared_checks_the_plan_decides_ready_to_apply():
     result = scan_result()
     result.checks[1].status, result.checks[1].reason = Status.ERROR, "timed out"
     assert not build_context(result, plan=plan).verdict.ready
+
+
+def test_steps_named_by_the_fix_planner_are_attached_to_the_checks_they_repair():
+    """The fix planner's step ids are `<kind>:<table>`; a partition's step counts for its table."""
+    def step(step_id, tables=()):
+        return {"id": step_id, "description": step_id, "lock": "ROW EXCLUSIVE", "tables": list(tables),
+                "table_bytes": {}, "rewrites": False, "transactional": True, "depends_on": [],
+                "sql": f"-- {step_id}", "done": False}
+    plan = {"steps": [step("preflight"), step("master"),
+                      step("index:chatbot.conversations_2026_03", ["chatbot.conversations_2026_03"]),
+                      step("backfill:chatbot.conversations_2026_03", ["chatbot.session_master"]),
+                      step("orphans:chatbot.user_interactions", ["chatbot.user_interactions"]),
+                      step("fk-add:chatbot.user_interactions", ["chatbot.user_interactions"]),
+                      step("verify")],
+            "server_version_num": 180001, "options": {}}
+    result = scan_result()
+    result.checks.append(result.checks[0].__class__("unindexed_fk_columns", Status.FAIL, 0, result.checks[0].severity))
+    result.findings.append(result.findings[1].__class__(
+        "unindexed_fk_columns", result.findings[1].severity, "chatbot.conversations", "session_id", "no index"))
+    ctx = build_context(result, plan=plan)
+    steps = {c.id: [s.id for s in c.steps] for g in ctx.groups for c in g.checks}
+    assert steps == {"orphaned_session_ids": ["orphans:chatbot.user_interactions"],
+                     "null_session_ids": [],
+                     "unindexed_fk_columns": ["index:chatbot.conversations_2026_03"]}
+    assert not ctx.verdict.ready         # undeclared: the verdict does not rest on names
+
+
+def test_a_check_that_no_longer_applies_after_the_fix_counts_as_fixed():
+    before = scan_result()
+    after = scan_result(blocked=False)
+    after.checks[0].status, after.checks[0].reason = Status.SKIPPED, "no text key column left"
+    rows = {r["check"]: r for r in build_context(after, before=before).comparison.rows}
+    assert (rows["orphaned_session_ids"]["after_status"], rows["orphaned_session_ids"]["change"]) == ("skipped", "fixed")
