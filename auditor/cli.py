@@ -188,3 +188,29 @@ def demo(out_dir):
 
 def main():
     cli.main()
+
+
+@cli.command()
+@click.argument("findings", metavar="FINDINGS.json", type=click.Path(dir_okay=False))
+@click.option("--compare", "compare", metavar="BEFORE.json", type=click.Path(dir_okay=False), default=None,
+              help="An older findings.json (e.g. the scan before `fix --apply`): the report compares it with "
+                   "FINDINGS.json (the newer scan) check by check.")
+@click.option("--plan", "plan", metavar="PLAN.json", type=click.Path(dir_okay=False), default=None,
+              help="A saved plan (JSON) to show in the report's plan section.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
+              help="Directory for report.html, findings.csv and samples-*.csv.")
+def report(findings, compare, plan, out_dir):
+    """Render the HTML report from a saved findings.json, without connecting to any database.
+
+    FINDINGS.json is the scan the report is about (after a fix, the newer scan); --compare names the
+    older scan to compare it with. Exit code 0 when the verdict is "ready", 1 when blocked.
+
+    \b
+    Example:
+      yumai-audit report ./after/findings.json --compare ./before/findings.json --out ./review
+    """
+    from .api import report as api_report
+
+    result, paths = api_report(findings, out_dir, compare=compare, plan=plan)
+    click.echo(f"Report: {paths['html']}")
+    return result.exit_code

@@ -27,19 +27,33 @@ def write_json(result: ScanResult, path: Path) -> Path:
     return path
 
 
-def read_json(path: str | Path) -> ScanResult:
+def load_json(path: str | Path, what: str):
+    """A JSON document from a file; a missing or unreadable file is an AuditError naming `what` it should be."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AuditError(f"{path}: no such file") from None
     except (OSError, ValueError) as exc:
-        raise AuditError(f"{path}: not a findings.json file ({exc})") from None
+        raise AuditError(f"{path}: not a {what} file ({exc})") from None
+
+
+def read_json(path: str | Path) -> ScanResult:
+    data = load_json(path, "findings.json")
     if not isinstance(data, dict) or data.get("version") != 1 or "findings" not in data:
         raise AuditError(f"{path}: not a findings.json file (version 1)")
     try:
         return ScanResult.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
         raise AuditError(f"{path}: malformed findings.json ({exc})") from None
+
+
+def read_plan(path: str | Path) -> dict:
+    """A plan saved as JSON (`Plan.to_dict()`): {"steps": [...], ...}."""
+    data = load_json(path, "plan JSON")
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list) or not all(
+            isinstance(s, dict) for s in data["steps"]):
+        raise AuditError(f"{path}: not a plan JSON file (no list of steps)")
+    return data
 
 
 def findings_frame(result: ScanResult) -> pd.DataFrame:

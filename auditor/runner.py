@@ -25,6 +25,7 @@ from .config import Config
 from .context import AuditContext, KeyTable, build_context
 from .errors import ConfigError, NothingToAudit
 from .model import CheckResult, Finding, ScanResult, Status, TableInventory
+from .stats import collect_stats
 
 Progress = Callable[[str], None]
 
@@ -81,6 +82,8 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
         with conn.transaction():
             ctx = audit_context(conn, config)
             result = _run(conn, ctx, checks, say)
+            say("collecting report statistics")
+            result.stats.update(collect_stats(ctx, lambda q: _execute(conn, q, config.timeout_seconds)))
     finally:
         conn.rollback()
     return result

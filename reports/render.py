@@ -1,35 +1,617 @@
-"""Render a scan (and optionally a plan and a second scan to compare) as one self-contained HTML file."""
+"""Render a scan (and optionally a plan and a scan to compare) as one self-contained HTML file.
+
+The template context is a small declared structure (`ReportContext`): plain data, no markup. Every
+string from the database (table names, sample keys, messages, SQL text) reaches the template as
+text and is escaped by jinja2's autoescape, in the HTML and in the inline SVG charts alike; the
+renderer never builds markup in Python. Chart geometry (positions, sizes) is computed here, the
+SVG elements are written by the `_chart_*.html` partials.
+"""
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from yumai_audit.model import ScanResult, Severity, Status
+from yumai_audit.checks import REGISTRY
+from yumai_audit.model import Finding, ScanResult, Severity, Status
+
+SAMPLES_SHOWN = 12
+MAX_WEEKS_DRAWN = 104
+SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNING: "Warnings",
+                   Severity.INFO: "Information"}
+DOC_LABELS = ("What is wrong:", "Why it matters:", "What the fix does:")
 
 
 def environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("yumai_audit.reports", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
+        autoescape=True,            # every template, whatever its name; values are always escaped
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["bytes"] = human_bytes
+    env.filters["num"] = number
+    return env
 
 
-def verdict(result: ScanResult) -> dict:
-    errors = [f for f in result.findings if f.severity is Severity.ERROR]
+# --- formatting -------------------------------------------------------------------------------
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def number(n: int | float | None, empty: str = "–") -> str:
+    if n is None:
+        return empty
+    return f"{n:,}" if isinstance(n, int) else f"{n:,.1f}"
+
+
+def code_segments(text: str) -> list[tuple[bool, str]]:
+    """Split documentation text on backticks: [(is_code, text)], rendered as text and <code>."""
+    parts = text.split("`")
+    return [(i % 2 == 1, part) for i, part in enumerate(parts) if part]
+
+
+# --- the declared template context ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DocPart:
+    label: str                          # "", "What is wrong:", ...
+    segments: list[tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    headline: str                       # one sentence
+    reasons: list[str]                  # one sentence per blocking check
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    number: int
+    id: str
+    description: str
+    lock: str
+    lock_level: str                     # "high" | "medium" | "low" | "none", for styling next to the text
+    tables: list[tuple[str, int | None]]
+    rewrites: bool
+    transactional: bool
+    depends_on: list[str]
+    sql: str
+    done: bool
+
+
+@dataclass(frozen=True)
+class PlanView:
+    steps: list[PlanStep]
+    server_version_num: int | None
+    options: list[tuple[str, str]]
+    exclusive_steps: int
+    rewriting_steps: int
+    concurrent_steps: int
+    rewritten_bytes: int
+    numbers: dict[str, str]             # step id -> "#n", for "after step"
+
+
+@dataclass(frozen=True)
+class CheckSection:
+    id: str
+    title: str                          # the check's description
+    severity: str
+    status: str
+    summary: str                        # first paragraph of the docstring
+    doc: list[DocPart]
+    findings: list[Finding]
+    total_rows: int | None
+    total_keys: int | None
+    samples_file: str
+    steps: list[PlanStep]
+
+
+@dataclass(frozen=True)
+class SeverityGroup:
+    severity: str
+    title: str
+    count: int                          # findings
+    checks: list[CheckSection]
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    text: str                           # the value as people read it
+    x: float
+    y: float
+    width: float
+    height: float
+    cls: str = ""
+
+
+@dataclass(frozen=True)
+class Chart:
+    id: str
+    title: str
+    caption: str
+    kind: str                           # "hbar" | "stacked"
+    width: int
+    height: int
+    bars: list[Bar]
+    labels: list[tuple[float, float, str]]   # (x, y, text) axis labels
+    ticks: list[tuple[float, str]]           # (position, text) value axis
+    legend: list[tuple[str, str]]            # (css class, text)
+    columns: list[str]                       # the table of numbers: header
+    rows: list[list[str]]                    # the table of numbers: body (first cell is the row header)
+    empty: str = ""                          # shown instead of the chart when there is nothing to draw
+
+
+@dataclass(frozen=True)
+class Comparison:
+    before_generated_at: str
+    after_generated_at: str
+    rows: list[dict]
+    fixed: int
+    remaining: int
+    new: int
+    other_database: str | None = None   # the before scan's database, when it is not the same one
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    title: str
+    database: str
+    server_version: str
+    generated_at: str
+    settings: list[tuple[str, str]]
+    verdict: Verdict
+    inventory: list
+    groups: list[SeverityGroup]
+    passed: list[CheckSection]
+    other_checks: list                   # CheckResult rows: every check with its status
+    charts: list[Chart]
+    plan: PlanView | None
+    comparison: Comparison | None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- building the context ---------------------------------------------------------------------------
+
+def documentation(check_id: str) -> tuple[str, list[DocPart]]:
+    cls = next((c for c in REGISTRY if c.id == check_id), None)
+    if cls is None:
+        return "", []
+    text = cls.documentation()
+    first, _, rest = text.partition("\n\n")
+    rest = " ".join(line.strip() for line in rest.splitlines() if line.strip())
+    pattern = "(" + "|".join(re.escape(label) for label in DOC_LABELS) + ")"
+    parts, label = [], ""
+    for piece in re.split(pattern, rest):
+        if piece in DOC_LABELS:
+            label = piece
+        elif piece.strip():
+            parts.append(DocPart(label, code_segments(piece.strip())))
+    return " ".join(first.split()), parts
+
+
+def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None) -> Verdict:
+    """Ready or blocked, with one sentence per blocking check.
+
+    Without a plan (or with a plan whose steps do not declare the checks they repair), every error
+    finding and every check that could not run blocks. With a plan whose steps declare `checks`, the
+    report is "ready to apply" when every blocking check has a step of the plan that repairs it and
+    every check ran; the checks left without a step are what blocks.
+    """
+    blocking: dict[str, list[Finding]] = {c.check: [] for c in result.checks}
+    for f in result.findings:
+        if f.severity is Severity.ERROR:
+            blocking.setdefault(f.check, []).append(f)
+    blocking = {check: findings for check, findings in blocking.items() if findings}
     failed = [c for c in result.checks if c.status is Status.ERROR]
-    if not errors and not failed:
-        return {"ready": True, "headline": "Ready: no error-severity finding.", "reasons": []}
-    reasons = [f"{f.check}: {f.message}" for f in errors] + [f"{c.check} could not run: {c.reason}" for c in failed]
-    return {"ready": False, "headline": f"Blocked by {len(errors) + len(failed)} error(s).", "reasons": reasons}
+    descriptions = {c.check: c.description or c.check for c in result.checks}
+    declared = raw_plan is not None and plan is not None and any("checks" in s for s in raw_plan.get("steps", []))
+    covered = {check: steps_for(check, findings, plan, raw_plan) for check, findings in blocking.items()} \
+        if declared else {}     # declared `checks` only: a verdict never rests on the naming heuristics
+
+    def sentence(check: str, findings: list[Finding]) -> str:
+        title = descriptions.get(check, check)
+        if len(findings) == 1:
+            text = f"{title}: {findings[0].message}"
+        else:
+            tables = sorted({f.table for f in findings})
+            shown = ", ".join(tables[:4]) + (f" and {len(tables) - 4} more" if len(tables) > 4 else "")
+            rows = sum(f.rows or 0 for f in findings)
+            text = f"{title}: {len(findings)} findings, {f'{rows:,} rows in ' if rows else ''}{shown}"
+        if check in covered:
+            steps = covered[check]
+            text += (f" (repaired by step{'s' if len(steps) != 1 else ''} {', '.join(f'#{s.number}' for s in steps)})"
+                     if steps else " (no step of the plan repairs this)")
+        return text + "."
+
+    open_checks = [c for c in blocking if not covered.get(c)] if declared else list(blocking)
+    reasons = [sentence(c, blocking[c]) for c in open_checks]
+    reasons += [f"{c.check} could not be verified: {c.reason}." for c in failed]
+    if not reasons:
+        if blocking:
+            pending = sum(1 for s in plan.steps if not s.done)
+            headline = (f"Every blocking check has a step in the plan: its {pending} pending "
+                        f"step{'s' if pending != 1 else ''} clear{'s' if pending == 1 else ''} the way for the cutover.")
+            return Verdict(True, headline, [sentence(c, f) for c, f in blocking.items()])
+        headline = "No check found a defect that blocks the foreign keys to the session master."
+        return Verdict(True, headline, [])
+    n = len(open_checks) + len(failed)
+    if declared:
+        headline = f"{n} check{'s' if n != 1 else ''} block{'s' if n == 1 else ''} the cutover and no step of the plan clears {'it' if n == 1 else 'them'}."
+        reasons += [sentence(c, f) for c, f in blocking.items() if c not in open_checks]
+    else:
+        headline = f"{n} check{'s' if n != 1 else ''} stand{'s' if n == 1 else ''} in the way of the cutover."
+        if plan is not None and plan.steps:
+            pending = sum(1 for s in plan.steps if not s.done)
+            headline += f" The plan below has {pending} pending step{'s' if pending != 1 else ''} to clear them."
+    return Verdict(False, headline, reasons)
 
 
-def render_html(result: ScanResult, *, title: str = "yumai-audit report") -> str:
-    template = environment().get_template("report.html")
-    return template.render(result=result, verdict=verdict(result), title=title, severities=list(Severity))
+def lock_level(lock: str) -> str:
+    lock = (lock or "none").upper()
+    if lock in ("ACCESS EXCLUSIVE", "EXCLUSIVE"):
+        return "high"
+    if lock in ("SHARE ROW EXCLUSIVE", "SHARE", "SHARE UPDATE EXCLUSIVE"):
+        return "medium"
+    if lock == "NONE":
+        return "none"
+    return "low"
+
+
+def plan_view(plan: dict) -> PlanView:
+    steps = []
+    for i, s in enumerate(plan.get("steps", []), 1):
+        sizes = s.get("table_bytes") or {}
+        steps.append(PlanStep(
+            number=i, id=str(s.get("id", "")), description=str(s.get("description", "")),
+            lock=str(s.get("lock") or "none"), lock_level=lock_level(str(s.get("lock") or "none")),
+            tables=[(str(t), sizes.get(t)) for t in s.get("tables", [])], rewrites=bool(s.get("rewrites")),
+            transactional=bool(s.get("transactional", True)), depends_on=[str(d) for d in s.get("depends_on", [])],
+            sql=str(s.get("sql", "")), done=bool(s.get("done"))))
+    options = [(str(k), str(v)) for k, v in sorted((plan.get("options") or {}).items())]
+    return PlanView(
+        steps=steps, server_version_num=plan.get("server_version_num"), options=options,
+        exclusive_steps=sum(1 for s in steps if s.lock_level == "high"),
+        rewriting_steps=sum(1 for s in steps if s.rewrites),
+        concurrent_steps=sum(1 for s in steps if not s.transactional),
+        rewritten_bytes=sum(b or 0 for s in steps if s.rewrites for _, b in s.tables),
+        numbers={s.id: f"#{s.number}" for s in steps})
+
+
+# Which steps of the fix planner repair which check, by the kind of step (its id up to the colon:
+# "orphans:chatbot.user_interactions" is of kind "orphans"). Used when steps do not declare `checks`.
+STEP_KINDS: dict[str, tuple[str, ...]] = {
+    "missing_master_rows": ("master", "backfill"),
+    "orphaned_session_ids": ("orphans",),
+    "malformed_session_ids": ("malformed", "to-uuid"),
+    "noncanonical_session_ids": ("to-uuid",),
+    "key_type_mismatch": ("to-uuid",),
+    "unconstrained_fk": ("fk-add", "fk-validate"),
+    "unvalidated_fk": ("fk-validate",),
+    "unindexed_fk_columns": ("index", "attach-index"),
+    "conflicting_session_users": ("backfill",),
+    "orphaned_user_ids": ("backfill",),
+}
+# Checks about the master as a whole: their steps run per source partition or on the master itself.
+WHOLE_MASTER_CHECKS = {"missing_master_rows", "conflicting_session_users", "orphaned_user_ids"}
+KNOWN_KINDS = {kind for kinds in STEP_KINDS.values() for kind in kinds}
+
+
+def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None,
+              parents: dict[str, str] | None = None, key_column: str | None = None) -> list[PlanStep]:
+    """The planned steps that repair a check's findings.
+
+    In order: a step that declares `checks` (a list of check ids, beyond the contract) is matched on
+    it; else the fix planner's step kinds (STEP_KINDS), on the finding's tables (a partition counts
+    as its table); else a step whose id names the check; else, for a plan of unknown naming, every
+    step touching one of the finding's tables.
+    """
+    if plan is None or raw is None:
+        return []
+    declared = [(step, r.get("checks")) for step, r in zip(plan.steps, raw.get("steps", []))]
+    if any(c is not None for _, c in declared):
+        return [step for step, c in declared if c and check_id in c]
+    parents = parents or {}
+    if check_id in ("unconstrained_fk", "unvalidated_fk") and key_column:
+        findings = [f for f in findings if f.column == key_column]    # the plan adds session FKs only
+    tables = {f.table for f in findings}
+
+    def kind_and_table(step: PlanStep) -> tuple[str, str | None]:
+        kind, _, table = step.id.partition(":")
+        return kind, (parents.get(table, table) if table else None)
+
+    known = any(kind_and_table(s)[0] in KNOWN_KINDS for s in plan.steps)
+    if known:
+        kinds = STEP_KINDS.get(check_id, ())
+        matched = [s for s in plan.steps if (k := kind_and_table(s))[0] in kinds
+                   and (check_id in WHOLE_MASTER_CHECKS or k[1] in tables)]
+        if matched:
+            return matched
+    named = [s for s in plan.steps if check_id in s.id]
+    if named or known:
+        return named
+    return [s for s in plan.steps if tables & {parents.get(t, t) for t, _ in s.tables}]
+
+
+def partition_parents(result: ScanResult) -> dict[str, str]:
+    parts = (result.stats or {}).get("partitions") or []
+    return {str(p.get("partition")): str(p.get("table")) for p in parts if isinstance(p, dict)}
+
+
+def check_sections(result: ScanResult, plan: PlanView | None, raw_plan: dict | None) -> list[CheckSection]:
+    by_check: dict[str, list[Finding]] = {}
+    for f in result.findings:
+        by_check.setdefault(f.check, []).append(f)
+    sections = []
+    for c in result.checks:
+        findings = by_check.get(c.check, [])
+        summary, doc = documentation(c.check)
+        rows = [f.rows for f in findings if f.rows is not None]
+        keys = [f.keys for f in findings if f.keys is not None]
+        sections.append(CheckSection(
+            id=c.check, title=c.description or c.check, severity=c.severity.value, status=c.status.value,
+            summary=summary, doc=doc, findings=findings,
+            total_rows=sum(rows) if rows else None, total_keys=sum(keys) if keys else None,
+            samples_file=f"samples-{re.sub(r'[^a-z0-9_]', '_', c.check)}.csv",
+            steps=steps_for(c.check, findings, plan, raw_plan, partition_parents(result),
+                            (result.config or {}).get("key_column"))))
+    return sections
+
+
+def severity_groups(sections: list[CheckSection]) -> list[SeverityGroup]:
+    groups = []
+    for sev in Severity:
+        failing = [s for s in sections if s.findings and s.severity == sev.value]
+        if failing:
+            groups.append(SeverityGroup(sev.value, SEVERITY_TITLES[sev], sum(len(s.findings) for s in failing), failing))
+    return groups
+
+
+# --- charts --------------------------------------------------------------------------------------
+
+def nice_max(value: float) -> float:
+    if value <= 0:
+        return 1
+    magnitude = 10 ** (len(str(int(value))) - 1)
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * magnitude:
+            return step * magnitude
+    return 10 * magnitude  # pragma: no cover
+
+
+def tick_values(top: float) -> list[float]:
+    """Evenly spaced round values from 0 to `top` (a nice_max): 4, 5 or 2 intervals, whichever divides it."""
+    for parts in (4, 5, 2):
+        if top % parts == 0 and (top // parts) >= 1:
+            return [top * i / parts for i in range(parts + 1)]
+    return [0, top]
+
+
+def hbar_chart(cid: str, title: str, caption: str, items: list[tuple[str, float, str]],
+               columns: list[str], rows: list[list[str]], empty: str, cls: str = "", fmt=None) -> Chart:
+    fmt = fmt or (lambda v: number(int(v)))
+    label_w, bar_w, row_h, top = 300, 380, 28, 8
+    top_value = nice_max(max((v for _, v, _ in items), default=0))
+    bars, labels = [], []
+    for i, (label, value, text) in enumerate(items):
+        y = top + i * row_h
+        width = bar_w * value / top_value if top_value else 0
+        bars.append(Bar(label, value, text, label_w, y + 4, max(width, 1 if value else 0), row_h - 10, cls))
+        labels.append((label_w - 8, y + row_h / 2 + 4, label if len(label) <= 44 else "…" + label[-43:]))
+    height = top + len(items) * row_h + 24
+    ticks = [(label_w + bar_w * v / top_value, fmt(v)) for v in tick_values(top_value)]
+    return Chart(cid, title, caption, "hbar", label_w + bar_w + 90, height, bars, labels, ticks, [],
+                 columns, rows, "" if items else empty)
+
+
+def orphan_chart(result: ScanResult) -> Chart:
+    status = next((c for c in result.checks if c.check == "orphaned_session_ids"), None)
+    counts = {f.table: (f.rows or 0, f.keys or 0) for f in result.findings if f.check == "orphaned_session_ids"}
+    names = [t.table for t in result.inventory if not t.is_source]
+    names += [t for t in counts if t not in names]
+    if status is None or status.status in (Status.SKIPPED, Status.ERROR):
+        why = "the orphaned_session_ids check did not run" + (f" ({status.reason})" if status and status.reason else "")
+        names = []
+    else:
+        why = "no key table besides the source table"
+    items = [(n, counts.get(n, (0, 0))[0], number(counts.get(n, (0, 0))[0])) for n in names]
+    rows = [[n, number(counts.get(n, (0, 0))[0]), number(counts.get(n, (0, 0))[1])] for n in names]
+    caption = "Rows whose session id is in neither the master nor the source table."
+    if items and not any(v for _, v, _ in items):
+        caption += " None are left in any table."
+    return hbar_chart("chart-orphans", "Orphaned rows per table", caption,
+                      items, ["Table", "Orphaned rows", "Unknown sessions"], rows, f"Nothing to draw: {why}.", "orphan")
+
+
+def _week_series(weeks: list[dict]) -> list[dict]:
+    """Fill the weeks without any session with zeros, so the time axis is even (at most MAX_WEEKS_DRAWN)."""
+    if not weeks:
+        return []
+    by_week = {w["week"]: w for w in weeks}
+    start, end = date.fromisoformat(weeks[0]["week"]), date.fromisoformat(weeks[-1]["week"])
+    if (end - start).days // 7 >= MAX_WEEKS_DRAWN:
+        start = end - timedelta(weeks=MAX_WEEKS_DRAWN - 1)
+    out, day = [], start
+    while day <= end:
+        key = day.isoformat()
+        out.append(by_week.get(key, {"week": key, "registered": 0, "missing_from_master": 0, "orphaned": 0}))
+        day += timedelta(weeks=1)
+    return out
+
+
+SESSION_SERIES = (("registered", "Registered in the master", "registered"),
+                  ("missing_from_master", "Missing from the master", "missing"),
+                  ("orphaned", "Orphaned", "orphan"))
+
+
+def sessions_chart(result: ScanResult) -> Chart:
+    stats = result.stats or {}
+    weeks = _week_series(list(stats.get("sessions_by_week") or []))
+    tables = stats.get("sessions_by_week_tables") or []
+    skipped = stats.get("sessions_by_week_skipped") or []
+    column = stats.get("created_at_column", "created_at")
+    caption = (f"Each session counted once, in the week (Monday, UTC) of its first row in "
+               f"{', '.join(tables) if tables else 'the key tables'} (column {column}).")
+    if skipped:
+        caption += " Left out: " + "; ".join(skipped) + "."
+    if stats.get("sessions_by_week_truncated") or len(weeks) < len(stats.get("sessions_by_week") or []):
+        caption += " Only the most recent weeks are shown."
+    left, plot_w, plot_h, top = 60, 640, 220, 10
+    totals = [sum(w[k] for k, _, _ in SESSION_SERIES) for w in weeks]
+    top_value = nice_max(max(totals, default=0))
+    slot = plot_w / max(len(weeks), 1)
+    bar_w = max(min(slot * 0.7, 40), 1)
+    bars, labels = [], []
+    every = max(1, len(weeks) // 10)
+    for i, w in enumerate(weeks):
+        x = left + i * slot + (slot - bar_w) / 2
+        y = top + plot_h
+        for key, text, cls in SESSION_SERIES:
+            h = plot_h * w[key] / top_value
+            if w[key]:
+                y -= h
+                bars.append(Bar(f"week of {w['week']}: {text.lower()}", w[key], number(w[key]), x, y, bar_w, h, cls))
+        if i % every == 0:
+            labels.append((x + bar_w / 2, top + plot_h + 16, w["week"][5:]))
+    ticks = [(top + plot_h * (1 - v / top_value), number(int(v))) for v in tick_values(top_value)]
+    rows = [[w["week"]] + [number(w[k]) for k, _, _ in SESSION_SERIES] + [number(t)] for w, t in zip(weeks, totals)]
+    if not weeks:
+        if "sessions_by_week" not in stats:
+            why = "this findings.json was written without weekly statistics."
+        elif stats.get("sessions_by_week_error"):
+            why = f"the weekly count {stats['sessions_by_week_error']}."
+        elif not tables:
+            why = f"no key table has a usable {column} column."
+        else:
+            why = "no session with a timestamp was found."
+        empty = "Nothing to draw: " + why
+    else:
+        empty = ""
+    return Chart("chart-sessions", "Sessions per week", caption, "stacked", left + plot_w + 10, top + plot_h + 30,
+                 bars, labels, ticks, [(cls, text) for _, text, cls in SESSION_SERIES],
+                 ["Week (Monday)"] + [text for _, text, _ in SESSION_SERIES] + ["Total"], rows, empty)
+
+
+def partitions_chart(result: ScanResult) -> Chart:
+    parts = list((result.stats or {}).get("partitions") or [])
+    def short(p: dict) -> str:
+        # the partition without its schema when it lives in its table's schema (the table of numbers has both)
+        schema = p["table"].split(".", 1)[0] + "."
+        name = p["partition"][len(schema):] if p["partition"].startswith(schema) else p["partition"]
+        return name + (" (default)" if p.get("default") else "")
+
+    biggest = max((p["bytes"] for p in parts), default=0)
+    unit, unit_name = 1, "B"
+    for name in ("kB", "MB", "GB", "TB"):
+        if biggest >= unit * 1024:
+            unit, unit_name = unit * 1024, name
+    # drawn in whole units (kB, MB...) so that the axis reads 0, 100 kB, 200 kB rather than decimal bytes
+    items = [(short(p), p["bytes"] / unit, human_bytes(p["bytes"])) for p in parts]
+    rows = [[p["partition"], p["table"], p.get("bound", ""), human_bytes(p["bytes"]), number(p.get("rows"), "?")]
+            for p in parts]
+    partitioned = [t for t in result.inventory if t.kind == "partitioned"]
+    why = ("no key table is partitioned." if not partitioned and "partitions" in (result.stats or {})
+           else "this findings.json was written without partition statistics.")
+    return hbar_chart("chart-partitions", "Partition sizes",
+                      "On-disk size of each leaf partition of the partitioned key tables (indexes and TOAST included).",
+                      items, ["Partition", "Table", "Bound", "Size", "Rows"], rows, f"Nothing to draw: {why}", "partition",
+                      fmt=lambda v: f"{v:g} {unit_name}" if v else "0")
+
+
+def _safe(make, result: ScanResult) -> Chart:
+    """A chart from a hand-edited or foreign findings.json with malformed statistics: a note, not a crash."""
+    try:
+        return make(result)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        name = make.__name__.replace("_chart", "")
+        return Chart(f"chart-{name}", name.capitalize(), "", "hbar", 0, 0, [], [], [], [], [], [],
+                     "Nothing to draw: the statistics in this findings.json are malformed.")
+
+
+# --- comparison ------------------------------------------------------------------------------------
+
+def comparison(before: ScanResult, after: ScanResult) -> Comparison:
+    def tally(result: ScanResult) -> dict[str, tuple[str, int, int | None]]:
+        out = {}
+        for c in result.checks:
+            fs = [f for f in result.findings if f.check == c.check]
+            rows = [f.rows for f in fs if f.rows is not None] + [f.keys for f in fs if f.rows is None and f.keys is not None]
+            out[c.check] = (c.status.value, len(fs), sum(rows) if rows else None)
+        return out
+
+    b, a = tally(before), tally(after)
+    severity = {c.check: c.severity.value for c in before.checks + after.checks}
+    titles = {c.check: c.description or c.check for c in before.checks + after.checks}
+    order = [c.check for c in after.checks] + [c.check for c in before.checks if c.check not in a]
+    rows = []
+    for check in order:
+        bs, bn, br = b.get(check, ("not run", 0, None))
+        as_, an, ar = a.get(check, ("not run", 0, None))
+        if bn and not an and as_ in ("pass", "skipped"):
+            change = "fixed"            # skipped after: e.g. the key is uuid now, text checks no longer apply
+        elif an and not bn:
+            change = "new"
+        elif an and bn and (an < bn or (ar or 0) < (br or 0)):
+            change = "improved"
+        elif an and bn and (an > bn or (ar or 0) > (br or 0)):
+            change = "worse"
+        elif bs != as_:
+            change = "changed"
+        else:
+            change = "unchanged"
+        rows.append({"check": check, "title": titles[check], "severity": severity[check],
+                     "before_status": bs, "after_status": as_, "before_findings": bn, "after_findings": an,
+                     "before_count": number(br), "after_count": number(ar), "change": change})
+    return Comparison(before.generated_at, after.generated_at, rows,
+                      fixed=sum(1 for r in rows if r["change"] == "fixed"),
+                      remaining=sum(1 for r in rows if r["after_findings"]),
+                      new=sum(1 for r in rows if r["change"] == "new"),
+                      other_database=None if before.database.get("name") == after.database.get("name")
+                      else str(before.database.get("name")))
+
+
+# --- entry points -------------------------------------------------------------------------------
+
+def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
+                  title: str = "Session integrity audit") -> ReportContext:
+    pv = plan_view(plan) if plan is not None else None
+    sections = check_sections(result, pv, plan)
+    cfg = result.config or {}
+    settings = [(label, str(cfg[key])) for key, label in (
+        ("key_column", "Session key column"), ("master", "Master table"), ("source", "Source table"),
+        ("users", "Users table"), ("schemas", "Schemas")) if key in cfg]
+    settings = [(k, v if v != "[]" else "all") for k, v in settings]
+    return ReportContext(
+        title=title, database=str(result.database.get("name", "?")),
+        server_version=str(result.database.get("server_version", "?")), generated_at=result.generated_at,
+        settings=settings, verdict=verdict(result, pv, plan), inventory=list(result.inventory),
+        groups=severity_groups(sections), passed=[s for s in sections if not s.findings],
+        other_checks=list(result.checks),
+        charts=[_safe(orphan_chart, result), _safe(sessions_chart, result), _safe(partitions_chart, result)],
+        plan=pv, comparison=comparison(before, result) if before is not None else None,
+        notes=[str(n) for n in (result.stats or {}).get("notes", [])])
+
+
+def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
+                title: str = "Session integrity audit") -> str:
+    """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`."""
+    ctx = build_context(result, plan=plan, before=before, title=title)
+    return environment().get_template("report.html").render(r=ctx)
 
 
 def write_html(result: ScanResult, path: Path, **kw) -> Path:
