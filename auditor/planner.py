@@ -460,10 +460,11 @@ class _Builder:
             build = self.add(self.concurrent_index(f"index:{p.name}", p.name, k.key.name, pidx, [parent.id],
                                                    leading_index_exists(p.name, k.key.name, pidx)))
             attach = self.add(Step(
-                id=f"attach-index:{p.name}", description=f"Attach index {pidx} to {idx}",
+                id=f"attach-index:{p.name}", description=f"Attach index {pidx} to {idx} (the tables: ACCESS SHARE; the indexes: "
+                "SHARE UPDATE EXCLUSIVE and ACCESS EXCLUSIVE, on the index only)",
                 statements=(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
                     sql.Identifier(k.name.schema, idx), sql.Identifier(p.name.schema, pidx)),),
-                lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(p.name),), depends_on=(build.id,),
+                lock=LockMode.ACCESS_SHARE, tables=(name, str(p.name)), depends_on=(build.id,),
                 guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
                               "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
                               "AND pc.relnamespace = {}::regnamespace) OR ({})").format(
