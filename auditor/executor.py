@@ -26,7 +26,9 @@ from .steps import Kind, Step
 JOURNAL = ("yumai_audit", "journal")
 ADVISORY_KEY = 0x79756D6169  # "yumai"
 RETRYABLE = (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected)
-MISSING = (pgerrors.UndefinedTable, pgerrors.UndefinedColumn, pgerrors.UndefinedObject)
+# a guard written for a later state (a table not created yet, a key not yet converted to uuid): not done
+MISSING = (pgerrors.UndefinedTable, pgerrors.UndefinedColumn, pgerrors.UndefinedObject, pgerrors.UndefinedFunction,
+           pgerrors.DatatypeMismatch)
 
 Progress = Callable[[str], None]
 StepHook = Callable[[Step, psycopg.Connection], None]

@@ -467,7 +467,7 @@ class _Builder:
                 lock=LockMode.ACCESS_SHARE, tables=(name, str(p.name)), depends_on=(build.id,),
                 guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
                               "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
-                              "AND pc.relnamespace = {}::regnamespace) OR ({})").format(
+                              "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {})) OR ({})").format(
                     sql.Literal(pidx), sql.Literal(idx), sql.Literal(p.name.schema),
                     leading_index_exists(k.name, k.key.name)),
                 changes=(name,)))
