@@ -518,12 +518,16 @@ class _Builder:
             return self.add(Step(
                 id=step_id, description=f"Foreign key {constraint} {table}({key}) -> {m} ON DELETE CASCADE"
                 + (" NOT VALID (checks new rows only; brief lock)" if not_valid else
-                   " on the parent (attaches the validated partition keys; no scan)"),
+                   " on the parent (attaches the validated partition keys, no scan; a brief ACCESS EXCLUSIVE on the "
+                   "master while its triggers are re-created)"),
                 statements=(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) "
                                     "ON DELETE CASCADE{}").format(
                     table_ref(table), sql.Identifier(constraint), sql.Identifier(key), table_ref(self.master),
                     sql.Identifier(self.key), sql.SQL(" NOT VALID") if not_valid else sql.SQL("")),),
-                lock=LockMode.SHARE_ROW_EXCLUSIVE, tables=(str(table), m), depends_on=tuple(deps),
+                # attaching the partitions' keys re-creates the master's triggers: PostgreSQL takes ACCESS
+                # EXCLUSIVE on the master for that instant (catalog work only, under lock_timeout)
+                lock=LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE,
+                tables=(str(table), m) if not_valid else (m,), depends_on=tuple(deps),
                 guard=fk_exists(table, key, self.master, validated=False), changes=(str(table),))).id
 
         def validate(step_id, table: QualifiedName, deps, constraint):
