@@ -133,6 +133,9 @@ class Executor:
         conn = connect(self.target, autocommit=True, application_name="yumai-audit fix")
         conn.execute("SET statement_timeout = 0")
         conn.execute("SET idle_in_transaction_session_timeout = 0")
+        # one core for the migration, the others for the application: no parallel scans or index builds
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        conn.execute("SET max_parallel_maintenance_workers = 0")
         if conn.info.server_version >= 140000:
             # a killed apply's backend notices its client is gone within a second and rolls back
             conn.execute("SET client_connection_check_interval = 1000")

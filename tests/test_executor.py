@@ -18,7 +18,7 @@ from yumai_audit.demo import SESSIONS, build_demo_database
 from yumai_audit.executor import StepFailed
 from yumai_audit.steps import LockMode
 
-from .test_fix import DEMO_NULLS, KEY_TABLES, assert_demo_migrated, snapshot
+from test_fix import DEMO_NULLS, KEY_TABLES, assert_demo_migrated, snapshot
 
 CLI = [sys.executable, "-c", "from yumai_audit.cli import main; main()"]
 

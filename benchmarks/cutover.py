@@ -1,0 +1,245 @@
+"""Cutover benchmark (not a test): writer stalls during `fix --apply` versus a one-shot migration.
+
+Builds the same yumai-shaped database twice (the demo's schema, about 1.2M messages, generated
+server-side with generate_series), runs two writer threads that insert continuously for existing
+sessions (one into chatbot.conversations, one into chatbot.user_interactions), and meanwhile
+migrates it: once with `yumai_audit.api.apply` (what `fix --apply --yes` runs), once the one-shot
+way (one transaction creating the master, backfilling and cleaning up, then each FK added validated
+in one statement). Prints failed writes, the worst and the p99 insert latency ("stall") of each
+run, and the ratio of the worst stalls.
+
+    python benchmarks/cutover.py                          # embedded PostgreSQL 18
+    python benchmarks/cutover.py --dsn postgresql://postgres@127.0.0.1:5432/postgres   # a server of yours
+    python benchmarks/cutover.py --sessions 20000         # smaller and faster
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from yumai_audit.checks.predicates import UUID_INPUT_PATTERN
+from yumai_audit.config import Config
+from yumai_audit.connection import resolve_target
+from yumai_audit.demo import SCHEMA
+
+USERS = 1000
+
+
+def data(sessions: int) -> str:
+    # session s starts at 2026-08-01 + s minutes: spread over the three monthly partitions and the default one
+    return f"""
+INSERT INTO chatbot.users (display_name) SELECT 'user ' || g FROM generate_series(1, {USERS}) g;
+INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at)
+SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, CASE WHEN m % 2 = 0 THEN 'user' ELSE 'assistant' END,
+       'message ' || m, timestamptz '2026-08-01 00:00+00' + s * interval '1 minute' + m * interval '10 seconds'
+FROM generate_series(1, {sessions}) s, generate_series(1, 5 + s % 11) m;
+INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)
+SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, 'click', timestamptz '2026-08-01' + s * interval '1 minute'
+FROM generate_series(1, {sessions}, 2) s, generate_series(1, 2) r;
+INSERT INTO chatbot.recommendations_log (session_id, user_id, item_id, created_at)
+SELECT md5('session-' || s)::uuid::text, 1 + s % {USERS}, s % 97, timestamptz '2026-08-01' + s * interval '1 minute'
+FROM generate_series(1, {sessions}, 3) s;
+INSERT INTO chatbot.user_feedback (session_id, user_id, rating, comment, created_at)
+SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, 1 + s % 5, 'ok', timestamptz '2026-08-01' + s * interval '1 minute'
+FROM generate_series(1, {sessions}, 5) s;
+INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)
+SELECT md5('ghost-' || g)::uuid, 1, 'click', now() FROM generate_series(1, 100) g;
+INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)
+SELECT NULL, 1, 'scroll', now() FROM generate_series(1, 50) g;
+INSERT INTO chatbot.recommendations_log (session_id, user_id, item_id, created_at)
+SELECT 'bad-' || g, 1, 1, now() FROM generate_series(1, 10) g;
+"""
+
+
+ONE_SHOT = [
+    """CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+        user_id int REFERENCES chatbot.users(id), session_start timestamptz DEFAULT CURRENT_TIMESTAMP,
+        session_end timestamptz, is_active boolean DEFAULT true)""",
+    """INSERT INTO chatbot.session_master (session_id, user_id, session_start, session_end, is_active)
+       SELECT c.session_id, (SELECT u.id FROM chatbot.users u WHERE u.id = (array_agg(c.user_id ORDER BY c.created_at, c.id))[1]),
+              min(c.created_at), max(c.created_at), max(c.created_at) >= now() - interval '30 minutes'
+       FROM chatbot.conversations c WHERE c.session_id IS NOT NULL GROUP BY c.session_id""",
+    "DELETE FROM chatbot.recommendations_log WHERE session_id IS NOT NULL AND NOT (btrim(session_id) ~ %(pattern)s)",
+    "ALTER TABLE chatbot.recommendations_log ALTER COLUMN session_id TYPE uuid USING btrim(session_id)::uuid",
+    """DELETE FROM chatbot.user_interactions t WHERE t.session_id IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = t.session_id)""",
+    """DELETE FROM chatbot.user_feedback t WHERE t.session_id IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = t.session_id)""",
+    """DELETE FROM chatbot.recommendations_log t WHERE t.session_id IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = t.session_id)""",
+]
+ONE_SHOT_FKS = [
+    sql.SQL("ALTER TABLE {} ADD FOREIGN KEY (session_id) REFERENCES chatbot.session_master (session_id) "
+            "ON DELETE CASCADE").format(sql.Identifier("chatbot", t))
+    for t in ("conversations", "user_interactions", "recommendations_log", "user_feedback")
+]
+
+
+class Writers:
+    """Two threads inserting for existing sessions; every insert's latency is recorded."""
+
+    def __init__(self, conninfo: str, sessions: int):
+        self.conninfo = conninfo
+        self.sessions = sessions
+        self.stop = threading.Event()
+        self.latencies: list[float] = []
+        self.worst: list[tuple[float, float, int]] = []   # (latency, started, writer)
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(2)]
+
+    def run(self, n: int) -> None:
+        stmt = ("INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at) "
+                "VALUES (md5('session-' || %s)::uuid, 1, 'user', 'live', timestamptz '2026-09-15' + %s * interval '1 ms')"
+                if n == 0 else
+                "INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at) "
+                "VALUES (md5('session-' || %s)::uuid, 1, 'live', now() + %s * interval '0 ms')")
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            i = 0
+            while not self.stop.is_set():
+                i += 1
+                started = time.perf_counter()
+                try:
+                    conn.execute(stmt, (1 + (i * 7919) % self.sessions, i))
+                except psycopg.Error as exc:
+                    with self.lock:
+                        self.failures.append(str(exc).splitlines()[0])
+                elapsed = time.perf_counter() - started
+                if started < self.measure_from:   # warm-up: connection, plan and relation caches
+                    continue
+                with self.lock:
+                    self.latencies.append(elapsed)
+                    self.worst.append((elapsed, started, n))
+                    if len(self.worst) > 50:
+                        self.worst = sorted(self.worst, reverse=True)[:5]
+                time.sleep(0.002)
+
+    def __enter__(self):
+        self.measure_from = time.perf_counter() + 0.5
+        for t in self.threads:
+            t.start()
+        time.sleep(1.0)
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(0.5)
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+    def stats(self) -> dict:
+        lat = sorted(self.latencies)
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
+        return {"writes": len(lat), "failed": len(self.failures), "worst_ms": 1000 * (lat[-1] if lat else 0.0),
+                "p99_ms": 1000 * p99, "median_ms": 1000 * (statistics.median(lat) if lat else 0.0),
+                "first_failure": self.failures[0] if self.failures else ""}
+
+
+def create_database(admin: str, sessions: int) -> tuple[str, str]:
+    name = f"yumai_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(admin)
+    params["dbname"] = name
+    conninfo = make_conninfo(**params)
+    started = time.monotonic()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(SCHEMA)
+        conn.execute(data(sessions))
+        conn.execute("VACUUM ANALYZE")
+        messages = conn.execute("SELECT count(*) FROM chatbot.conversations").fetchone()[0]
+    print(f"  built {name}: {messages:,} messages in {time.monotonic() - started:.1f}s")
+    return name, conninfo
+
+
+def drop_database(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_ours(conninfo: str, sessions: int) -> dict:
+    """`yumai-audit fix --apply --yes` in a process of its own, as an operator would run it."""
+    events: list[tuple[float, str]] = []
+    cmd = [sys.executable, "-c", "from yumai_audit.cli import main; main()", "fix", "--dsn", conninfo,
+           "--apply", "--yes"]
+    with Writers(conninfo, sessions) as writers:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            events.append((time.perf_counter(), line.strip()))
+        proc.wait()
+        seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"fix --apply failed: {events[-1][1] if events else proc.returncode}")
+    for latency, at, n in sorted(writers.worst, reverse=True)[:3]:
+        during = [m for t, m in events if t <= at]
+        print(f"    stall {1000 * latency:.1f} ms (writer {n}) during: {during[-1] if during else 'start-up'}")
+    return {**writers.stats(), "seconds": seconds}
+
+
+def run_one_shot(conninfo: str, sessions: int) -> dict:
+    with Writers(conninfo, sessions) as writers:
+        started = time.monotonic()
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            with conn.transaction():
+                for stmt in ONE_SHOT:
+                    conn.execute(stmt, {"pattern": UUID_INPUT_PATTERN} if "%(pattern)s" in stmt else None)
+            for stmt in ONE_SHOT_FKS:
+                conn.execute(stmt)
+        seconds = time.monotonic() - started
+    return {**writers.stats(), "seconds": seconds}
+
+
+@contextlib.contextmanager
+def server(dsn: str | None):
+    if dsn:
+        yield resolve_target(dsn).conninfo
+        return
+    from yumai_audit.embedded import embedded_server
+
+    with embedded_server() as uri:
+        yield resolve_target(uri).conninfo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", help="maintenance database of a server to use (default: embedded PostgreSQL)")
+    parser.add_argument("--sessions", type=int, default=120_000, help="sessions (about 10 messages each)")
+    args = parser.parse_args()
+    with server(args.dsn) as admin:
+        with psycopg.connect(admin) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+        print(f"PostgreSQL {version}, {args.sessions:,} sessions")
+        results = {}
+        for label, runner in (("fix --apply", run_ours), ("one-shot", run_one_shot)):
+            name, conninfo = create_database(admin, args.sessions)
+            try:
+                print(f"  running {label} with two writers...")
+                results[label] = runner(conninfo, args.sessions)
+            finally:
+                drop_database(admin, name)
+    print()
+    print(f"{'':14}{'seconds':>9}{'writes':>9}{'failed':>8}{'median ms':>11}{'p99 ms':>9}{'worst ms':>10}")
+    for label, r in results.items():
+        print(f"{label:14}{r['seconds']:9.1f}{r['writes']:9}{r['failed']:8}{r['median_ms']:11.1f}"
+              f"{r['p99_ms']:9.1f}{r['worst_ms']:10.1f}")
+        if r["first_failure"]:
+            print(f"  first failure: {r['first_failure']}")
+    ours, one = results["fix --apply"], results["one-shot"]
+    ratio = ours["worst_ms"] / one["worst_ms"] if one["worst_ms"] else float("inf")
+    print(f"\nworst stall ratio (fix --apply / one-shot): {ratio:.3f}  (target <= 0.1)")
+    print(f"p99 stall ratio: {ours['p99_ms'] / one['p99_ms'] if one['p99_ms'] else float('inf'):.3f}")
+
+
+if __name__ == "__main__":
+    main()
