@@ -238,3 +238,64 @@ def test_a_second_concurrent_apply_is_refused(db, tmp_path):
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "apply-log.json").exists()
+
+
+MASTER_DDL = """CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id int REFERENCES chatbot.users(id), session_start timestamptz DEFAULT CURRENT_TIMESTAMP,
+    session_end timestamptz, is_active boolean DEFAULT true)"""
+
+
+def test_an_existing_not_valid_fk_on_the_partitioned_source_is_validated_not_duplicated(db):
+    """PostgreSQL 18: a NOT VALID FK on the parent; 12-17 (which refuse that): one on a partition."""
+    build_demo_database(db.conninfo)
+    db.execute(MASTER_DDL)
+    db.execute("INSERT INTO chatbot.session_master (session_id) SELECT DISTINCT session_id FROM chatbot.conversations "
+               "WHERE session_id IS NOT NULL AND created_at < '2026-09-01'")
+    on = "conversations" if db.server.version_num >= 180000 else "conversations_default"
+    db.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT old_fk FOREIGN KEY (session_id) REFERENCES "
+                       "chatbot.session_master (session_id) ON DELETE CASCADE NOT VALID").format(
+        sql.Identifier("chatbot", on)))
+    plan = api.plan(db.conninfo, Config())
+    assert plan.done["master"] is True
+    validate = [s for s in plan.steps if s.id.startswith("fk-validate:chatbot.conversations")]
+    assert any("old_fk" in s.sql_text() for s in validate)
+    result = api.apply(db.conninfo, Config(), rescan=False)
+    assert result.ok, result.problems
+    assert master_fks(db, "chatbot", on) == [("old_fk", True, "c")]
+    assert [(v, d) for _, v, d in master_fks(db, "chatbot", "conversations")] == [(True, "c")]
+    for part in ("conversations_2026_08", "conversations_2026_09", "conversations_2026_10", "conversations_default"):
+        assert [(v, d) for _, v, d in master_fks(db, "chatbot", part)] == [(True, "c")], part
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master") == SESSIONS
+
+
+TEXT_SOURCE = """
+CREATE SCHEMA chatbot;
+CREATE TABLE chatbot.users (id int PRIMARY KEY);
+INSERT INTO chatbot.users VALUES (1), (2);
+CREATE TABLE chatbot.conversations (id serial PRIMARY KEY, session_id text, user_id int, created_at timestamptz NOT NULL);
+INSERT INTO chatbot.conversations (session_id, user_id, created_at) VALUES
+    ('00000000-0000-4000-8000-00000000000a', 1, '2026-01-01 10:00'),
+    ('00000000-0000-4000-8000-00000000000A', 2, '2026-01-01 11:00'),
+    (' {00000000-0000-4000-8000-00000000000b} ', 2, '2026-01-02'),
+    ('00000000000040008000 00000000000c', 1, '2026-01-03'),
+    ('junk', 1, '2026-01-04'), (NULL, 1, '2026-01-05');
+CREATE TABLE chatbot.user_feedback (id serial PRIMARY KEY, session_id uuid, rating int);
+INSERT INTO chatbot.user_feedback (session_id, rating) VALUES
+    ('00000000-0000-4000-8000-00000000000b', 5), ('00000000-0000-4000-8000-0000000000ff', 1);
+"""
+
+
+def test_a_text_source_key_is_converted_before_the_backfill(db):
+    db.execute(TEXT_SOURCE)
+    result = api.apply(db.conninfo, Config(), rescan=True)
+    assert result.ok, result.problems
+    assert db.fetchall("SELECT session_id::text, user_id, session_start FROM chatbot.session_master ORDER BY 1")[0][:2] \
+        == ("00000000-0000-4000-8000-00000000000a", 1)       # earliest row's user, both spellings one session
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master") == 2
+    assert db.fetchall("SELECT yumai_reason, count(*) FROM yumai_quarantine.chatbot__conversations GROUP BY 1 ORDER BY 1") \
+        == [("malformed", 2)]                                 # 'junk' and the id with a blank inside
+    assert rows(db, "chatbot", "conversations") == 4
+    assert rows(db, "chatbot", "conversations", sql.SQL("session_id IS NULL")) == 1
+    assert quarantined(db, "chatbot", "user_feedback") == 1
+    assert_made_up_sessions_are_refused(db, "chatbot", ["conversations", "user_feedback"],
+                                        extra={"conversations": {"created_at": "2026-02-01"}})
