@@ -30,28 +30,15 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yumai_audit.checks.predicates import UUID_INPUT_PATTERN
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
-from yumai_audit.demo import SCHEMA
+from yumai_audit.demo import SCHEMA, traffic
 
 USERS = 1000
 
 
 def data(sessions: int) -> str:
-    # session s starts at 2026-08-01 + s minutes: spread over the three monthly partitions and the default one
-    return f"""
-INSERT INTO chatbot.users (display_name) SELECT 'user ' || g FROM generate_series(1, {USERS}) g;
-INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at)
-SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, CASE WHEN m % 2 = 0 THEN 'user' ELSE 'assistant' END,
-       'message ' || m, timestamptz '2026-08-01 00:00+00' + s * interval '1 minute' + m * interval '10 seconds'
-FROM generate_series(1, {sessions}) s, generate_series(1, 5 + s % 11) m;
-INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)
-SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, 'click', timestamptz '2026-08-01' + s * interval '1 minute'
-FROM generate_series(1, {sessions}, 2) s, generate_series(1, 2) r;
-INSERT INTO chatbot.recommendations_log (session_id, user_id, item_id, created_at)
-SELECT md5('session-' || s)::uuid::text, 1 + s % {USERS}, s % 97, timestamptz '2026-08-01' + s * interval '1 minute'
-FROM generate_series(1, {sessions}, 3) s;
-INSERT INTO chatbot.user_feedback (session_id, user_id, rating, comment, created_at)
-SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, 1 + s % 5, 'ok', timestamptz '2026-08-01' + s * interval '1 minute'
-FROM generate_series(1, {sessions}, 5) s;
+    # the demo's traffic, scaled: session s starts at 2026-08-01 + s minutes, so 120,000 sessions
+    # spread over the three monthly partitions and the default one; then a few defects
+    return traffic(sessions, USERS, "2026-08-01 00:00+00", "1 minute", "5 seconds") + """
 INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)
 SELECT md5('ghost-' || g)::uuid, 1, 'click', now() FROM generate_series(1, 100) g;
 INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)
