@@ -217,11 +217,13 @@ class Executor:
             batch = 0
             while True:
                 n = self._with_retries(conn, step, outcome)
-                if n == 0:
-                    break
                 batch += 1
                 outcome.rows += n
-                self.say(f"    {step.id}: batch {batch}, {outcome.rows} rows so far")
+                if n:
+                    self.say(f"    {step.id}: batch {batch}, {outcome.rows} rows so far")
+                # a short batch ends the step: what live traffic adds meanwhile is the catch-ups' work
+                if n < self.plan.options.batch_size:
+                    break
         else:
             outcome.rows = self._with_retries(conn, step, outcome)
 

@@ -32,7 +32,7 @@ def render_step(step: Step, number: int, total: int, lock_timeout: float, done: 
         lines.extend(body)
     elif step.transactional:
         if step.kind is Kind.BATCHED:
-            lines.append("-- run in its own transaction again and again until it inserts no row")
+            lines.append("-- run in its own transaction again and again until a batch inserts fewer rows than its LIMIT")
         lines.append("BEGIN;")
         if step.takes_lock_timeout:
             lines.append(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms';")
