@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import TRIM_CHARS, col, key_malformed, key_uuid, key_valid, table_ref, trimmed
+from yumai_audit.checks.predicates import key_malformed, key_uuid, key_valid, table_ref, trimmed
 
-from .catalog import Column, ForeignKey, Table
+from .catalog import Column, ForeignKey
 from .config import QualifiedName
 from .context import AuditContext, KeyTable
 from .errors import AuditError
@@ -306,7 +306,6 @@ class _Builder:
 
     # the steps --------------------------------------------------------------------------------
     def build(self) -> list[Step]:
-        cfg = self.ctx.config
         tables = self.migratable()
         if not tables:
             raise PlanError("nothing to migrate: no key column of type uuid or text")

@@ -28,7 +28,6 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from yumai_audit.checks.predicates import UUID_INPUT_PATTERN
-from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import SCHEMA, traffic
 

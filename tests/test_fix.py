@@ -299,3 +299,28 @@ def test_a_text_source_key_is_converted_before_the_backfill(db):
     assert quarantined(db, "chatbot", "user_feedback") == 1
     assert_made_up_sessions_are_refused(db, "chatbot", ["conversations", "user_feedback"],
                                         extra={"conversations": {"created_at": "2026-02-01"}})
+
+
+def test_preflight_refuses_a_role_that_does_not_own_the_tables(db):
+    import uuid as _uuid
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    build_demo_database(db.conninfo)
+    role = f"yumai_t_reader_{_uuid.uuid4().hex[:8]}"
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        db.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA chatbot TO {r}; GRANT SELECT ON ALL TABLES IN SCHEMA chatbot TO {r}")
+                   .format(r=sql.Identifier(role)))
+        params = conninfo_to_dict(db.conninfo)
+        params["user"] = role
+        params.pop("password", None)
+        res = CliRunner().invoke(cli, ["fix", "--dsn", make_conninfo(**params), "--apply", "--yes"])
+        assert res.exit_code == 2, res.output
+        assert "yumai-audit: error: preflight: " in res.output
+        assert "chatbot.conversations is owned by" in res.output
+        assert "connect as its owner or a superuser" in res.output
+        assert "Traceback" not in res.output
+        assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=sql.Identifier(role)))
