@@ -69,6 +69,14 @@ def test_resume_after_the_apply_process_is_killed(db, blocked_step):
     try:
         step = _wait_for(lambda: _started(db, blocked_step), f"step {blocked_step} to start")
         time.sleep(0.3)
+        if blocked_step.startswith("index:"):
+            # CREATE INDEX CONCURRENTLY, waiting for the open snapshot, holds what the step declares
+            modes = {LockMode.from_pg_locks(m) for (m,) in db.fetchall(
+                "SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE a.application_name = 'yumai-audit fix' AND l.granted "
+                "AND l.relation = 'chatbot.user_feedback'::regclass")}
+            declared = api.plan(db.conninfo, Config()).step("index:chatbot.user_feedback").lock
+            assert modes == {declared} == {LockMode.SHARE_UPDATE_EXCLUSIVE}
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
