@@ -213,9 +213,12 @@ def plan_summary(plan) -> str:
               help="Minutes: a session with activity this recent is marked is_active.")
 @click.option("--lock-timeout", "lock_timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
               help="Seconds to wait for a lock that would hold writers up, before backing off and retrying.")
+@click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Sessions registered per backfill transaction.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="With --apply: directory for plan.sql, apply-log.json and the reports.")
-def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, out_dir):
+def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
+        out_dir):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -228,7 +231,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     from .sqlscript import render_script
 
     options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
-               "lock_timeout": lock_timeout}
+               "lock_timeout": lock_timeout, "batch_size": batch_size}
     the_plan = api_plan(target, config, **options)
     if sql_file:
         with open(sql_file, "w", encoding="utf-8") as fh:
