@@ -90,6 +90,7 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
     out = ensure_dir(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "plan.sql").write_text(render_script(the_plan), encoding="utf-8")
+        (out / "plan.json").write_text(json.dumps(the_plan.to_dict(), indent=2), encoding="utf-8")
     executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
                         step_hook=step_hook)
     try:
@@ -105,7 +106,19 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
         if out is not None:
             write_scan(before, out / "before")
             write_scan(result.after, out)
+            _write_fix_report(result, out / "report.html")
     return result
+
+
+def _write_fix_report(result, path: Path) -> None:
+    """The after-scan's report with the plan and the before/after comparison, where the renderer
+    takes them (`render_html(result, plan=, before=)`, the shared contract)."""
+    import inspect
+
+    from yumai_audit.reports import render
+
+    if {"plan", "before"} <= set(inspect.signature(render.render_html).parameters):
+        render.write_html(result.after, path, plan=result.plan.to_dict(), before=result.before)
 
 
 SESSION_CHECKS = ("missing_master_rows", "orphaned_session_ids", "malformed_session_ids", "noncanonical_session_ids")

@@ -2,6 +2,8 @@
 modes, the CLI's manners. (Kill/resume, live writers and locks are in tests/test_executor.py.)"""
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -108,7 +110,10 @@ def test_apply_migrates_the_demo_database_and_a_second_apply_changes_nothing(db,
     reasons = db.fetchall("SELECT yumai_reason, count(*) FROM yumai_quarantine.chatbot__recommendations_log "
                           "GROUP BY 1 ORDER BY 1")
     assert reasons == [("malformed", 3), ("orphaned", 4)]
-    assert {p.name for p in tmp_path.iterdir()} >= {"plan.sql", "apply-log.json", "report.html", "before"}
+    assert {p.name for p in tmp_path.iterdir()} >= {"plan.sql", "plan.json", "apply-log.json", "report.html", "before"}
+    assert json.loads((tmp_path / "plan.json").read_text())["steps"][0]["id"] == "preflight"
+    log = json.loads((tmp_path / "apply-log.json").read_text())
+    assert log["ok"] is True and any(s["step"] == "verify" for s in log["steps"])
 
     state = snapshot(db)
     again = api.apply(db.conninfo, Config())
