@@ -156,11 +156,15 @@ def create_database(admin: str, sessions: int) -> tuple[str, str]:
     params["dbname"] = name
     conninfo = make_conninfo(**params)
     started = time.monotonic()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(SCHEMA)
-        conn.execute(data(sessions))
-        conn.execute("VACUUM ANALYZE")
-        messages = conn.execute("SELECT count(*) FROM chatbot.conversations").fetchone()[0]
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(SCHEMA)
+            conn.execute(data(sessions))
+            conn.execute("VACUUM ANALYZE")
+            messages = conn.execute("SELECT count(*) FROM chatbot.conversations").fetchone()[0]
+    except BaseException:
+        drop_database(admin, name)
+        raise
     print(f"  built {name}: {messages:,} messages in {time.monotonic() - started:.1f}s")
     return name, conninfo
 
