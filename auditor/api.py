@@ -47,3 +47,99 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     csvs = write_csv(result, out)
     paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before)}
     return result, paths
+
+def _fix_options(options: dict):
+    from .planner import FixOptions
+
+    known = {k: v for k, v in options.items() if v is not None}
+    try:
+        return FixOptions(**known)
+    except TypeError as exc:
+        from .errors import ConfigError
+        raise ConfigError(f"unknown fix option: {exc}") from None
+
+
+def _build_plan(conn, config: Config, fix_options):
+    from .executor import evaluate_guards
+    from .planner import build_plan
+    from .runner import audit_context
+
+    with conn.transaction():
+        ctx = audit_context(conn, config)
+    plan = build_plan(ctx, fix_options)
+    plan.done = evaluate_guards(conn, plan)
+    return plan
+
+
+def plan(target: Target | str | None, config: Config | None = None, **options):
+    """The fix plan for this database, with each step's `done` flag (nothing is changed).
+
+    Options: orphans ("quarantine", "register", "delete"), yes_delete, active_window_minutes,
+    batch_size, lock_timeout (seconds).
+    """
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    with connect(target, autocommit=True) as conn:
+        return _build_plan(conn, config or Config(), _fix_options(options))
+
+
+def apply(target: Target | str | None, config: Config | None = None, *, progress: Progress | None = None,
+          before_first_change=None, out_dir: str | Path | None = None, step_hook=None, rescan: bool = True,
+          **options):
+    """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
+
+    `before_first_change(tables)` is called once, before the first change, with the tables that
+    will change (a backup hook). With `out_dir`, plan.sql, apply-log.json and the reports (the
+    scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
+    step fails.
+    """
+    import json
+
+    from .executor import Executor
+    from .sqlscript import render_script
+
+    config = config or Config()
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    fix_options = _fix_options(options)
+    before = scan(target, config) if rescan else None
+    with connect(target, autocommit=True) as conn:
+        the_plan = _build_plan(conn, config, fix_options)
+    out = ensure_dir(out_dir) if out_dir is not None else None
+    if out is not None:
+        (out / "plan.sql").write_text(render_script(the_plan), encoding="utf-8")
+        (out / "plan.json").write_text(json.dumps(the_plan.to_dict(), indent=2), encoding="utf-8")
+    executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
+                        step_hook=step_hook)
+    try:
+        result = executor.run()
+    finally:
+        partial = getattr(executor, "result", None)
+        if out is not None and partial is not None:
+            (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str), encoding="utf-8")
+    result.before = before
+    if rescan:
+        result.after = scan(target, config)
+        result.problems.extend(session_problems(result.after, config))
+        if out is not None:
+            write_scan(before, out / "before")
+            write_scan(result.after, out)
+            _write_fix_report(result, out / "report.html")
+    return result
+
+
+def _write_fix_report(result, path: Path) -> None:
+    """The after-scan's report with the plan and the before/after comparison."""
+    from yumai_audit.reports.render import write_html
+
+    write_html(result.after, path, plan=result.plan.to_dict(), before=result.before)
+
+
+SESSION_CHECKS = ("missing_master_rows", "orphaned_session_ids", "malformed_session_ids", "noncanonical_session_ids")
+
+
+def session_problems(result: ScanResult, config: Config) -> list[str]:
+    """The session findings of a scan that a finished migration must not have (the verify step)."""
+    return [f"{f.check}: {f.message}" for f in result.findings
+            if f.check in SESSION_CHECKS
+            or (f.check in ("unconstrained_fk", "unvalidated_fk") and f.column == config.key_column)]

@@ -186,9 +186,6 @@ def demo(out_dir):
     return 0
 
 
-def main():
-    cli.main()
-
 
 @cli.command()
 @click.argument("findings", metavar="FINDINGS.json", type=click.Path(dir_okay=False))
@@ -214,3 +211,79 @@ def report(findings, compare, plan, out_dir):
     result, paths = api_report(findings, out_dir, compare=compare, plan=plan)
     click.echo(f"Report: {paths['html']}")
     return result.exit_code
+
+def plan_summary(plan) -> str:
+    lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if s.kind.value != 'check')} steps to run "
+             f"(PostgreSQL {plan.server_version_num})"]
+    for i, step in enumerate(plan.steps, 1):
+        mark = "done" if plan.done.get(step.id) else ("check" if step.kind.value == "check" else "todo")
+        on = f" on {', '.join(step.tables)}" if step.tables else ""
+        extra = ""
+        if step.rewrites:
+            extra = "  REWRITES " + ", ".join(f"{t} ({b:,} bytes)" for t, b in step.table_bytes)
+        lines.append(f"  {i:3}. [{mark:5}] {step.id}  lock {step.lock.label}{on}{extra}")
+        lines.append(f"         {step.description}")
+    lines += [f"  note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+@cli.command()
+@connection_options
+@selection_options
+@click.option("--apply", "do_apply", is_flag=True, help="Run the migration (default: only show the plan).")
+@click.option("--yes", is_flag=True, help="With --apply: do not ask for confirmation.")
+@click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the annotated SQL script that --apply would run to FILE.")
+@click.option("--orphans", type=click.Choice(["quarantine", "register", "delete"]), default="quarantine",
+              show_default=True, help="What to do with rows whose session exists nowhere.")
+@click.option("--yes-delete", is_flag=True, help="Confirm --orphans delete (rows are deleted for good).")
+@click.option("--active-window", "active_window", type=click.IntRange(min=0), default=30, show_default=True,
+              help="Minutes: a session with activity this recent is marked is_active.")
+@click.option("--lock-timeout", "lock_timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+              help="Seconds to wait for a lock that would hold writers up, before backing off and retrying.")
+@click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Sessions registered per backfill transaction.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="With --apply: directory for plan.sql, apply-log.json and the reports.")
+def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
+        out_dir):
+    """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
+
+    \b
+    Examples:
+      yumai-audit fix --dsn postgresql://owner@db/yumai            # show the plan
+      yumai-audit fix --dsn ... --sql migration.sql                # the exact SQL, annotated
+      yumai-audit fix --dsn ... --apply --yes --out ./migration    # run it
+    """
+    from .api import apply as api_apply, plan as api_plan
+    from .sqlscript import render_script
+
+    options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
+               "lock_timeout": lock_timeout, "batch_size": batch_size}
+    the_plan = api_plan(target, config, **options)
+    if sql_file:
+        with open(sql_file, "w", encoding="utf-8") as fh:
+            fh.write(render_script(the_plan))
+        click.echo(f"SQL script: {sql_file}")
+    click.echo(plan_summary(the_plan))
+    if not do_apply:
+        return 0
+    if the_plan.pending and not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
+        click.confirm(f"Apply {len(the_plan.pending)} steps to {target.display}?", abort=True)
+    result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir, **options)
+    if result.nothing_to_do:
+        click.echo("Nothing to do: every step was already done; the database was not changed.")
+    else:
+        click.echo(f"Applied {len(result.changed)} steps" +
+                   (f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""))
+    for problem in result.problems:
+        click.echo(f"  still wrong: {problem}")
+    if out_dir:
+        click.echo(f"Plan, log and reports: {out_dir}")
+    return 0 if result.ok else 1
+
+
+def main():
+    cli.main()

@@ -58,24 +58,31 @@ CREATE TABLE chatbot.user_feedback (
 );
 """
 
-# Session i starts at 2026-07-20 + 4h*i: sessions 1..71 fall before August (default partition).
-DATA = f"""
-INSERT INTO chatbot.users (display_name) SELECT 'user ' || g FROM generate_series(1, {USERS}) g;
+def traffic(sessions: int, users: int, start: str, every: str, message_every: str) -> str:
+    """The demo's traffic: session s starts at `start` + s * `every` and has 5 + s % 11 messages,
+    `message_every` apart; every 2nd session has a click, every 3rd a recommendation (text key),
+    every 5th a feedback. Also used, scaled up, by benchmarks/cutover.py."""
+    return f"""
+INSERT INTO chatbot.users (display_name) SELECT 'user ' || g FROM generate_series(1, {users}) g;
 INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at)
-SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, CASE WHEN m % 2 = 0 THEN 'user' ELSE 'assistant' END,
+SELECT md5('session-' || s)::uuid, 1 + s % {users}, CASE WHEN m % 2 = 0 THEN 'user' ELSE 'assistant' END,
        'message ' || m || ' of session ' || s,
-       timestamptz '2026-07-20 00:00+00' + s * interval '4 hours' + m * interval '1 minute'
-FROM generate_series(1, {SESSIONS}) s, generate_series(1, 5 + s % 11) m;
+       timestamptz '{start}' + s * interval '{every}' + m * interval '{message_every}'
+FROM generate_series(1, {sessions}) s, generate_series(1, 5 + s % 11) m;
 INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)
-SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, 'click', timestamptz '2026-07-20 00:05+00' + s * interval '4 hours'
-FROM generate_series(1, {SESSIONS}, 2) s;
+SELECT md5('session-' || s)::uuid, 1 + s % {users}, 'click', timestamptz '{start}' + interval '5 minutes' + s * interval '{every}'
+FROM generate_series(1, {sessions}, 2) s;
 INSERT INTO chatbot.recommendations_log (session_id, user_id, item_id, created_at)
-SELECT md5('session-' || s)::uuid::text, 1 + s % {USERS}, s % 97, timestamptz '2026-07-20 00:06+00' + s * interval '4 hours'
-FROM generate_series(1, {SESSIONS}, 3) s;
+SELECT md5('session-' || s)::uuid::text, 1 + s % {users}, s % 97, timestamptz '{start}' + interval '6 minutes' + s * interval '{every}'
+FROM generate_series(1, {sessions}, 3) s;
 INSERT INTO chatbot.user_feedback (session_id, user_id, rating, comment, created_at)
-SELECT md5('session-' || s)::uuid, 1 + s % {USERS}, 1 + s % 5, 'thanks', timestamptz '2026-07-20 00:09+00' + s * interval '4 hours'
-FROM generate_series(1, {SESSIONS}, 5) s;
+SELECT md5('session-' || s)::uuid, 1 + s % {users}, 1 + s % 5, 'thanks', timestamptz '{start}' + interval '9 minutes' + s * interval '{every}'
+FROM generate_series(1, {sessions}, 5) s;
+"""
 
+
+# Session i starts at 2026-07-20 + 4h*i: sessions 1..71 fall before August (default partition).
+DATA = traffic(SESSIONS, USERS, "2026-07-20 00:00+00", "4 hours", "1 minute") + f"""
 -- defects
 -- orphans: 7 interaction rows for 3 sessions that never existed; 2 feedback rows, 1 session; 4 log rows, 2 sessions
 INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at)

@@ -1,0 +1,302 @@
+"""Runs a plan's steps against the database: the very objects the planner built and the script shows.
+
+Live-database manners: statements that could queue writers run under `lock_timeout` and are retried
+with backoff; batches and VALIDATE run without statement_timeout; each step's start and end go to
+`yumai_audit.journal`; one apply at a time per database (advisory lock). Every step is guarded, so a
+run killed at any moment is resumed by the next one: done steps are skipped, and a step that was cut
+off was rolled back by PostgreSQL (or, for CONCURRENTLY, left an invalid index of ours that the
+step drops and builds again).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from .connection import Target, connect
+from .errors import AuditError
+from .planner import Plan
+from .steps import Kind, Step
+
+JOURNAL = ("yumai_audit", "journal")
+ADVISORY_KEY = 0x79756D6169  # "yumai"
+RETRYABLE = (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected)
+# a guard written for a later state (a table not created yet, a key not yet converted to uuid): not done
+MISSING = (pgerrors.UndefinedTable, pgerrors.UndefinedColumn, pgerrors.UndefinedObject, pgerrors.UndefinedFunction,
+           pgerrors.DatatypeMismatch)
+
+Progress = Callable[[str], None]
+StepHook = Callable[[Step, psycopg.Connection], None]
+
+
+class ConcurrentApply(AuditError):
+    """Another `fix --apply` holds the database."""
+
+
+class PreflightFailed(AuditError):
+    """The database is not ready for the migration (version, privileges, leftovers)."""
+
+
+class StepFailed(AuditError):
+    """A step failed; it was rolled back, earlier steps stay done, a rerun resumes."""
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    outcome: str              # "done", "skipped" (already done), "failed", "problems" (a check)
+    seconds: float = 0.0
+    rows: int = 0
+    tries: int = 0
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "outcome": self.outcome, "seconds": round(self.seconds, 3),
+                "rows": self.rows, "tries": self.tries, "detail": self.detail}
+
+
+@dataclass
+class ApplyResult:
+    plan: Plan
+    outcomes: list[StepOutcome] = field(default_factory=list)
+    nothing_to_do: bool = False
+    interrupted: list[str] = field(default_factory=list)   # steps an earlier run started and never ended
+    problems: list[str] = field(default_factory=list)      # what the verify step still found
+    before: object | None = None                           # ScanResult before / after (set by the API)
+    after: object | None = None
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(o.outcome != "failed" for o in self.outcomes)
+
+    @property
+    def changed(self) -> list[str]:
+        return [o.step for o in self.outcomes if o.outcome == "done"]
+
+    def to_dict(self) -> dict:
+        return {"started_at": self.started_at, "finished_at": self.finished_at, "ok": self.ok,
+                "nothing_to_do": self.nothing_to_do, "interrupted_earlier": self.interrupted,
+                "problems": self.problems, "steps": [o.to_dict() for o in self.outcomes],
+                "plan": self.plan.to_dict()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
+    """Whether the step is already done (a guard over a table that does not exist yet: not done)."""
+    if step.guard is None:
+        return False
+    try:
+        with conn.transaction():
+            return bool(conn.execute(step.guard).fetchone()[0])
+    except MISSING:
+        return False
+
+
+def evaluate_guards(conn: psycopg.Connection, plan: Plan) -> dict[str, bool]:
+    return {s.id: evaluate_guard(conn, s) for s in plan.steps if s.kind is not Kind.CHECK}
+
+
+def run_check(conn: psycopg.Connection, step: Step) -> list[str]:
+    with conn.transaction():
+        return [str(r[0]) for s in step.statements for r in conn.execute(s).fetchall()]
+
+
+class Executor:
+    def __init__(self, target: Target, plan: Plan, *, progress: Progress | None = None,
+                 before_first_change: Callable[[list[str]], None] | None = None,
+                 step_hook: StepHook | None = None, max_tries: int = 6, backoff: float = 0.25):
+        self.target = target
+        self.plan = plan
+        self.say = progress or (lambda _m: None)
+        self.before_first_change = before_first_change
+        self.step_hook = step_hook
+        self.max_tries = max_tries
+        self.backoff = backoff
+        self.lock_timeout_ms = int(plan.options.lock_timeout * 1000)
+
+    # session ------------------------------------------------------------------------------------
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self.target, autocommit=True, application_name="yumai-audit fix")
+        conn.execute("SET statement_timeout = 0")
+        conn.execute("SET idle_in_transaction_session_timeout = 0")
+        # one core for the migration, the others for the application: no parallel scans or index builds
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        conn.execute("SET max_parallel_maintenance_workers = 0")
+        if conn.info.server_version >= 140000:
+            # a killed apply's backend notices its client is gone within a second and rolls back
+            conn.execute("SET client_connection_check_interval = 1000")
+        return conn
+
+    def _lock_run(self, conn: psycopg.Connection) -> None:
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()[0]:
+            return
+        row = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (ADVISORY_KEY >> 32, ADVISORY_KEY & 0xFFFFFFFF)).fetchone()
+        who = f" (server process {row[0]})" if row else ""
+        raise ConcurrentApply(f"another yumai-audit fix --apply is running on this database{who}; "
+                              "wait for it to finish, then run again")
+
+    # journal ------------------------------------------------------------------------------------
+    def _ensure_journal(self, conn) -> list[str]:
+        schema, table = JOURNAL
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, run_started_at timestamptz NOT NULL, "
+            "step text NOT NULL, started_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+            "finished_at timestamptz, outcome text, rows bigint, tries int, detail text)").format(
+            sql.Identifier(schema, table)))
+        rows = conn.execute(sql.SQL(
+            "UPDATE {} SET outcome = 'interrupted', finished_at = clock_timestamp() "
+            "WHERE finished_at IS NULL RETURNING step").format(sql.Identifier(schema, table))).fetchall()
+        return [r[0] for r in rows]
+
+    def _journal_start(self, conn, step: Step) -> int:
+        return conn.execute(sql.SQL("INSERT INTO {} (run_started_at, step) VALUES (%s, %s) RETURNING id").format(
+            sql.Identifier(*JOURNAL)), (self.run_started, step.id)).fetchone()[0]
+
+    def _journal_end(self, conn, entry: int, outcome: StepOutcome) -> None:
+        conn.execute(sql.SQL("UPDATE {} SET finished_at = clock_timestamp(), outcome = %s, rows = %s, tries = %s, "
+                             "detail = %s WHERE id = %s").format(sql.Identifier(*JOURNAL)),
+                     (outcome.outcome, outcome.rows, outcome.tries, outcome.detail, entry))
+
+    # steps --------------------------------------------------------------------------------------
+    def _once(self, conn, step: Step) -> int:
+        """One attempt: the step's statements, in one transaction when transactional. Returns rows."""
+        rows = 0
+        if step.transactional:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                    sql.Literal(f"{self.lock_timeout_ms}ms" if step.takes_lock_timeout else "0")))
+                for stmt in step.statements:
+                    cur = conn.execute(stmt)
+                    rows += max(cur.rowcount, 0)
+                if self.step_hook is not None:
+                    self.step_hook(step, conn)
+        else:
+            conn.execute("SET lock_timeout = 0")
+            for stmt in step.statements:
+                conn.execute(stmt)
+            if self.step_hook is not None:
+                self.step_hook(step, conn)
+        return rows
+
+    def _with_retries(self, conn, step: Step, outcome: StepOutcome) -> int:
+        for attempt in range(1, self.max_tries + 1):
+            outcome.tries += 1
+            try:
+                return self._once(conn, step)
+            except RETRYABLE as exc:
+                if attempt == self.max_tries:
+                    raise StepFailed(
+                        f"step {step.id}: could not take its {step.lock.label} lock after {attempt} tries "
+                        f"({_first_line(exc)}); nothing of this step was changed: run fix --apply again "
+                        "when the database is quieter") from None
+                wait = self.backoff * 2 ** (attempt - 1)
+                self.say(f"    {step.id}: lock busy ({_first_line(exc)}); retrying in {wait:.2f}s")
+                time.sleep(wait)
+        return 0
+
+    def _run_step(self, conn, step: Step, outcome: StepOutcome) -> None:
+        if step.kind is Kind.BATCHED:
+            batch = 0
+            while True:
+                n = self._with_retries(conn, step, outcome)
+                batch += 1
+                outcome.rows += n
+                if n:
+                    self.say(f"    {step.id}: batch {batch}, {outcome.rows} rows so far")
+                # a short batch ends the step: what live traffic adds meanwhile is the catch-ups' work
+                if n < self.plan.options.batch_size:
+                    break
+        else:
+            outcome.rows = self._with_retries(conn, step, outcome)
+
+    def run(self) -> ApplyResult:
+        result = self.result = ApplyResult(plan=self.plan, started_at=_now())
+        self.run_started = datetime.now(timezone.utc)
+        conn = self._open()
+        try:
+            self._lock_run(conn)
+            try:
+                self._run(conn, result)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+        finally:
+            conn.close()
+        result.finished_at = _now()
+        return result
+
+    def _run(self, conn, result: ApplyResult) -> None:
+        steps = self.plan.steps
+        total = len(steps)
+        for step in steps:
+            if step.id == "preflight":
+                problems = run_check(conn, step)
+                if problems:
+                    raise PreflightFailed("preflight: " + "; ".join(problems))
+        done = evaluate_guards(conn, self.plan)
+        pending = [s for s in steps if s.kind is not Kind.CHECK and not done[s.id]]
+        if not pending:
+            result.nothing_to_do = True
+            result.problems = [p for s in steps if s.kind is Kind.CHECK and s.id != "preflight"
+                               for p in run_check(conn, s)]
+            self.say("nothing to do: every step is already done; the database was not changed")
+            return
+        result.interrupted = self._ensure_journal(conn)
+        if result.interrupted:
+            self.say(f"resuming: an earlier run stopped during {', '.join(result.interrupted)}")
+        if self.before_first_change is not None:
+            tables = sorted({t for s in pending for t in s.changes})
+            self.before_first_change(tables)
+        for number, step in enumerate(steps, 1):
+            label = f"[{number}/{total}] {step.id}"
+            if step.kind is Kind.CHECK:
+                if step.id == "preflight":
+                    continue
+                problems = run_check(conn, step)
+                result.problems.extend(problems)
+                result.outcomes.append(StepOutcome(step.id, "problems" if problems else "done",
+                                                   detail="; ".join(problems)))
+                self.say(f"{label}: " + ("; ".join(problems) if problems else "ok"))
+                continue
+            if evaluate_guard(conn, step):
+                result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))
+                self.say(f"{label}: already done")
+                continue
+            self.say(f"{label}: {step.description}")
+            outcome = StepOutcome(step.id, "done")
+            entry = self._journal_start(conn, step)
+            started = time.monotonic()
+            try:
+                self._run_step(conn, step, outcome)
+            except (StepFailed, psycopg.Error) as exc:
+                outcome.outcome = "failed"
+                outcome.seconds = time.monotonic() - started
+                outcome.detail = self.target.scrub(_first_line(exc))
+                result.outcomes.append(outcome)
+                if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    self._journal_end(conn, entry, outcome)
+                if isinstance(exc, StepFailed):
+                    raise
+                raise StepFailed(f"step {step.id} failed: {outcome.detail}; it was rolled back, earlier steps "
+                                 "stay done: fix the cause and run fix --apply again") from None
+            outcome.seconds = time.monotonic() - started
+            self._journal_end(conn, entry, outcome)
+            result.outcomes.append(outcome)
+            self.say(f"    {step.id}: done in {outcome.seconds:.1f}s" + (f", {outcome.rows} rows" if outcome.rows else ""))
