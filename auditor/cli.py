@@ -161,17 +161,21 @@ def scan(target, config, out_dir, fmt, progress, verify_declared):
 @cli.command()
 @output_options
 def demo(out_dir):
-    """Start an embedded PostgreSQL, build a sample yumai database with typical defects, scan it.
+    """Start an embedded PostgreSQL, build a sample yumai database with typical defects, scan it,
+    apply the migration, and write the reports before and after.
 
     \b
     Example:
       yumai-audit demo --out ./demo-report
     """
-    from .api import scan as api_scan, write_scan
+    from pathlib import Path
+
+    from .api import apply as api_apply
     from .connection import connect
     from .demo import build_demo_database
     from .embedded import embedded_server
 
+    out = Path(out_dir)
     with embedded_server() as uri:
         admin = resolve_target(uri)
         with connect(admin, autocommit=True) as conn:
@@ -179,10 +183,16 @@ def demo(out_dir):
         target = resolve_target(uri.replace("/postgres?", "/yumai?"))
         click.echo("Building the sample database (embedded PostgreSQL)...")
         build_demo_database(target.conninfo)
-        result = api_scan(target, load_config(None, {}))
-        paths = write_scan(result, out_dir)
-    click.echo(summary_text(result))
-    click.echo(f"Report: {paths['html']}")
+        click.echo("Scanning, then applying the migration (yumai-audit fix --apply)...")
+        result = api_apply(target, load_config(None, {}), out_dir=out)
+    click.echo("Before the migration:")
+    click.echo(summary_text(result.before))
+    click.echo("")
+    click.echo(f"Applied {len(result.changed)} steps; after the migration:")
+    click.echo(summary_text(result.after))
+    click.echo("")
+    click.echo(f"Report before: {out / 'before' / 'report.html'}")
+    click.echo(f"Report after:  {out / 'report.html'}")
     return 0
 
 

@@ -428,8 +428,13 @@ class _Builder:
                        "user_id int{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "
                        "is_active boolean DEFAULT true)").format(
             table_ref(self.master), sql.Identifier(self.key), user_ref, ts=ts)
+        statements = (stmt,)
+        if self.ctx.users is not None:
+            # the new table's user_id FK gets its index at once (the table is empty: no cost)
+            statements += (sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id)").format(
+                sql.Identifier(short_name(self.master.name, "user_id", suffix="idx")), table_ref(self.master)),)
         return Step(id="master", description=f"Create {self.master} (the guide's schema) if it does not exist",
-                    statements=(stmt,), lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
+                    statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
                     tables=tables, depends_on=(after,),
                     guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(self.master)), changes=(str(self.master),))
 

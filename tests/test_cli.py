@@ -151,6 +151,12 @@ def test_unwritable_output_directory_exits_2(db, tmp_path):
 def test_demo_runs_on_embedded_server(tmp_path):
     result = invoke("demo", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    data = json.loads((tmp_path / "findings.json").read_text())
-    assert any(f["check"] == "missing_master_rows" and f["keys"] == 400 for f in data["findings"])
+    before = json.loads((tmp_path / "before" / "findings.json").read_text())
+    after = json.loads((tmp_path / "findings.json").read_text())
+    assert any(f["check"] == "missing_master_rows" and f["keys"] == 400 for f in before["findings"])
+    session_checks = {"missing_master_rows", "orphaned_session_ids", "malformed_session_ids", "key_type_mismatch",
+                      "unindexed_fk_columns", "unvalidated_fk"}
+    assert [f for f in after["findings"] if f["check"] in session_checks] == []
+    assert str(tmp_path / "before" / "report.html") in result.output
     assert str(tmp_path / "report.html") in result.output
+    assert (tmp_path / "plan.sql").exists() and (tmp_path / "apply-log.json").exists()
