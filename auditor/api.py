@@ -132,7 +132,14 @@ def _write_fix_report(result, path: Path) -> None:
     """The after-scan's report with the plan and the before/after comparison."""
     from yumai_audit.reports.render import write_html
 
-    write_html(result.after, path, plan=result.plan.to_dict(), before=result.before)
+    plan = result.plan.to_dict()
+    finished = {o.step for o in result.outcomes if o.outcome in ("done", "skipped")}
+    failed = any(o.outcome == "failed" for o in result.outcomes)
+    for step in plan["steps"]:
+        # a check step (preflight, verify) that the run got past has passed
+        passed = step.get("kind") == "check" and not failed
+        step["done"] = bool(step["done"]) or step["id"] in finished or passed
+    write_html(result.after, path, plan=plan, before=result.before)
 
 
 SESSION_CHECKS = ("missing_master_rows", "orphaned_session_ids", "malformed_session_ids", "noncanonical_session_ids")

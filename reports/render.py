@@ -258,7 +258,11 @@ def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | N
         headline = f"{n} check{'s' if n != 1 else ''} stand{'s' if n == 1 else ''} in the way of the cutover."
         if plan is not None and plan.steps:
             pending = sum(1 for s in plan.steps if not s.done)
-            headline += f" The plan below has {pending} pending step{'s' if pending != 1 else ''} to clear them."
+            if pending:
+                headline += f" The plan below has {pending} pending step{'s' if pending != 1 else ''} to clear them."
+            else:
+                headline += (" Every step of the plan is done: what is left needs a person's decision"
+                             " (the migration does not change these rows).")
     return Verdict(False, headline, reasons)
 
 
