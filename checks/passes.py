@@ -1,7 +1,13 @@
 """How the runner turns the checks' declarations into SQL: one aggregate pass per table, sample queries.
 
-Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: the master's
-keys with in_master = true, the source table's keys with in_master = false), `u` (users' keys).
+Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: one row per
+session id of the master or the source table, with `in_master` and `in_source`), `u` (users' keys).
+
+At scale the set of known sessions is the expensive part (it reads the whole source table), so it is
+built once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, one
+UNION ALL branch for the measures over the set itself and one per table that joins it; the runner
+reads it through a cursor, one branch (one table) per FETCH. The source table never joins the set:
+each of its valid keys is known by definition, so only its membership in the master is looked up.
 """
 from __future__ import annotations
 
@@ -24,20 +30,36 @@ def known_sessions(ctx: AuditContext) -> sql.Composable:
     if not parts:
         parts.append(sql.SQL("SELECT NULL::uuid AS session_id, false AS in_master"))
     return sql.SQL(
-        "SELECT session_id, bool_or(in_master) AS in_master FROM ({}) x "
+        "SELECT session_id, bool_or(in_master) AS in_master, bool_or(NOT in_master) AS in_source FROM ({}) x "
         "WHERE session_id IS NOT NULL GROUP BY session_id"
     ).format(sql.SQL(" UNION ALL ").join(parts))
 
 
-def _with(ctx: AuditContext, joins: frozenset[str]) -> sql.Composable:
-    if USES_KNOWN in joins:
+def _with(ctx: AuditContext, joins: frozenset[str], target: KeyTable | None = None) -> sql.Composable:
+    if USES_KNOWN in joins and not (target is not None and target.is_source):
         return sql.SQL("WITH known AS ({}) ").format(known_sessions(ctx))
     return sql.SQL("")
 
 
+def _source_known(ctx: AuditContext, target: KeyTable) -> sql.Composable:
+    """`kn` for a row of the source table, without reading the known set: the row's own valid key
+    (it is known), in_master looked up in the master alone. The same values the known join gives."""
+    key = key_uuid(target.key)
+    if ctx.master is None or ctx.master_key is None:
+        return sql.SQL("CROSS JOIN LATERAL (SELECT {k} AS session_id, false AS in_master, {k} IS NOT NULL AS in_source) kn"
+                       ).format(k=key)
+    return sql.SQL(
+        "LEFT JOIN (SELECT DISTINCT {mk} AS session_id FROM {master} m) km ON km.session_id = {k} "
+        "CROSS JOIN LATERAL (SELECT {k} AS session_id, km.session_id IS NOT NULL AS in_master, "
+        "{k} IS NOT NULL AS in_source) kn"
+    ).format(mk=key_uuid(ctx.master_key, "m"), master=table_ref(ctx.master.name), k=key)
+
+
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> sql.Composable:
     parts = [sql.SQL("FROM {} t").format(table_ref(target.name))]
-    if USES_KNOWN in joins:
+    if USES_KNOWN in joins and target.is_source:
+        parts.append(_source_known(ctx, target))
+    elif USES_KNOWN in joins:
         parts.append(sql.SQL("LEFT JOIN known kn ON kn.session_id = {}").format(key_uuid(target.key)))
     if USES_USERS in joins and target.user is not None and ctx.users is not None:
         users_key = ctx.config.users_key
@@ -52,10 +74,47 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
     joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
     columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
     return sql.SQL("{with_}SELECT {cols} {from_}").format(
-        with_=_with(ctx, joins), cols=sql.SQL(", ").join(columns), from_=_from(ctx, target, joins))
+        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(columns), from_=_from(ctx, target, joins))
 
 
 def sample_query(ctx: AuditContext, target: KeyTable, sample: Sample, limit: int) -> sql.Composable:
     return sql.SQL("{with_}SELECT {distinct}({value})::text AS v {from_} WHERE {pred} ORDER BY 1 LIMIT {n}").format(
-        with_=_with(ctx, sample.joins), distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""),
+        with_=_with(ctx, sample.joins, target), distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""),
         value=sample.value, from_=_from(ctx, target, sample.joins), pred=sample.predicate, n=sql.Literal(limit))
+
+
+def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
+    """The sample as an aggregate inside a pass (jsonb array of the first `limit` values, or null):
+    no second read of the table. Its memory is proportional to the failing rows, so the runner uses
+    it only where a separate query would have to rebuild the known set."""
+    value = sql.SQL("({})::text").format(sample.value)
+    return sql.SQL("to_jsonb((array_agg({distinct}{v} ORDER BY {v}) FILTER (WHERE {pred}))[1:{n}])").format(
+        distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), v=value, pred=sample.predicate,
+        n=sql.Literal(limit))
+
+
+def session_sample(sample: Sample, limit: int) -> sql.Composable:
+    """A sample over the known set `kn` itself (a scalar subquery: reads the materialized set, top-N)."""
+    return sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT {distinct}({value})::text AS v FROM known kn "
+                   "WHERE {pred} ORDER BY 1 LIMIT {n}) s)").format(
+        distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), value=sample.value,
+        pred=sample.predicate, n=sql.Literal(limit))
+
+
+def known_statement(ctx: AuditContext,
+                    branches: list[tuple[int, KeyTable | None, frozenset[str], list[sql.Composable]]]) -> sql.Composable:
+    """One statement, the known set built once, one UNION ALL branch per (label, target, joins, columns):
+    with no target, `count(*)` and the columns aggregate over the set itself (`FROM known kn`); with
+    a target, `count(*)` and the columns over the target joined with the set. Each branch returns
+    (label, jsonb array of its values); the branches come in order."""
+    parts = []
+    for label, target, joins, columns in branches:
+        if target is None:
+            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v FROM known kn").format(
+                i=sql.Literal(label), cols=sql.SQL(", ").join([sql.SQL("count(*)")] + columns)))
+        else:
+            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v {from_}").format(
+                i=sql.Literal(label), cols=sql.SQL(", ").join([sql.SQL("count(*)")] + columns),
+                from_=_from(ctx, target, joins | {USES_KNOWN})))
+    return sql.SQL("WITH known AS MATERIALIZED ({known}) {branches}").format(
+        known=known_sessions(ctx), branches=sql.SQL(" UNION ALL ").join(parts))

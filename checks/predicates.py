@@ -50,8 +50,9 @@ def key_noncanonical(column: Column, alias: str = T) -> sql.Composable:
     """A text key that parses but is not written as uuid_out would write it (case, padding, braces)."""
     if not column.is_text:
         return sql.SQL("false")
-    return sql.SQL("({} AND NOT ({}::text ~ {}))").format(
-        key_valid(column, alias), col(column, alias), sql.Literal(CANONICAL_PATTERN))
+    # The cheaper test first: most keys are canonical, and AND stops there.
+    return sql.SQL("(NOT ({}::text ~ {}) AND {})").format(
+        col(column, alias), sql.Literal(CANONICAL_PATTERN), key_valid(column, alias))
 
 
 def key_uuid(column: Column, alias: str = T) -> sql.Composable:
@@ -72,9 +73,16 @@ def not_in_master(column: Column, alias: str = T) -> sql.Composable:
     return sql.SQL("({} IS NOT NULL AND kn.in_master IS NOT TRUE)").format(key_uuid(column, alias))
 
 
+def session_not_in_master() -> sql.Composable:
+    """Over the known set itself (one row per session): a session of the source table with no master
+    row. Per session, the same as `not_in_master` over the source table's rows."""
+    return sql.SQL("(kn.in_source AND NOT kn.in_master)")
+
+
 def orphaned(column: Column, alias: str = T) -> sql.Composable:
     """Valid key present neither in the master nor in the source table."""
-    return sql.SQL("({} IS NOT NULL AND kn.session_id IS NULL)").format(key_uuid(column, alias))
+    # The join's result first: for a known key AND stops before parsing the key again.
+    return sql.SQL("(kn.session_id IS NULL AND {} IS NOT NULL)").format(key_uuid(column, alias))
 
 
 def user_orphaned(column: Column, users_key: str, alias: str = T) -> sql.Composable:

@@ -1,0 +1,189 @@
+"""The per-table passes at scale: the known-session set built once still counts exactly; --timeout marks
+a check `error` (with the reason) instead of failing the scan; --checks and --sample select and bound."""
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from yumai_audit.api import scan
+from yumai_audit.cli import cli
+from yumai_audit.config import Config
+from yumai_audit.demo import EXPECTED, SESSIONS, build_demo_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import generate  # noqa: E402
+
+
+def counted(result, expected):
+    return {(f.check, f.table, f.column): (f.rows, f.keys) for f in result.findings
+            if (f.check, f.table, f.column) in expected}
+
+
+def scan_json(conninfo, tmp_path, *args) -> dict:
+    result = CliRunner().invoke(cli, ["scan", "--dsn", conninfo, "--out", str(tmp_path), *args])
+    assert result.exit_code in (0, 1), result.output + result.stderr
+    return json.loads((tmp_path / "findings.json").read_text())
+
+
+def by_key(data) -> dict:
+    return {(f["check"], f["table"], f["column"]): (f["rows"], f["keys"]) for f in data["findings"]}
+
+
+# the known-session set, built once -----------------------------------------------------------------
+
+def test_generated_database_counts_exactly_what_the_generator_planted(db):
+    generate.generate(db.conninfo, 2, unit=100)
+    result = scan(db.conninfo, Config())
+    want = generate.expected(2, unit=100)
+    assert counted(result, want) == want
+    assert {t.table: t.rows for t in result.inventory} == generate.row_counts(2, unit=100)
+
+
+def test_half_migrated_demo_counts_master_and_source_together(db):
+    # Sessions 1..100 registered in the master, plus two sessions that exist in the master only;
+    # one ghost of user_interactions registered too: it is no longer an orphan.
+    build_demo_database(db.conninfo)
+    db.execute("""
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master SELECT md5('session-' || s)::uuid, 1 + s % 50 FROM generate_series(1, 100) s;
+        INSERT INTO chatbot.session_master VALUES (md5('master-only-1')::uuid, 1), (md5('master-only-2')::uuid, 1),
+                                                  (md5('ghost-1')::uuid, 1);
+    """)
+    result = scan(db.conninfo, Config())
+    want = dict(EXPECTED)
+    want[("missing_master_rows", "chatbot.session_master", "session_id")] = (None, SESSIONS - 100)
+    ghost_1_rows = db.scalar("SELECT count(*) FROM chatbot.user_interactions WHERE session_id = md5('ghost-1')::uuid")
+    want[("orphaned_session_ids", "chatbot.user_interactions", "session_id")] = (7 - ghost_1_rows, 2)
+    assert counted(result, want) == want
+    missing = next(f for f in result.findings if f.check == "missing_master_rows")
+    assert missing.sample == [r[0] for r in db.fetchall(
+        "SELECT md5('session-' || s)::uuid::text FROM generate_series(101, %s) s ORDER BY 1 LIMIT 20", (SESSIONS,))]
+
+
+# --checks ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("selection", [
+    ["orphaned_session_ids"],                          # known-set branches only, no branch over the set
+    ["missing_master_rows"],                           # the branch over the set only
+    ["null_session_ids", "malformed_session_ids"],     # no known set at all
+    ["missing_master_rows", "orphaned_session_ids", "orphaned_user_ids"],
+])
+def test_checks_selection_runs_only_those_and_counts_exactly(db, tmp_path, selection):
+    build_demo_database(db.conninfo)
+    data = scan_json(db.conninfo, tmp_path, "--checks", ",".join(selection))
+    assert sorted(c["check"] for c in data["checks"]) == sorted(selection)
+    assert by_key(data) == {k: v for k, v in EXPECTED.items() if k[0] in selection}
+
+
+# --sample -------------------------------------------------------------------------------------------
+
+def test_sample_0_fetches_no_sample(db, tmp_path):
+    build_demo_database(db.conninfo)
+    data = scan_json(db.conninfo, tmp_path, "--sample", "0")
+    assert all(f["sample"] == [] for f in data["findings"])
+    assert {k: v for k, v in by_key(data).items() if k in EXPECTED} == EXPECTED
+
+
+def test_sample_n_takes_the_first_n_values_in_order(db, tmp_path):
+    build_demo_database(db.conninfo)
+    data = scan_json(db.conninfo, tmp_path, "--sample", "2")
+    samples = {(f["check"], f["table"]): f["sample"] for f in data["findings"]}
+    ghosts = [r[0] for r in db.fetchall("SELECT md5('ghost-' || g)::uuid::text FROM generate_series(0, 2) g ORDER BY 1")]
+    assert samples[("orphaned_session_ids", "chatbot.user_interactions")] == ghosts[:2]
+    assert samples[("orphaned_session_ids", "chatbot.user_feedback")] == [
+        db.scalar("SELECT md5('ghost-feedback')::uuid::text")]
+    first = [r[0] for r in db.fetchall(
+        "SELECT DISTINCT session_id::text FROM chatbot.conversations WHERE session_id IS NOT NULL ORDER BY 1 LIMIT 2")]
+    assert samples[("missing_master_rows", "chatbot.session_master")] == first
+    null_ids = [r[0] for r in db.fetchall(
+        "SELECT id::text FROM chatbot.user_interactions WHERE session_id IS NULL ORDER BY 1 LIMIT 2")]
+    assert samples[("null_session_ids", "chatbot.user_interactions")] == null_ids
+    assert all(len(s) <= 2 for s in samples.values())
+
+
+# --timeout -----------------------------------------------------------------------------------------
+
+SLOW = """
+CREATE FUNCTION chatbot.slow_row() RETURNS boolean LANGUAGE plpgsql VOLATILE
+    AS 'BEGIN PERFORM pg_sleep(0.2); RETURN true; END';
+ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+CREATE POLICY slow ON {table} FOR SELECT USING (chatbot.slow_row());
+"""
+
+
+@pytest.fixture
+def reader(db):
+    """A login that is not the tables' owner (row security applies to it), dropped afterwards."""
+    role = f"yumai_slow_{uuid.uuid4().hex[:8]}"
+    ident = sql.Identifier(role)
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+    try:
+        params = conninfo_to_dict(db.conninfo)
+        params["user"] = role
+        params.pop("password", None)
+        yield ident, make_conninfo(**params)
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+        db.execute(sql.SQL("DROP ROLE {}").format(ident))
+
+
+def slow_table(db, reader, table: str) -> str:
+    ident, conninfo = reader
+    db.execute(sql.SQL(SLOW).format(table=sql.SQL(table)))
+    db.execute(sql.SQL("GRANT USAGE ON SCHEMA chatbot TO {r}; GRANT SELECT ON ALL TABLES IN SCHEMA chatbot TO {r}; "
+                       "GRANT EXECUTE ON FUNCTION chatbot.slow_row() TO {r}").format(r=ident))
+    return conninfo
+
+
+def test_timeout_on_one_table_marks_its_checks_error_and_the_rest_is_counted(db, reader, tmp_path):
+    build_demo_database(db.conninfo)
+    conninfo = slow_table(db, reader, "chatbot.user_feedback")
+    result = CliRunner().invoke(cli, ["scan", "--dsn", conninfo, "--timeout", "0.3", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    data = json.loads((tmp_path / "findings.json").read_text())
+    status = {c["check"]: (c["status"], c.get("reason", "")) for c in data["checks"]}
+    for check in ("orphaned_session_ids", "null_session_ids", "orphaned_user_ids", "conflicting_session_users"):
+        assert status[check][0] == "error"
+        assert "timed out" in status[check][1]
+    assert status["orphaned_session_ids"][1] == "timed out on chatbot.user_feedback after 0.3s"
+    # Everything not read from user_feedback is still counted exactly (the branches after it too).
+    got = by_key(data)
+    for key in [("orphaned_session_ids", "chatbot.user_interactions", "session_id"),
+                ("orphaned_session_ids", "chatbot.recommendations_log", "session_id"),
+                ("missing_master_rows", "chatbot.session_master", "session_id"),
+                ("malformed_session_ids", "chatbot.recommendations_log", "session_id"),
+                ("null_session_ids", "chatbot.user_interactions", "session_id")]:
+        assert got[key] == EXPECTED[key]
+    assert not any(f["table"] == "chatbot.user_feedback" and f["check"] != "unconstrained_fk"
+                   and f["check"] != "unindexed_fk_columns" for f in data["findings"])
+    assert status["malformed_session_ids"][0] == "fail"
+
+
+def test_timeout_building_the_known_set_marks_every_check_that_needs_it(db, reader, tmp_path):
+    build_demo_database(db.conninfo)
+    conninfo = slow_table(db, reader, "chatbot.conversations")
+    data = scan_json(conninfo, tmp_path, "--timeout", "0.3")
+    status = {c["check"]: (c["status"], c.get("reason", "")) for c in data["checks"]}
+    assert status["orphaned_session_ids"] == ("error", "timed out building the set of known sessions after 0.3s")
+    assert status["missing_master_rows"][0] == "error"
+    # What the other tables measure without the set is still measured, exactly.
+    assert status["malformed_session_ids"][0] == "fail"
+    got = by_key(data)
+    assert got[("malformed_session_ids", "chatbot.recommendations_log", "session_id")] == (3, None)
+    assert got[("null_session_ids", "chatbot.user_interactions", "session_id")] == (4, None)
+    assert ("orphaned_session_ids", "chatbot.user_interactions", "session_id") not in got
+
+
+def test_without_timeout_the_slow_table_is_counted(db, reader):
+    build_demo_database(db.conninfo)
+    db.execute("DELETE FROM chatbot.user_feedback WHERE id > 3")   # keep the test short: 3 slow rows
+    conninfo = slow_table(db, reader, "chatbot.user_feedback")
+    result = scan(conninfo, Config(checks=("null_session_ids",)))
+    assert [c.status.value for c in result.checks] == ["fail"]
