@@ -30,12 +30,26 @@ def trimmed(column: Column, alias: str = T) -> sql.Composable:
     return sql.SQL("btrim({}::text, {})").format(col(column, alias), sql.Literal(TRIM_CHARS))
 
 
+# CANONICAL_PATTERN without its bounded repetitions, which make PostgreSQL's regex engine several
+# times slower per row: the 8-4-4-4-12 shape (LIKE), no fifth hyphen, only hex digits and hyphens.
+CANONICAL_SHAPE = "________-____-____-____-____________"
+
+
+def canonical(text: sql.Composable) -> sql.Composable:
+    """`text ~ CANONICAL_PATTERN`, exactly, but cheap."""
+    return sql.SQL("({t} LIKE {shape} AND {t} NOT LIKE {five} AND {t} ~ {chars})").format(
+        t=text, shape=sql.Literal(CANONICAL_SHAPE), five=sql.Literal("%-%-%-%-%-%"), chars=sql.Literal("^[-0-9a-f]+$"))
+
+
 def key_valid(column: Column, alias: str = T) -> sql.Composable:
     """The key holds a value that casts to uuid (after trimming, for text keys)."""
     if column.is_uuid:
         return sql.SQL("{} IS NOT NULL").format(col(column, alias))
     if column.is_text:
-        return sql.SQL("({} ~ {})").format(trimmed(column, alias), sql.Literal(UUID_INPUT_PATTERN))
+        # A canonical key is valid: most keys are, and OR stops before the slow general pattern.
+        return sql.SQL("({} OR {} ~ {})").format(
+            canonical(sql.SQL("{}::text").format(col(column, alias))), trimmed(column, alias),
+            sql.Literal(UUID_INPUT_PATTERN))
     return sql.SQL("false")
 
 
@@ -51,8 +65,8 @@ def key_noncanonical(column: Column, alias: str = T) -> sql.Composable:
     if not column.is_text:
         return sql.SQL("false")
     # The cheaper test first: most keys are canonical, and AND stops there.
-    return sql.SQL("(NOT ({}::text ~ {}) AND {})").format(
-        col(column, alias), sql.Literal(CANONICAL_PATTERN), key_valid(column, alias))
+    return sql.SQL("(NOT {} AND {})").format(
+        canonical(sql.SQL("{}::text").format(col(column, alias))), key_valid(column, alias))
 
 
 def key_uuid(column: Column, alias: str = T) -> sql.Composable:

@@ -187,3 +187,36 @@ def test_without_timeout_the_slow_table_is_counted(db, reader):
     conninfo = slow_table(db, reader, "chatbot.user_feedback")
     result = scan(conninfo, Config(checks=("null_session_ids",)))
     assert [c.status.value for c in result.checks] == ["fail"]
+
+
+# the cheap canonical test is the canonical pattern, exactly ----------------------------------------
+
+SPELLINGS = [
+    "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000A", "00000000-0000-4000-8000-00000000000",
+    "00000000-0000-4000-8000-00000000000ab", "00000000-0000-4000-8000-0000-000000a", "0000000--0000-4000-8000-00000000000a",
+    "00000000-0000-4000-8000_00000000000a", "g0000000-0000-4000-8000-00000000000a", " 0000000-0000-4000-8000-00000000000a",
+    "00000000-0000-4000-8000-00000000000a\n", "{00000000-0000-4000-8000-00000000000a}", "0000000000004000800000000000000a",
+    "00000000-0000-4000-8000-00000000000é", "------------------------------------", "", "0000-0000-0000-4000-8000-0000-0000-000a",
+    "  00000000-0000-4000-8000-00000000000a\t", "{0000-0000-0000-4000-8000-0000-0000-000a}", "{00000000-0000-4000-8000-00000000000a",
+]
+
+
+def test_cheap_canonical_and_valid_tests_agree_with_the_patterns(db):
+    from yumai_audit.catalog import Column
+    from yumai_audit.checks.predicates import (CANONICAL_PATTERN, TRIM_CHARS, UUID_INPUT_PATTERN, canonical,
+                                               key_valid)
+
+    db.execute("CREATE TABLE k (session_id text)")
+    with db.connect(autocommit=True) as conn:
+        conn.cursor().executemany("INSERT INTO k VALUES (%s)", [(s,) for s in SPELLINGS])
+        column = Column(name="session_id", type="text", typname="text", not_null=False)
+        rows = conn.execute(sql.SQL(
+            "SELECT t.session_id, t.session_id ~ {cp}, {cheap}, btrim(t.session_id, {trim}) ~ {vp}, {valid} FROM k t"
+        ).format(cp=sql.Literal(CANONICAL_PATTERN), cheap=canonical(sql.SQL("t.session_id")),
+                 trim=sql.Literal(TRIM_CHARS), vp=sql.Literal(UUID_INPUT_PATTERN), valid=key_valid(column))).fetchall()
+    assert len(rows) == len(SPELLINGS)
+    assert [(r[0], r[1]) for r in rows] == [(r[0], r[2]) for r in rows]
+    assert [(r[0], r[3]) for r in rows] == [(r[0], r[4]) for r in rows]
+    # canonical: the first only; valid: also upper case, braces, no hyphens, hyphens every four digits,
+    # padded (spaces, tab, newline), braces with hyphens every four digits.
+    assert sum(r[1] for r in rows) == 1 and sum(r[3] for r in rows) == 8
