@@ -2,10 +2,13 @@
 
 - Tables whose measures do not join the known set (the source table among them: its own keys are
   known by definition) get one statement each: `count(*)` and every measure, in one read.
-- The measures over the known set itself and the tables that join it share ONE statement with the
-  set as a MATERIALIZED CTE (see `checks.passes.known_statement`), read through a cursor one branch
-  (one table) per FETCH: per-table progress and a statement timeout per table, the set built once.
-  A branch that times out marks its checks `error`; the rest continue in a fresh cursor.
+- The set of sessions (`checks.passes.session_set`: one row per session of the master, the source
+  table and the other key tables, with its rows per table and its smallest and largest user id) is
+  built once, as a MATERIALIZED CTE of ONE statement: a first branch measures over the set itself
+  (missing master rows, orphans per table, conflicting users), then one branch per table that must
+  join the known sessions row by row. The statement is read through a cursor, one branch (one table)
+  per FETCH: per-table progress and a statement timeout per table. A branch that times out marks its
+  checks `error`; the rest continue in a fresh cursor.
 - Samples that would need the known set again are aggregated in the same pass (a bounded jsonb
   array); the others are one small query each, only for failing findings.
 
@@ -21,7 +24,8 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from yumai_audit.checks.base import OVER_SESSIONS, USES_KNOWN, Check, Measure, Sample
+from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
+                                     Measure, Sample)
 from yumai_audit.checks.passes import (known_statement, sample_aggregate, sample_query, session_sample,
                                        table_pass)
 
@@ -98,6 +102,7 @@ class TablePasses:
         self.entries = [_Entry(c, t, c.measures(ctx, t)) for c in checks if c.scope == "table" for t in targets[c.id]]
         self.tables: dict[str, _Pass] = {}
         self.sessions = _Pass(None)
+        self.rows_for: list[KeyTable] = []       # tables whose rows the set counts per session
         for e in self.entries:
             table = self.tables.setdefault(str(e.target.name), _Pass(e.target))
             for mname, m in e.measures.items():
@@ -108,6 +113,10 @@ class TablePasses:
                 dest = self.sessions if sample.over == OVER_SESSIONS else table
                 expr = session_sample(sample, self.limit) if dest is self.sessions else sample_aggregate(sample, self.limit)
                 dest.columns.append((e, SAMPLE, expr, sample.joins))
+        for e, _, _, joins in self.sessions.columns:
+            if USES_SESSION_ROWS in joins and e.target not in self.rows_for:
+                self.rows_for.append(e.target)
+        self.set_users = any(USES_SESSION_USERS in c[3] for c in self.sessions.columns)
 
     # -- running ------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -156,7 +165,7 @@ class TablePasses:
         pending = list(enumerate(branches))
         while pending:
             statement = known_statement(self.ctx, [
-                (i, p.target, p.joins, [c[2] for c in p.columns]) for i, p in pending])
+                (i, p.target, p.joins, [c[2] for c in p.columns]) for i, p in pending], self.rows_for, self.set_users)
             started = time.monotonic()
             try:
                 with self.conn.transaction():

@@ -27,6 +27,10 @@ USES_USERS = "users"
 #: sessions `kn` (session_id, in_master, in_source), which the runner builds once per scan.
 OVER_TABLE = "table"
 OVER_SESSIONS = "sessions"
+#: Joins of measures over the set: the set also counts the target's rows per session
+#: (`passes.session_rows`), or carries min_user / max_user over every table with a user column.
+USES_SESSION_ROWS = "session rows"
+USES_SESSION_USERS = "session users"
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,17 @@ def count_where(predicate: sql.Composable, *joins: str) -> Measure:
     return Measure(sql.SQL("count(*) FILTER (WHERE {})").format(predicate), frozenset(joins))
 
 
-def count_sessions_where(predicate: sql.Composable) -> Measure:
-    """Known sessions (one row each in `kn`) that satisfy the predicate: a count of distinct keys
+def count_sessions_where(predicate: sql.Composable, *joins: str) -> Measure:
+    """Sessions (one row each in the set `kn`) that satisfy the predicate: a count of distinct keys
     that needs no sort, since the set is already grouped by session."""
-    return Measure(sql.SQL("count(*) FILTER (WHERE {})").format(predicate), frozenset({USES_KNOWN}), OVER_SESSIONS)
+    return Measure(sql.SQL("count(*) FILTER (WHERE {})").format(predicate), frozenset({USES_KNOWN, *joins}),
+                   OVER_SESSIONS)
+
+
+def sum_sessions_where(value: sql.Composable, predicate: sql.Composable, *joins: str) -> Measure:
+    """The sum of a per-session count over the sessions that satisfy the predicate."""
+    return Measure(sql.SQL("coalesce(sum({}) FILTER (WHERE {}), 0)").format(value, predicate),
+                   frozenset({USES_KNOWN, *joins}), OVER_SESSIONS)
 
 
 def count_distinct_where(value: sql.Composable, predicate: sql.Composable, *joins: str) -> Measure:

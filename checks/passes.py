@@ -94,27 +94,92 @@ def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
 
 
 def session_sample(sample: Sample, limit: int) -> sql.Composable:
-    """A sample over the known set `kn` itself (a scalar subquery: reads the materialized set, top-N)."""
-    return sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT {distinct}({value})::text AS v FROM known kn "
+    """A sample over the set `kn` itself (a scalar subquery: reads the materialized set, top-N)."""
+    return sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT {distinct}({value})::text AS v FROM sessions kn "
                    "WHERE {pred} ORDER BY 1 LIMIT {n}) s)").format(
         distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), value=sample.value,
         pred=sample.predicate, n=sql.Literal(limit))
 
 
+def session_rows(ctx: AuditContext, target: KeyTable) -> sql.Composable:
+    """In the set `kn`: how many rows of `target` carry the session (with USES_SESSION_ROWS)."""
+    return sql.Identifier("kn", f"rows_{ctx.key_tables.index(target)}")
+
+
+def user_sources(ctx: AuditContext) -> list[tuple]:
+    """(table, key column, user column) of every table whose rows name a session's user: the key
+    tables with a user column and a comparable key, and the master if it has a user column."""
+    parts = [(k.table, k.key, k.user) for k in ctx.key_tables if k.user is not None and k.key_checkable]
+    if ctx.master is not None and ctx.master_user is not None and ctx.master_key is not None:
+        parts.append((ctx.master, ctx.master_key, ctx.master_user))
+    return parts
+
+
+_INTEGERS = {"int2", "int4", "int8"}
+
+
+def _user_value(ctx: AuditContext, column, alias: str) -> sql.Composable:
+    """A user id comparable across tables: bigint when every user column is an integer, else text
+    compared byte-wise (so that equal means identical)."""
+    if all(c.typname in _INTEGERS for _, _, c in user_sources(ctx)):
+        return sql.SQL("{}::bigint").format(col(column, alias)) if column is not None else sql.SQL("NULL::bigint")
+    if column is None:
+        return sql.SQL("NULL::text")
+    return sql.SQL('({}::text COLLATE "C")').format(col(column, alias))
+
+
+def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool) -> sql.Composable:
+    """One row per valid session id of the master, the source table and the tables in `rows_for`
+    (and, with `users`, of every table with a user column): in_master, in_source, rows_<i> (rows of
+    key table i, for each of `rows_for`), min_user / max_user (non-NULL user ids over all its rows)."""
+    user_of = {str(t.name): u for t, _, u in user_sources(ctx)} if users else {}
+    parts = []
+
+    def part(table, key, tag, alias):
+        uid = [_user_value(ctx, user_of.get(str(table.name)), alias)] if users else []
+        parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS src{} FROM {} {}").format(
+            key_uuid(key, alias), sql.Literal(tag), sql.SQL("").join(sql.SQL(", {} AS uid").format(u) for u in uid),
+            table_ref(table.name), sql.Identifier(alias)))
+
+    if ctx.master is not None and ctx.master_key is not None:
+        part(ctx.master, ctx.master_key, 0, "m")
+    if ctx.source is not None and ctx.source.key_checkable:
+        part(ctx.source.table, ctx.source.key, 1, "s")
+    wanted = {str(k.name) for k in rows_for} | set(user_of)
+    for i, k in enumerate(ctx.key_tables):
+        if str(k.name) in wanted and not k.is_source and k.key_checkable:
+            part(k.table, k.key, i + 2, "t")
+    if not parts:
+        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS src{}").format(
+            sql.SQL(", NULL::bigint AS uid") if users else sql.SQL("")))
+    columns = [sql.SQL("bool_or(src = 0) AS in_master"), sql.SQL("bool_or(src = 1) AS in_source")]
+    columns += [sql.SQL("count(*) FILTER (WHERE src = {}) AS {}").format(
+        sql.Literal(ctx.key_tables.index(k) + 2), sql.Identifier(f"rows_{ctx.key_tables.index(k)}")) for k in rows_for]
+    if users:
+        columns += [sql.SQL("min(uid) AS min_user"), sql.SQL("max(uid) AS max_user")]
+    return sql.SQL("SELECT session_id, {} FROM ({}) x WHERE session_id IS NOT NULL GROUP BY session_id").format(
+        sql.SQL(", ").join(columns), sql.SQL(" UNION ALL ").join(parts))
+
+
 def known_statement(ctx: AuditContext,
-                    branches: list[tuple[int, KeyTable | None, frozenset[str], list[sql.Composable]]]) -> sql.Composable:
-    """One statement, the known set built once, one UNION ALL branch per (label, target, joins, columns):
-    with no target, `count(*)` and the columns aggregate over the set itself (`FROM known kn`); with
-    a target, `count(*)` and the columns over the target joined with the set. Each branch returns
-    (label, jsonb array of its values); the branches come in order."""
+                    branches: list[tuple[int, KeyTable | None, frozenset[str], list[sql.Composable]]],
+                    rows_for: list[KeyTable] = (), users: bool = False) -> sql.Composable:
+    """One statement, the set of sessions built once (`session_set`, MATERIALIZED), one UNION ALL
+    branch per (label, target, joins, columns): with no target, the number of known sessions and the
+    columns over the set itself (`FROM sessions kn`); with a target, `count(*)` and the columns over
+    the target joined with the known sessions (those of the master or the source table). Each branch
+    returns (label, jsonb array of its values); the branches come in order."""
     parts = []
     for label, target, joins, columns in branches:
         if target is None:
-            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v FROM known kn").format(
-                i=sql.Literal(label), cols=sql.SQL(", ").join([sql.SQL("count(*)")] + columns)))
+            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v FROM sessions kn").format(
+                i=sql.Literal(label),
+                cols=sql.SQL(", ").join([sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source)")] + columns)))
         else:
             parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v {from_}").format(
                 i=sql.Literal(label), cols=sql.SQL(", ").join([sql.SQL("count(*)")] + columns),
                 from_=_from(ctx, target, joins | {USES_KNOWN})))
-    return sql.SQL("WITH known AS MATERIALIZED ({known}) {branches}").format(
-        known=known_sessions(ctx), branches=sql.SQL(" UNION ALL ").join(parts))
+    return sql.SQL(
+        "WITH sessions AS MATERIALIZED ({set}), known AS NOT MATERIALIZED "
+        "(SELECT session_id, in_master, in_source FROM sessions WHERE in_master OR in_source) {branches}"
+    ).format(set=session_set(ctx, list(rows_for), users), branches=sql.SQL(" UNION ALL ").join(parts))

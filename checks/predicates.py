@@ -93,6 +93,18 @@ def session_not_in_master() -> sql.Composable:
     return sql.SQL("(kn.in_source AND NOT kn.in_master)")
 
 
+def session_orphaned(rows: sql.Composable) -> sql.Composable:
+    """Over the set itself: a session that rows of a table carry (`rows`: their count in the set) and
+    that neither the master nor the source table knows. Per session, the same as `orphaned`."""
+    return sql.SQL("({} > 0 AND NOT kn.in_master AND NOT kn.in_source)").format(rows)
+
+
+def session_conflicting() -> sql.Composable:
+    """Over the set itself: a session whose rows, over every table with a user column, name more than
+    one user (min <> max of the non-NULL user ids)."""
+    return sql.SQL("(kn.min_user <> kn.max_user)")
+
+
 def orphaned(column: Column, alias: str = T) -> sql.Composable:
     """Valid key present neither in the master nor in the source table."""
     # The join's result first: for a known key AND stops before parsing the key again.

@@ -149,21 +149,40 @@ def test_timeout_on_one_table_marks_its_checks_error_and_the_rest_is_counted(db,
     assert result.exit_code == 1, result.output
     data = json.loads((tmp_path / "findings.json").read_text())
     status = {c["check"]: (c["status"], c.get("reason", "")) for c in data["checks"]}
-    for check in ("orphaned_session_ids", "null_session_ids", "orphaned_user_ids", "conflicting_session_users"):
-        assert status[check][0] == "error"
-        assert "timed out" in status[check][1]
-    assert status["orphaned_session_ids"][1] == "timed out on chatbot.user_feedback after 0.3s"
-    # Everything not read from user_feedback is still counted exactly (the branches after it too).
-    got = by_key(data)
-    for key in [("orphaned_session_ids", "chatbot.user_interactions", "session_id"),
-                ("orphaned_session_ids", "chatbot.recommendations_log", "session_id"),
-                ("missing_master_rows", "chatbot.session_master", "session_id"),
-                ("malformed_session_ids", "chatbot.recommendations_log", "session_id"),
-                ("null_session_ids", "chatbot.user_interactions", "session_id")]:
-        assert got[key] == EXPECTED[key]
-    assert not any(f["table"] == "chatbot.user_feedback" and f["check"] != "unconstrained_fk"
-                   and f["check"] != "unindexed_fk_columns" for f in data["findings"])
+    # user_feedback's own pass, and the set of sessions (which reads user_feedback too)
+    assert status["null_session_ids"] == ("error", "timed out on chatbot.user_feedback after 0.3s")
+    assert status["orphaned_user_ids"] == ("error", "timed out on chatbot.user_feedback after 0.3s")
+    for check in ("orphaned_session_ids", "missing_master_rows", "conflicting_session_users"):
+        assert status[check] == ("error", "timed out building the set of known sessions after 0.3s")
+    # Everything not read from user_feedback is still counted exactly.
     assert status["malformed_session_ids"][0] == "fail"
+    got = by_key(data)
+    for key in [("malformed_session_ids", "chatbot.recommendations_log", "session_id"),
+                ("noncanonical_session_ids", "chatbot.recommendations_log", "session_id"),
+                ("null_session_ids", "chatbot.user_interactions", "session_id"),
+                ("null_session_ids", "chatbot.conversations", "session_id"),
+                ("orphaned_user_ids", "chatbot.conversations", "user_id")]:
+        assert got[key] == EXPECTED[key]
+    assert not [k for k in got if k[1] == "chatbot.user_feedback" and k[0] not in ("unconstrained_fk", "unindexed_fk_columns")]
+
+
+def test_timeout_in_one_branch_lets_the_next_branches_run(db, reader, tmp_path):
+    # NOT VALID foreign keys on user_feedback and user_interactions: each is measured in a branch of
+    # its own that joins the known sessions; user_feedback's times out, user_interactions' follows.
+    build_demo_database(db.conninfo)
+    db.execute("""
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master SELECT DISTINCT session_id FROM chatbot.conversations WHERE session_id IS NOT NULL;
+        ALTER TABLE chatbot.user_feedback ADD CONSTRAINT feedback_session_fk
+            FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
+        ALTER TABLE chatbot.user_interactions ADD CONSTRAINT interactions_session_fk
+            FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
+    """)
+    conninfo = slow_table(db, reader, "chatbot.user_feedback")
+    data = scan_json(conninfo, tmp_path, "--timeout", "0.3", "--checks", "unvalidated_fk")
+    assert [(c["check"], c["status"], c.get("reason")) for c in data["checks"]] == [
+        ("unvalidated_fk", "error", "timed out on chatbot.user_feedback after 0.3s")]
+    assert [(f["table"], f["rows"]) for f in data["findings"]] == [("chatbot.user_interactions", 7)]
 
 
 def test_timeout_building_the_known_set_marks_every_check_that_needs_it(db, reader, tmp_path):
