@@ -49,7 +49,7 @@ class Sample:
     joins: frozenset[str] = frozenset()
     distinct: bool = True
     of: str = "session id"          # what the values are: "session id" or "primary key"
-    over: str = OVER_TABLE
+    over: str = OVER_TABLE          # OVER_SESSIONS: one row per session already, use distinct=False
 
 
 def count_where(predicate: sql.Composable, *joins: str) -> Measure:

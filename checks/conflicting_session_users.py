@@ -48,4 +48,4 @@ class ConflictingSessionUsers(Check):
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_conflicting(), frozenset({USES_KNOWN, USES_SESSION_USERS}),
-                      over=OVER_SESSIONS)
+                      distinct=False, over=OVER_SESSIONS)

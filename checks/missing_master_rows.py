@@ -42,4 +42,5 @@ class MissingMasterRows(Check):
                              message=f"{plural(keys, 'session')} of {target.name} missing from {ctx.config.master}{where}")]
 
     def sample(self, ctx, target, finding):
-        return Sample(sql.SQL("kn.session_id"), session_not_in_master(), frozenset({USES_KNOWN}), over=OVER_SESSIONS)
+        return Sample(sql.SQL("kn.session_id"), session_not_in_master(), frozenset({USES_KNOWN}),
+                      distinct=False, over=OVER_SESSIONS)

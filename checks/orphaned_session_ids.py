@@ -47,4 +47,4 @@ class OrphanedSessionIds(Check):
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_orphaned(session_rows(ctx, target)),
-                      frozenset({USES_KNOWN, USES_SESSION_ROWS}), over=OVER_SESSIONS)
+                      frozenset({USES_KNOWN, USES_SESSION_ROWS}), distinct=False, over=OVER_SESSIONS)
