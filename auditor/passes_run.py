@@ -9,8 +9,10 @@
   join the known sessions row by row. The statement is read through a cursor, one branch (one table)
   per FETCH: per-table progress and a statement timeout per table. A branch that times out marks its
   checks `error`; the rest continue in a fresh cursor.
-- Samples that would need the known set again are aggregated in the same pass (a bounded jsonb
-  array); the others are one small query each, only for failing findings.
+- Samples are aggregated in the same pass as the counts, so no table is read again for them: over
+  the set, the first n sessions (top-N); over a table, `array_agg(... ORDER BY ...) FILTER (WHERE
+  defect)[1:n]`, whose cost grows with the defective rows only (nothing when there are none), and
+  only n values per finding leave the server.
 
 Everything runs inside the scan's read-only transaction: no temporary table, so it works on a standby.
 """
@@ -25,9 +27,8 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
-                                     Measure, Sample)
-from yumai_audit.checks.passes import (known_statement, sample_aggregate, sample_query, session_sample,
-                                       table_pass)
+                                     Measure)
+from yumai_audit.checks.passes import known_statement, sample_aggregate, session_sample, table_pass
 
 from .context import AuditContext, KeyTable
 from .model import Finding
@@ -85,11 +86,6 @@ def _execute(conn: psycopg.Connection, query: sql.Composable, timeout: float | N
         return conn.execute(query).fetchall()
 
 
-def _in_pass_sample(target: KeyTable, sample: Sample | None) -> bool:
-    """A sample that a separate query could only take by building the known set again."""
-    return sample is not None and (sample.over == OVER_SESSIONS or (USES_KNOWN in sample.joins and not target.is_source))
-
-
 class TablePasses:
     def __init__(self, conn, ctx: AuditContext, checks: list[Check], targets: dict, timer, say):
         self.conn, self.ctx, self.say, self.timer = conn, ctx, say, timer
@@ -109,7 +105,7 @@ class TablePasses:
                 dest = self.sessions if m.over == OVER_SESSIONS else table
                 dest.columns.append((e, mname, m.expression, m.joins))
             sample = e.check.sample(ctx, e.target, None) if self.limit else None
-            if _in_pass_sample(e.target, sample):
+            if sample is not None:
                 dest = self.sessions if sample.over == OVER_SESSIONS else table
                 expr = session_sample(sample, self.limit) if dest is self.sessions else sample_aggregate(sample, self.limit)
                 dest.columns.append((e, SAMPLE, expr, sample.joins))
@@ -214,15 +210,5 @@ class TablePasses:
         sample = e.check.sample(self.ctx, e.target, finding)
         if sample is None or not self.limit:
             return
-        if _in_pass_sample(e.target, sample):
-            finding.sample = [str(v) for v in e.samples.get("in pass", [])]
-            finding.details.setdefault("sample_of", sample.of)
-            return
-        started = time.monotonic()
-        try:
-            rows = _execute(self.conn, sample_query(self.ctx, e.target, sample, self.limit), self.timeout)
-            finding.sample = [r[0] for r in rows]
-            finding.details.setdefault("sample_of", sample.of)
-        except pgerrors.QueryCanceled:
-            finding.details["sample_error"] = "timed out"
-        self.timer.add([e.check.id], time.monotonic() - started)
+        finding.sample = [str(v) for v in e.samples.get("in pass", [])]
+        finding.details.setdefault("sample_of", sample.of)
