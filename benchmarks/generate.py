@@ -1,7 +1,7 @@
 """A yumai-shaped database at a scale factor, generated server-side with generate_series.
 
-Same tables and shape as the demo (`yumai_audit.demo`): `chatbot.conversations` range-partitioned by
-month (twelve monthly partitions and a default one), `user_interactions` (uuid key, indexed),
+The demo's schema (`yumai_audit.demo.SCHEMA`): `chatbot.conversations` range-partitioned by month
+(here twelve monthly partitions and a default one), `user_interactions` (uuid key, indexed),
 `recommendations_log` (varchar key), `user_feedback`, `users`; no session master yet.
 
 Scale 1 is 20,000 sessions; scale 50 is 1M sessions, 3M messages and 4.2M rows in the key tables:
@@ -23,6 +23,8 @@ import time
 import psycopg
 from psycopg import sql
 
+from yumai_audit.demo import SCHEMA
+
 SESSIONS_PER_SCALE = 20_000
 USERS_PER_SCALE = 1_000
 START = "2025-10-25 00:00+00"          # sessions of the first week fall into the default partition
@@ -35,49 +37,15 @@ def _next_month(month: str) -> str:
 
 
 def schema_sql() -> sql.Composable:
-    parts = [sql.SQL("""
-CREATE SCHEMA chatbot;
-CREATE TABLE chatbot.users (
-    id serial PRIMARY KEY,
-    display_name text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT '2025-01-01'
-);
-CREATE TABLE chatbot.conversations (
-    id bigserial,
-    session_id uuid,
-    user_id int,
-    role text NOT NULL,
-    message text NOT NULL,
-    created_at timestamptz NOT NULL,
-    PRIMARY KEY (id, created_at)
-) PARTITION BY RANGE (created_at);
-CREATE TABLE chatbot.user_interactions (
-    id bigserial PRIMARY KEY,
-    session_id uuid,
-    user_id int,
-    interaction_type text NOT NULL,
-    created_at timestamptz NOT NULL
-);
-CREATE TABLE chatbot.recommendations_log (
-    id bigserial PRIMARY KEY,
-    session_id varchar(64),
-    user_id int,
-    item_id int NOT NULL,
-    created_at timestamptz NOT NULL
-);
-CREATE TABLE chatbot.user_feedback (
-    id bigserial PRIMARY KEY,
-    session_id uuid,
-    user_id int,
-    rating int NOT NULL,
-    comment text,
-    created_at timestamptz NOT NULL
-);
-CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
-""")]
+    """The demo's schema (same tables, index and default partition), with a monthly partition for each
+    of MONTHS that the demo does not have."""
+    parts = [sql.SQL(SCHEMA)]
     for month in MONTHS:
+        name = "conversations_" + month.replace("-", "_")
+        if f"chatbot.{name} " in SCHEMA:
+            continue
         parts.append(sql.SQL("CREATE TABLE {} PARTITION OF chatbot.conversations FOR VALUES FROM ({}) TO ({});").format(
-            sql.Identifier("chatbot", "conversations_" + month.replace("-", "_")),
+            sql.Identifier("chatbot", name),
             sql.Literal(f"{month}-01 00:00+00"), sql.Literal(f"{_next_month(month)}-01 00:00+00")))
     return sql.SQL("\n").join(parts)
 
@@ -145,7 +113,6 @@ FROM generate_series(1, {{n}}) s WHERE s % 5 = 0
 UNION ALL
 SELECT md5('ghost-feedback-' || (g % {{d}}))::uuid, 2, 1, NULL, timestamptz '2026-10-03 12:00+00'
 FROM generate_series(1, 2 * {{d}}) g"""),
-        ("indexes", "CREATE INDEX user_interactions_session_idx ON chatbot.user_interactions (session_id)"),
     ]
     return [(label, sql.SQL(text).format(**p)) for label, text in stmts]
 

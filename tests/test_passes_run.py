@@ -44,6 +44,8 @@ def test_generated_database_counts_exactly_what_the_generator_planted(db):
     want = generate.expected(2, unit=100)
     assert counted(result, want) == want
     assert {t.table: t.rows for t in result.inventory} == generate.row_counts(2, unit=100)
+    conversations = next(t for t in result.inventory if t.table == "chatbot.conversations")
+    assert (conversations.partitions, conversations.default_partition) == (13, True)   # 12 months + default
 
 
 def test_half_migrated_demo_counts_master_and_source_together(db):
