@@ -33,7 +33,9 @@ class ConflictingSessionUsers(Check):
         # id over every table with a user column); the finding is reported on the source table.
         if not self.sources(ctx):
             return []
-        return [ctx.source] if ctx.source is not None else [next(k for k in ctx.key_tables if k.user is not None)]
+        if ctx.source is not None:
+            return [ctx.source]
+        return [next((k for k in ctx.key_tables if k.user is not None), ctx.key_tables[0])]
 
     def measures(self, ctx, target):
         return {"keys": count_sessions_where(session_conflicting(), USES_SESSION_USERS)}

@@ -241,3 +241,33 @@ def test_cheap_canonical_and_valid_tests_agree_with_the_patterns(db):
     # canonical: the first only; valid: also upper case, braces, no hyphens, hyphens every four digits,
     # padded (spaces, tab, newline), braces with hyphens every four digits.
     assert sum(r[1] for r in rows) == 1 and sum(r[3] for r in rows) == 8
+
+
+# the set without a source table ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("interactions_user", [True, False])
+def test_conflicting_users_and_orphans_without_a_source_table(db, interactions_user):
+    a, b, c = ("00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b",
+               "00000000-0000-4000-8000-00000000000c")
+    user = ", user_id int" if interactions_user else ""
+    db.execute(f"""
+        CREATE SCHEMA chatbot;
+        CREATE TABLE chatbot.users (id int PRIMARY KEY);
+        INSERT INTO chatbot.users VALUES (1), (2);
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master VALUES ('{a}', 1), ('{b}', 1);
+        CREATE TABLE chatbot.user_interactions (id int PRIMARY KEY, session_id uuid{user});
+    """)
+    if interactions_user:
+        db.execute(f"INSERT INTO chatbot.user_interactions VALUES (1, '{a}', 2), (2, '{b}', 1), (3, '{b}', NULL), "
+                   f"(4, '{c}', 1), (5, '{c}', 2)")
+    else:
+        db.execute(f"INSERT INTO chatbot.user_interactions VALUES (1, '{a}'), (2, '{b}'), (3, '{b}'), (4, '{c}'), (5, '{c}')")
+    result = scan(db.conninfo, Config())
+    found = {(f.check, f.table): (f.rows, f.keys, f.sample) for f in result.findings
+             if f.check in ("conflicting_session_users", "orphaned_session_ids")}
+    want = {("orphaned_session_ids", "chatbot.user_interactions"): (2, 1, [c])}
+    if interactions_user:
+        # a: master says 1, interactions say 2; c: 1 and 2 within interactions (c is an orphan too)
+        want[("conflicting_session_users", "chatbot.conversations")] = (None, 2, [a, c])
+    assert found == want
