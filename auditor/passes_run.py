@@ -170,12 +170,15 @@ class TablePasses:
                         cur.execute(statement)
                         while pending:
                             i, p = pending[0]
-                            self.say(f"scanning {p.name}" + (" (building it)" if p.target is None else ""))
+                            self.say(f"scanning {p.name}" if p.target is not None else
+                                     f"building {SESSIONS} (reads the key tables once more)")
                             started = time.monotonic()
                             branch, values = cur.fetchone()
                             assert branch == i, (branch, i)
                             self._record(p, values, time.monotonic() - started)
-                            self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
+                            self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s" if p.target is not None
+                                     else f"built {SESSIONS} in {time.monotonic() - started:.1f}s: "
+                                          f"{self.known_sessions:,} known sessions")
                             pending.pop(0)
             except pgerrors.QueryCanceled:
                 i, p = pending.pop(0)
