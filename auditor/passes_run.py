@@ -45,7 +45,7 @@ class _Entry:
     target: KeyTable
     measures: dict[str, Measure]
     values: dict[str, int] = field(default_factory=dict)
-    samples: dict[str, list] = field(default_factory=dict)     # pre-fetched: "in pass" -> values
+    sample: list = field(default_factory=list)      # the sample, aggregated in the same pass
 
 
 @dataclass
@@ -134,7 +134,7 @@ class TablePasses:
         values = values[1:]
         for (entry, key, _, _), value in zip(p.columns, values):
             if key == SAMPLE:
-                entry.samples["in pass"] = list(value or [])
+                entry.sample = [str(v) for v in value or []]
             else:
                 entry.values[key] = int(value or 0)
 
@@ -213,5 +213,5 @@ class TablePasses:
         sample = e.check.sample(self.ctx, e.target, finding)
         if sample is None or not self.limit:
             return
-        finding.sample = [str(v) for v in e.samples.get("in pass", [])]
+        finding.sample = list(e.sample)
         finding.details.setdefault("sample_of", sample.of)

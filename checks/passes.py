@@ -1,13 +1,16 @@
-"""How the runner turns the checks' declarations into SQL: one aggregate pass per table, sample queries.
+"""How the runner turns the checks' declarations into SQL: one aggregate pass per table, one set of
+sessions per scan, samples inside the same aggregates.
 
 Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: one row per
-session id of the master or the source table, with `in_master` and `in_source`), `u` (users' keys).
+session id of the master or the source table, with `in_master` and `in_source`; in measures over the
+set itself, one row per session of any key table, see `session_set`), `u` (users' keys).
 
-At scale the set of known sessions is the expensive part (it reads the whole source table), so it is
-built once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, one
-UNION ALL branch for the measures over the set itself and one per table that joins it; the runner
-reads it through a cursor, one branch (one table) per FETCH. The source table never joins the set:
-each of its valid keys is known by definition, so only its membership in the master is looked up.
+At scale the sessions are the expensive part (grouping every row of the source table), so they are
+grouped once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, a
+UNION ALL branch for the measures over the set itself and one per table that must join the known
+sessions row by row; the runner reads it through a cursor, one branch (one table) per FETCH. The
+source table never joins the set: each of its valid keys is known by definition, so only its
+membership in the master is looked up.
 """
 from __future__ import annotations
 
@@ -85,8 +88,8 @@ def sample_query(ctx: AuditContext, target: KeyTable, sample: Sample, limit: int
 
 def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
     """The sample as an aggregate inside a pass (jsonb array of the first `limit` values, or null):
-    no second read of the table. Its memory is proportional to the failing rows, so the runner uses
-    it only where a separate query would have to rebuild the known set."""
+    no second read of the table. Its cost grows with the failing rows only (none: nothing), and only
+    `limit` values leave the server."""
     value = sql.SQL("({})::text").format(sample.value)
     return sql.SQL("to_jsonb((array_agg({distinct}{v} ORDER BY {v}) FILTER (WHERE {pred}))[1:{n}])").format(
         distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), v=value, pred=sample.predicate,
