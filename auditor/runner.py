@@ -1,9 +1,8 @@
 """Runs the checks against a database: one READ ONLY, REPEATABLE READ transaction, nothing written.
 
-Per table, the measures of every check that applies are computed in one aggregate pass, samples
-included, and the set of sessions is built once per scan (see passes_run); database-wide checks run
-their own query; catalog checks read the catalog snapshot. A statement timeout turns the checks of
-that query into `error`, not a crash.
+Per table, the measures of every check that applies are computed in one aggregate pass; samples are
+fetched only for failing findings; database-wide checks run their own query; catalog checks read
+the catalog snapshot. A statement timeout turns the checks of that query into `error`, not a crash.
 """
 from __future__ import annotations
 
