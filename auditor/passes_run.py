@@ -28,13 +28,14 @@ from psycopg import sql
 
 from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
                                      Measure)
-from yumai_audit.checks.passes import known_statement, sample_aggregate, session_sample, table_pass
+from yumai_audit.checks.passes import known_statement, sample_aggregate, session_sample, sessions_by_week, table_pass
 
 from .context import AuditContext, KeyTable
 from .model import Finding
 
 SESSIONS = "the set of known sessions"
 SAMPLE = "\0sample"
+WEEKS = "\0weeks"
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Pass:
 
     @property
     def owners(self) -> list[str]:
-        return list(dict.fromkeys(c[0].check.id for c in self.columns))
+        return list(dict.fromkeys(c[0].check.id for c in self.columns if c[0] is not None))
 
     def without_known(self) -> tuple["_Pass", "_Pass"]:
         """(the columns that need no known set, those that do)."""
@@ -87,7 +88,10 @@ def _execute(conn: psycopg.Connection, query: sql.Composable, timeout: float | N
 
 
 class TablePasses:
-    def __init__(self, conn, ctx: AuditContext, checks: list[Check], targets: dict, timer, say):
+    def __init__(self, conn, ctx: AuditContext, checks: list[Check], targets: dict, timer, say, weeks=None):
+        """`weeks`: ([(key table, its time column)], most weeks) to also count sessions per week of their
+        first row over the same set (the report's chart: `weeks_rows`, as stats.sessions_by_week_query
+        returns them), instead of grouping every key table once more."""
         self.conn, self.ctx, self.say, self.timer = conn, ctx, say, timer
         self.timeout = ctx.config.timeout_seconds
         self.limit = ctx.config.sample_size
@@ -113,6 +117,10 @@ class TablePasses:
             if USES_SESSION_ROWS in joins and e.target not in self.rows_for:
                 self.rows_for.append(e.target)
         self.set_users = any(USES_SESSION_USERS in c[3] for c in self.sessions.columns)
+        self.first_at = {str(k.name): created for k, created in weeks[0]} if weeks and weeks[0] else None
+        self.weeks_rows: list[tuple] | None = None
+        if self.first_at:
+            self.sessions.columns.append((None, WEEKS, sessions_by_week(weeks[1]), frozenset({USES_KNOWN})))
 
     # -- running ------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -133,7 +141,9 @@ class TablePasses:
             self.known_sessions = int(values[0])
         values = values[1:]
         for (entry, key, _, _), value in zip(p.columns, values):
-            if key == SAMPLE:
+            if key == WEEKS:
+                self.weeks_rows = [tuple(w) for w in value or []]
+            elif key == SAMPLE:
                 entry.sample = [str(v) for v in value or []]
             else:
                 entry.values[key] = int(value or 0)
@@ -141,6 +151,8 @@ class TablePasses:
     def _fail(self, p: _Pass, reason: str, seconds: float) -> None:
         self.timer.add(p.owners, seconds)
         for entry, *_ in p.columns:
+            if entry is None:
+                continue
             self.errors.setdefault(entry.check.id, reason)
             self.failed.add((entry.check.id, str(entry.target.name)))
 
@@ -161,7 +173,8 @@ class TablePasses:
         pending = list(enumerate(branches))
         while pending:
             statement = known_statement(self.ctx, [
-                (i, p.target, p.joins, [c[2] for c in p.columns]) for i, p in pending], self.rows_for, self.set_users)
+                (i, p.target, p.joins, [c[2] for c in p.columns]) for i, p in pending],
+                self.rows_for, self.set_users, self.first_at)
             started = time.monotonic()
             try:
                 with self.conn.transaction():

@@ -131,42 +131,73 @@ def _user_value(ctx: AuditContext, column, alias: str) -> sql.Composable:
     return sql.SQL('({}::text COLLATE "C")').format(col(column, alias))
 
 
-def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool) -> sql.Composable:
+def first_at_value(created, alias: str) -> sql.Composable:
+    """A row's time as a UTC timestamp, NULL where it is NULL or infinite (as the report's weeks count it)."""
+    raw = col(created, alias)
+    utc = sql.SQL("({} AT TIME ZONE 'UTC')").format(raw) if created.typname == "timestamptz" else \
+        sql.SQL("{}::timestamp").format(raw)
+    return sql.SQL("CASE WHEN isfinite({}) THEN {} END").format(raw, utc)
+
+
+def sessions_by_week(limit: int) -> sql.Composable:
+    """Over the set (built with `first_at`): per week of each session's first row, most recent first, at
+    most `limit` weeks: [week, registered, missing from the master, orphaned] as a jsonb array."""
+    return sql.SQL(
+        "(SELECT jsonb_agg(jsonb_build_array(w.week, w.registered, w.missing, w.orphaned) ORDER BY w.week DESC) FROM "
+        "(SELECT to_char(date_trunc('week', kn.first_at), 'YYYY-MM-DD') AS week, "
+        "count(*) FILTER (WHERE kn.in_master) AS registered, "
+        "count(*) FILTER (WHERE kn.in_source AND NOT kn.in_master) AS missing, "
+        "count(*) FILTER (WHERE NOT kn.in_source AND NOT kn.in_master) AS orphaned "
+        "FROM sessions kn WHERE kn.first_at IS NOT NULL GROUP BY 1 ORDER BY 1 DESC LIMIT {}) w)"
+    ).format(sql.Literal(limit))
+
+
+def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
+                first_at: dict | None = None) -> sql.Composable:
     """One row per valid session id of the master, the source table and the tables in `rows_for`
-    (and, with `users`, of every table with a user column): in_master, in_source, rows_<i> (rows of
-    key table i, for each of `rows_for`), min_user / max_user (non-NULL user ids over all its rows)."""
+    (and, with `users`, of every table with a user column; with `first_at`, a {table name: time
+    column} map, of those tables): in_master, in_source, rows_<i> (rows of key table i, for each of
+    `rows_for`), min_user / max_user (non-NULL user ids over all its rows), first_at (its earliest
+    finite time in the `first_at` tables, UTC)."""
     user_of = {str(t.name): u for t, _, u in user_sources(ctx)} if users else {}
+    first_at = first_at or {}
     parts = []
 
     def part(table, key, tag, alias):
-        uid = [_user_value(ctx, user_of.get(str(table.name)), alias)] if users else []
+        extra = [sql.SQL(", {} AS uid").format(_user_value(ctx, user_of.get(str(table.name)), alias))] if users else []
+        if first_at:
+            created = first_at.get(str(table.name))
+            extra.append(sql.SQL(", {} AS first_at").format(
+                first_at_value(created, alias) if created is not None else sql.SQL("NULL::timestamp")))
         parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS src{} FROM {} {}").format(
-            key_uuid(key, alias), sql.Literal(tag), sql.SQL("").join(sql.SQL(", {} AS uid").format(u) for u in uid),
-            table_ref(table.name), sql.Identifier(alias)))
+            key_uuid(key, alias), sql.Literal(tag), sql.SQL("").join(extra), table_ref(table.name), sql.Identifier(alias)))
 
     if ctx.master is not None and ctx.master_key is not None:
         part(ctx.master, ctx.master_key, 0, "m")
     if ctx.source is not None and ctx.source.key_checkable:
         part(ctx.source.table, ctx.source.key, 1, "s")
-    wanted = {str(k.name) for k in rows_for} | set(user_of)
+    wanted = {str(k.name) for k in rows_for} | set(user_of) | set(first_at)
     for i, k in enumerate(ctx.key_tables):
         if str(k.name) in wanted and not k.is_source and k.key_checkable:
             part(k.table, k.key, i + 2, "t")
     if not parts:
-        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS src{}").format(
-            sql.SQL(", NULL::bigint AS uid") if users else sql.SQL("")))
+        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS src{}{}").format(
+            sql.SQL(", NULL::bigint AS uid") if users else sql.SQL(""),
+            sql.SQL(", NULL::timestamp AS first_at") if first_at else sql.SQL("")))
     columns = [sql.SQL("bool_or(src = 0) AS in_master"), sql.SQL("bool_or(src = 1) AS in_source")]
     columns += [sql.SQL("count(*) FILTER (WHERE src = {}) AS {}").format(
         sql.Literal(ctx.key_tables.index(k) + 2), sql.Identifier(f"rows_{ctx.key_tables.index(k)}")) for k in rows_for]
     if users:
         columns += [sql.SQL("min(uid) AS min_user"), sql.SQL("max(uid) AS max_user")]
+    if first_at:
+        columns.append(sql.SQL("min(first_at) AS first_at"))
     return sql.SQL("SELECT session_id, {} FROM ({}) x WHERE session_id IS NOT NULL GROUP BY session_id").format(
         sql.SQL(", ").join(columns), sql.SQL(" UNION ALL ").join(parts))
 
 
 def known_statement(ctx: AuditContext,
                     branches: list[tuple[int, KeyTable | None, frozenset[str], list[sql.Composable]]],
-                    rows_for: list[KeyTable] = (), users: bool = False) -> sql.Composable:
+                    rows_for: list[KeyTable] = (), users: bool = False, first_at: dict | None = None) -> sql.Composable:
     """One statement, the set of sessions built once (`session_set`, MATERIALIZED), one UNION ALL
     branch per (label, target, joins, columns): with no target, the number of known sessions and the
     columns over the set itself (`FROM sessions kn`); with a target, `count(*)` and the columns over
@@ -185,4 +216,4 @@ def known_statement(ctx: AuditContext,
     return sql.SQL(
         "WITH sessions AS MATERIALIZED ({set}), known AS NOT MATERIALIZED "
         "(SELECT session_id, in_master, in_source FROM sessions WHERE in_master OR in_source) {branches}"
-    ).format(set=session_set(ctx, list(rows_for), users), branches=sql.SQL(" UNION ALL ").join(parts))
+    ).format(set=session_set(ctx, list(rows_for), users, first_at), branches=sql.SQL(" UNION ALL ").join(parts))

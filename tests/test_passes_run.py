@@ -271,3 +271,52 @@ def test_conflicting_users_and_orphans_without_a_source_table(db, interactions_u
         # a: master says 1, interactions say 2; c: 1 and 2 within interactions (c is an orphan too)
         want[("conflicting_session_users", "chatbot.conversations")] = (None, 2, [a, c])
     assert found == want
+
+
+# sessions per week of their first row, over the same set (for the report's chart) -------------------
+
+WEEKS_BY_HAND = """
+WITH firsts AS (
+    SELECT session_id AS s, created_at AT TIME ZONE 'UTC' AS f FROM chatbot.conversations WHERE session_id IS NOT NULL
+    UNION ALL SELECT session_id, created_at AT TIME ZONE 'UTC' FROM chatbot.user_interactions WHERE session_id IS NOT NULL
+    UNION ALL SELECT session_id, created_at AT TIME ZONE 'UTC' FROM chatbot.user_feedback WHERE session_id IS NOT NULL
+    UNION ALL SELECT btrim(session_id, E' \\t\\r\\n')::uuid, created_at AT TIME ZONE 'UTC' FROM chatbot.recommendations_log
+        WHERE btrim(session_id, E' \\t\\r\\n') ~ %(pattern)s
+), sessions AS (SELECT s, min(f) AS f FROM firsts GROUP BY s)
+SELECT to_char(date_trunc('week', f), 'YYYY-MM-DD'),
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = s)),
+       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = s)
+                          AND EXISTS (SELECT 1 FROM chatbot.conversations c WHERE c.session_id = s)),
+       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = s)
+                          AND NOT EXISTS (SELECT 1 FROM chatbot.conversations c WHERE c.session_id = s))
+FROM sessions GROUP BY 1 ORDER BY 1 DESC LIMIT %(limit)s
+"""
+
+
+@pytest.mark.parametrize("limit", [260, 3])
+def test_sessions_by_week_over_the_set_match_a_query_written_by_hand(db, limit):
+    from yumai_audit.checks.predicates import UUID_INPUT_PATTERN
+    from yumai_audit.passes_run import TablePasses
+    from yumai_audit.runner import _Timer, audit_context, select_checks
+
+    build_demo_database(db.conninfo)
+    db.execute("""
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master SELECT md5('session-' || s)::uuid, 1 FROM generate_series(1, 100) s;
+        INSERT INTO chatbot.session_master VALUES (md5('ghost-1')::uuid, 1);
+    """)
+    config = Config(checks=("null_session_ids",))
+    with db.connect() as conn:
+        ctx = audit_context(conn, config)
+        checks = select_checks(config)
+        tables = [(k, k.table.columns["created_at"]) for k in ctx.key_tables]
+        passes = TablePasses(conn, ctx, checks, {c.id: c.targets(ctx) for c in checks}, _Timer(), lambda _m: None,
+                             weeks=(tables, limit))
+        passes.run()
+        conn.rollback()
+    want = [tuple(r) for r in db.fetchall(WEEKS_BY_HAND, {"pattern": UUID_INPUT_PATTERN, "limit": limit})]
+    assert passes.weeks_rows == want
+    if limit == 3:
+        assert len(want) == 3
+    else:   # 100 + ghost-1 registered; 300 sessions missing from the master; 2 + 1 + 2 ghosts orphaned
+        assert tuple(sum(r[i] for r in want) for i in (1, 2, 3)) == (101, SESSIONS - 100, 5)
