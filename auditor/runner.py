@@ -22,8 +22,8 @@ from .catalog import read_catalog
 from .config import Config
 from .context import AuditContext, build_context
 from .errors import ConfigError, NothingToAudit
-from .model import CheckResult, Finding, ScanResult, Status, TableInventory
 from .passes_run import TablePasses
+from .model import CheckResult, Finding, ScanResult, Status, TableInventory
 
 Progress = Callable[[str], None]
 

@@ -31,7 +31,7 @@ class ConflictingSessionUsers(Check):
     def targets(self, ctx):
         # Measured over the set of sessions (which carries each session's smallest and largest user
         # id over every table with a user column); the finding is reported on the source table.
-        if not self.sources(ctx):
+        if not self.sources(ctx) or not ctx.key_tables:
             return []
         if ctx.source is not None:
             return [ctx.source]
