@@ -169,22 +169,25 @@ def test_timeout_on_one_table_marks_its_checks_error_and_the_rest_is_counted(db,
 
 
 def test_timeout_in_one_branch_lets_the_next_branches_run(db, reader, tmp_path):
-    # NOT VALID foreign keys on user_feedback and user_interactions: each is measured in a branch of
-    # its own that joins the known sessions; user_feedback's times out, user_interactions' follows.
+    # Two key tables with NOT VALID foreign keys to the master: each is measured in a branch of its
+    # own that joins the known sessions row by row; a_events' times out, b_events' still runs.
     build_demo_database(db.conninfo)
     db.execute("""
         CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
         INSERT INTO chatbot.session_master SELECT DISTINCT session_id FROM chatbot.conversations WHERE session_id IS NOT NULL;
-        ALTER TABLE chatbot.user_feedback ADD CONSTRAINT feedback_session_fk
-            FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
-        ALTER TABLE chatbot.user_interactions ADD CONSTRAINT interactions_session_fk
-            FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
+        CREATE TABLE chatbot.a_events (id int PRIMARY KEY, session_id uuid);
+        CREATE TABLE chatbot.b_events (id int PRIMARY KEY, session_id uuid);
+        INSERT INTO chatbot.a_events SELECT g, md5('session-' || g)::uuid FROM generate_series(1, 20) g;
+        INSERT INTO chatbot.b_events SELECT g, md5('session-' || g)::uuid FROM generate_series(1, 20) g;
+        INSERT INTO chatbot.b_events VALUES (21, md5('nowhere-1')::uuid), (22, md5('nowhere-2')::uuid), (23, NULL);
+        ALTER TABLE chatbot.a_events ADD CONSTRAINT a_session_fk FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
+        ALTER TABLE chatbot.b_events ADD CONSTRAINT b_session_fk FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
     """)
-    conninfo = slow_table(db, reader, "chatbot.user_feedback")
+    conninfo = slow_table(db, reader, "chatbot.a_events")
     data = scan_json(conninfo, tmp_path, "--timeout", "0.3", "--checks", "unvalidated_fk")
     assert [(c["check"], c["status"], c.get("reason")) for c in data["checks"]] == [
-        ("unvalidated_fk", "error", "timed out on chatbot.user_feedback after 0.3s")]
-    assert [(f["table"], f["rows"]) for f in data["findings"]] == [("chatbot.user_interactions", 7)]
+        ("unvalidated_fk", "error", "timed out on chatbot.a_events after 0.3s")]
+    assert [(f["table"], f["rows"]) for f in data["findings"]] == [("chatbot.b_events", 2)]
 
 
 def test_timeout_building_the_known_set_marks_every_check_that_needs_it(db, reader, tmp_path):
