@@ -102,9 +102,13 @@ def cli():
 
 
 def progress_printer(enabled: bool):
+    """Progress lines on stderr; on a terminal, the time spent so far on the current table ticks."""
     if not enabled:
         return None
-    return lambda msg: click.echo(f"  {msg}", err=True)
+    from .progress import LiveProgress
+
+    stream = click.get_text_stream("stderr")
+    return LiveProgress(stream, live=stream.isatty())
 
 
 def summary_text(result: ScanResult) -> str:
@@ -148,7 +152,12 @@ def scan(target, config, out_dir, fmt, progress, verify_declared):
     if verify_declared:
         config = dataclasses.replace(config, verify_declared=True)
     show = sys.stderr.isatty() if progress is None else progress
-    result = api_scan(target, config, progress_printer(show))
+    printer = progress_printer(show)
+    try:
+        result = api_scan(target, config, printer)
+    finally:
+        if printer is not None:
+            printer.close()
     paths = write_scan(result, out_dir)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))

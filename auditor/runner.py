@@ -18,14 +18,14 @@ from psycopg import sql
 
 from yumai_audit.checks import all_checks
 from yumai_audit.checks.base import Check
-from yumai_audit.checks.passes import sample_query, table_pass
 
 from .catalog import read_catalog
 from .config import Config
-from .context import AuditContext, KeyTable, build_context
+from .context import AuditContext, build_context
 from .errors import ConfigError, NothingToAudit
+from .passes_run import TablePasses
 from .model import CheckResult, Finding, ScanResult, Status, TableInventory
-from .stats import collect_stats
+from .stats import MAX_WEEKS, collect_stats, week_tables
 
 Progress = Callable[[str], None]
 
@@ -58,6 +58,20 @@ def _execute(conn: psycopg.Connection, query: sql.Composable, timeout: float | N
         return conn.execute(query).fetchall()
 
 
+# Memory for the hash tables of one scan (the known-session set is one hash entry per session); only
+# ever raised, never lowered; SET LOCAL, so it ends with the scan's transaction (allowed read-only).
+SCAN_WORK_MEM_KB = 128 * 1024
+
+
+def session_settings(conn: psycopg.Connection) -> None:
+    current = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'work_mem'").fetchone()[0])
+    if current < SCAN_WORK_MEM_KB:
+        conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(f"{SCAN_WORK_MEM_KB}kB")))
+    # The aggregates' cost estimates are huge (row estimates of the known set are poor), which makes
+    # the JIT compile for seconds what runs in less.
+    conn.execute("SET LOCAL jit = off")
+
+
 def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
     catalog = read_catalog(conn, config.schemas)
     if not catalog.tables:
@@ -80,64 +94,36 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
     conn.autocommit = False
     try:
         with conn.transaction():
+            session_settings(conn)
             ctx = audit_context(conn, config)
-            result = _run(conn, ctx, checks, say)
+            # the report's sessions per week are counted over the scan's one set of sessions
+            weeks = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
+            result = _run(conn, ctx, checks, say, weeks)
             say("collecting report statistics")
-            result.stats.update(collect_stats(ctx, lambda q: _execute(conn, q, config.timeout_seconds)))
+            result.stats.update(collect_stats(ctx, lambda q: _execute(conn, q, config.timeout_seconds),
+                                              weeks_rows=weeks["rows"]))
     finally:
         conn.rollback()
     return result
 
 
-def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress) -> ScanResult:
+def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None) -> ScanResult:
     timer = _Timer()
     timeout = ctx.config.timeout_seconds
     findings: dict[str, list[Finding]] = defaultdict(list)
     errors: dict[str, str] = {}
     status_targets = {c.id: c.targets(ctx) for c in checks}
 
-    # 1. per-table passes
-    passes: dict[str, tuple[KeyTable, list[tuple[Check, dict]]]] = {}
-    for check in checks:
-        if check.scope != "table":
-            continue
-        for target in status_targets[check.id]:
-            entry = passes.setdefault(str(target.name), (target, []))
-            entry[1].append((check, check.measures(ctx, target)))
-    exact_rows: dict[str, int] = {}
-    for name, (target, contributions) in passes.items():
-        measures, owners = {}, []
-        for check, declared in contributions:
-            for mname, measure in declared.items():
-                measures[(check.id, mname)] = measure
-            owners.append(check.id)
-        say(f"scanning {name}")
-        started = time.monotonic()
-        try:
-            row = _execute(conn, table_pass(ctx, target, {f"{c}.{m}": v for (c, m), v in measures.items()}), timeout)[0]
-        except pgerrors.QueryCanceled:
-            for cid in owners:
-                errors[cid] = f"timed out on {name} after {timeout:g}s"
-            timer.add(owners, time.monotonic() - started)
-            continue
-        timer.add(owners, time.monotonic() - started)
-        exact_rows[name] = int(row[0])
-        values = dict(zip(measures, row[1:]))
-        for check, declared in contributions:
-            own = {m: int(values[(check.id, m)] or 0) for m in declared}
-            for finding in check.judge(ctx, target, own):
-                sample = check.sample(ctx, target, finding)
-                if sample is not None and ctx.config.sample_size:
-                    t0 = time.monotonic()
-                    try:
-                        rows = _execute(conn, sample_query(ctx, target, sample, ctx.config.sample_size), timeout)
-                        finding.sample = [r[0] for r in rows]
-                        finding.details.setdefault("sample_of", sample.of)
-                    except pgerrors.QueryCanceled:
-                        finding.details["sample_error"] = "timed out"
-                    timer.add([check.id], time.monotonic() - t0)
-                findings[check.id].append(finding)
-        say(f"scanned {name} in {time.monotonic() - started:.1f}s")
+    # 1. per-table passes (the known-session set built once: see passes_run)
+    passes = TablePasses(conn, ctx, checks, status_targets, timer, say,
+                         weeks=(weeks["tables"], weeks["limit"]) if weeks and weeks["tables"] else None)
+    passes.run()
+    if weeks is not None:
+        weeks["rows"] = passes.weeks_rows
+    errors.update(passes.errors)
+    for cid, found in passes.findings().items():
+        findings[cid].extend(found)
+    exact_rows = passes.exact_rows
 
     # 2. database-wide and catalog checks
     for check in checks:

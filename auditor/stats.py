@@ -77,8 +77,11 @@ def _as_utc_timestamp(created) -> sql.Composable:
     return sql.SQL("{}::timestamp").format(col(created))
 
 
-def collect_stats(ctx: AuditContext, execute: Execute) -> dict:
-    """The report's chart data (JSON-serialisable). A query that fails with a timeout is noted, not raised."""
+def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] | None = None) -> dict:
+    """The report's chart data (JSON-serialisable). A query that fails with a timeout is noted, not raised.
+
+    `weeks_rows`: the sessions per week already counted by the scan's pass over its set of sessions
+    (the runner passes them); without them the weekly query runs here."""
     out: dict = {"created_at_column": ctx.config.created_at_column}
     used, skipped = week_tables(ctx)
     out["sessions_by_week_tables"] = [str(k.name) for k, _ in used]
@@ -86,7 +89,7 @@ def collect_stats(ctx: AuditContext, execute: Execute) -> dict:
     weeks: list[dict] = []
     if used:
         try:
-            rows = execute(sessions_by_week_query(ctx, used))
+            rows = weeks_rows if weeks_rows is not None else execute(sessions_by_week_query(ctx, used))
             out["sessions_by_week_truncated"] = len(rows) > MAX_WEEKS
             weeks = [{"week": w, "registered": int(r), "missing_from_master": int(m), "orphaned": int(o)}
                      for w, r, m, o in reversed(rows[:MAX_WEEKS])]

@@ -5,7 +5,9 @@ A check never connects, executes or prints. It offers:
 - `measures(ctx, target)`: aggregate expressions evaluated in the one pass the runner makes over
   the target (aliases `t`, `kn` for the known-session join, `u` for the users join);
 - `judge(ctx, target, values)`: findings from the measured values (no finding: the check passed);
-- `sample(ctx, target, finding)`: which values to show as the finding's sample (keys only);
+- `sample(ctx, target, finding)`: which values to show as the finding's sample (keys only); it must
+  not depend on the finding's numbers (the runner may ask with `finding=None` to fetch samples
+  in the same pass);
 Database-wide checks override `query(ctx)` and `judge_rows(ctx, rows)` instead; catalog checks
 override `judge_catalog(ctx)`. Schema-wide checks over any table (not only key tables) declare
 `probes(ctx)`: named queries the runner executes once each (a probe shared by two checks runs
@@ -23,12 +25,21 @@ from yumai_audit.model import Finding, Severity
 
 USES_KNOWN = "known"
 USES_USERS = "users"
+#: `Measure.over` / `Sample.over`: over the target's rows (the default) or over the set of known
+#: sessions `kn` (session_id, in_master, in_source), which the runner builds once per scan.
+OVER_TABLE = "table"
+OVER_SESSIONS = "sessions"
+#: Joins of measures over the set: the set also counts the target's rows per session
+#: (`passes.session_rows`), or carries min_user / max_user over every table with a user column.
+USES_SESSION_ROWS = "session rows"
+USES_SESSION_USERS = "session users"
 
 
 @dataclass(frozen=True)
 class Measure:
     expression: sql.Composable
     joins: frozenset[str] = frozenset()
+    over: str = OVER_TABLE
 
 
 @dataclass(frozen=True)
@@ -40,10 +51,24 @@ class Sample:
     joins: frozenset[str] = frozenset()
     distinct: bool = True
     of: str = "session id"          # what the values are: "session id" or "primary key"
+    over: str = OVER_TABLE          # OVER_SESSIONS: one row per session already, use distinct=False
 
 
 def count_where(predicate: sql.Composable, *joins: str) -> Measure:
     return Measure(sql.SQL("count(*) FILTER (WHERE {})").format(predicate), frozenset(joins))
+
+
+def count_sessions_where(predicate: sql.Composable, *joins: str) -> Measure:
+    """Sessions (one row each in the set `kn`) that satisfy the predicate: a count of distinct keys
+    that needs no sort, since the set is already grouped by session."""
+    return Measure(sql.SQL("count(*) FILTER (WHERE {})").format(predicate), frozenset({USES_KNOWN, *joins}),
+                   OVER_SESSIONS)
+
+
+def sum_sessions_where(value: sql.Composable, predicate: sql.Composable, *joins: str) -> Measure:
+    """The sum of a per-session count over the sessions that satisfy the predicate."""
+    return Measure(sql.SQL("coalesce(sum({}) FILTER (WHERE {}), 0)").format(value, predicate),
+                   frozenset({USES_KNOWN, *joins}), OVER_SESSIONS)
 
 
 def count_distinct_where(value: sql.Composable, predicate: sql.Composable, *joins: str) -> Measure:

@@ -4,8 +4,9 @@ from psycopg import sql
 
 from yumai_audit.model import Severity
 
-from .base import Check, plural
-from .predicates import col, key_uuid, key_valid, table_ref
+from .base import OVER_SESSIONS, USES_KNOWN, USES_SESSION_USERS, Check, Sample, count_sessions_where, plural
+from .passes import user_sources
+from .predicates import session_conflicting
 
 
 class ConflictingSessionUsers(Check):
@@ -22,35 +23,31 @@ class ConflictingSessionUsers(Check):
     id = "conflicting_session_users"
     severity = Severity.ERROR
     description = "Sessions whose rows carry more than one distinct user_id"
-    scope = "database"
     skip_reason = "no key table has a user_id column"
 
     def sources(self, ctx):
-        user = ctx.config.user_column
-        parts = [(k.table, k.key) for k in ctx.key_tables if k.user is not None and k.key_checkable]
-        if ctx.master is not None and ctx.master_user is not None and ctx.master_key is not None:
-            parts.append((ctx.master, ctx.master_key))
-        return [(table, key, user) for table, key in parts]
+        return user_sources(ctx)
 
     def targets(self, ctx):
-        return ctx.key_tables if self.sources(ctx) else []
+        # Measured over the set of sessions (which carries each session's smallest and largest user
+        # id over every table with a user column); the finding is reported on the source table.
+        if not self.sources(ctx) or not ctx.key_tables:
+            return []
+        if ctx.source is not None:
+            return [ctx.source]
+        return [next((k for k in ctx.key_tables if k.user is not None), ctx.key_tables[0])]
 
-    def query(self, ctx):
-        selects = [
-            sql.SQL("SELECT {} AS sid, {}::text AS uid FROM {} t WHERE {} IS NOT NULL AND {}").format(
-                key_uuid(key), col(user), table_ref(table.name), col(user), key_valid(key))
-            for table, key, user in self.sources(ctx)
-        ]
-        return sql.SQL(
-            "SELECT count(*), (array_agg(sid::text ORDER BY sid))[1:{n}] FROM "
-            "(SELECT sid FROM ({parts}) x GROUP BY sid HAVING count(DISTINCT uid) > 1) c"
-        ).format(n=sql.Literal(ctx.config.sample_size), parts=sql.SQL(" UNION ALL ").join(selects))
+    def measures(self, ctx, target):
+        return {"keys": count_sessions_where(session_conflicting(), USES_SESSION_USERS)}
 
-    def judge_rows(self, ctx, rows):
-        count, sample = rows[0]
+    def judge(self, ctx, target, values):
+        count = values["keys"]
         if not count:
             return []
         table = str(ctx.source.name) if ctx.source else str(ctx.config.source)
-        return [self.finding(None, table=table, column=ctx.config.user_column, keys=count, sample=list(sample or []),
-                             message=f"{plural(count, 'session')} carry more than one user_id across the key tables",
-                             details={"sample_of": "session id"})]
+        return [self.finding(None, table=table, column=ctx.config.user_column, keys=count,
+                             message=f"{plural(count, 'session')} carry more than one user_id across the key tables")]
+
+    def sample(self, ctx, target, finding):
+        return Sample(sql.SQL("kn.session_id"), session_conflicting(), frozenset({USES_KNOWN, USES_SESSION_USERS}),
+                      distinct=False, over=OVER_SESSIONS)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from psycopg import sql
+
 from yumai_audit.model import Severity
 
-from .base import USES_KNOWN, Check, Sample, count_distinct_where, plural
-from .predicates import key_uuid, not_in_master
+from .base import OVER_SESSIONS, USES_KNOWN, Check, Sample, count_sessions_where, plural
+from .predicates import session_not_in_master
 
 
 class MissingMasterRows(Check):
@@ -26,7 +28,9 @@ class MissingMasterRows(Check):
         return [ctx.source] if ctx.source is not None and ctx.source.key_checkable else []
 
     def measures(self, ctx, target):
-        return {"keys": count_distinct_where(key_uuid(target.key), not_in_master(target.key), USES_KNOWN)}
+        # Counted over the known set (grouped by session already), not as count(DISTINCT) over the
+        # source's rows: the same number without sorting every message.
+        return {"keys": count_sessions_where(session_not_in_master())}
 
     def judge(self, ctx, target, values):
         keys = values["keys"]
@@ -38,4 +42,5 @@ class MissingMasterRows(Check):
                              message=f"{plural(keys, 'session')} of {target.name} missing from {ctx.config.master}{where}")]
 
     def sample(self, ctx, target, finding):
-        return Sample(key_uuid(target.key), not_in_master(target.key), frozenset({USES_KNOWN}))
+        return Sample(sql.SQL("kn.session_id"), session_not_in_master(), frozenset({USES_KNOWN}),
+                      distinct=False, over=OVER_SESSIONS)

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import USES_KNOWN, Check, Sample, count_distinct_where, count_where, plural
-from .predicates import key_uuid, orphaned
+from psycopg import sql
+
+from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Check, Sample, count_sessions_where, plural,
+                   sum_sessions_where)
+from .passes import session_rows
+from .predicates import session_orphaned
 
 
 class OrphanedSessionIds(Check):
@@ -28,8 +32,11 @@ class OrphanedSessionIds(Check):
         return [k for k in ctx.others if k.key_checkable]
 
     def measures(self, ctx, target):
-        return {"rows": count_where(orphaned(target.key), USES_KNOWN),
-                "keys": count_distinct_where(key_uuid(target.key), orphaned(target.key), USES_KNOWN)}
+        # Over the set of sessions, which also counts the target's rows per session: the set is built
+        # once per scan for every table, instead of one anti-join of the source table per table.
+        rows = session_rows(ctx, target)
+        return {"rows": sum_sessions_where(rows, session_orphaned(rows), USES_SESSION_ROWS),
+                "keys": count_sessions_where(session_orphaned(rows), USES_SESSION_ROWS)}
 
     def judge(self, ctx, target, values):
         if not values["rows"]:
@@ -39,4 +46,5 @@ class OrphanedSessionIds(Check):
                                      f"{plural(values['keys'], 'unknown session')}")]
 
     def sample(self, ctx, target, finding):
-        return Sample(key_uuid(target.key), orphaned(target.key), frozenset({USES_KNOWN}))
+        return Sample(sql.SQL("kn.session_id"), session_orphaned(session_rows(ctx, target)),
+                      frozenset({USES_KNOWN, USES_SESSION_ROWS}), distinct=False, over=OVER_SESSIONS)

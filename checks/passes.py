@@ -1,7 +1,16 @@
-"""How the runner turns the checks' declarations into SQL: one aggregate pass per table, sample queries.
+"""How the runner turns the checks' declarations into SQL: one aggregate pass per table, one set of
+sessions per scan, samples inside the same aggregates.
 
-Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: the master's
-keys with in_master = true, the source table's keys with in_master = false), `u` (users' keys).
+Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: one row per
+session id of the master or the source table, with `in_master` and `in_source`; in measures over the
+set itself, one row per session of any key table, see `session_set`), `u` (users' keys).
+
+At scale the sessions are the expensive part (grouping every row of the source table), so they are
+grouped once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, a
+UNION ALL branch for the measures over the set itself and one per table that must join the known
+sessions row by row; the runner reads it through a cursor, one branch (one table) per FETCH. The
+source table never joins the set: each of its valid keys is known by definition, so only its
+membership in the master is looked up.
 """
 from __future__ import annotations
 
@@ -24,20 +33,36 @@ def known_sessions(ctx: AuditContext) -> sql.Composable:
     if not parts:
         parts.append(sql.SQL("SELECT NULL::uuid AS session_id, false AS in_master"))
     return sql.SQL(
-        "SELECT session_id, bool_or(in_master) AS in_master FROM ({}) x "
+        "SELECT session_id, bool_or(in_master) AS in_master, bool_or(NOT in_master) AS in_source FROM ({}) x "
         "WHERE session_id IS NOT NULL GROUP BY session_id"
     ).format(sql.SQL(" UNION ALL ").join(parts))
 
 
-def _with(ctx: AuditContext, joins: frozenset[str]) -> sql.Composable:
-    if USES_KNOWN in joins:
+def _with(ctx: AuditContext, joins: frozenset[str], target: KeyTable | None = None) -> sql.Composable:
+    if USES_KNOWN in joins and not (target is not None and target.is_source):
         return sql.SQL("WITH known AS ({}) ").format(known_sessions(ctx))
     return sql.SQL("")
 
 
+def _source_known(ctx: AuditContext, target: KeyTable) -> sql.Composable:
+    """`kn` for a row of the source table, without reading the known set: the row's own valid key
+    (it is known), in_master looked up in the master alone. The same values the known join gives."""
+    key = key_uuid(target.key)
+    if ctx.master is None or ctx.master_key is None:
+        return sql.SQL("CROSS JOIN LATERAL (SELECT {k} AS session_id, false AS in_master, {k} IS NOT NULL AS in_source) kn"
+                       ).format(k=key)
+    return sql.SQL(
+        "LEFT JOIN (SELECT DISTINCT {mk} AS session_id FROM {master} m) km ON km.session_id = {k} "
+        "CROSS JOIN LATERAL (SELECT {k} AS session_id, km.session_id IS NOT NULL AS in_master, "
+        "{k} IS NOT NULL AS in_source) kn"
+    ).format(mk=key_uuid(ctx.master_key, "m"), master=table_ref(ctx.master.name), k=key)
+
+
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> sql.Composable:
     parts = [sql.SQL("FROM {} t").format(table_ref(target.name))]
-    if USES_KNOWN in joins:
+    if USES_KNOWN in joins and target.is_source:
+        parts.append(_source_known(ctx, target))
+    elif USES_KNOWN in joins:
         parts.append(sql.SQL("LEFT JOIN known kn ON kn.session_id = {}").format(key_uuid(target.key)))
     if USES_USERS in joins and target.user is not None and ctx.users is not None:
         users_key = ctx.config.users_key
@@ -52,10 +77,143 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
     joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
     columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
     return sql.SQL("{with_}SELECT {cols} {from_}").format(
-        with_=_with(ctx, joins), cols=sql.SQL(", ").join(columns), from_=_from(ctx, target, joins))
+        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(columns), from_=_from(ctx, target, joins))
 
 
 def sample_query(ctx: AuditContext, target: KeyTable, sample: Sample, limit: int) -> sql.Composable:
     return sql.SQL("{with_}SELECT {distinct}({value})::text AS v {from_} WHERE {pred} ORDER BY 1 LIMIT {n}").format(
-        with_=_with(ctx, sample.joins), distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""),
+        with_=_with(ctx, sample.joins, target), distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""),
         value=sample.value, from_=_from(ctx, target, sample.joins), pred=sample.predicate, n=sql.Literal(limit))
+
+
+def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
+    """The sample as an aggregate inside a pass (jsonb array of the first `limit` values, or null):
+    no second read of the table. Its cost grows with the failing rows only (none: nothing), and only
+    `limit` values leave the server."""
+    value = sql.SQL("({})::text").format(sample.value)
+    return sql.SQL("to_jsonb((array_agg({distinct}{v} ORDER BY {v}) FILTER (WHERE {pred}))[1:{n}])").format(
+        distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), v=value, pred=sample.predicate,
+        n=sql.Literal(limit))
+
+
+def session_sample(sample: Sample, limit: int) -> sql.Composable:
+    """A sample over the set `kn` itself (a scalar subquery: reads the materialized set, top-N)."""
+    return sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT {distinct}({value})::text AS v FROM sessions kn "
+                   "WHERE {pred} ORDER BY 1 LIMIT {n}) s)").format(
+        distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), value=sample.value,
+        pred=sample.predicate, n=sql.Literal(limit))
+
+
+def session_rows(ctx: AuditContext, target: KeyTable) -> sql.Composable:
+    """In the set `kn`: how many rows of `target` carry the session (with USES_SESSION_ROWS)."""
+    return sql.Identifier("kn", f"rows_{ctx.key_tables.index(target)}")
+
+
+def user_sources(ctx: AuditContext) -> list[tuple]:
+    """(table, key column, user column) of every table whose rows name a session's user: the key
+    tables with a user column and a comparable key, and the master if it has a user column."""
+    parts = [(k.table, k.key, k.user) for k in ctx.key_tables if k.user is not None and k.key_checkable]
+    if ctx.master is not None and ctx.master_user is not None and ctx.master_key is not None:
+        parts.append((ctx.master, ctx.master_key, ctx.master_user))
+    return parts
+
+
+_INTEGERS = {"int2", "int4", "int8"}
+
+
+def _user_value(ctx: AuditContext, column, alias: str) -> sql.Composable:
+    """A user id comparable across tables: bigint when every user column is an integer, else text
+    compared byte-wise (so that equal means identical)."""
+    if all(c.typname in _INTEGERS for _, _, c in user_sources(ctx)):
+        return sql.SQL("{}::bigint").format(col(column, alias)) if column is not None else sql.SQL("NULL::bigint")
+    if column is None:
+        return sql.SQL("NULL::text")
+    return sql.SQL('({}::text COLLATE "C")').format(col(column, alias))
+
+
+def first_at_value(created, alias: str) -> sql.Composable:
+    """A row's time as a UTC timestamp, NULL where it is NULL or infinite (as the report's weeks count it)."""
+    raw = col(created, alias)
+    utc = sql.SQL("({} AT TIME ZONE 'UTC')").format(raw) if created.typname == "timestamptz" else \
+        sql.SQL("{}::timestamp").format(raw)
+    return sql.SQL("CASE WHEN isfinite({}) THEN {} END").format(raw, utc)
+
+
+def sessions_by_week(limit: int) -> sql.Composable:
+    """Over the set (built with `first_at`): per week of each session's first row, most recent first, at
+    most `limit` weeks: [week, registered, missing from the master, orphaned] as a jsonb array."""
+    return sql.SQL(
+        "(SELECT jsonb_agg(jsonb_build_array(w.week, w.registered, w.missing, w.orphaned) ORDER BY w.week DESC) FROM "
+        "(SELECT to_char(date_trunc('week', kn.first_at), 'YYYY-MM-DD') AS week, "
+        "count(*) FILTER (WHERE kn.in_master) AS registered, "
+        "count(*) FILTER (WHERE kn.in_source AND NOT kn.in_master) AS missing, "
+        "count(*) FILTER (WHERE NOT kn.in_source AND NOT kn.in_master) AS orphaned "
+        "FROM sessions kn WHERE kn.first_at IS NOT NULL GROUP BY 1 ORDER BY 1 DESC LIMIT {}) w)"
+    ).format(sql.Literal(limit))
+
+
+def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
+                first_at: dict | None = None) -> sql.Composable:
+    """One row per valid session id of the master, the source table and the tables in `rows_for`
+    (and, with `users`, of every table with a user column; with `first_at`, a {table name: time
+    column} map, of those tables): in_master, in_source, rows_<i> (rows of key table i, for each of
+    `rows_for`), min_user / max_user (non-NULL user ids over all its rows), first_at (its earliest
+    finite time in the `first_at` tables, UTC)."""
+    user_of = {str(t.name): u for t, _, u in user_sources(ctx)} if users else {}
+    first_at = first_at or {}
+    parts = []
+
+    def part(table, key, tag, alias):
+        extra = [sql.SQL(", {} AS uid").format(_user_value(ctx, user_of.get(str(table.name)), alias))] if users else []
+        if first_at:
+            created = first_at.get(str(table.name))
+            extra.append(sql.SQL(", {} AS first_at").format(
+                first_at_value(created, alias) if created is not None else sql.SQL("NULL::timestamp")))
+        parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS src{} FROM {} {}").format(
+            key_uuid(key, alias), sql.Literal(tag), sql.SQL("").join(extra), table_ref(table.name), sql.Identifier(alias)))
+
+    if ctx.master is not None and ctx.master_key is not None:
+        part(ctx.master, ctx.master_key, 0, "m")
+    if ctx.source is not None and ctx.source.key_checkable:
+        part(ctx.source.table, ctx.source.key, 1, "s")
+    wanted = {str(k.name) for k in rows_for} | set(user_of) | set(first_at)
+    for i, k in enumerate(ctx.key_tables):
+        if str(k.name) in wanted and not k.is_source and k.key_checkable:
+            part(k.table, k.key, i + 2, "t")
+    if not parts:
+        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS src{}{}").format(
+            sql.SQL(", NULL::bigint AS uid") if users else sql.SQL(""),
+            sql.SQL(", NULL::timestamp AS first_at") if first_at else sql.SQL("")))
+    columns = [sql.SQL("bool_or(src = 0) AS in_master"), sql.SQL("bool_or(src = 1) AS in_source")]
+    columns += [sql.SQL("count(*) FILTER (WHERE src = {}) AS {}").format(
+        sql.Literal(ctx.key_tables.index(k) + 2), sql.Identifier(f"rows_{ctx.key_tables.index(k)}")) for k in rows_for]
+    if users:
+        columns += [sql.SQL("min(uid) AS min_user"), sql.SQL("max(uid) AS max_user")]
+    if first_at:
+        columns.append(sql.SQL("min(first_at) AS first_at"))
+    return sql.SQL("SELECT session_id, {} FROM ({}) x WHERE session_id IS NOT NULL GROUP BY session_id").format(
+        sql.SQL(", ").join(columns), sql.SQL(" UNION ALL ").join(parts))
+
+
+def known_statement(ctx: AuditContext,
+                    branches: list[tuple[int, KeyTable | None, frozenset[str], list[sql.Composable]]],
+                    rows_for: list[KeyTable] = (), users: bool = False, first_at: dict | None = None) -> sql.Composable:
+    """One statement, the set of sessions built once (`session_set`, MATERIALIZED), one UNION ALL
+    branch per (label, target, joins, columns): with no target, the number of known sessions and the
+    columns over the set itself (`FROM sessions kn`); with a target, `count(*)` and the columns over
+    the target joined with the known sessions (those of the master or the source table). Each branch
+    returns (label, jsonb array of its values); the branches come in order."""
+    parts = []
+    for label, target, joins, columns in branches:
+        if target is None:
+            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v FROM sessions kn").format(
+                i=sql.Literal(label),
+                cols=sql.SQL(", ").join([sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source)")] + columns)))
+        else:
+            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v {from_}").format(
+                i=sql.Literal(label), cols=sql.SQL(", ").join([sql.SQL("count(*)")] + columns),
+                from_=_from(ctx, target, joins | {USES_KNOWN})))
+    return sql.SQL(
+        "WITH sessions AS MATERIALIZED ({set}), known AS NOT MATERIALIZED "
+        "(SELECT session_id, in_master, in_source FROM sessions WHERE in_master OR in_source) {branches}"
+    ).format(set=session_set(ctx, list(rows_for), users, first_at), branches=sql.SQL(" UNION ALL ").join(parts))

@@ -1,0 +1,230 @@
+"""Runs the per-table checks: one aggregate pass per table, the set of known sessions built once.
+
+- Tables whose measures do not join the known set (the source table among them: its own keys are
+  known by definition) get one statement each: `count(*)` and every measure, in one read.
+- The set of sessions (`checks.passes.session_set`: one row per session of the master, the source
+  table and the other key tables, with its rows per table and its smallest and largest user id) is
+  built once, as a MATERIALIZED CTE of ONE statement: a first branch measures over the set itself
+  (missing master rows, orphans per table, conflicting users), then one branch per table that must
+  join the known sessions row by row. The statement is read through a cursor, one branch (one table)
+  per FETCH: per-table progress and a statement timeout per table. A branch that times out marks its
+  checks `error`; the rest continue in a fresh cursor.
+- Samples are aggregated in the same pass as the counts, so no table is read again for them: over
+  the set, the first n sessions (top-N); over a table, `array_agg(... ORDER BY ...) FILTER (WHERE
+  defect)[1:n]`, whose cost grows with the defective rows only (nothing when there are none), and
+  only n values per finding leave the server.
+
+Everything runs inside the scan's read-only transaction: no temporary table, so it works on a standby.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
+                                     Measure)
+from yumai_audit.checks.passes import known_statement, sample_aggregate, session_sample, sessions_by_week, table_pass
+
+from .context import AuditContext, KeyTable
+from .model import Finding
+
+SESSIONS = "the set of known sessions"
+SAMPLE = "\0sample"
+WEEKS = "\0weeks"
+
+
+@dataclass
+class _Entry:
+    """One (check, target): its declared measures, then the values measured."""
+
+    check: Check
+    target: KeyTable
+    measures: dict[str, Measure]
+    values: dict[str, int] = field(default_factory=dict)
+    sample: list = field(default_factory=list)      # the sample, aggregated in the same pass
+
+
+@dataclass
+class _Pass:
+    """One statement's worth of work: a table (or the known set when `target` is None)."""
+
+    target: KeyTable | None
+    # (entry, measure name or SAMPLE, expression, joins it needs)
+    columns: list[tuple[_Entry, str, sql.Composable, frozenset]] = field(default_factory=list)
+
+    @property
+    def joins(self) -> frozenset:
+        return frozenset().union(*(c[3] for c in self.columns))
+
+    @property
+    def name(self) -> str:
+        return str(self.target.name) if self.target is not None else SESSIONS
+
+    @property
+    def owners(self) -> list[str]:
+        return list(dict.fromkeys(c[0].check.id for c in self.columns if c[0] is not None))
+
+    def without_known(self) -> tuple["_Pass", "_Pass"]:
+        """(the columns that need no known set, those that do)."""
+        return (_Pass(self.target, [c for c in self.columns if USES_KNOWN not in c[3]]),
+                _Pass(self.target, [c for c in self.columns if USES_KNOWN in c[3]]))
+
+
+def _set_timeout(conn: psycopg.Connection, timeout: float | None) -> None:
+    if timeout:
+        conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout * 1000)}ms")))
+
+
+def _execute(conn: psycopg.Connection, query: sql.Composable, timeout: float | None):
+    """Run one query inside a savepoint, so that a timeout leaves the scan's transaction usable."""
+    with conn.transaction():
+        _set_timeout(conn, timeout)
+        return conn.execute(query).fetchall()
+
+
+class TablePasses:
+    def __init__(self, conn, ctx: AuditContext, checks: list[Check], targets: dict, timer, say, weeks=None):
+        """`weeks`: ([(key table, its time column)], most weeks) to also count sessions per week of their
+        first row over the same set (the report's chart: `weeks_rows`, as stats.sessions_by_week_query
+        returns them), instead of grouping every key table once more."""
+        self.conn, self.ctx, self.say, self.timer = conn, ctx, say, timer
+        self.timeout = ctx.config.timeout_seconds
+        self.limit = ctx.config.sample_size
+        self.errors: dict[str, str] = {}
+        self.exact_rows: dict[str, int] = {}
+        self.known_sessions: int | None = None
+        self.failed: set[tuple[str, str]] = set()     # (check id, table) whose values are incomplete
+        self.entries = [_Entry(c, t, c.measures(ctx, t)) for c in checks if c.scope == "table" for t in targets[c.id]]
+        self.tables: dict[str, _Pass] = {}
+        self.sessions = _Pass(None)
+        self.rows_for: list[KeyTable] = []       # tables whose rows the set counts per session
+        for e in self.entries:
+            table = self.tables.setdefault(str(e.target.name), _Pass(e.target))
+            for mname, m in e.measures.items():
+                dest = self.sessions if m.over == OVER_SESSIONS else table
+                dest.columns.append((e, mname, m.expression, m.joins))
+            sample = e.check.sample(ctx, e.target, None) if self.limit else None
+            if sample is not None:
+                dest = self.sessions if sample.over == OVER_SESSIONS else table
+                expr = session_sample(sample, self.limit) if dest is self.sessions else sample_aggregate(sample, self.limit)
+                dest.columns.append((e, SAMPLE, expr, sample.joins))
+        for e, _, _, joins in self.sessions.columns:
+            if USES_SESSION_ROWS in joins and e.target not in self.rows_for:
+                self.rows_for.append(e.target)
+        self.set_users = any(USES_SESSION_USERS in c[3] for c in self.sessions.columns)
+        self.first_at = {str(k.name): created for k, created in weeks[0]} if weeks and weeks[0] else None
+        self.weeks_rows: list[tuple] | None = None
+        if self.first_at:
+            self.sessions.columns.append((None, WEEKS, sessions_by_week(weeks[1]), frozenset({USES_KNOWN})))
+
+    # -- running ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.target.is_source]
+        plain = [p for p in self.tables.values() if p not in known]
+        for p in plain:
+            self._run_plain(p)
+        if known or self.sessions.columns:
+            # The set is built in a branch of its own (its count of sessions at least), so that a
+            # timeout there is told apart from a slow table.
+            self._run_known([self.sessions] + known)
+
+    def _record(self, p: _Pass, values: list, seconds: float) -> None:
+        self.timer.add(p.owners, seconds)
+        if p.target is not None:
+            self.exact_rows[p.name] = int(values[0])
+        else:
+            self.known_sessions = int(values[0])
+        values = values[1:]
+        for (entry, key, _, _), value in zip(p.columns, values):
+            if key == WEEKS:
+                self.weeks_rows = [tuple(w) for w in value or []]
+            elif key == SAMPLE:
+                entry.sample = [str(v) for v in value or []]
+            else:
+                entry.values[key] = int(value or 0)
+
+    def _fail(self, p: _Pass, reason: str, seconds: float) -> None:
+        self.timer.add(p.owners, seconds)
+        for entry, *_ in p.columns:
+            if entry is None:
+                continue
+            self.errors.setdefault(entry.check.id, reason)
+            self.failed.add((entry.check.id, str(entry.target.name)))
+
+    def _run_plain(self, p: _Pass) -> None:
+        self.say(f"scanning {p.name}")
+        started = time.monotonic()
+        measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.columns}
+        try:
+            row = _execute(self.conn, table_pass(self.ctx, p.target, measures), self.timeout)[0]
+        except pgerrors.QueryCanceled:
+            self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
+            self.say(f"timed out on {p.name}")
+            return
+        self._record(p, list(row), time.monotonic() - started)
+        self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
+
+    def _run_known(self, branches: list[_Pass]) -> None:
+        pending = list(enumerate(branches))
+        while pending:
+            statement = known_statement(self.ctx, [
+                (i, p.target, p.joins, [c[2] for c in p.columns]) for i, p in pending],
+                self.rows_for, self.set_users, self.first_at)
+            started = time.monotonic()
+            try:
+                with self.conn.transaction():
+                    _set_timeout(self.conn, self.timeout)
+                    with self.conn.cursor(name="yumai_audit_known", scrollable=False) as cur:
+                        cur.execute(statement)
+                        while pending:
+                            i, p = pending[0]
+                            self.say(f"scanning {p.name}" if p.target is not None else
+                                     f"building {SESSIONS} (reads the key tables once more)")
+                            started = time.monotonic()
+                            branch, values = cur.fetchone()
+                            assert branch == i, (branch, i)
+                            self._record(p, values, time.monotonic() - started)
+                            self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s" if p.target is not None
+                                     else f"built {SESSIONS} in {time.monotonic() - started:.1f}s: "
+                                          f"{self.known_sessions:,} known sessions")
+                            pending.pop(0)
+            except pgerrors.QueryCanceled:
+                i, p = pending.pop(0)
+                seconds = time.monotonic() - started
+                if p.target is None:
+                    # The set itself could not be built in time: the checks that need it are in
+                    # error; what the remaining tables measure without it is still measured.
+                    reason = f"timed out building {SESSIONS} after {self.timeout:g}s"
+                    self._fail(p, reason, seconds)
+                    self.say(reason)
+                    for _, q in pending:
+                        plain, needs_known = q.without_known()
+                        self._fail(needs_known, reason, 0.0)
+                        if plain.columns or q.target is not None:
+                            self._run_plain(plain)
+                    return
+                self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", seconds)
+                self.say(f"timed out on {p.name}")
+
+    # -- judging ------------------------------------------------------------------------------------
+    def findings(self) -> dict[str, list[Finding]]:
+        out: dict[str, list[Finding]] = defaultdict(list)
+        for e in self.entries:
+            if (e.check.id, str(e.target.name)) in self.failed:
+                continue
+            for finding in e.check.judge(self.ctx, e.target, {m: e.values.get(m, 0) for m in e.measures}):
+                self._sample(e, finding)
+                out[e.check.id].append(finding)
+        return out
+
+    def _sample(self, e: _Entry, finding: Finding) -> None:
+        sample = e.check.sample(self.ctx, e.target, finding)
+        if sample is None or not self.limit:
+            return
+        finding.sample = list(e.sample)
+        finding.details.setdefault("sample_of", sample.of)

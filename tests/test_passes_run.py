@@ -1,0 +1,325 @@
+"""The per-table passes at scale: the known-session set built once still counts exactly; --timeout marks
+a check `error` (with the reason) instead of failing the scan; --checks and --sample select and bound."""
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from yumai_audit.api import scan
+from yumai_audit.cli import cli
+from yumai_audit.config import Config
+from yumai_audit.demo import EXPECTED, SESSIONS, build_demo_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import generate  # noqa: E402
+
+
+def counted(result, expected):
+    return {(f.check, f.table, f.column): (f.rows, f.keys) for f in result.findings
+            if (f.check, f.table, f.column) in expected}
+
+
+def scan_json(conninfo, tmp_path, *args) -> dict:
+    result = CliRunner().invoke(cli, ["scan", "--dsn", conninfo, "--out", str(tmp_path), *args])
+    assert result.exit_code in (0, 1), result.output + result.stderr
+    return json.loads((tmp_path / "findings.json").read_text())
+
+
+def by_key(data) -> dict:
+    return {(f["check"], f["table"], f["column"]): (f["rows"], f["keys"]) for f in data["findings"]}
+
+
+# the known-session set, built once -----------------------------------------------------------------
+
+def test_generated_database_counts_exactly_what_the_generator_planted(db):
+    generate.generate(db.conninfo, 2, unit=100)
+    result = scan(db.conninfo, Config())
+    want = generate.expected(2, unit=100)
+    assert counted(result, want) == want
+    assert {t.table: t.rows for t in result.inventory} == generate.row_counts(2, unit=100)
+    conversations = next(t for t in result.inventory if t.table == "chatbot.conversations")
+    assert (conversations.partitions, conversations.default_partition) == (13, True)   # 12 months + default
+
+
+def test_half_migrated_demo_counts_master_and_source_together(db):
+    # Sessions 1..100 registered in the master, plus two sessions that exist in the master only;
+    # one ghost of user_interactions registered too: it is no longer an orphan.
+    build_demo_database(db.conninfo)
+    db.execute("""
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master SELECT md5('session-' || s)::uuid, 1 + s % 50 FROM generate_series(1, 100) s;
+        INSERT INTO chatbot.session_master VALUES (md5('master-only-1')::uuid, 1), (md5('master-only-2')::uuid, 1),
+                                                  (md5('ghost-1')::uuid, 1);
+    """)
+    result = scan(db.conninfo, Config())
+    want = dict(EXPECTED)
+    want[("missing_master_rows", "chatbot.session_master", "session_id")] = (None, SESSIONS - 100)
+    ghost_1_rows = db.scalar("SELECT count(*) FROM chatbot.user_interactions WHERE session_id = md5('ghost-1')::uuid")
+    want[("orphaned_session_ids", "chatbot.user_interactions", "session_id")] = (7 - ghost_1_rows, 2)
+    assert counted(result, want) == want
+    missing = next(f for f in result.findings if f.check == "missing_master_rows")
+    assert missing.sample == [r[0] for r in db.fetchall(
+        "SELECT md5('session-' || s)::uuid::text FROM generate_series(101, %s) s ORDER BY 1 LIMIT 20", (SESSIONS,))]
+
+
+# --checks ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("selection", [
+    ["orphaned_session_ids"],                          # known-set branches only, no branch over the set
+    ["missing_master_rows"],                           # the branch over the set only
+    ["null_session_ids", "malformed_session_ids"],     # no known set at all
+    ["missing_master_rows", "orphaned_session_ids", "orphaned_user_ids"],
+])
+def test_checks_selection_runs_only_those_and_counts_exactly(db, tmp_path, selection):
+    build_demo_database(db.conninfo)
+    data = scan_json(db.conninfo, tmp_path, "--checks", ",".join(selection))
+    assert sorted(c["check"] for c in data["checks"]) == sorted(selection)
+    assert by_key(data) == {k: v for k, v in EXPECTED.items() if k[0] in selection}
+
+
+# --sample -------------------------------------------------------------------------------------------
+
+def test_sample_0_fetches_no_sample(db, tmp_path):
+    build_demo_database(db.conninfo)
+    data = scan_json(db.conninfo, tmp_path, "--sample", "0")
+    assert all(f["sample"] == [] for f in data["findings"])
+    assert {k: v for k, v in by_key(data).items() if k in EXPECTED} == EXPECTED
+
+
+def test_sample_n_takes_the_first_n_values_in_order(db, tmp_path):
+    build_demo_database(db.conninfo)
+    data = scan_json(db.conninfo, tmp_path, "--sample", "2")
+    samples = {(f["check"], f["table"]): f["sample"] for f in data["findings"]}
+    ghosts = [r[0] for r in db.fetchall("SELECT md5('ghost-' || g)::uuid::text FROM generate_series(0, 2) g ORDER BY 1")]
+    assert samples[("orphaned_session_ids", "chatbot.user_interactions")] == ghosts[:2]
+    assert samples[("orphaned_session_ids", "chatbot.user_feedback")] == [
+        db.scalar("SELECT md5('ghost-feedback')::uuid::text")]
+    first = [r[0] for r in db.fetchall(
+        "SELECT DISTINCT session_id::text FROM chatbot.conversations WHERE session_id IS NOT NULL ORDER BY 1 LIMIT 2")]
+    assert samples[("missing_master_rows", "chatbot.session_master")] == first
+    null_ids = [r[0] for r in db.fetchall(
+        "SELECT id::text FROM chatbot.user_interactions WHERE session_id IS NULL ORDER BY 1 LIMIT 2")]
+    assert samples[("null_session_ids", "chatbot.user_interactions")] == null_ids
+    assert all(len(s) <= 2 for s in samples.values())
+
+
+# --timeout -----------------------------------------------------------------------------------------
+
+SLOW = """
+CREATE FUNCTION chatbot.slow_row() RETURNS boolean LANGUAGE plpgsql VOLATILE
+    AS 'BEGIN PERFORM pg_sleep(0.2); RETURN true; END';
+ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+CREATE POLICY slow ON {table} FOR SELECT USING (chatbot.slow_row());
+"""
+
+
+@pytest.fixture
+def reader(db):
+    """A login that is not the tables' owner (row security applies to it), dropped afterwards."""
+    role = f"yumai_slow_{uuid.uuid4().hex[:8]}"
+    ident = sql.Identifier(role)
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+    try:
+        params = conninfo_to_dict(db.conninfo)
+        params["user"] = role
+        params.pop("password", None)
+        yield ident, make_conninfo(**params)
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+        db.execute(sql.SQL("DROP ROLE {}").format(ident))
+
+
+def slow_table(db, reader, table: str) -> str:
+    ident, conninfo = reader
+    db.execute(sql.SQL(SLOW).format(table=sql.SQL(table)))
+    db.execute(sql.SQL("GRANT USAGE ON SCHEMA chatbot TO {r}; GRANT SELECT ON ALL TABLES IN SCHEMA chatbot TO {r}; "
+                       "GRANT EXECUTE ON FUNCTION chatbot.slow_row() TO {r}").format(r=ident))
+    return conninfo
+
+
+def test_timeout_on_one_table_marks_its_checks_error_and_the_rest_is_counted(db, reader, tmp_path):
+    build_demo_database(db.conninfo)
+    conninfo = slow_table(db, reader, "chatbot.user_feedback")
+    result = CliRunner().invoke(cli, ["scan", "--dsn", conninfo, "--timeout", "0.3", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    data = json.loads((tmp_path / "findings.json").read_text())
+    status = {c["check"]: (c["status"], c.get("reason", "")) for c in data["checks"]}
+    # user_feedback's own pass, and the set of sessions (which reads user_feedback too)
+    assert status["null_session_ids"] == ("error", "timed out on chatbot.user_feedback after 0.3s")
+    assert status["orphaned_user_ids"] == ("error", "timed out on chatbot.user_feedback after 0.3s")
+    for check in ("orphaned_session_ids", "missing_master_rows", "conflicting_session_users"):
+        assert status[check] == ("error", "timed out building the set of known sessions after 0.3s")
+    # Everything not read from user_feedback is still counted exactly.
+    assert status["malformed_session_ids"][0] == "fail"
+    got = by_key(data)
+    for key in [("malformed_session_ids", "chatbot.recommendations_log", "session_id"),
+                ("noncanonical_session_ids", "chatbot.recommendations_log", "session_id"),
+                ("null_session_ids", "chatbot.user_interactions", "session_id"),
+                ("null_session_ids", "chatbot.conversations", "session_id"),
+                ("orphaned_user_ids", "chatbot.conversations", "user_id")]:
+        assert got[key] == EXPECTED[key]
+    assert not [k for k in got if k[1] == "chatbot.user_feedback" and k[0] not in ("unconstrained_fk", "unindexed_fk_columns")]
+
+
+def test_timeout_in_one_branch_lets_the_next_branches_run(db, reader, tmp_path):
+    # Two key tables with NOT VALID foreign keys to the master: each is measured in a branch of its
+    # own that joins the known sessions row by row; a_events' times out, b_events' still runs.
+    build_demo_database(db.conninfo)
+    db.execute("""
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master SELECT DISTINCT session_id FROM chatbot.conversations WHERE session_id IS NOT NULL;
+        CREATE TABLE chatbot.a_events (id int PRIMARY KEY, session_id uuid);
+        CREATE TABLE chatbot.b_events (id int PRIMARY KEY, session_id uuid);
+        INSERT INTO chatbot.a_events SELECT g, md5('session-' || g)::uuid FROM generate_series(1, 20) g;
+        INSERT INTO chatbot.b_events SELECT g, md5('session-' || g)::uuid FROM generate_series(1, 20) g;
+        INSERT INTO chatbot.b_events VALUES (21, md5('nowhere-1')::uuid), (22, md5('nowhere-2')::uuid), (23, NULL);
+        ALTER TABLE chatbot.a_events ADD CONSTRAINT a_session_fk FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
+        ALTER TABLE chatbot.b_events ADD CONSTRAINT b_session_fk FOREIGN KEY (session_id) REFERENCES chatbot.session_master NOT VALID;
+    """)
+    conninfo = slow_table(db, reader, "chatbot.a_events")
+    data = scan_json(conninfo, tmp_path, "--timeout", "0.3", "--checks", "unvalidated_fk")
+    assert [(c["check"], c["status"], c.get("reason")) for c in data["checks"]] == [
+        ("unvalidated_fk", "error", "timed out on chatbot.a_events after 0.3s")]
+    assert [(f["table"], f["rows"]) for f in data["findings"]] == [("chatbot.b_events", 2)]
+
+
+def test_timeout_building_the_known_set_marks_every_check_that_needs_it(db, reader, tmp_path):
+    build_demo_database(db.conninfo)
+    conninfo = slow_table(db, reader, "chatbot.conversations")
+    data = scan_json(conninfo, tmp_path, "--timeout", "0.3")
+    status = {c["check"]: (c["status"], c.get("reason", "")) for c in data["checks"]}
+    assert status["orphaned_session_ids"] == ("error", "timed out building the set of known sessions after 0.3s")
+    assert status["missing_master_rows"][0] == "error"
+    # What the other tables measure without the set is still measured, exactly.
+    assert status["malformed_session_ids"][0] == "fail"
+    got = by_key(data)
+    assert got[("malformed_session_ids", "chatbot.recommendations_log", "session_id")] == (3, None)
+    assert got[("null_session_ids", "chatbot.user_interactions", "session_id")] == (4, None)
+    assert ("orphaned_session_ids", "chatbot.user_interactions", "session_id") not in got
+
+
+def test_without_timeout_the_slow_table_is_counted(db, reader):
+    build_demo_database(db.conninfo)
+    db.execute("DELETE FROM chatbot.user_feedback WHERE id > 3")   # keep the test short: 3 slow rows
+    conninfo = slow_table(db, reader, "chatbot.user_feedback")
+    result = scan(conninfo, Config(checks=("null_session_ids",)))
+    assert [c.status.value for c in result.checks] == ["fail"]
+
+
+# the cheap canonical test is the canonical pattern, exactly ----------------------------------------
+
+SPELLINGS = [
+    "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000A", "00000000-0000-4000-8000-00000000000",
+    "00000000-0000-4000-8000-00000000000ab", "00000000-0000-4000-8000-0000-000000a", "0000000--0000-4000-8000-00000000000a",
+    "00000000-0000-4000-8000_00000000000a", "g0000000-0000-4000-8000-00000000000a", " 0000000-0000-4000-8000-00000000000a",
+    "00000000-0000-4000-8000-00000000000a\n", "{00000000-0000-4000-8000-00000000000a}", "0000000000004000800000000000000a",
+    "00000000-0000-4000-8000-00000000000é", "------------------------------------", "", "0000-0000-0000-4000-8000-0000-0000-000a",
+    "  00000000-0000-4000-8000-00000000000a\t", "{0000-0000-0000-4000-8000-0000-0000-000a}", "{00000000-0000-4000-8000-00000000000a",
+]
+
+
+def test_cheap_canonical_and_valid_tests_agree_with_the_patterns(db):
+    from yumai_audit.catalog import Column
+    from yumai_audit.checks.predicates import (CANONICAL_PATTERN, TRIM_CHARS, UUID_INPUT_PATTERN, canonical,
+                                               key_valid)
+
+    db.execute("CREATE TABLE k (session_id text)")
+    with db.connect(autocommit=True) as conn:
+        conn.cursor().executemany("INSERT INTO k VALUES (%s)", [(s,) for s in SPELLINGS])
+        column = Column(name="session_id", type="text", typname="text", not_null=False)
+        rows = conn.execute(sql.SQL(
+            "SELECT t.session_id, t.session_id ~ {cp}, {cheap}, btrim(t.session_id, {trim}) ~ {vp}, {valid} FROM k t"
+        ).format(cp=sql.Literal(CANONICAL_PATTERN), cheap=canonical(sql.SQL("t.session_id")),
+                 trim=sql.Literal(TRIM_CHARS), vp=sql.Literal(UUID_INPUT_PATTERN), valid=key_valid(column))).fetchall()
+    assert len(rows) == len(SPELLINGS)
+    assert [(r[0], r[1]) for r in rows] == [(r[0], r[2]) for r in rows]
+    assert [(r[0], r[3]) for r in rows] == [(r[0], r[4]) for r in rows]
+    # canonical: the first only; valid: also upper case, braces, no hyphens, hyphens every four digits,
+    # padded (spaces, tab, newline), braces with hyphens every four digits.
+    assert sum(r[1] for r in rows) == 1 and sum(r[3] for r in rows) == 8
+
+
+# the set without a source table ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("interactions_user", [True, False])
+def test_conflicting_users_and_orphans_without_a_source_table(db, interactions_user):
+    a, b, c = ("00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b",
+               "00000000-0000-4000-8000-00000000000c")
+    user = ", user_id int" if interactions_user else ""
+    db.execute(f"""
+        CREATE SCHEMA chatbot;
+        CREATE TABLE chatbot.users (id int PRIMARY KEY);
+        INSERT INTO chatbot.users VALUES (1), (2);
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master VALUES ('{a}', 1), ('{b}', 1);
+        CREATE TABLE chatbot.user_interactions (id int PRIMARY KEY, session_id uuid{user});
+    """)
+    if interactions_user:
+        db.execute(f"INSERT INTO chatbot.user_interactions VALUES (1, '{a}', 2), (2, '{b}', 1), (3, '{b}', NULL), "
+                   f"(4, '{c}', 1), (5, '{c}', 2)")
+    else:
+        db.execute(f"INSERT INTO chatbot.user_interactions VALUES (1, '{a}'), (2, '{b}'), (3, '{b}'), (4, '{c}'), (5, '{c}')")
+    result = scan(db.conninfo, Config())
+    found = {(f.check, f.table): (f.rows, f.keys, f.sample) for f in result.findings
+             if f.check in ("conflicting_session_users", "orphaned_session_ids")}
+    want = {("orphaned_session_ids", "chatbot.user_interactions"): (2, 1, [c])}
+    if interactions_user:
+        # a: master says 1, interactions say 2; c: 1 and 2 within interactions (c is an orphan too)
+        want[("conflicting_session_users", "chatbot.conversations")] = (None, 2, [a, c])
+    assert found == want
+
+
+# sessions per week of their first row, over the same set (for the report's chart) -------------------
+
+WEEKS_BY_HAND = """
+WITH firsts AS (
+    SELECT session_id AS s, created_at AT TIME ZONE 'UTC' AS f FROM chatbot.conversations WHERE session_id IS NOT NULL
+    UNION ALL SELECT session_id, created_at AT TIME ZONE 'UTC' FROM chatbot.user_interactions WHERE session_id IS NOT NULL
+    UNION ALL SELECT session_id, created_at AT TIME ZONE 'UTC' FROM chatbot.user_feedback WHERE session_id IS NOT NULL
+    UNION ALL SELECT btrim(session_id, E' \\t\\r\\n')::uuid, created_at AT TIME ZONE 'UTC' FROM chatbot.recommendations_log
+        WHERE btrim(session_id, E' \\t\\r\\n') ~ %(pattern)s
+), sessions AS (SELECT s, min(f) AS f FROM firsts GROUP BY s)
+SELECT to_char(date_trunc('week', f), 'YYYY-MM-DD'),
+       count(*) FILTER (WHERE EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = s)),
+       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = s)
+                          AND EXISTS (SELECT 1 FROM chatbot.conversations c WHERE c.session_id = s)),
+       count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM chatbot.session_master m WHERE m.session_id = s)
+                          AND NOT EXISTS (SELECT 1 FROM chatbot.conversations c WHERE c.session_id = s))
+FROM sessions GROUP BY 1 ORDER BY 1 DESC LIMIT %(limit)s
+"""
+
+
+@pytest.mark.parametrize("limit", [260, 3])
+def test_sessions_by_week_over_the_set_match_a_query_written_by_hand(db, limit):
+    from yumai_audit.checks.predicates import UUID_INPUT_PATTERN
+    from yumai_audit.passes_run import TablePasses
+    from yumai_audit.runner import _Timer, audit_context, select_checks
+
+    build_demo_database(db.conninfo)
+    db.execute("""
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master SELECT md5('session-' || s)::uuid, 1 FROM generate_series(1, 100) s;
+        INSERT INTO chatbot.session_master VALUES (md5('ghost-1')::uuid, 1);
+    """)
+    config = Config(checks=("null_session_ids",))
+    with db.connect() as conn:
+        ctx = audit_context(conn, config)
+        checks = select_checks(config)
+        tables = [(k, k.table.columns["created_at"]) for k in ctx.key_tables]
+        passes = TablePasses(conn, ctx, checks, {c.id: c.targets(ctx) for c in checks}, _Timer(), lambda _m: None,
+                             weeks=(tables, limit))
+        passes.run()
+        conn.rollback()
+    want = [tuple(r) for r in db.fetchall(WEEKS_BY_HAND, {"pattern": UUID_INPUT_PATTERN, "limit": limit})]
+    assert passes.weeks_rows == want
+    if limit == 3:
+        assert len(want) == 3
+    else:   # 100 + ghost-1 registered; 300 sessions missing from the master; 2 + 1 + 2 ghosts orphaned
+        assert tuple(sum(r[i] for r in want) for i in (1, 2, 3)) == (101, SESSIONS - 100, 5)
