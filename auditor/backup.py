@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .config import QualifiedName
@@ -82,14 +84,29 @@ def pattern(name: QualifiedName) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in (name.schema, name.name))
 
 
+def _name(table: str | QualifiedName) -> QualifiedName:
+    """A QualifiedName, a dotted name (`"My Schema".t`), or `str(QualifiedName)` of a name holding a quote."""
+    if isinstance(table, QualifiedName):
+        return table
+    try:
+        return QualifiedName.parse(table, "table")
+    except AuditError:
+        schema, dot, name = table.partition(".")
+        if not (schema and dot and name):
+            raise BackupFailed(f"cannot back up {table!r}: not a schema.table name") from None
+        return QualifiedName(schema, name)
+
+
 def _expand(conn, names: list[QualifiedName]) -> list[QualifiedName]:
     """The tables and, for partitioned ones, every partition below them (pg_dump -t takes no children)."""
     out: list[QualifiedName] = []
     for name in names:
         rows = conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_partition_tree(to_regclass(%s)) p "
+            "SELECT n.nspname, c.relname FROM (SELECT to_regclass(%s) AS r) x, LATERAL ("
+            "  SELECT x.r AS relid, 0 AS level UNION SELECT relid, level FROM pg_partition_tree(x.r)) p "
             "JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "ORDER BY p.level, c.relname", (pattern(name),)).fetchall()
+            "WHERE x.r IS NOT NULL AND c.relkind IN ('r', 'p') ORDER BY p.level, c.relname",
+            (pattern(name),)).fetchall()
         if not rows:
             raise BackupFailed(f"cannot back up {name}: no such table")
         out.extend(QualifiedName(s, t) for s, t in rows if QualifiedName(s, t) not in out)
@@ -105,17 +122,28 @@ def _without_password(target: Target) -> tuple[str, str | None]:
     return make_conninfo(**params), password
 
 
+def _inspect(target: Target, names: list[QualifiedName]):
+    """Server version, database name, the DROP statement of the restore command, the tables with partitions."""
+    with connect(target, autocommit=True) as conn:
+        server_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+        database = conn.execute("SELECT current_database()").fetchone()[0]
+        drop = sql.SQL("DROP TABLE IF EXISTS {};").format(
+            sql.SQL(", ").join(sql.Identifier(n.schema, n.name) for n in names)).as_string(conn)
+        return server_num, database, drop, _expand(conn, names)
+
+
 def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedName], out_dir: str | Path) -> BackupResult:
     """Dump `tables` (schema.table) with `pg_dump --format=custom` into out_dir; raise BackupFailed on any failure."""
     if not isinstance(target, Target):
         target = resolve_target(target)
-    names = [t if isinstance(t, QualifiedName) else QualifiedName.parse(t, "table") for t in tables]
+    names = [_name(t) for t in tables]
     if not names:
         raise BackupFailed("nothing to back up: no table given")
-    with connect(target, autocommit=True) as conn:
-        server_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
-        database = conn.execute("SELECT current_database()").fetchone()[0]
-        names = _expand(conn, names)
+    try:
+        server_num, database, drop, names = _inspect(target, names)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BackupFailed(f"cannot back up, nothing was changed: {target.scrub(first)}") from None
     pg_dump, major = choose_tool(server_num // 10000)
     out = Path(out_dir)
     try:
@@ -140,14 +168,26 @@ def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedN
         path.unlink(missing_ok=True)
         message = next((line for line in proc.stderr.splitlines() if line.strip()), f"exit code {proc.returncode}")
         raise BackupFailed(f"backup with {pg_dump.name} failed, nothing was changed: {target.scrub(message.strip())}")
-    pg_restore = pg_dump.with_name("pg_restore")
-    restore = [str(pg_restore) if pg_restore.exists() else "pg_restore", "--clean", "--if-exists",
-               "--single-transaction"]
-    if conninfo:
-        restore.append(f"--dbname={conninfo}")
-    restore.append(str(path))
-    return BackupResult(path=path, restore_command=shlex.join(restore), pg_dump=pg_dump, pg_dump_major=major,
+    restore = restore_command(pg_dump, path, conninfo, drop)
+    return BackupResult(path=path, restore_command=restore, pg_dump=pg_dump, pg_dump_major=major,
                         tables=tuple(str(n) for n in names))
+
+
+def restore_command(pg_dump: Path, path: Path, conninfo: str, drop: str) -> str:
+    """A shell command that puts the backed-up tables back, in one transaction: drop them, replay the dump.
+
+    `pg_restore --clean` cannot drop a partition's inherited constraints, so the tables are dropped
+    together by one DROP TABLE (no CASCADE: an object outside the backup that depends on them makes
+    it fail and roll back) and the dump is replayed through psql with ON_ERROR_STOP.
+    """
+    def tool(name: str) -> str:
+        sibling = pg_dump.with_name(name)
+        return str(sibling) if sibling.exists() else name
+    psql = [tool("psql"), "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1", "--file=-"]
+    if conninfo:
+        psql.append(f"--dbname={conninfo}")
+    return (f"( echo {shlex.quote(drop)}; {shlex.join([tool('pg_restore'), '--file=-', str(path)])} ) "
+            f"| {shlex.join(psql)}")
 
 
 def backup_hook(target: Target | str | None, out_dir: str | Path,
