@@ -35,6 +35,16 @@ def _table_findings(result):
     return {(f.check, f.table): (f.rows, f.keys) for f in result.findings}
 
 
+def _plan(db, since: datetime) -> str:
+    """EXPLAIN of the watch query over chatbot.conversations."""
+    with db.connect() as conn:
+        ctx = audit_context(conn, Config())
+        _, by_table = watch_tables(ctx, select_checks(Config()))
+        kt, owners = by_table["chatbot.conversations"]
+        query = watch_query(ctx, kt, owners, since_literal(conn, kt, "created_at", since))
+        return "\n".join(r[0] for r in conn.execute(b"EXPLAIN " + query.as_bytes(conn)).fetchall())
+
+
 def test_watch_finds_new_damage_and_ignores_older_damage(db):
     build_demo_database(db.conninfo)
     clean = watch(db.conninfo, Config(), T)
@@ -71,12 +81,7 @@ def test_watch_since_the_beginning_counts_what_the_full_scan_counts(db):
 
 def test_watch_prunes_old_partitions(db):
     build_demo_database(db.conninfo)
-    with db.connect() as conn:
-        ctx = audit_context(conn, Config())
-        _, by_table = watch_tables(ctx, select_checks(Config()))
-        kt, owners = by_table["chatbot.conversations"]
-        query = watch_query(ctx, kt, owners, since_literal(conn, kt, "created_at", datetime(2026, 10, 5, tzinfo=timezone.utc)))
-        plan = "\n".join(r[0] for r in conn.execute(b"EXPLAIN " + query.as_bytes(conn)).fetchall())
+    plan = _plan(db, datetime(2026, 10, 5, tzinfo=timezone.utc))
     assert "conversations_2026_10" in plan and "conversations_default" in plan
     assert "conversations_2026_08" not in plan and "conversations_2026_09" not in plan
 
@@ -92,12 +97,7 @@ def test_watch_on_a_timestamp_without_time_zone_column_prunes_too(db):
     result = watch(db.conninfo, Config(), datetime(2026, 6, 15, tzinfo=timezone.utc))
     assert _table_findings(result) == {("malformed_session_ids", "chatbot.conversations"): (1, None),
                                        ("null_session_ids", "chatbot.conversations"): (1, None)}
-    with db.connect() as conn:
-        ctx = audit_context(conn, Config())
-        _, by_table = watch_tables(ctx, select_checks(Config()))
-        kt, owners = by_table["chatbot.conversations"]
-        query = watch_query(ctx, kt, owners, since_literal(conn, kt, "created_at", datetime(2026, 6, 15, tzinfo=timezone.utc)))
-        plan = "\n".join(r[0] for r in conn.execute(b"EXPLAIN " + query.as_bytes(conn)).fetchall())
+    plan = _plan(db, datetime(2026, 6, 15, tzinfo=timezone.utc))
     assert "c_new" in plan and "c_old" not in plan
 
 
