@@ -180,10 +180,6 @@ def demo(out_dir):
     return 0
 
 
-def main():
-    cli.main()
-
-
 # --- after cutover: session lifecycle and the incremental watch (issue 7) ---------------------------
 
 class _Duration(click.ParamType):
@@ -314,3 +310,8 @@ def watch(target, config, since_text, fmt, out_dir):
                    + ", ".join(f"{t} {n}" for t, n in result.stats["new_rows"].items()))
         click.echo(summary_text(result))
     return result.exit_code
+
+
+def main():
+    cli.main()
+
