@@ -152,34 +152,6 @@ def scan(target, config, out_dir, fmt, progress):
     return result.exit_code
 
 
-@cli.command()
-@output_options
-def demo(out_dir):
-    """Start an embedded PostgreSQL, build a sample yumai database with typical defects, scan it.
-
-    \b
-    Example:
-      yumai-audit demo --out ./demo-report
-    """
-    from .api import scan as api_scan, write_scan
-    from .connection import connect
-    from .demo import build_demo_database
-    from .embedded import embedded_server
-
-    with embedded_server() as uri:
-        admin = resolve_target(uri)
-        with connect(admin, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE yumai")
-        target = resolve_target(uri.replace("/postgres?", "/yumai?"))
-        click.echo("Building the sample database (embedded PostgreSQL)...")
-        build_demo_database(target.conninfo)
-        result = api_scan(target, load_config(None, {}))
-        paths = write_scan(result, out_dir)
-    click.echo(summary_text(result))
-    click.echo(f"Report: {paths['html']}")
-    return 0
-
-
 # --- after cutover: session lifecycle and the incremental watch (issue 7) ---------------------------
 
 class _Duration(click.ParamType):
@@ -310,6 +282,34 @@ def watch(target, config, since_text, fmt, out_dir):
                    + ", ".join(f"{t} {n}" for t, n in result.stats["new_rows"].items()))
         click.echo(summary_text(result))
     return result.exit_code
+
+
+@cli.command()
+@output_options
+def demo(out_dir):
+    """Start an embedded PostgreSQL, build a sample yumai database with typical defects, scan it.
+
+    \b
+    Example:
+      yumai-audit demo --out ./demo-report
+    """
+    from .api import scan as api_scan, write_scan
+    from .connection import connect
+    from .demo import build_demo_database
+    from .embedded import embedded_server
+
+    with embedded_server() as uri:
+        admin = resolve_target(uri)
+        with connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE yumai")
+        target = resolve_target(uri.replace("/postgres?", "/yumai?"))
+        click.echo("Building the sample database (embedded PostgreSQL)...")
+        build_demo_database(target.conninfo)
+        result = api_scan(target, load_config(None, {}))
+        paths = write_scan(result, out_dir)
+    click.echo(summary_text(result))
+    click.echo(f"Report: {paths['html']}")
+    return 0
 
 
 def main():
