@@ -314,4 +314,3 @@ def demo(out_dir):
 
 def main():
     cli.main()
-
