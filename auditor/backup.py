@@ -35,11 +35,12 @@ class BackupFailed(AuditError):
 
 @dataclass(frozen=True)
 class BackupResult:
-    path: Path
-    restore_command: str        # the command to print: no password in it
-    pg_dump: Path
-    pg_dump_major: int
+    path: Path | None           # None: none of the tables exists yet, nothing to back up
+    restore_command: str        # the command to print: no password in it ("" without a backup)
+    pg_dump: Path | None
+    pg_dump_major: int | None
     tables: tuple[str, ...]     # what was dumped: the tables asked for and their partitions
+    skipped: tuple[str, ...] = ()   # tables that do not exist yet (with missing="skip")
 
 
 def tool_major(binary: Path | str) -> int | None:
@@ -97,6 +98,10 @@ def _name(table: str | QualifiedName) -> QualifiedName:
         return QualifiedName(schema, name)
 
 
+def _existing(conn, names: list[QualifiedName]) -> list[QualifiedName]:
+    return [n for n in names if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (pattern(n),)).fetchone()[0]]
+
+
 def _expand(conn, names: list[QualifiedName]) -> list[QualifiedName]:
     """The tables and, for partitioned ones, every partition below them (pg_dump -t takes no children)."""
     out: list[QualifiedName] = []
@@ -122,28 +127,44 @@ def _without_password(target: Target) -> tuple[str, str | None]:
     return make_conninfo(**params), password
 
 
-def _inspect(target: Target, names: list[QualifiedName]):
-    """Server version, database name, the DROP statement of the restore command, the tables with partitions."""
+def _inspect(target: Target, names: list[QualifiedName], skip_missing: bool):
+    """Server version, database name, the DROP statement of the restore command, the tables with partitions,
+    the tables that do not exist (skipped)."""
     with connect(target, autocommit=True) as conn:
+        skipped = []
+        if skip_missing:
+            present = _existing(conn, names)
+            skipped, names = [n for n in names if n not in present], present
+            if not names:
+                return None, None, None, [], skipped
         server_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
         database = conn.execute("SELECT current_database()").fetchone()[0]
         drop = sql.SQL("DROP TABLE IF EXISTS {};").format(
             sql.SQL(", ").join(sql.Identifier(n.schema, n.name) for n in names)).as_string(conn)
-        return server_num, database, drop, _expand(conn, names)
+        return server_num, database, drop, _expand(conn, names), skipped
 
 
-def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedName], out_dir: str | Path) -> BackupResult:
-    """Dump `tables` (schema.table) with `pg_dump --format=custom` into out_dir; raise BackupFailed on any failure."""
+def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedName], out_dir: str | Path, *,
+                  missing: str = "error") -> BackupResult:
+    """Dump `tables` (schema.table) with `pg_dump --format=custom` into out_dir; raise BackupFailed on any failure.
+
+    `missing="skip"`: a table that does not exist yet (one the fix will create) is left out and listed
+    in `skipped`; when none exists, nothing is dumped (`path` is None). The default is an error.
+    """
     if not isinstance(target, Target):
         target = resolve_target(target)
     names = [_name(t) for t in tables]
     if not names:
         raise BackupFailed("nothing to back up: no table given")
     try:
-        server_num, database, drop, names = _inspect(target, names)
+        server_num, database, drop, names, skipped = _inspect(target, names, missing == "skip")
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BackupFailed(f"cannot back up, nothing was changed: {target.scrub(first)}") from None
+    skipped_names = tuple(str(n) for n in skipped)
+    if not names:
+        return BackupResult(path=None, restore_command="", pg_dump=None, pg_dump_major=None, tables=(),
+                            skipped=skipped_names)
     pg_dump, major = choose_tool(server_num // 10000)
     out = Path(out_dir)
     try:
@@ -170,7 +191,7 @@ def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedN
         raise BackupFailed(f"backup with {pg_dump.name} failed, nothing was changed: {target.scrub(message.strip())}")
     restore = restore_command(pg_dump, path, conninfo, drop)
     return BackupResult(path=path, restore_command=restore, pg_dump=pg_dump, pg_dump_major=major,
-                        tables=tuple(str(n) for n in names))
+                        tables=tuple(str(n) for n in names), skipped=skipped_names)
 
 
 def restore_command(pg_dump: Path, path: Path, conninfo: str, drop: str) -> str:
@@ -192,9 +213,15 @@ def restore_command(pg_dump: Path, path: Path, conninfo: str, drop: str) -> str:
 
 def backup_hook(target: Target | str | None, out_dir: str | Path,
                 echo: Callable[[str], None] = print) -> Callable[[list[str]], BackupResult]:
-    """A `before_first_change(tables)` callback for `fix --apply`: back up, print where and how to restore."""
+    """A `before_first_change(tables)` callback for `fix --apply`: back up, print where and how to restore.
+
+    Tables the fix will create (they do not exist yet) are skipped.
+    """
     def before_first_change(tables: list[str]) -> BackupResult:
-        result = backup_tables(target, tables, out_dir)
+        result = backup_tables(target, tables, out_dir, missing="skip")
+        if result.path is None:
+            echo(f"Backup: nothing to back up ({', '.join(result.skipped)} do not exist yet)")
+            return result
         echo(f"Backup of {len(result.tables)} table(s): {result.path}")
         echo(f"Restore with: {result.restore_command}")
         return result

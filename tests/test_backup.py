@@ -133,3 +133,19 @@ def test_failed_backup_raises_and_leaves_no_file(db, tmp_path, usage, message):
         assert list(tmp_path.iterdir()) == []
     finally:
         db.execute(sql.SQL("DROP OWNED BY {}; DROP ROLE {}").format(sql.Identifier(role), sql.Identifier(role)))
+
+
+def test_hook_skips_tables_the_fix_will_create_and_prints_the_restore_command(db, tmp_path):
+    _data(db)
+    lines = []
+    hook = backup_mod.backup_hook(db.conninfo, tmp_path, echo=lines.append)
+    result = hook(["chatbot.users", "chatbot.not_yet", "chatbot.user_feedback"])
+    assert result.skipped == ("chatbot.not_yet",)
+    assert result.tables == ("chatbot.users", "chatbot.user_feedback")
+    assert lines == [f"Backup of 2 table(s): {result.path}", f"Restore with: {result.restore_command}"]
+    assert result.path.exists()
+    lines.clear()
+    nothing = hook(["yumai_quarantine.user_feedback"])
+    assert nothing.path is None and nothing.skipped == ("yumai_quarantine.user_feedback",)
+    assert lines == ["Backup: nothing to back up (yumai_quarantine.user_feedback do not exist yet)"]
+    assert len(list(tmp_path.iterdir())) == 1
