@@ -49,14 +49,17 @@ def _known_lookup(ctx: AuditContext, target: KeyTable) -> sql.Composable:
 
 
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql.Composable) -> sql.Composable:
-    parts = [sql.SQL("FROM {} t").format(table_ref(target.name))]
+    # The new rows first, behind an optimisation fence (OFFSET 0), so that the planner cannot run a
+    # per-row lookup before the created_at filter; partitions are pruned inside.
+    parts = [sql.SQL("FROM (SELECT t0.*, t0.tableoid, t0.ctid FROM {} t0 WHERE {} >= {} OFFSET 0) t").format(
+        table_ref(target.name), sql.Identifier("t0", ctx.config.created_at_column), since)]
     if USES_KNOWN in joins:
         parts.append(_known_lookup(ctx, target))
     if USES_USERS in joins and target.user is not None and ctx.users is not None:
         uk = ctx.config.users_key
         parts.append(sql.SQL("LEFT JOIN LATERAL (SELECT {k} FROM {users} WHERE {k} = {tu} LIMIT 1) u ON true").format(
             k=sql.Identifier(uk), users=table_ref(ctx.users.name), tu=col(target.user)))
-    parts.append(sql.SQL("WHERE {} >= {}").format(col(ctx.config.created_at_column), since))
+    parts.append(sql.SQL("WHERE true"))
     return sql.SQL(" ").join(parts)
 
 
