@@ -75,6 +75,13 @@ def watch_query(ctx: AuditContext, target: KeyTable, checks: list[Check], since:
     return since_pass(ctx, target, {f"{c.id}.{m}": v for c in checks for m, v in c.measures(ctx, target).items()}, since)
 
 
+def sample_since_query(ctx: AuditContext, target: KeyTable, sample, since: sql.Composable, limit: int) -> sql.Composable:
+    """The finding's sample values among the new rows."""
+    return sql.SQL("SELECT {d}({v})::text {from_} AND ({p}) ORDER BY 1 LIMIT {n}").format(
+        d=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), v=sample.value,
+        from_=_from(ctx, target, sample.joins, since), p=sample.predicate, n=sql.Literal(limit))
+
+
 def since_literal(conn: psycopg.Connection, target: KeyTable, column: str, since: datetime) -> sql.Composable:
     """`since` as a constant of the column's own type, so the planner prunes partitions at plan time."""
     typname = target.table.columns[column].typname
@@ -137,10 +144,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], since: datetime, say: Pro
             for finding in check.judge(ctx, kt, own):
                 sample = check.sample(ctx, kt, finding)
                 if sample is not None and ctx.config.sample_size:
-                    query = sql.SQL("SELECT {d}({v})::text {from_} AND ({p}) ORDER BY 1 LIMIT {n}").format(
-                        d=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), v=sample.value,
-                        from_=_from(ctx, kt, sample.joins, since_sql), p=sample.predicate,
-                        n=sql.Literal(ctx.config.sample_size))
+                    query = sample_since_query(ctx, kt, sample, since_sql, ctx.config.sample_size)
                     finding.sample = [r[0] for r in conn.execute(query).fetchall()]
                     finding.details.setdefault("sample_of", sample.of)
                 finding.details["since"] = since.isoformat()

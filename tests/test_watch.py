@@ -12,7 +12,7 @@ from yumai_audit.cli import cli
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
 from yumai_audit.runner import audit_context, select_checks
-from yumai_audit.watch import since_literal, watch, watch_query, watch_tables
+from yumai_audit.watch import sample_since_query, since_literal, watch, watch_query, watch_tables
 
 T = datetime(2026, 11, 15, tzinfo=timezone.utc)
 
@@ -131,3 +131,28 @@ def test_watch_after_cutover_checks_new_rows_against_the_master(db):
     result = watch(db.conninfo, Config(), T)
     assert _table_findings(result) == {("orphaned_session_ids", "chatbot.recommendations_log"): (1, 1),
                                        ("null_session_ids", "chatbot.user_interactions"): (1, None)}
+
+
+def _subplan_loops(node) -> list[int]:
+    out = [node["Actual Loops"]] if node.get("Parent Relationship") == "SubPlan" else []
+    for child in node.get("Plans", []):
+        out += _subplan_loops(child)
+    return out
+
+
+def test_per_row_lookups_run_only_for_the_new_rows(db):
+    """The session lookups (subplans) run once per new row, never for the old rows (4 new, 205 old)."""
+    build_demo_database(db.conninfo)
+    db.execute(NEW_DAMAGE)
+    with db.connect() as conn:
+        ctx = audit_context(conn, Config())
+        _, by_table = watch_tables(ctx, select_checks(Config()))
+        kt, owners = by_table["chatbot.user_interactions"]
+        since = since_literal(conn, kt, "created_at", T)
+        orphaned = next(c for c in owners if c.id == "orphaned_session_ids")
+        queries = [watch_query(ctx, kt, owners, since),
+                   sample_since_query(ctx, kt, orphaned.sample(ctx, kt, None), since, 20)]
+        for query in queries:
+            plan = conn.execute(b"EXPLAIN (ANALYZE, FORMAT JSON) " + query.as_bytes(conn)).fetchone()[0]
+            loops = _subplan_loops(plan[0]["Plan"])
+            assert loops and max(loops) <= 4, loops
