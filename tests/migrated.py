@@ -2,9 +2,13 @@
 chatbot.session_master that every key table references ON DELETE CASCADE (conversations is
 range-partitioned, with a default partition). Used by the lifecycle, sessions and backup tests."""
 
-SCHEMA = """
-CREATE SCHEMA chatbot;
-CREATE TABLE chatbot.users (id serial PRIMARY KEY, display_name text NOT NULL);
+from psycopg import sql
+
+from yumai_audit.demo import SCHEMA as DEMO_SCHEMA
+
+# The demo's (pre-migration) schema, migrated: the master, uuid keys, indexes, cascading foreign keys,
+# and defaults so that the tests insert only the columns they care about.
+SCHEMA = DEMO_SCHEMA + """
 INSERT INTO chatbot.users (display_name) SELECT 'user ' || g FROM generate_series(1, 5) g;
 CREATE TABLE chatbot.session_master (
     session_id uuid PRIMARY KEY,
@@ -13,59 +17,30 @@ CREATE TABLE chatbot.session_master (
     session_end timestamp,
     is_active boolean DEFAULT true
 );
-CREATE TABLE chatbot.conversations (
-    id bigserial,
-    session_id uuid NOT NULL REFERENCES chatbot.session_master(session_id) ON DELETE CASCADE,
-    user_id int,
-    role text NOT NULL DEFAULT 'user',
-    message text NOT NULL DEFAULT 'hello',
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (id, created_at)
-) PARTITION BY RANGE (created_at);
-CREATE TABLE chatbot.conversations_2026_08 PARTITION OF chatbot.conversations
-    FOR VALUES FROM ('2026-08-01 00:00+00') TO ('2026-09-01 00:00+00');
-CREATE TABLE chatbot.conversations_2026_09 PARTITION OF chatbot.conversations
-    FOR VALUES FROM ('2026-09-01 00:00+00') TO ('2026-10-01 00:00+00');
-CREATE TABLE chatbot.conversations_2026_10 PARTITION OF chatbot.conversations
-    FOR VALUES FROM ('2026-10-01 00:00+00') TO ('2026-11-01 00:00+00');
-CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
+ALTER TABLE chatbot.recommendations_log ALTER COLUMN session_id TYPE uuid USING session_id::uuid;
+ALTER TABLE chatbot.conversations ALTER COLUMN role SET DEFAULT 'user', ALTER COLUMN message SET DEFAULT 'hello';
+ALTER TABLE chatbot.user_interactions ALTER COLUMN interaction_type SET DEFAULT 'click';
+ALTER TABLE chatbot.recommendations_log ALTER COLUMN item_id SET DEFAULT 1;
+ALTER TABLE chatbot.user_feedback ALTER COLUMN rating SET DEFAULT 5;
 CREATE INDEX conversations_session_idx ON chatbot.conversations (session_id);
-CREATE TABLE chatbot.user_interactions (
-    id bigserial PRIMARY KEY,
-    session_id uuid REFERENCES chatbot.session_master(session_id) ON DELETE CASCADE,
-    user_id int,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX ON chatbot.user_interactions (session_id);
-CREATE TABLE chatbot.recommendations_log (
-    id bigserial PRIMARY KEY,
-    session_id uuid REFERENCES chatbot.session_master(session_id) ON DELETE CASCADE,
-    user_id int,
-    item_id int NOT NULL DEFAULT 1,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
 CREATE INDEX ON chatbot.recommendations_log (session_id);
-CREATE TABLE chatbot.user_feedback (
-    id bigserial PRIMARY KEY,
-    session_id uuid REFERENCES chatbot.session_master(session_id) ON DELETE CASCADE,
-    user_id int,
-    rating int NOT NULL DEFAULT 5,
-    comment text,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
 CREATE INDEX ON chatbot.user_feedback (session_id);
+ALTER TABLE chatbot.conversations ALTER COLUMN created_at SET DEFAULT now(),
+    ADD FOREIGN KEY (session_id) REFERENCES chatbot.session_master (session_id) ON DELETE CASCADE;
+ALTER TABLE chatbot.user_interactions ALTER COLUMN created_at SET DEFAULT now(),
+    ADD FOREIGN KEY (session_id) REFERENCES chatbot.session_master (session_id) ON DELETE CASCADE;
+ALTER TABLE chatbot.recommendations_log ALTER COLUMN created_at SET DEFAULT now(),
+    ADD FOREIGN KEY (session_id) REFERENCES chatbot.session_master (session_id) ON DELETE CASCADE;
+ALTER TABLE chatbot.user_feedback ALTER COLUMN created_at SET DEFAULT now(),
+    ADD FOREIGN KEY (session_id) REFERENCES chatbot.session_master (session_id) ON DELETE CASCADE;
 """
-
-from psycopg import sql
+KEY_TABLES = ("chatbot.conversations", "chatbot.user_interactions", "chatbot.recommendations_log",
+              "chatbot.user_feedback")
 
 
 def ident(name: str) -> sql.Identifier:
     """schema.table (plain names) as an identifier."""
     return sql.Identifier(*name.split("."))
-
-
-KEY_TABLES = ("chatbot.conversations", "chatbot.user_interactions", "chatbot.recommendations_log",
-              "chatbot.user_feedback")
 
 
 def sid(n: int) -> str:
