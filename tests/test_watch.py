@@ -2,6 +2,7 @@
 older damage, counts what the full scan counts when `since` covers everything, and prunes partitions."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -101,7 +102,7 @@ def test_watch_on_a_timestamp_without_time_zone_column_prunes_too(db):
     assert "c_new" in plan and "c_old" not in plan
 
 
-def test_cli_watch_exit_codes(db):
+def test_cli_watch_exit_codes(db, tmp_path):
     build_demo_database(db.conninfo)
     runner = CliRunner()
     clean = runner.invoke(cli, ["watch", "--since", "2026-11-15T00:00:00Z", "--dsn", db.conninfo])
@@ -112,6 +113,13 @@ def test_cli_watch_exit_codes(db):
     assert dirty.exit_code == 1, dirty.output
     assert "chatbot.user_interactions 4" in dirty.output
     assert "3 rows in chatbot.user_interactions refer to 2 unknown sessions" in dirty.output
+    as_json = runner.invoke(cli, ["watch", "--since", "2026-11-15", "--format", "json", "--out", str(tmp_path),
+                                  "--dsn", db.conninfo])
+    assert as_json.exit_code == 1
+    document = json.loads(as_json.output)
+    assert {f["check"] for f in document["findings"]} == {
+        "orphaned_session_ids", "null_session_ids", "malformed_session_ids", "orphaned_user_ids", "missing_master_rows"}
+    assert json.loads((tmp_path / "findings.json").read_text())["findings"] == document["findings"]
     bad = runner.invoke(cli, ["watch", "--since", "last tuesday", "--dsn", db.conninfo])
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
 
