@@ -167,6 +167,138 @@ def scan(target, config, out_dir, fmt, progress, verify_declared):
     return result.exit_code
 
 
+# --- after cutover: session lifecycle and the incremental watch (issue 7) ---------------------------
+
+class _Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value, param, ctx):
+        from .durations import parse_duration
+        from .errors import ConfigError
+
+        try:
+            return parse_duration(value, f"--{param.name.replace('_', '-')}" if param else "duration")
+        except ConfigError as exc:
+            self.fail(str(exc).split(": ", 1)[-1], param, ctx)
+
+
+def lifecycle_options(fn):
+    @click.option("--apply", is_flag=True, help="Change the database (default: a dry run that only counts).")
+    @click.option("--batch-size", type=click.IntRange(1, 100000), default=500, show_default=True,
+                  help="Sessions per transaction.")
+    @click.option("--lock-timeout", type=click.FloatRange(min=0.001), default=5.0, show_default=True,
+                  help="Seconds a batch waits for a lock before it rolls back (run again to resume).")
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        return fn(*args, **kw)
+    return wrapper
+
+
+@cli.group()
+def sessions():
+    """Session lifecycle after cutover: close idle sessions, prune old ones.
+
+    \b
+    Example:
+      yumai-audit sessions close-idle --idle 30m --apply
+    """
+
+
+@sessions.command("close-idle")
+@connection_options
+@selection_options
+@lifecycle_options
+@click.option("--idle", type=_Duration(), default="30m", show_default=True,
+              help="Close sessions with no activity for longer than this (30m, 12h, 7d).")
+def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
+    """Set session_end and is_active = false on sessions idle for longer than --idle.
+
+    Last activity is the latest created_at over every key table (or session_start).
+
+    \b
+    Example:
+      yumai-audit sessions close-idle --idle 30m            # dry run: counts
+      yumai-audit sessions close-idle --idle 30m --apply
+    """
+    from .sessions import close_idle
+
+    r = close_idle(target, config, idle, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
+                   progress=progress_printer(True))
+    for note in r.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{r.active} active session(s); {r.idle} with no activity since {r.cutoff.isoformat()}")
+    if apply:
+        click.echo(f"Closed {r.closed} session(s) in {len(r.batches)} batch(es).")
+    else:
+        click.echo("Dry run: nothing changed; add --apply to close them.")
+    return 0
+
+
+@sessions.command("prune")
+@connection_options
+@selection_options
+@lifecycle_options
+@click.option("--older-than", type=_Duration(), required=True,
+              help="Delete inactive sessions that ended longer ago than this (e.g. 180d).")
+def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
+    """Delete inactive sessions that ended before the cutoff; ON DELETE CASCADE removes their rows.
+
+    The dry run shows how many rows each key table would lose. The apply deletes --batch-size
+    sessions per transaction, each with a lock_timeout, and reports progress.
+
+    \b
+    Example:
+      yumai-audit sessions prune --older-than 180d           # dry run: the cascade, table by table
+      yumai-audit sessions prune --older-than 180d --apply --batch-size 1000
+    """
+    from .sessions import prune
+
+    r = prune(target, config, older_than, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
+              progress=progress_printer(True))
+    click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; with them, ON DELETE CASCADE removes:")
+    for table, rows in r.cascade.items():
+        click.echo(f"  {table}: {rows} row(s)")
+    if apply:
+        click.echo(f"Deleted {r.deleted_sessions} session(s) in {len(r.batches)} batch(es) "
+                   f"(largest {max(r.batches, default=0)}), {sum(r.deleted_rows.values())} row(s) with them.")
+    else:
+        click.echo("Dry run: nothing changed; add --apply to delete them.")
+    return 0
+
+
+@cli.command()
+@connection_options
+@selection_options
+@click.option("--since", "since_text", required=True, metavar="TIMESTAMP|DURATION",
+              help="Check rows created at or after this: an ISO timestamp (UTC if no zone) or a duration back from now (24h).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Terminal output: a text summary or the findings.json document.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write findings.json, CSV and report.html here (default: write nothing).")
+def watch(target, config, since_text, fmt, out_dir):
+    """Incremental scan of the rows created since a point in time, for cron or CI (exit 1: new damage).
+
+    \b
+    Example:
+      yumai-audit watch --since 24h
+      yumai-audit watch --since 2026-11-26T00:00:00+00:00 --format json
+    """
+    from .durations import parse_since
+    from .watch import watch as api_watch
+
+    result = api_watch(target, config, parse_since(since_text))
+    if out_dir:
+        from .api import write_scan
+        write_scan(result, out_dir)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        click.echo(f"Rows created since {result.stats['since']}: "
+                   + ", ".join(f"{t} {n}" for t, n in result.stats["new_rows"].items()))
+        click.echo(summary_text(result))
+    return result.exit_code
+
+
 @cli.command()
 @output_options
 def demo(out_dir):

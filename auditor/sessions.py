@@ -1,0 +1,243 @@
+"""Session maintenance after cutover: close idle sessions, prune old ones (the guide's operating rules).
+
+- `close_idle`: master rows still active whose last activity (the latest `created_at` over every key
+  table, or `session_start`) is older than the idle limit get `is_active = false` and `session_end` =
+  that last activity.
+- `prune`: inactive sessions that ended before a cutoff are deleted; `ON DELETE CASCADE` takes their
+  rows in every key table with them. The dry run counts exactly those rows; the apply deletes in
+  batches of at most `batch_size` sessions, one short transaction each, with a `lock_timeout`.
+
+Both are dry runs unless `apply=True`. Each batch either commits whole or not at all; running again
+resumes where an interrupted run stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from .config import Config
+from .connection import Target, connect, resolve_target
+from .context import AuditContext, KeyTable
+from .errors import AuditError
+from .runner import audit_context
+from yumai_audit.checks.predicates import col, key_uuid, table_ref
+
+Progress = Callable[[str], None]
+DEFAULT_BATCH = 500
+DEFAULT_LOCK_TIMEOUT = 5.0
+
+
+class LifecycleError(AuditError):
+    """The master or the key tables are not in the shape the lifecycle commands need."""
+
+
+@dataclass
+class CloseIdleResult:
+    cutoff: datetime
+    active: int                 # active sessions before the run
+    idle: int                   # of which idle (what the run closes)
+    applied: bool
+    closed: int = 0
+    batches: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PruneResult:
+    cutoff: datetime
+    sessions: int                           # inactive sessions that ended before the cutoff
+    cascade: dict[str, int]                 # rows each key table loses with them
+    applied: bool
+    deleted_sessions: int = 0
+    deleted_rows: dict[str, int] = field(default_factory=dict)
+    batches: list[int] = field(default_factory=list)   # sessions deleted per transaction
+    notes: list[str] = field(default_factory=list)
+
+
+def _target(target: Target | str | None) -> Target:
+    return target if isinstance(target, Target) else resolve_target(target)
+
+
+def _check_master(ctx: AuditContext, *columns: str) -> None:
+    master = ctx.config.master
+    if ctx.master is None:
+        raise LifecycleError(f"the session master {master} does not exist (run the migration first)")
+    needed = (ctx.key, *columns)
+    missing = [c for c in needed if c not in ctx.master.columns]
+    if missing:
+        raise LifecycleError(f"the session master {master} has no column {missing[0]!r}")
+
+
+def _matches(kt: KeyTable, ctx: AuditContext) -> sql.Composable:
+    """`t` (a key table row) belongs to `m` (a master row); a plain equality where both keys are uuid."""
+    return sql.SQL("{} = {}").format(key_uuid(kt.key, "t"), key_uuid(ctx.master_key, "m"))
+
+
+def _activity_tables(ctx: AuditContext) -> tuple[list[KeyTable], list[str]]:
+    created = ctx.config.created_at_column
+    tables, notes = [], []
+    for kt in ctx.key_tables:
+        if not kt.key_checkable:
+            notes.append(f"{kt.name}: key column {kt.key.name} is {kt.key.type}, not uuid or text: ignored")
+        elif created not in kt.table.columns:
+            notes.append(f"{kt.name} has no column {created}: its rows do not count as activity")
+        else:
+            tables.append(kt)
+    return tables, notes
+
+
+def _cutoff(conn: psycopg.Connection, age: timedelta) -> datetime:
+    return conn.execute("SELECT now() - %s", (age,)).fetchone()[0]
+
+
+def _lock_timeout(conn: psycopg.Connection, seconds: float, local: bool = True) -> None:
+    conn.execute(sql.SQL("SET {} lock_timeout = {}").format(
+        sql.SQL("LOCAL") if local else sql.SQL("SESSION"), sql.Literal(f"{max(1, int(seconds * 1000))}ms")))
+
+
+def _open(target: Target | str | None, lock_timeout: float) -> psycopg.Connection:
+    """An autocommit connection whose every statement (catalog reads and counts too) waits at most lock_timeout."""
+    conn = connect(_target(target), autocommit=True)
+    _lock_timeout(conn, lock_timeout, local=False)
+    return conn
+
+
+def _batches(conn: psycopg.Connection, step: Callable[[], int], what: str, lock_timeout: float,
+             say: Progress) -> list[int]:
+    """Run `step` (one bounded batch) in its own transaction until it reports 0 rows."""
+    done: list[int] = []
+    while True:
+        try:
+            with conn.transaction():
+                _lock_timeout(conn, lock_timeout)
+                n = step()
+        except pgerrors.LockNotAvailable:
+            raise AuditError(
+                f"batch {len(done) + 1} waited more than {lock_timeout:g}s for a lock and was rolled back; "
+                f"{sum(done)} {what} in {len(done)} earlier batch(es) are committed; run again to resume") from None
+        if not n:
+            return done
+        done.append(n)
+        say(f"batch {len(done)}: {n} {what} (total {sum(done)})")
+
+
+# --- close idle sessions -------------------------------------------------------------------------
+
+def _idle_predicate(ctx: AuditContext, tables: list[KeyTable], cutoff: datetime) -> sql.Composable:
+    created = ctx.config.created_at_column
+    parts = [sql.SQL("m.is_active IS NOT FALSE")]
+    if "session_start" in ctx.master.columns:
+        parts.append(sql.SQL("coalesce(m.session_start < {c}, true)").format(c=sql.Literal(cutoff)))
+    for kt in tables:
+        parts.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {t} t WHERE {match} AND {created} >= {c})").format(
+            t=table_ref(kt.name), match=_matches(kt, ctx), created=col(created), c=sql.Literal(cutoff)))
+    return sql.SQL(" AND ").join(parts)
+
+
+def _last_activity(ctx: AuditContext, tables: list[KeyTable]) -> sql.Composable:
+    created = ctx.config.created_at_column
+    parts = [sql.SQL("(SELECT max({created}) FROM {t} t WHERE {match})").format(
+        created=col(created), t=table_ref(kt.name), match=_matches(kt, ctx)) for kt in tables]
+    if "session_start" in ctx.master.columns:
+        parts.append(sql.SQL("m.session_start"))
+    return sql.SQL("greatest({})").format(sql.SQL(", ").join(parts))
+
+
+def close_idle(target: Target | str | None, config: Config | None, idle: timedelta, *, apply: bool = False,
+               batch_size: int = DEFAULT_BATCH, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+               progress: Progress | None = None) -> CloseIdleResult:
+    """Count (and with apply=True close) active sessions with no activity for longer than `idle`."""
+    say = progress or (lambda _m: None)
+    config = config or Config()
+    with _open(target, lock_timeout) as conn:
+        ctx = audit_context(conn, config)
+        _check_master(ctx, "is_active", "session_end")
+        tables, notes = _activity_tables(ctx)
+        if not tables and "session_start" not in ctx.master.columns:
+            raise LifecycleError("no key table has a column "
+                                 f"{config.created_at_column!r} and the master has no session_start: "
+                                 "no way to tell when a session was last active")
+        cutoff = _cutoff(conn, idle)
+        master, key = table_ref(ctx.master.name), sql.Identifier(ctx.key)
+        idle_pred = _idle_predicate(ctx, tables, cutoff)
+        active, n_idle = conn.execute(sql.SQL(
+            "SELECT count(*) FILTER (WHERE m.is_active IS NOT FALSE), count(*) FILTER (WHERE {}) FROM {} m"
+        ).format(idle_pred, master)).fetchone()
+        result = CloseIdleResult(cutoff=cutoff, active=active, idle=n_idle, applied=apply, notes=notes)
+        if not apply or not n_idle:
+            return result
+        update = sql.SQL(
+            "WITH batch AS (SELECT m.{key} FROM {master} m WHERE {idle} ORDER BY m.{key} LIMIT {n} "
+            "FOR UPDATE SKIP LOCKED) "
+            "UPDATE {master} m SET is_active = false, "
+            "session_end = coalesce(m.session_end, {last}, CURRENT_TIMESTAMP) "
+            "FROM batch WHERE m.{key} = batch.{key}"
+        ).format(key=key, master=master, idle=idle_pred, n=sql.Literal(batch_size), last=_last_activity(ctx, tables))
+        result.batches = _batches(conn, lambda: conn.execute(update).rowcount, "sessions closed", lock_timeout, say)
+        result.closed = sum(result.batches)
+        return result
+
+
+# --- prune old sessions --------------------------------------------------------------------------
+
+def _check_cascades(ctx: AuditContext) -> None:
+    """Every key table must reference the master ON DELETE CASCADE: otherwise a delete fails or orphans rows."""
+    bad = []
+    for kt in ctx.key_tables:
+        fks = [fk for fk in kt.table.fks_on(kt.key.name) if ctx.is_master_fk(fk)]
+        if not any(fk.on_delete == "c" for fk in fks):
+            bad.append(f"{kt.name} ({'no foreign key' if not fks else 'foreign key without ON DELETE CASCADE'})")
+    if bad:
+        raise LifecycleError(
+            f"prune needs every key table to reference {ctx.config.master_reference} ON DELETE CASCADE; "
+            f"not so: {', '.join(bad)}")
+
+
+def prune(target: Target | str | None, config: Config | None, older_than: timedelta, *, apply: bool = False,
+          batch_size: int = DEFAULT_BATCH, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+          progress: Progress | None = None) -> PruneResult:
+    """Count (and with apply=True delete, in batches) inactive sessions that ended more than `older_than` ago."""
+    if batch_size < 1:
+        raise AuditError("batch size must be at least 1")
+    say = progress or (lambda _m: None)
+    config = config or Config()
+    with _open(target, lock_timeout) as conn:
+        ctx = audit_context(conn, config)
+        _check_master(ctx, "is_active", "session_end")
+        _check_cascades(ctx)
+        cutoff = _cutoff(conn, older_than)
+        master, key = table_ref(ctx.master.name), sql.Identifier(ctx.key)
+        candidate = sql.SQL("m.is_active IS FALSE AND m.session_end < {}").format(sql.Literal(cutoff))
+        with conn.transaction():   # one snapshot for the preview
+            sessions = conn.execute(sql.SQL("SELECT count(*) FROM {} m WHERE {}").format(master, candidate)).fetchone()[0]
+            cascade = {
+                str(kt.name): conn.execute(sql.SQL("SELECT count(*) FROM {m_} m JOIN {t} t ON {match} WHERE {cand}").format(
+                    m_=master, t=table_ref(kt.name), match=_matches(kt, ctx), cand=candidate)).fetchone()[0]
+                for kt in ctx.key_tables}
+        result = PruneResult(cutoff=cutoff, sessions=sessions, cascade=cascade, applied=apply)
+        if not apply or not sessions:
+            return result
+        result.deleted_rows = {name: 0 for name in cascade}
+        pick = sql.SQL("SELECT m.{key} FROM {master} m WHERE {cand} ORDER BY m.{key} LIMIT {n} FOR UPDATE SKIP LOCKED").format(
+            key=key, master=master, cand=candidate, n=sql.Literal(batch_size))
+        counts = [(str(kt.name), sql.SQL("SELECT count(*) FROM {t} t WHERE {k} = ANY(%s)").format(
+            t=table_ref(kt.name), k=key_uuid(kt.key, "t"))) for kt in ctx.key_tables]
+        delete = sql.SQL("DELETE FROM {master} WHERE {key} = ANY(%s)").format(master=master, key=key)
+
+        def step() -> int:
+            keys = [r[0] for r in conn.execute(pick).fetchall()]
+            if not keys:
+                return 0
+            # the picked master rows are locked FOR UPDATE: no new row can reference them meanwhile
+            for name, query in counts:
+                result.deleted_rows[name] += conn.execute(query, (keys,)).fetchone()[0]
+            return conn.execute(delete, (keys,)).rowcount
+
+        result.batches = _batches(conn, step, "sessions deleted", lock_timeout, say)
+        result.deleted_sessions = sum(result.batches)
+        return result

@@ -1,0 +1,175 @@
+"""sessions close-idle and sessions prune on a real migrated database: exact counts, the cascade
+preview equals what is deleted, batches bounded (one transaction each), locks time out cleanly."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from migrated import add_rows, add_session, build, counts, sid
+from yumai_audit.cli import cli
+from yumai_audit.errors import AuditError
+from yumai_audit.sessions import close_idle, prune
+
+
+def _idle_db(db):
+    build(db)
+    # 1: active, last row 2h ago -> idle; 2: active, interaction 5 min ago -> busy
+    # 3: active, no rows, started 3h ago -> idle; 4: already ended -> not counted
+    # 5: active, message 1h ago but feedback 1 min ago -> busy; 6: active, started 2 min ago, no rows -> busy
+    for n in (1, 2, 3, 5):
+        add_session(db, n, start_ago="3 hours")
+    add_session(db, 4, start_ago="3 hours", ended_ago="2 hours", active=False)
+    add_session(db, 6, start_ago="2 minutes")
+    add_rows(db, "chatbot.conversations", 1, 3, "2 hours")
+    add_rows(db, "chatbot.user_interactions", 1, 1, "150 minutes")
+    add_rows(db, "chatbot.conversations", 2, 2, "2 hours")
+    add_rows(db, "chatbot.user_interactions", 2, 1, "5 minutes")
+    add_rows(db, "chatbot.conversations", 5, 1, "1 hour")
+    add_rows(db, "chatbot.user_feedback", 5, 1, "1 minute")
+
+
+def test_close_idle_dry_run_counts_and_changes_nothing(db):
+    _idle_db(db)
+    r = close_idle(db.conninfo, None, timedelta(minutes=30))
+    assert (r.active, r.idle, r.closed, r.applied) == (5, 2, 0, False)
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE is_active") == 5
+
+
+def test_close_idle_apply_closes_exactly_the_idle_sessions_with_their_last_activity(db):
+    _idle_db(db)
+    r = close_idle(db.conninfo, None, timedelta(minutes=30), apply=True, batch_size=1)
+    assert (r.idle, r.closed, r.batches) == (2, 2, [1, 1])
+    closed = {row[0] for row in db.fetchall("SELECT session_id::text FROM chatbot.session_master "
+                                            "WHERE NOT is_active AND session_id <> %s", (sid(4),))}
+    assert closed == {sid(1), sid(3)}
+    # session_end = the last activity: the latest row for 1, session_start for 3 (no rows)
+    assert db.scalar("SELECT session_end = (SELECT max(created_at) FROM chatbot.conversations WHERE session_id = %s)::timestamp "
+                     "FROM chatbot.session_master WHERE session_id = %s", (sid(1), sid(1))) is True
+    assert db.scalar("SELECT session_end = session_start FROM chatbot.session_master WHERE session_id = %s", (sid(3),)) is True
+    # session 4 keeps its own end
+    assert db.scalar("SELECT session_end < now() - interval '119 minutes' FROM chatbot.session_master "
+                     "WHERE session_id = %s", (sid(4),)) is True
+    assert close_idle(db.conninfo, None, timedelta(minutes=30)).idle == 0
+
+
+def _prune_db(db):
+    build(db)
+    # sessions 1-5: ended 200 days ago (pruned at 180d); 6: ended 10 days ago; 7: active since 300 days
+    for n in range(1, 6):
+        add_session(db, n, start_ago="201 days", ended_ago="200 days", active=False)
+    add_session(db, 6, start_ago="11 days", ended_ago="10 days", active=False)
+    add_session(db, 7, start_ago="300 days")
+    for n in range(1, 8):
+        add_rows(db, "chatbot.conversations", n, n, "200 days")
+        add_rows(db, "chatbot.user_interactions", n, n % 3, "200 days")
+    add_rows(db, "chatbot.recommendations_log", 2, 4, "200 days")
+    add_rows(db, "chatbot.user_feedback", 5, 2, "200 days")
+    add_rows(db, "chatbot.user_feedback", 6, 1, "10 days")
+
+
+EXPECTED_CASCADE = {"chatbot.conversations": 15, "chatbot.user_interactions": 1 + 2 + 0 + 1 + 2,
+                    "chatbot.recommendations_log": 4, "chatbot.user_feedback": 2}
+
+
+def test_prune_dry_run_previews_the_cascade_and_changes_nothing(db):
+    _prune_db(db)
+    before = counts(db)
+    r = prune(db.conninfo, None, timedelta(days=180))
+    assert r.sessions == 5
+    assert r.cascade == EXPECTED_CASCADE
+    assert counts(db) == before
+
+
+def test_prune_apply_deletes_in_bounded_batches_exactly_the_previewed_rows(db):
+    _prune_db(db)
+    db.execute("CREATE TABLE public.deleted_log (txid bigint, sid uuid)")
+    db.execute("CREATE FUNCTION public.log_delete() RETURNS trigger LANGUAGE plpgsql AS $$ "
+               "BEGIN INSERT INTO public.deleted_log VALUES (txid_current(), OLD.session_id); RETURN OLD; END $$")
+    db.execute("CREATE TRIGGER log_delete AFTER DELETE ON chatbot.session_master "
+               "FOR EACH ROW EXECUTE FUNCTION public.log_delete()")
+    before = counts(db)
+    preview = prune(db.conninfo, None, timedelta(days=180))
+    r = prune(db.conninfo, None, timedelta(days=180), apply=True, batch_size=2)
+    after = counts(db)
+    lost = {t: before[t] - after[t] for t in before}
+    assert lost == preview.cascade == r.deleted_rows == EXPECTED_CASCADE
+    assert (r.deleted_sessions, r.batches) == (5, [2, 2, 1])
+    per_tx = [row[0] for row in db.fetchall("SELECT count(*) FROM public.deleted_log GROUP BY txid ORDER BY 1 DESC")]
+    assert per_tx == [2, 2, 1]       # three transactions, none deleting more than 2 sessions
+    left = {row[0] for row in db.fetchall("SELECT session_id::text FROM chatbot.session_master")}
+    assert left == {sid(6), sid(7)}
+    assert prune(db.conninfo, None, timedelta(days=180)).sessions == 0
+
+
+def test_prune_batch_that_cannot_lock_rolls_back_whole_and_a_rerun_resumes(db):
+    _prune_db(db)
+    before = counts(db)
+    with psycopg.connect(db.conninfo) as blocker:
+        # SHARE lets the catalog reads and the preview through but blocks the cascade's DELETE
+        blocker.execute("LOCK TABLE chatbot.user_feedback IN SHARE MODE")
+        with pytest.raises(AuditError, match="rolled back"):
+            prune(db.conninfo, None, timedelta(days=180), apply=True, batch_size=10, lock_timeout=0.2)
+        assert counts(db) == before
+        assert db.scalar("SELECT count(*) FROM chatbot.session_master") == 7
+        blocker.rollback()
+    r = prune(db.conninfo, None, timedelta(days=180), apply=True, batch_size=10)
+    assert r.deleted_rows == EXPECTED_CASCADE and r.batches == [5]
+
+
+def test_prune_refuses_when_a_key_table_lacks_the_cascading_foreign_key(db):
+    _prune_db(db)
+    db.execute("CREATE TABLE chatbot.extra (session_id uuid REFERENCES chatbot.session_master(session_id))")
+    db.execute("CREATE TABLE chatbot.loose (session_id uuid)")
+    result = CliRunner().invoke(cli, ["sessions", "prune", "--older-than", "180d", "--apply", "--dsn", db.conninfo])
+    assert result.exit_code == 2
+    assert "chatbot.extra (foreign key without ON DELETE CASCADE)" in result.output
+    assert "chatbot.loose (no foreign key)" in result.output
+    assert "Traceback" not in result.output
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master") == 7
+
+
+def test_lifecycle_commands_refuse_a_database_without_master(db):
+    db.execute("CREATE TABLE public.t (session_id uuid, created_at timestamptz)")
+    result = CliRunner().invoke(cli, ["sessions", "close-idle", "--dsn", db.conninfo])
+    assert result.exit_code == 2
+    assert "session master chatbot.session_master does not exist" in result.output
+
+
+def test_cli_prune_dry_run_and_apply_output(db):
+    _prune_db(db)
+    runner = CliRunner()
+    dry = runner.invoke(cli, ["sessions", "prune", "--older-than", "180d", "--dsn", db.conninfo])
+    assert dry.exit_code == 0, dry.output
+    assert "5 inactive session(s) ended before" in dry.output
+    assert "  chatbot.conversations: 15 row(s)" in dry.output
+    assert "Dry run: nothing changed" in dry.output
+    applied = runner.invoke(cli, ["sessions", "prune", "--older-than", "180d", "--apply", "--batch-size", "2",
+                                  "--dsn", db.conninfo])
+    assert applied.exit_code == 0, applied.output
+    assert "Deleted 5 session(s) in 3 batch(es) (largest 2), 27 row(s) with them." in applied.output
+    assert "batch 3: 1 sessions deleted (total 5)" in applied.output
+
+
+def test_cli_close_idle_dry_run(db):
+    _idle_db(db)
+    result = CliRunner().invoke(cli, ["sessions", "close-idle", "--idle", "30m", "--dsn", db.conninfo])
+    assert result.exit_code == 0, result.output
+    assert "5 active session(s); 2 with no activity since" in result.output
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE is_active") == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sessions", "prune", "--older-than", "180"], "'180' is not a duration"),
+    (["sessions", "prune", "--older-than", "0d"], "must be longer than zero"),
+    (["sessions", "prune"], "Missing option '--older-than'"),
+    (["sessions", "close-idle", "--idle", "soon"], "'soon' is not a duration"),
+    (["sessions", "prune", "--older-than", "1d", "--batch-size", "0"], "--batch-size"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    result = CliRunner().invoke(cli, args + ["--dsn", "postgresql://nobody@127.0.0.1:1/none"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
