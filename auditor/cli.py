@@ -107,7 +107,7 @@ def progress_printer(enabled: bool):
         return None
     from .progress import LiveProgress
 
-    stream = click.get_text_stream("stderr")
+    stream = sys.stderr
     return LiveProgress(stream, live=stream.isatty())
 
 
@@ -312,6 +312,7 @@ def demo(out_dir):
     from pathlib import Path
 
     from .api import apply as api_apply
+    from .backup import backup_hook
     from .connection import connect
     from .demo import build_demo_database
     from .embedded import embedded_server
@@ -325,7 +326,8 @@ def demo(out_dir):
         click.echo("Building the sample database (embedded PostgreSQL)...")
         build_demo_database(target.conninfo)
         click.echo("Scanning, then applying the migration (yumai-audit fix --apply)...")
-        result = api_apply(target, load_config(None, {}), out_dir=out)
+        result = api_apply(target, load_config(None, {}), out_dir=out,
+                           before_first_change=backup_hook(target, out, click.echo))
     click.echo("Before the migration:")
     click.echo(summary_text(result.before))
     click.echo("")
@@ -395,9 +397,12 @@ def plan_summary(plan) -> str:
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Sessions registered per backfill transaction.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="With --apply: directory for plan.sql, apply-log.json and the reports.")
+              help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
+                   f"(default {DEFAULT_OUT}).")
+@click.option("--no-backup", is_flag=True,
+              help="With --apply: skip the pg_dump backup of the tables the migration changes.")
 def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
-        out_dir):
+        out_dir, no_backup):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -423,7 +428,14 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
         if not sys.stdin.isatty():
             raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
         click.confirm(f"Apply {len(the_plan.pending)} steps to {target.display}?", abort=True)
-    result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir, **options)
+    from .backup import backup_hook
+
+    out_dir = out_dir or DEFAULT_OUT
+    if no_backup:
+        click.echo("No backup (--no-backup).")
+    hook = None if no_backup else backup_hook(target, out_dir, click.echo)
+    result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
+                       before_first_change=hook, **options)
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
@@ -431,8 +443,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
                    (f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""))
     for problem in result.problems:
         click.echo(f"  still wrong: {problem}")
-    if out_dir:
-        click.echo(f"Plan, log and reports: {out_dir}")
+    click.echo(f"Plan, log and reports: {out_dir}")
     return 0 if result.ok else 1
 
 

@@ -258,12 +258,13 @@ class Executor:
                                for p in run_check(conn, s)]
             self.say("nothing to do: every step is already done; the database was not changed")
             return
+        if self.before_first_change is not None:
+            # before anything is written, the journal included: a failed backup leaves no trace
+            tables = sorted({t for s in pending for t in s.changes})
+            self.before_first_change(tables)
         result.interrupted = self._ensure_journal(conn)
         if result.interrupted:
             self.say(f"resuming: an earlier run stopped during {', '.join(result.interrupted)}")
-        if self.before_first_change is not None:
-            tables = sorted({t for s in pending for t in s.changes})
-            self.before_first_change(tables)
         for number, step in enumerate(steps, 1):
             label = f"[{number}/{total}] {step.id}"
             if step.kind is Kind.CHECK:

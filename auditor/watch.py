@@ -27,7 +27,7 @@ from .model import CheckResult, Finding, ScanResult, Status
 from .runner import audit_context, select_checks
 
 Progress = Callable[[str], None]
-NOT_INCREMENTAL = "not incremental (database-wide or catalog check): run scan"
+NOT_INCREMENTAL = "not incremental (database-wide, catalog or whole-session check): run scan"
 
 
 def _known_lookup(ctx: AuditContext, target: KeyTable) -> sql.Composable:
@@ -72,7 +72,8 @@ def since_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
 
 def watch_query(ctx: AuditContext, target: KeyTable, checks: list[Check], since: sql.Composable) -> sql.Composable:
     """The one query over `target`'s new rows for `checks` (table-scope), measures in the checks' order."""
-    return since_pass(ctx, target, {f"{c.id}.{m}": v for c in checks for m, v in c.measures(ctx, target).items()}, since)
+    return since_pass(ctx, target, {f"{c.id}.{m}": v for c in checks
+                                    for m, v in (c.row_measures(ctx, target) or {}).items()}, since)
 
 
 def sample_since_query(ctx: AuditContext, target: KeyTable, sample, since: sql.Composable, limit: int) -> sql.Composable:
@@ -115,7 +116,8 @@ def watch(target: Target | str | None, config: Config | None, since: datetime,
 def watch_tables(ctx: AuditContext, checks: list[Check]):
     """Per table-scope check, its targets that have the created_at column; per such table, its checks."""
     created = ctx.config.created_at_column
-    targets = {c.id: [t for t in c.targets(ctx) if created in t.table.columns] for c in checks if c.scope == "table"}
+    targets = {c.id: [t for t in c.targets(ctx) if created in t.table.columns and c.row_measures(ctx, t) is not None]
+               for c in checks if c.scope == "table"}
     by_table: dict[str, tuple[KeyTable, list[Check]]] = {}
     for check in checks:
         for t in targets.get(check.id, []):
@@ -134,7 +136,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], since: datetime, say: Pro
             notes.append(f"{kt.name} has no column {created}: not watched")
     for name, (kt, owners) in by_table.items():
         since_sql = since_literal(conn, kt, created, since)
-        measures = {(c.id, m): v for c in owners for m, v in c.measures(ctx, kt).items()}
+        measures = {(c.id, m): v for c in owners for m, v in c.row_measures(ctx, kt).items()}
         say(f"watching {name}")
         row = conn.execute(watch_query(ctx, kt, owners, since_sql)).fetchone()
         new_rows[name] = int(row[0])
@@ -142,7 +144,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], since: datetime, say: Pro
         for check in owners:
             own = {m: int(values[(check.id, m)] or 0) for (cid, m) in measures if cid == check.id}
             for finding in check.judge(ctx, kt, own):
-                sample = check.sample(ctx, kt, finding)
+                sample = check.row_sample(ctx, kt)
                 if sample is not None and ctx.config.sample_size:
                     query = sample_since_query(ctx, kt, sample, since_sql, ctx.config.sample_size)
                     finding.sample = [r[0] for r in conn.execute(query).fetchall()]
@@ -151,7 +153,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], since: datetime, say: Pro
                 findings[check.id].append(finding)
     results = []
     for check in checks:
-        if check.scope != "table":
+        if check.scope != "table" or not any(check.row_measures(ctx, t) is not None for t in check.targets(ctx)):
             status, reason = Status.SKIPPED, NOT_INCREMENTAL
         elif not targets[check.id]:
             status, reason = Status.SKIPPED, check.skip_reason

@@ -106,6 +106,17 @@ class Check:
     def sample(self, ctx: AuditContext, target: KeyTable, finding: Finding) -> Sample | None:
         return None
 
+    # incremental scans (watch): the same question over some of the target's rows
+    def row_measures(self, ctx: AuditContext, target: KeyTable) -> dict[str, Measure] | None:
+        """The measures over the target's rows alone, with `kn` looked up per row: the declared
+        measures when they are over the table; None when the check has no row-wise form."""
+        declared = self.measures(ctx, target)
+        return declared if all(m.over == OVER_TABLE for m in declared.values()) else None
+
+    def row_sample(self, ctx: AuditContext, target: KeyTable) -> Sample | None:
+        sample = self.sample(ctx, target, None)
+        return sample if sample is None or sample.over == OVER_TABLE else None
+
     # catalog checks
     def judge_catalog(self, ctx: AuditContext) -> list[Finding]:
         return []

@@ -4,8 +4,8 @@ from psycopg import sql
 
 from yumai_audit.model import Severity
 
-from .base import OVER_SESSIONS, USES_KNOWN, Check, Sample, count_sessions_where, plural
-from .predicates import session_not_in_master
+from .base import OVER_SESSIONS, USES_KNOWN, Check, Sample, count_distinct_where, count_sessions_where, plural
+from .predicates import key_uuid, not_in_master, session_not_in_master
 
 
 class MissingMasterRows(Check):
@@ -44,3 +44,10 @@ class MissingMasterRows(Check):
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_not_in_master(), frozenset({USES_KNOWN}),
                       distinct=False, over=OVER_SESSIONS)
+
+    def row_measures(self, ctx, target):
+        # per row, `kn` is the row's own session looked up in the master
+        return {"keys": count_distinct_where(key_uuid(target.key), not_in_master(target.key), USES_KNOWN)}
+
+    def row_sample(self, ctx, target):
+        return Sample(key_uuid(target.key), not_in_master(target.key), frozenset({USES_KNOWN}))

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from yumai_audit.model import Severity
-
 from psycopg import sql
 
-from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Check, Sample, count_sessions_where, plural,
-                   sum_sessions_where)
+from yumai_audit.model import Severity
+
+from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Check, Sample, count_distinct_where, count_where,
+                   count_sessions_where, plural, sum_sessions_where)
 from .passes import session_rows
-from .predicates import session_orphaned
+from .predicates import key_uuid, orphaned, session_orphaned
 
 
 class OrphanedSessionIds(Check):
@@ -48,3 +48,11 @@ class OrphanedSessionIds(Check):
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_orphaned(session_rows(ctx, target)),
                       frozenset({USES_KNOWN, USES_SESSION_ROWS}), distinct=False, over=OVER_SESSIONS)
+
+    def row_measures(self, ctx, target):
+        # per row, `kn` is the row's own session looked up in the master and the source table
+        return {"rows": count_where(orphaned(target.key), USES_KNOWN),
+                "keys": count_distinct_where(key_uuid(target.key), orphaned(target.key), USES_KNOWN)}
+
+    def row_sample(self, ctx, target):
+        return Sample(key_uuid(target.key), orphaned(target.key), frozenset({USES_KNOWN}))

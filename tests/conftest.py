@@ -86,3 +86,10 @@ def db(pg_server):
 @pytest.fixture
 def config():
     return Config()
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Every test (and every CLI it starts) runs in its own folder: default outputs such as
+    ./yumai-audit-report and fix --apply's backup never land in the repository."""
+    monkeypatch.chdir(tmp_path)

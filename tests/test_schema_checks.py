@@ -166,7 +166,7 @@ def test_valid_fks_are_verified_only_on_request(db, tmp_path):
     assert res.exit_code == 1, res.output
     data = json.loads(res.stdout)
     assert [(f["table"], f["rows"]) for f in data["findings"] if f["check"] == "orphaned_fk_rows"] == [("shop.orders", 3)]
-    cfg = tmp_path / "yumai-audit.toml"
+    cfg = tmp_path / "verify.toml"   # not ./yumai-audit.toml: the test runs in tmp_path
     cfg.write_text("verify_declared = true\n")
     assert load_config(cfg).verify_declared is True
     res = runner.invoke(cli, ["scan", "--dsn", db.conninfo, "--out", str(out), "--config", str(cfg), "--format", "json"])
