@@ -255,8 +255,11 @@ def plan_summary(plan) -> str:
               help="Sessions registered per backfill transaction.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="With --apply: directory for plan.sql, apply-log.json and the reports.")
+@click.option("--include", "include", metavar="schema", default="",
+              help="Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift "
+                   "(index CONCURRENTLY, NOT VALID, then VALIDATE). Default: report them only.")
 def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
-        out_dir):
+        out_dir, include):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -264,12 +267,13 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
       yumai-audit fix --dsn postgresql://owner@db/yumai            # show the plan
       yumai-audit fix --dsn ... --sql migration.sql                # the exact SQL, annotated
       yumai-audit fix --dsn ... --apply --yes --out ./migration    # run it
+      yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
     """
     from .api import apply as api_apply, plan as api_plan
     from .sqlscript import render_script
 
     options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
-               "lock_timeout": lock_timeout, "batch_size": batch_size}
+               "lock_timeout": lock_timeout, "batch_size": batch_size, "include": include}
     the_plan = api_plan(target, config, **options)
     if sql_file:
         with open(sql_file, "w", encoding="utf-8") as fh:
