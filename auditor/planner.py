@@ -7,6 +7,8 @@ the scan counts as malformed or orphaned are exactly the rows the fix moves.
 Order: preflight, master, malformed rows out and text keys to uuid, indexes (CONCURRENTLY), backfill
 per source partition, orphans, then per key table (the source table first): catch-up backfill, FK
 NOT VALID, catch-up again, VALIDATE (per partition, then the parent, on PostgreSQL 12-17); verify.
+With `include=("schema",)`, `schema_plan` then adds the schema-wide FKs with the same builders
+(`leading_index_steps`, `fk_sequence`, `add_fk`, `validate_fk`).
 """
 from __future__ import annotations
 

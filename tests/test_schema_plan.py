@@ -1,6 +1,8 @@
-"""`fix --include schema` on real PostgreSQL: confirmed implied FKs get an index and a validated FK,
-a partition lacking its siblings' FK gets it and the parent declares it, nothing of this without
-the option, a second apply changes nothing, an interrupted run resumes, declared locks hold."""
+"""`fix --include schema` (auditor/schema_plan.py). Without a database: the option, the FK
+definitions it writes, nothing planned without the option or without evidence. On real PostgreSQL:
+confirmed implied FKs get an index and a validated FK, a partition lacking its siblings' FK gets it
+and the parent declares it, a second apply changes nothing, an interrupted run resumes, declared
+locks hold."""
 from __future__ import annotations
 
 import psycopg
@@ -9,15 +11,82 @@ from click.testing import CliRunner
 from psycopg import errors as pgerrors
 
 from yumai_audit import api
+from yumai_audit.catalog import Catalog, Column, Table
 from yumai_audit.cli import cli
-from yumai_audit.config import Config
+from yumai_audit.config import Config, QualifiedName
+from yumai_audit.context import build_context
 from yumai_audit.executor import StepFailed
-from yumai_audit.planner import PG_NOT_VALID_ON_PARTITIONED
+from yumai_audit.planner import PG_NOT_VALID_ON_PARTITIONED, FixOptions, FkSpec, PlanError, build_plan
+from yumai_audit.schema_plan import probes
 from yumai_audit.steps import LockMode
+
+INT = Column("id", "integer", "int4", True)
+
+
+def shop_catalog(version=150000, with_session=True) -> Catalog:
+    """shop.customers(id) and shop.orders(customer_id bigint): an implied FK; optionally a session table."""
+    qn = QualifiedName
+    tables = [
+        Table(1, qn("shop", "customers"), "r", {"id": INT}, ("id",), 5, 8192),
+        Table(2, qn("shop", "orders"), "r", {"id": INT, "customer_id": Column("customer_id", "bigint", "int8", False)},
+              ("id",), 5, 8192),
+    ]
+    if with_session:
+        tables.append(Table(3, qn("chatbot", "user_feedback"), "r",
+                            {"id": INT, "session_id": Column("session_id", "uuid", "uuid", False)}, ("id",), 5, 8192))
+    return Catalog("db", "x", version, {t.name: t for t in tables})
+
+
+def test_the_option_is_off_by_default_and_needs_evidence():
+    ctx = build_context(shop_catalog(), Config())
+    (probe,) = probes(ctx)
+    evidence = {probe.key: [(3, 0, None)]}           # 3 distinct values, none missing
+    off = build_plan(ctx, FixOptions(), evidence)
+    assert off.steps and not [s.id for s in off.steps if "shop" in s.id or any("shop" in t for t in s.tables)]
+    on = build_plan(ctx, FixOptions(include="schema"), evidence)
+    assert [s.id for s in on.steps if "shop" in s.id] == [
+        "index:shop.orders.customer_id", "fk-add:shop.orders.customer_id", "fk-validate:shop.orders.customer_id"]
+    # after the session migration (its verify and last FK first), checked by its own final step
+    ids = [s.id for s in on.steps]
+    assert ids.index("fk-add:shop.orders.customer_id") > ids.index("fk-validate:chatbot.user_feedback")
+    assert ids[-1] == "verify-schema"
+    # no measurement (the probe failed): nothing planned; a missing value: nothing planned, noted
+    assert [s.id for s in build_plan(ctx, FixOptions(include="schema"), {}).steps if "shop" in s.id] == []
+    noted = build_plan(ctx, FixOptions(include="schema"), {probe.key: [(200, 1, ["77"])]})
+    assert [s.id for s in noted.steps if "shop" in s.id] == []
+    assert any("1 of 200 distinct values are not in shop.customers (e.g. 77)" in n for n in noted.notes)
+    # no session table: the schema steps alone, behind a preflight without the master's checks
+    alone = build_plan(build_context(shop_catalog(with_session=False), Config()), FixOptions(include="schema"), evidence)
+    assert [s.id for s in alone.steps] == ["preflight", "index:shop.orders.customer_id",
+                                           "fk-add:shop.orders.customer_id", "fk-validate:shop.orders.customer_id",
+                                           "verify-schema"]
+    assert "gen_random_uuid" not in alone.steps[0].sql_text() and "shop" in alone.steps[0].sql_text()
+    with pytest.raises(PlanError, match="nothing to migrate"):
+        build_plan(build_context(shop_catalog(with_session=False), Config()), FixOptions(), evidence)
+
+
+def test_include_values_are_checked():
+    assert FixOptions(include="schema, schema").include == ("schema",)
+    assert FixOptions(include=("schema",)).to_dict()["include"] == ("schema",)
+    with pytest.raises(PlanError, match="--include must be one of schema"):
+        FixOptions(include="data")
+
+
+def test_fk_definitions_are_spelled_from_the_catalog_letters():
+    spec = FkSpec(("a", "B"), QualifiedName("s", "P"), ("x", "y"), on_delete="n", on_update="c", match="f",
+                  deferrable=True, deferred=True)
+    assert spec.definition(not_valid=True).as_string(None) == (
+        'FOREIGN KEY ("a", "B") REFERENCES "s"."P" ("x", "y") MATCH FULL ON DELETE SET NULL ON UPDATE CASCADE '
+        'DEFERRABLE INITIALLY DEFERRED NOT VALID')
+    assert FkSpec(("a",), QualifiedName("s", "p"), ("id",)).definition(not_valid=False).as_string(None) == (
+        'FOREIGN KEY ("a") REFERENCES "s"."p" ("id")')
+    with pytest.raises(PlanError):
+        FkSpec(("a",), QualifiedName("s", "p"), ("id",), on_delete="?")
 
 # orders.customer_id: implied, all values present (bigint -> int); reviews.product_id: implied at
 # 200 of 201 values (99.5%): confirmed, but one value blocks it; events: partitioned, its FK to
-# customers on every partition but the newest and not on the parent (one of them NOT VALID), and
+# customers (ON DELETE CASCADE DEFERRABLE) on every partition but the newest and not on the parent
+# (one of them NOT VALID), and
 # an implied product_id. Every value that should be present is.
 SHOP = """
 CREATE SCHEMA shop;
@@ -35,10 +104,12 @@ CREATE TABLE shop.events_2026_01 PARTITION OF shop.events FOR VALUES FROM ('2026
 CREATE TABLE shop.events_2026_02 PARTITION OF shop.events FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
 CREATE TABLE shop.events_default PARTITION OF shop.events DEFAULT;
 INSERT INTO shop.events VALUES (1, 1, 1, '2026-01-05'), (2, 2, 7, '2026-02-03'), (3, NULL, 9, '2025-12-15');
-ALTER TABLE shop.events_2026_01 ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES shop.customers (id);
+ALTER TABLE shop.events_2026_01 ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES shop.customers (id)
+    ON DELETE CASCADE DEFERRABLE;
 ALTER TABLE shop.events_2026_02 ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES shop.customers (id)
-    NOT VALID;
-ALTER TABLE shop.events_default ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES shop.customers (id);
+    ON DELETE CASCADE DEFERRABLE NOT VALID;
+ALTER TABLE shop.events_default ADD CONSTRAINT events_customer_fk FOREIGN KEY (customer_id) REFERENCES shop.customers (id)
+    ON DELETE CASCADE DEFERRABLE;
 CREATE TABLE shop.events_2026_03 PARTITION OF shop.events FOR VALUES FROM ('2026-03-01') TO ('2026-04-01');
 INSERT INTO shop.events VALUES (4, 3, 2, '2026-03-02'), (5, 5, 200, '2026-03-03');
 """
@@ -61,16 +132,13 @@ WHERE l.pid = %s AND l.granted AND l.locktype = 'relation' AND c.relkind IN ('r'
 PARTS = ("events_2026_01", "events_2026_02", "events_2026_03", "events_default")
 
 
-def shop_steps(plan):
-    return [s.id for s in plan.steps if any(t.startswith("shop.") for t in s.tables) or "shop." in s.id]
-
-
 def expected_fks(version):
     out = []
-    # the drift repaired: the parent's FK plus one per partition (the old ones attached, the new one added)
-    out.append(("events", "events_customer_id_fkey", True, "a", "customers", False))
+    # the drift repaired: the parent's FK plus one per partition (the old ones attached, the new one added
+    # with the siblings' definition: CASCADE, DEFERRABLE; anything else would be a second constraint)
+    out.append(("events", "events_customer_id_fkey", True, "c", "customers", False))
     for p in PARTS:
-        out.append((p, "events_customer_fk", True, "a", "customers", True))
+        out.append((p, "events_customer_fk", True, "c", "customers", True))
     # the implied events.product_id: on PG18 added on the parent, inherited by the partitions; on 12-17
     # added per partition and attached by the parent's
     out.append(("events", "events_product_id_fkey", True, "a", "products", False))
@@ -140,6 +208,8 @@ def test_include_schema_adds_implied_and_drifting_fks_online(db, tmp_path):
         assert on_declared == step.lock and strongest <= step.lock, (sid, on_declared, strongest, step.lock)
 
     assert db.fetchall(FKS) == expected_fks(version)
+    assert db.scalar("SELECT condeferrable FROM pg_constraint WHERE conrelid = 'shop.events_2026_03'::regclass "
+                     "AND conname = 'events_customer_fk'") is True
     indexes = db.fetchall(INDEXES)
     assert ("orders", "orders_customer_id_idx", True) in indexes
     assert ("events", "events_product_id_idx", True) in indexes
