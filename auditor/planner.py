@@ -184,10 +184,6 @@ class FkSpec:
             raise PlanError(f"cannot spell the foreign key ({', '.join(self.columns)}) -> {self.ref_table}: "
                             f"actions {self.on_delete!r}/{self.on_update!r}, match {self.match!r}")
 
-    @property
-    def describe(self) -> str:
-        return f"({', '.join(self.columns)}) -> {self.ref_table} ON DELETE {FK_ACTIONS[self.on_delete]}"
-
     def definition(self, not_valid: bool) -> sql.Composable:
         """`FOREIGN KEY (...) REFERENCES ... [MATCH FULL] [ON DELETE x] [ON UPDATE x] [DEFERRABLE ...] [NOT VALID]`."""
         out = [sql.SQL("FOREIGN KEY ({}) REFERENCES {} ({})").format(
@@ -231,6 +227,7 @@ class _Builder:
     notes: list[str] = field(default_factory=list)
     our_indexes: list[str] = field(default_factory=list)
     altered: list[QualifiedName] = field(default_factory=list)   # tables the schema steps alter (owner needed)
+    referenced: list[QualifiedName] = field(default_factory=list)  # tables their FKs reference (REFERENCES needed)
 
     # names ------------------------------------------------------------------------------------
     @property
@@ -467,9 +464,9 @@ class _Builder:
         names = [k.name for k in tables] + ([self.ctx.users.name] if self.ctx.users is not None and tables else [])
         if self.ctx.master is not None and tables:
             names.append(self.master)
-        names += [n for n in self.altered if n not in names]
+        names += [n for n in dict.fromkeys(self.altered) if n not in names]
         pairs = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n.schema), sql.Literal(n.name))
-                                   for n in names or [QualifiedName("", "")])
+                                   for n in names or [QualifiedName("", "")])   # no table: matches nothing
         parts = [
             sql.SQL("SELECT 'PostgreSQL ' || current_setting('server_version') || ' has no gen_random_uuid() "
                     "(core since 13; on 12 install pgcrypto)' WHERE to_regprocedure('gen_random_uuid()') IS NULL"),
@@ -491,6 +488,10 @@ class _Builder:
         ]
         if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
             parts = parts[1:4]
+        for ref in dict.fromkeys(self.referenced):
+            parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
+                sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
+                relid(ref), relid(ref)))
         return Step(id="preflight", description="Server version, privileges, no invalid index left behind",
                     statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
                     kind=Kind.CHECK)

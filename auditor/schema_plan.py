@@ -152,6 +152,7 @@ def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]
         spec = FkSpec((column,), c.parent.name, (c.parent_key,))   # ON DELETE NO ACTION, see the docstring
         suffix = f".{column}"
         builder.altered.append(c.table.name)
+        builder.referenced.append(c.parent.name)
         indexed = builder.leading_index_steps(c.table, column, after, suffix)
         last.append(builder.fk_sequence(c.table, spec, short_name(c.table.name.name, column, suffix="fkey"),
                                         [*after, *indexed], suffix=suffix))
@@ -185,6 +186,7 @@ def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]
         suffix = "." + ",".join(sig.columns)
         names = {fk.name for fk in d.siblings}
         builder.altered.append(d.parent.name)
+        builder.referenced.append(sig.ref_table)
         validated = []
         for p in d.lacking:
             name = next(iter(names)) if len(names) == 1 else short_name(p.name.name, *sig.columns, suffix="fkey")

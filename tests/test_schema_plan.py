@@ -271,3 +271,57 @@ def test_include_is_checked(db):
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--include", "everything"])
     assert res.exit_code == 2 and "--include must be one of schema" in res.output
     assert "Traceback" not in res.output
+
+
+def test_fks_on_every_partition_but_not_the_parent_are_attached_by_the_parent(db):
+    """The state a PostgreSQL 12-17 run leaves when cut off before the parent's FK: only that is planned."""
+    db.execute("""
+        CREATE SCHEMA shop;
+        CREATE TABLE shop.customers (id int PRIMARY KEY);
+        INSERT INTO shop.customers VALUES (1);
+        CREATE TABLE shop.visits (buyer int, day date NOT NULL) PARTITION BY RANGE (day);
+        CREATE TABLE shop.visits_a PARTITION OF shop.visits FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+        CREATE TABLE shop.visits_b PARTITION OF shop.visits FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
+        INSERT INTO shop.visits VALUES (1, '2026-01-02'), (1, '2026-02-02');
+        ALTER TABLE shop.visits_a ADD CONSTRAINT visits_buyer_fk FOREIGN KEY (buyer) REFERENCES shop.customers (id);
+        ALTER TABLE shop.visits_b ADD CONSTRAINT visits_buyer_fk FOREIGN KEY (buyer) REFERENCES shop.customers (id);
+    """)
+    plan = api.plan(db.conninfo, Config(), include="schema")
+    assert [s.id for s in plan.steps] == ["preflight", "fk-add:shop.visits.buyer", "verify-schema"]
+    assert plan.step("fk-add:shop.visits.buyer").lock is LockMode.ACCESS_EXCLUSIVE
+    assert api.apply(db.conninfo, Config(), rescan=False, include="schema").ok
+    assert db.fetchall(FKS) == [("visits", "visits_buyer_fkey", True, "a", "customers", False),
+                                ("visits_a", "visits_buyer_fk", True, "a", "customers", True),
+                                ("visits_b", "visits_buyer_fk", True, "a", "customers", True)]
+    with pytest.raises(pgerrors.ForeignKeyViolation):
+        db.execute("INSERT INTO shop.visits VALUES (2, '2026-02-03')")
+
+
+def test_preflight_refuses_an_fk_to_a_table_the_role_may_not_reference(db):
+    import uuid as _uuid
+
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    role = f"yumai_t_owner_{_uuid.uuid4().hex[:8]}"
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        db.execute(sql.SQL("""
+            CREATE SCHEMA shop;
+            GRANT USAGE ON SCHEMA shop TO {r};
+            CREATE TABLE shop.customers (id int PRIMARY KEY);
+            GRANT SELECT ON shop.customers TO {r};
+            INSERT INTO shop.customers VALUES (1);
+            CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int);
+            INSERT INTO shop.orders VALUES (1, 1);
+            ALTER TABLE shop.orders OWNER TO {r};
+        """).format(r=sql.Identifier(role)))
+        params = conninfo_to_dict(db.conninfo)
+        params["user"] = role
+        params.pop("password", None)
+        res = CliRunner().invoke(cli, ["fix", "--dsn", make_conninfo(**params), "--include", "schema", "--apply", "--yes"])
+        assert res.exit_code == 2, res.output
+        assert "no REFERENCES privilege on shop.customers" in res.output and "Traceback" not in res.output
+        assert db.fetchall(FKS) == [] and db.fetchall(INDEXES) == []
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=sql.Identifier(role)))
