@@ -325,3 +325,22 @@ def test_preflight_refuses_an_fk_to_a_table_the_role_may_not_reference(db):
         assert db.fetchall(FKS) == [] and db.fetchall(INDEXES) == []
     finally:
         db.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=sql.Identifier(role)))
+
+
+def test_quoted_mixed_case_names(db):
+    db.execute("""
+        CREATE SCHEMA "Sales";
+        CREATE TABLE "Sales"."Customers" (id int PRIMARY KEY);
+        INSERT INTO "Sales"."Customers" VALUES (1), (2);
+        CREATE TABLE "Sales"."Order Lines" (id int PRIMARY KEY, "Customer_id" int);
+        INSERT INTO "Sales"."Order Lines" VALUES (1, 1), (2, 2), (3, NULL);
+    """)
+    plan = api.plan(db.conninfo, Config(), include="schema")
+    assert [s.id for s in plan.steps] == ["preflight", "index:Sales.Order Lines.Customer_id",
+                                          "fk-add:Sales.Order Lines.Customer_id",
+                                          "fk-validate:Sales.Order Lines.Customer_id", "verify-schema"]
+    assert api.apply(db.conninfo, Config(), rescan=False, include="schema").ok
+    assert db.fetchall("SELECT conname, convalidated FROM pg_constraint WHERE conrelid = '\"Sales\".\"Order Lines\"'::regclass "
+                       "AND contype = 'f'") == [("Order Lines_Customer_id_fkey", True)]
+    with pytest.raises(pgerrors.ForeignKeyViolation):
+        db.execute('INSERT INTO "Sales"."Order Lines" VALUES (4, 3)')
