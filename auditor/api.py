@@ -66,7 +66,14 @@ def _build_plan(conn, config: Config, fix_options):
 
     with conn.transaction():
         ctx = audit_context(conn, config)
-    plan = build_plan(ctx, fix_options)
+    evidence, failed = None, {}
+    if "schema" in fix_options.include:
+        from .runner import measure_probes
+        from .schema_plan import probes
+
+        evidence, failed = measure_probes(conn, probes(ctx), config.timeout_seconds)
+    plan = build_plan(ctx, fix_options, evidence)
+    plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
     plan.done = evaluate_guards(conn, plan)
     return plan
 
@@ -75,7 +82,8 @@ def plan(target: Target | str | None, config: Config | None = None, **options):
     """The fix plan for this database, with each step's `done` flag (nothing is changed).
 
     Options: orphans ("quarantine", "register", "delete"), yes_delete, active_window_minutes,
-    batch_size, lock_timeout (seconds).
+    batch_size, lock_timeout (seconds), include (("schema",): also the implied and drifting foreign
+    keys of the schema-wide checks, see auditor/schema_plan.py).
     """
     if not isinstance(target, Target):
         target = resolve_target(target)

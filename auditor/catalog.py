@@ -56,6 +56,10 @@ class ForeignKey:
     validated: bool
     on_delete: str      # a=no action, r=restrict, c=cascade, n=set null, d=set default
     inherited: bool     # created by the parent's FK (conparentid <> 0)
+    on_update: str = "a"        # same letters as on_delete
+    match: str = "s"            # s=simple, f=full, p=partial
+    deferrable: bool = False
+    deferred: bool = False
 
     @property
     def references(self) -> str:
@@ -159,7 +163,8 @@ SELECT con.conname, con.conrelid, n.nspname, c.relname, fn.nspname, fc.relname,
              JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord)::text[],
        ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)::text[],
-       con.convalidated, con.confdeltype::text, con.conparentid <> 0
+       con.convalidated, con.confdeltype::text, con.conparentid <> 0,
+       con.confupdtype::text, con.confmatchtype::text, con.condeferrable, con.condeferred
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_class fc ON fc.oid = con.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
@@ -218,11 +223,10 @@ def read_catalog(conn: psycopg.Connection, schemas: tuple[str, ...] = ()) -> Cat
             ).fetchall()
             leaf_oids = {oid: root for oid, root in part_rows}
         all_oids = oids + list(leaf_oids)
-        for name, relid, schema, rel, fschema, frel, cols, fcols, valid, deltype, inherited in cur.execute(
-            _FKS, {"oids": all_oids}
-        ):
+        for (name, relid, schema, rel, fschema, frel, cols, fcols, valid, deltype, inherited,
+             updtype, matchtype, deferrable, deferred) in cur.execute(_FKS, {"oids": all_oids}):
             fk = ForeignKey(name, _qn(schema, rel), tuple(cols), _qn(fschema, frel), tuple(fcols),
-                            valid, deltype, inherited)
+                            valid, deltype, inherited, updtype, matchtype, deferrable, deferred)
             if relid in by_oid:
                 by_oid[relid].foreign_keys.append(fk)
             else:

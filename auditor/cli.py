@@ -385,6 +385,10 @@ def plan_summary(plan) -> str:
 @selection_options
 @click.option("--apply", "do_apply", is_flag=True, help="Run the migration (default: only show the plan).")
 @click.option("--yes", is_flag=True, help="With --apply: do not ask for confirmation.")
+@click.option("--include", metavar="schema", default="", expose_value=False,
+              callback=lambda ctx, _param, value: ctx.meta.__setitem__("fix_include", value),
+              help="Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift "
+                   "(index CONCURRENTLY, NOT VALID, then VALIDATE). Default: report them only.")
 @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
               help="Write the annotated SQL script that --apply would run to FILE.")
 @click.option("--orphans", type=click.Choice(["quarantine", "register", "delete"]), default="quarantine",
@@ -410,12 +414,14 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
       yumai-audit fix --dsn postgresql://owner@db/yumai            # show the plan
       yumai-audit fix --dsn ... --sql migration.sql                # the exact SQL, annotated
       yumai-audit fix --dsn ... --apply --yes --out ./migration    # run it
+      yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
     """
     from .api import apply as api_apply, plan as api_plan
     from .sqlscript import render_script
 
     options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
-               "lock_timeout": lock_timeout, "batch_size": batch_size}
+               "lock_timeout": lock_timeout, "batch_size": batch_size,
+               "include": click.get_current_context().meta.get("fix_include", "")}
     the_plan = api_plan(target, config, **options)
     if sql_file:
         with open(sql_file, "w", encoding="utf-8") as fh:

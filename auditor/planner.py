@@ -7,6 +7,8 @@ the scan counts as malformed or orphaned are exactly the rows the fix moves.
 Order: preflight, master, malformed rows out and text keys to uuid, indexes (CONCURRENTLY), backfill
 per source partition, orphans, then per key table (the source table first): catch-up backfill, FK
 NOT VALID, catch-up again, VALIDATE (per partition, then the parent, on PostgreSQL 12-17); verify.
+With `include=("schema",)`, `schema_plan` then adds the schema-wide FKs with the same builders
+(`leading_index_steps`, `fk_sequence`, `add_fk`, `validate_fk`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import key_malformed, key_uuid, key_valid, table_ref, trimmed
 
-from .catalog import Column, ForeignKey
+from .catalog import Column, ForeignKey, Table
 from .config import QualifiedName
 from .context import AuditContext, KeyTable
 from .errors import AuditError
@@ -27,6 +29,7 @@ from .steps import Kind, LockMode, Step
 
 QUARANTINE_SCHEMA = "yumai_quarantine"
 ORPHAN_MODES = ("quarantine", "register", "delete")
+INCLUDES = ("schema",)   # `fix --include`: what the plan covers beyond the session migration
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
 PG_NOT_VALID_ON_PARTITIONED = 180000
@@ -43,8 +46,15 @@ class FixOptions:
     active_window_minutes: int = 30
     batch_size: int = 5000
     lock_timeout: float = 2.0
+    include: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.include, str):
+            object.__setattr__(self, "include", tuple(p.strip() for p in self.include.split(",") if p.strip()))
+        object.__setattr__(self, "include", tuple(dict.fromkeys(self.include)))
+        unknown = [i for i in self.include if i not in INCLUDES]
+        if unknown:
+            raise PlanError(f"--include must be one of {', '.join(INCLUDES)}, not {unknown[0]!r}")
         if self.orphans not in ORPHAN_MODES:
             raise PlanError(f"--orphans must be one of {', '.join(ORPHAN_MODES)}, not {self.orphans!r}")
         if self.orphans == "delete" and not self.yes_delete:
@@ -133,11 +143,66 @@ def attnum(name: QualifiedName, column: str) -> sql.Composable:
         relid(name), sql.Literal(column))
 
 
-def fk_exists(table: QualifiedName, column: str, master: QualifiedName, *, validated: bool) -> sql.Composable:
+def fk_exists(table: QualifiedName, columns: str | tuple[str, ...], ref_table: QualifiedName, *, validated: bool,
+              ref_columns: tuple[str, ...] = ()) -> sql.Composable:
+    """A foreign key on `table` (these columns, in order) to `ref_table` (and, given, these columns)."""
+    columns = (columns,) if isinstance(columns, str) else columns
+    ref = sql.SQL("")
+    if ref_columns:
+        ref = sql.SQL(" AND k.confkey = ARRAY[{}]::int2[]").format(
+            sql.SQL(", ").join(attnum(ref_table, c) for c in ref_columns))
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = {} "
-                   "AND k.confrelid = {} AND k.conkey = ARRAY[{}]::int2[]{})").format(
-        relid(table), relid(master), attnum(table, column),
+                   "AND k.confrelid = {} AND k.conkey = ARRAY[{}]::int2[]{}{})").format(
+        relid(table), relid(ref_table), sql.SQL(", ").join(attnum(table, c) for c in columns), ref,
         sql.SQL(" AND k.convalidated") if validated else sql.SQL(""))
+
+
+# pg_constraint's letters, as ADD CONSTRAINT spells them
+FK_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+@dataclass(frozen=True)
+class FkSpec:
+    """What a foreign key enforces, independent of the table it is added to (a parent or a partition)."""
+
+    columns: tuple[str, ...]
+    ref_table: QualifiedName
+    ref_columns: tuple[str, ...]
+    on_delete: str = "a"        # pg_constraint letters (FK_ACTIONS)
+    on_update: str = "a"
+    match: str = "s"            # s=simple, f=full
+    deferrable: bool = False
+    deferred: bool = False
+
+    @classmethod
+    def of(cls, fk: ForeignKey) -> "FkSpec":
+        return cls(fk.columns, fk.ref_table, fk.ref_columns, fk.on_delete, fk.on_update, fk.match,
+                   fk.deferrable, fk.deferred)
+
+    def __post_init__(self):
+        if self.on_delete not in FK_ACTIONS or self.on_update not in FK_ACTIONS or self.match not in "sf":
+            raise PlanError(f"cannot spell the foreign key ({', '.join(self.columns)}) -> {self.ref_table}: "
+                            f"actions {self.on_delete!r}/{self.on_update!r}, match {self.match!r}")
+
+    def definition(self, not_valid: bool) -> sql.Composable:
+        """`FOREIGN KEY (...) REFERENCES ... [MATCH FULL] [ON DELETE x] [ON UPDATE x] [DEFERRABLE ...] [NOT VALID]`."""
+        out = [sql.SQL("FOREIGN KEY ({}) REFERENCES {} ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.columns)), table_ref(self.ref_table),
+            sql.SQL(", ").join(map(sql.Identifier, self.ref_columns)))]
+        if self.match == "f":
+            out.append(sql.SQL("MATCH FULL"))
+        if self.on_delete != "a":
+            out.append(sql.SQL("ON DELETE " + FK_ACTIONS[self.on_delete]))
+        if self.on_update != "a":
+            out.append(sql.SQL("ON UPDATE " + FK_ACTIONS[self.on_update]))
+        if self.deferrable:
+            out.append(sql.SQL("DEFERRABLE INITIALLY DEFERRED" if self.deferred else "DEFERRABLE"))
+        if not_valid:
+            out.append(sql.SQL("NOT VALID"))
+        return sql.SQL(" ").join(out)
+
+    def exists(self, table: QualifiedName, *, validated: bool) -> sql.Composable:
+        return fk_exists(table, self.columns, self.ref_table, validated=validated, ref_columns=self.ref_columns)
 
 
 def leading_index_exists(table: QualifiedName, column: str, name: str | None = None) -> sql.Composable:
@@ -161,6 +226,8 @@ class _Builder:
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     our_indexes: list[str] = field(default_factory=list)
+    altered: list[QualifiedName] = field(default_factory=list)   # tables the schema steps alter (owner needed)
+    referenced: list[QualifiedName] = field(default_factory=list)  # tables their FKs reference (REFERENCES needed)
 
     # names ------------------------------------------------------------------------------------
     @property
@@ -305,10 +372,22 @@ class _Builder:
             table_ref(k.name), self.orphaned(self.key_after(k)))
 
     # the steps --------------------------------------------------------------------------------
-    def build(self) -> list[Step]:
+    def build(self, evidence: dict | None = None) -> list[Step]:
         tables = self.migratable()
-        if not tables:
+        schema = "schema" in self.options.include
+        if not tables and not schema:
             raise PlanError("nothing to migrate: no key column of type uuid or text")
+        after = self.session_steps(tables) if tables else [self.add(self.preflight(tables)).id]
+        if schema:
+            from .schema_plan import add_schema_steps
+
+            add_schema_steps(self, evidence or {}, after)
+        # the preflight knows our index names only now (leftovers of ours are rebuilt, not refused)
+        self.steps[0] = self.preflight(tables)
+        return order_steps(self.steps)
+
+    def session_steps(self, tables: list[KeyTable]) -> list[str]:
+        """The session_master migration; returns the ids of its last changes."""
         master = self.ctx.master
         if master is not None and (self.key not in master.columns or not master.columns[self.key].is_uuid):
             raise PlanError(f"{self.master} exists but its {self.key} column is not a uuid")
@@ -372,9 +451,7 @@ class _Builder:
         self.add(Step(id="verify", description="Every key table has a validated foreign key to the master",
                       statements=(self.verify_query(tables),), lock=LockMode.ACCESS_SHARE, tables=(),
                       depends_on=tuple(fk_steps), kind=Kind.CHECK))
-        # the preflight knows our index names only now (leftovers of ours are rebuilt, not refused)
-        self.steps[0] = self.preflight(tables)
-        return order_steps(self.steps)
+        return fk_steps
 
     def orphan_description(self, k: KeyTable) -> str:
         what = {"quarantine": f"move to {self.quarantine_name(k)} (same transaction as the delete)",
@@ -384,11 +461,12 @@ class _Builder:
 
     def preflight(self, tables: list[KeyTable]) -> Step:
         """A query whose rows are the reasons not to start (none: go)."""
-        names = [k.name for k in tables] + ([self.ctx.users.name] if self.ctx.users is not None else [])
-        if self.ctx.master is not None:
+        names = [k.name for k in tables] + ([self.ctx.users.name] if self.ctx.users is not None and tables else [])
+        if self.ctx.master is not None and tables:
             names.append(self.master)
+        names += [n for n in dict.fromkeys(self.altered) if n not in names]
         pairs = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n.schema), sql.Literal(n.name))
-                                   for n in names)
+                                   for n in names or [QualifiedName("", "")])   # no table: matches nothing
         parts = [
             sql.SQL("SELECT 'PostgreSQL ' || current_setting('server_version') || ' has no gen_random_uuid() "
                     "(core since 13; on 12 install pgcrypto)' WHERE to_regprocedure('gen_random_uuid()') IS NULL"),
@@ -408,6 +486,12 @@ class _Builder:
                 sql.Literal(str(self.master)), sql.Literal(self.master.schema), relid(self.master),
                 sql.Literal(self.master.schema)),
         ]
+        if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
+            parts = parts[1:4]
+        for ref in dict.fromkeys(self.referenced):
+            parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
+                sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
+                relid(ref), relid(ref)))
         return Step(id="preflight", description="Server version, privileges, no invalid index left behind",
                     statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
                     kind=Kind.CHECK)
@@ -440,40 +524,47 @@ class _Builder:
 
     def index_steps(self, k: KeyTable, after: list[str]) -> list[str]:
         """Steps that leave a valid index leading with the key (none when there is one)."""
-        if k.table.has_leading_index(k.key.name):
+        return self.leading_index_steps(k.table, k.key.name, after)
+
+    def leading_index_steps(self, table: Table, column: str, after: list[str], suffix: str = "") -> list[str]:
+        """Steps that leave a valid index on `table` leading with `column` (none when there is one):
+        CONCURRENTLY on an ordinary table; ON ONLY the parent, CONCURRENTLY per partition and ATTACH on
+        a partitioned one. `suffix` keeps step ids apart when one table gets several such indexes."""
+        if table.has_leading_index(column):
             return []
-        name = str(k.name)
-        idx = short_name(k.name.name, k.key.name, suffix="idx")
+        tname = table.name
+        name = str(tname)
+        idx = short_name(tname.name, column, suffix="idx")
         self.our_indexes.append(idx)
-        if not k.table.is_partitioned:
-            return [self.add(self.concurrent_index(f"index:{name}", k.name, k.key.name, idx, after,
-                                                   leading_index_exists(k.name, k.key.name))).id]
+        if not table.is_partitioned:
+            return [self.add(self.concurrent_index(f"index:{name}{suffix}", tname, column, idx, after,
+                                                   leading_index_exists(tname, column))).id]
         parent = self.add(Step(
-            id=f"index:{name}", description=f"Index on {name} ({k.key.name}) ON ONLY the parent (attached below)",
+            id=f"index:{name}{suffix}", description=f"Index on {name} ({column}) ON ONLY the parent (attached below)",
             statements=(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY {} ({})").format(
-                sql.Identifier(idx), table_ref(k.name), sql.Identifier(k.key.name)),),
+                sql.Identifier(idx), table_ref(tname), sql.Identifier(column)),),
             lock=LockMode.SHARE, tables=(name,), depends_on=tuple(after),
             guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_class ic JOIN pg_index i ON i.indexrelid = ic.oid "
                           "WHERE i.indrelid = {} AND ic.relname = {}) OR ({})").format(
-                relid(k.name), sql.Literal(idx), leading_index_exists(k.name, k.key.name)),
+                relid(tname), sql.Literal(idx), leading_index_exists(tname, column)),
             changes=(name,)))
         done = [parent.id]
-        for p in k.table.leaf_partitions:
-            pidx = short_name(p.name.name, k.key.name, suffix="idx")
+        for p in table.leaf_partitions:
+            pidx = short_name(p.name.name, column, suffix="idx")
             self.our_indexes.append(pidx)
-            build = self.add(self.concurrent_index(f"index:{p.name}", p.name, k.key.name, pidx, [parent.id],
-                                                   leading_index_exists(p.name, k.key.name, pidx)))
+            build = self.add(self.concurrent_index(f"index:{p.name}{suffix}", p.name, column, pidx, [parent.id],
+                                                   leading_index_exists(p.name, column, pidx)))
             attach = self.add(Step(
-                id=f"attach-index:{p.name}", description=f"Attach index {pidx} to {idx} (the tables: ACCESS SHARE; the indexes: "
+                id=f"attach-index:{p.name}{suffix}", description=f"Attach index {pidx} to {idx} (the tables: ACCESS SHARE; the indexes: "
                 "SHARE UPDATE EXCLUSIVE and ACCESS EXCLUSIVE, on the index only)",
                 statements=(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
-                    sql.Identifier(k.name.schema, idx), sql.Identifier(p.name.schema, pidx)),),
+                    sql.Identifier(tname.schema, idx), sql.Identifier(p.name.schema, pidx)),),
                 lock=LockMode.ACCESS_SHARE, tables=(name, str(p.name)), depends_on=(build.id,),
                 guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
                               "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
                               "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {})) OR ({})").format(
                     sql.Literal(pidx), sql.Literal(idx), sql.Literal(p.name.schema),
-                    leading_index_exists(k.name, k.key.name)),
+                    leading_index_exists(tname, column)),
                 changes=(name,)))
             done.append(attach.id)
         return done
@@ -518,50 +609,68 @@ class _Builder:
                 tables=(m,) if k.is_source else (m, name), depends_on=tuple(deps),
                 guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(g) for g in guards)), changes=(m,) if k.is_source else (m, name))).id]
 
-        def add_fk(step_id, table: QualifiedName, deps, constraint, not_valid=True):
-            return self.add(Step(
-                id=step_id, description=f"Foreign key {constraint} {table}({key}) -> {m} ON DELETE CASCADE"
-                + (" NOT VALID (checks new rows only; brief lock)" if not_valid else
-                   " on the parent (attaches the validated partition keys, no scan; a brief ACCESS EXCLUSIVE on the "
-                   "master while its triggers are re-created)"),
-                statements=(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}) "
-                                    "ON DELETE CASCADE{}").format(
-                    table_ref(table), sql.Identifier(constraint), sql.Identifier(key), table_ref(self.master),
-                    sql.Identifier(self.key), sql.SQL(" NOT VALID") if not_valid else sql.SQL("")),),
-                # attaching the partitions' keys re-creates the master's triggers: PostgreSQL takes ACCESS
-                # EXCLUSIVE on the master for that instant (catalog work only, under lock_timeout)
-                lock=LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE,
-                tables=(str(table), m) if not_valid else (m,), depends_on=tuple(deps),
-                guard=fk_exists(table, key, self.master, validated=False), changes=(str(table),))).id
-
-        def validate(step_id, table: QualifiedName, deps, constraint):
-            return self.add(Step(
-                id=step_id, description=f"VALIDATE CONSTRAINT {constraint} on {table} (reads every row; "
-                "writers keep going)",
-                statements=(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
-                    table_ref(table), sql.Identifier(constraint)),),
-                lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(table),), depends_on=tuple(deps),
-                guard=fk_exists(table, key, self.master, validated=True), changes=(str(table),))).id
-
+        spec = FkSpec((key,), self.master, (self.key,), on_delete="c")
         existing = self.existing_fk(k.table.foreign_keys, k.name)
         if existing is not None and existing.validated:
             return after[-1]
         pre = catchup(f"catchup:{name}", after, "before the foreign key")
-        if not k.table.is_partitioned or self.version >= PG_NOT_VALID_ON_PARTITIONED or existing is not None:
-            constraint = existing.name if existing is not None else fk_name
-            added = add_fk(f"fk-add:{name}", k.name, pre, constraint)
-            settled = catchup(f"settle:{name}", [added], "after NOT VALID, before VALIDATE")
-            return validate(f"fk-validate:{name}", k.name, settled, constraint)
-        # PostgreSQL 12-17: NOT VALID and VALIDATE per partition, then the FK on the parent.
-        adds, partition_names = [], {}
-        for p in k.table.leaf_partitions:
+
+        def partition_constraint(p) -> str:
             found = self.existing_fk(k.table.partition_foreign_keys, p.name)
-            partition_names[p.name] = found.name if found is not None else fk_name
-            adds.append(add_fk(f"fk-add:{p.name}", p.name, pre, partition_names[p.name]))
-        settled = catchup(f"settle:{name}", adds, "after NOT VALID, before VALIDATE")
-        validated = [validate(f"fk-validate:{p.name}", p.name, settled, partition_names[p.name])
-                     for p in k.table.leaf_partitions]
-        return add_fk(f"fk-add:{name}", k.name, validated, fk_name, not_valid=False)
+            return found.name if found is not None else fk_name
+
+        return self.fk_sequence(
+            k.table, spec, existing.name if existing is not None else fk_name, pre, whole=existing is not None,
+            settle=lambda deps: catchup(f"settle:{name}", deps, "after NOT VALID, before VALIDATE"),
+            partition_constraint=partition_constraint)
+
+    def add_fk(self, step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps,
+               not_valid: bool = True) -> str:
+        """ADD CONSTRAINT ... NOT VALID (new rows checked, no scan; a brief lock), or without NOT VALID on a
+        partitioned parent whose partitions all hold the validated FK already (attached, no scan)."""
+        ref = str(spec.ref_table)
+        return self.add(Step(
+            id=step_id, description=f"Foreign key {constraint} {table}({', '.join(spec.columns)}) -> {ref} "
+            f"ON DELETE {FK_ACTIONS[spec.on_delete]}"
+            + (" NOT VALID (checks new rows only; brief lock)" if not_valid else
+               f" on the parent (attaches the validated partition keys, no scan; a brief ACCESS EXCLUSIVE on {ref} "
+               "while its triggers are re-created)"),
+            statements=(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                table_ref(table), sql.Identifier(constraint), spec.definition(not_valid)),),
+            # attaching the partitions' keys re-creates the referenced table's triggers: PostgreSQL takes
+            # ACCESS EXCLUSIVE on it for that instant (catalog work only, under lock_timeout)
+            lock=LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE,
+            tables=(str(table), ref) if not_valid else (ref,), depends_on=tuple(deps),
+            guard=spec.exists(table, validated=False), changes=(str(table),))).id
+
+    def validate_fk(self, step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps) -> str:
+        return self.add(Step(
+            id=step_id, description=f"VALIDATE CONSTRAINT {constraint} on {table} (reads every row; "
+            "writers keep going)",
+            statements=(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                table_ref(table), sql.Identifier(constraint)),),
+            lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(table),), depends_on=tuple(deps),
+            guard=spec.exists(table, validated=True), changes=(str(table),))).id
+
+    def fk_sequence(self, table: Table, spec: FkSpec, constraint: str, pre: list[str], *, suffix: str = "",
+                    whole: bool = False, settle=None, partition_constraint=None) -> str:
+        """FK NOT VALID, then VALIDATE in a transaction of its own; on a partitioned table before
+        PostgreSQL 18 (which refuses NOT VALID there): per partition, then the FK on the parent, which
+        attaches them. `whole`: on the table itself whatever the version (its NOT VALID FK exists).
+        `settle(deps)` adds steps between NOT VALID and VALIDATE. Returns the last step's id."""
+        settle = settle or list
+        name = str(table.name)
+        if not table.is_partitioned or self.version >= PG_NOT_VALID_ON_PARTITIONED or whole:
+            added = self.add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, pre)
+            return self.validate_fk(f"fk-validate:{name}{suffix}", table.name, spec, constraint, settle([added]))
+        names = {p.name: partition_constraint(p) if partition_constraint else constraint
+                 for p in table.leaf_partitions}
+        adds = [self.add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre)
+                for p in table.leaf_partitions]
+        settled = settle(adds)
+        validated = [self.validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], settled)
+                     for p in table.leaf_partitions]
+        return self.add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated, not_valid=False)
 
     def verify_query(self, tables: list[KeyTable]) -> sql.Composable:
         parts = [sql.SQL("SELECT {} WHERE NOT ({})").format(
@@ -570,10 +679,14 @@ class _Builder:
         return sql.SQL(" UNION ALL ").join(parts)
 
 
-def build_plan(ctx: AuditContext, options: FixOptions | None = None) -> Plan:
-    """The ordered steps for this database (guards not evaluated: `Plan.done` is empty)."""
+def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: dict | None = None) -> Plan:
+    """The ordered steps for this database (guards not evaluated: `Plan.done` is empty).
+
+    `evidence`: with `include=("schema",)`, the rows of `schema_plan.probes(ctx)` by probe key (what
+    the data says about implied and drifting foreign keys); a probe absent from it plans nothing.
+    """
     options = options or FixOptions()
     builder = _Builder(ctx, options, ctx.catalog.server_version_num)
-    steps = builder.build()
+    steps = builder.build(evidence)
     return Plan(steps=steps, server_version_num=ctx.catalog.server_version_num, options=options,
                 notes=list(ctx.notes) + builder.notes)

@@ -204,3 +204,20 @@ def inventory(ctx: AuditContext, exact_rows: dict[str, int]) -> list[TableInvent
             default_partition=any(p.is_default for p in k.table.partitions), key_type=k.key.type,
             fk_state=state, indexed=k.table.has_leading_index(k.key.name), is_source=k.is_source))
     return out
+
+
+def measure_probes(conn, probes, timeout: float | None = None) -> tuple[dict[str, list[tuple]], dict[str, str]]:
+    """Run each probe once (by key) in one READ ONLY, REPEATABLE READ transaction on an autocommit
+    connection: (rows by key, failure by label). A timeout or a refused read is a failure, not a crash."""
+    done: dict[str, list[tuple]] = {}
+    failed: dict[str, str] = {}
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        for probe in probes:
+            if probe.key in done or probe.label in failed:
+                continue
+            try:
+                done[probe.key] = _execute(conn, probe.query, timeout)
+            except (pgerrors.QueryCanceled, pgerrors.InsufficientPrivilege) as exc:
+                failed[probe.label] = exc.diag.message_primary or type(exc).__name__
+    return done, failed

@@ -48,7 +48,8 @@ def render_step(step: Step, number: int, total: int, lock_timeout: float, done: 
 def render_script(plan: Plan) -> str:
     """The whole plan as one SQL script, runnable with psql (batched steps run once there)."""
     head = [
-        "-- yumai-audit fix: the session_master migration, step by step",
+        "-- yumai-audit fix: the session_master migration, step by step"
+        + (" (and the schema's implied and drifting foreign keys)" if "schema" in plan.options.include else ""),
         f"-- server_version_num {plan.server_version_num}; options: "
         + ", ".join(f"{k}={v}" for k, v in plan.options.to_dict().items()),
     ]
