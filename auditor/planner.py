@@ -226,6 +226,8 @@ class _Builder:
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     our_indexes: list[str] = field(default_factory=list)
+    # (schema, index name, table, column) of every index the plan creates: the name must be free
+    index_claims: list[tuple[str, str, str, str]] = field(default_factory=list)
     altered: list[QualifiedName] = field(default_factory=list)   # tables the schema steps alter (owner needed)
     referenced: list[QualifiedName] = field(default_factory=list)  # tables their FKs reference (REFERENCES needed)
 
@@ -488,6 +490,19 @@ class _Builder:
         ]
         if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
             parts = parts[1:4]
+        if self.index_claims:
+            # An index step drops an invalid index of its own name before building it: that name must not
+            # belong to an index on another table or column (which would be dropped).
+            claims = sql.SQL(", ").join(sql.SQL("({}, {}, {}, {})").format(*map(sql.Literal, c))
+                                        for c in self.index_claims)
+            parts.append(sql.SQL(
+                "SELECT format('index %I.%I already exists on %s for something else: rename it, then run again', "
+                "c.nsp, c.idx, i.indrelid::regclass) FROM (VALUES {}) AS c(nsp, idx, tbl, col) "
+                "JOIN pg_namespace n ON n.nspname = c.nsp JOIN pg_class ic ON ic.relnamespace = n.oid "
+                "AND ic.relname = c.idx JOIN pg_index i ON i.indexrelid = ic.oid "
+                "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
+                "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
+                "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
         for ref in dict.fromkeys(self.referenced):
             parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
                 sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
@@ -536,6 +551,7 @@ class _Builder:
         name = str(tname)
         idx = short_name(tname.name, column, suffix="idx")
         self.our_indexes.append(idx)
+        self.index_claims.append((tname.schema, idx, tname.name, column))
         if not table.is_partitioned:
             return [self.add(self.concurrent_index(f"index:{name}{suffix}", tname, column, idx, after,
                                                    leading_index_exists(tname, column))).id]
@@ -552,6 +568,7 @@ class _Builder:
         for p in table.leaf_partitions:
             pidx = short_name(p.name.name, column, suffix="idx")
             self.our_indexes.append(pidx)
+            self.index_claims.append((p.name.schema, pidx, p.name.name, column))
             build = self.add(self.concurrent_index(f"index:{p.name}{suffix}", p.name, column, pidx, [parent.id],
                                                    leading_index_exists(p.name, column, pidx)))
             attach = self.add(Step(

@@ -50,3 +50,15 @@ def test_failed_backup_stops_apply_before_any_change(db):
     assert seen and "chatbot.recommendations_log" in seen[0]
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
     assert db.fetchall(counts) == before
+
+
+def test_preflight_refuses_when_an_index_name_it_needs_belongs_to_another_index(db):
+    """An index step drops an invalid index of its own name first: a user's index that happens to
+    carry that name on another column must stop the run, never be dropped."""
+    build_demo_database(db.conninfo)
+    db.execute("CREATE INDEX user_feedback_session_id_idx ON chatbot.user_feedback (rating)")
+    with pytest.raises(AuditError, match="user_feedback_session_id_idx already exists"):
+        apply(db.conninfo, Config())
+    assert db.scalar("SELECT indexdef FROM pg_indexes WHERE indexname = 'user_feedback_session_id_idx'").endswith(
+        "(rating)")
+    assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
