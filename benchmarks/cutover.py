@@ -89,23 +89,37 @@ class Writers:
         self.threads.append(threading.Thread(target=self.sample_lock_waits, daemon=True))
         self.worst_lock_wait = 0.0
         self.waits: collections.Counter[str] = collections.Counter()
+        self.timeline: list[tuple[float, list[tuple[str, str]]]] = []
 
     def sample_lock_waits(self) -> None:
         """How long a writer has been waiting for a heavyweight lock, sampled every few milliseconds:
         the part of a stall that locks cause (the rest is CPU, I/O and scheduling). The same samples
         count what the busy writers were waiting on (`waits`): a lock, a WAL flush (WALWrite, WalSync),
-        a new WAL segment being zero-filled (WalInitWrite, WalInitSync), or nothing (on CPU)."""
+        a new WAL segment being zero-filled (WalInitWrite, WalInitSync), or nothing (on CPU).
+        Every other busy backend of the database (and the server's own processes, when not idle) is
+        kept in `timeline`, so that `explain` can tell what was going on during a stall."""
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             while not self.stop.is_set():
                 rows = conn.execute(
-                    "SELECT CASE WHEN wait_event_type = 'Lock' THEN extract(epoch FROM clock_timestamp() - query_start) "
-                    "ELSE 0 END::float8, coalesce(wait_event, 'CPU') FROM pg_stat_activity "
-                    "WHERE application_name = 'bench-writer' AND datname = current_database() AND state = 'active'"
+                    "SELECT application_name = 'bench-writer', CASE WHEN wait_event_type = 'Lock' "
+                    "THEN extract(epoch FROM clock_timestamp() - query_start) ELSE 0 END::float8, "
+                    "coalesce(wait_event, 'CPU'), coalesce(nullif(application_name, ''), backend_type) "
+                    "FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                    "AND (datname = current_database() AND state = 'active' "
+                    "OR datname IS NULL AND wait_event_type IS DISTINCT FROM 'Activity')"
                 ).fetchall()
-                if time.perf_counter() >= self.measure_from:
-                    self.worst_lock_wait = max([self.worst_lock_wait] + [r[0] for r in rows])
-                    self.waits.update(r[1] for r in rows)
+                now = time.perf_counter()
+                if now >= self.measure_from:
+                    writers = [r for r in rows if r[0]]
+                    self.worst_lock_wait = max([self.worst_lock_wait] + [r[1] for r in writers])
+                    self.waits.update(r[2] for r in writers)
+                    self.timeline.append((now, [("writer" if r[0] else r[3], r[2]) for r in rows]))
                 time.sleep(0.002)
+
+    def explain(self, started: float, latency: float) -> str:
+        """What the samples taken during a stall saw: (who, wait event) by number of samples."""
+        seen = collections.Counter(x for t, rows in self.timeline if started <= t <= started + latency for x in rows)
+        return ", ".join(f"{who} {event} x{n}" for (who, event), n in seen.most_common(5)) or "no sample"
 
     def run(self, n: int) -> None:
         stmt = ("INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at) "
@@ -145,6 +159,10 @@ class Writers:
         self.stop.set()
         for t in self.threads:
             t.join()
+
+    def print_worst(self) -> None:
+        latency, at, n = max(self.worst, default=(0.0, 0.0, 0))
+        print(f"    worst stall {1000 * latency:.1f} ms (writer {n}), sampled: {self.explain(at, latency)}")
 
     def stats(self) -> dict:
         lat = sorted(self.latencies)
@@ -215,6 +233,7 @@ def run_ours(conninfo: str, sessions: int) -> dict:
     for latency, at, n in sorted(writers.worst, reverse=True)[:3]:
         during = [m for t, m in events if t <= at]
         print(f"    stall {1000 * latency:.1f} ms (writer {n}) during: {during[-1] if during else 'the before-scan and plan'}")
+        print(f"      sampled: {writers.explain(at, latency)}")
     return {**writers.stats(), "seconds": seconds}
 
 
@@ -228,6 +247,7 @@ def run_one_shot(conninfo: str, sessions: int) -> dict:
             for stmt in ONE_SHOT_FKS:
                 conn.execute(stmt)
         seconds = time.monotonic() - started
+    writers.print_worst()
     return {**writers.stats(), "seconds": seconds}
 
 
@@ -235,6 +255,7 @@ def run_idle(conninfo: str, sessions: int) -> dict:
     """The same writers with nothing else going on: the machine's noise floor."""
     with Writers(conninfo, sessions) as writers:
         time.sleep(10)
+    writers.print_worst()
     return {**writers.stats(), "seconds": 10.0}
 
 
