@@ -18,6 +18,16 @@ def scan(target: Target | str | None, config: Config | None = None, progress: Pr
         return run_scan(conn, config or Config(), progress)
 
 
+def _live_scan(target: Target, config: Config) -> ScanResult:
+    """The scans around `fix --apply`, on a database in use: without parallel workers. A parallel scan
+    runs a leader and two workers, CPU-bound, and on a small server that starves the application's
+    writers (benchmarks/README.md: 50-70 ms writer stalls on 2 cores, ~13 ms without)."""
+    with connect(target) as conn:
+        conn.execute("SET max_parallel_workers_per_gather = 0")
+        conn.commit()
+        return run_scan(conn, config)
+
+
 def write_scan(result: ScanResult, out_dir: str | Path) -> dict[str, Path]:
     """Write findings.json, findings.csv, samples-*.csv and report.html into `out_dir`."""
     from yumai_audit.reports.render import write_html
@@ -110,7 +120,7 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
     if not isinstance(target, Target):
         target = resolve_target(target)
     fix_options = _fix_options(options)
-    before = scan(target, config) if rescan else None
+    before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_options)
     out = ensure_dir(out_dir) if out_dir is not None else None
@@ -127,7 +137,7 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
             (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str), encoding="utf-8")
     result.before = before
     if rescan:
-        result.after = scan(target, config)
+        result.after = _live_scan(target, config)
         result.problems.extend(session_problems(result.after, config))
         if out is not None:
             write_scan(before, out / "before")

@@ -5,8 +5,9 @@ server-side with generate_series), runs two writer threads that insert continuou
 sessions (one into chatbot.conversations, one into chatbot.user_interactions), and meanwhile
 migrates it: once with `yumai_audit.api.apply` (what `fix --apply --yes` runs), once the one-shot
 way (one transaction creating the master, backfilling and cleaning up, then each FK added validated
-in one statement). Prints failed writes, the worst and the p99 insert latency ("stall") of each
-run, and the ratio of the worst stalls.
+in one statement). Each copy is checkpointed once built, so that every run starts settled. Prints
+failed writes, the worst and the p99 insert latency ("stall") of each run, what the writers were
+waiting on, and the ratio of the worst stalls.
 
     python benchmarks/cutover.py                          # embedded PostgreSQL 18
     python benchmarks/cutover.py --dsn postgresql://postgres@127.0.0.1:5432/postgres   # a server of yours
@@ -15,6 +16,7 @@ run, and the ratio of the worst stalls.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import statistics
 import subprocess
@@ -86,19 +88,38 @@ class Writers:
         self.threads = [threading.Thread(target=self.run, args=(n,), daemon=True) for n in range(2)]
         self.threads.append(threading.Thread(target=self.sample_lock_waits, daemon=True))
         self.worst_lock_wait = 0.0
+        self.waits: collections.Counter[str] = collections.Counter()
+        self.timeline: list[tuple[float, list[tuple[str, str]]]] = []
 
     def sample_lock_waits(self) -> None:
         """How long a writer has been waiting for a heavyweight lock, sampled every few milliseconds:
-        the part of a stall that locks cause (the rest is CPU, I/O and scheduling)."""
+        the part of a stall that locks cause (the rest is CPU, I/O and scheduling). The same samples
+        count what the busy writers were waiting on (`waits`): a lock, a WAL flush (WALWrite, WalSync),
+        a new WAL segment being zero-filled (WalInitWrite, WalInitSync), or nothing (on CPU).
+        Every other busy backend of the database (and the server's own processes, when not idle) is
+        kept in `timeline`, so that `explain` can tell what was going on during a stall."""
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             while not self.stop.is_set():
-                waited = conn.execute(
-                    "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8 "
-                    "FROM pg_stat_activity WHERE application_name = 'bench-writer' AND wait_event_type = 'Lock'"
-                ).fetchone()[0]
-                if time.perf_counter() >= self.measure_from:
-                    self.worst_lock_wait = max(self.worst_lock_wait, waited)
+                rows = conn.execute(
+                    "SELECT application_name = 'bench-writer', CASE WHEN wait_event_type = 'Lock' "
+                    "THEN extract(epoch FROM clock_timestamp() - query_start) ELSE 0 END::float8, "
+                    "coalesce(wait_event, 'CPU'), coalesce(nullif(application_name, ''), backend_type) "
+                    "FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                    "AND (datname = current_database() AND state = 'active' "
+                    "OR datname IS NULL AND wait_event_type IS DISTINCT FROM 'Activity')"
+                ).fetchall()
+                now = time.perf_counter()
+                if now >= self.measure_from:
+                    writers = [r for r in rows if r[0]]
+                    self.worst_lock_wait = max([self.worst_lock_wait] + [r[1] for r in writers])
+                    self.waits.update(r[2] for r in writers)
+                    self.timeline.append((now, [("writer" if r[0] else r[3], r[2]) for r in rows]))
                 time.sleep(0.002)
+
+    def explain(self, started: float, latency: float) -> str:
+        """What the samples taken during a stall saw: (who, wait event) by number of samples."""
+        seen = collections.Counter(x for t, rows in self.timeline if started <= t <= started + latency for x in rows)
+        return ", ".join(f"{who} {event} x{n}" for (who, event), n in seen.most_common(5)) or "no sample"
 
     def run(self, n: int) -> None:
         stmt = ("INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at) "
@@ -139,13 +160,20 @@ class Writers:
         for t in self.threads:
             t.join()
 
+    def print_worst(self) -> None:
+        latency, at, n = max(self.worst, default=(0.0, 0.0, 0))
+        print(f"    worst stall {1000 * latency:.1f} ms (writer {n}), sampled: {self.explain(at, latency)}")
+
     def stats(self) -> dict:
         lat = sorted(self.latencies)
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0
         return {"writes": len(lat), "failed": len(self.failures), "worst_ms": 1000 * (lat[-1] if lat else 0.0),
                 "p99_ms": 1000 * p99, "median_ms": 1000 * (statistics.median(lat) if lat else 0.0),
                 "first_failure": self.failures[0] if self.failures else "",
-                "lock_wait_ms": 1000 * self.worst_lock_wait}
+                "lock_wait_ms": 1000 * self.worst_lock_wait, "waits": dict(self.waits)}
+
+
+SETTLE = True
 
 
 def create_database(admin: str, sessions: int) -> tuple[str, str]:
@@ -161,6 +189,12 @@ def create_database(admin: str, sessions: int) -> tuple[str, str]:
             conn.execute(SCHEMA)
             conn.execute(data(sessions))
             conn.execute("VACUUM ANALYZE")
+            # Settle before measuring, the same for every run: the build leaves some 200 MB of dirty pages for
+            # the kernel to write back during the run and, on a freshly initialised server, no recycled WAL
+            # segment, so each 16 MB of the run's WAL is a new segment zero-filled and fsynced under
+            # WALWriteLock (writers wait on WalInitWrite/WalInitSync): a fresh cluster's cost, not a live one's.
+            if SETTLE:
+                conn.execute("CHECKPOINT")
             messages = conn.execute("SELECT count(*) FROM chatbot.conversations").fetchone()[0]
     except BaseException:
         drop_database(admin, name)
@@ -199,6 +233,7 @@ def run_ours(conninfo: str, sessions: int) -> dict:
     for latency, at, n in sorted(writers.worst, reverse=True)[:3]:
         during = [m for t, m in events if t <= at]
         print(f"    stall {1000 * latency:.1f} ms (writer {n}) during: {during[-1] if during else 'the before-scan and plan'}")
+        print(f"      sampled: {writers.explain(at, latency)}")
     return {**writers.stats(), "seconds": seconds}
 
 
@@ -212,6 +247,7 @@ def run_one_shot(conninfo: str, sessions: int) -> dict:
             for stmt in ONE_SHOT_FKS:
                 conn.execute(stmt)
         seconds = time.monotonic() - started
+    writers.print_worst()
     return {**writers.stats(), "seconds": seconds}
 
 
@@ -219,6 +255,7 @@ def run_idle(conninfo: str, sessions: int) -> dict:
     """The same writers with nothing else going on: the machine's noise floor."""
     with Writers(conninfo, sessions) as writers:
         time.sleep(10)
+    writers.print_worst()
     return {**writers.stats(), "seconds": 10.0}
 
 
@@ -238,9 +275,12 @@ def main() -> None:
     parser.add_argument("--dsn", help="maintenance database of a server to use (default: embedded PostgreSQL)")
     parser.add_argument("--sessions", type=int, default=120_000, help="sessions (about 10 messages each)")
     parser.add_argument("--batch-size", type=int, default=5000, help="fix --apply --batch-size")
+    parser.add_argument("--no-settle", action="store_true",
+                        help="no CHECKPOINT after building (to see what an unsettled, freshly built server adds)")
     args = parser.parse_args()
-    global BATCH_SIZE
+    global BATCH_SIZE, SETTLE
     BATCH_SIZE = args.batch_size
+    SETTLE = not args.no_settle
     with server(args.dsn) as admin:
         with psycopg.connect(admin) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
@@ -259,6 +299,9 @@ def main() -> None:
     for label, r in results.items():
         print(f"{label:14}{r['seconds']:9.1f}{r['writes']:9}{r['failed']:8}{r['median_ms']:11.1f}"
               f"{r['p99_ms']:9.1f}{r['worst_ms']:10.1f}{r['lock_wait_ms']:14.1f}")
+        busy = sum(r["waits"].values()) or 1
+        print(f"{'':14}writers busy on: " + ", ".join(
+            f"{event} {100 * n / busy:.0f}%" for event, n in sorted(r["waits"].items(), key=lambda e: -e[1])[:5]))
         if r["first_failure"]:
             print(f"  first failure: {r['first_failure']}")
     ours, one = results["fix --apply"], results["one-shot"]
@@ -267,6 +310,9 @@ def main() -> None:
     print(f"\nworst stall ratio (fix --apply / one-shot): {ratio:.3f}  (target <= 0.1)")
     lock_ratio = ours["lock_wait_ms"] / one["lock_wait_ms"] if one["lock_wait_ms"] else float("inf")
     print(f"worst lock wait ratio: {lock_ratio:.3f}  (the stall that locks cause; the rest is CPU and I/O)")
+    idle = results["idle"]["worst_ms"]
+    print(f"fix --apply's worst stall / the idle run's: {ours['worst_ms'] / idle if idle else float('inf'):.2f}  "
+          "(<= 1: no stall beyond the machine's own noise)")
     print(f"p99 stall ratio: {ours['p99_ms'] / one['p99_ms'] if one['p99_ms'] else float('inf'):.3f}")
 
 

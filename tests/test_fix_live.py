@@ -1,0 +1,27 @@
+"""How `fix --apply` behaves towards a database in use (what the cutover benchmark measures)."""
+from __future__ import annotations
+
+from yumai_audit import api
+from yumai_audit.config import Config
+from yumai_audit.demo import build_demo_database
+
+
+def test_the_scans_around_apply_run_without_parallel_workers(db, monkeypatch):
+    build_demo_database(db.conninfo)
+    seen = []
+    real_run_scan = api.run_scan
+
+    def spy(conn, config, progress=None):
+        seen.append(conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0])
+        conn.rollback()
+        return real_run_scan(conn, config, progress)
+
+    monkeypatch.setattr(api, "run_scan", spy)
+    result = api.apply(db.conninfo, Config())
+    assert result.ok, result.problems
+    assert seen == ["0", "0"]                      # the scan before and the rescan after
+    assert result.before.findings and result.after is not None
+    seen.clear()
+    api.scan(db.conninfo, Config())                # a plain scan keeps the server's setting
+    assert seen == [db.scalar("SELECT current_setting('max_parallel_workers_per_gather')")]
+    assert seen != ["0"]
