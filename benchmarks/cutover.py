@@ -21,6 +21,7 @@ import contextlib
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -211,8 +212,10 @@ def drop_database(admin: str, name: str) -> None:
 def run_ours(conninfo: str, sessions: int) -> dict:
     """`yumai-audit fix --apply --yes` in a process of its own, as an operator would run it."""
     events: list[tuple[float, str]] = []
+    # No backup: the one-shot migration takes none either, and the pg_dump's I/O is not the migration.
+    out = tempfile.mkdtemp(prefix="yumai-cutover-")
     cmd = [sys.executable, "-c", "from yumai_audit.cli import main; main()", "fix", "--dsn", conninfo,
-           "--apply", "--yes", "--batch-size", str(BATCH_SIZE)]
+           "--apply", "--yes", "--no-backup", "--out", out, "--batch-size", str(BATCH_SIZE)]
     with Writers(conninfo, sessions) as writers:
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
