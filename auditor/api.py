@@ -58,6 +58,7 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before)}
     return result, paths
 
+
 def _fix_options(options: dict):
     from .planner import FixOptions
 

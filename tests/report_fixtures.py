@@ -108,7 +108,7 @@ def external_references(html: str) -> list[str]:
                 if not (value.startswith("#") or value.startswith("data:"))]
     problems += [f"<script {attrs}>" for attrs in parser.scripts if attrs]
     for css in parser.styles:
-        problems += [f"@import in CSS" for _ in re.finditer(r"@import", css, re.I)]
+        problems += ["@import in CSS" for _ in re.finditer(r"@import", css, re.I)]
         problems += [f"url({m.group(1)!r}) in CSS" for m in re.finditer(r"url\(\s*['\"]?([^)'\"]*)", css, re.I)
                      if not m.group(1).startswith("data:")]
     problems += [m.group(0) for m in re.finditer(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html, re.I)]
