@@ -80,7 +80,7 @@ def _set_timeout(conn: psycopg.Connection, timeout: float | None) -> None:
         conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout * 1000)}ms")))
 
 
-def _execute(conn: psycopg.Connection, query: sql.Composable, timeout: float | None):
+def execute_in_savepoint(conn: psycopg.Connection, query: sql.Composable, timeout: float | None):
     """Run one query inside a savepoint, so that a timeout leaves the scan's transaction usable."""
     with conn.transaction():
         _set_timeout(conn, timeout)
@@ -161,7 +161,7 @@ class TablePasses:
         started = time.monotonic()
         measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.columns}
         try:
-            row = _execute(self.conn, table_pass(self.ctx, p.target, measures), self.timeout)[0]
+            row = execute_in_savepoint(self.conn, table_pass(self.ctx, p.target, measures), self.timeout)[0]
         except pgerrors.QueryCanceled:
             self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
             self.say(f"timed out on {p.name}")

@@ -23,7 +23,7 @@ from .catalog import read_catalog
 from .config import Config
 from .context import AuditContext, build_context
 from .errors import ConfigError, NothingToAudit
-from .passes_run import TablePasses
+from .passes_run import TablePasses, execute_in_savepoint
 from .model import CheckResult, Finding, ScanResult, Status, TableInventory
 from .stats import MAX_WEEKS, collect_stats, week_tables
 
@@ -48,14 +48,6 @@ class _Timer:
     def add(self, check_ids, seconds: float) -> None:
         for cid in check_ids:
             self.seconds[cid] += seconds
-
-
-def _execute(conn: psycopg.Connection, query: sql.Composable, timeout: float | None):
-    """Run one query inside a savepoint, so that a timeout leaves the scan's transaction usable."""
-    with conn.transaction():
-        if timeout:
-            conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(f"{int(timeout * 1000)}ms")))
-        return conn.execute(query).fetchall()
 
 
 # Memory for the hash tables of one scan (the known-session set is one hash entry per session); only
@@ -100,7 +92,7 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
             weeks = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
             result = _run(conn, ctx, checks, say, weeks)
             say("collecting report statistics")
-            result.stats.update(collect_stats(ctx, lambda q: _execute(conn, q, config.timeout_seconds),
+            result.stats.update(collect_stats(ctx, lambda q: execute_in_savepoint(conn, q, config.timeout_seconds),
                                               weeks_rows=weeks["rows"]))
     finally:
         conn.rollback()
@@ -131,7 +123,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
             started = time.monotonic()
             say(f"checking {check.id}")
             try:
-                rows = _execute(conn, check.query(ctx), timeout)
+                rows = execute_in_savepoint(conn, check.query(ctx), timeout)
                 findings[check.id].extend(check.judge_rows(ctx, rows))
             except pgerrors.QueryCanceled:
                 errors[check.id] = f"timed out after {timeout:g}s"
@@ -179,7 +171,7 @@ def _run_probes(conn, ctx, checks, probes, findings, errors, timer, say) -> None
                 say(f"checking {probe.label}")
                 started = time.monotonic()
                 try:
-                    done[probe.key] = _execute(conn, probe.query, timeout)
+                    done[probe.key] = execute_in_savepoint(conn, probe.query, timeout)
                 except pgerrors.QueryCanceled:
                     failed[probe.key] = f"timed out on {probe.label} after {timeout:g}s"
                 except pgerrors.InsufficientPrivilege as exc:
@@ -217,7 +209,7 @@ def measure_probes(conn, probes, timeout: float | None = None) -> tuple[dict[str
             if probe.key in done or probe.label in failed:
                 continue
             try:
-                done[probe.key] = _execute(conn, probe.query, timeout)
+                done[probe.key] = execute_in_savepoint(conn, probe.query, timeout)
             except (pgerrors.QueryCanceled, pgerrors.InsufficientPrivilege) as exc:
                 failed[probe.label] = exc.diag.message_primary or type(exc).__name__
     return done, failed

@@ -18,7 +18,8 @@ from yumai_audit.connection import resolve_target
 from yumai_audit.demo import DATA, SCHEMA, SESSIONS
 from yumai_audit.embedded import embedded_server
 from yumai_audit.reports.render import render_html
-from yumai_audit.runner import _execute, audit_context, run_scan
+from yumai_audit.passes_run import execute_in_savepoint
+from yumai_audit.runner import audit_context, run_scan
 from yumai_audit.stats import collect_stats
 
 
@@ -41,7 +42,7 @@ def main(sessions: int) -> None:
             with conn.transaction():
                 ctx = audit_context(conn, Config())
                 t0 = time.monotonic()
-                collect_stats(ctx, lambda q: _execute(conn, q, None))
+                collect_stats(ctx, lambda q: execute_in_savepoint(conn, q, None))
                 stats_s = time.monotonic() - t0
         t0 = time.monotonic()
         html = render_html(result)
