@@ -120,9 +120,6 @@ class Catalog:
     def get(self, name: QualifiedName) -> Table | None:
         return self.tables.get(name)
 
-    def table_by_oid(self, oid: int) -> Table | None:
-        return next((t for t in self.tables.values() if t.oid == oid), None)
-
 
 _TABLES = """
 SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner),

@@ -47,10 +47,3 @@ CHECK_IDS = tuple(c.id for c in REGISTRY)
 
 def all_checks() -> list[Check]:
     return [cls() for cls in REGISTRY]
-
-
-def get_check(check_id: str) -> Check:
-    for cls in REGISTRY:
-        if cls.id == check_id:
-            return cls()
-    raise KeyError(check_id)

@@ -80,12 +80,6 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
         with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(columns), from_=_from(ctx, target, joins))
 
 
-def sample_query(ctx: AuditContext, target: KeyTable, sample: Sample, limit: int) -> sql.Composable:
-    return sql.SQL("{with_}SELECT {distinct}({value})::text AS v {from_} WHERE {pred} ORDER BY 1 LIMIT {n}").format(
-        with_=_with(ctx, sample.joins, target), distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""),
-        value=sample.value, from_=_from(ctx, target, sample.joins), pred=sample.predicate, n=sql.Literal(limit))
-
-
 def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
     """The sample as an aggregate inside a pass (jsonb array of the first `limit` values, or null):
     no second read of the table. Its cost grows with the failing rows only (none: nothing), and only

@@ -18,7 +18,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from yumai_audit.checks import REGISTRY
 from yumai_audit.model import Finding, ScanResult, Severity, Status
 
-SAMPLES_SHOWN = 12
 MAX_WEEKS_DRAWN = 104
 SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNING: "Warnings",
                    Severity.INFO: "Information"}
