@@ -97,15 +97,18 @@ def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
 
 
 def session_sample(sample: Sample, limit: int) -> sql.Composable:
-    """A sample over the set `kn` itself (a scalar subquery: reads the materialized set, top-N). One row
+    """A sample over the set `kn` itself, as a column of the aggregate over the set: a scalar subquery
+    (reads the materialized set again, top-N), run only when some session has the defect (the server
+    evaluates the subquery when the CASE reaches it, so a check that passes costs one count). One row
     per session already: ordered by the value itself (a uuid sorts as its text does), not by its text."""
     if sample.distinct:
-        return sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT DISTINCT ({value})::text AS v FROM sessions kn "
-                       "WHERE {pred} ORDER BY 1 LIMIT {n}) s)").format(
-            value=sample.value, pred=sample.predicate, n=sql.Literal(limit))
-    return sql.SQL("(SELECT to_jsonb(array_agg(v::text ORDER BY v)) FROM (SELECT {value} AS v FROM sessions kn "
-                   "WHERE {pred} ORDER BY 1 LIMIT {n}) s)").format(
-        value=sample.value, pred=sample.predicate, n=sql.Literal(limit))
+        query = sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT DISTINCT ({value})::text AS v FROM sessions kn "
+                        "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
+    else:
+        query = sql.SQL("(SELECT to_jsonb(array_agg(v::text ORDER BY v)) FROM (SELECT {value} AS v FROM sessions kn "
+                        "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
+    return sql.SQL("CASE WHEN count(*) FILTER (WHERE {pred}) > 0 THEN {query} END").format(
+        pred=sample.predicate, query=query.format(value=sample.value, pred=sample.predicate, n=sql.Literal(limit)))
 
 
 def session_rows(ctx: AuditContext, target: KeyTable) -> sql.Composable:

@@ -36,9 +36,10 @@ CANONICAL_SHAPE = "________-____-____-____-____________"
 
 
 def canonical(text: sql.Composable) -> sql.Composable:
-    """`text ~ CANONICAL_PATTERN`, exactly, but cheap."""
-    return sql.SQL("({t} LIKE {shape} AND {t} NOT LIKE {five} AND {t} ~ {chars})").format(
-        t=text, shape=sql.Literal(CANONICAL_SHAPE), five=sql.Literal("%-%-%-%-%-%"), chars=sql.Literal("^[-0-9a-f]+$"))
+    """`text ~ CANONICAL_PATTERN`, exactly, but cheap: no regular expression at all (one took most of the
+    time of reading a text key); `ltrim(t, chars) = ''` holds when every character is one of `chars`."""
+    return sql.SQL("({t} LIKE {shape} AND {t} NOT LIKE {five} AND ltrim({t}, {chars}) = '')").format(
+        t=text, shape=sql.Literal(CANONICAL_SHAPE), five=sql.Literal("%-%-%-%-%-%"), chars=sql.Literal("-0123456789abcdef"))
 
 
 def key_valid(column: Column, alias: str = T) -> sql.Composable:
