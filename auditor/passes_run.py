@@ -12,10 +12,13 @@
   statement timeout: one that times out marks its checks `error`; the rest continue.
 - A table whose measures join the known sessions row by row (none of the built-in checks: they
   measure over the set or look keys up in the master) gets a statement of its own after the set.
-- Samples are aggregated in the same pass as the counts, so no table is read again for them: over
-  the set, the first n sessions (top-N); over a table, `array_agg(... ORDER BY ...) FILTER (WHERE
-  defect)[1:n]`, whose cost grows with the defective rows only (nothing when there are none), and
-  only n values per finding leave the server.
+- Samples over the set are columns of the set's statement: the first n sessions (top-N), computed
+  only when some session has the defect. Samples over a table come from a second statement
+  restricted to the defective rows, run only when the table's pass counted some (the pass itself
+  counts them): an ordered `array_agg` in the pass would keep the server from reading the table in
+  parallel (PostgreSQL 15 has no parallel array_agg), and the source table is the largest of all.
+  Each sample is `array_agg(... ORDER BY ...) FILTER (WHERE defect)[1:n]`: only n values per finding
+  leave the server.
 
 Everything runs inside the scan's read-only transaction (one snapshot): no temporary table, so it
 works on a standby.
@@ -31,14 +34,15 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
-                                     Measure)
-from yumai_audit.checks.passes import sample_aggregate, session_sample, sessions_by_week, set_statement, table_pass
+                                     Measure, Sample, count_where)
+from yumai_audit.checks.passes import sample_pass, session_sample, sessions_by_week, set_statement, table_pass
 
 from .context import AuditContext, KeyTable
 from .model import Finding
 
 SESSIONS = "the set of known sessions"
 SAMPLE = "\0sample"
+GATE = "\0gate"        # over a table: how many rows its sample's predicate holds for
 WEEKS = "\0weeks"
 
 
@@ -51,6 +55,8 @@ class _Entry:
     measures: dict[str, Measure]
     values: dict[str, int] = field(default_factory=dict)
     sample: list = field(default_factory=list)      # the sample, aggregated in the same pass
+    table_sample: Sample | None = None                # over a table: fetched by a second statement
+    gate: int = 0                                     # ... when its predicate holds for some row
 
 
 @dataclass
@@ -113,10 +119,14 @@ class TablePasses:
                 dest = self.sessions if m.over == OVER_SESSIONS else table
                 dest.columns.append((e, mname, m.expression, m.joins))
             sample = e.check.sample(ctx, e.target, None) if self.limit else None
-            if sample is not None:
-                dest = self.sessions if sample.over == OVER_SESSIONS else table
-                expr = session_sample(sample, self.limit) if dest is self.sessions else sample_aggregate(sample, self.limit)
-                dest.columns.append((e, SAMPLE, expr, sample.joins))
+            if sample is not None and sample.over == OVER_SESSIONS:
+                self.sessions.columns.append((e, SAMPLE, session_sample(sample, self.limit), sample.joins))
+            elif sample is not None:
+                # Over a table, the pass only counts the rows the sample would come from (an ordered
+                # aggregate would keep the server from reading the table in parallel); the sample
+                # itself is read by a second statement, restricted to those rows, when there are any.
+                e.table_sample = sample
+                table.columns.append((e, GATE, count_where(sample.predicate).expression, sample.joins))
         for e, _, _, joins in self.sessions.columns:
             if USES_SESSION_ROWS in joins and e.target not in self.rows_for:
                 self.rows_for.append(e.target)
@@ -147,6 +157,8 @@ class TablePasses:
                 self.weeks_rows = [tuple(w) for w in value or []]
             elif key == SAMPLE:
                 entry.sample = [str(v) for v in value or []]
+            elif key == GATE:
+                entry.gate = int(value or 0)
             else:
                 entry.values[key] = int(value or 0)
 
@@ -169,7 +181,25 @@ class TablePasses:
             self.say(f"timed out on {p.name}")
             return
         self._record(p, list(row), time.monotonic() - started)
+        wanted = [e for e, key, _, _ in p.columns if key == GATE and e.gate]
+        if wanted:
+            self._run_samples(p.target, wanted)
         self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
+
+    def _run_samples(self, target: KeyTable, entries: list[_Entry]) -> None:
+        """One statement for the samples of a table's failing checks, over the rows they come from."""
+        started = time.monotonic()
+        p = _Pass(target, [(e, SAMPLE, sql.SQL(""), e.table_sample.joins) for e in entries])
+        statement = sample_pass(self.ctx, target, [e.table_sample for e in entries], self.limit)
+        try:
+            row = execute_in_savepoint(self.conn, statement, self.timeout)[0]
+        except pgerrors.QueryCanceled:
+            self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
+            self.say(f"timed out on {p.name}")
+            return
+        self.timer.add(p.owners, time.monotonic() - started)
+        for e, value in zip(entries, row):
+            e.sample = [str(v) for v in value or []]
 
     def _run_set(self, known: list[_Pass]) -> None:
         """The set of sessions and every measure over it, in one statement read whole: no cursor, since

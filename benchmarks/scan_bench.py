@@ -10,7 +10,8 @@ Each round runs, in an order that alternates from round to round:
 (a) the scan: the real CLI (`yumai-audit scan`, writing its JSON, CSV and HTML report) in a child process,
     timed as a whole process, with that process's own peak RSS (getrusage(RUSAGE_SELF) at exit);
 (b) the per-check SQL (`per_check_sql.py`), one query after the other on one connection, in Python;
-(c) the same queries as a plain psql script (`psql -X -q -f`), timed as a whole process.
+(c) the same queries as a plain psql script (`psql -X -q -f`), timed as a whole process;
+(d) with --before PYTHON, the scan of another installation (e.g. main's), the same way as (a).
 The baseline is the faster of (b) and (c), by their best time; the ratio is reported for the best and
 the median of the rounds. A first untimed count(*) of every key table warms the cache.
 
@@ -74,9 +75,9 @@ def database(args):
         yield resolve_target(uri.replace("/postgres?", "/yumai_bench?")).conninfo
 
 
-def run_scan_cli(conninfo: str, out: Path) -> tuple[float, int, dict]:
+def run_scan_cli(conninfo: str, out: Path, python: str = sys.executable) -> tuple[float, int, dict]:
     rss_file = out / "rss.json"
-    cmd = [sys.executable, "-c", _CLI_WITH_RSS, str(rss_file), "scan", "--dsn", conninfo, "--out", str(out / "report"),
+    cmd = [python, "-c", _CLI_WITH_RSS, str(rss_file), "scan", "--dsn", conninfo, "--out", str(out / "report"),
            "--format", "json", "--no-progress"]
     t0 = time.monotonic()
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -138,8 +139,10 @@ def time_fix_apply(conninfo: str, out: Path) -> tuple[float, list[tuple[str, flo
     return seconds, [(s["step"], float(s["seconds"])) for s in log["steps"] if s["outcome"] == "done"]
 
 
-def bench_state(conninfo: str, label: str, rounds: int, tmp: Path, want: dict | None = None) -> dict:
-    """Alternate the scan and both per-check baselines for `rounds` rounds; print and return the numbers."""
+def bench_state(conninfo: str, label: str, rounds: int, tmp: Path, want: dict | None = None,
+                before: str | None = None) -> dict:
+    """Alternate the scan and both per-check baselines for `rounds` rounds; print and return the numbers.
+    `before`: the Python of another installation whose scan is timed in the same rotation."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
         ctx = audit_context(conn, Config())
@@ -149,21 +152,22 @@ def bench_state(conninfo: str, label: str, rounds: int, tmp: Path, want: dict | 
         rows = {name: conn.execute(q).fetchone()[0] for name, q in floors}
         psql_file = tmp / f"per_check_{label}.sql"
         psql_file.write_text(script(queries, conn))
-    times = {"scan": [], "python": [], "psql": []}
+    times = {"scan": [], "python": [], "psql": []} | ({"before": []} if before else {})
     rss, findings, per_check, slowest = [], None, None, None
-    order = ["scan", "python", "psql"]
+    order = ["scan", "python", "psql"] + (["before"] if before else [])
     for r in range(rounds):
         for what in (order if r % 2 == 0 else order[::-1]):
             if what == "scan":
                 seconds, kb, findings = run_scan_cli(conninfo, tmp)
                 rss.append(kb)
+            elif what == "before":
+                seconds, _, _ = run_scan_cli(conninfo, tmp, before)
             elif what == "python":
                 seconds, per_check, slowest = run_per_check(conninfo, queries)
             else:
                 seconds = run_psql(conninfo, psql_file)
             times[what].append(seconds)
-        print(f"  [{label}] round {r + 1}: scan {times['scan'][-1]:.2f}s, per-check SQL {times['python'][-1]:.2f}s, "
-              f"psql script {times['psql'][-1]:.2f}s", file=sys.stderr)
+        print(f"  [{label}] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), file=sys.stderr)
     baseline = min(("python", "psql"), key=lambda k: min(times[k]))
     best = {k: min(v) for k, v in times.items()}
     median = {k: statistics.median(v) for k, v in times.items()}
@@ -179,6 +183,9 @@ def bench_state(conninfo: str, label: str, rounds: int, tmp: Path, want: dict | 
     print(f"   {'(a) yumai-audit scan, whole CLI':34s} {best['scan']:7.2f}s {median['scan']:7.2f}s")
     print(f"   {f'(b) per-check SQL, {len(queries)} queries':34s} {best['python']:7.2f}s {median['python']:7.2f}s")
     print(f"   {'(c) the same as a psql script':34s} {best['psql']:7.2f}s {median['psql']:7.2f}s")
+    if before:
+        print(f"   {'(d) the scan before (--before)':34s} {best['before']:7.2f}s {median['before']:7.2f}s"
+              f"   ({best['before'] / best[baseline]:.2f}x / {median['before'] / median[baseline]:.2f}x)")
     print(f"   scan / per-check SQL (baseline {'(b)' if baseline == 'python' else '(c)'}): best {best['scan'] / best[baseline]:.2f}x, "
           f"median {median['scan'] / median[baseline]:.2f}x;  scan peak RSS {max(rss) / 1024:.0f} MB")
     print("   slowest per-check queries: " + "; ".join(f"{n} {s:.2f}s" for s, n in sorted(slowest, reverse=True)[:3]))
@@ -204,6 +211,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per state (default 3)")
     ap.add_argument("--generate", action="store_true",
                     help="with --dsn: (re)generate the schema there first (drops an existing one)")
+    ap.add_argument("--before", metavar="PYTHON",
+                    help="also time the scan of another installation (its interpreter) in the same rotation")
     ap.add_argument("--fix", action="store_true", help="afterwards, time `fix --apply` on the generated database")
     args = ap.parse_args(argv)
     if args.dsn and not args.generate and args.state in ("both", "half-done"):
@@ -226,14 +235,15 @@ def main(argv=None) -> int:
             print(f"generated in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         want = expected(args.scale) if generated and args.shape == "generator" else None
         if args.state == "as-is" or args.shape == "generator":
-            results.append(bench_state(conninfo, "as is" if args.state == "as-is" else "generator", args.rounds, tmp, want))
+            results.append(bench_state(conninfo, "as is" if args.state == "as-is" else "generator", args.rounds, tmp, want,
+                                       args.before))
         else:
             if args.state in ("both", "pre"):
                 undo_half_done(conninfo)
-                results.append(bench_state(conninfo, "pre-migration", args.rounds, tmp))
+                results.append(bench_state(conninfo, "pre-migration", args.rounds, tmp, before=args.before))
             if args.state in ("both", "half-done"):
                 make_half_done(conninfo, args.scale)
-                results.append(bench_state(conninfo, "half-done", args.rounds, tmp))
+                results.append(bench_state(conninfo, "half-done", args.rounds, tmp, before=args.before))
         if args.fix and generated:
             fix_s, fix_steps = time_fix_apply(conninfo, tmp)
             print(f"fix --apply (CLI, whole process, no backup): {fix_s:.2f} s in {len(fix_steps)} steps; slowest: "

@@ -96,6 +96,15 @@ def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
         n=sql.Literal(limit))
 
 
+def sample_pass(ctx: AuditContext, target: KeyTable, samples: list[Sample], limit: int) -> sql.Composable:
+    """The samples of one table's failing checks in one statement, restricted to the rows they come from
+    (the server filters the table in parallel; only those rows are sorted): one column per sample."""
+    joins = frozenset().union(*(s.joins for s in samples))
+    return sql.SQL("{with_}SELECT {cols} {from_} WHERE {any}").format(
+        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(sample_aggregate(s, limit) for s in samples),
+        from_=_from(ctx, target, joins), any=sql.SQL(" OR ").join(sql.SQL("({})").format(s.predicate) for s in samples))
+
+
 def session_sample(sample: Sample, limit: int) -> sql.Composable:
     """A sample over the set `kn` itself, as a column of the aggregate over the set: a scalar subquery
     (reads the materialized set again, top-N), run only when some session has the defect (the server
