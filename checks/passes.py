@@ -59,6 +59,14 @@ def _source_known(ctx: AuditContext, target: KeyTable) -> sql.Composable:
     ).format(mk=key_uuid(ctx.master_key, "m"), master=table_ref(ctx.master.name), k=key)
 
 
+def master_join(ctx: AuditContext, target: KeyTable) -> sql.Composable:
+    """`kn` (USES_MASTER) for a row of `target` (alias `t`): its key looked up in the master alone; with
+    no master, no key is in it. The scan's table passes and watch use it."""
+    if ctx.master is not None and ctx.master_key is not None:
+        return master_lookup(ctx.master, ctx.master_key, key_uuid(target.key))
+    return sql.SQL("CROSS JOIN LATERAL (SELECT NULL::boolean AS in_master) kn")
+
+
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> sql.Composable:
     parts = [sql.SQL("FROM {} t").format(table_ref(target.name))]
     if USES_KNOWN in joins and target.is_source:
@@ -66,10 +74,7 @@ def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> sql.Com
     elif USES_KNOWN in joins:
         parts.append(sql.SQL("LEFT JOIN known kn ON kn.session_id = {}").format(key_uuid(target.key)))
     elif USES_MASTER in joins:
-        if ctx.master is not None and ctx.master_key is not None:
-            parts.append(master_lookup(ctx.master, ctx.master_key, key_uuid(target.key)))
-        else:
-            parts.append(sql.SQL("CROSS JOIN LATERAL (SELECT NULL::boolean AS in_master) kn"))
+        parts.append(master_join(ctx, target))
     if USES_USERS in joins and target.user is not None and ctx.users is not None:
         users_key = ctx.config.users_key
         parts.append(sql.SQL("LEFT JOIN (SELECT DISTINCT {k} FROM {users}) u ON {uk} = {tu}").format(
