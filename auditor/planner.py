@@ -21,13 +21,14 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import key_malformed, key_uuid, key_valid, table_ref, trimmed
 
+from . import cascade
 from .catalog import Column, ForeignKey, Table
 from .config import QualifiedName
 from .context import AuditContext, KeyTable
 from .errors import AuditError
 from .steps import Kind, LockMode, Step
 
-QUARANTINE_SCHEMA = "yumai_quarantine"
+QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema",)   # `fix --include`: what the plan covers beyond the session migration
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
@@ -77,6 +78,9 @@ class Plan:
     options: FixOptions
     done: dict[str, bool] = field(default_factory=dict)   # guard values when the plan was made
     notes: list[str] = field(default_factory=list)
+    # what each delete of the plan reaches through foreign keys: (graph, predicate now, label), counted
+    # into the notes when the plan is made (api._build_plan)
+    removals: list[tuple] = field(default_factory=list)
 
     @property
     def pending(self) -> list[Step]:
@@ -230,6 +234,8 @@ class _Builder:
     index_claims: list[tuple[str, str, str, str]] = field(default_factory=list)
     altered: list[QualifiedName] = field(default_factory=list)   # tables the schema steps alter (owner needed)
     referenced: list[QualifiedName] = field(default_factory=list)  # tables their FKs reference (REFERENCES needed)
+    # (table, reason) -> (cascade graph, the predicate as the database is now, label, quarantined?)
+    removals: dict[tuple, tuple] = field(default_factory=dict)
 
     # names ------------------------------------------------------------------------------------
     @property
@@ -342,31 +348,30 @@ class _Builder:
 
     # rows out ---------------------------------------------------------------------------------
     def quarantine_name(self, k: KeyTable) -> QualifiedName:
-        return QualifiedName(QUARANTINE_SCHEMA, f"{k.name.schema}__{k.name.name}")
+        return cascade.quarantine_name(k.name)
 
-    def move_rows(self, k: KeyTable, predicate: sql.Composable, reason: str) -> tuple[sql.Composable, ...]:
-        """Statements that move the rows matching `predicate` to the quarantine table (one transaction)."""
-        q = self.quarantine_name(k)
-        names = sql.SQL(", ").join(sql.Identifier(c) for c in k.table.columns)
-        return (
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(QUARANTINE_SCHEMA)),
-            sql.SQL("CREATE TABLE IF NOT EXISTS {q} (LIKE {t}, yumai_reason text NOT NULL, "
-                    "yumai_quarantined_at timestamptz NOT NULL DEFAULT now())").format(
-                q=table_ref(q), t=table_ref(k.name)),
-            sql.SQL("WITH moved AS (DELETE FROM {t} AS t WHERE {pred} RETURNING t.*) "
-                    "INSERT INTO {q} ({names}, yumai_reason) SELECT {names}, {reason} FROM moved").format(
-                t=table_ref(k.name), pred=predicate, q=table_ref(q), names=names, reason=sql.Literal(reason)),
-        )
+    def move_rows(self, k: KeyTable, predicate: sql.Composable, reason: str,
+                  now: sql.Composable | None = None) -> tuple[sql.Composable, ...]:
+        """Statements that move the rows matching `predicate` to the quarantine table, with every row a
+        cascade would delete, each to its own (one transaction; auditor/cascade.py). `now`: the predicate
+        as the database is when the plan is made (counts, preflight), when it differs."""
+        g = cascade.of_table(self.ctx.catalog, k.table)
+        self.removals.setdefault((k.name, reason), (g, now if now is not None else predicate,
+                                                    f"the quarantine of {reason} rows of {k.name}", True))
+        return cascade.quarantine_statements(g, predicate, reason)
 
     def orphan_statements(self, k: KeyTable) -> tuple[sql.Composable, ...]:
         key = self.key_after(k)
         pred = self.orphaned(key)
         mode = self.options.orphans
         if mode == "quarantine":
-            return self.move_rows(k, pred, "orphaned")
+            return self.move_rows(k, pred, "orphaned", cascade.orphaned_now(self.ctx, k))
         if mode == "register":
             return (self.register_sessions(k, sql.SQL("SELECT DISTINCT {} AS sid FROM {} t WHERE {}").format(
                 key_uuid(key), table_ref(k.name), pred), None),)
+        self.removals.setdefault((k.name, "orphaned"), (
+            cascade.of_table(self.ctx.catalog, k.table), cascade.orphaned_now(self.ctx, k),
+            f"the delete of orphaned rows of {k.name}", False))
         return (sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_ref(k.name), pred),)
 
     def orphan_guard(self, k: KeyTable) -> sql.Composable:
@@ -401,24 +406,27 @@ class _Builder:
         for k in tables:
             ready[str(k.name)] = [preflight.id]
             if k.key.is_text:
-                bad = self.add(Step(
+                graph = cascade.of_table(self.ctx.catalog, k.table)
+                bad = self.add(cascade.widen(Step(
                     id=f"malformed:{k.name}", description=f"Move rows of {k.name} whose {k.key.name} is not a uuid "
                     f"to {self.quarantine_name(k)}", statements=self.move_rows(k, key_malformed(k.key), "malformed"),
                     lock=LockMode.ROW_EXCLUSIVE, tables=(str(k.name),), depends_on=(preflight.id,),
                     guard=sql.SQL("SELECT {} OR NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
                         column_is_uuid(k.name, k.key.name), table_ref(k.name), key_malformed(k.key)),
-                    changes=(str(k.name),)))
-                convert = self.add(Step(
+                    changes=(str(k.name),)), graph))
+                convert = self.add(cascade.widen(Step(
                     id=f"to-uuid:{k.name}",
                     description=f"Convert {k.name}.{k.key.name} from {k.key.type} to uuid (rewrites the table, "
                                 f"{k.table.bytes} bytes, under ACCESS EXCLUSIVE)",
                     statements=(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table_ref(k.name)),)
-                    + self.move_rows(k, key_malformed(k.key), "malformed")[2:]
+                    # all of them: the quarantine table too, which the malformed step (nothing to move) may not
+                    # have created
+                    + self.move_rows(k, key_malformed(k.key), "malformed")
                     + (sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE uuid USING {}::uuid").format(
                         table_ref(k.name), sql.Identifier(k.key.name), trimmed(k.key, "")),),
                     lock=LockMode.ACCESS_EXCLUSIVE, tables=(str(k.name),), depends_on=(bad.id,),
                     guard=sql.SQL("SELECT {}").format(column_is_uuid(k.name, k.key.name)), rewrites=True,
-                    table_bytes=((str(k.name), k.table.bytes),), changes=(str(k.name),)))
+                    table_bytes=((str(k.name), k.table.bytes),), changes=(str(k.name),)), graph))
                 ready[str(k.name)] = [convert.id]
         indexed = {str(k.name): self.index_steps(k, ready[str(k.name)]) for k in tables}
         backfills = []
@@ -440,12 +448,12 @@ class _Builder:
             name = str(k.name)
             before_fk = [create.id, *backfills, *indexed[name], *ready[name], *previous_fk]
             if not k.is_source:
-                orphans = self.add(Step(
+                orphans = self.add(cascade.widen_orphans(self.ctx, self.options.orphans, k, Step(
                     id=f"orphans:{k.name}", description=self.orphan_description(k),
                     statements=self.orphan_statements(k), lock=LockMode.ROW_EXCLUSIVE,
                     tables=(name, m) if self.options.orphans == "register" else (name,),
                     depends_on=tuple(before_fk), guard=self.orphan_guard(k),
-                    changes=(m,) if self.options.orphans == "register" else (name,)))
+                    changes=(m,) if self.options.orphans == "register" else (name,))))
                 before_fk.append(orphans.id)
             last = self.fk_steps(k, before_fk)
             previous_fk = [last]
@@ -503,6 +511,7 @@ class _Builder:
                 "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
                 "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
                 "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
+        parts += cascade.preflight_parts(self.removals.values())
         for ref in dict.fromkeys(self.referenced):
             parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
                 sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
@@ -619,12 +628,12 @@ class _Builder:
                 guards.append(self.backfill_guard(self.ctx.source.name, self.key_after(self.ctx.source)))
             if not k.is_source:
                 guards.append(self.orphan_guard(k))
-            return [self.add(Step(
+            return [self.add(cascade.widen_orphans(self.ctx, self.options.orphans, k, Step(
                 id=step_id, description=f"Catch-up {why}: register sessions created since the backfill"
                 + ("" if k.is_source else f"; {self.options.orphans} new orphans of {name}"),
                 statements=catchup_stmts, lock=LockMode.ROW_EXCLUSIVE,
                 tables=(m,) if k.is_source else (m, name), depends_on=tuple(deps),
-                guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(g) for g in guards)), changes=(m,) if k.is_source else (m, name))).id]
+                guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(g) for g in guards)), changes=(m,) if k.is_source else (m, name)))).id]
 
         spec = FkSpec((key,), self.master, (self.key,), on_delete="c")
         existing = self.existing_fk(k.table.foreign_keys, k.name)
@@ -706,4 +715,4 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: d
     builder = _Builder(ctx, options, ctx.catalog.server_version_num)
     steps = builder.build(evidence)
     return Plan(steps=steps, server_version_num=ctx.catalog.server_version_num, options=options,
-                notes=list(ctx.notes) + builder.notes)
+                notes=list(ctx.notes) + builder.notes, removals=list(builder.removals.values()))
