@@ -199,3 +199,35 @@ def test_a_column_named_like_the_quarantines_own_is_refused_before_any_change(db
     with pytest.raises(PreflightFailed, match="chatbot.user_feedback has a column yumai_reason"):
         api.apply(db.conninfo, Config(), rescan=False)
     assert table_rows(db) == before
+
+
+def test_a_clean_text_key_converts_and_a_rerun_changes_nothing(db):
+    """No malformed value: the malformed step has nothing to do, and to-uuid must not need its table."""
+    build_demo_database(db.conninfo)
+    db.execute("CREATE TABLE chatbot.clean_text (id serial PRIMARY KEY, session_id varchar(36)); "
+               "INSERT INTO chatbot.clean_text (session_id) SELECT md5('session-' || (1 + g % 400))::uuid::text "
+               "FROM generate_series(1, 500) g")
+    plan = api.plan(db.conninfo, Config())
+    assert plan.done["malformed:chatbot.clean_text"] is True and plan.done["to-uuid:chatbot.clean_text"] is False
+    result = api.apply(db.conninfo, Config(), rescan=False)
+    assert result.ok, [o.to_dict() for o in result.outcomes if o.outcome == "failed"]
+    assert db.scalar("SELECT count(*) FROM chatbot.clean_text WHERE session_id IS NOT NULL") == 500
+    assert db.scalar("SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'chatbot.clean_text'::regclass "
+                     "AND attname = 'session_id'") == "uuid"
+    assert api.apply(db.conninfo, Config(), rescan=False).nothing_to_do
+
+
+def test_orphans_delete_counts_the_cascade_and_backs_up_what_it_reaches(db):
+    build_demo_database(db.conninfo)
+    db.execute("CREATE TABLE chatbot.feedback_attachments (id serial PRIMARY KEY, feedback_id bigint NOT NULL "
+               "REFERENCES chatbot.user_feedback(id) ON DELETE CASCADE); INSERT INTO chatbot.feedback_attachments "
+               "(feedback_id) SELECT id FROM chatbot.user_feedback")
+    plan = api.plan(db.conninfo, Config(), orphans="delete", yes_delete=True)
+    assert ("the delete of orphaned rows of chatbot.user_feedback: 2 row(s) of chatbot.user_feedback, and through "
+            "foreign keys 2 row(s) of chatbot.feedback_attachments (ON DELETE CASCADE)") in plan.notes
+    assert "chatbot.feedback_attachments" in plan.step("orphans:chatbot.user_feedback").changes
+    seen = []
+    result = api.apply(db.conninfo, Config(), rescan=False, orphans="delete", yes_delete=True,
+                       before_first_change=seen.append)
+    assert result.ok and "chatbot.feedback_attachments" in seen[0]
+    assert db.scalar("SELECT count(*) FROM chatbot.feedback_attachments") == 80
