@@ -4,6 +4,7 @@ a partitioned child, a RESTRICT child, a clean text key, two 63-byte names shari
 For every table of the database: rows kept + rows quarantined = rows before, exactly."""
 from __future__ import annotations
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -13,6 +14,7 @@ from yumai_audit.catalog import Reference
 from yumai_audit.config import Config, QualifiedName
 from yumai_audit.demo import build_demo_database
 from yumai_audit.executor import PreflightFailed
+from yumai_audit.steps import LockMode
 
 
 def q(name: str) -> QualifiedName:
@@ -91,6 +93,12 @@ INSERT INTO chatbot."{LONG_B}" (session_id, label) VALUES (md5('ghost-b')::uuid,
     (md5('ghost-c')::uuid, 'z');
 """
 
+HELD = """
+SELECT n.nspname || '.' || c.relname, l.mode
+FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE l.pid = %s AND l.granted AND l.locktype = 'relation' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'yumai_audit', 'yumai_quarantine')
+"""
 TOOL_SCHEMAS = ("yumai_quarantine", "yumai_audit")
 TABLES = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -134,9 +142,27 @@ def test_apply_on_hostile_shapes_keeps_or_quarantines_every_row_of_every_table(d
     assert ("the quarantine of orphaned rows of chatbot.recommendations_log: 4 row(s) of chatbot.recommendations_log, "
             "and through foreign keys 4 row(s) of chatbot.rec_clicks (ON DELETE CASCADE)") in notes, notes
 
-    seen = []
-    result = api.apply(db.conninfo, Config(), out_dir=tmp_path, before_first_change=seen.append)
+    seen, locks = [], {}
+    watcher = psycopg.connect(db.conninfo, autocommit=True)
+
+    def hook(step, conn):   # inside each step's transaction: what it holds, against what it declares
+        if step.transactional and step.id.split(":")[0] in ("malformed", "orphans", "catchup", "settle"):
+            held = {}
+            for table, mode in watcher.execute(HELD, (conn.info.backend_pid,)).fetchall():
+                held[table] = max(held.get(table, LockMode.NONE), LockMode.from_pg_locks(mode))
+            locks[step.id] = (max(held.get(t, LockMode.NONE) for t in step.tables), max(held.values()), held)
+
+    try:
+        result = api.apply(db.conninfo, Config(), out_dir=tmp_path, before_first_change=seen.append, step_hook=hook)
+    finally:
+        watcher.close()
     assert result.ok, (result.problems, [o.to_dict() for o in result.outcomes if o.outcome == "failed"])
+    widened = result.plan.step("orphans:chatbot.user_feedback")
+    assert widened.lock is LockMode.SHARE and "chatbot.feedback_attachments" in widened.tables
+    assert locks["orphans:chatbot.user_feedback"][2]["chatbot.attachment_notes"] is LockMode.SHARE
+    for step_id, (on_declared, strongest, _held) in locks.items():
+        declared = result.plan.step(step_id).lock
+        assert on_declared == declared and strongest <= declared, step_id
     # the backup covers every table a delete can reach
     assert {"chatbot.feedback_attachments", "chatbot.attachment_notes", "side.note_refs", "chatbot.feedback_links",
             "chatbot.feedback_events", "chatbot.rec_clicks"} <= set(seen[0])
