@@ -170,7 +170,10 @@ def graph(references: list[Reference], root: QualifiedName, root_columns: tuple[
 # --- SQL ---------------------------------------------------------------------------------------------
 
 def _regclass(table: QualifiedName) -> sql.Composable:
-    return sql.SQL("{}::regclass").format(sql.Literal(sql.Identifier(table.schema, table.name).as_string(None)))
+    """The table's oid, looked up in the catalog (no error for a schema without USAGE, unlike ::regclass)."""
+    return sql.SQL("(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                   "WHERE n.nspname = {} AND c.relname = {})::regclass").format(
+        sql.Literal(table.schema), sql.Literal(table.name))
 
 
 class _Sets:
@@ -319,10 +322,10 @@ def _blocked(sets: _Sets, e: Edge, select: sql.Composable) -> sql.Composable:
         select, table_ref(e.child), sets.references(e), sets.not_deleted(e.child))
 
 
-def refusals(g: Graph, predicate: sql.Composable, what: str) -> list[sql.Composable]:
+def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True) -> list[sql.Composable]:
     """Preflight parts (queries whose rows are reasons not to start) for the delete of `what`: rows of a
-    RESTRICT / NO ACTION key that would make it fail, privileges on the reached tables, quarantine
-    columns the table already has."""
+    RESTRICT / NO ACTION key that would make it fail; when it `moves` the rows (quarantine), what its own
+    statements need on the reached tables: privileges, and no row security hiding rows."""
     out = []
     if g.blocks:
         sets = _Sets(g, predicate)
@@ -332,10 +335,22 @@ def refusals(g: Graph, predicate: sql.Composable, what: str) -> list[sql.Composa
                         "change or remove those rows first"),
             _blocked(sets, e, sql.SQL("count(*) AS n"))) for e in g.blocks]
         out.append(sql.SQL("({} {})").format(sets.with_(), sql.SQL(" UNION ALL ").join(rows)))
+    if not moves:
+        return out
     for t, need in [(t, "DELETE") for t in g.deleted[1:]] + [(t, "UPDATE") for t in g.changed]:
-        out.append(sql.SQL("SELECT {} WHERE NOT (has_table_privilege({r}, 'SELECT') AND has_table_privilege({r}, {p}))"
-                           ).format(sql.Literal(f"no SELECT and {need} privilege on {t}, whose rows {what} reaches "
-                                                "through a foreign key"), r=_regclass(t), p=sql.Literal(need)))
+        out.append(sql.SQL("SELECT {} WHERE NOT (has_schema_privilege({s}, 'USAGE') AND has_table_privilege({r}, 'SELECT') "
+                           "AND has_table_privilege({r}, {p}))").format(
+            sql.Literal(f"no USAGE on its schema, or no SELECT and {need} privilege on {t}, whose rows {what} reaches "
+                        "through a foreign key"), s=sql.Literal(t.schema), r=_regclass(t), p=sql.Literal(need)))
+    for t in g.reached:
+        # the cascade ignores row security, the quarantine's own statements do not: rows hidden from us would
+        # be deleted or changed by PostgreSQL without a copy
+        out.append(sql.SQL(
+            "SELECT {} FROM pg_class c WHERE c.oid = {} AND c.relrowsecurity AND (c.relforcerowsecurity "
+            "OR NOT pg_has_role(current_user, c.relowner, 'USAGE')) AND NOT (SELECT r.rolsuper OR r.rolbypassrls "
+            "FROM pg_roles r WHERE r.rolname = current_user)").format(
+            sql.Literal(f"{t} has row level security, which hides rows that {what} would reach through a foreign "
+                        "key: run as a role that bypasses it (BYPASSRLS, or its owner without FORCE)"), _regclass(t)))
     return out
 
 
@@ -410,7 +425,7 @@ def preflight_parts(removals) -> list[sql.Composable]:
     """The preflight's refusals for the plan's deletes: (graph, predicate now, label, quarantined?) each."""
     out, quarantined = [], []
     for g, now, label, moves in removals:
-        out += refusals(g, now, label)
+        out += refusals(g, now, label, moves)
         if moves:
             quarantined += [t for t in g.deleted if t not in quarantined]
     if quarantined:

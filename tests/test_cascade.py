@@ -257,3 +257,35 @@ def test_orphans_delete_counts_the_cascade_and_backs_up_what_it_reaches(db):
                        before_first_change=seen.append)
     assert result.ok and "chatbot.feedback_attachments" in seen[0]
     assert db.scalar("SELECT count(*) FROM chatbot.feedback_attachments") == 80
+
+
+def test_row_security_on_a_reached_table_is_refused_before_any_change(db):
+    """PostgreSQL's cascade ignores row security, the quarantine's statements do not: rows hidden from the
+    role would be deleted without a copy. The preflight refuses."""
+    import uuid as _uuid
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    build_demo_database(db.conninfo)
+    db.execute("CREATE TABLE chatbot.feedback_attachments (id serial PRIMARY KEY, feedback_id bigint NOT NULL "
+               "REFERENCES chatbot.user_feedback(id) ON DELETE CASCADE); INSERT INTO chatbot.feedback_attachments "
+               "(feedback_id) SELECT id FROM chatbot.user_feedback; "
+               "ALTER TABLE chatbot.feedback_attachments ENABLE ROW LEVEL SECURITY")
+    role = f"yumai_t_owner_{_uuid.uuid4().hex[:8]}"
+    r = sql.Identifier(role)
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN").format(r))
+    try:
+        db.execute(sql.SQL("GRANT CREATE ON DATABASE {d} TO {r}; GRANT USAGE, CREATE ON SCHEMA chatbot TO {r}; "
+                           "GRANT SELECT, DELETE ON chatbot.feedback_attachments TO {r}").format(
+            d=sql.Identifier(db.name), r=r))
+        for t in ("users", "conversations", "user_interactions", "recommendations_log", "user_feedback"):
+            db.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier("chatbot", t), r))
+        params = conninfo_to_dict(db.conninfo)
+        params["user"] = role
+        params.pop("password", None)
+        before = table_rows(db)
+        with pytest.raises(PreflightFailed, match="chatbot.feedback_attachments has row level security"):
+            api.apply(make_conninfo(**params), Config(), rescan=False)
+        assert table_rows(db) == before
+    finally:
+        db.execute(sql.SQL("REASSIGN OWNED BY {r} TO CURRENT_USER; DROP OWNED BY {r}; DROP ROLE {r}").format(r=r))
