@@ -259,6 +259,11 @@ def quarantine_statements(g: Graph, predicate: sql.Composable, reason: str) -> t
                            "{r} text NOT NULL, {at} timestamptz NOT NULL DEFAULT now())").format(
             q=table_ref(quarantine_name(t)), t=table_ref(t), os=sql.Identifier(ORIGIN_SCHEMA),
             ot=sql.Identifier(ORIGIN_TABLE), r=sql.Identifier(REASON), at=sql.Identifier(QUARANTINED_AT)))
+        # a quarantine table made by an earlier version has no origin columns (its rows: this table's)
+        out.append(sql.SQL("ALTER TABLE {q} ADD COLUMN IF NOT EXISTS {os} text DEFAULT {s}, "
+                           "ADD COLUMN IF NOT EXISTS {ot} text DEFAULT {t}").format(
+            q=table_ref(quarantine_name(t)), os=sql.Identifier(ORIGIN_SCHEMA), ot=sql.Identifier(ORIGIN_TABLE),
+            s=sql.Literal(t.schema), t=sql.Literal(t.name)))
     if g.changes:
         out += [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CHANGED_ROWS.schema)),
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, origin_schema text NOT NULL, "
