@@ -96,10 +96,11 @@ def plan(target: Target | str | None, config: Config | None = None, **options):
     batch_size, lock_timeout (seconds), include (("schema",): also the implied and drifting foreign
     keys of the schema-wide checks, see auditor/schema_plan.py).
     """
+    fix_options = _fix_options(options)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
     with connect(target, autocommit=True) as conn:
-        return _build_plan(conn, config or Config(), _fix_options(options))
+        return _build_plan(conn, config or Config(), fix_options)
 
 
 def apply(target: Target | str | None, config: Config | None = None, *, progress: Progress | None = None,

@@ -400,13 +400,16 @@ def plan_summary(plan) -> str:
               help="Seconds to wait for a lock that would hold writers up, before backing off and retrying.")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Sessions registered per backfill transaction.")
+@click.option("--wait-timeout", "wait_timeout", type=float, default=300.0, show_default=True,
+              help="Seconds an index build (CONCURRENTLY) may wait for other transactions before it is cancelled "
+                   "and the blocking backend named (run again to resume).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
 def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
-        out_dir, no_backup):
+        wait_timeout, out_dir, no_backup):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -420,7 +423,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     from .sqlscript import render_script
 
     options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
-               "lock_timeout": lock_timeout, "batch_size": batch_size,
+               "lock_timeout": lock_timeout, "batch_size": batch_size, "wait_timeout": wait_timeout,
                "include": click.get_current_context().meta.get("fix_include", "")}
     the_plan = api_plan(target, config, **options)
     if sql_file:

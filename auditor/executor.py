@@ -22,6 +22,7 @@ from .connection import Target, connect
 from .errors import AuditError
 from .planner import Plan
 from .steps import Kind, Step
+from .waits import Watcher, bound_session
 
 JOURNAL = ("yumai_audit", "journal")
 ADVISORY_KEY = 0x79756D6169  # "yumai"
@@ -127,6 +128,7 @@ class Executor:
         self.max_tries = max_tries
         self.backoff = backoff
         self.lock_timeout_ms = int(plan.options.lock_timeout * 1000)
+        self.watcher = Watcher(target, self.say)
 
     # session ------------------------------------------------------------------------------------
     def _open(self) -> psycopg.Connection:
@@ -139,6 +141,7 @@ class Executor:
         if conn.info.server_version >= 140000:
             # a killed apply's backend notices its client is gone within a second and rolls back
             conn.execute("SET client_connection_check_interval = 1000")
+        bound_session(conn, self.plan.options.lock_timeout)   # guards, checks and the journal too
         return conn
 
     def _lock_run(self, conn: psycopg.Connection) -> None:
@@ -179,8 +182,9 @@ class Executor:
     def _once(self, conn, step: Step) -> int:
         """One attempt: the step's statements, in one transaction when transactional. Returns rows."""
         rows = 0
+        pid = conn.info.backend_pid
         if step.transactional:
-            with conn.transaction():
+            with conn.transaction(), self.watcher.watch(pid, step.id):
                 conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
                     sql.Literal(f"{self.lock_timeout_ms}ms" if step.takes_lock_timeout else "0")))
                 for stmt in step.statements:
@@ -189,9 +193,23 @@ class Executor:
                 if self.step_hook is not None:
                     self.step_hook(step, conn)
         else:
+            # CONCURRENTLY waits for older transactions, which lock_timeout cannot bound: the watcher does
             conn.execute("SET lock_timeout = 0")
-            for stmt in step.statements:
-                conn.execute(stmt)
+            try:
+                with self.watcher.watch(pid, step.id, cancel_after=self.plan.options.wait_timeout) as wait:
+                    try:
+                        for stmt in step.statements:
+                            conn.execute(stmt)
+                    except pgerrors.QueryCanceled:
+                        if not wait.cancelled:
+                            raise
+                        raise StepFailed(
+                            f"step {step.id}: cancelled after waiting {wait.longest:.0f}s (--wait-timeout "
+                            f"{self.plan.options.wait_timeout:g}) for {wait.line()}; end or commit that "
+                            "transaction, then run fix --apply again (the invalid index left behind is dropped and "
+                            "built again)") from None
+            finally:
+                bound_session(conn, self.plan.options.lock_timeout)
             if self.step_hook is not None:
                 self.step_hook(step, conn)
         return rows
@@ -203,12 +221,16 @@ class Executor:
                 return self._once(conn, step)
             except RETRYABLE as exc:
                 if attempt == self.max_tries:
+                    held = self.watcher.last
+                    who = f", waiting for {held.line()}" if held is not None and held.blockers else ""
                     raise StepFailed(
                         f"step {step.id}: could not take its {step.lock.label} lock after {attempt} tries "
-                        f"({_first_line(exc)}); nothing of this step was changed: run fix --apply again "
+                        f"({_first_line(exc)}{who}); nothing of this step was changed: run fix --apply again "
                         "when the database is quieter") from None
                 wait = self.backoff * 2 ** (attempt - 1)
-                self.say(f"    {step.id}: lock busy ({_first_line(exc)}); retrying in {wait:.2f}s")
+                held = self.watcher.last
+                who = f", waiting for {held.line()}" if held is not None and held.blockers else ""
+                self.say(f"    {step.id}: lock busy ({_first_line(exc)}{who}); retrying in {wait:.2f}s")
                 time.sleep(wait)
         return 0
 
@@ -239,6 +261,7 @@ class Executor:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
         finally:
             conn.close()
+            self.watcher.close()
         result.finished_at = _now()
         return result
 

@@ -25,6 +25,9 @@ from .catalog import Column, ForeignKey, Table
 from .config import QualifiedName
 from .context import AuditContext, KeyTable
 from .errors import AuditError
+from .guards import no_rows
+from .preflight_checks import QUARANTINE_COLUMNS, columns_unchanged, quarantine_catch_up, refusals
+from .limits import check_ranges
 from .steps import Kind, LockMode, Step
 
 QUARANTINE_SCHEMA = "yumai_quarantine"
@@ -47,6 +50,8 @@ class FixOptions:
     batch_size: int = 5000
     lock_timeout: float = 2.0
     include: tuple[str, ...] = ()
+    # seconds a CONCURRENTLY build may wait for other transactions before it is cancelled (auditor/waits.py)
+    wait_timeout: float = 300.0
 
     def __post_init__(self):
         if isinstance(self.include, str):
@@ -65,6 +70,7 @@ class FixOptions:
             raise PlanError("batch size must be at least 1")
         if self.lock_timeout <= 0:
             raise PlanError("--lock-timeout must be a positive number of seconds")
+        check_ranges(self, PlanError)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -337,8 +343,7 @@ class _Builder:
         return self.register_sessions(src, self.missing_from_master(src.name, self.key_after(src)), None)
 
     def backfill_guard(self, relation: QualifiedName, key: Column) -> sql.Composable:
-        return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {} AND NOT {})").format(
-            table_ref(relation), key_valid(key), self.in_master(key_uuid(key)))
+        return no_rows(table_ref(relation), sql.SQL("{} AND NOT {}").format(key_valid(key), self.in_master(key_uuid(key))))
 
     # rows out ---------------------------------------------------------------------------------
     def quarantine_name(self, k: KeyTable) -> QualifiedName:
@@ -348,14 +353,20 @@ class _Builder:
         """Statements that move the rows matching `predicate` to the quarantine table (one transaction)."""
         q = self.quarantine_name(k)
         names = sql.SQL(", ").join(sql.Identifier(c) for c in k.table.columns)
+        reason_col, at_col = map(sql.Identifier, QUARANTINE_COLUMNS)
         return (
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(QUARANTINE_SCHEMA)),
-            sql.SQL("CREATE TABLE IF NOT EXISTS {q} (LIKE {t}, yumai_reason text NOT NULL, "
-                    "yumai_quarantined_at timestamptz NOT NULL DEFAULT now())").format(
-                q=table_ref(q), t=table_ref(k.name)),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {q} (LIKE {t}, {r} text NOT NULL, "
+                    "{a} timestamptz NOT NULL DEFAULT now())").format(
+                q=table_ref(q), t=table_ref(k.name), r=reason_col, a=at_col),
+            # the plan re-reads the columns each run: one added since an earlier attempt joins the quarantine;
+            # one added since this plan was made stops the step before it moves anything
+            quarantine_catch_up(q, [(c.name, c.type) for c in k.table.columns.values()]),
+            columns_unchanged(k.name, list(k.table.columns)),
             sql.SQL("WITH moved AS (DELETE FROM {t} AS t WHERE {pred} RETURNING t.*) "
-                    "INSERT INTO {q} ({names}, yumai_reason) SELECT {names}, {reason} FROM moved").format(
-                t=table_ref(k.name), pred=predicate, q=table_ref(q), names=names, reason=sql.Literal(reason)),
+                    "INSERT INTO {q} ({names}, {r}) SELECT {names}, {reason} FROM moved").format(
+                t=table_ref(k.name), pred=predicate, q=table_ref(q), names=names, r=reason_col,
+                reason=sql.Literal(reason)),
         )
 
     def orphan_statements(self, k: KeyTable) -> tuple[sql.Composable, ...]:
@@ -370,8 +381,7 @@ class _Builder:
         return (sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_ref(k.name), pred),)
 
     def orphan_guard(self, k: KeyTable) -> sql.Composable:
-        return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
-            table_ref(k.name), self.orphaned(self.key_after(k)))
+        return no_rows(table_ref(k.name), self.orphaned(self.key_after(k)))
 
     # the steps --------------------------------------------------------------------------------
     def build(self, evidence: dict | None = None) -> list[Step]:
@@ -490,6 +500,7 @@ class _Builder:
         ]
         if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
             parts = parts[1:4]
+        parts += refusals(self.ctx, self.options, tables, list(dict.fromkeys(self.altered)))
         if self.index_claims:
             # An index step drops an invalid index of its own name before building it: that name must not
             # belong to an index on another table or column (which would be dropped).
