@@ -75,8 +75,18 @@ def _build_plan(conn, config: Config, fix_options):
     from .planner import build_plan
     from .runner import audit_context
 
-    with conn.transaction():
-        ctx = audit_context(conn, config)
+    from psycopg import errors as pgerrors
+
+    from .waits import bound_session
+
+    bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
+    try:
+        with conn.transaction():
+            ctx = audit_context(conn, config)
+    except pgerrors.LockNotAvailable as exc:
+        from .planner import PlanError
+        raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
+                        "a lock on one of them); nothing was changed: run again when the database is quieter") from None
     evidence, failed = None, {}
     if "schema" in fix_options.include:
         from .runner import measure_probes

@@ -105,6 +105,9 @@ def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
             return bool(conn.execute(step.guard).fetchone()[0])
     except MISSING:
         return False
+    except RETRYABLE as exc:
+        raise StepFailed(f"cannot tell whether step {step.id} is done: {_first_line(exc)} (another session holds a "
+                         "lock on its table); nothing was changed: run again when the database is quieter") from None
 
 
 def evaluate_guards(conn: psycopg.Connection, plan: Plan) -> dict[str, bool]:
