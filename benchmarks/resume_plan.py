@@ -11,6 +11,7 @@ and the next `--apply` do first) evaluates every step's guard. Timed, alternatin
 
 With --explain, the plan of every data guard, node types only.
 
+    python benchmarks/resume_plan.py --scale 10          # embedded PostgreSQL 18
     python benchmarks/resume_plan.py --dsn postgresql://postgres@127.0.0.1/yumai_bench --scale 10
 """
 from __future__ import annotations
@@ -99,14 +100,25 @@ def explain(conninfo: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dsn", required=True, help="a database the benchmark may fill (its chatbot schema is replaced)")
+    ap.add_argument("--dsn", help="a database the benchmark may fill (its chatbot schema is replaced; "
+                                  "default: a new one on an embedded PostgreSQL)")
     ap.add_argument("--scale", type=int, default=10, help="scale factor of the generated database (default 10)")
     ap.add_argument("--runs", type=int, default=3, help="timed runs of each (alternating; default 3)")
     ap.add_argument("--baseline-runs", type=int, default=1, help="of those, how many also time the baseline (default 1)")
     ap.add_argument("--bound", type=float, default=120.0, help="seconds before a baseline guard is cut off")
     ap.add_argument("--explain", action="store_true", help="print the join nodes of each data guard")
     args = ap.parse_args(argv)
-    conninfo = resolve_target(args.dsn).conninfo
+    if args.dsn:
+        return run(args, resolve_target(args.dsn).conninfo)
+    from yumai_audit.embedded import embedded_server
+
+    with embedded_server() as uri:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE yumai_bench")
+        return run(args, resolve_target(uri.replace("/postgres?", "/yumai_bench?")).conninfo)
+
+
+def run(args, conninfo: str) -> int:
     t0 = time.monotonic()
     generate(conninfo, args.scale, replace=True)
     print(f"generated scale {args.scale} in {time.monotonic() - t0:.1f}s", flush=True)

@@ -225,9 +225,12 @@ def test_create_index_concurrently_waiting_for_an_idle_repeatable_read_transacti
         holder.execute("SELECT count(*) FROM chatbot.users")          # takes the snapshot
         lines = []
         with pytest.raises(StepFailed) as exc:
-            api.apply(db.conninfo, Config(), rescan=False, wait_timeout=1.5, progress=lines.append)
+            api.apply(db.conninfo, Config(), rescan=False, wait_timeout=6, progress=lines.append)
         message = str(exc.value)
         pid = holder.info.backend_pid
+        # while it waits, a progress line every 5 s says what for
+        assert any(": waiting " in m and "(cancelled at 6s) for older transactions to end" in m
+                   and f"backend {pid} (application 'report job'" in m for m in lines), lines
         assert "step index:chatbot." in message and "cancelled after waiting" in message
         assert f"backend {pid} (application 'report job'" in message
         assert "idle in transaction since " in message
