@@ -20,8 +20,8 @@ from psycopg import sql
 
 from .connection import Target, connect
 from .errors import AuditError
-from .planner import Plan
-from .steps import Kind, Step
+from .plan import Plan
+from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session
 
 JOURNAL = ("yumai_audit", "journal")
@@ -130,20 +130,16 @@ class Executor:
         self.step_hook = step_hook
         self.max_tries = max_tries
         self.backoff = backoff
-        self.lock_timeout_ms = int(plan.options.lock_timeout * 1000)
-        self.watcher = Watcher(target, self.say)
+        self.watcher = Watcher(target, self.say)   # what a step waits for, and the bound of CONCURRENTLY
 
     # session ------------------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        return connect(self.target, autocommit=True, application_name="yumai-audit fix")
+
     def _open(self) -> psycopg.Connection:
-        conn = connect(self.target, autocommit=True, application_name="yumai-audit fix")
-        conn.execute("SET statement_timeout = 0")
-        conn.execute("SET idle_in_transaction_session_timeout = 0")
-        # one core for the migration, the others for the application: no parallel scans or index builds
-        conn.execute("SET max_parallel_workers_per_gather = 0")
-        conn.execute("SET max_parallel_maintenance_workers = 0")
-        if conn.info.server_version >= 140000:
-            # a killed apply's backend notices its client is gone within a second and rolls back
-            conn.execute("SET client_connection_check_interval = 1000")
+        conn = self._connect()
+        for setting in session_settings(conn.info.server_version):
+            conn.execute(setting)
         bound_session(conn, self.plan.options.lock_timeout)   # guards, checks and the journal too
         return conn
 
@@ -182,26 +178,28 @@ class Executor:
                      (outcome.outcome, outcome.rows, outcome.tries, outcome.detail, entry))
 
     # steps --------------------------------------------------------------------------------------
+    def block(self, step: Step) -> Block:
+        """What this step sends: the very block `fix --sql` writes (steps.step_block)."""
+        return step_block(step, self.plan.options.lock_timeout, self.plan.options.batch_size)
+
     def _once(self, conn, step: Step) -> int:
-        """One attempt: the step's statements, in one transaction when transactional. Returns rows."""
+        """One attempt: the step's block, in one transaction when transactional. Returns rows."""
+        block = self.block(step)
         rows = 0
         pid = conn.info.backend_pid
-        if step.transactional:
+        if block.transactional:
             with conn.transaction(), self.watcher.watch(pid, step.id):
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal(f"{self.lock_timeout_ms}ms" if step.takes_lock_timeout else "0")))
-                for stmt in step.statements:
+                for stmt in block.statements:
                     cur = conn.execute(stmt)
-                    rows += max(cur.rowcount, 0)
+                    rows += max(cur.rowcount, 0)   # SET's rowcount is -1
                 if self.step_hook is not None:
                     self.step_hook(step, conn)
         else:
             # CONCURRENTLY waits for older transactions, which lock_timeout cannot bound: the watcher does
-            conn.execute("SET lock_timeout = 0")
             try:
                 with self.watcher.watch(pid, step.id, cancel_after=self.plan.options.wait_timeout) as wait:
                     try:
-                        for stmt in step.statements:
+                        for stmt in block.statements:
                             conn.execute(stmt)
                     except pgerrors.QueryCanceled:
                         if not wait.cancelled:
@@ -223,22 +221,21 @@ class Executor:
             try:
                 return self._once(conn, step)
             except RETRYABLE as exc:
+                held = self.watcher.last
+                who = f", waiting for {held.line()}" if held is not None and held.blockers else ""
                 if attempt == self.max_tries:
-                    held = self.watcher.last
-                    who = f", waiting for {held.line()}" if held is not None and held.blockers else ""
                     raise StepFailed(
                         f"step {step.id}: could not take its {step.lock.label} lock after {attempt} tries "
                         f"({_first_line(exc)}{who}); nothing of this step was changed: run fix --apply again "
                         "when the database is quieter") from None
                 wait = self.backoff * 2 ** (attempt - 1)
-                held = self.watcher.last
-                who = f", waiting for {held.line()}" if held is not None and held.blockers else ""
                 self.say(f"    {step.id}: lock busy ({_first_line(exc)}{who}); retrying in {wait:.2f}s")
                 time.sleep(wait)
         return 0
 
     def _run_step(self, conn, step: Step, outcome: StepOutcome) -> None:
-        if step.kind is Kind.BATCHED:
+        repeat_below = self.block(step).repeat_below
+        if repeat_below is not None:
             batch = 0
             while True:
                 n = self._with_retries(conn, step, outcome)
@@ -247,7 +244,7 @@ class Executor:
                 if n:
                     self.say(f"    {step.id}: batch {batch}, {outcome.rows} rows so far")
                 # a short batch ends the step: what live traffic adds meanwhile is the catch-ups' work
-                if n < self.plan.options.batch_size:
+                if n < repeat_below:
                     break
         else:
             outcome.rows = self._with_retries(conn, step, outcome)

@@ -25,7 +25,7 @@ import time
 import psycopg
 from psycopg import sql
 
-from yumai_audit import api, planner
+from yumai_audit import api, planner, session_plan
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 
@@ -60,9 +60,9 @@ def exists_form(relation, predicate, alias="t"):
 
 def time_plan(conninfo: str, baseline: bool, bound: float) -> float | None:
     """Seconds to plan the resume; None when a guard hit the bound (baseline only)."""
-    saved, saved_env = planner.no_rows, os.environ.get("PGOPTIONS")
+    saved, saved_env = session_plan.no_rows, os.environ.get("PGOPTIONS")
     if baseline:
-        planner.no_rows = exists_form
+        session_plan.no_rows = exists_form
         os.environ["PGOPTIONS"] = f"-c statement_timeout={int(bound * 1000)}"
     t0 = time.monotonic()
     try:
@@ -71,7 +71,7 @@ def time_plan(conninfo: str, baseline: bool, bound: float) -> float | None:
     except psycopg.errors.QueryCanceled:
         return None
     finally:
-        planner.no_rows = saved
+        session_plan.no_rows = saved
         if saved_env is None:
             os.environ.pop("PGOPTIONS", None)
         else:
