@@ -330,3 +330,16 @@ def _unindexed_loops(tree) -> list[str]:
         if scans:
             bad.append(f"Nested Loop over {', '.join(scans)}")
     return bad
+
+
+def test_planning_behind_an_access_exclusive_lock_is_bounded_by_the_lock_timeout(db):
+    build_demo_database(db.conninfo)
+    holder = _holder(db, "maintenance")
+    try:
+        holder.execute("LOCK TABLE chatbot.user_feedback IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(AuditError) as exc:
+            api.plan(db.conninfo, Config(), lock_timeout=0.3)
+        assert "lock timeout" in str(exc.value) and "run again when the database is quieter" in str(exc.value)
+    finally:
+        holder.rollback()
+        holder.close()
