@@ -80,6 +80,9 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
 
 def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
+    if conn.info.server_version >= 140000:
+        # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
+        conn.execute("SET client_connection_check_interval = 1000")
     try:
         with conn.transaction():
             ctx = audit_context(conn, config)

@@ -13,15 +13,11 @@ from __future__ import annotations
 from psycopg import sql
 
 from .config import QualifiedName
+from .ddl import relid
 
 # The columns the planner's quarantine tables add to the key table's own (see move_rows): a key
 # table with a column of one of these names cannot be quarantined as it is.
 QUARANTINE_COLUMNS = ("yumai_reason", "yumai_quarantined_at")
-
-
-def _relid(name: QualifiedName) -> sql.Composable:
-    return sql.SQL("(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                   "WHERE n.nspname = {} AND c.relname = {})").format(sql.Literal(name.schema), sql.Literal(name.name))
 
 
 def _tables(names: list[QualifiedName]) -> sql.Composable:
@@ -50,7 +46,7 @@ def master_shape(master: QualifiedName, key: str, filled: tuple[str, ...]) -> li
     """An existing master must take the backfill and be the target of the foreign keys: a unique,
     immediate, non-partial index on exactly the key; no NOT NULL column without a default that the
     backfill does not fill (`filled`: the columns it inserts)."""
-    rel = _relid(master)
+    rel = relid(master)
     key_num = sql.SQL("(SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = {} AND a.attname = {})").format(
         rel, sql.Literal(key))
     return [
@@ -144,7 +140,7 @@ def columns_unchanged(table: QualifiedName, columns: list[str]) -> sql.Composabl
         "BEGIN IF ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = {rel} AND a.attnum > 0 "
         "AND NOT a.attisdropped ORDER BY a.attnum) IS DISTINCT FROM {cols}::text[] THEN "
         "RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = {msg}; END IF; END").format(
-        rel=_relid(table), cols=sql.Literal(list(columns)),
+        rel=relid(table), cols=sql.Literal(list(columns)),
         msg=sql.Literal(f"the columns of {table} changed after the plan was made; nothing was moved: "
                         "run fix --apply again (the new plan copies every column)"))
     return sql.SQL("DO {}").format(sql.Literal(body.as_string(None)))
