@@ -25,7 +25,7 @@ class FkCandidate(Check):
     severity = Severity.INFO
     description = "Columns named like references, with no FK, not confirmed by the data"
     scope = "schema"
-    skip_reason = "no unconstrained column is named like a reference to a table in scope"
+    skip_reason = "no unconstrained column could reference a key of a table in scope"
 
     def targets(self, ctx):
         return []
@@ -38,18 +38,10 @@ class FkCandidate(Check):
         for v in implied.verdicts(ctx, results):
             if v.is_unconstrained_fk:
                 continue
-            best, c = v.best, v.best.candidate
-            if len(v.confirmed) > 1:
-                why = f"could reference {len(v.confirmed)} tables: {v.describe()}"
-            elif v.confirmed:
-                why = (f"is its table's primary key; {best.share:.1%} of its {best.values} distinct values "
-                       f"are in {c.references}")
-            else:
-                why = f"only {best.share:.1%} of its {best.values} distinct values are in {c.references}"
-                if len(v.measured) > 1:
-                    why += f" (candidates: {v.describe()})"
+            c = v.best.candidate
+            lead = "is named like a reference but" if isinstance(v, implied.Verdict) else "has no foreign key and"
             findings.append(self.finding(
                 None, table=str(c.table.name), column=c.column.name, references=c.references,
-                sample=list(best.sample), details=v.details(),
-                message=f"{c.table.name}.{c.column.name} is named like a reference but {why}"))
+                sample=list(v.best.sample), details=v.details(),
+                message=f"{c.table.name}.{c.column.name} {lead} {v.why_not()}"))
         return findings

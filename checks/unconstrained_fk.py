@@ -48,10 +48,15 @@ class UnconstrainedFk(Check):
             if not v.is_unconstrained_fk:
                 continue
             best, c = v.best, v.best.candidate
-            others = f"; other candidates: {v.describe()}" if len(v.measured) > 1 else ""
+            if isinstance(v, implied.Verdict):
+                others = f"; other candidates: {v.describe()}" if len(v.measured) > 1 else ""
+                found = f"{best.share:.1%} of {best.values} distinct values found there"
+            else:
+                others = f"; also holding them: {v.describe()}" if len(v.contained) > 1 else ""
+                found = f"every one of its {best.values} distinct values found there, {v.evidence()}"
             findings.append(self.finding(
                 None, table=str(c.table.name), column=c.column.name, references=c.references,
                 severity=Severity.WARNING, sample=list(best.sample), details=v.details(),
                 message=f"{c.table.name}.{c.column.name} looks like a reference to {c.references} "
-                        f"({best.share:.1%} of {best.values} distinct values found there) but has no foreign key{others}"))
+                        f"({found}) but has no foreign key{others}"))
         return findings
