@@ -164,7 +164,7 @@ def _columns(ctx: AuditContext) -> tuple[list[list[Candidate]], list[tuple[Table
                     group.append(Candidate(t, column, parent, rule))
             if group:
                 named.append(group)
-            else:
+            if not group or all(c.rule in SOFT_RULES for c in group):
                 others.append((t, column))
     return named, others
 
@@ -288,11 +288,17 @@ def verdicts(ctx: AuditContext, results: dict[str, list[tuple]]) -> list:
         measured = [m for m in measured if m.values]
         measured.sort(key=lambda m: (-m.share, m.candidate.parent.name))
         out.append(Verdict(tuple(measured)))
+    by_column = {(v.best.candidate.table.name, v.best.candidate.column.name): i for i, v in enumerate(out)}
     for inference in inferences(ctx, others):
         if inference.key in results:
             judged = inference.judge(results[inference.key][0])
-            if judged is not None:
+            where = by_column.get((inference.table.name, inference.column.name))
+            if judged is None or (where is not None and (out[where].is_unconstrained_fk or not judged.is_unconstrained_fk)):
+                continue     # a softer name rule's verdict stands unless the data confirm another parent
+            if where is None:
                 out.append(judged)
+            else:
+                out[where] = judged
     return out
 
 
@@ -303,8 +309,9 @@ def verdicts(ctx: AuditContext, results: dict[str, list[tuple]]) -> list:
 HEAD_ROWS = 10_000         # the first rows read to rule a parent out before the full pass
 MIN_DISTINCT = {"int": 3, "text": 3, "uuid": 1}
 CHANCE = 1e-6              # containment this likely by chance is no evidence
-CONSISTENT = 1e-3          # values this concentrated in a corner of the parent's keys: not its references
+CONSISTENT = 1e-3          # values this concentrated in a corner of the parent's keys: a name alone won't do
 HEAD_CHANCE = 0.05         # the head's containment at least this likely by chance: no full pass
+SOFT_RULES = {"self", "table name"}   # name rules whose column is also tested against every key
 SELF_WORDS = {"parent", "manager", "reports_to", "supervisor", "superior", "boss", "mentor", "predecessor",
               "successor", "replaced_by", "replaces", "original"}
 
@@ -368,8 +375,7 @@ class Evidence:
     @property
     def unlikely_by_chance(self) -> bool:
         chance = self.log_chance
-        return (self.values >= MIN_DISTINCT[self.kind] and (chance is None or chance <= math.log(CHANCE))
-                and self.consistent)
+        return self.values >= MIN_DISTINCT[self.kind] and (chance is None or chance <= math.log(CHANCE))
 
     def as_dict(self) -> dict:
         out = {"references": self.candidate.references, "share": 1.0, "values": self.values, "missing": 0}
@@ -492,15 +498,16 @@ class Inference:
         any_gate = sql.SQL(" OR ").join(sql.SQL("g.{}").format(sql.Identifier(f"g{i}")) for i in range(len(self.parents)))
         bounds = (sql.SQL("CASE WHEN {a} THEN (SELECT lo::text FROM vs) END, CASE WHEN {a} THEN (SELECT hi::text FROM vs) END")
                   if self.kind == "int" else sql.SQL("NULL::text, NULL::text")).format(a=any_gate)
+        bound = sql.SQL("min(k) AS lo, max(k) AS hi" if self.kind == "int" else "NULL AS lo, NULL AS hi")
         return sql.SQL(
             "WITH h AS MATERIALIZED (SELECT DISTINCT s.k FROM (SELECT {col} AS k FROM {child} t WHERE {col} IS NOT NULL "
             "LIMIT {head}) s), "
-            "hs AS MATERIALIZED (SELECT count(*) AS n, min(k) AS lo, max(k) AS hi FROM h), "
+            "hs AS MATERIALIZED (SELECT count(*) AS n, {bound} FROM h), "
             "g AS MATERIALIZED (SELECT {gates} FROM hs), "
             "v AS MATERIALIZED (SELECT {col} AS k FROM {child} t WHERE {col} IS NOT NULL GROUP BY 1), "
-            "vs AS MATERIALIZED (SELECT count(*) AS n, min(k) AS lo, max(k) AS hi FROM v) "
+            "vs AS MATERIALIZED (SELECT count(*) AS n, {bound} FROM v) "
             "SELECT CASE WHEN {a} THEN (SELECT n FROM vs) END, {bounds}, {outs} FROM g"
-        ).format(col=col, child=child, head=sql.Literal(HEAD_ROWS), gates=sql.SQL(", ").join(gates),
+        ).format(col=col, child=child, head=sql.Literal(HEAD_ROWS), gates=sql.SQL(", ").join(gates), bound=bound,
                  a=any_gate, bounds=bounds, outs=sql.SQL(", ").join(outs))
 
     def judge(self, row: tuple) -> Inferred | None:

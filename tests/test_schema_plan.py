@@ -40,7 +40,7 @@ def shop_catalog(version=150000, with_session=True) -> Catalog:
 def test_the_option_is_off_by_default_and_needs_evidence():
     ctx = build_context(shop_catalog(), Config())
     (probe,) = probes(ctx)
-    evidence = {probe.key: [(3, 0, None)]}           # 3 distinct values, none missing
+    evidence = {probe.key: [(3, 0, None, True)]}           # 3 distinct values, none missing
     off = build_plan(ctx, FixOptions(), evidence)
     assert off.steps and not [s.id for s in off.steps if "shop" in s.id or any("shop" in t for t in s.tables)]
     on = build_plan(ctx, FixOptions(include="schema"), evidence)
@@ -52,7 +52,7 @@ def test_the_option_is_off_by_default_and_needs_evidence():
     assert ids[-1] == "verify-schema"
     # no measurement (the probe failed): nothing planned; a missing value: nothing planned, noted
     assert [s.id for s in build_plan(ctx, FixOptions(include="schema"), {}).steps if "shop" in s.id] == []
-    noted = build_plan(ctx, FixOptions(include="schema"), {probe.key: [(200, 1, ["77"])]})
+    noted = build_plan(ctx, FixOptions(include="schema"), {probe.key: [(200, 1, ["77"], True)]})
     assert [s.id for s in noted.steps if "shop" in s.id] == []
     assert any("1 of 200 distinct values are not in shop.customers (e.g. 77)" in n for n in noted.notes)
     # no session table: the schema steps alone, behind a preflight without the master's checks
@@ -344,3 +344,30 @@ def test_quoted_mixed_case_names(db):
                        "AND contype = 'f'") == [("Order Lines_Customer_id_fkey", True)]
     with pytest.raises(pgerrors.ForeignKeyViolation):
         db.execute('INSERT INTO "Sales"."Order Lines" VALUES (4, 3)')
+
+
+def test_include_schema_adds_the_inferred_fks_that_are_confirmed_only(db):
+    """FKs inferred from data (a key that is not the primary key, a self-reference, a role word) are
+    planned like named ones; a column two tables could hold gets nothing."""
+    db.execute("""
+        CREATE SCHEMA hr;
+        CREATE TABLE hr.staff (id int PRIMARY KEY, badge int NOT NULL UNIQUE, coach int);
+        INSERT INTO hr.staff SELECT g, 1000 + g, CASE WHEN g > 12 THEN 1001 + 2 * (g % 12) END
+        FROM generate_series(1, 60) g WHERE g % 10 <> 0;
+        CREATE TABLE hr.shifts (id int PRIMARY KEY, supervisor int, handler int);
+        CREATE TABLE hr.handlers_a (code int PRIMARY KEY);
+        CREATE TABLE hr.handlers_b (code int PRIMARY KEY);
+        INSERT INTO hr.handlers_a VALUES (105), (110), (120), (130);
+        INSERT INTO hr.handlers_b VALUES (105), (110), (120), (130), (140);
+        INSERT INTO hr.shifts SELECT g, 1001 + 2 * (g % 15), (ARRAY[105, 110, 120, 130])[1 + g % 4]
+        FROM generate_series(1, 45) g;
+    """)
+    plan = api.plan(db.conninfo, Config(), include="schema")
+    assert sorted(s.id for s in plan.steps if s.id.startswith("fk-add")) == [
+        "fk-add:hr.shifts.supervisor", "fk-add:hr.staff.coach"]
+    assert "REFERENCES hr.staff (badge)" in plan.step("fk-add:hr.shifts.supervisor").sql_text().replace('"', "")
+    assert api.apply(db.conninfo, Config(), rescan=False, include="schema").ok
+    assert sorted(db.fetchall("SELECT conrelid::regclass::text, confrelid::regclass::text, convalidated FROM pg_constraint "
+                              "WHERE contype = 'f'")) == [("hr.shifts", "hr.staff", True), ("hr.staff", "hr.staff", True)]
+    with pytest.raises(pgerrors.ForeignKeyViolation):
+        db.execute("INSERT INTO hr.shifts VALUES (99, 1010, NULL)")    # badge 1010 does not exist
