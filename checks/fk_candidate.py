@@ -14,7 +14,11 @@ class FkCandidate(Check):
     single-column primary key is `<pk>`), has a comparable type and no foreign key, but fewer than
     99% of its distinct non-NULL values exist in the candidate parent, or several parents qualify
     (the alternatives are listed, each with its share), or the column is its own table's primary key
-    (a one-to-one extension table, or two serial ids that merely overlap).
+    (a one-to-one extension table, or two serial ids that merely overlap), or the column has no
+    non-NULL value or its table no row (`details.reason`: nothing in the data can confirm it).
+    Also a column named by no rule whose every value is in two or more keys that are each unlikely to
+    hold them by chance (the alternatives and their evidence in `details`), and a `<role>_id` column
+    (`support_rep_id`) whose values some keys hold but could hold by chance (small serial ids).
     Why it matters: either a real relationship with many dangling values (worth a look before
     adding a constraint) or a false match of names; the scan does not decide for you.
     What the fix does: nothing. Declare the FK yourself if it is real, or list the column in the

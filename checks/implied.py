@@ -1,12 +1,20 @@
-"""Implied foreign keys: columns that look like references, have no constraint, and are confirmed by data.
+"""Implied foreign keys: columns that reference a single-column key but have no constraint.
 
-Shared by `unconstrained_fk` (confirmed: one parent holds at least 99% of the column's distinct
-values) and `fk_candidate` (the rest). Name rules, compared case-insensitively:
+Shared by `unconstrained_fk` (confirmed) and `fk_candidate` (the rest). Name rules, compared
+case-insensitively on the name's words (split at `_` and camelCase):
 - `<x>_id` refers to a table named `<x>` or its plural (`s`, `es`, `y` -> `ies`) whose primary key is
   the single column `id`;
 - `<anything>_<pk>` or `<pk>` refers to the one table whose single-column primary key is named
-  `<pk>` (not for `id`, which nearly every table has: that case is the rule above).
+  `<pk>` (not for `id`, which nearly every table has: that case is the rule above);
+- only where those find nothing: a self-reference word (`SELF_WORDS`, with or without `id`) refers
+  to its own table's key, and a table's name (`customer`, `customer_id`) to that table's key.
+A named column is confirmed when one parent holds at least 99% of its distinct values.
 The types must be comparable (integers with integers, text with text, or the same type).
+
+Every other column (and the last two rules' columns when the name's table does not hold the values)
+is tested against every comparable single-column key (`Inference`): confirmed when all its values
+are in exactly one key and that is unlikely by chance (`Evidence.log_chance`), or when names break
+the tie; the README's "Implied foreign keys" states the rule and its limits.
 """
 from __future__ import annotations
 

@@ -19,9 +19,13 @@ class UnconstrainedFk(Check):
 
     Schema-wide, the check also reports implied foreign keys on any table (warning severity):
     a column named like a reference (`customer_id` -> `customers.id`; `<anything>_<pk>` -> the one
-    table whose single-column primary key is `<pk>`), of a comparable type, with no constraint,
+    table whose single-column primary key is `<pk>`; `manager_id`, `reports_to` -> its own table;
+    `customer` -> `customers`, whatever its key is called), of a comparable type, with no constraint,
     whose distinct non-NULL values are at least 99% present in that one parent (`details.share`),
-    and that is not its table's own primary key. Everything weaker is `fk_candidate` (info).
+    and that is not its table's own primary key; or any other column whose every value is in
+    exactly one single-column key where that is unlikely by chance (`details.chance`: 20 badge
+    numbers 1001..1039 that skip the deleted ones, never 1..12 inside ids 1..40), or in one key its
+    name points at (`ship_via` -> `shippers`). Everything weaker is `fk_candidate` (info).
     Columns listed in the configuration's `ignore` are never reported.
     """
 
