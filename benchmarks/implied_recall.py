@@ -17,17 +17,20 @@ those reported as `fk_candidate` only, those missed, and any `unconstrained_fk` 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import uuid
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from yumai_audit.api import scan
-from yumai_audit.config import Config
-from yumai_audit.connection import resolve_target
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cutover import server  # noqa: E402
+
+from yumai_audit.api import scan  # noqa: E402
+from yumai_audit.config import Config  # noqa: E402
 
 # model: (PascalCase table, snake table, [(field, Pascal column, snake column, type)], [(field, Pascal, snake, target)])
 MODELS = {
@@ -105,17 +108,6 @@ def load(conn: psycopg.Connection, rows: list[dict], naming: str, schema: str) -
         for f in fks:
             declared.append((f"{schema}.{table}", f[1 + side], f"{schema}.{MODELS[f[3]][side]}", _pk(f[3], naming)))
     return declared
-
-
-@contextlib.contextmanager
-def server(dsn: str | None):
-    if dsn:
-        yield resolve_target(dsn).conninfo
-        return
-    from yumai_audit.embedded import embedded_server
-
-    with embedded_server() as uri:
-        yield resolve_target(uri).conninfo
 
 
 def measure(conninfo: str, declared: list[tuple], label: str) -> dict:
