@@ -371,3 +371,47 @@ def test_include_schema_adds_the_inferred_fks_that_are_confirmed_only(db):
                               "WHERE contype = 'f'")) == [("hr.shifts", "hr.staff", True), ("hr.staff", "hr.staff", True)]
     with pytest.raises(pgerrors.ForeignKeyViolation):
         db.execute("INSERT INTO hr.shifts VALUES (99, 1010, NULL)")    # badge 1010 does not exist
+
+
+def test_inference_probes_are_pruned_by_pg_stats():
+    """Without statistics every comparable key is a candidate (the probe's first rows decide); with them,
+    keys out of the column's range, too few for its distinct values, dense from 1 (containment there is
+    no evidence) or for long texts are never probed."""
+    from yumai_audit.catalog import ColumnStats
+    from yumai_audit.checks import implied
+
+    qn = QualifiedName
+    txt = Column("code", "text", "text", True)
+    tables = [
+        Table(1, qn("s", "serials"), "r", {"id": INT}, ("id",), 1000, 8192),                 # 1..1000, dense
+        Table(2, qn("s", "badges"), "r", {"id": INT}, ("id",), 50, 8192),                    # 1001..1100, half
+        Table(3, qn("s", "tiny"), "r", {"id": INT}, ("id",), 5, 8192),                       # 1..5
+        Table(4, qn("s", "codes"), "r", {"code": txt}, ("code",), 20, 8192),
+        Table(5, qn("s", "facts"), "r", {"id": INT, "qty": Column("qty", "integer", "int4", False),
+                                         "holder": Column("holder", "integer", "int4", False),
+                                         "note": Column("note", "text", "text", False)}, ("id",), 10_000, 8192),
+    ]
+    cat = Catalog("db", "x", 180000, {t.name: t for t in tables})
+    ctx = build_context(cat, Config())
+
+    def pairs():
+        return {(i.column.name, str(p.table.name)) for i in implied.inferences(ctx, implied._columns(ctx)[1])
+                for p in i.parents}
+
+    everything = {(c, str(t)) for c in ("qty", "holder") for t in ("s.serials", "s.badges", "s.tiny", "s.facts")}
+    assert pairs() == everything | {("note", "s.codes")}
+    cat.column_stats.update({
+        (qn("s", "serials"), "id"): ColumnStats(0, -1, 4, 1, 1000),
+        (qn("s", "badges"), "id"): ColumnStats(0, -1, 4, 1001, 1100),
+        (qn("s", "tiny"), "id"): ColumnStats(0, -1, 4, 1, 5),
+        (qn("s", "facts"), "id"): ColumnStats(0, -1, 4, 1, 10_000),
+        (qn("s", "codes"), "code"): ColumnStats(0, -1, 3, None, None),
+        (qn("s", "facts"), "qty"): ColumnStats(0, 12, 4, 1, 12),          # 1..12: in serials, facts; dense from 1
+        (qn("s", "facts"), "holder"): ColumnStats(0.1, 40, 4, 1003, 1097),  # inside badges only
+        (qn("s", "facts"), "note"): ColumnStats(0, -0.9, 120, None, None),  # long texts
+    })
+    # facts.id 1..10000 contains 1003..1097 too, but densely from 1: no evidence there
+    assert pairs() == {("holder", "s.badges")}
+    # all NULL: not probed at all
+    cat.column_stats[(qn("s", "facts"), "holder")] = ColumnStats(1.0, 0, 0, None, None)
+    assert pairs() == set()
