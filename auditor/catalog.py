@@ -92,6 +92,21 @@ class Index:
     valid: bool
     unique: bool
     primary: bool
+    partial: bool = False      # has a WHERE clause (cannot be a foreign key's target)
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """What ANALYZE last recorded about a column (`pg_stats`); absent when the table was never analyzed."""
+
+    null_frac: float
+    n_distinct: float      # > 0: a count; < 0: minus the fraction of rows (-1: unique)
+    avg_width: int
+    low: int | None        # integer columns: the smallest and largest value seen in the sample
+    high: int | None
+
+    def distinct(self, rows: int) -> float:
+        return self.n_distinct if self.n_distinct >= 0 else -self.n_distinct * rows
 
 
 @dataclass
@@ -135,6 +150,7 @@ class Catalog:
     in_recovery: bool = False
     invalid_indexes: list[Index] = field(default_factory=list)  # anywhere in scope, partitions included
     references: list[Reference] = field(default_factory=list)   # every declared FK of the database
+    column_stats: dict[tuple[QualifiedName, str], ColumnStats] = field(default_factory=dict)
 
     def get(self, name: QualifiedName) -> Table | None:
         return self.tables.get(name)
@@ -215,7 +231,7 @@ _INDEXES = """
 SELECT i.indrelid, ic.relname,
        ARRAY(SELECT coalesce(a.attname, '') FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY k(num, ord)
              LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num ORDER BY k.ord)::text[],
-       i.indisvalid, i.indisunique, i.indisprimary, n.nspname
+       i.indisvalid, i.indisunique, i.indisprimary, n.nspname, i.indpred IS NOT NULL
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace
 WHERE i.indrelid = ANY(%(oids)s)
 ORDER BY ic.relname
@@ -271,9 +287,9 @@ def read_catalog(conn: psycopg.Connection, schemas: tuple[str, ...] = ()) -> Cat
             else:
                 by_oid[leaf_oids[relid]].partition_foreign_keys.append(fk)
         invalid: list[Index] = []
-        for relid, name, cols, valid, unique, primary, schema in cur.execute(_INDEXES, {"oids": all_oids}):
+        for relid, name, cols, valid, unique, primary, schema, partial in cur.execute(_INDEXES, {"oids": all_oids}):
             owner_table = by_oid.get(relid) or by_oid[leaf_oids[relid]]
-            index = Index(name, owner_table.name, tuple(cols), valid, unique, primary)
+            index = Index(name, owner_table.name, tuple(cols), valid, unique, primary, partial)
             if relid in by_oid:
                 owner_table.indexes.append(index)
                 if primary:
@@ -285,4 +301,38 @@ def read_catalog(conn: psycopg.Connection, schemas: tuple[str, ...] = ()) -> Cat
                   for name, s, t, rs, rt, cols, fk, fs, ft, frs, frt, ref, deltype in cur.execute(_REFERENCES)]
     return Catalog(database=db, server_version=version, server_version_num=version_num, tables=tables,
                    current_user=user, is_superuser=superuser, in_recovery=recovery,
-                   invalid_indexes=invalid if oids else [], references=references)
+                   invalid_indexes=invalid if oids else [], references=references,
+                   column_stats=_column_stats(cur, by_oid) if oids else {})
+
+
+# Statistics of the key-like columns (integers, text, uuid), as ANALYZE left them: read-only, and
+# empty for a table never analyzed (the implied-FK probes then measure what they need themselves).
+_STATS = """
+SELECT c.oid, s.attname, s.null_frac, s.n_distinct, s.avg_width, s.histogram_bounds::text, s.most_common_vals::text
+FROM pg_stats s
+JOIN pg_namespace n ON n.nspname = s.schemaname
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = s.attname
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE c.oid = ANY(%(oids)s) AND s.inherited = (c.relkind = 'p')
+  AND t.typname IN ('int2', 'int4', 'int8', 'text', 'varchar', 'bpchar', 'uuid')
+"""
+
+
+def _integers(array_text: str | None) -> list[int]:
+    if not array_text:
+        return []
+    try:
+        return [int(v) for v in array_text.strip("{}").split(",") if v]
+    except ValueError:   # not an integer column
+        return []
+
+
+def _column_stats(cur, by_oid: dict[int, Table]) -> dict[tuple[QualifiedName, str], ColumnStats]:
+    out = {}
+    for relid, col, null_frac, n_distinct, width, bounds, common in cur.execute(_STATS, {"oids": list(by_oid)}):
+        table = by_oid[relid]
+        values = _integers(bounds) + _integers(common) if table.columns[col].typname.startswith("int") else []
+        out[(table.name, col)] = ColumnStats(float(null_frac), float(n_distinct), int(width or 0),
+                                             min(values) if values else None, max(values) if values else None)
+    return out

@@ -2,9 +2,10 @@
 
 Off by default (the schema-wide checks only report). With the option, the plan also gets:
 
-- every confirmed implied foreign key (an `unconstrained_fk` finding of the implied part: one parent
-  holds at least 99% of the column's distinct values). Only a column whose values are *all* in the
-  parent gets steps: an index leading with the column when none exists (CONCURRENTLY; ON ONLY the
+- every confirmed implied foreign key (an `unconstrained_fk` finding of the implied part: named like
+  a reference with one parent holding at least 99% of the column's distinct values, or inferred from
+  the data, every value in the one key that the evidence rule accepts; the key may be a unique one
+  rather than the primary key). Only a column whose values are *all* in the parent gets steps: an index leading with the column when none exists (CONCURRENTLY; ON ONLY the
   parent, CONCURRENTLY per partition and ATTACH for a partitioned table), then the FK NOT VALID and
   VALIDATE in a transaction of its own (PostgreSQL 18: on the parent; 12-17: per partition, then on
   the parent, which attaches them). The FK is `ON DELETE NO ACTION`: a relationship inferred from

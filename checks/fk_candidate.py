@@ -14,7 +14,11 @@ class FkCandidate(ProbeCheck):
     single-column primary key is `<pk>`), has a comparable type and no foreign key, but fewer than
     99% of its distinct non-NULL values exist in the candidate parent, or several parents qualify
     (the alternatives are listed, each with its share), or the column is its own table's primary key
-    (a one-to-one extension table, or two serial ids that merely overlap).
+    (a one-to-one extension table, or two serial ids that merely overlap), or the column has no
+    non-NULL value or its table no row (`details.reason`: nothing in the data can confirm it).
+    Also a column named by no rule whose every value is in two or more keys that are each unlikely to
+    hold them by chance (the alternatives and their evidence in `details`), and a `<role>_id` column
+    (`support_rep_id`) whose values some keys hold but could hold by chance (small serial ids).
     Why it matters: either a real relationship with many dangling values (worth a look before
     adding a constraint) or a false match of names; the scan does not decide for you.
     What the fix does: nothing. Declare the FK yourself if it is real, or list the column in the
@@ -24,7 +28,7 @@ class FkCandidate(ProbeCheck):
     id = "fk_candidate"
     severity = Severity.INFO
     description = "Columns named like references, with no FK, not confirmed by the data"
-    skip_reason = "no unconstrained column is named like a reference to a table in scope"
+    skip_reason = "no unconstrained column could reference a key of a table in scope"
 
     def targets(self, ctx):
         return []
@@ -37,18 +41,10 @@ class FkCandidate(ProbeCheck):
         for v in implied.verdicts(ctx, results):
             if v.is_unconstrained_fk:
                 continue
-            best, c = v.best, v.best.candidate
-            if len(v.confirmed) > 1:
-                why = f"could reference {len(v.confirmed)} tables: {v.describe()}"
-            elif v.confirmed:
-                why = (f"is its table's primary key; {best.share:.1%} of its {best.values} distinct values "
-                       f"are in {c.references}")
-            else:
-                why = f"only {best.share:.1%} of its {best.values} distinct values are in {c.references}"
-                if len(v.measured) > 1:
-                    why += f" (candidates: {v.describe()})"
+            c = v.best.candidate
+            lead = "is named like a reference but" if isinstance(v, implied.Verdict) else "has no foreign key and"
             findings.append(self.finding(
                 None, table=str(c.table.name), column=c.column.name, references=c.references,
-                sample=list(best.sample), details=v.details(),
-                message=f"{c.table.name}.{c.column.name} is named like a reference but {why}"))
+                sample=list(v.best.sample), details=v.details(),
+                message=f"{c.table.name}.{c.column.name} {lead} {v.why_not()}"))
         return findings

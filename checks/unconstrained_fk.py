@@ -19,9 +19,13 @@ class UnconstrainedFk(CatalogCheck, ProbeCheck):
 
     Schema-wide, the check also reports implied foreign keys on any table (warning severity):
     a column named like a reference (`customer_id` -> `customers.id`; `<anything>_<pk>` -> the one
-    table whose single-column primary key is `<pk>`), of a comparable type, with no constraint,
+    table whose single-column primary key is `<pk>`; `manager_id`, `reports_to` -> its own table;
+    `customer` -> `customers`, whatever its key is called), of a comparable type, with no constraint,
     whose distinct non-NULL values are at least 99% present in that one parent (`details.share`),
-    and that is not its table's own primary key. Everything weaker is `fk_candidate` (info).
+    and that is not its table's own primary key; or any other column whose every value is in
+    exactly one single-column key where that is unlikely by chance (`details.chance`: 20 badge
+    numbers 1001..1039 that skip the deleted ones, never 1..12 inside ids 1..40), or in one key its
+    name points at (`ship_via` -> `shippers`). Everything weaker is `fk_candidate` (info).
     Columns listed in the configuration's `ignore` are never reported.
     """
 
@@ -47,10 +51,15 @@ class UnconstrainedFk(CatalogCheck, ProbeCheck):
             if not v.is_unconstrained_fk:
                 continue
             best, c = v.best, v.best.candidate
-            others = f"; other candidates: {v.describe()}" if len(v.measured) > 1 else ""
+            if isinstance(v, implied.Verdict):
+                others = f"; other candidates: {v.describe()}" if len(v.measured) > 1 else ""
+                found = f"{best.share:.1%} of {best.values} distinct values found there"
+            else:
+                others = f"; also holding them: {v.describe()}" if len(v.contained) > 1 else ""
+                found = f"every one of its {best.values} distinct values found there, {v.evidence()}"
             findings.append(self.finding(
                 None, table=str(c.table.name), column=c.column.name, references=c.references,
                 severity=Severity.WARNING, sample=list(best.sample), details=v.details(),
                 message=f"{c.table.name}.{c.column.name} looks like a reference to {c.references} "
-                        f"({best.share:.1%} of {best.values} distinct values found there) but has no foreign key{others}"))
+                        f"({found}) but has no foreign key{others}"))
         return findings

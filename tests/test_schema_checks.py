@@ -205,11 +205,12 @@ CREATE TABLE public.users (id int PRIMARY KEY);
 INSERT INTO public.users SELECT generate_series(1, 5);
 CREATE TABLE public.user_settings (user_id int PRIMARY KEY, theme text);
 INSERT INTO public.user_settings VALUES (1, 'dark'), (2, 'light');
--- never reported: an FK already, an incompatible type, no value at all, the ignore list
+-- never reported: an FK already, an incompatible type, the ignore list
 CREATE TABLE public.logins (id int PRIMARY KEY, user_id int REFERENCES public.users (id));
 CREATE INDEX ON public.logins (user_id);
 CREATE TABLE public.notes (id int PRIMARY KEY, user_id text);
 INSERT INTO public.notes VALUES (1, '1'), (2, '2');
+-- no value at all: a candidate, with the reason
 CREATE TABLE public.drafts (id int PRIMARY KEY, user_id int);
 INSERT INTO public.drafts VALUES (1, NULL);
 CREATE TABLE public.audit_log (id int PRIMARY KEY, user_id int);
@@ -224,8 +225,13 @@ def test_implied_fks_are_confirmed_by_data(db):
     candidates = {(f.table, f.column): f for f in found(result, "fk_candidate")}
     assert sorted(unconstrained) == [("Sales.Orders", "Customer_id"), ("public.audit_log", "user_id"),
                                      ("public.invoices", "account_id")]
-    assert sorted(candidates) == [("public.payments", "account_id"), ("public.reviews", "product_sku"),
-                                  ("public.user_settings", "user_id")]
+    assert sorted(candidates) == [("public.drafts", "user_id"), ("public.payments", "account_id"),
+                                  ("public.reviews", "product_sku"), ("public.user_settings", "user_id")]
+    drafts = candidates[("public.drafts", "user_id")]
+    assert (drafts.severity, drafts.details["values"], drafts.details["reason"]) == (
+        Severity.INFO, 0, "has no non-NULL value")
+    assert drafts.details["alternatives"] == ["public.user_settings.user_id", "public.users.id"]
+    assert "nothing in the data can confirm it" in drafts.message
 
     invoices = unconstrained[("public.invoices", "account_id")]
     assert invoices.references == "billing.accounts.id"
@@ -309,9 +315,11 @@ def test_clean_schema_raises_no_alarm(db, tmp_path):
     result = scan(db.conninfo, Config(verify_declared=True))
     assert result.findings == []
     assert {c.check: c.status for c in result.checks if c.check in SCHEMA_CHECKS} == {
-        "orphaned_fk_rows": Status.PASS, "fk_candidate": Status.SKIPPED, "partition_fk_drift": Status.PASS,
+        "orphaned_fk_rows": Status.PASS, "fk_candidate": Status.PASS, "partition_fk_drift": Status.PASS,
         "invalid_indexes": Status.PASS, "duplicate_foreign_keys": Status.PASS, "unindexed_foreign_keys": Status.PASS}
-    assert all(status(result, c) is Status.SKIPPED for c in SESSION_ONLY_CHECKS + ("unconstrained_fk",))
+    # the unconstrained integer columns (shop.events.id) were measured against the keys: nothing found
+    assert status(result, "fk_candidate") is status(result, "unconstrained_fk") is Status.PASS
+    assert all(status(result, c) is Status.SKIPPED for c in SESSION_ONLY_CHECKS)
     assert result.exit_code == 0
     res = CliRunner().invoke(cli, ["scan", "--dsn", db.conninfo, "--out", str(tmp_path / "out"), "--verify-declared"])
     assert res.exit_code == 0, res.output
@@ -414,3 +422,78 @@ def test_quoted_mixed_case_names_in_another_schema(db):
     assert f.details["constraints"] == ["Runs A Job"]
     assert [(d.table, d.severity) for d in found(result, "partition_fk_drift")] == [
         ("Ops.Runs B", Severity.ERROR), ("Ops.Runs", Severity.WARNING)]
+
+
+# Relationships no `<x>_id` rule finds, and the traps of small integers. Employees are numbered
+# 1..40; staff badges 1001..1060 but the tens (so that containment in them means something); the
+# other tables have keys 1..N.
+INFERRED = """
+CREATE SCHEMA hr;
+CREATE SCHEMA shop;
+CREATE TABLE hr.employees (id int PRIMARY KEY, manager_id int, "ReportsTo" int, name text);
+INSERT INTO hr.employees SELECT g, CASE WHEN g > 1 THEN 1 + g % 5 END, CASE WHEN g > 1 THEN 1 + g % 3 END, 'e' || g
+FROM generate_series(1, 40) g;
+CREATE TABLE hr.staff (badge int PRIMARY KEY, coach int);
+INSERT INTO hr.staff SELECT 1000 + g, CASE WHEN g > 12 THEN 1000 + 2 * (g % 12) + 1 END
+FROM generate_series(1, 60) g WHERE g % 10 <> 0;
+CREATE TABLE hr.people (person uuid PRIMARY KEY);
+INSERT INTO hr.people SELECT md5('p' || g)::uuid FROM generate_series(1, 20) g;
+CREATE TABLE shop.customers (cust_no int PRIMARY KEY);
+INSERT INTO shop.customers SELECT generate_series(1, 30);
+CREATE TABLE shop.shippers (shipper_id int PRIMARY KEY, name text);
+INSERT INTO shop.shippers VALUES (1, 'a'), (2, 'b'), (3, 'c');
+CREATE TABLE shop.products (id int PRIMARY KEY);
+INSERT INTO shop.products SELECT generate_series(1, 40);
+CREATE TABLE shop.coupons (id int PRIMARY KEY);
+CREATE TABLE shop.handlers_eu (code int PRIMARY KEY);
+INSERT INTO shop.handlers_eu VALUES (100), (105), (110), (120), (130), (140);
+CREATE TABLE shop.handlers_us (code int PRIMARY KEY);
+INSERT INTO shop.handlers_us VALUES (105), (110), (115), (120), (130);
+CREATE TABLE shop.orders (id int PRIMARY KEY, customer int, ship_via int, clerk_id int, approver uuid,
+                          coupon_id int, status int, handler int);
+INSERT INTO shop.orders SELECT g, 1 + g % 30, 1 + g % 3, 1001 + 2 * (g % 20), md5('p' || (1 + g % 9))::uuid,
+       NULL, 1 + g % 4, (ARRAY[105, 110, 120, 130])[1 + g % 4]
+FROM generate_series(1, 200) g;
+CREATE TABLE shop.order_lines (id int PRIMARY KEY, product_id int, quantity int);
+INSERT INTO shop.order_lines SELECT g, 1 + g % 40, 1 + g % 12 FROM generate_series(1, 300) g;
+CREATE TABLE shop.reviews (id int PRIMARY KEY, rating int);
+INSERT INTO shop.reviews SELECT g, 1 + g % 5 FROM generate_series(1, 50) g;
+CREATE TABLE shop.shifts (id int PRIMARY KEY, supervisor int);
+INSERT INTO shop.shifts SELECT g, 1001 + 2 * (g % 15) FROM generate_series(1, 45) g;
+CREATE TABLE shop.returns (id int PRIMARY KEY, order_id int);
+"""
+
+
+def test_implied_fks_inferred_from_data_and_roles(db):
+    db.execute(INFERRED)
+    for analyzed in (False, True):      # pg_stats empty, then filled: the same verdicts
+        result = scan(db.conninfo, Config())
+        unconstrained = {(f.table, f.column): f for f in found(result, "unconstrained_fk")}
+        candidates = {(f.table, f.column): f for f in found(result, "fk_candidate")}
+        assert {k: (f.references, f.details["rule"]) for k, f in unconstrained.items()} == {
+            ("hr.employees", "manager_id"): ("hr.employees.id", "self"),          # self-references, by name
+            ("hr.employees", "ReportsTo"): ("hr.employees.id", "self"),
+            ("hr.staff", "coach"): ("hr.staff.badge", "data"),                   # self-reference, by data alone
+            ("shop.orders", "customer"): ("shop.customers.cust_no", "table name"),   # bare role word
+            ("shop.orders", "clerk_id"): ("hr.staff.badge", "data"),             # <role>_id, by data
+            ("shop.orders", "approver"): ("hr.people.person", "data"),           # uuids
+            ("shop.orders", "ship_via"): ("shop.shippers.shipper_id", "name prefix"),
+            ("shop.shifts", "supervisor"): ("hr.staff.badge", "data"),           # a role word, not a self-reference
+            ("shop.order_lines", "product_id"): ("shop.products.id", "name"),    # the name rule, unchanged
+        }, analyzed
+        assert all(f.severity is Severity.WARNING for f in unconstrained.values())
+        # the traps: quantity 1..12 in the 40 products, rating 1..5, a status code: not reported at all;
+        # a column held by two lookup tables: a candidate with both; empty columns: candidates with the reason
+        assert sorted(candidates) == [("shop.orders", "coupon_id"), ("shop.orders", "handler"),
+                                      ("shop.returns", "order_id")], analyzed
+        handler = candidates[("shop.orders", "handler")]
+        # both hold 105, 110, 120, 130 (unlikely by chance): the closer fit first
+        assert [a["references"] for a in handler.details["alternatives"]] == ["shop.handlers_us.code",
+                                                                              "shop.handlers_eu.code"]
+        assert "no name tells which" in handler.message and handler.severity is Severity.INFO
+        assert candidates[("shop.orders", "coupon_id")].details["reason"] == "has no non-NULL value"
+        assert candidates[("shop.returns", "order_id")].details["reason"] == "its table has no row"
+        clerk = unconstrained[("shop.orders", "clerk_id")].details
+        assert (clerk["values"], clerk["missing"], clerk["range"], clerk["parent_keys"]) == (20, 0, [1001, 1039], 54)
+        assert clerk["chance"] < 1e-6 and "alternatives" not in clerk
+        db.execute("ANALYZE")

@@ -40,7 +40,7 @@ def shop_catalog(version=150000, with_session=True) -> Catalog:
 def test_the_option_is_off_by_default_and_needs_evidence():
     ctx = build_context(shop_catalog(), Config())
     (probe,) = probes(ctx)
-    evidence = {probe.key: [(3, 0, None)]}           # 3 distinct values, none missing
+    evidence = {probe.key: [(3, 0, None, True)]}           # 3 distinct values, none missing
     off = build_plan(ctx, FixOptions(), evidence)
     assert off.steps and not [s.id for s in off.steps if "shop" in s.id or any("shop" in t for t in s.tables)]
     on = build_plan(ctx, FixOptions(include="schema"), evidence)
@@ -52,7 +52,7 @@ def test_the_option_is_off_by_default_and_needs_evidence():
     assert ids[-1] == "verify-schema"
     # no measurement (the probe failed): nothing planned; a missing value: nothing planned, noted
     assert [s.id for s in build_plan(ctx, FixOptions(include="schema"), {}).steps if "shop" in s.id] == []
-    noted = build_plan(ctx, FixOptions(include="schema"), {probe.key: [(200, 1, ["77"])]})
+    noted = build_plan(ctx, FixOptions(include="schema"), {probe.key: [(200, 1, ["77"], True)]})
     assert [s.id for s in noted.steps if "shop" in s.id] == []
     assert any("1 of 200 distinct values are not in shop.customers (e.g. 77)" in n for n in noted.notes)
     # no session table: the schema steps alone, behind a preflight without the master's checks
@@ -344,3 +344,74 @@ def test_quoted_mixed_case_names(db):
                        "AND contype = 'f'") == [("Order Lines_Customer_id_fkey", True)]
     with pytest.raises(pgerrors.ForeignKeyViolation):
         db.execute('INSERT INTO "Sales"."Order Lines" VALUES (4, 3)')
+
+
+def test_include_schema_adds_the_inferred_fks_that_are_confirmed_only(db):
+    """FKs inferred from data (a key that is not the primary key, a self-reference, a role word) are
+    planned like named ones; a column two tables could hold gets nothing."""
+    db.execute("""
+        CREATE SCHEMA hr;
+        CREATE TABLE hr.staff (id int PRIMARY KEY, badge int NOT NULL UNIQUE, coach int);
+        INSERT INTO hr.staff SELECT g, 1000 + g, CASE WHEN g > 12 THEN 1001 + 2 * (g % 12) END
+        FROM generate_series(1, 60) g WHERE g % 10 <> 0;
+        CREATE TABLE hr.shifts (id int PRIMARY KEY, supervisor int, handler int);
+        CREATE TABLE hr.handlers_a (code int PRIMARY KEY);
+        CREATE TABLE hr.handlers_b (code int PRIMARY KEY);
+        INSERT INTO hr.handlers_a VALUES (105), (110), (120), (130);
+        INSERT INTO hr.handlers_b VALUES (105), (110), (120), (130), (140);
+        INSERT INTO hr.shifts SELECT g, 1001 + 2 * (g % 15), (ARRAY[105, 110, 120, 130])[1 + g % 4]
+        FROM generate_series(1, 45) g;
+    """)
+    plan = api.plan(db.conninfo, Config(), include="schema")
+    assert sorted(s.id for s in plan.steps if s.id.startswith("fk-add")) == [
+        "fk-add:hr.shifts.supervisor", "fk-add:hr.staff.coach"]
+    assert "REFERENCES hr.staff (badge)" in plan.step("fk-add:hr.shifts.supervisor").sql_text().replace('"', "")
+    assert api.apply(db.conninfo, Config(), rescan=False, include="schema").ok
+    assert sorted(db.fetchall("SELECT conrelid::regclass::text, confrelid::regclass::text, convalidated FROM pg_constraint "
+                              "WHERE contype = 'f'")) == [("hr.shifts", "hr.staff", True), ("hr.staff", "hr.staff", True)]
+    with pytest.raises(pgerrors.ForeignKeyViolation):
+        db.execute("INSERT INTO hr.shifts VALUES (99, 1010, NULL)")    # badge 1010 does not exist
+
+
+def test_inference_probes_are_pruned_by_pg_stats():
+    """Without statistics every comparable key is a candidate (the probe's first rows decide); with them,
+    keys out of the column's range, too few for its distinct values, dense from 1 (containment there is
+    no evidence) or for long texts are never probed."""
+    from yumai_audit.catalog import ColumnStats
+    from yumai_audit.checks import implied
+
+    qn = QualifiedName
+    txt = Column("code", "text", "text", True)
+    tables = [
+        Table(1, qn("s", "serials"), "r", {"id": INT}, ("id",), 1000, 8192),                 # 1..1000, dense
+        Table(2, qn("s", "badges"), "r", {"id": INT}, ("id",), 50, 8192),                    # 1001..1100, half
+        Table(3, qn("s", "tiny"), "r", {"id": INT}, ("id",), 5, 8192),                       # 1..5
+        Table(4, qn("s", "codes"), "r", {"code": txt}, ("code",), 20, 8192),
+        Table(5, qn("s", "facts"), "r", {"id": INT, "qty": Column("qty", "integer", "int4", False),
+                                         "holder": Column("holder", "integer", "int4", False),
+                                         "note": Column("note", "text", "text", False)}, ("id",), 10_000, 8192),
+    ]
+    cat = Catalog("db", "x", 180000, {t.name: t for t in tables})
+    ctx = build_context(cat, Config())
+
+    def pairs():
+        return {(i.column.name, str(p.table.name)) for i in implied.inferences(ctx, implied._columns(ctx)[1])
+                for p in i.parents}
+
+    everything = {(c, str(t)) for c in ("qty", "holder") for t in ("s.serials", "s.badges", "s.tiny", "s.facts")}
+    assert pairs() == everything | {("note", "s.codes")}
+    cat.column_stats.update({
+        (qn("s", "serials"), "id"): ColumnStats(0, -1, 4, 1, 1000),
+        (qn("s", "badges"), "id"): ColumnStats(0, -1, 4, 1001, 1100),
+        (qn("s", "tiny"), "id"): ColumnStats(0, -1, 4, 1, 5),
+        (qn("s", "facts"), "id"): ColumnStats(0, -1, 4, 1, 10_000),
+        (qn("s", "codes"), "code"): ColumnStats(0, -1, 3, None, None),
+        (qn("s", "facts"), "qty"): ColumnStats(0, 12, 4, 1, 12),          # 1..12: in serials, facts; dense from 1
+        (qn("s", "facts"), "holder"): ColumnStats(0.1, 40, 4, 1003, 1097),  # inside badges only
+        (qn("s", "facts"), "note"): ColumnStats(0, -0.9, 120, None, None),  # long texts
+    })
+    # facts.id 1..10000 contains 1003..1097 too, but densely from 1: no evidence there
+    assert pairs() == {("holder", "s.badges")}
+    # all NULL: not probed at all
+    cat.column_stats[(qn("s", "facts"), "holder")] = ColumnStats(1.0, 0, 0, None, None)
+    assert pairs() == set()
