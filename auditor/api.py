@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import Config
+from .config import Config, QualifiedName
 from .connection import Target, connect, resolve_target
+from .errors import AuditError
 from .model import ScanResult
 from .outputs import ensure_dir, write_csv, write_json
 from .runner import Progress, run_scan
@@ -156,7 +157,7 @@ def _write_fix_report(result, path: Path) -> None:
     failed = any(o.outcome == "failed" for o in result.outcomes)
     for step in plan["steps"]:
         # a check step (preflight, verify) that the run got past has passed
-        passed = step.get("kind") == "check" and not failed
+        passed = step.get("kind") in ("check", "gate") and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
     write_html(result.after, path, plan=plan, before=result.before)
 
@@ -169,3 +170,63 @@ def session_problems(result: ScanResult, config: Config) -> list[str]:
     return [f"{f.check}: {f.message}" for f in result.findings
             if f.check in SESSION_CHECKS
             or (f.check in ("unconstrained_fk", "unvalidated_fk") and f.column == config.key_column)]
+
+
+# --- the cutover bridge (auditor/bridge.py) ---------------------------------------------------------
+
+class BridgeInUse(AuditError):
+    """`bridge remove` refused: the bridge still registers sessions the application writes the old way."""
+
+    exit_code = 1
+
+
+def bridge_status(target: Target | str | None, config: Config | None = None):
+    """Where the bridge is installed and the sessions it registered per hour of the last day (read-only)."""
+    from .bridge import read_status
+
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    with connect(target, autocommit=True) as conn:
+        return read_status(lambda q: conn.execute(q).fetchall())
+
+
+def bridge_remove(target: Target | str | None, config: Config | None = None, *, force: bool = False,
+                  lock_timeout: float = 2.0, max_tries: int = 6, backoff: float = 0.25) -> list[str]:
+    """Drop every bridge trigger and its function (the log stays), in one transaction under
+    `lock_timeout`, retried with backoff. Refused (BridgeInUse) while the bridge registered a session
+    in the last hour, unless `force`. Returns the tables it was removed from."""
+    import time
+
+    from psycopg import errors as pgerrors
+    from psycopg import sql
+
+    from .bridge import drop_statements, installed_query, read_status
+
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    with connect(target, autocommit=True) as conn:
+        status = read_status(lambda q: conn.execute(q).fetchall())
+        if not status.tables:
+            return []
+        if status.last_hour and not force:
+            raise BridgeInUse(
+                f"the bridge registered {status.last_hour} session{'s' if status.last_hour != 1 else ''} in the "
+                "last hour: the application still writes sessions without registering them, and without the "
+                "bridge those writes would fail; deploy the registration first, or add --force")
+        for attempt in range(1, max_tries + 1):
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                        sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+                    installed = conn.execute(installed_query()).fetchall()
+                    for stmt in drop_statements(installed):
+                        conn.execute(stmt)
+                return [str(QualifiedName(s, t)) for s, t, _fs, _fn in installed]
+            except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
+                if attempt == max_tries:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise AuditError(f"bridge remove: could not take the tables' locks after {attempt} tries "
+                                     f"({first}); nothing was removed: try again when the database is quieter"
+                                     ) from None
+                time.sleep(backoff * 2 ** (attempt - 1))
+    return []

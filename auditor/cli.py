@@ -366,10 +366,10 @@ def report(findings, compare, plan, out_dir):
     return result.exit_code
 
 def plan_summary(plan) -> str:
-    lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if s.kind.value != 'check')} steps to run "
+    lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if not s.kind.inspects)} steps to run "
              f"(PostgreSQL {plan.server_version_num})"]
     for i, step in enumerate(plan.steps, 1):
-        mark = "done" if plan.done.get(step.id) else ("check" if step.kind.value == "check" else "todo")
+        mark = "done" if plan.done.get(step.id) else (step.kind.value if step.kind.inspects else "todo")
         on = f" on {', '.join(step.tables)}" if step.tables else ""
         extra = ""
         if step.rewrites:
@@ -400,13 +400,19 @@ def plan_summary(plan) -> str:
               help="Seconds to wait for a lock that would hold writers up, before backing off and retrying.")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Sessions registered per backfill transaction.")
+@click.option("--bridge", type=click.Choice(["source", "all", "none"]), default="source", show_default=True,
+              help="Before the first FK, a trigger registers the session of a new row the master lacks: on the "
+                   "source table, on every key table, or none (then a gate stops the apply, exit 1, while the "
+                   "application writes unregistered sessions).")
+@click.option("--gate-window", "gate_window", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="With --bridge none: seconds of the application's writes the gate watches before the first FK.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
 def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
-        out_dir, no_backup):
+        bridge, gate_window, out_dir, no_backup):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -420,7 +426,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     from .sqlscript import render_script
 
     options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
-               "lock_timeout": lock_timeout, "batch_size": batch_size,
+               "lock_timeout": lock_timeout, "batch_size": batch_size, "bridge": bridge, "gate_window": gate_window,
                "include": click.get_current_context().meta.get("fix_include", "")}
     the_plan = api_plan(target, config, **options)
     if sql_file:
@@ -440,8 +446,14 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     if no_backup:
         click.echo("No backup (--no-backup).")
     hook = None if no_backup else backup_hook(target, out_dir, click.echo)
-    result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                       before_first_change=hook, **options)
+    from .executor import GateClosed
+
+    try:
+        result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
+                           before_first_change=hook, **options)
+    except GateClosed as exc:
+        click.echo(f"yumai-audit: stopped before the foreign key: {exc}", err=True)
+        return exc.exit_code
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
@@ -451,6 +463,68 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
         click.echo(f"  still wrong: {problem}")
     click.echo(f"Plan, log and reports: {out_dir}")
     return 0 if result.ok else 1
+
+
+# --- the cutover bridge (issue 10) ------------------------------------------------------------------
+
+@cli.group()
+def bridge():
+    """The cutover bridge: the trigger that registers sessions the application did not register.
+
+    \b
+    Examples:
+      yumai-audit bridge status --dsn postgresql://owner@db/yumai
+      yumai-audit bridge remove --dsn postgresql://owner@db/yumai
+    """
+
+
+@bridge.command("status")
+@connection_options
+@selection_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def bridge_status_cmd(target, config, fmt):
+    """Where the bridge is installed and how many sessions it registered per hour of the last day.
+
+    \b
+    Example:
+      yumai-audit bridge status --dsn postgresql://owner@db/yumai
+    """
+    from .api import bridge_status
+
+    status = bridge_status(target, config)
+    if fmt == "json":
+        click.echo(json.dumps(status.to_dict(), indent=2))
+        return 0
+    if not status.tables:
+        click.echo("No bridge installed.")
+    else:
+        click.echo("Bridge installed on " + ", ".join(status.tables))
+    click.echo(f"Sessions the bridge registered in the last 24 hours: {status.last_day} "
+               f"(last hour: {status.last_hour}); the application's own registrations are not counted")
+    for hour, n in status.hourly:
+        click.echo(f"  {hour}  {n}")
+    return 0
+
+
+@bridge.command("remove")
+@connection_options
+@selection_options
+@click.option("--force", is_flag=True, help="Remove it even though it registered sessions in the last hour.")
+@click.option("--lock-timeout", "lock_timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+              help="Seconds DROP TRIGGER waits for its lock before backing off and retrying.")
+def bridge_remove_cmd(target, config, force, lock_timeout):
+    """Drop the bridge's triggers and functions (its log stays). Refused while it registered a session
+    in the last hour (the application still writes sessions the old way), unless --force.
+
+    \b
+    Example:
+      yumai-audit bridge remove --dsn postgresql://owner@db/yumai
+    """
+    from .api import bridge_remove
+
+    removed = bridge_remove(target, config, force=force, lock_timeout=lock_timeout)
+    click.echo("Bridge removed from " + ", ".join(removed) if removed else "No bridge installed: nothing removed.")
+    return 0
 
 
 def main():

@@ -9,6 +9,7 @@ step drops and builds again).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -44,6 +45,13 @@ class PreflightFailed(AuditError):
 
 class StepFailed(AuditError):
     """A step failed; it was rolled back, earlier steps stay done, a rerun resumes."""
+
+
+class GateClosed(AuditError):
+    """--bridge none: the application wrote sessions without registering them; the run stopped before
+    the foreign key (nothing half-changed), a later run resumes there."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -107,7 +115,7 @@ def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
 
 
 def evaluate_guards(conn: psycopg.Connection, plan: Plan) -> dict[str, bool]:
-    return {s.id: evaluate_guard(conn, s) for s in plan.steps if s.kind is not Kind.CHECK}
+    return {s.id: evaluate_guard(conn, s) for s in plan.steps if not s.kind.inspects}
 
 
 def run_check(conn: psycopg.Connection, step: Step) -> list[str]:
@@ -227,9 +235,47 @@ class Executor:
         else:
             outcome.rows = self._with_retries(conn, step, outcome)
 
+    def _gate(self, conn, step: Step, result: ApplyResult, label: str) -> None:
+        """Measure (the step's first statement); sessions the master lacks: sweep them (the others), stop.
+        The first gate of a run watches the application's writes for at least `gate_window` seconds."""
+        from .bridge import gate_message
+
+        def measure() -> tuple[int, float | None]:
+            with conn.transaction():
+                n, seconds = conn.execute(step.statements[0]).fetchone()
+            return int(n or 0), seconds
+
+        count, seconds = measure()
+        window = self.plan.options.gate_window
+        if not count and not self._gate_watched:
+            self._gate_watched = True
+            seen = seconds if seconds is not None else time.monotonic() - self.started_monotonic
+            if seen < window:
+                self.say(f"{label}: watching the writes {window - seen:.0f}s more (--gate-window {window:g}s): "
+                         "does the application register its new sessions?")
+                time.sleep(window - seen)
+                count, seconds = measure()
+        outcome = StepOutcome(step.id, "done", rows=count)
+        entry = self._journal_start(conn, step)
+        started = time.monotonic()
+        if count:
+            sweep = dataclasses.replace(step, statements=step.statements[1:], kind=Kind.CHANGE)
+            if sweep.statements:
+                self._with_retries(conn, sweep, outcome)
+            outcome.outcome = "stopped"
+            outcome.detail = gate_message(step, count, seconds)
+        outcome.seconds = time.monotonic() - started
+        self._journal_end(conn, entry, outcome)
+        result.outcomes.append(outcome)
+        if count:
+            raise GateClosed(outcome.detail)
+        self.say(f"{label}: every session written since the last sweep is registered")
+
     def run(self) -> ApplyResult:
         result = self.result = ApplyResult(plan=self.plan, started_at=_now())
         self.run_started = datetime.now(timezone.utc)
+        self.started_monotonic = time.monotonic()
+        self._gate_watched = False
         conn = self._open()
         try:
             self._lock_run(conn)
@@ -251,7 +297,7 @@ class Executor:
                 if problems:
                     raise PreflightFailed("preflight: " + "; ".join(problems))
         done = evaluate_guards(conn, self.plan)
-        pending = [s for s in steps if s.kind is not Kind.CHECK and not done[s.id]]
+        pending = [s for s in steps if not s.kind.inspects and not done[s.id]]
         if not pending:
             result.nothing_to_do = True
             result.problems = [p for s in steps if s.kind is Kind.CHECK and s.id != "preflight"
@@ -275,6 +321,9 @@ class Executor:
                 result.outcomes.append(StepOutcome(step.id, "problems" if problems else "done",
                                                    detail="; ".join(problems)))
                 self.say(f"{label}: " + ("; ".join(problems) if problems else "ok"))
+                continue
+            if step.kind is Kind.GATE:
+                self._gate(conn, step, result, label)
                 continue
             if evaluate_guard(conn, step):
                 result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))

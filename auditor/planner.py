@@ -47,8 +47,16 @@ class FixOptions:
     batch_size: int = 5000
     lock_timeout: float = 2.0
     include: tuple[str, ...] = ()
+    bridge: str = "source"          # auditor/bridge.py: source, all, none
+    gate_window: float = 30.0       # --bridge none: seconds of writes the gate watches at least
 
     def __post_init__(self):
+        from .bridge import MODES
+
+        if self.bridge not in MODES:
+            raise PlanError(f"--bridge must be one of {', '.join(MODES)}, not {self.bridge!r}")
+        if self.gate_window < 0:
+            raise PlanError("--gate-window must be zero or more seconds")
         if isinstance(self.include, str):
             object.__setattr__(self, "include", tuple(p.strip() for p in self.include.split(",") if p.strip()))
         object.__setattr__(self, "include", tuple(dict.fromkeys(self.include)))
@@ -80,7 +88,7 @@ class Plan:
 
     @property
     def pending(self) -> list[Step]:
-        return [s for s in self.steps if s.kind is not Kind.CHECK and not self.done.get(s.id)]
+        return [s for s in self.steps if not s.kind.inspects and not self.done.get(s.id)]
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
@@ -434,11 +442,12 @@ class _Builder:
                     lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
                     depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
                     guard=self.backfill_guard(part, key), changes=(m,))).id)
+        bridges = self.bridge_steps(tables, create.id, ready, backfills)
         previous_fk: list[str] = []
         fk_steps = []
         for k in tables:
             name = str(k.name)
-            before_fk = [create.id, *backfills, *indexed[name], *ready[name], *previous_fk]
+            before_fk = [create.id, *backfills, *indexed[name], *ready[name], *bridges, *previous_fk]
             if not k.is_source:
                 orphans = self.add(Step(
                     id=f"orphans:{k.name}", description=self.orphan_description(k),
@@ -447,6 +456,7 @@ class _Builder:
                     depends_on=tuple(before_fk), guard=self.orphan_guard(k),
                     changes=(m,) if self.options.orphans == "register" else (name,)))
                 before_fk.append(orphans.id)
+            before_fk += self.gate_steps(k, before_fk, backfills)
             last = self.fk_steps(k, before_fk)
             previous_fk = [last]
             fk_steps.append(last)
@@ -454,6 +464,32 @@ class _Builder:
                       statements=(self.verify_query(tables),), lock=LockMode.ACCESS_SHARE, tables=(),
                       depends_on=tuple(fk_steps), kind=Kind.CHECK))
         return fk_steps
+
+    def bridge_steps(self, tables: list[KeyTable], create: str, ready: dict, backfills: list[str]) -> list[str]:
+        """The cutover bridge (auditor/bridge.py) before the first FK, while any FK is still to be made."""
+        from . import bridge
+
+        if all((fk := self.existing_fk(k.table.foreign_keys, k.name)) is not None and fk.validated for k in tables):
+            return []
+        self.notes += bridge.plan_notes(self.ctx, tables, self.options.bridge, self.version)
+        return [self.add(step).id for k in bridge.bridged_tables(self.ctx, tables, self.options.bridge)
+                for step in bridge.bridge_steps(
+                    self.ctx, k, version=self.version, master_columns=self.master_columns(),
+                    active_window_minutes=self.options.active_window_minutes,
+                    depends_on=[create, *ready[str(k.name)], *(backfills if k.is_source else [])])]
+
+    def gate_steps(self, k: KeyTable, before_fk: list[str], backfills: list[str]) -> list[str]:
+        """--bridge none: the gate right before `k`'s FK (none when the FK exists already)."""
+        from .bridge import gate_step
+
+        if self.options.bridge != "none" or self.existing_fk(k.table.foreign_keys, k.name) is not None:
+            return []
+        src = self.ctx.source
+        sweep = (self.backfill_all(),) if src is not None and src.key_checkable else ()
+        if not k.is_source:
+            sweep += self.orphan_statements(k)
+        return [self.add(gate_step(k, self.master, self.key_after, self.in_master, sweep,
+                                   backfills if k.is_source else [f"orphans:{k.name}"], before_fk)).id]
 
     def orphan_description(self, k: KeyTable) -> str:
         what = {"quarantine": f"move to {self.quarantine_name(k)} (same transaction as the delete)",

@@ -30,6 +30,12 @@ def render_step(step: Step, number: int, total: int, lock_timeout: float, done: 
     if step.kind is Kind.CHECK:
         lines.append("-- a check: every row it returns is a problem that stops the run")
         lines.extend(body)
+    elif step.kind is Kind.GATE:
+        lines.append("-- a gate: when the first query counts a session, the statements after it register those")
+        lines.append("-- sessions and the run stops here (exit code 1); a later run resumes here")
+        lines.append(body[0])
+        if len(body) > 1:
+            lines += ["BEGIN;", "SET LOCAL statement_timeout = 0;", *body[1:], "COMMIT;"]
     elif step.transactional:
         if step.kind is Kind.BATCHED:
             lines.append("-- run in its own transaction again and again until a batch inserts fewer rows than its LIMIT")

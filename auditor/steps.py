@@ -51,6 +51,13 @@ class Kind(str, enum.Enum):
     CHANGE = "change"      # runs its statements (in one transaction when transactional)
     BATCHED = "batched"    # runs its one statement in a transaction of its own until it affects no row
     CHECK = "check"        # a query whose rows are problems; any row stops the run
+    GATE = "gate"          # measures (its first statement); stops the run when that counts a problem,
+                           # after running its other statements (see auditor/bridge.py)
+
+    @property
+    def inspects(self) -> bool:
+        """Checks and gates: never "done", no guard; they run each time the run reaches them."""
+        return self in (Kind.CHECK, Kind.GATE)
 
 
 @dataclass(frozen=True)
