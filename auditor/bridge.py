@@ -13,9 +13,10 @@ The function pins `search_path`, runs as its owner (SECURITY DEFINER), and is ow
 owner. PostgreSQL 13 and later take the trigger on a partitioned parent (partitions created later
 inherit it); on 12 it goes on each partition.
 
-With `--bridge none`, a gate stands right before the FK (Kind.GATE): it counts the sessions written
-since the last sweep (backfill, orphans or an earlier gate) that the master lacks; if there are any,
-it registers them and stops the run (exit code 1); a later apply resumes there.
+With `--bridge none`, a gate stands right before each FK (Kind.GATE): it registers what the master
+lacks, watches the application's writes for `--gate-window` seconds, and counts the sessions written
+meanwhile that the master lacks; if there are any, it registers them too and stops the run (exit
+code 1) before the FK; a later apply resumes there.
 
 This module only builds SQL and steps; the planner calls `bridge_steps` / `gate_step`, the executor
 runs them, the API runs `status` and `removal`.
@@ -35,7 +36,6 @@ from .steps import Kind, LockMode, Step
 MODES = ("source", "all", "none")
 SCHEMA = "yumai_audit"
 LOG = QualifiedName(SCHEMA, "bridge_log")
-JOURNAL = QualifiedName(SCHEMA, "journal")
 TRIGGER = "yumai_audit_bridge"
 # BEFORE ... FOR EACH ROW triggers on a partitioned table: PostgreSQL 13 and later
 PG_ROW_TRIGGER_ON_PARTITIONED = 130000
@@ -211,28 +211,24 @@ def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: in
 # --- the gate (--bridge none) ----------------------------------------------------------------------
 
 def gate_step(k: KeyTable, master: QualifiedName, key_after, in_master, sweep: tuple[sql.Composable, ...],
-              sweep_steps: list[str], depends_on: list[str]) -> Step:
-    """A gate before `k`'s FK: its first statement measures (sessions of `k` the master lacks, seconds
-    since the last sweep: the journal's latest end of `sweep_steps` or of this gate); the others are the
-    sweep, run when it stops so that a later run measures from then on."""
-    step_id = f"gate:{k.name}"
+              depends_on: list[str]) -> Step:
+    """A gate before `k`'s FK. Its first statement measures: the sessions of `k` the master lacks. The
+    others are the sweep (the catch-up's statements: register them, or the orphans' mode). The executor
+    runs it as: sweep, watch the writes for `--gate-window` seconds (the run's first gate only), measure;
+    any session: sweep again (nothing is lost) and stop before the FK."""
     key = key_after(k)
-    measure = sql.SQL(
-        "SELECT (SELECT count(DISTINCT {k}) FROM {t} t WHERE {valid} AND NOT {m}), "
-        "(SELECT extract(epoch FROM clock_timestamp() - max(j.finished_at))::float8 FROM {journal} j "
-        "WHERE j.step = ANY({steps}) AND j.outcome IN ('done', 'stopped'))").format(
-        k=key_uuid(key), t=table_ref(k.name), valid=key_valid(key), m=in_master(key_uuid(key)),
-        journal=table_ref(JOURNAL), steps=sql.Literal([*sweep_steps, step_id]))
+    measure = sql.SQL("SELECT count(DISTINCT {k}) FROM {t} t WHERE {valid} AND NOT {m}").format(
+        k=key_uuid(key), t=table_ref(k.name), valid=key_valid(key), m=in_master(key_uuid(key)))
     return Step(
-        id=step_id, description=f"Gate (--bridge none): the sessions written to {k.name} since the last sweep "
-        f"that {master} lacks; any: they are registered and the apply stops before the foreign key",
+        id=f"gate:{k.name}", description=f"Gate (--bridge none): register what {master} lacks, watch the writes; "
+        f"sessions written to {k.name} meanwhile that {master} lacks stop the apply before the foreign key",
         statements=(measure, *sweep), lock=LockMode.ROW_EXCLUSIVE, tables=(str(master), str(k.name)),
         depends_on=tuple(depends_on), kind=Kind.GATE, changes=(str(master), str(k.name)))
 
 
 def gate_message(step: Step, count: int, seconds: float | None) -> str:
     master, table = step.tables[0], step.tables[1]
-    during = f"in the last {seconds:.0f}s" if seconds is not None else "since the backfill"
+    during = f"in the last {seconds:.0f}s" if seconds is not None else "since the last sweep"
     return (f"{count} session{'s' if count != 1 else ''} written to {table} {during} had no row in {master}: "
             "the application does not register its sessions yet, and after the foreign key those writes would "
             "fail. Deploy the registration (register the session before its first row), then run fix --apply "
@@ -311,3 +307,13 @@ def scan_stats(execute) -> dict:
     """The scan's small summary: where the bridge is installed and its last day's count."""
     status = read_status(execute)
     return {"tables": status.tables, "registered_last_day": status.last_day}
+
+
+def bridge_line(stats: dict) -> str | None:
+    """"Cutover bridge on T: N sessions registered by it in the last 24 hours", or None (not installed)."""
+    b = (stats or {}).get("bridge") or {}
+    if not b.get("tables"):
+        return None
+    n = int(b.get("registered_last_day") or 0)
+    return (f"Cutover bridge installed on {', '.join(b['tables'])}: {n} session{'s' if n != 1 else ''} registered "
+            "by it in the last 24 hours (the application's own registrations not counted)")

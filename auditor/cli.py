@@ -125,6 +125,11 @@ def summary_text(result: ScanResult) -> str:
             lines.append(f"  [{f.severity.value}] {f.check}: {f.message}")
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
+    from .bridge import bridge_line
+
+    bridge = bridge_line(result.stats)
+    if bridge:
+        lines += ["", bridge]
     lines.append("")
     lines.append(f"{errors} error(s), {warnings} warning(s)")
     return "\n".join(lines)

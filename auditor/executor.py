@@ -236,46 +236,45 @@ class Executor:
             outcome.rows = self._with_retries(conn, step, outcome)
 
     def _gate(self, conn, step: Step, result: ApplyResult, label: str) -> None:
-        """Measure (the step's first statement); sessions the master lacks: sweep them (the others), stop.
-        The first gate of a run watches the application's writes for at least `gate_window` seconds."""
+        """--bridge none, before an FK. The run's first gate sweeps (registers what the master lacks),
+        then watches the writes for `gate_window` seconds; every gate then measures (the step's first
+        statement). Sessions the master lacks: sweep them (nothing is lost) and stop (GateClosed)."""
         from .bridge import gate_message
 
-        def measure() -> tuple[int, float | None]:
-            with conn.transaction():
-                n, seconds = conn.execute(step.statements[0]).fetchone()
-            return int(n or 0), seconds
-
-        count, seconds = measure()
-        window = self.plan.options.gate_window
-        if not count and not self._gate_watched:
-            self._gate_watched = True
-            seen = seconds if seconds is not None else time.monotonic() - self.started_monotonic
-            if seen < window:
-                self.say(f"{label}: watching the writes {window - seen:.0f}s more (--gate-window {window:g}s): "
-                         "does the application register its new sessions?")
-                time.sleep(window - seen)
-                count, seconds = measure()
-        outcome = StepOutcome(step.id, "done", rows=count)
+        sweep = dataclasses.replace(step, statements=step.statements[1:], kind=Kind.CHANGE)
+        outcome = StepOutcome(step.id, "done")
         entry = self._journal_start(conn, step)
         started = time.monotonic()
+        if not self._gate_watched and sweep.statements:
+            self._with_retries(conn, sweep, outcome)
+            self._last_sweep = time.monotonic()
+            window = self.plan.options.gate_window
+            self.say(f"{label}: watching the application's writes for {window:g}s (--gate-window): "
+                     "does it register its new sessions?")
+            time.sleep(window)
+        self._gate_watched = True
+        with conn.transaction():
+            count = int(conn.execute(step.statements[0]).fetchone()[0] or 0)
+        seconds = time.monotonic() - self._last_sweep if self._last_sweep is not None else None
+        outcome.rows = count
         if count:
-            sweep = dataclasses.replace(step, statements=step.statements[1:], kind=Kind.CHANGE)
             if sweep.statements:
                 self._with_retries(conn, sweep, outcome)
             outcome.outcome = "stopped"
             outcome.detail = gate_message(step, count, seconds)
+        self._last_sweep = time.monotonic()
         outcome.seconds = time.monotonic() - started
         self._journal_end(conn, entry, outcome)
         result.outcomes.append(outcome)
         if count:
             raise GateClosed(outcome.detail)
-        self.say(f"{label}: every session written since the last sweep is registered")
+        self.say(f"{label}: every session written meanwhile was registered by the application")
 
     def run(self) -> ApplyResult:
         result = self.result = ApplyResult(plan=self.plan, started_at=_now())
         self.run_started = datetime.now(timezone.utc)
-        self.started_monotonic = time.monotonic()
         self._gate_watched = False
+        self._last_sweep: float | None = None
         conn = self._open()
         try:
             self._lock_run(conn)

@@ -48,7 +48,7 @@ class FixOptions:
     lock_timeout: float = 2.0
     include: tuple[str, ...] = ()
     bridge: str = "source"          # auditor/bridge.py: source, all, none
-    gate_window: float = 30.0       # --bridge none: seconds of writes the gate watches at least
+    gate_window: float = 30.0       # --bridge none: seconds the first gate watches the writes
 
     def __post_init__(self):
         from .bridge import MODES
@@ -456,7 +456,7 @@ class _Builder:
                     depends_on=tuple(before_fk), guard=self.orphan_guard(k),
                     changes=(m,) if self.options.orphans == "register" else (name,)))
                 before_fk.append(orphans.id)
-            before_fk += self.gate_steps(k, before_fk, backfills)
+            before_fk += self.gate_steps(k, before_fk)
             last = self.fk_steps(k, before_fk)
             previous_fk = [last]
             fk_steps.append(last)
@@ -478,7 +478,7 @@ class _Builder:
                     active_window_minutes=self.options.active_window_minutes,
                     depends_on=[create, *ready[str(k.name)], *(backfills if k.is_source else [])])]
 
-    def gate_steps(self, k: KeyTable, before_fk: list[str], backfills: list[str]) -> list[str]:
+    def gate_steps(self, k: KeyTable, before_fk: list[str]) -> list[str]:
         """--bridge none: the gate right before `k`'s FK (none when the FK exists already)."""
         from .bridge import gate_step
 
@@ -488,8 +488,7 @@ class _Builder:
         sweep = (self.backfill_all(),) if src is not None and src.key_checkable else ()
         if not k.is_source:
             sweep += self.orphan_statements(k)
-        return [self.add(gate_step(k, self.master, self.key_after, self.in_master, sweep,
-                                   backfills if k.is_source else [f"orphans:{k.name}"], before_fk)).id]
+        return [self.add(gate_step(k, self.master, self.key_after, self.in_master, sweep, before_fk)).id]
 
     def orphan_description(self, k: KeyTable) -> str:
         what = {"quarantine": f"move to {self.quarantine_name(k)} (same transaction as the delete)",

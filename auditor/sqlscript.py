@@ -31,8 +31,9 @@ def render_step(step: Step, number: int, total: int, lock_timeout: float, done: 
         lines.append("-- a check: every row it returns is a problem that stops the run")
         lines.extend(body)
     elif step.kind is Kind.GATE:
-        lines.append("-- a gate: when the first query counts a session, the statements after it register those")
-        lines.append("-- sessions and the run stops here (exit code 1); a later run resumes here")
+        lines.append("-- a gate: the sweep below registers what the master lacks; --apply then watches the writes for")
+        lines.append("-- --gate-window seconds and runs this count; a session counted: the sweep again, and the run")
+        lines.append("-- stops here (exit code 1) before the foreign key; a later run resumes here")
         lines.append(body[0])
         if len(body) > 1:
             lines += ["BEGIN;", "SET LOCAL statement_timeout = 0;", *body[1:], "COMMIT;"]
