@@ -95,7 +95,8 @@ def plan(target: Target | str | None, config: Config | None = None, **options):
 
     Options: orphans ("quarantine", "register", "delete"), yes_delete, active_window_minutes,
     batch_size, lock_timeout (seconds), include (("schema",): also the implied and drifting foreign
-    keys of the schema-wide checks, see auditor/schema_plan.py).
+    keys of the schema-wide checks, see auditor/schema_plan.py), bridge ("source", "all", "none": the
+    cutover bridge, see auditor/bridge.py), gate_window (seconds, with bridge="none").
     """
     if not isinstance(target, Target):
         target = resolve_target(target)

@@ -322,7 +322,11 @@ class Executor:
                 self.say(f"{label}: " + ("; ".join(problems) if problems else "ok"))
                 continue
             if step.kind is Kind.GATE:
-                self._gate(conn, step, result, label)
+                try:
+                    self._gate(conn, step, result, label)
+                except psycopg.Error as exc:
+                    raise StepFailed(f"step {step.id} failed: {self.target.scrub(_first_line(exc))}; nothing of "
+                                     "it stays half-done: fix the cause and run fix --apply again") from None
                 continue
             if evaluate_guard(conn, step):
                 result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))

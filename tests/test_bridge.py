@@ -389,3 +389,18 @@ def test_bridge_remove_without_recent_registrations_needs_no_force(migrated):
     insert_message(db, str(uuid.uuid4()))
     db.execute("UPDATE yumai_audit.bridge_log SET registered_at = now() - interval '2 hours'")
     assert api.bridge_remove(db.conninfo) == [SRC]
+
+
+def test_bridge_all_registers_a_click_that_comes_before_the_first_message(db):
+    build_demo_database(db.conninfo)
+    result = api.apply(db.conninfo, Config(), rescan=False, bridge="all")
+    assert result.ok, result.problems
+    assert_every_fk_validated(db)
+    assert sorted(api.bridge_status(db.conninfo).tables) == sorted(f"chatbot.{t}" for t in KEY_TABLES)
+    sid = str(uuid.uuid4())
+    db.execute("INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at) "
+               "VALUES (%s, 4, 'click', now())", (sid,))
+    insert_message(db, sid, user=4)
+    assert db.fetchall("SELECT user_id FROM chatbot.session_master WHERE session_id = %s", (sid,)) == [(4,)]
+    assert db.fetchall("SELECT table_name FROM yumai_audit.bridge_log WHERE session_id = %s", (sid,)) == [
+        ("chatbot.user_interactions",)]
