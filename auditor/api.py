@@ -1,6 +1,7 @@
 """The public Python API: what the CLI calls, usable from scripts and tests."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .config import Config, QualifiedName
@@ -84,7 +85,17 @@ def _build_plan(conn, config: Config, fix_options):
         from .schema_plan import probes
 
         evidence, failed = measure_probes(conn, probes(ctx), config.timeout_seconds)
+    deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
+    cap = max(1, deadlock_ms * 4 // 5) / 1000
+    capped = deadlock_ms > 0 and fix_options.lock_timeout > cap
+    if capped:
+        # the same cap as the executor's (see Executor._open): --sql shows what --apply does
+        fix_options = dataclasses.replace(fix_options, lock_timeout=cap)
     plan = build_plan(ctx, fix_options, evidence)
+    if capped:
+        plan.notes.append(f"lock waits capped at {cap:g}s, below the server's deadlock_timeout ({deadlock_ms} ms): when "
+                          "a statement of the migration and an application transaction wait for each other, the "
+                          "migration's gives way and is retried, never the application's write")
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
     plan.done = evaluate_guards(conn, plan)
     return plan

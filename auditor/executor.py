@@ -144,6 +144,13 @@ class Executor:
         # one core for the migration, the others for the application: no parallel scans or index builds
         conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.execute("SET max_parallel_maintenance_workers = 0")
+        # A statement of ours and an application transaction can wait for each other (ours holds the key
+        # table and waits for the master; an application that registers first holds the master and waits
+        # for the table). PostgreSQL then aborts whichever waited deadlock_timeout first: make it always
+        # ours (retried), never the application's write, by giving up on the lock before that.
+        deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
+        if deadlock_ms > 0:
+            self.lock_timeout_ms = min(self.lock_timeout_ms, max(1, deadlock_ms * 4 // 5))
         if conn.info.server_version >= 140000:
             # a killed apply's backend notices its client is gone within a second and rolls back
             conn.execute("SET client_connection_check_interval = 1000")
