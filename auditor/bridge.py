@@ -18,8 +18,8 @@ lacks, watches the application's writes for `--gate-window` seconds, and counts 
 meanwhile that the master lacks; if there are any, it registers them too and stops the run (exit
 code 1) before the FK; a later apply resumes there.
 
-This module only builds SQL and steps; the planner calls `bridge_steps` / `gate_step`, the executor
-runs them, the API runs `status` and `removal`.
+This module builds SQL and steps; `session_plan` calls `add_bridges` / `add_gate` on its Draft, the
+executor runs the steps, the API runs `status` and `removal`.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref
 
 from .config import QualifiedName
 from .context import AuditContext, KeyTable
-from .steps import Kind, LockMode, Step
+from .ddl import relid, short_name
+from .steps import Kind, LockMode, Operation, Step
 
 MODES = ("source", "all", "none")
 SCHEMA = "yumai_audit"
@@ -42,8 +43,6 @@ PG_ROW_TRIGGER_ON_PARTITIONED = 130000
 
 
 def function_name(table: QualifiedName) -> QualifiedName:
-    from .planner import short_name
-
     return QualifiedName(SCHEMA, short_name("bridge", table.schema, table.name, suffix="fn"))
 
 
@@ -133,8 +132,6 @@ def function_statements(reg: Registration, owner: str, current_user: str) -> tup
 
 
 def trigger_exists(table: QualifiedName) -> sql.Composable:
-    from .planner import relid
-
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = {} AND t.tgname = {})").format(
         relid(table), sql.Literal(TRIGGER))
 
@@ -171,14 +168,15 @@ def bridge_steps(ctx: AuditContext, k: KeyTable, *, version: int, master_columns
                 "(the parent: every partition, also those created later) " if leaves else "") + what,
             statements=setup + (create_trigger(k.name, k.key.name, fn),), lock=LockMode.SHARE_ROW_EXCLUSIVE,
             tables=(str(k.name), *leaves), depends_on=tuple(depends_on), guard=trigger_exists(k.name),
-            changes=(str(k.name),))]
+            changes=(str(k.name),), operation=Operation.BRIDGE, target=str(k.name), column=k.key.name)]
     return [Step(
         id=f"bridge:{p.name}",
         description=f"Bridge: trigger {TRIGGER} on partition {p.name} (PostgreSQL 12 has no row trigger on a "
         f"partitioned table; a partition created later needs its own) " + what,
         statements=setup + (create_trigger(p.name, k.key.name, fn),), lock=LockMode.SHARE_ROW_EXCLUSIVE,
         tables=(str(p.name),), depends_on=tuple(depends_on), guard=trigger_exists(p.name),
-        changes=(str(k.name),)) for p in k.table.leaf_partitions]
+        changes=(str(k.name),), operation=Operation.BRIDGE, target=str(k.name), column=k.key.name)
+        for p in k.table.leaf_partitions]
 
 
 def bridged_tables(ctx: AuditContext, tables: list[KeyTable], mode: str) -> list[KeyTable]:
@@ -223,7 +221,8 @@ def gate_step(k: KeyTable, master: QualifiedName, key_after, in_master, sweep: t
         id=f"gate:{k.name}", description=f"Gate (--bridge none): register what {master} lacks, watch the writes; "
         f"sessions written to {k.name} meanwhile that {master} lacks stop the apply before the foreign key",
         statements=(measure, *sweep), lock=LockMode.ROW_EXCLUSIVE, tables=(str(master), str(k.name)),
-        depends_on=tuple(depends_on), kind=Kind.GATE, changes=(str(master), str(k.name)))
+        depends_on=tuple(depends_on), kind=Kind.GATE, changes=(str(master), str(k.name)),
+        operation=Operation.GATE, target=str(k.name), column=k.key.name)
 
 
 def gate_message(step: Step, count: int, seconds: float | None) -> str:
@@ -233,6 +232,34 @@ def gate_message(step: Step, count: int, seconds: float | None) -> str:
             "the application does not register its sessions yet, and after the foreign key those writes would "
             "fail. Deploy the registration (register the session before its first row), then run fix --apply "
             "again; or run fix --apply --bridge source")
+
+
+# --- on the session migration's Draft (called from session_plan.plan_sessions) ---------------------
+
+def add_bridges(d, tables: list[KeyTable], create: str, ready: dict, backfills: list[str]) -> list[str]:
+    """The bridge before the first FK, while any key table's FK is still to be made; returns its ids."""
+    from .session_plan import existing_fk, master_columns
+
+    if all((fk := existing_fk(d, k.table.foreign_keys, k.name)) is not None and fk.validated for k in tables):
+        return []
+    d.notes += plan_notes(d.ctx, tables, d.options.bridge, d.version)
+    return [d.add(step).id for k in bridged_tables(d.ctx, tables, d.options.bridge)
+            for step in bridge_steps(d.ctx, k, version=d.version, master_columns=master_columns(d),
+                                     active_window_minutes=d.options.active_window_minutes,
+                                     depends_on=[create, *ready[str(k.name)], *(backfills if k.is_source else [])])]
+
+
+def add_gate(d, k: KeyTable, before_fk: list[str]) -> list[str]:
+    """--bridge none: the gate right before `k`'s FK (none when the FK exists already)."""
+    from . import session_plan as sp
+
+    if d.options.bridge != "none" or sp.existing_fk(d, k.table.foreign_keys, k.name) is not None:
+        return []
+    src = d.ctx.source
+    sweep = (sp.backfill_all(d),) if src is not None and src.key_checkable else ()
+    if not k.is_source:
+        sweep += sp.orphan_statements(d, k)
+    return [d.add(gate_step(k, d.master, sp.key_after, lambda key: sp.in_master(d, key), sweep, before_fk)).id]
 
 
 # --- status and removal ----------------------------------------------------------------------------
