@@ -7,9 +7,9 @@ from pathlib import Path
 
 from psycopg import errors as pgerrors
 
-from .config import Config, load_config
+from .config import Config, QualifiedName, load_config
 from .connection import Target, connect, resolve_target
-from .errors import ConfigError
+from .errors import AuditError, ConfigError
 from .executor import ApplyResult, Executor, evaluate_guards
 from .model import ScanResult
 from .outputs import ensure_dir, write_csv, write_json
@@ -95,7 +95,20 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
         from .schema_plan import probes
 
         evidence, failed = measure_probes(conn, probes(ctx), config.timeout_seconds)
+    deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
+    cap = max(1, deadlock_ms * 4 // 5) / 1000
+    capped = deadlock_ms > 0 and fix_options.lock_timeout > cap
+    if capped:
+        # A statement of ours and an application transaction can wait for each other (the FK step holds
+        # the key table and waits for the master; an application that registers first holds the master
+        # and waits for the table). PostgreSQL aborts whichever waited deadlock_timeout first: make it
+        # always ours (retried), never the application's write. In the options, so --sql shows it too.
+        fix_options = dataclasses.replace(fix_options, lock_timeout=cap)
     plan = build_plan(ctx, fix_options, evidence)
+    if capped:
+        plan.notes.append(f"lock waits capped at {cap:g}s, below the server's deadlock_timeout ({deadlock_ms} ms): when "
+                          "a statement of the migration and an application transaction wait for each other, the "
+                          "migration's gives way and is retried, never the application's write")
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
     from .cascade import measure
 
@@ -109,7 +122,8 @@ def plan(target: Target | str | None, config: Config | None = None, options: Fix
     """The fix plan for this database, with each step's `done` flag (nothing is changed).
 
     `options`: a `FixOptions` (orphans, yes_delete, active_window_minutes, batch_size, lock_timeout,
-    include); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
+    include, bridge, gate_window); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
+    lock_timeout is capped below the server's deadlock_timeout (a plan note says so).
     """
     opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
@@ -168,7 +182,7 @@ def _write_fix_report(result, path: Path) -> None:
     failed = any(o.outcome == "failed" for o in result.outcomes)
     for step in plan["steps"]:
         # a check step (preflight, verify) that the run got past has passed
-        passed = step.get("kind") == "check" and not failed
+        passed = step.get("kind") in ("check", "gate") and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
     write_html(result.after, path, plan=plan, before=result.before)
 
@@ -201,3 +215,63 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
         say("Scanning, then applying the migration (yumai-audit fix --apply)...")
         result = apply(target, load_config(None, {}), out_dir=out, before_first_change=backup_hook(target, out, say))
     return result, out
+
+
+# --- the cutover bridge (auditor/bridge.py) ---------------------------------------------------------
+
+class BridgeInUse(AuditError):
+    """`bridge remove` refused: the bridge still registers sessions the application writes the old way."""
+
+    exit_code = 1
+
+
+def bridge_status(target: Target | str | None, config: Config | None = None):
+    """Where the bridge is installed and the sessions it registered per hour of the last day (read-only)."""
+    from .bridge import read_status
+
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    with connect(target, autocommit=True) as conn:
+        return read_status(lambda q: conn.execute(q).fetchall())
+
+
+def bridge_remove(target: Target | str | None, config: Config | None = None, *, force: bool = False,
+                  lock_timeout: float = 2.0, max_tries: int = 6, backoff: float = 0.25) -> list[str]:
+    """Drop every bridge trigger and its function (the log stays), in one transaction under
+    `lock_timeout`, retried with backoff. Refused (BridgeInUse) while the bridge registered a session
+    in the last hour, unless `force`. Returns the tables it was removed from."""
+    import time
+
+    from psycopg import errors as pgerrors
+    from psycopg import sql
+
+    from .bridge import drop_statements, installed_query, read_status
+
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    with connect(target, autocommit=True) as conn:
+        status = read_status(lambda q: conn.execute(q).fetchall())
+        if not status.tables:
+            return []
+        if status.last_hour and not force:
+            raise BridgeInUse(
+                f"the bridge registered {status.last_hour} session{'s' if status.last_hour != 1 else ''} in the "
+                "last hour: the application still writes sessions without registering them, and without the "
+                "bridge those writes would fail; deploy the registration first, or add --force")
+        for attempt in range(1, max_tries + 1):
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
+                        sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+                    installed = conn.execute(installed_query()).fetchall()
+                    for stmt in drop_statements(installed):
+                        conn.execute(stmt)
+                return [str(QualifiedName(s, t)) for s, t, _fs, _fn in installed]
+            except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
+                if attempt == max_tries:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise AuditError(f"bridge remove: could not take the tables' locks after {attempt} tries "
+                                     f"({first}); nothing was removed: try again when the database is quieter"
+                                     ) from None
+                time.sleep(backoff * 2 ** (attempt - 1))
+    return []

@@ -125,6 +125,11 @@ def summary_text(result: ScanResult) -> str:
             lines.append(f"  [{f.severity.value}] {f.check}: {f.message}")
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
+    from .bridge import bridge_line
+
+    bridge = bridge_line(result.stats)
+    if bridge:
+        lines += ["", bridge]
     lines.append("")
     lines.append(f"{errors} error(s), {warnings} warning(s)")
     return "\n".join(lines)
@@ -354,10 +359,10 @@ def report(findings, compare, plan, out_dir):
     return result.exit_code
 
 def plan_summary(plan) -> str:
-    lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if s.kind.value != 'check')} steps to run "
+    lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if not s.kind.inspects)} steps to run "
              f"(PostgreSQL {plan.server_version_num})"]
     for i, step in enumerate(plan.steps, 1):
-        mark = "done" if plan.done.get(step.id) else ("check" if step.kind.value == "check" else "todo")
+        mark = "done" if plan.done.get(step.id) else (step.kind.value if step.kind.inspects else "todo")
         on = f" on {', '.join(step.tables)}" if step.tables else ""
         extra = ""
         if step.rewrites:
@@ -440,8 +445,14 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup):
     if no_backup:
         click.echo("No backup (--no-backup).")
     hook = None if no_backup else backup_hook(target, out_dir, click.echo)
-    result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                       before_first_change=hook, options=options)
+    from .executor import GateClosed
+
+    try:
+        result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
+                           before_first_change=hook, options=options)
+    except GateClosed as exc:
+        click.echo(f"yumai-audit: stopped before the foreign key: {exc}", err=True)
+        return exc.exit_code
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
@@ -451,6 +462,68 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup):
         click.echo(f"  still wrong: {problem}")
     click.echo(f"Plan, log and reports: {out_dir}")
     return 0 if result.ok else 1
+
+
+# --- the cutover bridge (issue 10) ------------------------------------------------------------------
+
+@cli.group()
+def bridge():
+    """The cutover bridge: the trigger that registers sessions the application did not register.
+
+    \b
+    Examples:
+      yumai-audit bridge status --dsn postgresql://owner@db/yumai
+      yumai-audit bridge remove --dsn postgresql://owner@db/yumai
+    """
+
+
+@bridge.command("status")
+@connection_options
+@selection_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def bridge_status_cmd(target, config, fmt):
+    """Where the bridge is installed and how many sessions it registered per hour of the last day.
+
+    \b
+    Example:
+      yumai-audit bridge status --dsn postgresql://owner@db/yumai
+    """
+    from .api import bridge_status
+
+    status = bridge_status(target, config)
+    if fmt == "json":
+        click.echo(json.dumps(status.to_dict(), indent=2))
+        return 0
+    if not status.tables:
+        click.echo("No bridge installed.")
+    else:
+        click.echo("Bridge installed on " + ", ".join(status.tables))
+    click.echo(f"Sessions the bridge registered in the last 24 hours: {status.last_day} "
+               f"(last hour: {status.last_hour}); the application's own registrations are not counted")
+    for hour, n in status.hourly:
+        click.echo(f"  {hour}  {n}")
+    return 0
+
+
+@bridge.command("remove")
+@connection_options
+@selection_options
+@click.option("--force", is_flag=True, help="Remove it even though it registered sessions in the last hour.")
+@click.option("--lock-timeout", "lock_timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+              help="Seconds DROP TRIGGER waits for its lock before backing off and retrying.")
+def bridge_remove_cmd(target, config, force, lock_timeout):
+    """Drop the bridge's triggers and functions (its log stays). Refused while it registered a session
+    in the last hour (the application still writes sessions the old way), unless --force.
+
+    \b
+    Example:
+      yumai-audit bridge remove --dsn postgresql://owner@db/yumai
+    """
+    from .api import bridge_remove
+
+    removed = bridge_remove(target, config, force=force, lock_timeout=lock_timeout)
+    click.echo("Bridge removed from " + ", ".join(removed) if removed else "No bridge installed: nothing removed.")
+    return 0
 
 
 def main():

@@ -9,6 +9,7 @@ step drops and builds again).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +46,13 @@ class PreflightFailed(AuditError):
 
 class StepFailed(AuditError):
     """A step failed; it was rolled back, earlier steps stay done, a rerun resumes."""
+
+
+class GateClosed(AuditError):
+    """--bridge none: the application wrote sessions without registering them; the run stopped before
+    the foreign key (nothing half-changed), a later run resumes there."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -111,7 +119,7 @@ def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
 
 
 def evaluate_guards(conn: psycopg.Connection, plan: Plan) -> dict[str, bool]:
-    return {s.id: evaluate_guard(conn, s) for s in plan.steps if s.kind is not Kind.CHECK}
+    return {s.id: evaluate_guard(conn, s) for s in plan.steps if not s.kind.inspects}
 
 
 def run_check(conn: psycopg.Connection, step: Step) -> list[str]:
@@ -249,9 +257,46 @@ class Executor:
         else:
             outcome.rows = self._with_retries(conn, step, outcome)
 
+    def _gate(self, conn, step: Step, result: ApplyResult, label: str) -> None:
+        """--bridge none, before an FK. The run's first gate sweeps (registers what the master lacks),
+        then watches the writes for `gate_window` seconds; every gate then measures (the step's first
+        statement). Sessions the master lacks: sweep them (nothing is lost) and stop (GateClosed)."""
+        from .bridge import gate_message
+
+        sweep = dataclasses.replace(step, statements=step.statements[1:], kind=Kind.CHANGE)
+        outcome = StepOutcome(step.id, "done")
+        entry = self._journal_start(conn, step)
+        started = time.monotonic()
+        if not self._gate_watched and sweep.statements:
+            self._with_retries(conn, sweep, outcome)
+            self._last_sweep = time.monotonic()
+            window = self.plan.options.gate_window
+            self.say(f"{label}: watching the application's writes for {window:g}s (--gate-window): "
+                     "does it register its new sessions?")
+            time.sleep(window)
+        self._gate_watched = True
+        with conn.transaction():
+            count = int(conn.execute(step.statements[0]).fetchone()[0] or 0)
+        seconds = time.monotonic() - self._last_sweep if self._last_sweep is not None else None
+        outcome.rows = count
+        if count:
+            if sweep.statements:
+                self._with_retries(conn, sweep, outcome)
+            outcome.outcome = "stopped"
+            outcome.detail = gate_message(step, count, seconds)
+        self._last_sweep = time.monotonic()
+        outcome.seconds = time.monotonic() - started
+        self._journal_end(conn, entry, outcome)
+        result.outcomes.append(outcome)
+        if count:
+            raise GateClosed(outcome.detail)
+        self.say(f"{label}: every session written meanwhile was registered by the application")
+
     def run(self) -> ApplyResult:
         result = self.result = ApplyResult(plan=self.plan, started_at=_now())
         self.run_started = datetime.now(timezone.utc)
+        self._gate_watched = False
+        self._last_sweep: float | None = None
         conn = self._open()
         try:
             self._lock_run(conn)
@@ -274,7 +319,7 @@ class Executor:
                 if problems:
                     raise PreflightFailed("preflight: " + "; ".join(problems))
         done = evaluate_guards(conn, self.plan)
-        pending = [s for s in steps if s.kind is not Kind.CHECK and not done[s.id]]
+        pending = [s for s in steps if not s.kind.inspects and not done[s.id]]
         if not pending:
             result.nothing_to_do = True
             result.problems = [p for s in steps if s.kind is Kind.CHECK and s.id != "preflight"
@@ -298,6 +343,13 @@ class Executor:
                 result.outcomes.append(StepOutcome(step.id, "problems" if problems else "done",
                                                    detail="; ".join(problems)))
                 self.say(f"{label}: " + ("; ".join(problems) if problems else "ok"))
+                continue
+            if step.kind is Kind.GATE:
+                try:
+                    self._gate(conn, step, result, label)
+                except psycopg.Error as exc:
+                    raise StepFailed(f"step {step.id} failed: {self.target.scrub(_first_line(exc))}; nothing of "
+                                     "it stays half-done: fix the cause and run fix --apply again") from None
                 continue
             if evaluate_guard(conn, step):
                 result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))

@@ -15,6 +15,7 @@ from .steps import Kind, Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema",)   # `fix --include`: what the plan covers beyond the session migration
+BRIDGE_MODES = ("source", "all", "none")   # `fix --bridge` (auditor/bridge.py)
 
 
 class PlanError(AuditError):
@@ -47,8 +48,18 @@ class FixOptions:
         "--include", "Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift "
         "(index CONCURRENTLY, NOT VALID, then VALIDATE). Default: report them only.", default=(),
         choices=INCLUDES, metavar="|".join(INCLUDES))
+    bridge: str = option(
+        "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: on the "
+        "source table, on every key table, or none (then a gate stops the apply, exit 1, while the application "
+        "writes unregistered sessions). See auditor/bridge.py.", default="source", choices=BRIDGE_MODES)
+    gate_window: float = option("--gate-window", "With --bridge none: seconds the first gate watches the "
+                                "application's writes before the first FK.", default=30.0)
 
     def __post_init__(self):
+        if self.bridge not in BRIDGE_MODES:
+            raise PlanError(f"--bridge must be one of {', '.join(BRIDGE_MODES)}, not {self.bridge!r}")
+        if not 0 <= self.gate_window < float("inf"):
+            raise PlanError("--gate-window must be zero or more seconds")
         if isinstance(self.include, str):
             object.__setattr__(self, "include", tuple(p.strip() for p in self.include.split(",") if p.strip()))
         object.__setattr__(self, "include", tuple(dict.fromkeys(self.include)))
@@ -84,7 +95,7 @@ class Plan:
 
     @property
     def pending(self) -> list[Step]:
-        return [s for s in self.steps if s.kind is not Kind.CHECK and not self.done.get(s.id)]
+        return [s for s in self.steps if not s.kind.inspects and not self.done.get(s.id)]
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)

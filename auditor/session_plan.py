@@ -16,6 +16,7 @@ from psycopg import sql
 from yumai_audit.checks.predicates import key_malformed, key_uuid, key_valid, table_ref, trimmed
 
 from . import cascade
+from .bridge import add_bridges, add_gate
 from .catalog import Column, ForeignKey
 from .config import QualifiedName
 from .context import KeyTable
@@ -236,11 +237,12 @@ def plan_sessions(d: Draft) -> list[str]:
                 lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
                 depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
                 guard=backfill_guard(d, part, key), changes=(m,), target=m, repairs=REPAIRS_MASTER)).id)
+    bridges = add_bridges(d, tables, create.id, ready, backfills)   # the cutover bridge (auditor/bridge.py)
     previous_fk: list[str] = []
     last_steps = []
     for k in tables:
         name = str(k.name)
-        before_fk = [create.id, *backfills, *indexed[name], *ready[name], *previous_fk]
+        before_fk = [create.id, *backfills, *indexed[name], *ready[name], *bridges, *previous_fk]
         if not k.is_source:
             register = d.options.orphans == "register"
             orphans = d.add(cascade.widen_orphans(d.ctx, d.options.orphans, k, Step(
@@ -250,6 +252,7 @@ def plan_sessions(d: Draft) -> list[str]:
                 depends_on=tuple(before_fk), guard=orphan_guard(d, k),
                 changes=(m,) if register else (name,), target=name, column=k.key.name, repairs=REPAIRS_ORPHANS)))
             before_fk.append(orphans.id)
+        before_fk += add_gate(d, k, before_fk)
         last = fk_steps(d, k, before_fk)
         previous_fk = [last]
         last_steps.append(last)

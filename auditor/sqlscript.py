@@ -30,6 +30,11 @@ def render_block(block: Block) -> list[str]:
     body = [s.as_string(None) + ";" for s in block.statements]
     if block.check:
         return ["-- a check: every row it returns is a problem that stops the run", *body]
+    if block.gate:
+        return ["-- a gate: the sweep below registers what the master lacks; --apply then watches the writes for",
+                "-- --gate-window seconds and runs this count; a session counted: the sweep again, and the run",
+                "-- stops here (exit code 1) before the foreign key; a later run resumes here",
+                body[0], *(["BEGIN;", *body[1:], "COMMIT;"] if len(body) > 1 else [])]
     if not block.transactional:
         return ["-- outside a transaction (CONCURRENTLY)", *body]
     if block.repeat_below is None:

@@ -20,6 +20,7 @@ from psycopg import sql
 from yumai_audit.checks.passes import known_sessions
 from yumai_audit.checks.predicates import col, key_uuid, table_ref
 
+from .bridge import scan_stats
 from .context import AuditContext
 
 Execute = Callable[[sql.Composable], list[tuple]]
@@ -111,5 +112,9 @@ def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] |
             partitions.append({"table": str(k.name), "partition": str(p.name), "bound": p.bound,
                                "default": p.is_default, "bytes": int(p.bytes), "rows": exact})
     out["partitions"] = partitions
+    try:
+        out["bridge"] = scan_stats(execute)
+    except pgerrors.QueryCanceled:
+        out["bridge_error"] = "timed out"
     return out
 

@@ -63,12 +63,21 @@ class Operation(str, enum.Enum):
     FK_ADD = "fk-add"                       # ADD CONSTRAINT ... FOREIGN KEY (NOT VALID, or attaching)
     FK_VALIDATE = "fk-validate"             # VALIDATE CONSTRAINT
     VERIFY = "verify"                       # a check: what the steps were to achieve is there
+    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/bridge.py)
+    GATE = "gate"                           # --bridge none: stop before the FK while sessions go unregistered
 
 
 class Kind(str, enum.Enum):
     CHANGE = "change"      # runs its statements (in one transaction when transactional)
     BATCHED = "batched"    # runs its one statement in a transaction of its own until it affects no row
     CHECK = "check"        # a query whose rows are problems; any row stops the run
+    GATE = "gate"          # measures (its first statement); stops the run when that counts a problem,
+                           # after running its other statements (see auditor/bridge.py)
+
+    @property
+    def inspects(self) -> bool:
+        """Checks and gates: never "done", no guard; they run each time the run reaches them."""
+        return self in (Kind.CHECK, Kind.GATE)
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,7 @@ class Block:
     transactional: bool
     repeat_below: int | None = None
     check: bool = False
+    gate: bool = False      # a gate: the first statement measures, the others (one transaction) sweep
 
 
 def session_settings(server_version_num: int) -> tuple[sql.Composable, ...]:
@@ -147,6 +157,8 @@ def step_block(step: Step, lock_timeout: float, batch_size: int) -> Block:
     """The one function that turns a step into what is sent: `fix --sql` writes it, `--apply` runs it."""
     if step.kind is Kind.CHECK:
         return Block(step.statements, transactional=True, check=True)
+    if step.kind is Kind.GATE:
+        return Block(step.statements, transactional=True, gate=True)
     wait = f"{int(lock_timeout * 1000)}ms" if step.takes_lock_timeout else "0"
     if not step.transactional:
         # CONCURRENTLY waits for other transactions, not under lock_timeout (the step's lock is weak)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
+from yumai_audit.bridge import bridge_line
 from yumai_audit.checks import REGISTRY
 from yumai_audit.model import Finding, ScanResult, Severity, Status
 from yumai_audit.steps import step_repairs
@@ -196,6 +197,7 @@ class ReportContext:
     plan: PlanView | None
     comparison: Comparison | None
     notes: list[str] = field(default_factory=list)
+    bridge: str | None = None            # the cutover bridge's line (auditor/bridge.py), when installed
 
 
 # --- building the context ---------------------------------------------------------------------------
@@ -599,7 +601,7 @@ def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanR
         other_checks=list(result.checks),
         charts=[_safe(orphan_chart, result), _safe(sessions_chart, result), _safe(partitions_chart, result)],
         plan=pv, comparison=comparison(before, result) if before is not None else None,
-        notes=[str(n) for n in (result.stats or {}).get("notes", [])])
+        notes=[str(n) for n in (result.stats or {}).get("notes", [])], bridge=bridge_line(result.stats or {}))
 
 
 def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,

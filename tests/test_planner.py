@@ -112,7 +112,7 @@ def test_declared_locks_and_flags():
     assert plan.step("backfill:chatbot.conversations_default").kind is Kind.BATCHED
     # nothing but the table rewrite and the brief FK/index-parent statements may block writers
     blocking = {s.id.split(":")[0] for s in plan.steps if s.lock.blocks_writers}
-    assert blocking == {"master", "to-uuid", "index", "fk-add"}
+    assert blocking == {"master", "to-uuid", "index", "bridge", "fk-add"}
     assert plan.step("fk-add:chatbot.conversations").lock is LockMode.ACCESS_EXCLUSIVE
     assert plan.step("fk-add:chatbot.conversations").tables == ("chatbot.session_master",)
 

@@ -1,0 +1,346 @@
+"""The cutover bridge: a row trigger that registers a row's session in the master when it is missing.
+
+The application in production may still start sessions the old way (a fresh uuid, the first message,
+no master row). Once the source table's foreign key exists such a write would fail. Before the first
+FK, `fix --apply` installs on the source table (`--bridge source`, the default; every key table with
+`--bridge all`) a BEFORE INSERT OR UPDATE OF <key> row trigger whose function inserts the missing
+session into the master (`ON CONFLICT DO NOTHING`; user id and start taken from the row, as the
+backfill does; a user missing from the users table gives user id NULL) and logs each session it
+actually inserted into `yumai_audit.bridge_log`, so `bridge status` counts the bridge's
+registrations and not the application's own.
+
+The function pins `search_path`, runs as its owner (SECURITY DEFINER), and is owned by the table's
+owner. PostgreSQL 13 and later take the trigger on a partitioned parent (partitions created later
+inherit it); on 12 it goes on each partition.
+
+With `--bridge none`, a gate stands right before each FK (Kind.GATE): it registers what the master
+lacks, watches the application's writes for `--gate-window` seconds, and counts the sessions written
+meanwhile that the master lacks; if there are any, it registers them too and stops the run (exit
+code 1) before the FK; a later apply resumes there.
+
+This module builds SQL and steps; `session_plan` calls `add_bridges` / `add_gate` on its Draft, the
+executor runs the steps, the API runs `status` and `removal`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref
+
+from .config import QualifiedName
+from .context import AuditContext, KeyTable
+from .ddl import relid, short_name
+from .steps import Kind, LockMode, Operation, Step
+
+MODES = ("source", "all", "none")
+SCHEMA = "yumai_audit"
+LOG = QualifiedName(SCHEMA, "bridge_log")
+TRIGGER = "yumai_audit_bridge"
+# BEFORE ... FOR EACH ROW triggers on a partitioned table: PostgreSQL 13 and later
+PG_ROW_TRIGGER_ON_PARTITIONED = 130000
+
+
+def function_name(table: QualifiedName) -> QualifiedName:
+    return QualifiedName(SCHEMA, short_name("bridge", table.schema, table.name, suffix="fn"))
+
+
+def _fn(name: QualifiedName) -> sql.Composable:
+    return sql.Identifier(name.schema, name.name)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """How the bridge describes a session from one row (the backfill's rules, for a single row)."""
+
+    table: QualifiedName            # the key table the trigger is on (a parent when partitioned)
+    key: str                        # its key column
+    master: QualifiedName
+    master_key: str
+    master_columns: frozenset[str]
+    user_column: str | None = None
+    created_column: str | None = None
+    users: QualifiedName | None = None
+    users_key: str = "id"
+    active_window_minutes: int = 30
+
+    def insert(self) -> sql.Composable:
+        """The master insert of NEW's session, logging it only when this insert made it."""
+        new = lambda c: sql.SQL("NEW.{}").format(sql.Identifier(c))   # noqa: E731
+        cols, values = [sql.Identifier(self.master_key)], [new(self.key)]
+        if self.created_column is not None:
+            for name in ("session_start", "session_end"):
+                if name in self.master_columns:
+                    cols.append(sql.Identifier(name))
+                    values.append(new(self.created_column))
+            if "is_active" in self.master_columns:
+                cols.append(sql.Identifier("is_active"))
+                values.append(sql.SQL("coalesce({} >= now() - {} * interval '1 minute', false)").format(
+                    new(self.created_column), sql.Literal(self.active_window_minutes)))
+        if self.user_column is not None and "user_id" in self.master_columns:
+            cols.append(sql.Identifier("user_id"))
+            if self.users is not None:
+                values.append(sql.SQL("(SELECT u.{uk} FROM {users} u WHERE u.{uk} = {v} LIMIT 1)").format(
+                    uk=sql.Identifier(self.users_key), users=table_ref(self.users), v=new(self.user_column)))
+            else:
+                values.append(new(self.user_column))
+        return sql.SQL(
+            "WITH registered AS (INSERT INTO {master} ({cols}) VALUES ({values}) ON CONFLICT DO NOTHING "
+            "RETURNING {mk}) INSERT INTO {log} (session_id, table_name) SELECT r.{mk}, {table} FROM registered r"
+        ).format(master=table_ref(self.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
+                 mk=sql.Identifier(self.master_key), log=table_ref(LOG), table=sql.Literal(str(self.table)))
+
+    def body(self) -> str:
+        """The plpgsql body (identifiers quoted by psycopg.sql; rendered, then passed as one literal)."""
+        return sql.SQL(
+            "BEGIN\n"
+            "  IF NEW.{k} IS NULL OR EXISTS (SELECT 1 FROM {master} m WHERE m.{mk} = NEW.{k}) THEN\n"
+            "    RETURN NEW;\n"
+            "  END IF;\n"
+            "  {insert};\n"
+            "  RETURN NEW;\n"
+            "END").format(k=sql.Identifier(self.key), master=table_ref(self.master),
+                          mk=sql.Identifier(self.master_key), insert=self.insert()).as_string(None)
+
+
+def log_statements() -> tuple[sql.Composable, ...]:
+    return (
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (session_id uuid NOT NULL, table_name text NOT NULL, "
+                "registered_at timestamptz NOT NULL DEFAULT now())").format(table_ref(LOG)),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (registered_at)").format(
+            sql.Identifier("bridge_log_registered_at_idx"), table_ref(LOG)),
+    )
+
+
+def function_statements(reg: Registration, owner: str, current_user: str) -> tuple[sql.Composable, ...]:
+    fn = function_name(reg.table)
+    out = [sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+                   "SET search_path = pg_catalog, pg_temp AS {}").format(_fn(fn), sql.Literal(reg.body()))]
+    if owner and owner != current_user:
+        # the function runs as the table's owner: it must be able to own it and to do the insert
+        who = sql.Identifier(owner)
+        out += [sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), who),
+                sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(table_ref(LOG), who),
+                sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(table_ref(reg.master), who)]
+        if reg.users is not None and reg.user_column is not None:
+            out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(table_ref(reg.users), who))
+    if owner:
+        out.append(sql.SQL("ALTER FUNCTION {}() OWNER TO {}").format(_fn(fn), sql.Identifier(owner)))
+    return tuple(out)
+
+
+def trigger_exists(table: QualifiedName) -> sql.Composable:
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = {} AND t.tgname = {})").format(
+        relid(table), sql.Literal(TRIGGER))
+
+
+def create_trigger(on: QualifiedName, key: str, fn: QualifiedName) -> sql.Composable:
+    return sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+        sql.Identifier(TRIGGER), sql.Identifier(key), table_ref(on), _fn(fn))
+
+
+def registration(ctx: AuditContext, k: KeyTable, master_columns: set[str], active_window_minutes: int) -> Registration:
+    cfg = ctx.config
+    created = cfg.created_at_column if cfg.created_at_column in k.table.columns else None
+    return Registration(
+        table=k.name, key=k.key.name, master=cfg.master, master_key=cfg.key_column,
+        master_columns=frozenset(master_columns), user_column=k.user.name if k.user is not None else None,
+        created_column=created, users=ctx.users.name if ctx.users is not None else None, users_key=cfg.users_key,
+        active_window_minutes=active_window_minutes)
+
+
+def bridge_steps(ctx: AuditContext, k: KeyTable, *, version: int, master_columns: set[str],
+                 active_window_minutes: int, depends_on: list[str]) -> list[Step]:
+    """The step(s) that install the bridge on key table `k`: one on the table (a partitioned parent on
+    PostgreSQL 13+, its partitions get clones), one per leaf partition on PostgreSQL 12."""
+    reg = registration(ctx, k, master_columns, active_window_minutes)
+    fn = function_name(k.name)
+    setup = log_statements() + function_statements(reg, k.table.owner, ctx.catalog.current_user)
+    what = (f"registers the session of each new row of {k.name} (and each update of {k.key.name}) in "
+            f"{reg.master} when it is missing; logs its registrations in {LOG}")
+    if not k.table.is_partitioned or version >= PG_ROW_TRIGGER_ON_PARTITIONED:
+        leaves = [str(p.name) for p in k.table.leaf_partitions] if k.table.is_partitioned else []
+        return [Step(
+            id=f"bridge:{k.name}",
+            description=f"Bridge: trigger {TRIGGER} on {k.name} " + (
+                "(the parent: every partition, also those created later) " if leaves else "") + what,
+            statements=setup + (create_trigger(k.name, k.key.name, fn),), lock=LockMode.SHARE_ROW_EXCLUSIVE,
+            tables=(str(k.name), *leaves), depends_on=tuple(depends_on), guard=trigger_exists(k.name),
+            changes=(str(k.name),), operation=Operation.BRIDGE, target=str(k.name), column=k.key.name)]
+    return [Step(
+        id=f"bridge:{p.name}",
+        description=f"Bridge: trigger {TRIGGER} on partition {p.name} (PostgreSQL 12 has no row trigger on a "
+        f"partitioned table; a partition created later needs its own) " + what,
+        statements=setup + (create_trigger(p.name, k.key.name, fn),), lock=LockMode.SHARE_ROW_EXCLUSIVE,
+        tables=(str(p.name),), depends_on=tuple(depends_on), guard=trigger_exists(p.name),
+        changes=(str(k.name),), operation=Operation.BRIDGE, target=str(k.name), column=k.key.name)
+        for p in k.table.leaf_partitions]
+
+
+def bridged_tables(ctx: AuditContext, tables: list[KeyTable], mode: str) -> list[KeyTable]:
+    if mode == "none":
+        return []
+    if mode == "source":
+        return [k for k in tables if k.is_source]
+    return list(tables)
+
+
+def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: int) -> list[str]:
+    notes = []
+    bridged = bridged_tables(ctx, tables, mode)
+    if version < PG_ROW_TRIGGER_ON_PARTITIONED:
+        for k in bridged:
+            if k.table.is_partitioned:
+                notes.append(f"bridge on {k.name}: PostgreSQL {version // 10000} puts it on each partition; "
+                             "a partition created later has none until you create the trigger on it too")
+    if mode == "all":
+        others = [str(k.name) for k in bridged if not k.is_source]
+        if others:
+            notes.append("--bridge all: a new row of " + ", ".join(others) + " naming a session the master "
+                         "lacks registers it: made-up session ids are then registered rather than refused")
+    if mode == "none":
+        notes.append("--bridge none: before the foreign keys a gate checks that the application registers "
+                     "its new sessions, and stops the apply (exit code 1) if it does not")
+    return notes
+
+
+# --- the gate (--bridge none) ----------------------------------------------------------------------
+
+def gate_step(k: KeyTable, master: QualifiedName, key_after, in_master, sweep: tuple[sql.Composable, ...],
+              depends_on: list[str]) -> Step:
+    """A gate before `k`'s FK. Its first statement measures: the sessions of `k` the master lacks. The
+    others are the sweep (the catch-up's statements: register them, or the orphans' mode). The executor
+    runs it as: sweep, watch the writes for `--gate-window` seconds (the run's first gate only), measure;
+    any session: sweep again (nothing is lost) and stop before the FK."""
+    key = key_after(k)
+    measure = sql.SQL("SELECT count(DISTINCT {k}) FROM {t} t WHERE {valid} AND NOT {m}").format(
+        k=key_uuid(key), t=table_ref(k.name), valid=key_valid(key), m=in_master(key_uuid(key)))
+    return Step(
+        id=f"gate:{k.name}", description=f"Gate (--bridge none): register what {master} lacks, watch the writes; "
+        f"sessions written to {k.name} meanwhile that {master} lacks stop the apply before the foreign key",
+        statements=(measure, *sweep), lock=LockMode.ROW_EXCLUSIVE, tables=(str(master), str(k.name)),
+        depends_on=tuple(depends_on), kind=Kind.GATE, changes=(str(master), str(k.name)),
+        operation=Operation.GATE, target=str(k.name), column=k.key.name)
+
+
+def gate_message(step: Step, count: int, seconds: float | None) -> str:
+    master, table = step.tables[0], step.tables[1]
+    during = f"in the last {seconds:.0f}s" if seconds is not None else "since the last sweep"
+    return (f"{count} session{'s' if count != 1 else ''} written to {table} {during} had no row in {master}: "
+            "the application does not register its sessions yet, and after the foreign key those writes would "
+            "fail. Deploy the registration (register the session before its first row), then run fix --apply "
+            "again; or run fix --apply --bridge source")
+
+
+# --- on the session migration's Draft (called from session_plan.plan_sessions) ---------------------
+
+def add_bridges(d, tables: list[KeyTable], create: str, ready: dict, backfills: list[str]) -> list[str]:
+    """The bridge before the first FK, while any key table's FK is still to be made; returns its ids."""
+    from .session_plan import existing_fk, master_columns
+
+    if all((fk := existing_fk(d, k.table.foreign_keys, k.name)) is not None and fk.validated for k in tables):
+        return []
+    d.notes += plan_notes(d.ctx, tables, d.options.bridge, d.version)
+    return [d.add(step).id for k in bridged_tables(d.ctx, tables, d.options.bridge)
+            for step in bridge_steps(d.ctx, k, version=d.version, master_columns=master_columns(d),
+                                     active_window_minutes=d.options.active_window_minutes,
+                                     depends_on=[create, *ready[str(k.name)], *(backfills if k.is_source else [])])]
+
+
+def add_gate(d, k: KeyTable, before_fk: list[str]) -> list[str]:
+    """--bridge none: the gate right before `k`'s FK (none when the FK exists already)."""
+    from . import session_plan as sp
+
+    if d.options.bridge != "none" or sp.existing_fk(d, k.table.foreign_keys, k.name) is not None:
+        return []
+    src = d.ctx.source
+    sweep = (sp.backfill_all(d),) if src is not None and src.key_checkable else ()
+    if not k.is_source:
+        sweep += sp.orphan_statements(d, k)
+    return [d.add(gate_step(k, d.master, sp.key_after, lambda key: sp.in_master(d, key), sweep, before_fk)).id]
+
+
+# --- status and removal ----------------------------------------------------------------------------
+
+def installed_query() -> sql.Composable:
+    """(schema, table, function's schema, function) of every bridge trigger, a partition's clone of its
+    parent's left out."""
+    return sql.SQL(
+        "SELECT n.nspname::text, c.relname::text, pn.nspname::text, p.proname::text FROM pg_trigger t "
+        "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace "
+        "WHERE t.tgname = {name} AND NOT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_trigger pt "
+        "ON pt.tgrelid = h.inhparent AND pt.tgname = t.tgname WHERE h.inhrelid = t.tgrelid) "
+        "ORDER BY 1, 2").format(name=sql.Literal(TRIGGER))
+
+
+def log_exists_query() -> sql.Composable:
+    return sql.SQL("SELECT to_regclass({}) IS NOT NULL").format(sql.Literal(table_ref(LOG).as_string(None)))
+
+
+def hourly_query() -> sql.Composable:
+    """Sessions the bridge registered per hour of the last 24 hours (hours with none left out)."""
+    return sql.SQL(
+        "SELECT date_trunc('hour', registered_at) AS hour, count(*) FROM {} "
+        "WHERE registered_at >= now() - interval '24 hours' GROUP BY 1 ORDER BY 1").format(table_ref(LOG))
+
+
+def recent_query(interval: str) -> sql.Composable:
+    return sql.SQL("SELECT count(*) FROM {} WHERE registered_at >= now() - {}::interval").format(
+        table_ref(LOG), sql.Literal(interval))
+
+
+def drop_statements(installed: list[tuple[str, str, str, str]]) -> tuple[sql.Composable, ...]:
+    """DROP TRIGGER on each table (a parent's drops its partitions' clones), then the functions."""
+    out = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), sql.Identifier(s, t))
+           for s, t, _fs, _fn in installed]
+    functions = sorted({(fs, fn) for _s, _t, fs, fn in installed})
+    out += [sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(fs, fn)) for fs, fn in functions]
+    return tuple(out)
+
+
+@dataclass
+class BridgeStatus:
+    tables: list[str]                          # where a bridge trigger is installed
+    hourly: list[tuple[str, int]]              # (hour, sessions registered by the bridge), last 24 hours
+    last_hour: int = 0
+
+    @property
+    def last_day(self) -> int:
+        return sum(n for _h, n in self.hourly)
+
+    def to_dict(self) -> dict:
+        return {"installed": bool(self.tables), "tables": list(self.tables), "registered_last_day": self.last_day,
+                "registered_last_hour": self.last_hour,
+                "hourly": [{"hour": h, "sessions": n} for h, n in self.hourly]}
+
+
+def read_status(execute) -> BridgeStatus:
+    """The bridge's state via `execute(query) -> rows` (read-only; works before anything was installed)."""
+    installed = execute(installed_query())
+    tables = [str(QualifiedName(s, t)) for s, t, _fs, _fn in installed]
+    hourly: list[tuple[str, int]] = []
+    last_hour = 0
+    if execute(log_exists_query())[0][0]:
+        hourly = [(h.isoformat(timespec="minutes") if hasattr(h, "isoformat") else str(h), int(n))
+                  for h, n in execute(hourly_query())]
+        last_hour = int(execute(recent_query("1 hour"))[0][0])
+    return BridgeStatus(tables, hourly, last_hour)
+
+
+def scan_stats(execute) -> dict:
+    """The scan's small summary: where the bridge is installed and its last day's count."""
+    status = read_status(execute)
+    return {"tables": status.tables, "registered_last_day": status.last_day}
+
+
+def bridge_line(stats: dict) -> str | None:
+    """"Cutover bridge on T: N sessions registered by it in the last 24 hours", or None (not installed)."""
+    b = (stats or {}).get("bridge") or {}
+    if not b.get("tables"):
+        return None
+    n = int(b.get("registered_last_day") or 0)
+    return (f"Cutover bridge installed on {', '.join(b['tables'])}: {n} session{'s' if n != 1 else ''} registered "
+            "by it in the last 24 hours (the application's own registrations not counted)")
