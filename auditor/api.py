@@ -8,14 +8,51 @@ from .connection import Target, connect, resolve_target
 from .model import ScanResult
 from .outputs import ensure_dir, write_csv, write_json
 from .runner import Progress, run_scan
+from .verdict import apply_severity, judge, unrepaired
 
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
     """Scan the database read-only and return the result (nothing is written anywhere)."""
     if not isinstance(target, Target):
         target = resolve_target(target)
+    config = config or Config()
     with connect(target) as conn:
-        return run_scan(conn, config or Config(), progress)
+        return apply_severity(run_scan(conn, config, progress), config.severity)
+
+
+def repair_plan(target: Target | str | None, config: Config | None = None, **options) -> dict | None:
+    """The plan (`Plan.to_dict()`) the scan's verdict reads the repairing steps from: built from the
+    catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
+    to migrate or the plan cannot be made (the verdict then has no step to count on)."""
+    from .planner import PlanError, build_plan
+    from .runner import audit_context
+
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    config = config or Config()
+    with connect(target) as conn:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            ctx = audit_context(conn, config)
+    try:
+        return build_plan(ctx, _fix_options(options)).to_dict()
+    except PlanError:
+        return None
+
+
+def verdict(result: ScanResult, config: Config | None = None, plan: dict | None = None,
+            baseline: ScanResult | None = None):
+    """The verdict (auditor/verdict.py) of a scan, with the configuration's acceptances."""
+    return judge(result, plan, accept=(config or Config()).accept, baseline=baseline)
+
+
+def read_baseline(path: str | Path | None) -> ScanResult | None:
+    """A saved findings.json to compare with (`--baseline`); None without a path."""
+    if path is None:
+        return None
+    from .outputs import read_json
+
+    return read_json(path)
 
 
 def _live_scan(target: Target, config: Config) -> ScanResult:
@@ -25,27 +62,31 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
     with connect(target) as conn:
         conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.commit()
-        return run_scan(conn, config)
+        return apply_severity(run_scan(conn, config), config.severity)
 
 
-def write_scan(result: ScanResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write findings.json, findings.csv, samples-*.csv and report.html into `out_dir`."""
+def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
+               baseline: ScanResult | None = None) -> dict[str, Path]:
+    """Write findings.json, findings.csv, samples-*.csv and report.html into `out_dir`. `repair_plan`:
+    the plan whose steps the report names next to the findings they repair (not shown as a plan)."""
     from yumai_audit.reports.render import write_html
 
     out = ensure_dir(out_dir)
     paths = {"json": write_json(result, out / "findings.json")}
     csvs = write_csv(result, out)
     paths["csv"] = csvs[0]
-    paths["html"] = write_html(result, out / "report.html")
+    paths["html"] = write_html(result, out / "report.html", repair_plan=repair_plan, baseline=baseline)
     return paths
 
 
 def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | None = None,
-           plan: str | Path | None = None) -> tuple[ScanResult, dict[str, Path]]:
+           plan: str | Path | None = None, baseline: str | Path | None = None):
     """Render report.html (and findings.csv, samples-*.csv) from a saved findings.json.
 
     `findings` is the scan reported on (after a fix: the newer scan); `compare` the older scan it
-    is compared with, check by check; `plan` a saved plan JSON shown in the plan section.
+    is compared with, check by check; `plan` a saved plan JSON shown in the plan section; `baseline`
+    an older findings.json whose findings are known (new / known / gone). Returns the scan, the
+    written paths and the verdict.
     """
     from yumai_audit.outputs import read_json, read_plan
     from yumai_audit.reports.render import write_html
@@ -53,10 +94,14 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     result = read_json(findings)
     before = read_json(compare) if compare is not None else None
     plan_data = read_plan(plan) if plan is not None else None
+    known = read_json(baseline) if baseline is not None else None
     out = ensure_dir(out_dir)
     csvs = write_csv(result, out)
-    paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before)}
-    return result, paths
+    paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before,
+                                                baseline=known)}
+    from yumai_audit.reports.render import acceptances
+
+    return result, paths, judge(result, plan_data, accept=acceptances(result.config), baseline=known)
 
 
 def _fix_options(options: dict):
@@ -78,11 +123,19 @@ def _build_plan(conn, config: Config, fix_options):
     with conn.transaction():
         ctx = audit_context(conn, config)
     evidence, failed = None, {}
+    wanted = []
     if "schema" in fix_options.include:
-        from .runner import measure_probes
         from .schema_plan import probes
 
-        evidence, failed = measure_probes(conn, probes(ctx), config.timeout_seconds)
+        wanted += probes(ctx)
+    if "users" in fix_options.include:
+        from . import users_plan
+
+        wanted += users_plan.probes(ctx)
+    if wanted:
+        from .runner import measure_probes
+
+        evidence, failed = measure_probes(conn, wanted, config.timeout_seconds)
     plan = build_plan(ctx, fix_options, evidence)
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
     plan.done = evaluate_guards(conn, plan)
@@ -104,7 +157,7 @@ def plan(target: Target | str | None, config: Config | None = None, **options):
 
 def apply(target: Target | str | None, config: Config | None = None, *, progress: Progress | None = None,
           before_first_change=None, out_dir: str | Path | None = None, step_hook=None, rescan: bool = True,
-          **options):
+          baseline: ScanResult | None = None, **options):
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
     `before_first_change(tables)` is called once, before the first change, with the tables that
@@ -139,15 +192,17 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
     result.before = before
     if rescan:
         result.after = _live_scan(target, config)
-        result.problems.extend(session_problems(result.after, config))
+        plan_dict = the_plan.to_dict()
+        result.problems.extend(unrepaired(result.after, plan_dict))
+        result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
         if out is not None:
-            write_scan(before, out / "before")
+            write_scan(before, out / "before", repair_plan=plan_dict)
             write_scan(result.after, out)
-            _write_fix_report(result, out / "report.html")
+            _write_fix_report(result, out / "report.html", baseline)
     return result
 
 
-def _write_fix_report(result, path: Path) -> None:
+def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) -> None:
     """The after-scan's report with the plan and the before/after comparison."""
     from yumai_audit.reports.render import write_html
 
@@ -158,14 +213,4 @@ def _write_fix_report(result, path: Path) -> None:
         # a check step (preflight, verify) that the run got past has passed
         passed = step.get("kind") == "check" and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
-    write_html(result.after, path, plan=plan, before=result.before)
-
-
-SESSION_CHECKS = ("missing_master_rows", "orphaned_session_ids", "malformed_session_ids", "noncanonical_session_ids")
-
-
-def session_problems(result: ScanResult, config: Config) -> list[str]:
-    """The session findings of a scan that a finished migration must not have (the verify step)."""
-    return [f"{f.check}: {f.message}" for f in result.findings
-            if f.check in SESSION_CHECKS
-            or (f.check in ("unconstrained_fk", "unvalidated_fk") and f.column == config.key_column)]
+    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline)

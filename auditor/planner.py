@@ -29,7 +29,8 @@ from .steps import Kind, LockMode, Step
 
 QUARANTINE_SCHEMA = "yumai_quarantine"
 ORPHAN_MODES = ("quarantine", "register", "delete")
-INCLUDES = ("schema",)   # `fix --include`: what the plan covers beyond the session migration
+INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
+MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
 PG_NOT_VALID_ON_PARTITIONED = 180000
@@ -47,6 +48,7 @@ class FixOptions:
     batch_size: int = 5000
     lock_timeout: float = 2.0
     include: tuple[str, ...] = ()
+    missing_users: str = "keep"
 
     def __post_init__(self):
         if isinstance(self.include, str):
@@ -55,6 +57,8 @@ class FixOptions:
         unknown = [i for i in self.include if i not in INCLUDES]
         if unknown:
             raise PlanError(f"--include must be one of {', '.join(INCLUDES)}, not {unknown[0]!r}")
+        if self.missing_users not in MISSING_USERS_MODES:
+            raise PlanError(f"--missing-users must be one of {', '.join(MISSING_USERS_MODES)}, not {self.missing_users!r}")
         if self.orphans not in ORPHAN_MODES:
             raise PlanError(f"--orphans must be one of {', '.join(ORPHAN_MODES)}, not {self.orphans!r}")
         if self.orphans == "delete" and not self.yes_delete:
@@ -384,6 +388,10 @@ class _Builder:
             from .schema_plan import add_schema_steps
 
             add_schema_steps(self, evidence or {}, after)
+        if "users" in self.options.include:
+            from .users_plan import add_user_steps
+
+            add_user_steps(self, evidence or {}, after)
         # the preflight knows our index names only now (leftovers of ours are rebuilt, not refused)
         self.steps[0] = self.preflight(tables)
         return order_steps(self.steps)
@@ -404,6 +412,7 @@ class _Builder:
                 bad = self.add(Step(
                     id=f"malformed:{k.name}", description=f"Move rows of {k.name} whose {k.key.name} is not a uuid "
                     f"to {self.quarantine_name(k)}", statements=self.move_rows(k, key_malformed(k.key), "malformed"),
+                    repairs=("malformed_session_ids",),
                     lock=LockMode.ROW_EXCLUSIVE, tables=(str(k.name),), depends_on=(preflight.id,),
                     guard=sql.SQL("SELECT {} OR NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
                         column_is_uuid(k.name, k.key.name), table_ref(k.name), key_malformed(k.key)),
@@ -418,7 +427,8 @@ class _Builder:
                         table_ref(k.name), sql.Identifier(k.key.name), trimmed(k.key, "")),),
                     lock=LockMode.ACCESS_EXCLUSIVE, tables=(str(k.name),), depends_on=(bad.id,),
                     guard=sql.SQL("SELECT {}").format(column_is_uuid(k.name, k.key.name)), rewrites=True,
-                    table_bytes=((str(k.name), k.table.bytes),), changes=(str(k.name),)))
+                    table_bytes=((str(k.name), k.table.bytes),), changes=(str(k.name),),
+                    repairs=("malformed_session_ids", "noncanonical_session_ids", "key_type_mismatch")))
                 ready[str(k.name)] = [convert.id]
         indexed = {str(k.name): self.index_steps(k, ready[str(k.name)]) for k in tables}
         backfills = []
@@ -433,7 +443,7 @@ class _Builder:
                                                        self.options.batch_size),),
                     lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
                     depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
-                    guard=self.backfill_guard(part, key), changes=(m,))).id)
+                    guard=self.backfill_guard(part, key), changes=(m,), repairs=("missing_master_rows",))).id)
         previous_fk: list[str] = []
         fk_steps = []
         for k in tables:
@@ -445,7 +455,8 @@ class _Builder:
                     statements=self.orphan_statements(k), lock=LockMode.ROW_EXCLUSIVE,
                     tables=(name, m) if self.options.orphans == "register" else (name,),
                     depends_on=tuple(before_fk), guard=self.orphan_guard(k),
-                    changes=(m,) if self.options.orphans == "register" else (name,)))
+                    changes=(m,) if self.options.orphans == "register" else (name,),
+                    repairs=("orphaned_session_ids",)))
                 before_fk.append(orphans.id)
             last = self.fk_steps(k, before_fk)
             previous_fk = [last]
@@ -535,13 +546,15 @@ class _Builder:
         return Step(id="master", description=f"Create {self.master} (the guide's schema) if it does not exist",
                     statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
                     tables=tables, depends_on=(after,),
-                    guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(self.master)), changes=(str(self.master),))
+                    guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(self.master)), changes=(str(self.master),),
+                    repairs=("missing_master_rows",))
 
     def index_steps(self, k: KeyTable, after: list[str]) -> list[str]:
         """Steps that leave a valid index leading with the key (none when there is one)."""
         return self.leading_index_steps(k.table, k.key.name, after)
 
-    def leading_index_steps(self, table: Table, column: str, after: list[str], suffix: str = "") -> list[str]:
+    def leading_index_steps(self, table: Table, column: str, after: list[str], suffix: str = "",
+                            repairs: tuple[str, ...] = ("unindexed_fk_columns",)) -> list[str]:
         """Steps that leave a valid index on `table` leading with `column` (none when there is one):
         CONCURRENTLY on an ordinary table; ON ONLY the parent, CONCURRENTLY per partition and ATTACH on
         a partitioned one. `suffix` keeps step ids apart when one table gets several such indexes."""
@@ -554,7 +567,7 @@ class _Builder:
         self.index_claims.append((tname.schema, idx, tname.name, column))
         if not table.is_partitioned:
             return [self.add(self.concurrent_index(f"index:{name}{suffix}", tname, column, idx, after,
-                                                   leading_index_exists(tname, column))).id]
+                                                   leading_index_exists(tname, column), repairs)).id]
         parent = self.add(Step(
             id=f"index:{name}{suffix}", description=f"Index on {name} ({column}) ON ONLY the parent (attached below)",
             statements=(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY {} ({})").format(
@@ -563,14 +576,14 @@ class _Builder:
             guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_class ic JOIN pg_index i ON i.indexrelid = ic.oid "
                           "WHERE i.indrelid = {} AND ic.relname = {}) OR ({})").format(
                 relid(tname), sql.Literal(idx), leading_index_exists(tname, column)),
-            changes=(name,)))
+            changes=(name,), repairs=repairs))
         done = [parent.id]
         for p in table.leaf_partitions:
             pidx = short_name(p.name.name, column, suffix="idx")
             self.our_indexes.append(pidx)
             self.index_claims.append((p.name.schema, pidx, p.name.name, column))
             build = self.add(self.concurrent_index(f"index:{p.name}{suffix}", p.name, column, pidx, [parent.id],
-                                                   leading_index_exists(p.name, column, pidx)))
+                                                   leading_index_exists(p.name, column, pidx), repairs))
             attach = self.add(Step(
                 id=f"attach-index:{p.name}{suffix}", description=f"Attach index {pidx} to {idx} (the tables: ACCESS SHARE; the indexes: "
                 "SHARE UPDATE EXCLUSIVE and ACCESS EXCLUSIVE, on the index only)",
@@ -582,18 +595,19 @@ class _Builder:
                               "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {})) OR ({})").format(
                     sql.Literal(pidx), sql.Literal(idx), sql.Literal(p.name.schema),
                     leading_index_exists(tname, column)),
-                changes=(name,)))
+                changes=(name,), repairs=repairs))
             done.append(attach.id)
         return done
 
-    def concurrent_index(self, step_id, table: QualifiedName, column: str, idx: str, after, guard) -> Step:
+    def concurrent_index(self, step_id, table: QualifiedName, column: str, idx: str, after, guard,
+                         repairs: tuple[str, ...] = ("unindexed_fk_columns",)) -> Step:
         return Step(
             id=step_id, description=f"CREATE INDEX CONCURRENTLY {idx} on {table} ({column}); writers keep going",
             statements=(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(table.schema, idx)),
                         sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({})").format(
                             sql.Identifier(idx), table_ref(table), sql.Identifier(column))),
             lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(table),), depends_on=tuple(after),
-            transactional=False, guard=guard, changes=(str(table),))
+            transactional=False, guard=guard, changes=(str(table),), repairs=repairs)
 
     def existing_fk(self, fks: list[ForeignKey], table: QualifiedName) -> ForeignKey | None:
         for fk in fks:
@@ -624,7 +638,8 @@ class _Builder:
                 + ("" if k.is_source else f"; {self.options.orphans} new orphans of {name}"),
                 statements=catchup_stmts, lock=LockMode.ROW_EXCLUSIVE,
                 tables=(m,) if k.is_source else (m, name), depends_on=tuple(deps),
-                guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(g) for g in guards)), changes=(m,) if k.is_source else (m, name))).id]
+                guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(g) for g in guards)), changes=(m,) if k.is_source else (m, name),
+                repairs=("missing_master_rows",) if k.is_source else ("missing_master_rows", "orphaned_session_ids"))).id]
 
         spec = FkSpec((key,), self.master, (self.key,), on_delete="c")
         existing = self.existing_fk(k.table.foreign_keys, k.name)
@@ -642,7 +657,7 @@ class _Builder:
             partition_constraint=partition_constraint)
 
     def add_fk(self, step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps,
-               not_valid: bool = True) -> str:
+               not_valid: bool = True, repairs: tuple[str, ...] = ("unconstrained_fk", "unvalidated_fk")) -> str:
         """ADD CONSTRAINT ... NOT VALID (new rows checked, no scan; a brief lock), or without NOT VALID on a
         partitioned parent whose partitions all hold the validated FK already (attached, no scan)."""
         ref = str(spec.ref_table)
@@ -658,16 +673,17 @@ class _Builder:
             # ACCESS EXCLUSIVE on it for that instant (catalog work only, under lock_timeout)
             lock=LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE,
             tables=(str(table), ref) if not_valid else (ref,), depends_on=tuple(deps),
-            guard=spec.exists(table, validated=False), changes=(str(table),))).id
+            guard=spec.exists(table, validated=False), changes=(str(table),), repairs=repairs)).id
 
-    def validate_fk(self, step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps) -> str:
+    def validate_fk(self, step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps,
+                    repairs: tuple[str, ...] = ("unconstrained_fk", "unvalidated_fk")) -> str:
         return self.add(Step(
             id=step_id, description=f"VALIDATE CONSTRAINT {constraint} on {table} (reads every row; "
             "writers keep going)",
             statements=(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
                 table_ref(table), sql.Identifier(constraint)),),
             lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(table),), depends_on=tuple(deps),
-            guard=spec.exists(table, validated=True), changes=(str(table),))).id
+            guard=spec.exists(table, validated=True), changes=(str(table),), repairs=repairs)).id
 
     def fk_sequence(self, table: Table, spec: FkSpec, constraint: str, pre: list[str], *, suffix: str = "",
                     whole: bool = False, settle=None, partition_constraint=None) -> str:

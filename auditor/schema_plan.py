@@ -46,6 +46,7 @@ from .planner import FkSpec, short_name
 from .steps import Kind, LockMode, Step
 
 SAMPLE = 5   # missing values named in a plan note
+DRIFT = ("partition_fk_drift",)   # what the drift steps repair
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]
         suffix = f".{column}"
         builder.altered.append(c.table.name)
         builder.referenced.append(c.parent.name)
-        indexed = builder.leading_index_steps(c.table, column, after, suffix)
+        indexed = builder.leading_index_steps(c.table, column, after, suffix, repairs=())
         last.append(builder.fk_sequence(c.table, spec, short_name(c.table.name.name, column, suffix="fkey"),
                                         [*after, *indexed], suffix=suffix))
         planned.append((what, spec.exists(c.table.name, validated=True)))
@@ -190,13 +191,15 @@ def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]
         validated = []
         for p in d.lacking:
             name = next(iter(names)) if len(names) == 1 else short_name(p.name.name, *sig.columns, suffix="fkey")
-            added = builder.add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after)
-            validated.append(builder.validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name, [added]))
+            added = builder.add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after, repairs=DRIFT)
+            validated.append(builder.validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name, [added],
+                                                 repairs=DRIFT))
         for fk in d.unvalidated:
-            validated.append(builder.validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec, fk.name, after))
+            validated.append(builder.validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec, fk.name, after,
+                                                 repairs=DRIFT))
         last.append(builder.add_fk(f"fk-add:{d.parent.name}{suffix}", d.parent.name, spec,
                                    short_name(d.parent.name.name, *sig.columns, suffix="fkey"),
-                                   validated or after, not_valid=False))
+                                   validated or after, not_valid=False, repairs=DRIFT))
         planned.append((f"{d.label} on the parent", spec.exists(d.parent.name, validated=True)))
 
     # declared NOT VALID foreign keys that no row violates
@@ -214,7 +217,8 @@ def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]
         declared = next(f for f in fk.table.foreign_keys if f.name == name)
         spec = FkSpec.of(declared)
         builder.altered.append(fk.table.name)
-        last.append(builder.validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after))
+        last.append(builder.validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after,
+                                        repairs=()))
         planned.append((what, spec.exists(fk.table.name, validated=True)))
 
     if planned:

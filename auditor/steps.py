@@ -67,6 +67,7 @@ class Step:
     table_bytes: tuple[tuple[str, int], ...] = ()
     kind: Kind = Kind.CHANGE
     changes: tuple[str, ...] = field(default=())  # tables whose rows or definition the step may change
+    repairs: tuple[str, ...] = ()             # ids of the checks whose findings this step repairs
 
     def __post_init__(self):
         if self.kind is Kind.BATCHED and len(self.statements) != 1:
@@ -86,4 +87,5 @@ class Step:
             "tables": list(self.tables), "table_bytes": dict(self.table_bytes), "rewrites": self.rewrites,
             "transactional": self.transactional, "depends_on": list(self.depends_on),
             "sql": self.sql_text(), "done": bool(done), "kind": self.kind.value,
+            "repairs": list(self.repairs),
         }
