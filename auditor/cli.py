@@ -421,6 +421,8 @@ def plan_summary(plan) -> str:
             extra = "  REWRITES " + ", ".join(f"{t} ({b:,} bytes)" for t, b in step.table_bytes)
         lines.append(f"  {i:3}. [{mark:5}] {step.id}  lock {step.lock.label}{on}{extra}")
         lines.append(f"         {step.description}")
+        if step.repairs:
+            lines.append(f"         repairs: {', '.join(step.repairs)}")
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
@@ -480,7 +482,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     if not do_apply:
         verdict = api_verdict(api_scan(target, config), config, the_plan.to_dict(), baseline)
         click.echo(summary_line(verdict))
-        click.echo("\n".join(summary_lines(verdict)) or "  (no finding needs a decision)")
+        click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
     if sql_file:
         with open(sql_file, "w", encoding="utf-8") as fh:
             fh.write(render_script(the_plan))

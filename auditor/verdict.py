@@ -162,7 +162,7 @@ class Verdict:
         if self.state is State.NEEDS_DECISION:
             n = len(self.undecided) + len(self.failed_checks)
             return (f"{n} error finding{'s' if n != 1 else ''} no step of the plan repairs: "
-                    "each needs a person's decision (choices below)" + acc + ".")
+                    "each needs a person's decision" + acc + ".")
         if self.state is State.MIGRATED_CLEAN:
             return "Every key table has a validated foreign key to the master, and no error finding is left."
         left = len(self.debt)
@@ -320,9 +320,16 @@ def summary_line(v: Verdict) -> str:
     return " ".join(parts)
 
 
-def summary_lines(v: Verdict) -> list[str]:
-    """What the terminal shows about the verdict beyond its first line."""
+def summary_lines(v: Verdict, *, repaired: bool = False) -> list[str]:
+    """What the terminal shows about the verdict beyond its first line; `repaired`: also each error
+    finding a step of the plan repairs, with the steps (`fix`'s dry run)."""
     lines = []
+    if repaired:
+        for j in v.findings:
+            if j.is_error and j.steps and j.accepted is None:
+                f = j.finding
+                lines.append(f"  repaired by the plan: {f.check} on {f.table}{'.' + f.column if f.column else ''}: "
+                             f"{', '.join(j.steps)}")
     for j in v.undecided:
         f = j.finding
         lines.append(f"  needs a decision: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {f.message}")
