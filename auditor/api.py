@@ -1,14 +1,22 @@
 """The public Python API: what the CLI calls, usable from scripts and tests."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
-from .config import Config
+from .config import Config, load_config
 from .connection import Target, connect, resolve_target
+from .errors import ConfigError
+from .executor import ApplyResult, Executor, evaluate_guards
 from .model import ScanResult
 from .outputs import ensure_dir, write_csv, write_json
-from .runner import Progress, run_scan
-from .verdict import apply_severity, judge, unrepaired
+from .plan import FixOptions, Plan
+from .planner import build_plan
+from .runner import Progress, audit_context, run_scan
+from .sqlscript import render_script
+from .steps import step_repairs
+from .verdict import apply_severity, judge
 
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
@@ -20,12 +28,12 @@ def scan(target: Target | str | None, config: Config | None = None, progress: Pr
         return apply_severity(run_scan(conn, config, progress), config.severity)
 
 
-def repair_plan(target: Target | str | None, config: Config | None = None, **options) -> dict | None:
+def repair_plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
+                **overrides) -> dict | None:
     """The plan (`Plan.to_dict()`) the scan's verdict reads the repairing steps from: built from the
     catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
     to migrate or the plan cannot be made (the verdict then has no step to count on)."""
-    from .planner import PlanError, build_plan
-    from .runner import audit_context
+    from .plan import PlanError
 
     if not isinstance(target, Target):
         target = resolve_target(target)
@@ -35,7 +43,7 @@ def repair_plan(target: Target | str | None, config: Config | None = None, **opt
             conn.execute("SET TRANSACTION READ ONLY")
             ctx = audit_context(conn, config)
     try:
-        return build_plan(ctx, _fix_options(options)).to_dict()
+        return build_plan(ctx, fix_options(options, **overrides)).to_dict()
     except PlanError:
         return None
 
@@ -104,21 +112,15 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     return result, paths, judge(result, plan_data, accept=acceptances(result.config), baseline=known)
 
 
-def _fix_options(options: dict):
-    from .planner import FixOptions
-
-    known = {k: v for k, v in options.items() if v is not None}
+def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
+    """`options` (default FixOptions()) with `overrides` (FixOptions' field names) replaced."""
     try:
-        return FixOptions(**known)
+        return dataclasses.replace(options or FixOptions(), **overrides)
     except TypeError as exc:
-        from .errors import ConfigError
         raise ConfigError(f"unknown fix option: {exc}") from None
 
 
-def _build_plan(conn, config: Config, fix_options):
-    from .executor import evaluate_guards
-    from .planner import build_plan
-    from .runner import audit_context
+def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
 
     with conn.transaction():
         ctx = audit_context(conn, config)
@@ -142,41 +144,37 @@ def _build_plan(conn, config: Config, fix_options):
     return plan
 
 
-def plan(target: Target | str | None, config: Config | None = None, **options):
+def plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
+         **overrides) -> Plan:
     """The fix plan for this database, with each step's `done` flag (nothing is changed).
 
-    Options: orphans ("quarantine", "register", "delete"), yes_delete, active_window_minutes,
-    batch_size, lock_timeout (seconds), include (("schema",): also the implied and drifting foreign
-    keys of the schema-wide checks, see auditor/schema_plan.py).
+    `options`: a `FixOptions` (orphans, yes_delete, active_window_minutes, batch_size, lock_timeout,
+    include); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
     """
     if not isinstance(target, Target):
         target = resolve_target(target)
     with connect(target, autocommit=True) as conn:
-        return _build_plan(conn, config or Config(), _fix_options(options))
+        return _build_plan(conn, config or Config(), fix_options(options, **overrides))
 
 
-def apply(target: Target | str | None, config: Config | None = None, *, progress: Progress | None = None,
-          before_first_change=None, out_dir: str | Path | None = None, step_hook=None, rescan: bool = True,
-          baseline: ScanResult | None = None, **options):
+def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
+          progress: Progress | None = None, before_first_change=None, out_dir: str | Path | None = None,
+          step_hook=None, rescan: bool = True, baseline: ScanResult | None = None, **overrides) -> ApplyResult:
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
+    `options` / `overrides` as for `plan`; `baseline`: an older scan for the verdict (`result.verdict`).
     `before_first_change(tables)` is called once, before the first change, with the tables that
     will change (a backup hook). With `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
     step fails.
     """
-    import json
-
-    from .executor import Executor
-    from .sqlscript import render_script
-
     config = config or Config()
     if not isinstance(target, Target):
         target = resolve_target(target)
-    fix_options = _fix_options(options)
+    fix_opts = fix_options(options, **overrides)
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
-        the_plan = _build_plan(conn, config, fix_options)
+        the_plan = _build_plan(conn, config, fix_opts)
     out = ensure_dir(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "plan.sql").write_text(render_script(the_plan), encoding="utf-8")
@@ -192,8 +190,8 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
     result.before = before
     if rescan:
         result.after = _live_scan(target, config)
+        result.problems.extend(unrepaired(result.after, the_plan))
         plan_dict = the_plan.to_dict()
-        result.problems.extend(unrepaired(result.after, plan_dict))
         result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
         if out is not None:
             write_scan(before, out / "before", repair_plan=plan_dict)
@@ -214,3 +212,37 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) ->
         passed = step.get("kind") == "check" and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
     write_html(result.after, path, plan=plan, before=result.before, baseline=baseline)
+
+
+def unrepaired(result: ScanResult, plan) -> list[str]:
+    """The findings of a scan after the apply that a step of the plan declares it repairs: what a
+    finished migration must not have (the checks the steps name, never a list kept here)."""
+    parents = {str(p.get("partition")): str(p.get("table")) for p in (result.stats or {}).get("partitions") or []
+               if isinstance(p, dict)}
+    return [f"{f.check}: {f.message}" for f in result.findings
+            if any(step_repairs(s.repairs, s.target, s.column, s.changes, f.check, f.table, f.column, parents)
+                   for s in plan.steps)]
+
+
+def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyResult, Path]:
+    """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
+    migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
+    `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
+    from .backup import backup_hook
+    from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
+    from .embedded import embedded_server
+
+    say = progress or (lambda _m: None)
+    out = Path(out_dir)
+    with embedded_server() as uri:
+        with connect(resolve_target(uri), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE yumai")
+        target = resolve_target(uri.replace("/postgres?", "/yumai?"))
+        say("Building the sample database (embedded PostgreSQL)...")
+        build_demo_database(target.conninfo)
+        say("Scanning, then applying the migration (yumai-audit fix --apply --include users --missing-users null)...")
+        ensure_dir(out)
+        (out / "yumai-audit.toml").write_text(DECISIONS, encoding="utf-8")
+        result = apply(target, decisions_config(), out_dir=out, before_first_change=backup_hook(target, out, say),
+                       **FIX_OPTIONS)
+    return result, out

@@ -21,7 +21,8 @@ Rows naming a user the users table lacks would make VALIDATE fail. What happens 
 - `quarantine`: the rows move to `yumai_quarantine.<schema>__<table>` in the same transaction as the
   delete, exactly as orphaned session rows do (the planner's `move_rows`), reason `missing user`.
 
-The repair runs once before the NOT VALID foreign key and once more between it and VALIDATE (rows
+Every step declares its `target` (the key table), `column` (the user column) and `repairs`, so the
+verdict tells these findings from the session ones of the same table. The repair runs once before the NOT VALID foreign key and once more between it and VALIDATE (rows
 written in between). A second run plans nothing: the foreign keys exist and are validated.
 """
 from __future__ import annotations
@@ -32,12 +33,15 @@ from yumai_audit.checks.base import Probe
 from yumai_audit.checks.predicates import col, table_ref
 
 from .context import AuditContext, KeyTable
-from .planner import FkSpec, short_name
-from .steps import Kind, LockMode, Step
+from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name
+from .draft import Draft
+from .session_plan import move_rows, quarantine_name
+from .steps import Kind, LockMode, Operation, Step
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"
 REPAIRS = ("orphaned_user_ids",)
+REPAIRS_FK = ("unconstrained_fk", "unvalidated_fk")
 
 
 def _key(k: KeyTable) -> str:
@@ -106,12 +110,13 @@ def null_statements(ctx: AuditContext, k: KeyTable) -> tuple[sql.Composable, ...
     )
 
 
-def add_user_steps(builder, evidence: dict[str, list[tuple]], after: list[str]) -> None:
-    """Add the user-FK steps to the planner's builder (`planner._Builder`), after the steps `after`."""
-    ctx = builder.ctx
-    mode = builder.options.missing_users
+def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> None:
+    """Add the user-FK steps to the draft, after the steps `after`. `evidence`: the rows of `probes(ctx)`
+    by probe key; a table not measured gets no step (a note)."""
+    ctx = draft.ctx
+    mode = draft.options.missing_users
     if ctx.users is None:
-        builder.notes.append(f"--include users: {ctx.config.users} does not exist (or has no column "
+        draft.notes.append(f"--include users: {ctx.config.users} does not exist (or has no column "
                              f"{ctx.config.users_key}): no user foreign key planned")
         return
     users_key = ctx.users.columns[ctx.config.users_key]
@@ -121,48 +126,50 @@ def add_user_steps(builder, evidence: dict[str, list[tuple]], after: list[str]) 
         name = str(k.name)
         what = f"{name}.{k.user.name} -> {ctx.config.users_reference}"
         if k.user.type != users_key.type:
-            builder.notes.append(f"user foreign key {what}: {k.user.type} does not match {users_key.type}: not planned")
+            draft.notes.append(f"user foreign key {what}: {k.user.type} does not match {users_key.type}: not planned")
             continue
         if k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
-            builder.notes.append(f"user foreign key {what}: {name} has sub-partitions: not planned")
+            draft.notes.append(f"user foreign key {what}: {name} has sub-partitions: not planned")
             continue
         if _key(k) not in evidence:
-            builder.notes.append(f"user foreign key {what}: rows naming missing users not measured: not planned")
+            draft.notes.append(f"user foreign key {what}: rows naming missing users not measured: not planned")
             continue
         missing = int(evidence[_key(k)][0][0] or 0)
         repair = None
         if missing and mode == "keep":
-            builder.notes.append(
+            draft.notes.append(
                 f"user foreign key {what}: {missing} rows name a user missing from {ctx.config.users}: "
                 "no foreign key planned (--missing-users keep); --missing-users null or quarantine repairs them")
             continue
         if missing and mode == "null" and not k.table.primary_key:
-            builder.notes.append(f"user foreign key {what}: {missing} rows name a missing user and {name} has no "
+            draft.notes.append(f"user foreign key {what}: {missing} rows name a missing user and {name} has no "
                                  "primary key to record them by: not planned (--missing-users quarantine can)")
             continue
         if missing:
             pred = missing_user(ctx, k)
-            statements = (null_statements(ctx, k) if mode == "null"
-                          else builder.move_rows(k, pred, "missing user"))
+            statements = null_statements(ctx, k) if mode == "null" else move_rows(k, pred, "missing user")
             description = (f"Set {name}.{k.user.name} to NULL where the user does not exist, each original "
                            f"recorded first in {AUDIT_SCHEMA}.{NULLED_TABLE} (same transaction)" if mode == "null"
-                           else f"Move rows of {name} naming a missing user to {builder.quarantine_name(k)} "
+                           else f"Move rows of {name} naming a missing user to {quarantine_name(k)} "
                                 "(same transaction as the delete)")
             guard = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(table_ref(k.name), pred)
 
-            def repair(step_id, deps, statements=statements, description=description, guard=guard, name=name):
-                return [builder.add(Step(
-                    id=step_id, description=description, statements=statements, lock=LockMode.ROW_EXCLUSIVE,
-                    tables=(name,), depends_on=tuple(deps), guard=guard, changes=(name,), repairs=REPAIRS)).id]
+            def repair(step_id, deps, statements=statements, description=description, guard=guard, name=name,
+                       column=k.user.name) -> Built:
+                out = Built()
+                out.last = [out.add(Step(
+                    id=step_id, operation=Operation.MISSING_USERS, description=description, statements=statements,
+                    lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=tuple(deps), guard=guard,
+                    changes=(name,), target=name, column=column, repairs=REPAIRS)).id]
+                return out
 
         suffix = f".{k.user.name}"
         spec = FkSpec((k.user.name,), ctx.users.name, (ctx.config.users_key,))   # ON DELETE NO ACTION
-        builder.altered.append(k.name)
-        builder.referenced.append(ctx.users.name)
-        pre = builder.leading_index_steps(k.table, k.user.name, after, suffix, repairs=())
-        pre = [*after, *pre]
+        draft.altered.append(k.name)
+        draft.referenced.append(ctx.users.name)
+        pre = [*after, *draft.take(leading_index_steps(k.table, k.user.name, after, suffix))]
         if repair is not None:
-            pre = repair(f"missing-users:{name}", pre)
+            pre = draft.take(repair(f"missing-users:{name}", pre))
         existing = _existing(ctx, k.table.foreign_keys, k)
         constraint = existing.name if existing is not None else short_name(k.name.name, k.user.name, suffix="fkey")
 
@@ -171,12 +178,13 @@ def add_user_steps(builder, evidence: dict[str, list[tuple]], after: list[str]) 
             return found.name if found is not None else constraint
 
         settle = (lambda deps, name=name, repair=repair: repair(f"settle-users:{name}", deps)) if repair else None
-        last.append(builder.fk_sequence(k.table, spec, constraint, pre, suffix=suffix, whole=existing is not None,
-                                        settle=settle, partition_constraint=partition_constraint))
+        last += draft.take(fk_sequence(draft.version, k.table, spec, constraint, pre, suffix=suffix,
+                                       whole=existing is not None, settle=settle,
+                                       partition_constraint=partition_constraint, repairs=REPAIRS_FK))
         planned.append((what, spec.exists(k.name, validated=True)))
     if planned:
-        builder.add(Step(
-            id="verify-users", description="Every user foreign key planned is there and validated",
+        draft.add(Step(
+            id="verify-users", operation=Operation.VERIFY, description="Every user foreign key planned is there and validated",
             statements=(sql.SQL(" UNION ALL ").join(
                 sql.SQL("SELECT {} WHERE NOT ({})").format(sql.Literal(f"{what}: no validated foreign key"), exists)
                 for what, exists in planned),),

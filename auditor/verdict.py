@@ -30,6 +30,7 @@ from datetime import date
 
 from .config import Acceptance
 from .model import CheckResult, Finding, ScanResult, Severity, Status
+from .steps import step_repairs
 
 FK_CHECKS = ("unconstrained_fk", "unvalidated_fk")
 
@@ -205,7 +206,13 @@ def _ref_table(finding: Finding) -> str | None:
 
 
 def repairing_steps(finding: Finding, plan: dict | None, parents: dict[str, str] | None = None) -> list[dict]:
-    """The steps of `plan` (dicts, as plan.json has them) that declare they repair this finding."""
+    """The steps of `plan` (dicts, as plan.json has them) that declare they repair this finding.
+
+    A step with a `target` (yumai-audit's) is matched by `steps.step_repairs`, the one rule the
+    report, the verdict and `apply`'s after-check share (check in `repairs`, the finding's table its
+    target or a table it changes, the same column). A saved step without one (an older plan.json) is
+    matched on the tables it names; for an FK finding the step, or a step it follows, must name the
+    referenced table."""
     if not plan:
         return []
     parents = parents or {}
@@ -221,26 +228,21 @@ def repairing_steps(finding: Finding, plan: dict | None, parents: dict[str, str]
         repairs = s.get("repairs") or ()
         if finding.check not in repairs:
             continue
+        if "target" in s:
+            if step_repairs(repairs, str(s.get("target") or ""), str(s.get("column") or ""), s.get("changes"),
+                            finding.check, finding.table, finding.column, parents):
+                out.append(s)
+            continue
         deps = [by_id[d] for d in s.get("depends_on") or () if d in by_id]
-        if s.get("target"):
-            about = {parents.get(str(s["target"]), str(s["target"]))}
-        else:
-            about = tables(s) - ({ref} if ref else set())
-            if not about:   # e.g. the FK on a partitioned parent: its tables are the referenced one
-                about = set().union(*(tables(d) for d in deps if set(d.get("repairs") or ()) & set(repairs)))
+        about = tables(s) - ({ref} if ref else set())
+        if not about:   # e.g. the FK on a partitioned parent: its tables are the referenced one
+            about = set().union(*(tables(d) for d in deps if set(d.get("repairs") or ()) & set(repairs)))
         if finding.table not in about:
             continue
         if ref is not None and ref not in tables(s).union(*(tables(d) for d in deps)):
             continue
         out.append(s)
     return out
-
-
-def unrepaired(after: ScanResult, plan: dict | None) -> list[str]:
-    """The findings of the scan after `fix --apply` that a step of the applied plan declares it repairs:
-    what the run should have repaired and did not (rows written meanwhile, or a step that failed)."""
-    parents = partition_parents(after)
-    return [f"{f.check}: {f.message}" for f in after.findings if repairing_steps(f, plan, parents)]
 
 
 # --- acceptances and the baseline ----------------------------------------------------------------------
