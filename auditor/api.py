@@ -18,6 +18,7 @@ from .planner import build_plan
 from .runner import Progress, audit_context, run_scan
 from .sqlscript import render_script
 from .steps import step_repairs
+from .verdict import apply_severity, judge
 from .waits import bound_session
 
 
@@ -25,8 +26,44 @@ def scan(target: Target | str | None, config: Config | None = None, progress: Pr
     """Scan the database read-only and return the result (nothing is written anywhere)."""
     if not isinstance(target, Target):
         target = resolve_target(target)
+    config = config or Config()
     with connect(target) as conn:
-        return run_scan(conn, config or Config(), progress)
+        return apply_severity(run_scan(conn, config, progress), config.severity)
+
+
+def repair_plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
+                **overrides) -> dict | None:
+    """The plan (`Plan.to_dict()`) the scan's verdict reads the repairing steps from: built from the
+    catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
+    to migrate or the plan cannot be made (the verdict then has no step to count on)."""
+    from .plan import PlanError
+
+    if not isinstance(target, Target):
+        target = resolve_target(target)
+    config = config or Config()
+    with connect(target) as conn:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            ctx = audit_context(conn, config)
+    try:
+        return build_plan(ctx, fix_options(options, **overrides)).to_dict()
+    except PlanError:
+        return None
+
+
+def verdict(result: ScanResult, config: Config | None = None, plan: dict | None = None,
+            baseline: ScanResult | None = None):
+    """The verdict (auditor/verdict.py) of a scan, with the configuration's acceptances."""
+    return judge(result, plan, accept=(config or Config()).accept, baseline=baseline)
+
+
+def read_baseline(path: str | Path | None) -> ScanResult | None:
+    """A saved findings.json to compare with (`--baseline`); None without a path."""
+    if path is None:
+        return None
+    from .outputs import read_json
+
+    return read_json(path)
 
 
 def _live_scan(target: Target, config: Config) -> ScanResult:
@@ -36,27 +73,31 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
     with connect(target) as conn:
         conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.commit()
-        return run_scan(conn, config)
+        return apply_severity(run_scan(conn, config), config.severity)
 
 
-def write_scan(result: ScanResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write findings.json, findings.csv, samples-*.csv and report.html into `out_dir`."""
+def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
+               baseline: ScanResult | None = None) -> dict[str, Path]:
+    """Write findings.json, findings.csv, samples-*.csv and report.html into `out_dir`. `repair_plan`:
+    the plan whose steps the report names next to the findings they repair (not shown as a plan)."""
     from yumai_audit.reports.render import write_html
 
     out = ensure_dir(out_dir)
     paths = {"json": write_json(result, out / "findings.json")}
     csvs = write_csv(result, out)
     paths["csv"] = csvs[0]
-    paths["html"] = write_html(result, out / "report.html")
+    paths["html"] = write_html(result, out / "report.html", repair_plan=repair_plan, baseline=baseline)
     return paths
 
 
 def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | None = None,
-           plan: str | Path | None = None) -> tuple[ScanResult, dict[str, Path]]:
+           plan: str | Path | None = None, baseline: str | Path | None = None):
     """Render report.html (and findings.csv, samples-*.csv) from a saved findings.json.
 
     `findings` is the scan reported on (after a fix: the newer scan); `compare` the older scan it
-    is compared with, check by check; `plan` a saved plan JSON shown in the plan section.
+    is compared with, check by check; `plan` a saved plan JSON shown in the plan section; `baseline`
+    an older findings.json whose findings are known (new / known / gone). Returns the scan, the
+    written paths and the verdict.
     """
     from yumai_audit.outputs import read_json, read_plan
     from yumai_audit.reports.render import write_html
@@ -64,10 +105,14 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     result = read_json(findings)
     before = read_json(compare) if compare is not None else None
     plan_data = read_plan(plan) if plan is not None else None
+    known = read_json(baseline) if baseline is not None else None
     out = ensure_dir(out_dir)
     csvs = write_csv(result, out)
-    paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before)}
-    return result, paths
+    paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before,
+                                                baseline=known)}
+    from yumai_audit.reports.render import acceptances
+
+    return result, paths, judge(result, plan_data, accept=acceptances(result.config), baseline=known)
 
 
 def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
@@ -90,11 +135,19 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
         raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
                         "a lock on one of them); nothing was changed: run again when the database is quieter") from None
     evidence, failed = None, {}
+    wanted = []
     if "schema" in fix_options.include:
-        from .runner import measure_probes
         from .schema_plan import probes
 
-        evidence, failed = measure_probes(conn, probes(ctx), config.timeout_seconds)
+        wanted += probes(ctx)
+    if "users" in fix_options.include:
+        from . import users_plan
+
+        wanted += users_plan.probes(ctx)
+    if wanted:
+        from .runner import measure_probes
+
+        evidence, failed = measure_probes(conn, wanted, config.timeout_seconds)
     deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
     cap = max(1, deadlock_ms * 4 // 5) / 1000
     capped = deadlock_ms > 0 and fix_options.lock_timeout > cap
@@ -134,10 +187,10 @@ def plan(target: Target | str | None, config: Config | None = None, options: Fix
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
           progress: Progress | None = None, before_first_change=None, out_dir: str | Path | None = None,
-          step_hook=None, rescan: bool = True, **overrides) -> ApplyResult:
+          step_hook=None, rescan: bool = True, baseline: ScanResult | None = None, **overrides) -> ApplyResult:
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
-    `options` / `overrides` as for `plan`.
+    `options` / `overrides` as for `plan`; `baseline`: an older scan for the verdict (`result.verdict`).
     `before_first_change(tables)` is called once, before the first change, with the tables that
     will change (a backup hook). With `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
@@ -166,14 +219,16 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     if rescan:
         result.after = _live_scan(target, config)
         result.problems.extend(unrepaired(result.after, the_plan))
+        plan_dict = the_plan.to_dict()
+        result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
         if out is not None:
-            write_scan(before, out / "before")
+            write_scan(before, out / "before", repair_plan=plan_dict)
             write_scan(result.after, out)
-            _write_fix_report(result, out / "report.html")
+            _write_fix_report(result, out / "report.html", baseline)
     return result
 
 
-def _write_fix_report(result, path: Path) -> None:
+def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) -> None:
     """The after-scan's report with the plan and the before/after comparison."""
     from yumai_audit.reports.render import write_html
 
@@ -184,7 +239,7 @@ def _write_fix_report(result, path: Path) -> None:
         # a check step (preflight, verify) that the run got past has passed
         passed = step.get("kind") in ("check", "gate") and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
-    write_html(result.after, path, plan=plan, before=result.before)
+    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline)
 
 
 def unrepaired(result: ScanResult, plan) -> list[str]:
@@ -199,9 +254,10 @@ def unrepaired(result: ScanResult, plan) -> list[str]:
 
 def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyResult, Path]:
     """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
-    migration applied with its backup, and the reports before and after in `out_dir`."""
+    migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
+    `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
     from .backup import backup_hook
-    from .demo import build_demo_database
+    from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
     from .embedded import embedded_server
 
     say = progress or (lambda _m: None)
@@ -212,8 +268,11 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
         target = resolve_target(uri.replace("/postgres?", "/yumai?"))
         say("Building the sample database (embedded PostgreSQL)...")
         build_demo_database(target.conninfo)
-        say("Scanning, then applying the migration (yumai-audit fix --apply)...")
-        result = apply(target, load_config(None, {}), out_dir=out, before_first_change=backup_hook(target, out, say))
+        say("Scanning, then applying the migration (yumai-audit fix --apply --include users --missing-users null)...")
+        ensure_dir(out)
+        (out / "yumai-audit.toml").write_text(DECISIONS, encoding="utf-8")
+        result = apply(target, decisions_config(), out_dir=out, before_first_change=backup_hook(target, out, say),
+                       **FIX_OPTIONS)
     return result, out
 
 

@@ -15,6 +15,7 @@ from .config import env_dsn, load_config
 from .connection import resolve_target
 from .errors import AuditError
 from .model import ScanResult, Severity, Status
+from .verdict import summary_line, summary_lines
 
 DEFAULT_OUT = "./yumai-audit-report"
 
@@ -111,8 +112,14 @@ def progress_printer(enabled: bool):
     return LiveProgress(stream, live=stream.isatty())
 
 
-def summary_text(result: ScanResult) -> str:
-    lines = [f"Database {result.database.get('name')} (PostgreSQL {result.database.get('server_version')})"]
+def summary_text(result: ScanResult, verdict=None) -> str:
+    """The terminal summary; with a verdict (auditor/verdict.py), its first line names it."""
+    lines = []
+    if verdict is not None:
+        from .verdict import summary_line, summary_lines
+
+        lines += [summary_line(verdict), *summary_lines(verdict)]
+    lines.append(f"Database {result.database.get('name')} (PostgreSQL {result.database.get('server_version')})")
     for c in result.checks:
         count = sum(1 for f in result.findings if f.check == c.check)
         extra = f" ({count} finding{'s' if count != 1 else ''})" if count else ""
@@ -121,8 +128,17 @@ def summary_text(result: ScanResult) -> str:
     if result.findings:
         lines.append("")
         lines.append("Findings:")
+        judged = {id(j.finding): j for j in verdict.findings} if verdict is not None else {}
         for f in result.findings:
-            lines.append(f"  [{f.severity.value}] {f.check}: {f.message}")
+            j = judged.get(id(f))
+            extra = ""
+            if j is not None and j.accepted is not None:
+                extra = f"  (accepted: {j.accepted.reason})"
+            elif j is not None and j.steps:
+                extra = f"  (repaired by {', '.join(j.steps[:3])}{' ...' if len(j.steps) > 3 else ''})"
+            if j is not None and j.baseline:
+                extra += f"  [{j.baseline}]"
+            lines.append(f"  [{f.severity.value}] {f.check}: {f.message}{extra}")
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
     from .bridge import bridge_line
@@ -131,8 +147,22 @@ def summary_text(result: ScanResult) -> str:
     if bridge:
         lines += ["", bridge]
     lines.append("")
-    lines.append(f"{errors} error(s), {warnings} warning(s)")
+    counted = f", {len(verdict.counted)} counting for the exit code" if verdict is not None else ""
+    lines.append(f"{errors} error(s), {warnings} warning(s){counted}")
     return "\n".join(lines)
+
+
+def baseline_option(fn):
+    @click.option("--baseline", "baseline_file", metavar="FINDINGS.json", type=click.Path(dir_okay=False),
+                  default=None, help="An earlier findings.json: only findings not in it (same check, table and "
+                  "column, no more rows or keys) count for the exit code.")
+    @functools.wraps(fn)
+    def wrapper(*args, baseline_file=None, **kw):
+        from .api import read_baseline
+
+        kw["baseline"] = read_baseline(baseline_file)
+        return fn(*args, **kw)
+    return wrapper
 
 
 @cli.command()
@@ -145,14 +175,15 @@ def summary_text(result: ScanResult) -> str:
 @click.option("--verify-declared", is_flag=True, default=False,
               help="Also count rows violating valid foreign keys (reads every referencing table; "
                    "config: verify_declared = true).")
-def scan(target, config, out_dir, fmt, progress, verify_declared):
+@baseline_option
+def scan(target, config, out_dir, fmt, progress, verify_declared, baseline):
     """Audit the database read-only: what the session_master migration would break, in numbers.
 
     \b
     Example:
       yumai-audit scan --dsn "host=db dbname=yumai user=auditor" --out ./audit
     """
-    from .api import scan as api_scan, write_scan
+    from .api import repair_plan, scan as api_scan, verdict as api_verdict, write_scan
 
     if verify_declared:
         config = dataclasses.replace(config, verify_declared=True)
@@ -163,13 +194,15 @@ def scan(target, config, out_dir, fmt, progress, verify_declared):
     finally:
         if printer is not None:
             printer.close()
-    paths = write_scan(result, out_dir)
+    plan = repair_plan(target, config)
+    verdict = api_verdict(result, config, plan, baseline)
+    paths = write_scan(result, out_dir, repair_plan=plan, baseline=baseline)
     if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        click.echo(json.dumps({**result.to_dict(), "verdict": verdict.to_dict()}, indent=2, default=str))
     else:
-        click.echo(summary_text(result))
+        click.echo(summary_text(result, verdict))
         click.echo(f"Report: {paths['html']}")
-    return result.exit_code
+    return verdict.exit_code()
 
 
 # --- after cutover: session lifecycle and the incremental watch (issue 7) ---------------------------
@@ -321,15 +354,19 @@ def demo(out_dir):
     from .api import demo as api_demo
 
     result, out = api_demo(out_dir, progress=click.echo)
+    from .api import verdict as api_verdict
+    from .demo import decisions_config
+
     click.echo("Before the migration:")
-    click.echo(summary_text(result.before))
+    click.echo(summary_text(result.before, api_verdict(result.before, decisions_config(), result.plan.to_dict())))
     click.echo("")
-    click.echo(f"Applied {len(result.changed)} steps; after the migration:")
-    click.echo(summary_text(result.after))
+    click.echo(f"Applied {len(result.changed)} steps; after the migration, with the decisions in "
+               f"{out / 'yumai-audit.toml'}:")
+    click.echo(summary_text(result.after, result.verdict))
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
     click.echo(f"Report after:  {out / 'report.html'}")
-    return 0
+    return result.verdict.exit_code() if result.ok else 1
 
 
 
@@ -342,11 +379,14 @@ def demo(out_dir):
               help="A saved plan (JSON) to show in the report's plan section.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
               help="Directory for report.html, findings.csv and samples-*.csv.")
-def report(findings, compare, plan, out_dir):
+@click.option("--baseline", "baseline", metavar="FINDINGS.json", type=click.Path(dir_okay=False), default=None,
+              help="An earlier findings.json: the report shows new / known / gone, and only new findings count.")
+def report(findings, compare, plan, out_dir, baseline):
     """Render the HTML report from a saved findings.json, without connecting to any database.
 
     FINDINGS.json is the scan the report is about (after a fix, the newer scan); --compare names the
-    older scan to compare it with. Exit code 0 when the verdict is "ready", 1 when blocked.
+    older scan to compare it with. Exit code 1 when a finding counts (an error finding neither
+    accepted in the findings' config nor known to --baseline), else 0.
 
     \b
     Example:
@@ -354,9 +394,12 @@ def report(findings, compare, plan, out_dir):
     """
     from .api import report as api_report
 
-    result, paths = api_report(findings, out_dir, compare=compare, plan=plan)
+    result, paths, verdict = api_report(findings, out_dir, compare=compare, plan=plan, baseline=baseline)
+    from .verdict import summary_line
+
+    click.echo(summary_line(verdict))
     click.echo(f"Report: {paths['html']}")
-    return result.exit_code
+    return verdict.exit_code()
 
 def plan_summary(plan) -> str:
     lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if not s.kind.inspects)} steps to run "
@@ -369,6 +412,8 @@ def plan_summary(plan) -> str:
             extra = "  REWRITES " + ", ".join(f"{t} ({b:,} bytes)" for t, b in step.table_bytes)
         lines.append(f"  {i:3}. [{mark:5}] {step.id}  lock {step.lock.label}{on}{extra}")
         lines.append(f"         {step.description}")
+        if step.repairs:
+            lines.append(f"         repairs: {', '.join(step.repairs)}")
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
@@ -406,6 +451,7 @@ def fix_options(fn):
 @selection_options
 @click.option("--apply", "do_apply", is_flag=True, help="Run the migration (default: only show the plan).")
 @click.option("--yes", is_flag=True, help="With --apply: do not ask for confirmation.")
+@baseline_option
 @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
               help="Write the annotated SQL script that --apply would run to FILE.")
 @fix_options
@@ -414,7 +460,7 @@ def fix_options(fn):
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
-def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup):
+def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, baseline):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -423,18 +469,24 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup):
       yumai-audit fix --dsn ... --sql migration.sql                # the exact SQL, annotated
       yumai-audit fix --dsn ... --apply --yes --out ./migration    # run it
       yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
+      yumai-audit fix --dsn ... --include users --missing-users null   # user_id -> users(id) too
     """
-    from .api import apply as api_apply, plan as api_plan
+    from .api import apply as api_apply, plan as api_plan, scan as api_scan, verdict as api_verdict
     from .sqlscript import render_script
 
     the_plan = api_plan(target, config, options)
+    verdict = None
+    if not do_apply:
+        verdict = api_verdict(api_scan(target, config), config, the_plan.to_dict(), baseline)
+        click.echo(summary_line(verdict))
+        click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
     if sql_file:
         with open(sql_file, "w", encoding="utf-8") as fh:
             fh.write(render_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
     click.echo(plan_summary(the_plan))
-    if not do_apply:
-        return 0
+    if verdict is not None:
+        return verdict.exit_code(planned=True)
     if the_plan.pending and not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
@@ -449,7 +501,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup):
 
     try:
         result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                           before_first_change=hook, options=options)
+                           before_first_change=hook, options=options, baseline=baseline)
     except GateClosed as exc:
         click.echo(f"yumai-audit: stopped before the foreign key: {exc}", err=True)
         return exc.exit_code
@@ -460,8 +512,9 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup):
                    (f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""))
     for problem in result.problems:
         click.echo(f"  still wrong: {problem}")
+    click.echo(summary_text(result.after, result.verdict))
     click.echo(f"Plan, log and reports: {out_dir}")
-    return 0 if result.ok else 1
+    return 0 if result.ok and result.verdict.exit_code() == 0 else 1
 
 
 # --- the cutover bridge (issue 10) ------------------------------------------------------------------

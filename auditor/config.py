@@ -10,6 +10,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from .errors import ConfigError
@@ -46,6 +47,40 @@ def split_dotted(text: str, what: str) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Acceptance:
+    """An `[[accept]]` entry: findings of `check` (on `table`, `column` when given) are a decision taken,
+    for `reason`, until `until` (inclusive; none: for good)."""
+
+    check: str
+    reason: str
+    table: str | None = None
+    column: str | None = None
+    until: date | None = None
+
+    def matches(self, check: str, table: str | None, column: str | None) -> bool:
+        return (check == self.check and (self.table is None or self.table == table)
+                and (self.column is None or self.column == column))
+
+    def expired(self, today: date) -> bool:
+        return self.until is not None and today > self.until
+
+    @property
+    def label(self) -> str:
+        where = ".".join(p for p in (self.table, self.column) if p)
+        return f"{self.check}" + (f" on {where}" if where else "") + (f" until {self.until}" if self.until else "")
+
+    def to_dict(self) -> dict:
+        out = {"check": self.check, "reason": self.reason}
+        out.update({k: v for k, v in (("table", self.table), ("column", self.column)) if v is not None})
+        if self.until is not None:
+            out["until"] = self.until.isoformat()
+        return out
+
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
 class Config:
     key_column: str = "session_id"
     master: QualifiedName = QualifiedName("chatbot", "session_master")
@@ -60,6 +95,8 @@ class Config:
     timeout_seconds: float | None = None
     verify_declared: bool = False  # also count rows violating valid (not only NOT VALID) foreign keys
     ignore: tuple[str, ...] = ()   # "schema.table.column" or "schema.table": never reported as implied FKs
+    accept: tuple[Acceptance, ...] = ()            # [[accept]]: findings that are a decision taken
+    severity: tuple[tuple[str, str], ...] = ()     # [severity] check_id = "error": per-check override
 
     def as_dict(self) -> dict:
         out = {}
@@ -67,6 +104,10 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, QualifiedName):
                 value = str(value)
+            elif f.name == "accept":
+                value = [a.to_dict() for a in value]
+            elif f.name == "severity":
+                value = dict(value)
             elif isinstance(value, tuple):
                 value = list(value)
             out[f.name] = value
@@ -121,7 +162,62 @@ def _coerce(key: str, value, origin: str):
             if len(split_dotted(v, f"{origin}: ignore")) not in (2, 3):
                 raise ConfigError(f"{origin}: ignore entries must be schema.table or schema.table.column, got {v!r}")
         return tuple(v.strip() for v in value)
+    if key == "accept":
+        return _acceptances(value, origin)
+    if key == "severity":
+        return _severities(value, origin)
     raise ConfigError(f"{origin}: unknown setting {key!r}")
+
+
+def _check_ids() -> set[str]:
+    from yumai_audit.checks import REGISTRY
+
+    return {c.id for c in REGISTRY}
+
+
+def _acceptances(value, origin: str) -> tuple[Acceptance, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{origin}: accept must be [[accept]] tables (check, reason, optional table, column, until)")
+    out = []
+    known = _check_ids()
+    for i, entry in enumerate(value, 1):
+        where = f"{origin}: [[accept]] #{i}"
+        unknown = sorted(set(entry) - {"check", "reason", "table", "column", "until"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+        check, reason = entry.get("check"), entry.get("reason")
+        if not isinstance(check, str) or check not in known:
+            raise ConfigError(f"{where}: check must be a check id, got {check!r}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(f"{where}: reason is required (why this finding is accepted)")
+        for k in ("table", "column"):
+            if entry.get(k) is not None and (not isinstance(entry[k], str) or not entry[k]):
+                raise ConfigError(f"{where}: {k} must be a non-empty string")
+        if entry.get("table") is not None:
+            QualifiedName.parse(entry["table"], f"{where}: table")
+        until = entry.get("until")
+        if until is not None:
+            if isinstance(until, str):
+                try:
+                    until = date.fromisoformat(until)
+                except ValueError:
+                    raise ConfigError(f"{where}: until must be a date (YYYY-MM-DD), got {until!r}") from None
+            if not isinstance(until, date) or hasattr(until, "hour"):
+                raise ConfigError(f"{where}: until must be a date (YYYY-MM-DD), got {until!r}")
+        out.append(Acceptance(check, reason.strip(), entry.get("table"), entry.get("column"), until))
+    return tuple(out)
+
+
+def _severities(value, origin: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict):
+        raise ConfigError(f'{origin}: severity must be a table of check_id = "error" | "warning" | "info"')
+    known = _check_ids()
+    for check, sev in value.items():
+        if check not in known:
+            raise ConfigError(f"{origin}: [severity]: unknown check id {check!r}")
+        if sev not in SEVERITIES:
+            raise ConfigError(f"{origin}: [severity] {check} must be one of {', '.join(SEVERITIES)}, got {sev!r}")
+    return tuple(sorted(value.items()))
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:

@@ -130,6 +130,31 @@ EXPECTED = {
 }
 
 
+# The demo's decisions after its migration, as a user records them (written to the output folder as
+# yumai-audit.toml, and applied to the scans of the demo): the missing users are set NULL by
+# `fix --include users --missing-users null` (the originals recorded in yumai_audit.nulled_user_ids),
+# and the sessions whose rows name two users keep the user the backfill chose, accepted with a reason.
+FIX_OPTIONS = {"include": ("users",), "missing_users": "null"}
+DECISIONS = """\
+# The demo's decisions (yumai-audit demo); scan the demo database with --config this file.
+[[accept]]
+check = "conflicting_session_users"
+table = "chatbot.conversations"
+column = "user_id"
+reason = "the master keeps the user of each session's earliest row; the other rows are the app's known clickstream bug, reviewed"
+"""
+
+
+def decisions_config():
+    """The demo's configuration: the defaults plus DECISIONS."""
+    import tomllib
+
+    from .config import Config, _coerce
+
+    data = tomllib.loads(DECISIONS)
+    return Config(accept=_coerce("accept", data["accept"], "demo decisions"))
+
+
 def build_demo_database(conninfo: str) -> None:
     """Create the demo schema and data in the (empty) database at `conninfo`."""
     with psycopg.connect(conninfo, autocommit=True) as conn:

@@ -78,6 +78,7 @@ class ApplyResult:
     problems: list[str] = field(default_factory=list)      # what the verify step still found
     before: object | None = None                           # ScanResult before / after (set by the API)
     after: object | None = None
+    verdict: object | None = None                          # auditor.verdict.Verdict of `after` (set by the API)
     started_at: str = ""
     finished_at: str = ""
 

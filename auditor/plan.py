@@ -14,8 +14,9 @@ from .limits import check_ranges
 from .steps import Kind, Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
-INCLUDES = ("schema",)   # `fix --include`: what the plan covers beyond the session migration
+INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
 BRIDGE_MODES = ("source", "all", "none")   # `fix --bridge` (auditor/bridge.py)
+MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 
 
 class PlanError(AuditError):
@@ -45,9 +46,14 @@ class FixOptions:
                                  "transactions before it is cancelled and the blocking backend named (run again to "
                                  "resume).", default=300.0)
     include: tuple[str, ...] = option(
-        "--include", "Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift "
-        "(index CONCURRENTLY, NOT VALID, then VALIDATE). Default: report them only.", default=(),
-        choices=INCLUDES, metavar="|".join(INCLUDES))
+        "--include", "Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift; "
+        "`users`: an FK from each key table's user column to the users table (index CONCURRENTLY, NOT VALID, "
+        "then VALIDATE); both: schema,users. Default: report them only.", default=(),
+        choices=INCLUDES, metavar=",".join(INCLUDES))
+    missing_users: str = option(
+        "--missing-users", "With --include users: rows naming a user that does not exist are kept (no FK for that "
+        "column), set NULL (each original recorded in yumai_audit.nulled_user_ids) or quarantined.",
+        default="keep", choices=MISSING_USERS_MODES)
     bridge: str = option(
         "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: on the "
         "source table, on every key table, or none (then a gate stops the apply, exit 1, while the application "
@@ -66,6 +72,8 @@ class FixOptions:
         unknown = [i for i in self.include if i not in INCLUDES]
         if unknown:
             raise PlanError(f"--include must be one of {', '.join(INCLUDES)}, not {unknown[0]!r}")
+        if self.missing_users not in MISSING_USERS_MODES:
+            raise PlanError(f"--missing-users must be one of {', '.join(MISSING_USERS_MODES)}, not {self.missing_users!r}")
         if self.orphans not in ORPHAN_MODES:
             raise PlanError(f"--orphans must be one of {', '.join(ORPHAN_MODES)}, not {self.orphans!r}")
         if self.orphans == "delete" and not self.yes_delete:

@@ -33,6 +33,10 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: d
         from .schema_plan import plan_schema
 
         plan_schema(draft, evidence or {}, draft.session_last or ["preflight"])
+    if "users" in options.include:
+        from .users_plan import plan_users
+
+        plan_users(draft, evidence or {}, draft.session_last or ["preflight"])
     draft.steps.insert(0, preflight(draft))
     return Plan(steps=order_steps(draft.steps), server_version_num=ctx.catalog.server_version_num, options=options,
                 notes=list(ctx.notes) + draft.notes, removals=list(draft.removals.values()))

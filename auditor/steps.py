@@ -62,6 +62,7 @@ class Operation(str, enum.Enum):
     CATCHUP = "catchup"                     # backfill and orphans again, right before / after the FK
     FK_ADD = "fk-add"                       # ADD CONSTRAINT ... FOREIGN KEY (NOT VALID, or attaching)
     FK_VALIDATE = "fk-validate"             # VALIDATE CONSTRAINT
+    MISSING_USERS = "missing-users"         # rows naming a user that does not exist: set NULL (recorded) or quarantined
     VERIFY = "verify"                       # a check: what the steps were to achieve is there
     BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/bridge.py)
     GATE = "gate"                           # --bridge none: stop before the FK while sessions go unregistered

@@ -17,8 +17,9 @@ from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUn
 
 from yumai_audit.bridge import bridge_line
 from yumai_audit.checks import REGISTRY
+from yumai_audit.config import Acceptance
 from yumai_audit.model import Finding, ScanResult, Severity, Status
-from yumai_audit.steps import step_repairs
+from yumai_audit.verdict import Judged, State, judge, partition_parents, repairing_steps
 
 MAX_WEEKS_DRAWN = 104
 SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNING: "Warnings",
@@ -86,9 +87,16 @@ class DocPart:
 
 @dataclass(frozen=True)
 class Verdict:
-    ready: bool
+    ready: bool                         # not "Needs a decision"
     headline: str                       # one sentence
-    reasons: list[str]                  # one sentence per blocking check
+    reasons: list[str]                  # one sentence per finding that decides the state
+    state: str = "needs-decision"       # auditor.verdict.State values
+    label: str = "Needs a decision"
+    choices: list[list[str]] = field(default_factory=list)   # per reason: what the tool offers
+    accepted: list[str] = field(default_factory=list)        # accepted findings, with their reasons
+    warnings: list[str] = field(default_factory=list)        # stale or expired acceptances
+    baseline: dict | None = None        # {"new": [...], "known": n, "gone": [...]} with a baseline
+    judged: object = None               # the auditor.verdict.Verdict behind it
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ class CheckSection:
     total_keys: int | None
     samples_file: str
     steps: list[PlanStep]
+    repair: list[str] = field(default_factory=list)   # per finding: its repairing steps, acceptance, baseline
 
 
 @dataclass(frozen=True)
@@ -219,66 +228,65 @@ def documentation(check_id: str) -> tuple[str, list[DocPart]]:
     return " ".join(first.split()), parts
 
 
-def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None) -> Verdict:
-    """Ready or blocked, with one sentence per blocking check.
-
-    Without a plan (or with a plan whose steps do not declare the checks they repair), every error
-    finding and every check that could not run blocks. With a plan whose steps declare `checks`, the
-    report is "ready to apply" when every blocking check has a step of the plan that repairs it and
-    every check ran; the checks left without a step are what blocks.
-    """
-    blocking: dict[str, list[Finding]] = {c.check: [] for c in result.checks}
-    for f in result.findings:
-        if f.severity is Severity.ERROR:
-            blocking.setdefault(f.check, []).append(f)
-    blocking = {check: findings for check, findings in blocking.items() if findings}
-    failed = [c for c in result.checks if c.status is Status.ERROR]
+def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None,
+            baseline: ScanResult | None = None, today: date | None = None) -> Verdict:
+    """The verdict (auditor/verdict.py) as the report shows it: state, headline, one sentence per
+    finding that decides it, accepted findings with their reasons, warnings, and the baseline's tally."""
+    v = judge(result, raw_plan, accept=acceptances(result.config), baseline=baseline, today=today)
+    numbers = plan.numbers if plan is not None else {}
     descriptions = {c.check: c.description or c.check for c in result.checks}
-    declared = raw_plan is not None and plan is not None and any(
-        declared_repairs(s) is not None for s in raw_plan.get("steps", []))
-    covered = {check: steps_for(check, findings, plan, raw_plan) for check, findings in blocking.items()} \
-        if declared else {}     # declared `checks` only: a verdict never rests on the naming heuristics
 
-    def sentence(check: str, findings: list[Finding]) -> str:
-        title = descriptions.get(check, check)
-        if len(findings) == 1:
-            text = f"{title}: {findings[0].message}"
-        else:
-            tables = sorted({f.table for f in findings})
-            shown = ", ".join(tables[:4]) + (f" and {len(tables) - 4} more" if len(tables) > 4 else "")
-            rows = sum(f.rows or 0 for f in findings)
-            text = f"{title}: {len(findings)} findings, {f'{rows:,} rows in ' if rows else ''}{shown}"
-        if check in covered:
-            steps = covered[check]
-            text += (f" (repaired by step{'s' if len(steps) != 1 else ''} {', '.join(f'#{s.number}' for s in steps)})"
-                     if steps else " (no step of the plan repairs this)")
-        return text + "."
+    def where(f: Finding) -> str:
+        return f"{f.table}.{f.column}" if f.column else f.table
 
-    open_checks = [c for c in blocking if not covered.get(c)] if declared else list(blocking)
-    reasons = [sentence(c, blocking[c]) for c in open_checks]
-    reasons += [f"{c.check} could not be verified: {c.reason}." for c in failed]
-    if not reasons:
-        if blocking:
-            pending = sum(1 for s in plan.steps if not s.done)
-            headline = (f"Every blocking check has a step in the plan: its {pending} pending "
-                        f"step{'s' if pending != 1 else ''} clear{'s' if pending == 1 else ''} the way for the cutover.")
-            return Verdict(True, headline, [sentence(c, f) for c, f in blocking.items()])
-        headline = "No check found a defect that blocks the foreign keys to the session master."
-        return Verdict(True, headline, [])
-    n = len(open_checks) + len(failed)
-    if declared:
-        headline = f"{n} check{'s' if n != 1 else ''} block{'s' if n == 1 else ''} the cutover and no step of the plan clears {'it' if n == 1 else 'them'}."
-        reasons += [sentence(c, f) for c, f in blocking.items() if c not in open_checks]
-    else:
-        headline = f"{n} check{'s' if n != 1 else ''} stand{'s' if n == 1 else ''} in the way of the cutover."
-        if plan is not None and plan.steps:
-            pending = sum(1 for s in plan.steps if not s.done)
-            if pending:
-                headline += f" The plan below has {pending} pending step{'s' if pending != 1 else ''} to clear them."
-            else:
-                headline += (" Every step of the plan is done: what is left needs a person's decision"
-                             " (the migration does not change these rows).")
-    return Verdict(False, headline, reasons)
+    def steps_text(j: Judged) -> str:
+        shown = [numbers.get(s, s) for s in j.steps]
+        return f" (repaired by step{'s' if len(shown) != 1 else ''} {', '.join(shown)})"
+
+    reasons, choices = [], []
+    if v.state is State.NEEDS_DECISION:
+        for j in v.undecided:
+            reasons.append(f"{descriptions.get(j.finding.check, j.finding.check)}: {j.finding.message}.")
+            choices.append(list(j.choices))
+        for c in v.failed_checks:
+            reasons.append(f"{c.check} could not be verified: {c.reason}.")
+            choices.append(["run the scan again (with a longer --timeout)"])
+    elif v.state is State.READY_ONCE_FIX:
+        for j in v.findings:
+            if j.is_error and j.accepted is None:
+                reasons.append(f"{descriptions.get(j.finding.check, j.finding.check)}: {j.finding.message}"
+                               f"{steps_text(j)}.")
+                choices.append([])
+    elif v.state is State.MIGRATED:
+        for j in v.debt:
+            if j.accepted is None:
+                reasons.append(f"Debt: {j.finding.check} on {where(j.finding)}: {j.finding.message}.")
+                choices.append(list(j.choices))
+    accepted = [f"{j.finding.check} on {where(j.finding)}: {j.finding.message} — accepted: {j.accepted.reason}"
+                + (f" (until {j.accepted.until})" if j.accepted.until else "") for j in v.accepted]
+    baseline_view = None
+    if v.has_baseline:
+        baseline_view = {"new": [f"{j.finding.check} on {where(j.finding)}: {j.finding.message}"
+                                 for j in v.findings if j.baseline == "new"],
+                         "known": sum(1 for j in v.findings if j.baseline == "known"),
+                         "gone": [f"{f.check} on {where(f)}: {f.message}" for f in v.gone]}
+    return Verdict(ready=v.state.good, headline=v.headline, reasons=reasons, state=v.state.value, label=v.label,
+                   choices=choices, accepted=accepted, warnings=list(v.warnings), baseline=baseline_view,
+                   judged=v)
+
+
+def acceptances(config: dict | None) -> tuple[Acceptance, ...]:
+    """The `[[accept]]` entries a findings.json carries in its config (as the scan had them)."""
+    out = []
+    for a in (config or {}).get("accept") or []:
+        if isinstance(a, dict) and a.get("check") and a.get("reason"):
+            until = a.get("until")
+            try:
+                until = date.fromisoformat(until) if isinstance(until, str) else None
+            except ValueError:
+                until = None
+            out.append(Acceptance(str(a["check"]), str(a["reason"]), a.get("table"), a.get("column"), until))
+    return tuple(out)
 
 
 def lock_level(lock: str) -> str:
@@ -312,45 +320,35 @@ def plan_view(plan: dict) -> PlanView:
         numbers={s.id: f"#{s.number}" for s in steps})
 
 
-
-def declared_repairs(raw_step: dict) -> list[str] | None:
-    """The check ids a saved step declares it repairs (`repairs`; `checks` in plans of other tools)."""
-    value = raw_step.get("repairs", raw_step.get("checks"))
-    return list(value) if isinstance(value, list) else None
-
-
 def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None,
-              parents: dict[str, str] | None = None, key_column: str | None = None) -> list[PlanStep]:
-    """The planned steps that repair a check's findings.
-
-    A plan whose steps declare what they repair (`repairs`, as yumai-audit's steps do) is matched on
-    that, on the finding's tables (the step's `target`, or a table it changes; a partition counts as
-    its table). For a plan that declares nothing (another tool's), a step whose id names the check,
-    else every step touching one of the finding's tables.
-    """
+              parents: dict[str, str] | None = None) -> list[PlanStep]:
+    """The planned steps that repair a check's findings: those that declare it (`repairs`) for the
+    finding's table (auditor/verdict.py, `repairing_steps`), in plan order."""
     if plan is None or raw is None:
         return []
-    parents = parents or {}
-    raws = raw.get("steps", [])
-    declared = [(step, declared_repairs(r), r) for step, r in zip(plan.steps, raws)]
-    if any(d is not None for _, d, _ in declared):
-        return [step for step, repairs, r in declared
-                if repairs and check_id in repairs and ("target" not in r or any(
-                    step_repairs(repairs, str(r.get("target") or ""), str(r.get("column") or ""), r.get("changes"),
-                                 check_id, f.table, f.column, parents) for f in findings))]
-    named = [s for s in plan.steps if check_id in s.id]
-    if named:
-        return named
-    tables = {f.table for f in findings}
-    return [s for s in plan.steps if tables & {parents.get(t, t) for t, _ in s.tables}]
+    wanted = {s["id"] for f in findings for s in repairing_steps(f, raw, parents)}
+    return [s for s in plan.steps if s.id in wanted]
 
 
-def partition_parents(result: ScanResult) -> dict[str, str]:
-    parts = (result.stats or {}).get("partitions") or []
-    return {str(p.get("partition")): str(p.get("table")) for p in parts if isinstance(p, dict)}
+def repair_text(j: Judged | None, numbers: dict[str, str]) -> str:
+    """What the report says next to a finding: which steps repair it, or its acceptance, or its decision."""
+    if j is None:
+        return ""
+    parts = []
+    if j.accepted is not None:
+        parts.append(f"accepted: {j.accepted.reason}" + (f" (until {j.accepted.until})" if j.accepted.until else ""))
+    if j.steps:
+        parts.append("repaired by step" + ("s " if len(j.steps) != 1 else " ")
+                     + ", ".join(numbers.get(s, s) for s in j.steps))
+    elif j.is_error and j.accepted is None:
+        parts.append("no step repairs it: needs a decision")
+    if j.baseline:
+        parts.append(f"{j.baseline} (baseline)")
+    return "; ".join(parts) or "–"
 
 
-def check_sections(result: ScanResult, plan: PlanView | None, raw_plan: dict | None) -> list[CheckSection]:
+def check_sections(result: ScanResult, plan: PlanView | None, raw_plan: dict | None,
+                   judged: dict[int, Judged] | None = None) -> list[CheckSection]:
     by_check: dict[str, list[Finding]] = {}
     for f in result.findings:
         by_check.setdefault(f.check, []).append(f)
@@ -365,8 +363,8 @@ def check_sections(result: ScanResult, plan: PlanView | None, raw_plan: dict | N
             summary=summary, doc=doc, findings=findings,
             total_rows=sum(rows) if rows else None, total_keys=sum(keys) if keys else None,
             samples_file=f"samples-{re.sub(r'[^a-z0-9_]', '_', c.check)}.csv",
-            steps=steps_for(c.check, findings, plan, raw_plan, partition_parents(result),
-                            (result.config or {}).get("key_column"))))
+            steps=steps_for(c.check, findings, plan, raw_plan, partition_parents(result)),
+            repair=[repair_text((judged or {}).get(id(f)), plan.numbers if plan else {}) for f in findings]))
     return sections
 
 
@@ -585,9 +583,15 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
 # --- entry points -------------------------------------------------------------------------------
 
 def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
-                  title: str = "Session integrity audit") -> ReportContext:
+                  title: str = "Session integrity audit", repair_plan: dict | None = None,
+                  baseline: ScanResult | None = None) -> ReportContext:
+    """`plan` is shown in the plan section and decides the verdict; `repair_plan` (when there is no
+    `plan`, e.g. the scan's report) only says which steps would repair each finding."""
     pv = plan_view(plan) if plan is not None else None
-    sections = check_sections(result, pv, plan)
+    matching = plan if plan is not None else repair_plan
+    mv = pv if pv is not None else (plan_view(matching) if matching is not None else None)
+    the_verdict = verdict(result, pv, matching, baseline)
+    sections = check_sections(result, mv, matching, {id(j.finding): j for j in the_verdict.judged.findings})
     cfg = result.config or {}
     settings = [(label, str(cfg[key])) for key, label in (
         ("key_column", "Session key column"), ("master", "Master table"), ("source", "Source table"),
@@ -596,7 +600,7 @@ def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanR
     return ReportContext(
         title=title, database=str(result.database.get("name", "?")),
         server_version=str(result.database.get("server_version", "?")), generated_at=result.generated_at,
-        settings=settings, verdict=verdict(result, pv, plan), inventory=list(result.inventory),
+        settings=settings, verdict=the_verdict, inventory=list(result.inventory),
         groups=severity_groups(sections), passed=[s for s in sections if not s.findings],
         other_checks=list(result.checks),
         charts=[_safe(orphan_chart, result), _safe(sessions_chart, result), _safe(partitions_chart, result)],
@@ -605,9 +609,12 @@ def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanR
 
 
 def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
-                title: str = "Session integrity audit") -> str:
-    """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`."""
-    ctx = build_context(result, plan=plan, before=before, title=title)
+                title: str = "Session integrity audit", repair_plan: dict | None = None,
+                baseline: ScanResult | None = None) -> str:
+    """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`;
+    `repair_plan`: a plan not shown, only matched to the findings; `baseline`: an older scan whose findings
+    are known (new / known / gone)."""
+    ctx = build_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline)
     return environment().get_template("report.html").render(r=ctx)
 
 

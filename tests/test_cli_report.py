@@ -25,9 +25,10 @@ def test_report_from_saved_findings_blocked_exits_1(tmp_path):
     out = tmp_path / "out"
     res = run("report", str(findings), "--out", str(out))
     assert res.exit_code == 1, res.output
-    assert res.output.strip() == f"Report: {out / 'report.html'}"
+    assert res.output.splitlines()[0].startswith("Verdict: Needs a decision.")
+    assert res.output.splitlines()[1] == f"Report: {out / 'report.html'}"
     html = (out / "report.html").read_text()
-    assert "Blocked" in html and 'id="comparison"' not in html
+    assert "Needs a decision" in html and 'id="comparison"' not in html
     assert sorted(p.name for p in out.iterdir()) == [
         "findings.csv", "report.html", "samples-null_session_ids.csv", "samples-orphaned_session_ids.csv"]
 

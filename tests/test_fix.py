@@ -236,7 +236,8 @@ def test_cli_dry_run_changes_nothing_and_writes_the_sql(db, tmp_path):
     build_demo_database(db.conninfo)
     script = tmp_path / "plan.sql"
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--sql", str(script)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output     # the demo's user findings: no step repairs them
+    assert res.output.startswith("Verdict: Needs a decision.")
     assert "to-uuid:chatbot.recommendations_log" in res.output and "REWRITES" in res.output
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
     text = script.read_text()
@@ -257,7 +258,7 @@ def test_a_second_concurrent_apply_is_refused(db, tmp_path):
     assert "another yumai-audit fix --apply is running on this database" in res.output
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1 and "Verdict: Migrated. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
     assert (tmp_path / "apply-log.json").exists()
 
 

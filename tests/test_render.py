@@ -45,22 +45,23 @@ def test_templates_never_mark_values_safe_and_partials_are_underscored():
         assert "|safe" not in text.replace(" ", "") and "Markup" not in text and "autoescape false" not in text, path
 
 
-def test_blocked_verdict_names_each_blocking_check_in_one_sentence():
+def test_without_a_plan_an_error_finding_needs_a_decision_and_names_its_choices():
     html = render_html(scan_result())
     verdict = text_of(section(html, "verdict"))
-    assert "Verdict: Blocked" in verdict
-    assert "1 check stands in the way of the cutover." in verdict
+    assert "Verdict: Needs a decision" in verdict
+    assert "1 error finding no step of the plan repairs" in verdict
     assert ("Rows whose session id is in neither the master nor the source table: "
-            "7 rows in chatbot.user_interactions refer to 3 unknown sessions.") in verdict
-    # a warning never blocks
+            "7 rows in chatbot.user_interactions refer to 3 unknown sessions. Choice: accept it") in verdict
+    # a warning never needs a decision
     assert "no session id" not in verdict
+    assert "<title>Session integrity audit · yumai · needs a decision</title>" in html
 
 
 def test_ready_verdict():
     html = render_html(scan_result(blocked=False))
     verdict = text_of(section(html, "verdict"))
-    assert "Verdict: Ready to apply" in verdict
-    assert "No check found a defect that blocks the foreign keys" in verdict
+    assert "Verdict: Ready" in verdict
+    assert "No error finding stands in the way of the cutover." in verdict
     assert "<title>Session integrity audit · yumai · ready</title>" in html
 
 
@@ -99,18 +100,23 @@ def test_plan_section_lists_steps_in_order_with_locks_sizes_and_rewrites():
     step2 = text_of(re.search(r'<tr id="step-2".*?</tr>', plan, re.S).group(0))
     assert step2.endswith("no rewrite in a transaction #1 pending")
     assert "chatbot.user_interactions (80.0 kB)" in text
-    # the finding's own section folds the exact SQL of the step that repairs it (matched by check id)
+    # the finding's own section folds the exact SQL of the step that declares it repairs it
     article = re.search(r'<article[^>]*id="check-orphaned_session_ids".*?</article>', html, re.S).group(0)
     assert "<details" in article
     assert "DELETE FROM chatbot.user_interactions t WHERE t.session_id NOT IN (SELECT 1) RETURNING *;" in article
     assert "CREATE INDEX CONCURRENTLY" not in article
-    assert "The plan below has 3 pending steps to clear them." in text_of(section(html, "verdict"))
+    verdict = text_of(section(html, "verdict"))
+    assert "Verdict: Ready once `fix` runs" in verdict
+    assert "7 rows in chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)." in verdict
+    assert "repaired by step #2" in text_of(article)
 
 
-def test_steps_declaring_checks_are_matched_on_them():
+def test_steps_declaring_repairs_are_matched_on_them_and_the_table():
     plan = plan_dict()
     for step in plan["steps"]:
-        step["checks"] = ["null_session_ids"] if step["id"].startswith("index_key") else []
+        step["repairs"] = ["null_session_ids"] if step["id"].startswith("index_key") else []
+        if step["id"].startswith("index_key"):
+            step["tables"] = ["chatbot.conversations_default"]   # a partition counts as its table
     html = render_html(scan_result(), plan=plan)
     nulls = re.search(r'<article[^>]*id="check-null_session_ids".*?</article>', html, re.S).group(0)
     orphans = re.search(r'<article[^>]*id="check-orphaned_session_ids".*?</article>', html, re.S).group(0)
@@ -131,7 +137,7 @@ def test_comparison_check_by_check():
     assert rows["orphaned_session_ids"].endswith("fail 1 7 pass 0 – fixed")
     assert rows["null_session_ids"].endswith("fail 1 2 fail 1 2 unchanged")
     assert rows["unvalidated_fk"].endswith("skipped 0 – skipped 0 – unchanged")
-    assert "Verdict: Ready to apply" in text_of(section(html, "verdict"))
+    assert "Verdict: Ready" in text_of(section(html, "verdict"))
     assert "different database" not in text
     before.database["name"] = "<other>"
     text = text_of(section(render_html(after, before=before), "comparison"))
@@ -239,25 +245,49 @@ def test_findings_without_statistics_still_render():
     assert malformed.count("the statistics in this findings.json are malformed") == 2
 
 
-def test_with_declared_checks_the_plan_decides_ready_to_apply():
+def test_the_declared_repairs_decide_ready_once_fix_runs():
     plan = plan_dict()
-    plan["steps"][1]["checks"] = ["orphaned_session_ids"]
     ctx = build_context(scan_result(), plan=plan)
-    assert ctx.verdict.ready
-    assert ctx.verdict.headline == ("Every blocking check has a step in the plan: its 3 pending steps "
-                                    "clear the way for the cutover.")
+    assert ctx.verdict.ready and ctx.verdict.state == "ready-once-fix"
+    assert ctx.verdict.headline == ("Every error finding is repaired by a step of the plan (1 finding): "
+                                    "run `fix --apply`.")
     assert ctx.verdict.reasons == ["Rows whose session id is in neither the master nor the source table: 7 rows in "
                                    "chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)."]
-    plan["steps"][1]["checks"] = ["null_session_ids"]
+    plan["steps"][1]["repairs"] = ["null_session_ids"]
     ctx = build_context(scan_result(), plan=plan)
-    assert not ctx.verdict.ready
-    assert ctx.verdict.headline == "1 check blocks the cutover and no step of the plan clears it."
-    assert ctx.verdict.reasons[0].endswith("(no step of the plan repairs this).")
-    # a check that could not run always blocks
-    plan["steps"][1]["checks"] = ["orphaned_session_ids"]
+    assert not ctx.verdict.ready and ctx.verdict.state == "needs-decision"
+    assert ctx.verdict.reasons[0].endswith("refer to 3 unknown sessions.")
+    # the right check on another table repairs nothing here
+    plan["steps"][1]["repairs"], plan["steps"][1]["tables"] = ["orphaned_session_ids"], ["chatbot.user_feedback"]
+    assert build_context(scan_result(), plan=plan).verdict.state == "needs-decision"
+    # a check that could not run always needs a decision
+    plan["steps"][1]["tables"] = ["chatbot.user_interactions"]
     result = scan_result()
     result.checks[1].status, result.checks[1].reason = Status.ERROR, "timed out"
-    assert not build_context(result, plan=plan).verdict.ready
+    assert build_context(result, plan=plan).verdict.state == "needs-decision"
+
+
+def test_step_ids_are_never_read_for_what_a_step_repairs():
+    """A step named like the fix planner's (`orphans:<table>`) but declaring nothing repairs nothing."""
+    def step(step_id, tables=(), repairs=()):
+        return {"id": step_id, "description": step_id, "lock": "ROW EXCLUSIVE", "tables": list(tables),
+                "table_bytes": {}, "rewrites": False, "transactional": True, "depends_on": [],
+                "sql": f"-- {step_id}", "done": False, "repairs": list(repairs)}
+    plan = {"steps": [step("preflight"),
+                      step("index:chatbot.conversations_2026_03", ["chatbot.conversations_2026_03"],
+                           ["unindexed_fk_columns"]),
+                      step("orphans:chatbot.user_interactions", ["chatbot.user_interactions"]),
+                      step("verify")],
+            "server_version_num": 180001, "options": {}}
+    result = scan_result()
+    result.checks.append(result.checks[0].__class__("unindexed_fk_columns", Status.FAIL, 0, result.checks[0].severity))
+    result.findings.append(result.findings[1].__class__(
+        "unindexed_fk_columns", result.findings[1].severity, "chatbot.conversations", "session_id", "no index"))
+    ctx = build_context(result, plan=plan)
+    steps = {c.id: [s.id for s in c.steps] for g in ctx.groups for c in g.checks}
+    assert steps == {"orphaned_session_ids": [], "null_session_ids": [],
+                     "unindexed_fk_columns": ["index:chatbot.conversations_2026_03"]}
+    assert ctx.verdict.state == "needs-decision"
 
 
 def test_steps_declaring_what_they_repair_are_attached_to_the_checks_they_repair():
@@ -289,8 +319,8 @@ def test_steps_declaring_what_they_repair_are_attached_to_the_checks_they_repair
     assert steps == {"orphaned_session_ids": ["orphans:chatbot.user_interactions"],
                      "null_session_ids": [],
                      "unindexed_fk_columns": ["index:chatbot.conversations_2026_03"]}
-    # declared: the verdict rests on the declarations (every blocking check has its step)
-    assert ctx.verdict.ready
+    # declared: the verdict rests on the declarations (every error finding has its step)
+    assert ctx.verdict.ready and ctx.verdict.state == "ready-once-fix"
     # a step about another column of the table does not repair the finding
     plan["steps"][4]["column"] = "user_id"
     steps = {c.id: [s.id for s in c.steps] for g in build_context(result, plan=plan).groups for c in g.checks}

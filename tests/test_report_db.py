@@ -46,7 +46,7 @@ def test_demo_report_samples_and_csvs_hold_keys_only(db, tmp_path):
     paths = write_scan(result, tmp_path)
     html = paths["html"].read_text()
     assert external_references(html) == []
-    assert "Verdict: <span class=\"badge error\">Blocked</span>" in html
+    assert "Verdict: <span class=\"badge error\">Needs a decision</span>" in html
     # conversation text never leaves the database
     texts = [html] + [p.read_text() for p in tmp_path.glob("*.csv")] + [(tmp_path / "findings.json").read_text()]
     for text in texts:

@@ -1,0 +1,350 @@
+"""The verdict: where a database stands on the way to the session_master migration, and what counts.
+
+Pure functions over a scan (`ScanResult`), a plan (`Plan.to_dict()`), the configuration's
+acceptances (`[[accept]]`) and severity overrides, and an optional baseline scan. Nothing here
+connects to a database, prints or reads files.
+
+States, before the migration:
+- **Ready**: no error finding (accepted ones aside) and every check ran;
+- **Ready once `fix` runs**: every error finding left is repaired by a step of the plan;
+- **Needs a decision**: some error finding no step repairs (each is listed with its choices).
+After it (every key table has a validated foreign key to the master):
+- **Migrated and clean**: no error finding left (warnings may remain);
+- **Migrated**: error findings are left: the debt, each listed (accepted ones with their reason).
+
+A step says which checks it repairs (`repairs`, check ids); a finding is repaired by a step that
+declares its check and is about its table (the step's `target`, else the tables it names; a
+partition counts as its table). For foreign-key findings the step (or the step it follows) must also
+name the referenced table, so the session FK of a table never passes for its user FK.
+
+What counts (for the exit code): an error finding (after the `[severity]` overrides) that is not
+accepted and, with a baseline, not known to it (same check, table and column, and no more rows or
+keys than the baseline had); and a check that could not finish.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from datetime import date
+
+from .config import Acceptance
+from .model import CheckResult, Finding, ScanResult, Severity, Status
+from .steps import step_repairs
+
+FK_CHECKS = ("unconstrained_fk", "unvalidated_fk")
+
+
+class State(str, enum.Enum):
+    READY = "ready"
+    READY_ONCE_FIX = "ready-once-fix"
+    NEEDS_DECISION = "needs-decision"
+    MIGRATED = "migrated"
+    MIGRATED_CLEAN = "migrated-clean"
+
+    @property
+    def label(self) -> str:
+        return {"ready": "Ready", "ready-once-fix": "Ready once `fix` runs", "needs-decision": "Needs a decision",
+                "migrated": "Migrated", "migrated-clean": "Migrated and clean"}[self.value]
+
+    @property
+    def good(self) -> bool:
+        return self is not State.NEEDS_DECISION
+
+
+ACCEPT = "accept it: an [[accept]] entry in yumai-audit.toml with check, table, column and a reason"
+# What the tool offers for a finding that no step of the plan repairs, by check.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "conflicting_session_users": (
+        "keep the user the backfill chose (the session's earliest row) and " + ACCEPT,
+        "correct the rows' user_id by hand, then scan again"),
+    "orphaned_user_ids": (
+        "fix --include users --missing-users null (sets them NULL; each original recorded in "
+        "yumai_audit.nulled_user_ids, can be undone)",
+        "fix --include users --missing-users quarantine (moves the rows to yumai_quarantine)",
+        "create the missing users, then scan again"),
+    "unconstrained_fk": ("fix --include users (user columns) or fix --include schema (implied references); "
+                         "see the plan's notes for why nothing is planned",),
+    "unvalidated_fk": ("fix --include users, or remove the rows that block VALIDATE (the plan's notes name them)",),
+    "partition_fk_drift": ("fix --include schema",),
+}
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One finding as the verdict sees it."""
+
+    finding: Finding
+    steps: tuple[str, ...] = ()          # ids of the planned steps that repair it
+    accepted: Acceptance | None = None
+    baseline: str | None = None          # "new" | "known" (with a baseline)
+
+    @property
+    def severity(self) -> Severity:
+        return self.finding.severity
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    @property
+    def counts(self) -> bool:
+        """Whether it counts for the exit code of a scan."""
+        return self.is_error and self.accepted is None and self.baseline != "known"
+
+    @property
+    def undecided(self) -> bool:
+        """An error finding nobody has decided about and no step repairs."""
+        return self.is_error and self.accepted is None and not self.steps
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        f = self.finding
+        offered = CHOICES.get(f.check, ())
+        if f.check == "unconstrained_fk" and f.severity is Severity.WARNING:
+            offered = ("fix --include schema",)
+        return offered + (() if ACCEPT in " ".join(offered) else (ACCEPT,))
+
+    def to_dict(self) -> dict:
+        return {"check": self.finding.check, "table": self.finding.table, "column": self.finding.column,
+                "severity": self.severity.value, "steps": list(self.steps), "counts": self.counts,
+                "accepted": self.accepted.to_dict() if self.accepted else None, "baseline": self.baseline,
+                "choices": list(self.choices) if self.undecided else []}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: State
+    findings: tuple[Judged, ...]
+    failed_checks: tuple[CheckResult, ...] = ()
+    warnings: tuple[str, ...] = ()       # stale or expired acceptances
+    gone: tuple[Finding, ...] = ()       # baseline findings no longer found
+    has_baseline: bool = False
+    has_plan: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.state.label
+
+    @property
+    def undecided(self) -> list[Judged]:
+        return [j for j in self.findings if j.undecided]
+
+    @property
+    def accepted(self) -> list[Judged]:
+        return [j for j in self.findings if j.accepted is not None]
+
+    @property
+    def counted(self) -> list[Judged]:
+        return [j for j in self.findings if j.counts]
+
+    @property
+    def debt(self) -> list[Judged]:
+        """After the migration: the error findings left (accepted ones included)."""
+        return [j for j in self.findings if j.is_error]
+
+    def exit_code(self, *, planned: bool = False) -> int:
+        """1 when a finding counts (see the module) or a check could not finish. `planned`: a dry run of
+        `fix`, where findings that a step of the plan repairs do not count (applying it repairs them)."""
+        counted = [j for j in self.counted if not (planned and j.steps)]
+        return 1 if counted or self.failed_checks else 0
+
+    @property
+    def headline(self) -> str:
+        errors = [j for j in self.findings if j.is_error]
+        n_acc = len(self.accepted)
+        acc = f"; {n_acc} accepted" if n_acc else ""
+        if self.state is State.READY:
+            return "No error finding stands in the way of the cutover" + acc + "."
+        if self.state is State.READY_ONCE_FIX:
+            repaired = sum(1 for j in errors if j.steps and j.accepted is None)
+            return (f"Every error finding is repaired by a step of the plan ({repaired} "
+                    f"finding{'s' if repaired != 1 else ''}){acc}: run `fix --apply`.")
+        if self.state is State.NEEDS_DECISION:
+            n = len(self.undecided) + len(self.failed_checks)
+            return (f"{n} error finding{'s' if n != 1 else ''} no step of the plan repairs: "
+                    "each needs a person's decision" + acc + ".")
+        if self.state is State.MIGRATED_CLEAN:
+            return "Every key table has a validated foreign key to the master, and no error finding is left."
+        left = len(self.debt)
+        return (f"Every key table has a validated foreign key to the master; {left} error finding"
+                f"{'s are' if left != 1 else ' is'} left as debt" + (f" ({n_acc} accepted)" if n_acc else "") + ".")
+
+    def to_dict(self) -> dict:
+        return {"state": self.state.value, "label": self.label, "headline": self.headline,
+                "findings": [j.to_dict() for j in self.findings],
+                "failed_checks": [c.check for c in self.failed_checks], "warnings": list(self.warnings),
+                "gone": [f.to_dict() for f in self.gone] if self.has_baseline else None}
+
+
+# --- severity overrides ------------------------------------------------------------------------------
+
+def apply_severity(result: ScanResult, overrides) -> ScanResult:
+    """The scan with `[severity]` overrides applied to its findings and checks (a new object)."""
+    table = dict(overrides or ())
+    if not table:
+        return result
+    findings = [dataclasses.replace(f, severity=Severity(table[f.check])) if f.check in table else f
+                for f in result.findings]
+    findings.sort(key=lambda f: (f.severity.rank, f.check, f.table, f.column or ""))
+    checks = [dataclasses.replace(c, severity=Severity(table[c.check])) if c.check in table else c
+              for c in result.checks]
+    return dataclasses.replace(result, findings=findings, checks=checks)
+
+
+# --- matching ----------------------------------------------------------------------------------------
+
+def partition_parents(result: ScanResult) -> dict[str, str]:
+    parts = (result.stats or {}).get("partitions") or []
+    return {str(p.get("partition")): str(p.get("table")) for p in parts if isinstance(p, dict)}
+
+
+def _ref_table(finding: Finding) -> str | None:
+    if finding.check not in FK_CHECKS or not finding.references:
+        return None
+    return finding.references.rsplit(".", 1)[0]
+
+
+def repairing_steps(finding: Finding, plan: dict | None, parents: dict[str, str] | None = None) -> list[dict]:
+    """The steps of `plan` (dicts, as plan.json has them) that declare they repair this finding.
+
+    A step with a `target` (yumai-audit's) is matched by `steps.step_repairs`, the one rule the
+    report, the verdict and `apply`'s after-check share (check in `repairs`, the finding's table its
+    target or a table it changes, the same column). A saved step without one (an older plan.json) is
+    matched on the tables it names; for an FK finding the step, or a step it follows, must name the
+    referenced table."""
+    if not plan:
+        return []
+    parents = parents or {}
+    steps = list(plan.get("steps") or [])
+    by_id = {s.get("id"): s for s in steps}
+    ref = _ref_table(finding)
+
+    def tables(step: dict) -> set[str]:
+        return {parents.get(str(t), str(t)) for t in (step.get("tables") or [])}
+
+    out = []
+    for s in steps:
+        repairs = s.get("repairs") or ()
+        if finding.check not in repairs:
+            continue
+        if "target" in s:
+            if step_repairs(repairs, str(s.get("target") or ""), str(s.get("column") or ""), s.get("changes"),
+                            finding.check, finding.table, finding.column, parents):
+                out.append(s)
+            continue
+        deps = [by_id[d] for d in s.get("depends_on") or () if d in by_id]
+        about = tables(s) - ({ref} if ref else set())
+        if not about:   # e.g. the FK on a partitioned parent: its tables are the referenced one
+            about = set().union(*(tables(d) for d in deps if set(d.get("repairs") or ()) & set(repairs)))
+        if finding.table not in about:
+            continue
+        if ref is not None and ref not in tables(s).union(*(tables(d) for d in deps)):
+            continue
+        out.append(s)
+    return out
+
+
+# --- acceptances and the baseline ----------------------------------------------------------------------
+
+def acceptance_for(finding: Finding, accept, today: date) -> Acceptance | None:
+    return next((a for a in accept if not a.expired(today) and a.matches(finding.check, finding.table, finding.column)),
+                None)
+
+
+def acceptance_warnings(findings, accept, today: date) -> list[str]:
+    out = []
+    for a in accept:
+        if a.expired(today):
+            out.append(f"acceptance of {a.label} expired on {a.until}: it no longer applies")
+        elif not any(a.matches(f.check, f.table, f.column) for f in findings):
+            out.append(f"acceptance of {a.label} matches no finding any more: remove it from yumai-audit.toml")
+    return out
+
+
+def _identity(f: Finding) -> tuple:
+    return (f.check, f.table, f.column)
+
+
+def baseline_status(finding: Finding, baseline: ScanResult) -> str:
+    """"known" when the baseline has the same check, table and column with at least as many rows and keys."""
+    for old in baseline.findings:
+        if _identity(old) == _identity(finding) and (finding.rows or 0) <= (old.rows or 0) \
+                and (finding.keys or 0) <= (old.keys or 0):
+            return "known"
+    return "new"
+
+
+# --- the verdict ---------------------------------------------------------------------------------------
+
+def is_migrated(result: ScanResult) -> bool:
+    """Every key table has a validated foreign key to the master (from the scan's inventory)."""
+    return bool(result.inventory) and all(t.fk_state == "valid" for t in result.inventory)
+
+
+def judge(result: ScanResult, plan: dict | None = None, *, accept=(), baseline: ScanResult | None = None,
+          today: date | None = None) -> Verdict:
+    """The verdict of `result` (severity overrides already applied: `apply_severity`)."""
+    today = today or date.today()
+    accept = tuple(accept or ())
+    parents = partition_parents(result)
+    judged = []
+    for f in result.findings:
+        steps = tuple(s["id"] for s in repairing_steps(f, plan, parents))
+        judged.append(Judged(f, steps, acceptance_for(f, accept, today),
+                             baseline_status(f, baseline) if baseline is not None else None))
+    failed = tuple(c for c in result.checks if c.status is Status.ERROR)
+    gone = ()
+    if baseline is not None:
+        now = {_identity(f) for f in result.findings}
+        gone = tuple(f for f in baseline.findings if _identity(f) not in now)
+    errors = [j for j in judged if j.is_error]
+    if is_migrated(result):
+        state = State.MIGRATED if errors or failed else State.MIGRATED_CLEAN
+    elif failed or any(j.undecided for j in judged):
+        state = State.NEEDS_DECISION
+    elif any(j.accepted is None for j in errors):
+        state = State.READY_ONCE_FIX
+    else:
+        state = State.READY
+    return Verdict(state, tuple(judged), failed, tuple(acceptance_warnings(result.findings, accept, today)), gone,
+                   baseline is not None, plan is not None)
+
+
+def judge_with_config(result: ScanResult, config, plan: dict | None = None, baseline: ScanResult | None = None,
+                      today: date | None = None) -> Verdict:
+    return judge(result, plan, accept=config.accept, baseline=baseline, today=today)
+
+
+def summary_line(v: Verdict) -> str:
+    """The first line of the terminal summary."""
+    parts = [f"Verdict: {v.label}. {v.headline}"]
+    return " ".join(parts)
+
+
+def summary_lines(v: Verdict, *, repaired: bool = False) -> list[str]:
+    """What the terminal shows about the verdict beyond its first line; `repaired`: also each error
+    finding a step of the plan repairs, with the steps (`fix`'s dry run)."""
+    lines = []
+    if repaired:
+        for j in v.findings:
+            if j.is_error and j.steps and j.accepted is None:
+                f = j.finding
+                lines.append(f"  repaired by the plan: {f.check} on {f.table}{'.' + f.column if f.column else ''}: "
+                             f"{', '.join(j.steps)}")
+    for j in v.undecided:
+        f = j.finding
+        lines.append(f"  needs a decision: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {f.message}")
+        lines += [f"    - {c}" for c in j.choices]
+    for c in v.failed_checks:
+        lines.append(f"  needs a decision: {c.check} could not be verified: {c.reason}; run it again "
+                     "(a longer --timeout)")
+    for j in v.accepted:
+        f = j.finding
+        lines.append(f"  accepted: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {j.accepted.reason}")
+    if v.has_baseline:
+        new = sum(1 for j in v.findings if j.baseline == "new")
+        known = sum(1 for j in v.findings if j.baseline == "known")
+        lines.append(f"  baseline: {new} new, {known} known, {len(v.gone)} gone")
+    lines += [f"  warning: {w}" for w in v.warnings]
+    return lines
