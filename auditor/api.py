@@ -6,7 +6,7 @@ from pathlib import Path
 from .config import Config
 from .connection import Target, connect, resolve_target
 from .model import ScanResult
-from .outputs import ensure_dir, write_csv, write_json
+from .outputs import ensure_dir, out_lock, write_csv, write_json
 from .runner import Progress, run_scan
 
 
@@ -110,21 +110,32 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
     `before_first_change(tables)` is called once, before the first change, with the tables that
     will change (a backup hook). With `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
-    step fails.
+    step fails. One run at a time per `out_dir` (a lock file there) and per database (an advisory
+    lock): a second one is refused before it writes anything.
     """
-    import json
-
-    from .executor import Executor
-    from .sqlscript import render_script
-
     config = config or Config()
     if not isinstance(target, Target):
         target = resolve_target(target)
     fix_options = _fix_options(options)
+    if out_dir is None:
+        return _apply(target, config, fix_options, None, progress, before_first_change, step_hook, rescan)
+    out = ensure_dir(out_dir)
+    with out_lock(out):     # before anything is written there: a second run with the same --out is refused
+        return _apply(target, config, fix_options, out, progress, before_first_change, step_hook, rescan)
+
+
+def _apply(target: Target, config: Config, fix_options, out: Path | None, progress, before_first_change,
+           step_hook, rescan: bool):
+    import json
+
+    from .executor import Executor, refuse_if_running
+    from .sqlscript import render_script
+
+    with connect(target, autocommit=True) as conn:
+        refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_options)
-    out = ensure_dir(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "plan.sql").write_text(render_script(the_plan), encoding="utf-8")
         (out / "plan.json").write_text(json.dumps(the_plan.to_dict(), indent=2), encoding="utf-8")

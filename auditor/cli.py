@@ -405,8 +405,11 @@ def plan_summary(plan) -> str:
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
+@click.option("--pg-bin", "pg_bin", type=click.Path(file_okay=False), default=None, envvar="YUMAI_PG_BIN",
+              help="Folder of the pg_dump/pg_restore/psql to back up with (default: one of the server's major "
+                   "from PATH, the system or an installed wheel, else the nearest newer one).")
 def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
-        out_dir, no_backup):
+        out_dir, no_backup, pg_bin):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -439,7 +442,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     out_dir = out_dir or DEFAULT_OUT
     if no_backup:
         click.echo("No backup (--no-backup).")
-    hook = None if no_backup else backup_hook(target, out_dir, click.echo)
+    hook = None if no_backup else backup_hook(target, out_dir, click.echo, pg_bin=pg_bin)
     result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
                        before_first_change=hook, **options)
     if result.nothing_to_do:
