@@ -20,6 +20,7 @@ from psycopg import sql
 
 from .connection import Target, connect
 from .errors import AuditError
+from .pgversion import CLIENT_CONNECTION_CHECK
 from .planner import Plan
 from .steps import Kind, Step
 
@@ -151,7 +152,7 @@ class Executor:
         # one core for the migration, the others for the application: no parallel scans or index builds
         conn.execute("SET max_parallel_workers_per_gather = 0")
         conn.execute("SET max_parallel_maintenance_workers = 0")
-        if conn.info.server_version >= 140000:
+        if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
             # a killed apply's backend notices its client is gone within a second and rolls back
             conn.execute("SET client_connection_check_interval = 1000")
         return conn

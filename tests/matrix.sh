@@ -84,6 +84,8 @@ bindir() {  # unpacked folder, major -> the bin folder holding postgres of that 
 
 declare -A RESULT
 failed=0
+total_passed=0
+total_failed=0
 t0=$(date +%s)
 for major in "${majors[@]}"; do
     echo "== PostgreSQL $major (${SPEC[$major]:-no package known}) =="
@@ -114,11 +116,15 @@ for major in "${majors[@]}"; do
     version="$("$bin/postgres" --version | sed 's/.*) //')"
     s0=$(date +%s)
     YUMAI_TEST_DSN="postgresql://postgres@127.0.0.1:$port/postgres" YUMAI_PG_BIN="$bin" \
-        python3 -m pytest -q -p no:cacheprovider "${pytest_args[@]}" 2>&1 | tee "$RUN/pytest$major.log"
+        python3 -m pytest -p no:cacheprovider "${pytest_args[@]}" 2>&1 | tee "$RUN/pytest$major.log"
     rc=${PIPESTATUS[0]}
     summary="$(grep -E '[0-9]+ (passed|failed|errors?)' "$RUN/pytest$major.log" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')"
     RESULT[$major]="$version: ${summary:-no summary} (pytest exit $rc, $(( $(date +%s) - s0 )) s)"
     ((rc == 0)) || failed=1
+    n="$(grep -Eo '[0-9]+ passed' <<<"$summary" | grep -Eo '[0-9]+')"; total_passed=$((total_passed + ${n:-0}))
+    n="$(grep -Eo '[0-9]+ (failed|errors?)' <<<"$summary" | awk '{s += $1} END {print s + 0}')"
+    ((rc != 0 && n == 0)) && n=1     # pytest failed without a count (collection error, crash): count it
+    total_failed=$((total_failed + n))
     "${AS[@]}" "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
     started=("${started[@]/$data}")
 done
@@ -126,4 +132,5 @@ done
 echo
 echo "== matrix summary ($(( $(date +%s) - t0 )) s) =="
 for major in "${majors[@]}"; do echo "PostgreSQL $major: ${RESULT[$major]}"; done
+echo "matrix: $total_passed passed, $total_failed failed"
 exit $failed
