@@ -279,7 +279,7 @@ def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedN
     if not path.exists():
         partial.unlink(missing_ok=True)
         message = next((line for line in stderr.splitlines() if line.strip()), f"exit code {proc.returncode}")
-        locked = re.search(r"Query was: LOCK TABLE (.*) IN ACCESS SHARE MODE", stderr)
+        locked = re.search(r"query was: LOCK TABLE (.*) IN ACCESS SHARE MODE", stderr, re.I)
         if locked and "statement timeout" in stderr:
             message = (f"no lock on {locked.group(1)} within {LOCK_WAIT_SECONDS} s (another session holds it; "
                        "see pg_locks), try again later")

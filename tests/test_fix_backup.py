@@ -37,6 +37,15 @@ def test_no_backup_flag_skips_it(db, tmp_path):
     assert list(tmp_path.glob("backup-*.dump")) == []
 
 
+def test_pg_bin_is_what_the_backup_uses(db, tmp_path):
+    build_demo_database(db.conninfo)
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path / "o"),
+                                   "--pg-bin", str(tmp_path / "nothing")])
+    assert res.exit_code == 2
+    assert f"{tmp_path / 'nothing' / 'pg_dump'} (not found) cannot back up a PostgreSQL" in res.output
+    assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+
+
 def test_failed_backup_stops_apply_before_any_change(db):
     build_demo_database(db.conninfo)
     counts = ("SELECT (SELECT count(*) FROM chatbot.user_interactions), (SELECT count(*) FROM chatbot.recommendations_log), "
