@@ -92,7 +92,8 @@ def _wheel_bins() -> list[Path]:
 
 
 def candidates(name: str = "pg_dump") -> list[Path]:
-    """Every `name` found, in order: PATH, the system's PostgreSQL folders, the wheels (duplicates removed)."""
+    """Every `name` found, in order: PATH, the system's PostgreSQL folders, the wheels (duplicates removed;
+    a pg_dump only with pg_restore and psql beside it)."""
     found = []
     system = shutil.which(name)
     if system:
@@ -102,7 +103,9 @@ def candidates(name: str = "pg_dump") -> list[Path]:
     found.extend(d / name for d in _wheel_bins())
     out, seen = [], set()
     for path in found:
-        if path.exists() and path.resolve() not in seen:
+        # the restore command uses the pg_restore and psql next to the pg_dump: a folder without them is no use
+        complete = name != "pg_dump" or all(path.with_name(p).exists() for p in ("pg_restore", "psql"))
+        if path.exists() and complete and path.resolve() not in seen:
             seen.add(path.resolve())
             out.append(path)
     return out
@@ -119,6 +122,9 @@ def choose_tool(server_major: int, name: str = "pg_dump", pg_bin: str | Path | N
             state = f"PostgreSQL {major}" if major else ("does not run" if path.exists() else "not found")
             raise BackupFailed(f"{path} ({state}) cannot back up a PostgreSQL {server_major} server: "
                                "point --pg-bin (or YUMAI_PG_BIN) at a folder with pg_dump of that major or newer")
+        missing = [p for p in ("pg_restore", "psql") if name == "pg_dump" and not path.with_name(p).exists()]
+        if missing:
+            raise BackupFailed(f"{path.parent} has no {' and no '.join(missing)} (the restore command needs them)")
         return path, major
     usable, found = [], []
     for path in candidates(name):

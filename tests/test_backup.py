@@ -307,3 +307,13 @@ def test_no_restore_command_is_printed_for_a_pair_never_tested(db, tmp_path, mon
                      f"Restore: no restore command is verified for a PostgreSQL {db.server.version_num // 10000} "
                      f"server with pg_dump {tool} (verified: servers 13-18, pg_dump up to {tool - 1}); "
                      "the file is a pg_dump custom archive (pg_restore)"]
+
+
+def test_a_pg_dump_without_its_restore_programs_is_not_used(pg_server, tmp_path):
+    major = pg_server.version_num // 10000
+    real, _ = choose_tool(major)
+    lonely = tmp_path / "bin"
+    lonely.mkdir()
+    (lonely / "pg_dump").symlink_to(real)
+    with pytest.raises(BackupFailed, match=f"{lonely} has no pg_restore and no psql"):
+        choose_tool(major, pg_bin=lonely)
