@@ -15,7 +15,7 @@ INPUT_IS_VALID = 160000
 # the transaction_timeout setting, which pg_dump 17+ writes into the header of every dump
 TRANSACTION_TIMEOUT = 170000
 # ALTER TABLE partitioned ADD FOREIGN KEY ... NOT VALID (13-17 refuse it on a partitioned table);
-# the planner's PG_NOT_VALID_ON_PARTITIONED is this boundary
+# ddl.PG_NOT_VALID_ON_PARTITIONED is this boundary
 NOT_VALID_FK_ON_PARTITIONED = 180000
 
 

@@ -13,7 +13,7 @@ from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.executor import Executor
-from yumai_audit.planner import PG_NOT_VALID_ON_PARTITIONED
+from yumai_audit.ddl import PG_NOT_VALID_ON_PARTITIONED
 
 PARTITIONED = """
 CREATE TABLE parent_t (id int PRIMARY KEY);
