@@ -5,17 +5,21 @@ import dataclasses
 import json
 from pathlib import Path
 
+from psycopg import errors as pgerrors
+
 from .config import Config, load_config
 from .connection import Target, connect, resolve_target
 from .errors import ConfigError
 from .executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
 from .model import ScanResult
 from .outputs import ensure_dir, out_lock, write_csv, write_json
-from .plan import FixOptions, Plan
+from .pgversion import CLIENT_CONNECTION_CHECK
+from .plan import FixOptions, Plan, PlanError
 from .planner import build_plan
 from .runner import Progress, audit_context, run_scan
 from .sqlscript import render_script
 from .steps import step_repairs
+from .waits import bound_session
 
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
@@ -76,9 +80,16 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
 
 
 def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
-
-    with conn.transaction():
-        ctx = audit_context(conn, config)
+    bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
+    if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
+        # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
+        conn.execute("SET client_connection_check_interval = 1000")
+    try:
+        with conn.transaction():
+            ctx = audit_context(conn, config)
+    except pgerrors.LockNotAvailable as exc:
+        raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
+                        "a lock on one of them); nothing was changed: run again when the database is quieter") from None
     evidence, failed = None, {}
     if "schema" in fix_options.include:
         from .runner import measure_probes
@@ -87,6 +98,9 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
         evidence, failed = measure_probes(conn, probes(ctx), config.timeout_seconds)
     plan = build_plan(ctx, fix_options, evidence)
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
+    from .cascade import measure
+
+    plan.notes += measure(conn, plan.removals)
     plan.done = evaluate_guards(conn, plan)
     return plan
 
@@ -98,10 +112,11 @@ def plan(target: Target | str | None, config: Config | None = None, options: Fix
     `options`: a `FixOptions` (orphans, yes_delete, active_window_minutes, batch_size, lock_timeout,
     include); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
     """
+    opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
     with connect(target, autocommit=True) as conn:
-        return _build_plan(conn, config or Config(), fix_options(options, **overrides))
+        return _build_plan(conn, config or Config(), opts)
 
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
@@ -117,9 +132,9 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     lock): a second one is refused before it writes anything.
     """
     config = config or Config()
+    fix_opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
-    fix_opts = fix_options(options, **overrides)
     if out_dir is None:
         return _apply(target, config, fix_opts, None, progress, before_first_change, step_hook, rescan)
     out = ensure_dir(out_dir)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from . import cascade
 from .config import QualifiedName
 from .ddl import relid
 from .draft import Draft
+from .preflight_checks import refusals
 from .steps import Kind, LockMode, Operation, Step
 
 
@@ -43,6 +45,7 @@ def preflight(d: Draft) -> Step:
     ]
     if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
         parts = parts[1:4]
+    parts += refusals(d.ctx, d.options, tables, list(dict.fromkeys(d.altered)))   # auditor/preflight_checks.py
     if d.index_claims:
         # An index step drops an invalid index of its own name before building it: that name must not
         # belong to an index on another table or column (which would be dropped).
@@ -56,6 +59,7 @@ def preflight(d: Draft) -> Step:
             "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
             "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
             "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
+    parts += cascade.preflight_parts(d.removals.values())
     for ref in dict.fromkeys(d.referenced):
         parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
             sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
