@@ -1,15 +1,18 @@
-"""Writing a scan to files: findings.json (the contract), findings.csv and per-check sample CSVs (pandas)."""
+"""Writing a scan to files: findings.json (the contract), findings.csv and per-check sample CSVs.
+
+The CSVs are written with the standard csv module, as pandas' `to_csv` writes them (minimal quoting,
+"\n" line ends, NULL as empty): importing pandas took longer than the whole scan's SQL at small scale
+and a quarter of it at scale 50. `findings_frame` still gives the findings as a pandas DataFrame."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
 import json
 import os
 import re
 from pathlib import Path
 from typing import Iterator
-
-import pandas as pd
 
 from .errors import AuditError
 from .model import ScanResult
@@ -92,16 +95,29 @@ def read_plan(path: str | Path) -> dict:
     return data
 
 
-def findings_frame(result: ScanResult) -> pd.DataFrame:
-    rows = [{**f.to_dict(), "sample": " ".join(f.sample)} for f in result.findings]
-    frame = pd.DataFrame(rows, columns=CSV_COLUMNS)
+def _finding_rows(result: ScanResult) -> list[dict]:
+    return [{**f.to_dict(), "sample": " ".join(f.sample)} for f in result.findings]
+
+
+def findings_frame(result: ScanResult):
+    """The findings as a pandas DataFrame (the columns of findings.csv)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(_finding_rows(result), columns=CSV_COLUMNS)
     return frame.astype({"rows": "Int64", "keys": "Int64"})
+
+
+def _write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if row.get(c) is None else row.get(c) for c in columns] for row in rows])
 
 
 def write_csv(result: ScanResult, out: Path) -> list[Path]:
     """findings.csv, one row per finding, and samples-<check>.csv per failing check (keys only)."""
     written = [out / "findings.csv"]
-    findings_frame(result).to_csv(written[0], index=False)
+    _write_rows(written[0], CSV_COLUMNS, _finding_rows(result))
     by_check: dict[str, list[dict]] = {}
     for f in result.findings:
         for value in f.sample:
@@ -109,6 +125,6 @@ def write_csv(result: ScanResult, out: Path) -> list[Path]:
                 {"table": f.table, "column": f.column, "sample_of": f.details.get("sample_of", "session id"), "value": value})
     for check, rows in by_check.items():
         path = out / f"samples-{re.sub(r'[^a-z0-9_]', '_', check)}.csv"
-        pd.DataFrame(rows, columns=["table", "column", "sample_of", "value"]).to_csv(path, index=False)
+        _write_rows(path, ["table", "column", "sample_of", "value"], rows)
         written.append(path)
     return written

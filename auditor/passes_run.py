@@ -1,20 +1,27 @@
 """Runs the per-table checks: one aggregate pass per table, the set of known sessions built once.
 
-- Tables whose measures do not join the known set (the source table among them: its own keys are
-  known by definition) get one statement each: `count(*)` and every measure, in one read.
+- Every table gets one statement (`count(*)` and every measure that does not need the set, in one
+  read): NULL, malformed and non-canonical keys, unknown users, and keys missing from the master
+  (`USES_MASTER`: a join with the master alone, hashed, no DISTINCT when its key is unique).
 - The set of sessions (`checks.passes.session_set`: one row per session of the master, the source
   table and the other key tables, with its rows per table and its smallest and largest user id) is
-  built once, as a MATERIALIZED CTE of ONE statement: a first branch measures over the set itself
-  (missing master rows, orphans per table, conflicting users), then one branch per table that must
-  join the known sessions row by row. The statement is read through a cursor, one branch (one table)
-  per FETCH: per-table progress and a statement timeout per table. A branch that times out marks its
-  checks `error`; the rest continue in a fresh cursor.
-- Samples are aggregated in the same pass as the counts, so no table is read again for them: over
-  the set, the first n sessions (top-N); over a table, `array_agg(... ORDER BY ...) FILTER (WHERE
-  defect)[1:n]`, whose cost grows with the defective rows only (nothing when there are none), and
-  only n values per finding leave the server.
+  built once, as a MATERIALIZED CTE of ONE statement that also computes every measure over the set
+  (missing master rows, orphans per table, conflicting users, sessions per week) and their samples.
+- No statement is read through a cursor: the server runs a cursor's (a portal's) query without
+  parallel workers, and the set is the heaviest statement of the scan. Each statement has its own
+  statement timeout: one that times out marks its checks `error`; the rest continue.
+- A table whose measures join the known sessions row by row (none of the built-in checks: they
+  measure over the set or look keys up in the master) gets a statement of its own after the set.
+- Samples over the set are columns of the set's statement: the first n sessions (top-N), computed
+  only when some session has the defect. Samples over a table come from a second statement
+  restricted to the defective rows, run only when the table's pass counted some (the pass itself
+  counts them): an ordered `array_agg` in the pass would keep the server from reading the table in
+  parallel (PostgreSQL 15 has no parallel array_agg), and the source table is the largest of all.
+  Each sample is `array_agg(... ORDER BY ...) FILTER (WHERE defect)[1:n]`: only n values per finding
+  leave the server.
 
-Everything runs inside the scan's read-only transaction: no temporary table, so it works on a standby.
+Everything runs inside the scan's read-only transaction (one snapshot): no temporary table, so it
+works on a standby.
 """
 from __future__ import annotations
 
@@ -27,14 +34,15 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
-                                     Measure, TableCheck)
-from yumai_audit.checks.passes import known_statement, sample_aggregate, session_sample, sessions_by_week, table_pass
+                                     Measure, Sample, TableCheck, count_where)
+from yumai_audit.checks.passes import sample_pass, session_sample, sessions_by_week, set_statement, table_pass
 
 from .context import AuditContext, KeyTable
 from .model import Finding
 
 SESSIONS = "the set of known sessions"
 SAMPLE = "\0sample"
+GATE = "\0gate"        # over a table: how many rows its sample's predicate holds for
 WEEKS = "\0weeks"
 
 
@@ -47,6 +55,8 @@ class _Entry:
     measures: dict[str, Measure]
     values: dict[str, int] = field(default_factory=dict)
     sample: list = field(default_factory=list)      # the sample, aggregated in the same pass
+    table_sample: Sample | None = None                # over a table: fetched by a second statement
+    gate: int = 0                                     # ... when its predicate holds for some row
 
 
 @dataclass
@@ -110,10 +120,14 @@ class TablePasses:
                 dest = self.sessions if m.over == OVER_SESSIONS else table
                 dest.columns.append((e, mname, m.expression, m.joins))
             sample = e.check.sample(ctx, e.target, None) if self.limit else None
-            if sample is not None:
-                dest = self.sessions if sample.over == OVER_SESSIONS else table
-                expr = session_sample(sample, self.limit) if dest is self.sessions else sample_aggregate(sample, self.limit)
-                dest.columns.append((e, SAMPLE, expr, sample.joins))
+            if sample is not None and sample.over == OVER_SESSIONS:
+                self.sessions.columns.append((e, SAMPLE, session_sample(sample, self.limit), sample.joins))
+            elif sample is not None:
+                # Over a table, the pass only counts the rows the sample would come from (an ordered
+                # aggregate would keep the server from reading the table in parallel); the sample
+                # itself is read by a second statement, restricted to those rows, when there are any.
+                e.table_sample = sample
+                table.columns.append((e, GATE, count_where(sample.predicate).expression, sample.joins))
         for e, _, _, joins in self.sessions.columns:
             if USES_SESSION_ROWS in joins and e.target not in self.rows_for:
                 self.rows_for.append(e.target)
@@ -130,9 +144,7 @@ class TablePasses:
         for p in plain:
             self._run_plain(p)
         if known or self.sessions.columns:
-            # The set is built in a branch of its own (its count of sessions at least), so that a
-            # timeout there is told apart from a slow table.
-            self._run_known([self.sessions] + known)
+            self._run_set(known)
 
     def _record(self, p: _Pass, values: list, seconds: float) -> None:
         self.timer.add(p.owners, seconds)
@@ -146,6 +158,8 @@ class TablePasses:
                 self.weeks_rows = [tuple(w) for w in value or []]
             elif key == SAMPLE:
                 entry.sample = [str(v) for v in value or []]
+            elif key == GATE:
+                entry.gate = int(value or 0)
             else:
                 entry.values[key] = int(value or 0)
 
@@ -168,49 +182,53 @@ class TablePasses:
             self.say(f"timed out on {p.name}")
             return
         self._record(p, list(row), time.monotonic() - started)
+        wanted = [e for e, key, _, _ in p.columns if key == GATE and e.gate]
+        if wanted:
+            self._run_samples(p.target, wanted)
         self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
 
-    def _run_known(self, branches: list[_Pass]) -> None:
-        pending = list(enumerate(branches))
-        while pending:
-            statement = known_statement(self.ctx, [
-                (i, p.target, p.joins, [c[2] for c in p.columns]) for i, p in pending],
-                self.rows_for, self.set_users, self.first_at)
-            started = time.monotonic()
-            try:
-                with self.conn.transaction():
-                    _set_timeout(self.conn, self.timeout)
-                    with self.conn.cursor(name="yumai_audit_known", scrollable=False) as cur:
-                        cur.execute(statement)
-                        while pending:
-                            i, p = pending[0]
-                            self.say(f"scanning {p.name}" if p.target is not None else
-                                     f"building {SESSIONS} (reads the key tables once more)")
-                            started = time.monotonic()
-                            branch, values = cur.fetchone()
-                            assert branch == i, (branch, i)
-                            self._record(p, values, time.monotonic() - started)
-                            self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s" if p.target is not None
-                                     else f"built {SESSIONS} in {time.monotonic() - started:.1f}s: "
-                                          f"{self.known_sessions:,} known sessions")
-                            pending.pop(0)
-            except pgerrors.QueryCanceled:
-                i, p = pending.pop(0)
-                seconds = time.monotonic() - started
-                if p.target is None:
-                    # The set itself could not be built in time: the checks that need it are in
-                    # error; what the remaining tables measure without it is still measured.
-                    reason = f"timed out building {SESSIONS} after {self.timeout:g}s"
-                    self._fail(p, reason, seconds)
-                    self.say(reason)
-                    for _, q in pending:
-                        plain, needs_known = q.without_known()
-                        self._fail(needs_known, reason, 0.0)
-                        if plain.columns or q.target is not None:
-                            self._run_plain(plain)
-                    return
-                self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", seconds)
-                self.say(f"timed out on {p.name}")
+    def _run_samples(self, target: KeyTable, entries: list[_Entry]) -> None:
+        """One statement for the samples of a table's failing checks, over the rows they come from."""
+        started = time.monotonic()
+        p = _Pass(target, [(e, SAMPLE, sql.SQL(""), e.table_sample.joins) for e in entries])
+        statement = sample_pass(self.ctx, target, [e.table_sample for e in entries], self.limit)
+        try:
+            row = execute_in_savepoint(self.conn, statement, self.timeout)[0]
+        except pgerrors.QueryCanceled:
+            self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
+            self.say(f"timed out on {p.name}")
+            return
+        self.timer.add(p.owners, time.monotonic() - started)
+        for e, value in zip(entries, row):
+            e.sample = [str(v) for v in value or []]
+
+    def _run_set(self, known: list[_Pass]) -> None:
+        """The set of sessions and every measure over it, in one statement read whole: no cursor, since
+        the server runs a cursor's (a portal's) query without parallel workers. Then the tables whose
+        measures join the known sessions row by row (a check of a kind the built-in ones are not: they
+        measure over the set, or look keys up in the master alone), a statement each."""
+        p = self.sessions
+        statement = set_statement(self.ctx, [c[2] for c in p.columns], self.rows_for, self.set_users, self.first_at)
+        self.say(f"building {SESSIONS} (reads the key tables once more)")
+        started = time.monotonic()
+        try:
+            (values,), = execute_in_savepoint(self.conn, statement, self.timeout)
+        except pgerrors.QueryCanceled:
+            # The set itself could not be built in time: the checks that need it are in error; what
+            # the remaining tables measure without it is still measured.
+            reason = f"timed out building {SESSIONS} after {self.timeout:g}s"
+            self._fail(p, reason, time.monotonic() - started)
+            self.say(reason)
+            for q in known:
+                plain, needs_known = q.without_known()
+                self._fail(needs_known, reason, 0.0)
+                if plain.columns or q.target is not None:
+                    self._run_plain(plain)
+            return
+        self._record(p, values, time.monotonic() - started)
+        self.say(f"built {SESSIONS} in {time.monotonic() - started:.1f}s: {self.known_sessions:,} known sessions")
+        for q in known:
+            self._run_plain(q)
 
     # -- judging ------------------------------------------------------------------------------------
     def findings(self) -> dict[str, list[Finding]]:

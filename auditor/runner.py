@@ -50,9 +50,11 @@ class _Timer:
             self.seconds[cid] += seconds
 
 
-# Memory for the hash tables of one scan (the known-session set is one hash entry per session); only
-# ever raised, never lowered; SET LOCAL, so it ends with the scan's transaction (allowed read-only).
-SCAN_WORK_MEM_KB = 128 * 1024
+# Memory for the hash tables of one scan (the known-session set is one hash entry per session, about
+# 260 bytes each: 1M sessions fit without spilling to disk, also when no parallel worker is free and
+# one process aggregates them all); only ever raised, never lowered; SET LOCAL, so it ends with the
+# scan's transaction (allowed read-only).
+SCAN_WORK_MEM_KB = 256 * 1024
 
 
 def session_settings(conn: psycopg.Connection) -> None:

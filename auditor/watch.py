@@ -17,7 +17,8 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from yumai_audit.checks.base import USES_KNOWN, USES_USERS, Check, Measure, TableCheck
+from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Check, Measure, TableCheck
+from yumai_audit.checks.passes import master_join
 from yumai_audit.checks.predicates import col, key_uuid, table_ref
 
 from .config import Config
@@ -55,6 +56,9 @@ def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql
         table_ref(target.name), sql.Identifier("t0", ctx.config.created_at_column), since)]
     if USES_KNOWN in joins:
         parts.append(_known_lookup(ctx, target))
+    elif USES_MASTER in joins:
+        # the scan's lookup: on the few new rows the planner probes the master's primary key per row
+        parts.append(master_join(ctx, target))
     if USES_USERS in joins and target.user is not None and ctx.users is not None:
         uk = ctx.config.users_key
         parts.append(sql.SQL("LEFT JOIN LATERAL (SELECT {k} FROM {users} WHERE {k} = {tu} LIMIT 1) u ON true").format(

@@ -19,6 +19,9 @@ from yumai_audit.context import AuditContext, KeyTable
 from yumai_audit.model import Finding, Severity
 
 USES_KNOWN = "known"
+#: The measure reads `kn.in_master` only (TRUE, or NULL when the master lacks the key): the row's key is
+#: looked up in the master alone, a hash join the server can run in parallel, without the set of sessions.
+USES_MASTER = "master"
 USES_USERS = "users"
 #: `Measure.over` / `Sample.over`: over the target's rows (the default) or over the set of known
 #: sessions `kn` (session_id, in_master, in_source), which the runner builds once per scan.

@@ -3,12 +3,13 @@ sessions per scan, samples inside the same aggregates.
 
 Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: one row per
 session id of the master or the source table, with `in_master` and `in_source`; in measures over the
-set itself, one row per session of any key table, see `session_set`), `u` (users' keys).
+set itself, one row per session of any key table, see `session_set`; with `USES_MASTER` only, the
+row's key looked up in the master), `u` (users' keys).
 
-At scale the sessions are the expensive part (grouping every row of the source table), so they are
-grouped once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, a
-UNION ALL branch for the measures over the set itself and one per table that must join the known
-sessions row by row; the runner reads it through a cursor, one branch (one table) per FETCH. The
+At scale the sessions are the expensive part (grouping every row of every key table), so they are
+grouped once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, which
+the server aggregates in parallel (each branch filters its valid keys itself, so nothing stands
+between the tables and the parallel aggregate), and every measure over the set in its one row. The
 source table never joins the set: each of its valid keys is known by definition, so only its
 membership in the master is looked up.
 """
@@ -18,8 +19,8 @@ from psycopg import sql
 
 from yumai_audit.context import AuditContext, KeyTable
 
-from .base import USES_KNOWN, USES_USERS, Measure, Sample
-from .predicates import col, key_uuid, table_ref
+from .base import USES_KNOWN, USES_MASTER, USES_USERS, Measure, Sample
+from .predicates import col, key_uuid, key_valid, master_lookup, table_ref, valid_key_uuid
 
 
 def known_sessions(ctx: AuditContext) -> sql.Composable:
@@ -58,12 +59,22 @@ def _source_known(ctx: AuditContext, target: KeyTable) -> sql.Composable:
     ).format(mk=key_uuid(ctx.master_key, "m"), master=table_ref(ctx.master.name), k=key)
 
 
+def master_join(ctx: AuditContext, target: KeyTable) -> sql.Composable:
+    """`kn` (USES_MASTER) for a row of `target` (alias `t`): its key looked up in the master alone; with
+    no master, no key is in it. The scan's table passes and watch use it."""
+    if ctx.master is not None and ctx.master_key is not None:
+        return master_lookup(ctx.master, ctx.master_key, key_uuid(target.key))
+    return sql.SQL("CROSS JOIN LATERAL (SELECT NULL::boolean AS in_master) kn")
+
+
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> sql.Composable:
     parts = [sql.SQL("FROM {} t").format(table_ref(target.name))]
     if USES_KNOWN in joins and target.is_source:
         parts.append(_source_known(ctx, target))
     elif USES_KNOWN in joins:
         parts.append(sql.SQL("LEFT JOIN known kn ON kn.session_id = {}").format(key_uuid(target.key)))
+    elif USES_MASTER in joins:
+        parts.append(master_join(ctx, target))
     if USES_USERS in joins and target.user is not None and ctx.users is not None:
         users_key = ctx.config.users_key
         parts.append(sql.SQL("LEFT JOIN (SELECT DISTINCT {k} FROM {users}) u ON {uk} = {tu}").format(
@@ -90,12 +101,28 @@ def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
         n=sql.Literal(limit))
 
 
+def sample_pass(ctx: AuditContext, target: KeyTable, samples: list[Sample], limit: int) -> sql.Composable:
+    """The samples of one table's failing checks in one statement, restricted to the rows they come from
+    (the server filters the table in parallel; only those rows are sorted): one column per sample."""
+    joins = frozenset().union(*(s.joins for s in samples))
+    return sql.SQL("{with_}SELECT {cols} {from_} WHERE {any}").format(
+        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(sample_aggregate(s, limit) for s in samples),
+        from_=_from(ctx, target, joins), any=sql.SQL(" OR ").join(sql.SQL("({})").format(s.predicate) for s in samples))
+
+
 def session_sample(sample: Sample, limit: int) -> sql.Composable:
-    """A sample over the set `kn` itself (a scalar subquery: reads the materialized set, top-N)."""
-    return sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT {distinct}({value})::text AS v FROM sessions kn "
-                   "WHERE {pred} ORDER BY 1 LIMIT {n}) s)").format(
-        distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), value=sample.value,
-        pred=sample.predicate, n=sql.Literal(limit))
+    """A sample over the set `kn` itself, as a column of the aggregate over the set: a scalar subquery
+    (reads the materialized set again, top-N), run only when some session has the defect (the server
+    evaluates the subquery when the CASE reaches it, so a check that passes costs one count). One row
+    per session already: ordered by the value itself (a uuid sorts as its text does), not by its text."""
+    if sample.distinct:
+        query = sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT DISTINCT ({value})::text AS v FROM sessions kn "
+                        "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
+    else:
+        query = sql.SQL("(SELECT to_jsonb(array_agg(v::text ORDER BY v)) FROM (SELECT {value} AS v FROM sessions kn "
+                        "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
+    return sql.SQL("CASE WHEN count(*) FILTER (WHERE {pred}) > 0 THEN {query} END").format(
+        pred=sample.predicate, query=query.format(value=sample.value, pred=sample.predicate, n=sql.Literal(limit)))
 
 
 def session_rows(ctx: AuditContext, target: KeyTable) -> sql.Composable:
@@ -115,10 +142,17 @@ def user_sources(ctx: AuditContext) -> list[tuple]:
 _INTEGERS = {"int2", "int4", "int8"}
 
 
+_INTEGER_NULLS = {"int2": sql.SQL("NULL::smallint"), "int4": sql.SQL("NULL::integer"), "int8": sql.SQL("NULL::bigint")}
+
+
 def _user_value(ctx: AuditContext, column, alias: str) -> sql.Composable:
-    """A user id comparable across tables: bigint when every user column is an integer, else text
-    compared byte-wise (so that equal means identical)."""
-    if all(c.typname in _INTEGERS for _, _, c in user_sources(ctx)):
+    """A user id comparable across tables: as it is when every user column has the same integer type
+    (no cast per row), bigint when they are integers of different sizes, else text compared byte-wise
+    (so that equal means identical)."""
+    types = {c.typname for _, _, c in user_sources(ctx)}
+    if len(types) == 1 and types <= set(_INTEGER_NULLS):
+        return col(column, alias) if column is not None else _INTEGER_NULLS[next(iter(types))]
+    if types <= set(_INTEGER_NULLS):
         return sql.SQL("{}::bigint").format(col(column, alias)) if column is not None else sql.SQL("NULL::bigint")
     if column is None:
         return sql.SQL("NULL::text")
@@ -131,6 +165,11 @@ def first_at_value(created, alias: str) -> sql.Composable:
     utc = sql.SQL("({} AT TIME ZONE 'UTC')").format(raw) if created.typname == "timestamptz" else \
         sql.SQL("{}::timestamp").format(raw)
     return sql.SQL("CASE WHEN isfinite({}) THEN {} END").format(raw, utc)
+
+
+def _finite(created, alias: str) -> sql.Composable:
+    """A timestamptz as it is, NULL where it is NULL or infinite."""
+    return sql.SQL("CASE WHEN isfinite({c}) THEN {c} END").format(c=col(created, alias))
 
 
 def sessions_by_week(limit: int) -> sql.Composable:
@@ -159,16 +198,25 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
     finite time in the `first_at` tables, UTC)."""
     user_of = {str(t.name): u for t, _, u in user_sources(ctx)} if users else {}
     first_at = first_at or {}
+    # When every time column is a timestamptz (the usual case), the earliest time is taken as it is and
+    # converted to UTC once per session, not once per row (the conversion is monotonic: same minimum).
+    raw_tz = bool(first_at) and all(c.typname == "timestamptz" for c in first_at.values())
     parts = []
 
     def part(table, key, tag, alias):
         extra = [sql.SQL(", {} AS uid").format(_user_value(ctx, user_of.get(str(table.name)), alias))] if users else []
         if first_at:
             created = first_at.get(str(table.name))
-            extra.append(sql.SQL(", {} AS first_at").format(
-                first_at_value(created, alias) if created is not None else sql.SQL("NULL::timestamp")))
-        parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS src{} FROM {} {}").format(
-            key_uuid(key, alias), sql.Literal(tag), sql.SQL("").join(extra), table_ref(table.name), sql.Identifier(alias)))
+            if created is None:
+                value = sql.SQL("NULL::timestamptz") if raw_tz else sql.SQL("NULL::timestamp")
+            else:
+                value = _finite(created, alias) if raw_tz else first_at_value(created, alias)
+            extra.append(sql.SQL(", {} AS first_at").format(value))
+        # Only the rows with a valid key, filtered in the branch itself: the key is converted to uuid
+        # once per row (after the filter), and the server aggregates the branches in parallel.
+        parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS src{} FROM {} {} WHERE {}").format(
+            valid_key_uuid(key, alias), sql.Literal(tag), sql.SQL("").join(extra), table_ref(table.name),
+            sql.Identifier(alias), key_valid(key, alias)))
 
     if ctx.master is not None and ctx.master_key is not None:
         part(ctx.master, ctx.master_key, 0, "m")
@@ -179,42 +227,27 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
         if str(k.name) in wanted and not k.is_source and k.key_checkable:
             part(k.table, k.key, i + 2, "t")
     if not parts:
-        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS src{}{}").format(
+        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS src{}{} WHERE false").format(
             sql.SQL(", NULL::bigint AS uid") if users else sql.SQL(""),
-            sql.SQL(", NULL::timestamp AS first_at") if first_at else sql.SQL("")))
+            (sql.SQL(", NULL::timestamptz AS first_at") if raw_tz else sql.SQL(", NULL::timestamp AS first_at"))
+            if first_at else sql.SQL("")))
     columns = [sql.SQL("bool_or(src = 0) AS in_master"), sql.SQL("bool_or(src = 1) AS in_source")]
     columns += [sql.SQL("count(*) FILTER (WHERE src = {}) AS {}").format(
         sql.Literal(ctx.key_tables.index(k) + 2), sql.Identifier(f"rows_{ctx.key_tables.index(k)}")) for k in rows_for]
     if users:
         columns += [sql.SQL("min(uid) AS min_user"), sql.SQL("max(uid) AS max_user")]
     if first_at:
-        columns.append(sql.SQL("min(first_at) AS first_at"))
-    # OFFSET 0: the filter on the key stays above the union instead of being pushed into every branch,
-    # where a text key's conversion to uuid (two regular expressions and a cast) would run twice per row.
-    return sql.SQL("SELECT session_id, {} FROM ({} OFFSET 0) x "
-                   "WHERE session_id IS NOT NULL GROUP BY session_id").format(
+        columns.append(sql.SQL("(min(first_at) AT TIME ZONE 'UTC') AS first_at") if raw_tz else
+                       sql.SQL("min(first_at) AS first_at"))
+    return sql.SQL("SELECT session_id, {} FROM ({}) x GROUP BY session_id").format(
         sql.SQL(", ").join(columns), sql.SQL(" UNION ALL ").join(parts))
 
 
-def known_statement(ctx: AuditContext,
-                    branches: list[tuple[int, KeyTable | None, frozenset[str], list[sql.Composable]]],
-                    rows_for: list[KeyTable] = (), users: bool = False, first_at: dict | None = None) -> sql.Composable:
-    """One statement, the set of sessions built once (`session_set`, MATERIALIZED), one UNION ALL
-    branch per (label, target, joins, columns): with no target, the number of known sessions and the
-    columns over the set itself (`FROM sessions kn`); with a target, `count(*)` and the columns over
-    the target joined with the known sessions (those of the master or the source table). Each branch
-    returns (label, jsonb array of its values); the branches come in order."""
-    parts = []
-    for label, target, joins, columns in branches:
-        if target is None:
-            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v FROM sessions kn").format(
-                i=sql.Literal(label),
-                cols=sql.SQL(", ").join([sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source)")] + columns)))
-        else:
-            parts.append(sql.SQL("SELECT {i} AS branch, jsonb_build_array({cols}) AS v {from_}").format(
-                i=sql.Literal(label), cols=sql.SQL(", ").join([sql.SQL("count(*)")] + columns),
-                from_=_from(ctx, target, joins | {USES_KNOWN})))
-    return sql.SQL(
-        "WITH sessions AS MATERIALIZED ({set}), known AS NOT MATERIALIZED "
-        "(SELECT session_id, in_master, in_source FROM sessions WHERE in_master OR in_source) {branches}"
-    ).format(set=session_set(ctx, list(rows_for), users, first_at), branches=sql.SQL(" UNION ALL ").join(parts))
+def set_statement(ctx: AuditContext, columns: list[sql.Composable], rows_for: list[KeyTable] = (),
+                  users: bool = False, first_at: dict | None = None) -> sql.Composable:
+    """One statement, the set of sessions built once (`session_set`, MATERIALIZED, which the server
+    builds in parallel), one row: a jsonb array of the number of known sessions (those of the master or
+    the source table) and `columns`, each over the set itself (`FROM sessions kn`)."""
+    return sql.SQL("WITH sessions AS MATERIALIZED ({set}) SELECT jsonb_build_array({cols}) FROM sessions kn").format(
+        set=session_set(ctx, list(rows_for), users, first_at),
+        cols=sql.SQL(", ").join([sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source)")] + columns))

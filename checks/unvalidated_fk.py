@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import USES_KNOWN, USES_USERS, TableCheck, count_where, plural
+from .base import USES_MASTER, USES_USERS, TableCheck, count_where, plural
 from .catalog_targets import matching_fks, wanted_references
 from .predicates import not_in_master, user_orphaned
 
@@ -39,7 +39,7 @@ class UnvalidatedFk(TableCheck):
             if ref.target != target:
                 continue
             if ref.to_master:
-                out[fk.name] = count_where(not_in_master(target.key), USES_KNOWN)
+                out[fk.name] = count_where(not_in_master(target.key), USES_MASTER)
             else:
                 out[fk.name] = count_where(user_orphaned(target.user, ctx.config.users_key), USES_USERS)
         return out

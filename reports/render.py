@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
 from yumai_audit.checks import REGISTRY
 from yumai_audit.model import Finding, ScanResult, Severity, Status
@@ -25,6 +25,13 @@ SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNIN
 DOC_LABELS = ("What is wrong:", "Why it matters:", "What the fix does:")
 
 
+def _bytecode_cache():
+    try:
+        return FileSystemBytecodeCache()
+    except (OSError, RuntimeError):      # no usable temporary directory: compile every time
+        return None
+
+
 def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("yumai_audit.reports", "templates"),
@@ -32,6 +39,11 @@ def environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Compiled templates kept between runs (jinja2's own per-user directory under the system's
+        # temporary directory, created 0700 and checked to be the user's): compiling them took a third
+        # of a second of every scan. A cache entry is keyed by the template's source, so an edited
+        # template is compiled again.
+        bytecode_cache=_bytecode_cache(),
     )
     env.filters["bytes"] = human_bytes
     env.filters["num"] = number
