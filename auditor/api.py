@@ -10,9 +10,10 @@ from psycopg import errors as pgerrors
 from .config import Config, QualifiedName, load_config
 from .connection import Target, connect, resolve_target
 from .errors import AuditError, ConfigError
-from .executor import ApplyResult, Executor, evaluate_guards
+from .executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
 from .model import ScanResult
-from .outputs import ensure_dir, write_csv, write_json
+from .outputs import ensure_dir, out_lock, write_csv, write_json
+from .pgversion import CLIENT_CONNECTION_CHECK
 from .plan import FixOptions, Plan, PlanError
 from .planner import build_plan
 from .runner import Progress, audit_context, run_scan
@@ -125,7 +126,7 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
 
 def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
-    if conn.info.server_version >= 140000:
+    if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
         # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
         conn.execute("SET client_connection_check_interval = 1000")
     try:
@@ -194,16 +195,27 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     `before_first_change(tables)` is called once, before the first change, with the tables that
     will change (a backup hook). With `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
-    step fails.
+    step fails. One run at a time per `out_dir` (a lock file there) and per database (an advisory
+    lock): a second one is refused before it writes anything.
     """
     config = config or Config()
     fix_opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
+    if out_dir is None:
+        return _apply(target, config, fix_opts, None, progress, before_first_change, step_hook, rescan)
+    out = ensure_dir(out_dir)
+    with out_lock(out):     # before anything is written there: a second run with the same --out is refused
+        return _apply(target, config, fix_opts, out, progress, before_first_change, step_hook, rescan)
+
+
+def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress, before_first_change,
+           step_hook, rescan: bool) -> ApplyResult:
+    with connect(target, autocommit=True) as conn:
+        refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_opts)
-    out = ensure_dir(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "plan.sql").write_text(render_script(the_plan), encoding="utf-8")
         (out / "plan.json").write_text(json.dumps(the_plan.to_dict(), indent=2), encoding="utf-8")

@@ -460,7 +460,10 @@ def fix_options(fn):
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
-def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, baseline):
+@click.option("--pg-bin", "pg_bin", type=click.Path(file_okay=False), default=None, envvar="YUMAI_PG_BIN",
+              help="Folder of the pg_dump/pg_restore/psql to back up with (default: one of the server's major "
+                   "from PATH, the system or an installed wheel, else the nearest newer one).")
+def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg_bin, baseline):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -496,7 +499,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, ba
     out_dir = out_dir or DEFAULT_OUT
     if no_backup:
         click.echo("No backup (--no-backup).")
-    hook = None if no_backup else backup_hook(target, out_dir, click.echo)
+    hook = None if no_backup else backup_hook(target, out_dir, click.echo, pg_bin=pg_bin)
     from .executor import GateClosed
 
     try:

@@ -18,11 +18,12 @@ from yumai_audit.checks.predicates import table_ref
 
 from .catalog import ForeignKey, Table
 from .config import QualifiedName
+from .pgversion import NOT_VALID_FK_ON_PARTITIONED
 from .plan import PlanError
 from .steps import LockMode, Operation, Step
 
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
-PG_NOT_VALID_ON_PARTITIONED = 180000
+PG_NOT_VALID_ON_PARTITIONED = NOT_VALID_FK_ON_PARTITIONED
 
 
 def short_name(*parts: str, suffix: str) -> str:

@@ -128,6 +128,21 @@ def run_check(conn: psycopg.Connection, step: Step) -> list[str]:
         return [str(r[0]) for s in step.statements for r in conn.execute(s).fetchall()]
 
 
+def refuse_if_running(conn: psycopg.Connection, *, always: bool = False) -> None:
+    """Raise ConcurrentApply when another apply holds this database's advisory lock (`always`: the
+    caller has just failed to take it, so raise even if the holder is gone by now)."""
+    row = conn.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND pid <> pg_backend_pid()",
+        (ADVISORY_KEY >> 32, ADVISORY_KEY & 0xFFFFFFFF)).fetchone()
+    if row is None and not always:
+        return
+    who = f" (server process {row[0]})" if row else ""
+    raise ConcurrentApply(f"another yumai-audit fix --apply is running on this database{who}; "
+                          "wait for it to finish, then run again")
+
+
 class Executor:
     def __init__(self, target: Target, plan: Plan, *, progress: Progress | None = None,
                  before_first_change: Callable[[list[str]], None] | None = None,
@@ -155,13 +170,7 @@ class Executor:
     def _lock_run(self, conn: psycopg.Connection) -> None:
         if conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()[0]:
             return
-        row = conn.execute(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            (ADVISORY_KEY >> 32, ADVISORY_KEY & 0xFFFFFFFF)).fetchone()
-        who = f" (server process {row[0]})" if row else ""
-        raise ConcurrentApply(f"another yumai-audit fix --apply is running on this database{who}; "
-                              "wait for it to finish, then run again")
+        refuse_if_running(conn, always=True)
 
     # journal ------------------------------------------------------------------------------------
     def _ensure_journal(self, conn) -> list[str]:

@@ -5,10 +5,14 @@ The CSVs are written with the standard csv module, as pandas' `to_csv` writes th
 and a quarter of it at scale 50. `findings_frame` still gives the findings as a pandas DataFrame."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
+import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 from .errors import AuditError
 from .model import ScanResult
@@ -23,6 +27,38 @@ def ensure_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise AuditError(f"cannot create output directory {out}: {exc.strerror}") from None
     return out
+
+
+LOCK_FILE = ".yumai-audit.lock"
+
+
+class OutputInUse(AuditError):
+    """Another yumai-audit process is writing into the same output directory."""
+
+
+@contextlib.contextmanager
+def out_lock(out: Path) -> Iterator[Path]:
+    """Hold `out` for one run: an exclusive flock on `out/.yumai-audit.lock`, taken before anything is
+    written there, released when the run ends or its process dies (no stale lock). A second run
+    with the same directory is refused at once, before it writes anything."""
+    path = out / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise AuditError(f"cannot write into {out}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise OutputInUse(f"another yumai-audit run is writing into {out}"
+                              + (f" (process {holder})" if holder.isdigit() else "")
+                              + "; wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)
 
 
 def write_json(result: ScanResult, path: Path) -> Path:

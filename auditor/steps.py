@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from .pgversion import CLIENT_CONNECTION_CHECK
+
 
 class LockMode(enum.IntEnum):
     """PostgreSQL's table lock modes, weakest first, so that "at most X" is a comparison."""
@@ -148,7 +150,7 @@ def session_settings(server_version_num: int) -> tuple[sql.Composable, ...]:
            # one core for the migration, the others for the application: no parallel scans or index builds
            sql.SQL("SET max_parallel_workers_per_gather = 0"),
            sql.SQL("SET max_parallel_maintenance_workers = 0")]
-    if server_version_num >= 140000:
+    if server_version_num >= CLIENT_CONNECTION_CHECK:
         # a killed apply's backend notices its client is gone within a second and rolls back
         out.append(sql.SQL("SET client_connection_check_interval = 1000"))
     return tuple(out)

@@ -1,6 +1,9 @@
 """fix --apply backs up the tables it changes before the first change; a failed backup stops it."""
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from click.testing import CliRunner
 
@@ -34,6 +37,15 @@ def test_no_backup_flag_skips_it(db, tmp_path):
     assert list(tmp_path.glob("backup-*.dump")) == []
 
 
+def test_pg_bin_is_what_the_backup_uses(db, tmp_path):
+    build_demo_database(db.conninfo)
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path / "o"),
+                                   "--pg-bin", str(tmp_path / "nothing")])
+    assert res.exit_code == 2
+    assert f"{tmp_path / 'nothing' / 'pg_dump'} (not found) cannot back up a PostgreSQL" in res.output
+    assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+
+
 def test_failed_backup_stops_apply_before_any_change(db):
     build_demo_database(db.conninfo)
     counts = ("SELECT (SELECT count(*) FROM chatbot.user_interactions), (SELECT count(*) FROM chatbot.recommendations_log), "
@@ -62,3 +74,69 @@ def test_preflight_refuses_when_an_index_name_it_needs_belongs_to_another_index(
     assert db.scalar("SELECT indexdef FROM pg_indexes WHERE indexname = 'user_feedback_session_id_idx'").endswith(
         "(rating)")
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+
+
+def _sentinels(out):
+    out.mkdir(parents=True, exist_ok=True)
+    files = {name: f"the running apply's {name}\n" for name in ("apply-log.json", "plan.json", "plan.sql")}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return files
+
+
+def test_second_apply_on_a_running_database_is_refused_before_it_writes(db, tmp_path):
+    """Another apply holds the database (its advisory lock): the second one, with the same --out, is
+    refused with exit 2 and leaves that apply's files and the database as they were."""
+    from yumai_audit.executor import ADVISORY_KEY
+
+    build_demo_database(db.conninfo)
+    out = tmp_path / "run"
+    files = _sentinels(out)
+    with db.connect(autocommit=True) as running:
+        running.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_KEY,))
+        pid = running.info.backend_pid
+        res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"another yumai-audit fix --apply is running on this database (server process {pid})" in res.output
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name in files} == files
+    assert not [p for p in out.iterdir() if p.name not in files and p.name != ".yumai-audit.lock"]
+    assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+
+
+def test_second_apply_with_the_same_out_is_refused_before_it_writes(db, tmp_path):
+    """A run that holds the --out folder (another database, say): the second one is refused at once."""
+    from yumai_audit.outputs import out_lock
+
+    build_demo_database(db.conninfo)
+    out = tmp_path / "run"
+    files = _sentinels(out)
+    with out_lock(out):
+        res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"another yumai-audit run is writing into {out} (process {os.getpid()})" in res.output
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name in files} == files
+    assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(out)])
+    assert res.exit_code == 0, res.output        # released: the next run goes ahead
+
+
+def test_apply_backs_up_key_tables_in_a_schema_with_a_dot(db, tmp_path):
+    """Key tables in "chat.bot": the backup holds every table the fix changes (not `nothing to back up`)."""
+    from yumai_audit.backup import backup_hook
+    from yumai_audit.config import QualifiedName
+
+    build_demo_database(db.conninfo)
+    db.execute('ALTER SCHEMA chatbot RENAME TO "chat.bot"')
+    config = Config(master=QualifiedName("chat.bot", "session_master"),
+                    source=QualifiedName("chat.bot", "conversations"), users=QualifiedName("chat.bot", "users"))
+    lines, results = [], []
+    hook = backup_hook(db.conninfo, tmp_path, echo=lines.append)
+    apply(db.conninfo, config, before_first_change=lambda tables: results.append(hook(tables)), rescan=False)
+    (result,) = results
+    assert lines[0] == f"Backup of {len(result.tables)} table(s): {result.path}"
+    assert set(result.tables) >= {"chat.bot.conversations", "chat.bot.user_interactions",
+                                  "chat.bot.recommendations_log", "chat.bot.user_feedback"}
+    assert result.skipped == ("chat.bot.session_master",)
+    listing = subprocess.run([str(result.pg_dump.with_name("pg_restore")), "--list", str(result.path)],
+                             capture_output=True, text=True, check=True).stdout
+    assert listing.count(" TABLE DATA chat.bot ") == len(result.tables) - 1  # the partitioned parent has none
