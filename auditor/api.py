@@ -203,14 +203,14 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     if not isinstance(target, Target):
         target = resolve_target(target)
     if out_dir is None:
-        return _apply(target, config, fix_opts, None, progress, before_first_change, step_hook, rescan)
+        return _apply(target, config, fix_opts, None, progress, before_first_change, step_hook, rescan, baseline)
     out = ensure_dir(out_dir)
     with out_lock(out):     # before anything is written there: a second run with the same --out is refused
-        return _apply(target, config, fix_opts, out, progress, before_first_change, step_hook, rescan)
+        return _apply(target, config, fix_opts, out, progress, before_first_change, step_hook, rescan, baseline)
 
 
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress, before_first_change,
-           step_hook, rescan: bool) -> ApplyResult:
+           step_hook, rescan: bool, baseline: ScanResult | None) -> ApplyResult:
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
     before = _live_scan(target, config) if rescan else None
