@@ -223,7 +223,8 @@ def test_bridge_none_stops_before_the_source_fk_then_resumes_when_the_app_regist
     # the application now registers first; the apply resumes at the gate and goes to the end
     with Writers(db.conninfo, existing_sessions(db), register_first=True) as w2:
         done = CliRunner().invoke(cli, args)
-    assert done.exit_code == 0, done.output
+    # to the end (the demo's user findings are left undecided: migrated, with debt, exit 1)
+    assert done.exit_code == 1 and "Verdict: Migrated. " in done.output, done.output
     assert w2.failures == [] and w2.writes["new"] > 10
     assert unregistered_source_sessions(db) == 0
     assert_every_fk_validated(db)
