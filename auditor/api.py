@@ -6,7 +6,7 @@ from pathlib import Path
 from .config import Config
 from .connection import Target, connect, resolve_target
 from .model import ScanResult
-from .outputs import ensure_dir, write_csv, write_json
+from .outputs import ensure_dir, write_csv, write_json, write_text
 from .runner import Progress, run_scan
 
 
@@ -126,8 +126,8 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
         the_plan = _build_plan(conn, config, fix_options)
     out = ensure_dir(out_dir) if out_dir is not None else None
     if out is not None:
-        (out / "plan.sql").write_text(render_script(the_plan), encoding="utf-8")
-        (out / "plan.json").write_text(json.dumps(the_plan.to_dict(), indent=2), encoding="utf-8")
+        write_text(out / "plan.sql", render_script(the_plan))
+        write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2))
     executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
                         step_hook=step_hook)
     try:

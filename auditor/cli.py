@@ -5,18 +5,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import sys
+from pathlib import Path
 
 import click
 import psycopg
 
 from . import __version__
-from .config import env_dsn, load_config
-from .connection import resolve_target
-from .errors import AuditError
+from .config import MAX_TIMEOUT_SECONDS, env_dsn, load_config
+from .connection import resolve_target, scrub
+from .errors import AuditError, database_error_line
 from .model import ScanResult, Severity, Status
 
 DEFAULT_OUT = "./yumai-audit-report"
+_SECRETS: set[str] = set()   # the secrets of the DSN in use, for the last line of defence in AuditGroup
 
 
 class AuditGroup(click.Group):
@@ -35,16 +38,34 @@ class AuditGroup(click.Group):
             click.echo(f"yumai-audit: error: {exc.format_message()}", err=True)
             sys.exit(2)
         except AuditError as exc:
-            click.echo(f"yumai-audit: error: {exc}", err=True)
+            click.echo(f"yumai-audit: error: {scrub(str(exc), _SECRETS)}", err=True)
             sys.exit(exc.exit_code)
         except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"yumai-audit: database error: {first}", err=True)
+            click.echo(f"yumai-audit: {scrub(database_error_line(exc), _SECRETS)}", err=True)
+            sys.exit(2)
+        except OSError as exc:   # a file the command had to read or write (an --out, --sql, --config path)
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"yumai-audit: error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("yumai-audit: interrupted", err=True)
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds PostgreSQL can take as a timeout: finite (no nan, no inf), 0.001 to INT_MAX ms."""
+
+    name = "seconds"
+
+    def __init__(self):
+        super().__init__(min=0.001, max=MAX_TIMEOUT_SECONDS)
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)   # inf is out of range; nan compares false, so:
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
 
 
 def connection_options(fn):
@@ -54,31 +75,49 @@ def connection_options(fn):
                   help="Configuration file (default: ./yumai-audit.toml if present).")
     @functools.wraps(fn)
     def wrapper(*args, dsn=None, **kw):
-        kw["target"] = resolve_target(dsn or env_dsn())
+        kw["target"] = target = resolve_target(dsn or env_dsn())
+        _SECRETS.update(s for s in target.secrets if s)   # scrubbed from any error line, whoever wrote it
         return fn(*args, **kw)
     return wrapper
 
 
-def selection_options(fn):
-    @click.option("--key-column", default=None, help="Session key column (default session_id).")
-    @click.option("--master", default=None, help="Master table, schema.table (default chatbot.session_master).")
-    @click.option("--source", default=None, help="Source table whose rows prove a session (default chatbot.conversations).")
-    @click.option("--users", default=None, help="Users table, schema.table (default chatbot.users).")
-    @click.option("--schema", "schemas", multiple=True, help="Audit only this schema (repeatable; default all).")
-    @click.option("--checks", default=None, help="Comma-separated check ids to run (default all).")
-    @click.option("--sample", "sample_size", type=click.IntRange(0, 1000), default=None,
-                  help="Sample values per finding (default 20).")
-    @click.option("--timeout", "timeout_seconds", type=click.FloatRange(min=0.001), default=None,
-                  help="Statement timeout in seconds per query; a check that times out is marked error.")
+def selection_options(fn=None, *, checks: bool = True):
+    """What to audit: the tables (every command), and with `checks` which checks and how (scan, watch, fix).
+    `sessions close-idle|prune` take the tables only: --checks, --sample, --timeout mean nothing there."""
+    if fn is None:
+        return functools.partial(selection_options, checks=checks)
+
     @functools.wraps(fn)
     def wrapper(*args, config_file=None, key_column=None, master=None, source=None, users=None, schemas=(),
-                checks=None, sample_size=None, timeout_seconds=None, **kw):
+                checks=None, exclude=None, sample_size=None, timeout_seconds=None, **kw):
         kw["config"] = load_config(config_file, {
             "key_column": key_column, "master": master, "source": source, "users": users,
-            "schemas": tuple(schemas), "checks": checks, "sample_size": sample_size,
+            "schemas": tuple(schemas), "checks": checks, "exclude": exclude, "sample_size": sample_size,
             "timeout_seconds": timeout_seconds})
         return fn(*args, **kw)
-    return wrapper
+
+    decorated = wrapper
+    if checks:
+        for option in reversed([
+            click.option("--checks", default=None, help="Comma-separated check ids to run (default all)."),
+            click.option("--exclude", default=None, metavar="CHECK,...",
+                         help="Comma-separated check ids not to run (config: exclude_checks)."),
+            click.option("--sample", "sample_size", type=click.IntRange(0, 1000), default=None,
+                         help="Sample values per finding (default 20)."),
+            click.option("--timeout", "timeout_seconds", type=Seconds(), default=None,
+                         help="Statement timeout in seconds per query; a check that times out is marked error."),
+        ]):
+            decorated = option(decorated)
+    for option in reversed([
+        click.option("--key-column", default=None, help="Session key column (default session_id)."),
+        click.option("--master", default=None, help="Master table, schema.table (default chatbot.session_master)."),
+        click.option("--source", default=None,
+                     help="Source table whose rows prove a session (default chatbot.conversations)."),
+        click.option("--users", default=None, help="Users table, schema.table (default chatbot.users)."),
+        click.option("--schema", "schemas", multiple=True, help="Audit only this schema (repeatable; default all)."),
+    ]):
+        decorated = option(decorated)
+    return decorated
 
 
 def output_options(fn):
@@ -90,7 +129,7 @@ def output_options(fn):
     return wrapper
 
 
-@click.group(cls=AuditGroup)
+@click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="yumai-audit")
 def cli():
     """Audit and repair session-id referential integrity in a PostgreSQL database.
@@ -149,8 +188,11 @@ def scan(target, config, out_dir, fmt, progress, verify_declared):
     """
     from .api import scan as api_scan, write_scan
 
+    from .outputs import ensure_dir
+
     if verify_declared:
         config = dataclasses.replace(config, verify_declared=True)
+    ensure_dir(out_dir)   # an --out that cannot be made fails now, not after the scan
     show = sys.stderr.isatty() if progress is None else progress
     printer = progress_printer(show)
     try:
@@ -186,7 +228,7 @@ def lifecycle_options(fn):
     @click.option("--apply", is_flag=True, help="Change the database (default: a dry run that only counts).")
     @click.option("--batch-size", type=click.IntRange(1, 100000), default=500, show_default=True,
                   help="Sessions per transaction.")
-    @click.option("--lock-timeout", type=click.FloatRange(min=0.001), default=5.0, show_default=True,
+    @click.option("--lock-timeout", type=Seconds(), default=5.0, show_default=True,
                   help="Seconds a batch waits for a lock before it rolls back (run again to resume).")
     @functools.wraps(fn)
     def wrapper(*args, **kw):
@@ -206,7 +248,7 @@ def sessions():
 
 @sessions.command("close-idle")
 @connection_options
-@selection_options
+@selection_options(checks=False)
 @lifecycle_options
 @click.option("--idle", type=_Duration(), default="30m", show_default=True,
               help="Close sessions with no activity for longer than this (30m, 12h, 7d).")
@@ -236,7 +278,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
 
 @sessions.command("prune")
 @connection_options
-@selection_options
+@selection_options(checks=False)
 @lifecycle_options
 @click.option("--older-than", type=_Duration(), required=True,
               help="Delete inactive sessions that ended longer ago than this (e.g. 180d).")
@@ -284,8 +326,11 @@ def watch(target, config, since_text, fmt, out_dir):
       yumai-audit watch --since 2026-11-26T00:00:00+00:00 --format json
     """
     from .durations import parse_since
+    from .outputs import ensure_dir
     from .watch import watch as api_watch
 
+    if out_dir:
+        ensure_dir(out_dir)
     result = api_watch(target, config, parse_since(since_text))
     if out_dir:
         from .api import write_scan
@@ -396,7 +441,7 @@ def plan_summary(plan) -> str:
 @click.option("--yes-delete", is_flag=True, help="Confirm --orphans delete (rows are deleted for good).")
 @click.option("--active-window", "active_window", type=click.IntRange(min=0), default=30, show_default=True,
               help="Minutes: a session with activity this recent is marked is_active.")
-@click.option("--lock-timeout", "lock_timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+@click.option("--lock-timeout", "lock_timeout", type=Seconds(), default=2.0, show_default=True,
               help="Seconds to wait for a lock that would hold writers up, before backing off and retrying.")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Sessions registered per backfill transaction.")
@@ -417,15 +462,17 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
       yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
     """
     from .api import apply as api_apply, plan as api_plan
+    from .outputs import check_writable_file, write_text
     from .sqlscript import render_script
 
+    if sql_file:
+        check_writable_file(sql_file, "--sql")
     options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
                "lock_timeout": lock_timeout, "batch_size": batch_size,
                "include": click.get_current_context().meta.get("fix_include", "")}
     the_plan = api_plan(target, config, **options)
     if sql_file:
-        with open(sql_file, "w", encoding="utf-8") as fh:
-            fh.write(render_script(the_plan))
+        write_text(Path(sql_file), render_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
     click.echo(plan_summary(the_plan))
     if not do_apply:

@@ -22,9 +22,28 @@ def ensure_dir(path: str | Path) -> Path:
     return out
 
 
-def write_json(result: ScanResult, path: Path) -> Path:
-    path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+def check_writable_file(path: str | Path, what: str) -> Path:
+    """Refuse, before any work, a file path that cannot be written: a directory, a missing or non-directory parent."""
+    file = Path(path)
+    if file.is_dir():
+        raise AuditError(f"{what} {file}: is a directory, not a file")
+    parent = file.parent if str(file.parent) else Path(".")
+    if not parent.is_dir():
+        raise AuditError(f"{what} {file}: {parent} is not an existing directory")
+    return file
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a file; failing to is one AuditError line that names the file."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise AuditError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def write_json(result: ScanResult, path: Path) -> Path:
+    return write_text(path, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
 
 
 def load_json(path: str | Path, what: str):
