@@ -10,15 +10,14 @@ import fnmatch
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 
-if sys.version_info >= (3, 11):
+try:
     import tomllib
-else:  # Python 3.10: the same parser, as the tomli package (a dependency there only)
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package (a dependency there only)
     import tomli as tomllib
 
 CONFIG_FILE = "yumai-audit.toml"
