@@ -6,7 +6,7 @@ from pathlib import Path
 from .config import Config
 from .connection import Target, connect, resolve_target
 from .model import ScanResult
-from .outputs import ensure_dir, write_csv, write_json, write_text
+from .outputs import ensure_dir, write_csv, write_formats, write_json, write_text
 from .runner import Progress, run_scan
 
 
@@ -29,13 +29,15 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
 
 
 def write_scan(result: ScanResult, out_dir: str | Path) -> dict[str, Path]:
-    """Write findings.json, findings.csv, samples-*.csv and report.html into `out_dir`."""
+    """Write findings.json, findings.csv, samples-*.csv, report.html, junit.xml, results.sarif and
+    summary.md into `out_dir`."""
     from yumai_audit.reports.render import write_html
 
     out = ensure_dir(out_dir)
     paths = {"json": write_json(result, out / "findings.json")}
     csvs = write_csv(result, out)
     paths["csv"] = csvs[0]
+    paths.update(write_formats(result, out))
     paths["html"] = write_html(result, out / "report.html")
     return paths
 
@@ -56,6 +58,7 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     out = ensure_dir(out_dir)
     csvs = write_csv(result, out)
     paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before)}
+    paths.update(write_formats(result, out))
     return result, paths
 
 

@@ -16,6 +16,7 @@ from . import __version__
 from .config import MAX_TIMEOUT_SECONDS, env_dsn, load_config
 from .connection import resolve_target, scrub
 from .errors import AuditError, database_error_line
+from .formats import FORMATS
 from .model import ScanResult, Severity, Status
 
 DEFAULT_OUT = "./yumai-audit-report"
@@ -120,6 +121,28 @@ def selection_options(fn=None, *, checks: bool = True):
     return decorated
 
 
+def format_option(default_help: str):
+    return click.option(
+        "--format", "formats", type=click.Choice(list(FORMATS)), multiple=True,
+        help=f"What to print on stdout (repeatable, printed in the order given; default text): {default_help} "
+             "json = findings.json, junit = JUnit XML, sarif = SARIF 2.1.0, github = workflow annotations, "
+             "markdown = a summary. The files junit.xml, results.sarif and summary.md are written beside "
+             "findings.json whatever is printed; in GitHub Actions the summary is appended to $GITHUB_STEP_SUMMARY.")
+
+
+def print_formats(result: ScanResult, formats: tuple[str, ...], text) -> None:
+    """Print each requested format; append the Markdown summary to $GITHUB_STEP_SUMMARY when it is set."""
+    from .formats import RENDERERS
+    from .outputs import append_step_summary
+
+    for fmt in formats or ("text",):
+        if fmt == "text":
+            click.echo(text())
+        else:
+            click.echo(RENDERERS[fmt](result), nl=False)
+    append_step_summary(result)
+
+
 def output_options(fn):
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
                   help="Directory for findings.json, findings.csv and report.html.")
@@ -173,13 +196,12 @@ def summary_text(result: ScanResult) -> str:
 @connection_options
 @selection_options
 @output_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Terminal output: a text summary or the findings.json document.")
+@format_option("text = a summary and the report's path;")
 @click.option("--progress/--no-progress", default=None, help="Show per-table progress on stderr (default: on a terminal).")
 @click.option("--verify-declared", is_flag=True, default=False,
               help="Also count rows violating valid foreign keys (reads every referencing table; "
                    "config: verify_declared = true).")
-def scan(target, config, out_dir, fmt, progress, verify_declared):
+def scan(target, config, out_dir, formats, progress, verify_declared):
     """Audit the database read-only: what the session_master migration would break, in numbers.
 
     \b
@@ -201,11 +223,7 @@ def scan(target, config, out_dir, fmt, progress, verify_declared):
         if printer is not None:
             printer.close()
     paths = write_scan(result, out_dir)
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        click.echo(summary_text(result))
-        click.echo(f"Report: {paths['html']}")
+    print_formats(result, formats, lambda: f"{summary_text(result)}\nReport: {paths['html']}")
     return result.exit_code
 
 
@@ -313,11 +331,10 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
 @selection_options
 @click.option("--since", "since_text", required=True, metavar="TIMESTAMP|DURATION",
               help="Check rows created at or after this: an ISO timestamp (UTC if no zone) or a duration back from now (24h).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Terminal output: a text summary or the findings.json document.")
+@format_option("text = the new rows and a summary;")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Also write findings.json, CSV and report.html here (default: write nothing).")
-def watch(target, config, since_text, fmt, out_dir):
+              help="Also write findings.json, CSV, report.html and the CI files here (default: write nothing).")
+def watch(target, config, since_text, formats, out_dir):
     """Incremental scan of the rows created since a point in time, for cron or CI (exit 1: new damage).
 
     \b
@@ -335,12 +352,8 @@ def watch(target, config, since_text, fmt, out_dir):
     if out_dir:
         from .api import write_scan
         write_scan(result, out_dir)
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        click.echo(f"Rows created since {result.stats['since']}: "
-                   + ", ".join(f"{t} {n}" for t, n in result.stats["new_rows"].items()))
-        click.echo(summary_text(result))
+    print_formats(result, formats, lambda: f"Rows created since {result.stats['since']}: "
+                  + ", ".join(f"{t} {n}" for t, n in result.stats["new_rows"].items()) + "\n" + summary_text(result))
     return result.exit_code
 
 
@@ -393,8 +406,9 @@ def demo(out_dir):
 @click.option("--plan", "plan", metavar="PLAN.json", type=click.Path(dir_okay=False), default=None,
               help="A saved plan (JSON) to show in the report's plan section.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
-              help="Directory for report.html, findings.csv and samples-*.csv.")
-def report(findings, compare, plan, out_dir):
+              help="Directory for report.html, findings.csv, samples-*.csv and the CI files.")
+@format_option("text = the report's path;")
+def report(findings, compare, plan, out_dir, formats):
     """Render the HTML report from a saved findings.json, without connecting to any database.
 
     FINDINGS.json is the scan the report is about (after a fix, the newer scan); --compare names the
@@ -407,7 +421,7 @@ def report(findings, compare, plan, out_dir):
     from .api import report as api_report
 
     result, paths = api_report(findings, out_dir, compare=compare, plan=plan)
-    click.echo(f"Report: {paths['html']}")
+    print_formats(result, formats, lambda: f"Report: {paths['html']}")
     return result.exit_code
 
 def interactive() -> bool:

@@ -56,6 +56,30 @@ def load_json(path: str | Path, what: str):
         raise AuditError(f"{path}: not a {what} file ({exc})") from None
 
 
+def write_formats(result: ScanResult, out: Path) -> dict[str, Path]:
+    """junit.xml, results.sarif and summary.md beside findings.json."""
+    from .formats import FILES, RENDERERS
+
+    return {fmt: write_text(out / name, RENDERERS[fmt](result)) for fmt, name in FILES.items()}
+
+
+def append_step_summary(result: ScanResult) -> Path | None:
+    """In a GitHub Actions job ($GITHUB_STEP_SUMMARY set): append the Markdown summary to the job's summary."""
+    import os
+
+    from .formats import markdown
+
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(markdown(result))
+    except OSError as exc:
+        raise AuditError(f"cannot append to $GITHUB_STEP_SUMMARY ({target}): {exc.strerror or exc}") from None
+    return Path(target)
+
+
 def read_json(path: str | Path) -> ScanResult:
     data = load_json(path, "findings.json")
     if not isinstance(data, dict) or data.get("version") != 1 or "findings" not in data:
@@ -76,7 +100,8 @@ def read_plan(path: str | Path) -> dict:
 
 
 def findings_frame(result: ScanResult) -> pd.DataFrame:
-    rows = [{**f.to_dict(), "sample": " ".join(f.sample)} for f in result.findings]
+    # a JSON array: an empty or padded key (exactly what a malformed key can be) survives the round trip
+    rows = [{**f.to_dict(), "sample": json.dumps(f.sample, ensure_ascii=False)} for f in result.findings]
     frame = pd.DataFrame(rows, columns=CSV_COLUMNS)
     return frame.astype({"rows": "Int64", "keys": "Int64"})
 
