@@ -5,6 +5,7 @@ skipped when the guard is true), then its statements, wrapped in BEGIN/COMMIT wh
 """
 from __future__ import annotations
 
+from .lint import ignore_comments
 from .planner import Plan
 from .steps import Kind, Step
 
@@ -26,7 +27,10 @@ def render_step(step: Step, number: int, total: int, lock_timeout: float, done: 
     if step.guard is not None:
         lines.append("-- skipped when this returns true:")
         lines.append(_comment(step.guard.as_string(None)))
-    body = [s.as_string(None) + ";" for s in step.statements]
+    body = []
+    for statement in step.statements:
+        text = statement.as_string(None)
+        body += ignore_comments(step, text) + [text + ";"]
     if step.kind is Kind.CHECK:
         lines.append("-- a check: every row it returns is a problem that stops the run")
         lines.extend(body)
