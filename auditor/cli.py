@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import sys
 from pathlib import Path
@@ -102,7 +101,7 @@ def selection_options(fn=None, *, checks: bool = True):
         for option in reversed([
             click.option("--checks", default=None, help="Comma-separated check ids to run (default all)."),
             click.option("--exclude", default=None, metavar="CHECK,...",
-                         help="Comma-separated check ids not to run (config: exclude_checks)."),
+                         help="Comma-separated check ids not to run (config: exclude)."),
             click.option("--sample", "sample_size", type=click.IntRange(0, 1000), default=None,
                          help="Sample values per finding (default 20)."),
             click.option("--timeout", "timeout_seconds", type=Seconds(), default=None,
