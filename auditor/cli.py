@@ -577,15 +577,15 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
     click.echo(plan_summary(the_plan))
     if not do_apply:
         return 0
-    confirm = None
-    if the_plan.pending and not yes:
-        if not interactive():
-            raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
+    if the_plan.pending and not yes and not interactive():
+        raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
 
-        def confirm(plan, before):
-            backup = None if no_backup else (f"pg_dump of the tables it changes into "
-                                             f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC time>.dump'}")
-            click.echo(confirmation_text(plan, before, target, backup, orphans))
+    def confirm(plan, before):
+        """What the run will do (also with --yes, for the log); the question without --yes."""
+        backup = None if no_backup else (f"pg_dump of the tables it changes into "
+                                         f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC time>.dump'}")
+        click.echo(confirmation_text(plan, before, target, backup, orphans))
+        if not yes:
             click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
     from .backup import backup_hook
 

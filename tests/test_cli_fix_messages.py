@@ -76,6 +76,8 @@ def test_one_step_count_from_the_plan_to_the_end(db, tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     counts = _numbers(result.output)
     assert counts["total"] == counts["pending"] + counts["done"] + counts["checks"]
+    # with --yes the run still says what it will do, without the question
+    assert f"fix --apply will run {counts['pending']} steps" in result.output and "Apply these" not in result.output
     # the plan numbers its steps 1..total, and so does the run's progress
     assert re.findall(r"^\s+(\d+)\. \[", result.output, re.M)[-1] == str(counts["total"])
     assert set(re.findall(r"\[\d+/(\d+)\]", result.stderr)) == {str(counts["total"])}
