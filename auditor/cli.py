@@ -94,8 +94,13 @@ def selection_options(fn=None, *, checks: bool = True):
             "key_column": key_column, "master": master, "source": source, "users": users,
             "schemas": tuple(schemas), "checks": checks, "exclude": exclude, "sample_size": sample_size,
             "timeout_seconds": timeout_seconds})
+        if not checks_taken:
+            # close-idle and prune act on every key table: an excluded table's rows still go with a
+            # session's ON DELETE CASCADE, so prune must count them
+            kw["config"] = dataclasses.replace(kw["config"], exclude_tables=())
         return fn(*args, **kw)
 
+    checks_taken = checks
     decorated = wrapper
     if checks:
         for option in reversed([

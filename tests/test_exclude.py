@@ -74,3 +74,17 @@ def test_bad_exclude_tables(tmp_path, value):
     cfg.write_text(f"exclude_tables = {value}\n")
     with pytest.raises(ConfigError, match="exclude_tables must be a list"):
         load_config(cfg)
+
+
+def test_prune_counts_the_rows_of_an_excluded_table(db, tmp_path):
+    """An excluded table's rows still go with a session's ON DELETE CASCADE: prune's preview counts them."""
+    import migrated
+
+    migrated.build(db)
+    db.execute("CREATE SCHEMA partman; CREATE TABLE partman.template_log (session_id uuid "
+               "REFERENCES chatbot.session_master ON DELETE CASCADE)")
+    migrated.add_session(db, 1, start_ago="400 days", ended_ago="399 days", active=False)
+    db.execute("INSERT INTO partman.template_log SELECT %s FROM generate_series(1, 3)", (migrated.sid(1),))
+    result = invoke("sessions", "prune", "--dsn", db.conninfo, "--older-than", "180d")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "  partman.template_log: 3 row(s)" in result.output
