@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from psycopg import sql
@@ -16,9 +18,10 @@ from yumai_audit.steps import LockMode, Step
 
 from test_cli import invoke
 
-SQUAWK = shutil.which("squawk")
-needs_squawk = pytest.mark.skipif(SQUAWK is None, reason="squawk is not installed (pip install squawk-cli, "
-                                                          "in the test extra; its wheel is Linux/macOS/Windows only)")
+# on PATH, or beside this interpreter (a venv that is not activated)
+SQUAWK = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
+needs_squawk = pytest.mark.skipif(SQUAWK is None, reason="squawk is not installed (pip install squawk-cli; the "
+                                                          "test extra installs it where PyPI has a wheel for the platform)")
 
 
 def squawk(path, version_num: int) -> subprocess.CompletedProcess:
