@@ -1,13 +1,21 @@
 """The public Python API: what the CLI calls, usable from scripts and tests."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
-from .config import Config
+from .config import Config, load_config
 from .connection import Target, connect, resolve_target
+from .errors import ConfigError
+from .executor import ApplyResult, Executor, evaluate_guards
 from .model import ScanResult
 from .outputs import ensure_dir, write_csv, write_formats, write_json, write_text
-from .runner import Progress, run_scan
+from .plan import FixOptions, Plan
+from .planner import build_plan
+from .runner import Progress, audit_context, run_scan
+from .sqlscript import render_script
+from .steps import step_repairs
 
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
@@ -62,21 +70,15 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     return result, paths
 
 
-def _fix_options(options: dict):
-    from .planner import FixOptions
-
-    known = {k: v for k, v in options.items() if v is not None}
+def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
+    """`options` (default FixOptions()) with `overrides` (FixOptions' field names) replaced."""
     try:
-        return FixOptions(**known)
+        return dataclasses.replace(options or FixOptions(), **overrides)
     except TypeError as exc:
-        from .errors import ConfigError
         raise ConfigError(f"unknown fix option: {exc}") from None
 
 
-def _build_plan(conn, config: Config, fix_options):
-    from .executor import evaluate_guards
-    from .planner import build_plan
-    from .runner import audit_context
+def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
 
     with conn.transaction():
         ctx = audit_context(conn, config)
@@ -92,42 +94,39 @@ def _build_plan(conn, config: Config, fix_options):
     return plan
 
 
-def plan(target: Target | str | None, config: Config | None = None, **options):
+def plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
+         **overrides) -> Plan:
     """The fix plan for this database, with each step's `done` flag (nothing is changed).
 
-    Options: orphans ("quarantine", "register", "delete"), yes_delete, active_window_minutes,
-    batch_size, lock_timeout (seconds), include (("schema",): also the implied and drifting foreign
-    keys of the schema-wide checks, see auditor/schema_plan.py).
+    `options`: a `FixOptions` (orphans, yes_delete, active_window_minutes, batch_size, lock_timeout,
+    include); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
     """
     if not isinstance(target, Target):
         target = resolve_target(target)
     with connect(target, autocommit=True) as conn:
-        return _build_plan(conn, config or Config(), _fix_options(options))
+        return _build_plan(conn, config or Config(), fix_options(options, **overrides))
 
 
-def apply(target: Target | str | None, config: Config | None = None, *, progress: Progress | None = None,
-          before_first_change=None, out_dir: str | Path | None = None, step_hook=None, rescan: bool = True,
-          confirm=None, **options):
+def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
+          progress: Progress | None = None, before_first_change=None, out_dir: str | Path | None = None,
+          step_hook=None, rescan: bool = True, confirm=None, **overrides) -> ApplyResult:
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
+    `options` / `overrides` as for `plan`.
     `before_first_change(tables)` is called once, before the first change, with the tables that
     will change (a backup hook). `confirm(plan, before)` is called with the plan that will run and the
-    scan before it, before anything is written; it raises to stop (the CLI's question). With `out_dir`, plan.sql, apply-log.json and the reports (the
+    scan before it, before anything is written; it raises to stop (the CLI's question). With
+    `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
     step fails.
     """
-    import json
-
-    from .executor import Executor
-    from .sqlscript import render_script
-
     config = config or Config()
     if not isinstance(target, Target):
         target = resolve_target(target)
-    fix_options = _fix_options(options)
+    fix_opts = fix_options(options, **overrides)
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
-        the_plan = _build_plan(conn, config, fix_options)
+        the_plan = _build_plan(conn, config, fix_opts)
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)
     out = ensure_dir(out_dir) if out_dir is not None else None
@@ -145,7 +144,7 @@ def apply(target: Target | str | None, config: Config | None = None, *, progress
     result.before = before
     if rescan:
         result.after = _live_scan(target, config)
-        result.problems.extend(session_problems(result.after, config))
+        result.problems.extend(unrepaired(result.after, the_plan))
         if out is not None:
             write_scan(before, out / "before")
             write_scan(result.after, out)
@@ -167,11 +166,32 @@ def _write_fix_report(result, path: Path) -> None:
     write_html(result.after, path, plan=plan, before=result.before)
 
 
-SESSION_CHECKS = ("missing_master_rows", "orphaned_session_ids", "malformed_session_ids", "noncanonical_session_ids")
-
-
-def session_problems(result: ScanResult, config: Config) -> list[str]:
-    """The session findings of a scan that a finished migration must not have (the verify step)."""
+def unrepaired(result: ScanResult, plan) -> list[str]:
+    """The findings of a scan after the apply that a step of the plan declares it repairs: what a
+    finished migration must not have (the checks the steps name, never a list kept here)."""
+    parents = {str(p.get("partition")): str(p.get("table")) for p in (result.stats or {}).get("partitions") or []
+               if isinstance(p, dict)}
     return [f"{f.check}: {f.message}" for f in result.findings
-            if f.check in SESSION_CHECKS
-            or (f.check in ("unconstrained_fk", "unvalidated_fk") and f.column == config.key_column)]
+            if any(step_repairs(s.repairs, s.target, s.column, s.changes, f.check, f.table, f.column, parents)
+                   for s in plan.steps)]
+
+
+def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyResult, Path]:
+    """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
+    migration applied with its backup, and the reports before and after in `out_dir`."""
+    from .backup import backup_hook
+    from .demo import build_demo_database
+    from .embedded import embedded_server
+
+    say = progress or (lambda _m: None)
+    out = Path(out_dir)
+    with embedded_server() as uri:
+        with connect(resolve_target(uri), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE yumai")
+        target = resolve_target(uri.replace("/postgres?", "/yumai?"))
+        say("Building the sample database (embedded PostgreSQL)...")
+        build_demo_database(target.conninfo)
+        say("Scanning, then applying the migration (yumai-audit fix --apply)...")
+        result = apply(target, load_config(None, {}), out_dir=out,
+                       before_first_change=backup_hook(target, out, say, throwaway=True))
+    return result, out

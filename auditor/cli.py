@@ -371,25 +371,9 @@ def demo(out_dir):
     Example:
       yumai-audit demo --out ./demo-report
     """
-    from pathlib import Path
+    from .api import demo as api_demo
 
-    from .api import apply as api_apply
-    from .backup import backup_hook
-    from .connection import connect
-    from .demo import build_demo_database
-    from .embedded import embedded_server
-
-    out = Path(out_dir)
-    with embedded_server() as uri:
-        admin = resolve_target(uri)
-        with connect(admin, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE yumai")
-        target = resolve_target(uri.replace("/postgres?", "/yumai?"))
-        click.echo("Building the sample database (embedded PostgreSQL)...")
-        build_demo_database(target.conninfo)
-        click.echo("Scanning, then applying the migration (yumai-audit fix --apply)...")
-        result = api_apply(target, load_config(None, {}), out_dir=out,
-                           before_first_change=backup_hook(target, out, click.echo, throwaway=True))
+    result, out = api_demo(out_dir, progress=click.echo)
     click.echo("Before the migration:")
     click.echo(summary_text(result.before))
     click.echo("")
@@ -530,33 +514,49 @@ def confirmation_text(plan, before, target, backup: str | None, orphans: str) ->
     return "\n".join(lines)
 
 
+def fix_options(fn):
+    """The options of `fix`, made from `FixOptions`' fields (their defaults, help and choices): the
+    command passes one `FixOptions` on, so the API and the CLI cannot disagree."""
+    import dataclasses
+
+    from .api import FixOptions
+
+    fields = [f for f in dataclasses.fields(FixOptions) if "flag" in f.metadata]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kw):
+        values = {f.name: kw.pop(f.name) for f in fields}
+        return fn(*args, options=FixOptions(**values), **kw)
+
+    for f in reversed(fields):
+        meta = dict(f.metadata)
+        flag, help_text, choices = meta.pop("flag"), meta.pop("help"), meta.pop("choices", None)
+        if f.type in ("bool", bool):
+            wrapper = click.option(flag, f.name, is_flag=True, default=f.default, help=help_text)(wrapper)
+        elif f.type in ("tuple[str, ...]",):
+            wrapper = click.option(flag, f.name, default=",".join(f.default), help=help_text, **meta)(wrapper)
+        else:
+            # fix's one float option is a number of seconds (lock_timeout): finite, within PostgreSQL's limit
+            kind = click.Choice(list(choices)) if choices else {"int": int, "float": Seconds()}.get(f.type, str)
+            wrapper = click.option(flag, f.name, type=kind, default=f.default, show_default=True, help=help_text,
+                                   **meta)(wrapper)
+    return wrapper
+
+
 @cli.command()
 @connection_options
 @selection_options
 @click.option("--apply", "do_apply", is_flag=True, help="Run the migration (default: only show the plan).")
 @click.option("--yes", is_flag=True, help="With --apply: do not ask for confirmation.")
-@click.option("--include", metavar="schema", default="", expose_value=False,
-              callback=lambda ctx, _param, value: ctx.meta.__setitem__("fix_include", value),
-              help="Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift "
-                   "(index CONCURRENTLY, NOT VALID, then VALIDATE). Default: report them only.")
 @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
               help="Write the annotated SQL script that --apply would run to FILE.")
-@click.option("--orphans", type=click.Choice(["quarantine", "register", "delete"]), default="quarantine",
-              show_default=True, help="What to do with rows whose session exists nowhere.")
-@click.option("--yes-delete", is_flag=True, help="Confirm --orphans delete (rows are deleted for good).")
-@click.option("--active-window", "active_window", type=click.IntRange(min=0), default=30, show_default=True,
-              help="Minutes: a session with activity this recent is marked is_active.")
-@click.option("--lock-timeout", "lock_timeout", type=Seconds(), default=2.0, show_default=True,
-              help="Seconds to wait for a lock that would hold writers up, before backing off and retrying.")
-@click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Sessions registered per backfill transaction.")
+@fix_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
-def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_window, lock_timeout, batch_size,
-        out_dir, no_backup):
+def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -572,10 +572,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
 
     if sql_file:
         check_writable_file(sql_file, "--sql")
-    options = {"orphans": orphans, "yes_delete": yes_delete, "active_window_minutes": active_window,
-               "lock_timeout": lock_timeout, "batch_size": batch_size,
-               "include": click.get_current_context().meta.get("fix_include", "")}
-    the_plan = api_plan(target, config, **options)
+    the_plan = api_plan(target, config, options)
     if sql_file:
         write_text(Path(sql_file), render_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
@@ -589,7 +586,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
         """What the run will do (also with --yes, for the log); the question without --yes."""
         backup = None if no_backup else (f"pg_dump of the tables it changes into "
                                          f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC time>.dump'}")
-        click.echo(confirmation_text(plan, before, target, backup, orphans))
+        click.echo(confirmation_text(plan, before, target, backup, options.orphans))
         if not yes:
             click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
     from .backup import backup_hook
@@ -599,7 +596,7 @@ def fix(target, config, do_apply, yes, sql_file, orphans, yes_delete, active_win
         click.echo("No backup (--no-backup).")
     hook = None if no_backup else backup_hook(target, out_dir, click.echo)
     result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                       before_first_change=hook, confirm=confirm, **options)
+                       before_first_change=hook, confirm=confirm, options=options)
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:

@@ -20,8 +20,8 @@ from psycopg import sql
 
 from .connection import Target, connect
 from .errors import AuditError
-from .planner import Plan
-from .steps import Kind, Step
+from .plan import Plan
+from .steps import Block, Kind, Step, session_settings, step_block
 
 JOURNAL = ("yumai_audit", "journal")
 ADVISORY_KEY = 0x79756D6169  # "yumai"
@@ -126,19 +126,15 @@ class Executor:
         self.step_hook = step_hook
         self.max_tries = max_tries
         self.backoff = backoff
-        self.lock_timeout_ms = int(plan.options.lock_timeout * 1000)
 
     # session ------------------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        return connect(self.target, autocommit=True, application_name="yumai-audit fix")
+
     def _open(self) -> psycopg.Connection:
-        conn = connect(self.target, autocommit=True, application_name="yumai-audit fix")
-        conn.execute("SET statement_timeout = 0")
-        conn.execute("SET idle_in_transaction_session_timeout = 0")
-        # one core for the migration, the others for the application: no parallel scans or index builds
-        conn.execute("SET max_parallel_workers_per_gather = 0")
-        conn.execute("SET max_parallel_maintenance_workers = 0")
-        if conn.info.server_version >= 140000:
-            # a killed apply's backend notices its client is gone within a second and rolls back
-            conn.execute("SET client_connection_check_interval = 1000")
+        conn = self._connect()
+        for setting in session_settings(conn.info.server_version):
+            conn.execute(setting)
         return conn
 
     def _lock_run(self, conn: psycopg.Connection) -> None:
@@ -176,21 +172,23 @@ class Executor:
                      (outcome.outcome, outcome.rows, outcome.tries, outcome.detail, entry))
 
     # steps --------------------------------------------------------------------------------------
+    def block(self, step: Step) -> Block:
+        """What this step sends: the very block `fix --sql` writes (steps.step_block)."""
+        return step_block(step, self.plan.options.lock_timeout, self.plan.options.batch_size)
+
     def _once(self, conn, step: Step) -> int:
-        """One attempt: the step's statements, in one transaction when transactional. Returns rows."""
+        """One attempt: the step's block, in one transaction when transactional. Returns rows."""
+        block = self.block(step)
         rows = 0
-        if step.transactional:
+        if block.transactional:
             with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(
-                    sql.Literal(f"{self.lock_timeout_ms}ms" if step.takes_lock_timeout else "0")))
-                for stmt in step.statements:
+                for stmt in block.statements:
                     cur = conn.execute(stmt)
-                    rows += max(cur.rowcount, 0)
+                    rows += max(cur.rowcount, 0)   # SET's rowcount is -1
                 if self.step_hook is not None:
                     self.step_hook(step, conn)
         else:
-            conn.execute("SET lock_timeout = 0")
-            for stmt in step.statements:
+            for stmt in block.statements:
                 conn.execute(stmt)
             if self.step_hook is not None:
                 self.step_hook(step, conn)
@@ -213,7 +211,8 @@ class Executor:
         return 0
 
     def _run_step(self, conn, step: Step, outcome: StepOutcome) -> None:
-        if step.kind is Kind.BATCHED:
+        repeat_below = self.block(step).repeat_below
+        if repeat_below is not None:
             batch = 0
             while True:
                 n = self._with_retries(conn, step, outcome)
@@ -222,7 +221,7 @@ class Executor:
                 if n:
                     self.say(f"    {step.id}: batch {batch}, {outcome.rows} rows so far")
                 # a short batch ends the step: what live traffic adds meanwhile is the catch-ups' work
-                if n < self.plan.options.batch_size:
+                if n < repeat_below:
                     break
         else:
             outcome.rows = self._with_retries(conn, step, outcome)

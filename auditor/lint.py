@@ -3,8 +3,8 @@
 `fix --sql` and plan.sql are what a reviewer puts in front of Squawk (`squawk plan.sql`). A statement
 that breaks one of its rules deliberately gets, right above it, a comment with the reason and Squawk's
 `-- squawk-ignore RULE` line. The table below is the whole list: a statement matches an entry by its
-step's operation (today the step id's prefix, `index:`, `to-uuid:`, ...) and its text; anything else
-Squawk finds is a real finding (a test runs Squawk on the demo's plan and expects none).
+step's `Operation` and its text; anything else Squawk finds is a real finding (a test runs Squawk on
+the demo's plan and expects none).
 """
 from __future__ import annotations
 
@@ -12,31 +12,31 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .steps import Step
+from .steps import Operation, Step
 
 
 @dataclass(frozen=True)
 class Deliberate:
     rules: tuple[str, ...]
-    operation: str                      # the step id's prefix, before the colon
+    operation: Operation
     statement: re.Pattern               # matched against the rendered statement
     reason: str
     applies: Callable[[Step], bool] = lambda _step: True
 
 
 DELIBERATE: tuple[Deliberate, ...] = (
-    Deliberate(("prefer-bigint-over-int",), "master", re.compile(r"^CREATE TABLE .*\buser_id int\b", re.S),
+    Deliberate(("prefer-bigint-over-int",), Operation.CREATE_MASTER, re.compile(r"^CREATE TABLE .*\buser_id int\b", re.S),
                "user_id takes the users table's key type (int), so its foreign key matches"),
-    Deliberate(("require-concurrent-index-creation",), "index", re.compile(r"^CREATE INDEX .* ON ONLY ", re.S),
+    Deliberate(("require-concurrent-index-creation",), Operation.INDEX_PARENT, re.compile(r"^CREATE INDEX .* ON ONLY ", re.S),
                "ON ONLY the partitioned parent: a catalog entry with no rows (PostgreSQL cannot build it "
                "CONCURRENTLY); each partition's index is built CONCURRENTLY and attached to it"),
-    Deliberate(("prefer-robust-stmts",), "index", re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY \"", re.S),
+    Deliberate(("prefer-robust-stmts",), Operation.INDEX, re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY \"", re.S),
                "rerunnable: the DROP INDEX CONCURRENTLY IF EXISTS before it removes the invalid leftover of an "
                "interrupted build, which IF NOT EXISTS would keep"),
-    Deliberate(("changing-column-type",), "to-uuid", re.compile(r"ALTER COLUMN .* TYPE uuid USING ", re.S),
+    Deliberate(("changing-column-type",), Operation.CONVERT_TO_UUID, re.compile(r"ALTER COLUMN .* TYPE uuid USING ", re.S),
                "the text key becomes uuid: a rewrite under ACCESS EXCLUSIVE, with its table's size in the plan "
                "and the --apply confirmation; malformed values were quarantined first"),
-    Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), "fk-add",
+    Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
                re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
                "on the partitioned parent after every partition's NOT VALID key was validated: PostgreSQL "
                "before 18 refuses NOT VALID here, and the parent's key attaches the validated ones without a scan",
@@ -46,9 +46,8 @@ DELIBERATE: tuple[Deliberate, ...] = (
 
 def ignore_comments(step: Step, statement: str) -> list[str]:
     """The comment lines to put right above `statement` of `step`: the reason, then Squawk's ignore line."""
-    operation = step.id.split(":", 1)[0]
     found = [d for d in DELIBERATE
-             if d.operation == operation and d.statement.search(statement) and d.applies(step)]
+             if d.operation == step.operation and d.statement.search(statement) and d.applies(step)]
     if not found:
         return []
     lines = [f"-- deliberate ({', '.join(d.rules)}): {d.reason}" for d in found]

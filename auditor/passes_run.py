@@ -27,7 +27,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
-                                     Measure)
+                                     Measure, TableCheck)
 from yumai_audit.checks.passes import known_statement, sample_aggregate, session_sample, sessions_by_week, table_pass
 
 from .context import AuditContext, KeyTable
@@ -99,7 +99,8 @@ class TablePasses:
         self.exact_rows: dict[str, int] = {}
         self.known_sessions: int | None = None
         self.failed: set[tuple[str, str]] = set()     # (check id, table) whose values are incomplete
-        self.entries = [_Entry(c, t, c.measures(ctx, t)) for c in checks if c.scope == "table" for t in targets[c.id]]
+        self.entries = [_Entry(c, t, c.measures(ctx, t))
+                        for c in checks if isinstance(c, TableCheck) for t in targets[c.id]]
         self.tables: dict[str, _Pass] = {}
         self.sessions = _Pass(None)
         self.rows_for: list[KeyTable] = []       # tables whose rows the set counts per session

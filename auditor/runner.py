@@ -17,7 +17,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from yumai_audit.checks import all_checks
-from yumai_audit.checks.base import Check
+from yumai_audit.checks.base import CatalogCheck, Check, probes_of
 
 from .catalog import read_catalog
 from .config import Config
@@ -131,22 +131,13 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
         findings[cid].extend(found)
     exact_rows = passes.exact_rows
 
-    # 2. database-wide and catalog checks
+    # 2. catalog checks
     for check in checks:
-        if check.scope == "database" and status_targets[check.id]:
-            started = time.monotonic()
-            say(f"checking {check.id}")
-            try:
-                rows = execute_in_savepoint(conn, check.query(ctx), timeout)
-                findings[check.id].extend(check.judge_rows(ctx, rows))
-            except pgerrors.QueryCanceled:
-                errors[check.id] = f"timed out after {timeout:g}s"
-            timer.add([check.id], time.monotonic() - started)
-        elif check.scope == "catalog" and status_targets[check.id]:
+        if isinstance(check, CatalogCheck) and status_targets[check.id]:
             findings[check.id].extend(check.judge_catalog(ctx))
 
     # 3. schema-wide probes (any table); a probe declared by two checks runs once
-    probes = {c.id: c.probes(ctx) for c in checks}
+    probes = {c.id: probes_of(c, ctx) for c in checks}
     _run_probes(conn, ctx, checks, probes, findings, errors, timer, say)
 
     results = []

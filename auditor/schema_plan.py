@@ -42,8 +42,9 @@ from yumai_audit.checks.partition_fk_drift import PartitionFkDrift
 
 from .catalog import ForeignKey, Partition, Table
 from .context import AuditContext
-from .planner import FkSpec, short_name
-from .steps import Kind, LockMode, Step
+from .ddl import FkSpec, add_fk, fk_sequence, leading_index_steps, short_name, validate_fk
+from .draft import Draft
+from .steps import Kind, LockMode, Operation, Step
 
 SAMPLE = 5   # missing values named in a plan note
 
@@ -127,9 +128,9 @@ def _sample(values) -> str:
     return f" (e.g. {', '.join(values[:SAMPLE])})" if values else ""
 
 
-def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]) -> None:
-    """Add the schema steps to the planner's builder (`planner._Builder`), after the steps `after`."""
-    ctx = builder.ctx
+def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> None:
+    """Add the schema steps to the draft, after the steps `after` (the session migration's last)."""
+    ctx = draft.ctx
     planned: list[tuple[str, sql.Composable]] = []   # (what, "validated FK exists" query) for the final check
     last: list[str] = []
 
@@ -140,63 +141,67 @@ def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]
         best, c = v.best, v.best.candidate
         what = f"{c.table.name}.{c.column.name} -> {c.references}"
         if best.missing:
-            builder.notes.append(
+            draft.notes.append(
                 f"implied foreign key {what}: {best.missing} of {best.values} distinct values are not in "
                 f"{c.parent.name}{_sample(best.sample)}: no foreign key planned (the rows are left as they are); "
                 "repair or remove them, then run fix --include schema again")
             continue
         if c.table.is_partitioned and any(p.level > 1 for p in c.table.partitions):
-            builder.notes.append(f"implied foreign key {what}: {c.table.name} has sub-partitions: not planned")
+            draft.notes.append(f"implied foreign key {what}: {c.table.name} has sub-partitions: not planned")
             continue
         column = c.column.name
         spec = FkSpec((column,), c.parent.name, (c.parent_key,))   # ON DELETE NO ACTION, see the docstring
         suffix = f".{column}"
-        builder.altered.append(c.table.name)
-        builder.referenced.append(c.parent.name)
-        indexed = builder.leading_index_steps(c.table, column, after, suffix)
-        last.append(builder.fk_sequence(c.table, spec, short_name(c.table.name.name, column, suffix="fkey"),
-                                        [*after, *indexed], suffix=suffix))
+        draft.altered.append(c.table.name)
+        draft.referenced.append(c.parent.name)
+        indexed = draft.take(leading_index_steps(c.table, column, after, suffix))
+        last += draft.take(fk_sequence(draft.version, c.table, spec, short_name(c.table.name.name, column, suffix="fkey"),
+                                       [*after, *indexed], suffix=suffix, repairs=("unconstrained_fk",)))
         planned.append((what, spec.exists(c.table.name, validated=True)))
 
     # partitions whose FKs differ
     for d in drifts(ctx):
         sig = d.signature
-        if any(ctx.is_master_fk(fk) for fk in d.siblings) and any(s.id == "verify" for s in builder.steps):
+        if any(ctx.is_master_fk(fk) for fk in d.siblings) and draft.migrated:
             continue   # the session migration adds and validates it
         specs = {FkSpec.of(fk) for fk in d.siblings}
         if len(specs) != 1:
-            builder.notes.append(f"partition drift {d.label}: the partitions' constraints differ in their actions "
+            draft.notes.append(f"partition drift {d.label}: the partitions' constraints differ in their actions "
                                  "or deferrability: not planned (make them identical first)")
             continue
         if any(p.level > 1 for p in d.parent.partitions):
-            builder.notes.append(f"partition drift {d.label}: {d.parent.name} has sub-partitions: not planned")
+            draft.notes.append(f"partition drift {d.label}: {d.parent.name} has sub-partitions: not planned")
             continue
         checked = d.checked()
         if checked is not None:
             if d.key not in evidence:
-                builder.notes.append(f"partition drift {d.label}: not measured: not planned")
+                draft.notes.append(f"partition drift {d.label}: not measured: not planned")
                 continue
             rows, keys, sample = evidence[d.key][0]
             if rows:
-                builder.notes.append(
+                draft.notes.append(
                     f"partition drift {d.label}: {rows} rows of {', '.join(checked.partitions)} name {keys} keys "
                     f"missing from {sig.ref_table}{_sample(sample)}: not planned (the rows are left as they are)")
                 continue
         spec = specs.pop()
         suffix = "." + ",".join(sig.columns)
         names = {fk.name for fk in d.siblings}
-        builder.altered.append(d.parent.name)
-        builder.referenced.append(sig.ref_table)
+        draft.altered.append(d.parent.name)
+        draft.referenced.append(sig.ref_table)
         validated = []
+        target, repairs = str(d.parent.name), ("partition_fk_drift",)
         for p in d.lacking:
             name = next(iter(names)) if len(names) == 1 else short_name(p.name.name, *sig.columns, suffix="fkey")
-            added = builder.add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after)
-            validated.append(builder.validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name, [added]))
+            added = draft.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after, target=target,
+                                     repairs=repairs)).id
+            validated.append(draft.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name, [added],
+                                                   target=target, repairs=repairs)).id)
         for fk in d.unvalidated:
-            validated.append(builder.validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec, fk.name, after))
-        last.append(builder.add_fk(f"fk-add:{d.parent.name}{suffix}", d.parent.name, spec,
-                                   short_name(d.parent.name.name, *sig.columns, suffix="fkey"),
-                                   validated or after, not_valid=False))
+            validated.append(draft.add(validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec, fk.name, after,
+                                                   target=target, repairs=repairs)).id)
+        last.append(draft.add(add_fk(f"fk-add:{d.parent.name}{suffix}", d.parent.name, spec,
+                                     short_name(d.parent.name.name, *sig.columns, suffix="fkey"),
+                                     validated or after, not_valid=False, target=target, repairs=repairs)).id)
         planned.append((f"{d.label} on the parent", spec.exists(d.parent.name, validated=True)))
 
     # declared NOT VALID foreign keys that no row violates
@@ -204,22 +209,22 @@ def add_schema_steps(builder, evidence: dict[str, list[tuple]], after: list[str]
         name = fk.constraints[0]
         what = f"{fk.table.name} {name}"
         if fk.key not in evidence:
-            builder.notes.append(f"NOT VALID foreign key {what}: not measured: not planned")
+            draft.notes.append(f"NOT VALID foreign key {what}: not measured: not planned")
             continue
         rows, keys, sample = evidence[fk.key][0]
         if rows:
-            builder.notes.append(f"NOT VALID foreign key {what}: {rows} rows name {keys} keys missing from "
+            draft.notes.append(f"NOT VALID foreign key {what}: {rows} rows name {keys} keys missing from "
                                  f"{fk.signature.ref_table}{_sample(sample)}: left NOT VALID")
             continue
         declared = next(f for f in fk.table.foreign_keys if f.name == name)
         spec = FkSpec.of(declared)
-        builder.altered.append(fk.table.name)
-        last.append(builder.validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after))
+        draft.altered.append(fk.table.name)
+        last.append(draft.add(validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after)).id)
         planned.append((what, spec.exists(fk.table.name, validated=True)))
 
     if planned:
-        builder.add(Step(
-            id="verify-schema", description="Every foreign key the schema steps added is there and validated",
+        draft.add(Step(
+            id="verify-schema", operation=Operation.VERIFY, description="Every foreign key the schema steps added is there and validated",
             statements=(sql.SQL(" UNION ALL ").join(
                 sql.SQL("SELECT {} WHERE NOT ({})").format(sql.Literal(f"{what}: no validated foreign key"), exists)
                 for what, exists in planned),),

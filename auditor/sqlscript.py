@@ -1,24 +1,61 @@
-"""Render a plan as the annotated SQL script that `fix --apply` would run (`fix --sql FILE`).
+"""Render a plan as the annotated SQL script that `fix --apply` runs (`fix --sql FILE`).
 
-Each step becomes a block: its id, description, lock and tables as comments, its guard (the step is
-skipped when the guard is true), then its statements, wrapped in BEGIN/COMMIT when transactional.
+The statements come from `steps.step_block`, the function the executor runs them with, and the
+session settings from `steps.session_settings`: the script is what the online run sends. Each step
+is a block: its id, description, lock and tables as comments, its guard (the step is skipped when
+the guard is true), then its statements: in BEGIN/COMMIT when transactional, a batched step as a
+DO block that commits each batch and stops after a short one, CONCURRENTLY outside a transaction.
 """
 from __future__ import annotations
 
+from psycopg import sql
+
 from .lint import ignore_comments
-from .planner import Plan
-from .steps import Kind, Step
+from .plan import Plan
+from .steps import Block, Step, session_settings, step_block
 
 
 def _comment(text: str) -> str:
     return "\n".join(f"-- {line}" if line else "--" for line in text.splitlines())
 
 
-def render_step(step: Step, number: int, total: int, lock_timeout: float, done: bool | None = None) -> str:
+def _dollar_quoted(body: str) -> str:
+    tag = "yumai"
+    while f"${tag}$" in body:
+        tag += "_"
+    return f"${tag}$\n{body}\n${tag}$"
+
+
+def render_block(block: Block, step: Step | None = None) -> list[str]:
+    """The statements of a block as psql runs them; a statement of `step` that breaks a linter rule on
+    purpose gets the reason and Squawk's ignore comment above it (auditor/lint.py)."""
+    body = []
+    for statement in block.statements:
+        text = statement.as_string(None)
+        body += (ignore_comments(step, text) if step is not None else []) + [text + ";"]
+    if block.check:
+        return ["-- a check: every row it returns is a problem that stops the run", *body]
+    if not block.transactional:
+        return ["-- outside a transaction (CONCURRENTLY)", *body]
+    if block.repeat_below is None:
+        return ["BEGIN;", *body, "COMMIT;"]
+    # a batched step: each batch a transaction of its own, until one affects fewer rows than its LIMIT
+    loop = "\n".join(
+        ["DECLARE n bigint;", "BEGIN", "  LOOP"]
+        + [f"    EXECUTE {sql.Literal(s.as_string(None)).as_string(None)};" for s in block.statements]
+        + ["    GET DIAGNOSTICS n = ROW_COUNT;", "    COMMIT;", f"    EXIT WHEN n < {block.repeat_below};",
+           "  END LOOP;", "END"])
+    return [f"-- batches: each in its own transaction, until one affects fewer than {block.repeat_below} rows",
+            f"DO {_dollar_quoted(loop)};"]
+
+
+def render_step(step: Step, number: int, total: int, block: Block, done: bool | None = None) -> str:
     lines = [f"-- [{number}/{total}] {step.id}" + ("  (already done)" if done else ""),
              _comment(step.description)]
     on = f" on {', '.join(step.tables)}" if step.tables else ""
     lines.append(f"-- lock: {step.lock.label}{on}")
+    if step.repairs:
+        lines.append(f"-- repairs: {', '.join(step.repairs)}")
     if step.rewrites:
         sizes = ", ".join(f"{t} {b} bytes" for t, b in step.table_bytes)
         lines.append(f"-- REWRITES the table under ACCESS EXCLUSIVE ({sizes})")
@@ -27,30 +64,12 @@ def render_step(step: Step, number: int, total: int, lock_timeout: float, done: 
     if step.guard is not None:
         lines.append("-- skipped when this returns true:")
         lines.append(_comment(step.guard.as_string(None)))
-    body = []
-    for statement in step.statements:
-        text = statement.as_string(None)
-        body += ignore_comments(step, text) + [text + ";"]
-    if step.kind is Kind.CHECK:
-        lines.append("-- a check: every row it returns is a problem that stops the run")
-        lines.extend(body)
-    elif step.transactional:
-        if step.kind is Kind.BATCHED:
-            lines.append("-- run in its own transaction again and again until a batch inserts fewer rows than its LIMIT")
-        lines.append("BEGIN;")
-        if step.takes_lock_timeout:
-            lines.append(f"SET LOCAL lock_timeout = '{int(lock_timeout * 1000)}ms';")
-        lines.append("SET LOCAL statement_timeout = 0;")
-        lines.extend(body)
-        lines.append("COMMIT;")
-    else:
-        lines.append("-- outside a transaction (CONCURRENTLY)")
-        lines.extend(body)
+    lines.extend(render_block(block, step))
     return "\n".join(lines)
 
 
 def render_script(plan: Plan) -> str:
-    """The whole plan as one SQL script, runnable with psql (batched steps run once there)."""
+    """The whole plan as one SQL script, runnable with psql (not in --single-transaction: CONCURRENTLY)."""
     head = [
         "-- yumai-audit fix: the session_master migration, step by step"
         + (" (and the schema's implied and drifting foreign keys)" if "schema" in plan.options.include else ""),
@@ -58,7 +77,10 @@ def render_script(plan: Plan) -> str:
         + ", ".join(f"{k}={v}" for k, v in plan.options.to_dict().items()),
     ]
     head += [f"-- note: {n}" for n in plan.notes]
+    head += ["-- the migration session's settings"] + [s.as_string(None) + ";"
+                                                       for s in session_settings(plan.server_version_num)]
     total = len(plan.steps)
-    blocks = [render_step(s, i, total, plan.options.lock_timeout, plan.done.get(s.id))
+    opts = plan.options
+    blocks = [render_step(s, i, total, step_block(s, opts.lock_timeout, opts.batch_size), plan.done.get(s.id))
               for i, s in enumerate(plan.steps, 1)]
     return "\n".join(head) + "\n\n" + "\n\n".join(blocks) + "\n"

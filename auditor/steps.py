@@ -47,6 +47,24 @@ class LockMode(enum.IntEnum):
         return self >= LockMode.SHARE
 
 
+class Operation(str, enum.Enum):
+    """What a step does, independent of its id: the report, the verdict and the API read this."""
+
+    PREFLIGHT = "preflight"                 # a check: reasons not to start
+    CREATE_MASTER = "create-master"         # the session master table
+    QUARANTINE_MALFORMED = "quarantine-malformed"   # text keys that are not uuids, out to the quarantine
+    CONVERT_TO_UUID = "convert-to-uuid"     # ALTER COLUMN ... TYPE uuid (a rewrite)
+    INDEX = "index"                         # an index on a table or a partition (CONCURRENTLY)
+    INDEX_PARENT = "index-parent"           # the ON ONLY index of a partitioned table
+    ATTACH_INDEX = "attach-index"           # a partition's index attached to the parent's
+    BACKFILL = "backfill"                   # register sessions in the master
+    ORPHANS = "orphans"                     # rows whose session nobody knows: quarantine, register, delete
+    CATCHUP = "catchup"                     # backfill and orphans again, right before / after the FK
+    FK_ADD = "fk-add"                       # ADD CONSTRAINT ... FOREIGN KEY (NOT VALID, or attaching)
+    FK_VALIDATE = "fk-validate"             # VALIDATE CONSTRAINT
+    VERIFY = "verify"                       # a check: what the steps were to achieve is there
+
+
 class Kind(str, enum.Enum):
     CHANGE = "change"      # runs its statements (in one transaction when transactional)
     BATCHED = "batched"    # runs its one statement in a transaction of its own until it affects no row
@@ -67,6 +85,10 @@ class Step:
     table_bytes: tuple[tuple[str, int], ...] = ()
     kind: Kind = Kind.CHANGE
     changes: tuple[str, ...] = field(default=())  # tables whose rows or definition the step may change
+    target: str = ""                          # the audited table the step is about (a partition's parent)
+    column: str = ""                          # the column of `target` it is about, when one
+    repairs: tuple[str, ...] = ()             # ids of the checks whose findings on `target` it repairs
+    operation: Operation = field(kw_only=True)  # what the step does (never read from its id)
 
     def __post_init__(self):
         if self.kind is Kind.BATCHED and len(self.statements) != 1:
@@ -86,4 +108,60 @@ class Step:
             "tables": list(self.tables), "table_bytes": dict(self.table_bytes), "rewrites": self.rewrites,
             "transactional": self.transactional, "depends_on": list(self.depends_on),
             "sql": self.sql_text(), "done": bool(done), "kind": self.kind.value,
+            "operation": self.operation.value, "target": self.target, "column": self.column,
+            "changes": list(self.changes), "repairs": list(self.repairs),
         }
+
+
+# --- what runs: one path for the offline script and the online run ---------------------------------
+
+@dataclass(frozen=True)
+class Block:
+    """The statements of one step as they are sent: in one transaction when `transactional` (a
+    batched step: that transaction again and again, until it affects fewer than `repeat_below`
+    rows), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
+
+    statements: tuple[sql.Composable, ...]
+    transactional: bool
+    repeat_below: int | None = None
+    check: bool = False
+
+
+def session_settings(server_version_num: int) -> tuple[sql.Composable, ...]:
+    """The migration session's settings, before its first step (the script's head, the executor's connect)."""
+    out = [sql.SQL("SET statement_timeout = 0"),             # batches and VALIDATE may take long
+           sql.SQL("SET idle_in_transaction_session_timeout = 0"),
+           # one core for the migration, the others for the application: no parallel scans or index builds
+           sql.SQL("SET max_parallel_workers_per_gather = 0"),
+           sql.SQL("SET max_parallel_maintenance_workers = 0")]
+    if server_version_num >= 140000:
+        # a killed apply's backend notices its client is gone within a second and rolls back
+        out.append(sql.SQL("SET client_connection_check_interval = 1000"))
+    return tuple(out)
+
+
+def step_block(step: Step, lock_timeout: float, batch_size: int) -> Block:
+    """The one function that turns a step into what is sent: `fix --sql` writes it, `--apply` runs it."""
+    if step.kind is Kind.CHECK:
+        return Block(step.statements, transactional=True, check=True)
+    wait = f"{int(lock_timeout * 1000)}ms" if step.takes_lock_timeout else "0"
+    if not step.transactional:
+        # CONCURRENTLY waits for other transactions, not under lock_timeout (the step's lock is weak)
+        return Block((sql.SQL("SET lock_timeout = 0"),) + step.statements, transactional=False)
+    return Block((sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(wait)),) + step.statements,
+                 transactional=True, repeat_below=batch_size if step.kind is Kind.BATCHED else None)
+
+
+def step_repairs(repairs, target: str, column: str, changes, check: str, table: str, finding_column: str | None,
+                 parents: dict[str, str] | None = None) -> bool:
+    """Whether a step (its declared `repairs`, `target`, `column`, `changes`) repairs a finding of
+    `check` on `table` (and `finding_column`). A partition counts as its parent (`parents`). The one
+    rule the report, the verdict and `apply`'s after-check all use."""
+    if check not in (repairs or ()):
+        return False
+    parents = parents or {}
+    touched = {target, *(changes or ())}
+    touched |= {parents.get(t, t) for t in touched}
+    if table not in touched:
+        return False
+    return not column or not finding_column or column == finding_column

@@ -17,7 +17,7 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from yumai_audit.checks.base import USES_KNOWN, USES_USERS, Check, Measure
+from yumai_audit.checks.base import USES_KNOWN, USES_USERS, Check, Measure, TableCheck
 from yumai_audit.checks.predicates import col, key_uuid, table_ref
 
 from .config import Config
@@ -117,7 +117,7 @@ def watch_tables(ctx: AuditContext, checks: list[Check]):
     """Per table-scope check, its targets that have the created_at column; per such table, its checks."""
     created = ctx.config.created_at_column
     targets = {c.id: [t for t in c.targets(ctx) if created in t.table.columns and c.row_measures(ctx, t) is not None]
-               for c in checks if c.scope == "table"}
+               for c in checks if isinstance(c, TableCheck)}
     by_table: dict[str, tuple[KeyTable, list[Check]]] = {}
     for check in checks:
         for t in targets.get(check.id, []):
@@ -153,7 +153,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], since: datetime, say: Pro
                 findings[check.id].append(finding)
     results = []
     for check in checks:
-        if check.scope != "table" or not any(check.row_measures(ctx, t) is not None for t in check.targets(ctx)):
+        if not isinstance(check, TableCheck) or not any(check.row_measures(ctx, t) is not None for t in check.targets(ctx)):
             status, reason = Status.SKIPPED, NOT_INCREMENTAL
         elif not targets[check.id]:
             status, reason = Status.SKIPPED, check.skip_reason

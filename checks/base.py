@@ -1,17 +1,12 @@
 """The shape of a check: a declaration of what to measure and how a measurement becomes findings.
 
-A check never connects, executes or prints. It offers:
-- `targets(ctx)`: the key tables it applies to (an empty list: the check is skipped, with `skip_reason`);
-- `measures(ctx, target)`: aggregate expressions evaluated in the one pass the runner makes over
-  the target (aliases `t`, `kn` for the known-session join, `u` for the users join);
-- `judge(ctx, target, values)`: findings from the measured values (no finding: the check passed);
-- `sample(ctx, target, finding)`: which values to show as the finding's sample (keys only); it must
-  not depend on the finding's numbers (the runner may ask with `finding=None` to fetch samples
-  in the same pass);
-Database-wide checks override `query(ctx)` and `judge_rows(ctx, rows)` instead; catalog checks
-override `judge_catalog(ctx)`. Schema-wide checks over any table (not only key tables) declare
-`probes(ctx)`: named queries the runner executes once each (a probe shared by two checks runs
-once), and judge all their results at once in `judge_probes(ctx, results)`.
+A check never connects, executes or prints. It is of a kind, and each kind offers a handful of hooks:
+- `TableCheck`: measured in the one pass the scan makes over each key table it applies to:
+  `measures(ctx, target)`, `judge(ctx, target, values)`, `sample(ctx, target, finding)`;
+- `CatalogCheck`: judged from the catalog alone: `judge_catalog(ctx)`;
+- `ProbeCheck`: over any table, with queries of its own: `probes(ctx)`, `judge_probes(ctx, results)`.
+Every check declares `targets(ctx)` (none: skipped, with `skip_reason`); a check may be of two kinds
+(`unconstrained_fk` judges the catalog and probes the data).
 """
 from __future__ import annotations
 
@@ -86,13 +81,34 @@ class Probe:
 
 
 class Check:
+    """What every check declares: its id, severity, one-line description (the docstring is its user
+    documentation), the tables it applies to (none: the check is skipped, with `skip_reason`). A check
+    is of one or more kinds, each a small set of hooks: `TableCheck`, `CatalogCheck`, `ProbeCheck`."""
+
     id: ClassVar[str]
     severity: ClassVar[Severity]
     description: ClassVar[str]
-    #: "table" checks are measured per target; "database" checks run their own query; "catalog" checks
-    #: judge the catalog alone.
-    scope: ClassVar[str] = "table"
     skip_reason: ClassVar[str] = "no table it applies to"
+
+    def targets(self, ctx: AuditContext) -> list:
+        """What the check applies to (key tables for a `TableCheck`, any tables otherwise)."""
+        return list(ctx.key_tables)
+
+    @classmethod
+    def documentation(cls) -> str:
+        return (cls.__doc__ or "").strip()
+
+    def finding(self, target: KeyTable | None, *, table: str | None = None, column: str | None = None,
+                message: str, **kw) -> Finding:
+        return Finding(check=self.id, severity=kw.pop("severity", self.severity),
+                       table=table or str(target.name), column=column if column is not None else
+                       (target.key.name if target else None), message=message, **kw)
+
+
+class TableCheck(Check):
+    """Measured per key table, in the one pass the scan makes over it: `measures` (aggregates; aliases
+    `t`, `kn` for the known-session join, `u` for the users join), `judge` (findings from the values),
+    `sample` (which keys to show; it must not depend on the finding's numbers)."""
 
     def targets(self, ctx: AuditContext) -> list[KeyTable]:
         return list(ctx.key_tables)
@@ -103,7 +119,7 @@ class Check:
     def judge(self, ctx: AuditContext, target: KeyTable, values: dict) -> list[Finding]:
         return []
 
-    def sample(self, ctx: AuditContext, target: KeyTable, finding: Finding) -> Sample | None:
+    def sample(self, ctx: AuditContext, target: KeyTable, finding: Finding | None) -> Sample | None:
         return None
 
     # incremental scans (watch): the same question over some of the target's rows
@@ -117,18 +133,18 @@ class Check:
         sample = self.sample(ctx, target, None)
         return sample if sample is None or sample.over == OVER_TABLE else None
 
-    # catalog checks
+
+class CatalogCheck(Check):
+    """Judged from the catalog snapshot alone, no query: `judge_catalog`."""
+
     def judge_catalog(self, ctx: AuditContext) -> list[Finding]:
         return []
 
-    # database-wide checks
-    def query(self, ctx: AuditContext) -> sql.Composable | None:
-        return None
 
-    def judge_rows(self, ctx: AuditContext, rows: list[tuple]) -> list[Finding]:
-        return []
+class ProbeCheck(Check):
+    """Over any table (not only key tables): `probes` (named queries the scan runs once each; a probe
+    two checks declare runs once) and `judge_probes` (all their results at once)."""
 
-    # schema-wide checks (any table): their own queries, judged together
     def probes(self, ctx: AuditContext) -> list[Probe]:
         return []
 
@@ -136,15 +152,9 @@ class Check:
         """`results` maps each probe key that ran to its rows (a probe that failed is absent)."""
         return []
 
-    @classmethod
-    def documentation(cls) -> str:
-        return (cls.__doc__ or "").strip()
 
-    def finding(self, target: KeyTable | None, *, table: str | None = None, column: str | None = None,
-                message: str, **kw) -> Finding:
-        return Finding(check=self.id, severity=kw.pop("severity", self.severity),
-                       table=table or str(target.name), column=column if column is not None else
-                       (target.key.name if target else None), message=message, **kw)
+def probes_of(check: Check, ctx: AuditContext) -> list[Probe]:
+    return check.probes(ctx) if isinstance(check, ProbeCheck) else []
 
 
 def plural(n: int, word: str) -> str:

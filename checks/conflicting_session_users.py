@@ -4,12 +4,12 @@ from psycopg import sql
 
 from yumai_audit.model import Severity
 
-from .base import OVER_SESSIONS, USES_KNOWN, USES_SESSION_USERS, Check, Sample, count_sessions_where, plural
+from .base import OVER_SESSIONS, USES_KNOWN, USES_SESSION_USERS, Sample, TableCheck, count_sessions_where, plural
 from .passes import user_sources
 from .predicates import session_conflicting
 
 
-class ConflictingSessionUsers(Check):
+class ConflictingSessionUsers(TableCheck):
     """Sessions whose rows name more than one user.
 
     What is wrong: over every key table with a `user_id` column and the master, the rows of one

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check
+from .base import CatalogCheck
 from .declared import signature
 
 
-class DuplicateForeignKeys(Check):
+class DuplicateForeignKeys(CatalogCheck):
     """Two or more foreign key constraints that enforce the same thing on one table.
 
     What is wrong: the same columns reference the same columns of the same table more than once
@@ -22,7 +22,6 @@ class DuplicateForeignKeys(Check):
     id = "duplicate_foreign_keys"
     severity = Severity.WARNING
     description = "Foreign key constraints that duplicate another on the same columns and referenced key"
-    scope = "catalog"
     skip_reason = "no foreign key in scope"
 
     def targets(self, ctx):

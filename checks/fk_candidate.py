@@ -3,10 +3,10 @@ from __future__ import annotations
 from yumai_audit.model import Severity
 
 from . import implied
-from .base import Check
+from .base import ProbeCheck
 
 
-class FkCandidate(Check):
+class FkCandidate(ProbeCheck):
     """A column that looks like a reference but is not confirmed by the data (information only).
 
     What is wrong: nothing yet, perhaps. The column is named like a reference (`<x>_id` to a table
@@ -24,7 +24,6 @@ class FkCandidate(Check):
     id = "fk_candidate"
     severity = Severity.INFO
     description = "Columns named like references, with no FK, not confirmed by the data"
-    scope = "schema"
     skip_reason = "no unconstrained column is named like a reference to a table in scope"
 
     def targets(self, ctx):

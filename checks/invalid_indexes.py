@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check
+from .base import CatalogCheck
 
 
-class InvalidIndexes(Check):
+class InvalidIndexes(CatalogCheck):
     """Indexes marked invalid (`pg_index.indisvalid = false`), on any table or partition in scope.
 
     What is wrong: a `CREATE INDEX CONCURRENTLY` or `REINDEX CONCURRENTLY` failed or was cancelled
@@ -22,7 +22,6 @@ class InvalidIndexes(Check):
     id = "invalid_indexes"
     severity = Severity.WARNING
     description = "Indexes left invalid (indisvalid = false) by a failed concurrent build or a partial ON ONLY index"
-    scope = "catalog"
     skip_reason = "no table in scope"
 
     def targets(self, ctx):

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check
+from .base import CatalogCheck
 
 
-class KeyTypeMismatch(Check):
+class KeyTypeMismatch(CatalogCheck):
     """A session key column whose type differs from the master's key type (uuid).
 
     What is wrong: e.g. `recommendations_log.session_id varchar(64)`: any text is accepted, and the
@@ -19,7 +19,6 @@ class KeyTypeMismatch(Check):
     id = "key_type_mismatch"
     severity = Severity.ERROR
     description = "Key columns whose type differs from the master's key type (uuid)"
-    scope = "catalog"
 
     def judge_catalog(self, ctx):
         wanted = ctx.master_key.type if ctx.master_key is not None else "uuid"

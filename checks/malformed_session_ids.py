@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check, Sample, count_where, plural
+from .base import Sample, TableCheck, count_where, plural
 from .predicates import col, key_malformed
 
 
-class MalformedSessionIds(Check):
+class MalformedSessionIds(TableCheck):
     """Text session ids that are not uuids at all, even after trimming white space.
 
     What is wrong: a text key column holds values such as `''`, `fake-uuid` or a truncated id. Every

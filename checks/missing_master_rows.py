@@ -4,11 +4,11 @@ from psycopg import sql
 
 from yumai_audit.model import Severity
 
-from .base import OVER_SESSIONS, USES_KNOWN, Check, Sample, count_distinct_where, count_sessions_where, plural
+from .base import OVER_SESSIONS, USES_KNOWN, Sample, TableCheck, count_distinct_where, count_sessions_where, plural
 from .predicates import key_uuid, not_in_master, session_not_in_master
 
 
-class MissingMasterRows(Check):
+class MissingMasterRows(TableCheck):
     """Sessions of the source table that have no row in the session master.
 
     What is wrong: a conversation carries a session id that `session_master` does not know (every

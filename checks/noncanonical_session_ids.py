@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check, Sample, count_where, plural
+from .base import Sample, TableCheck, count_where, plural
 from .predicates import col, key_noncanonical
 
 
-class NoncanonicalSessionIds(Check):
+class NoncanonicalSessionIds(TableCheck):
     """Text session ids that parse as uuids but are not written in the canonical lower-case form.
 
     What is wrong: `' ABC…'`, `'{abc…}'` or upper-case ids: the same session spelled differently, so

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check, Sample, count_where, plural
+from .base import Sample, TableCheck, count_where, plural
 from .predicates import key_null, row_id
 
 
-class NullSessionIds(Check):
+class NullSessionIds(TableCheck):
     """Rows with no session id at all.
 
     What is wrong: the key column is NULL, so the row belongs to no session.

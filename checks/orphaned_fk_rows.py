@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check, Probe, plural
+from .base import Probe, ProbeCheck, plural
 from .declared import declared_fks, violation_query
 
 
-class OrphanedFkRows(Check):
+class OrphanedFkRows(ProbeCheck):
     """Rows that violate a declared foreign key: their key names no row of the referenced table.
 
     What is wrong: a constraint exists, but rows slipped past it. A NOT VALID foreign key only
@@ -28,7 +28,6 @@ class OrphanedFkRows(Check):
     id = "orphaned_fk_rows"
     severity = Severity.ERROR
     description = "Rows violating a declared FK (NOT VALID ones always, valid ones with --verify-declared)"
-    scope = "schema"
     skip_reason = "no NOT VALID foreign key in scope (valid ones are counted with --verify-declared)"
 
     def targets(self, ctx):

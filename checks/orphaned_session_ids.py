@@ -4,13 +4,13 @@ from psycopg import sql
 
 from yumai_audit.model import Severity
 
-from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Check, Sample, count_distinct_where, count_where,
+from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Sample, TableCheck, count_distinct_where, count_where,
                    count_sessions_where, plural, sum_sessions_where)
 from .passes import session_rows
 from .predicates import key_uuid, orphaned, session_orphaned
 
 
-class OrphanedSessionIds(Check):
+class OrphanedSessionIds(TableCheck):
     """Rows whose session id is a valid uuid that exists neither in the master nor in the source table.
 
     What is wrong: `user_interactions` (or another key table) refers to a session that never had a

@@ -5,11 +5,11 @@ from psycopg import sql
 from yumai_audit.context import KeyTable
 from yumai_audit.model import Severity
 
-from .base import USES_USERS, Check, Sample, count_where, plural
+from .base import USES_USERS, Sample, TableCheck, count_where, plural
 from .predicates import col, user_orphaned
 
 
-class OrphanedUserIds(Check):
+class OrphanedUserIds(TableCheck):
     """Rows whose user_id names no row of the users table.
 
     What is wrong: `user_id` is set but `chatbot.users` has no such id (a deleted or made-up user).

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check
+from .base import CatalogCheck
 from .declared import Signature, signature
 
 
-class PartitionFkDrift(Check):
+class PartitionFkDrift(CatalogCheck):
     """Partitions of one partitioned table whose foreign keys differ.
 
     What is wrong: a foreign key exists on some partitions but not on the partitioned parent. The
@@ -24,7 +24,6 @@ class PartitionFkDrift(Check):
     id = "partition_fk_drift"
     severity = Severity.ERROR
     description = "Partitioned tables whose partitions do not all carry the same foreign keys"
-    scope = "catalog"
     skip_reason = "no partitioned table in scope"
 
     def targets(self, ctx):

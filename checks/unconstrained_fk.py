@@ -3,11 +3,11 @@ from __future__ import annotations
 from yumai_audit.model import Severity
 
 from . import implied
-from .base import Check
+from .base import CatalogCheck, ProbeCheck
 from .catalog_targets import matching_fks, wanted_references
 
 
-class UnconstrainedFk(Check):
+class UnconstrainedFk(CatalogCheck, ProbeCheck):
     """A session or user column that no foreign key constrains.
 
     What is wrong: `session_id` has no FOREIGN KEY to `session_master`, or `user_id` none to
@@ -28,7 +28,6 @@ class UnconstrainedFk(Check):
     id = "unconstrained_fk"
     severity = Severity.ERROR
     description = "Key columns with no FK to the master, user columns with no FK to the users table"
-    scope = "catalog"
 
     def judge_catalog(self, ctx):
         findings = []

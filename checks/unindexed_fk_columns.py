@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check
+from .base import CatalogCheck
 
 
-class UnindexedFkColumns(Check):
+class UnindexedFkColumns(CatalogCheck):
     """A session key column with no index that starts with it.
 
     What is wrong: no valid index has the key as its leading column (on a partitioned table, no
@@ -19,7 +19,6 @@ class UnindexedFkColumns(Check):
     id = "unindexed_fk_columns"
     severity = Severity.WARNING
     description = "Key columns with no index whose leading column is the key"
-    scope = "catalog"
 
     def judge_catalog(self, ctx):
         return [

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Check
+from .base import CatalogCheck
 
 
 def _covered(table, columns: tuple[str, ...]) -> bool:
@@ -11,7 +11,7 @@ def _covered(table, columns: tuple[str, ...]) -> bool:
     return any(ix.valid and len(ix.columns) >= n and set(ix.columns[:n]) == set(columns) for ix in table.indexes)
 
 
-class UnindexedForeignKeys(Check):
+class UnindexedForeignKeys(CatalogCheck):
     """Declared foreign keys whose referencing columns no index leads with, on any table.
 
     What is wrong: `orders.customer_id REFERENCES customers(id)` with no index starting with
@@ -28,7 +28,6 @@ class UnindexedForeignKeys(Check):
     id = "unindexed_foreign_keys"
     severity = Severity.WARNING
     description = "Declared FKs (any table) whose referencing columns have no index leading with them"
-    scope = "catalog"
     skip_reason = "no foreign key in scope"
 
     def targets(self, ctx):

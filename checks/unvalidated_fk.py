@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import USES_KNOWN, USES_USERS, Check, count_where, plural
+from .base import USES_KNOWN, USES_USERS, TableCheck, count_where, plural
 from .catalog_targets import matching_fks, wanted_references
 from .predicates import not_in_master, user_orphaned
 
 
-class UnvalidatedFk(Check):
+class UnvalidatedFk(TableCheck):
     """A foreign key that exists but is NOT VALID, with the rows that block its validation.
 
     What is wrong: the constraint checks new rows only; old rows were never checked (typical of a

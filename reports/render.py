@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from yumai_audit.checks import REGISTRY
 from yumai_audit.model import Finding, ScanResult, Severity, Status
+from yumai_audit.steps import step_repairs
 
 MAX_WEEKS_DRAWN = 104
 SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNING: "Warnings",
@@ -219,7 +220,8 @@ def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | N
     blocking = {check: findings for check, findings in blocking.items() if findings}
     failed = [c for c in result.checks if c.status is Status.ERROR]
     descriptions = {c.check: c.description or c.check for c in result.checks}
-    declared = raw_plan is not None and plan is not None and any("checks" in s for s in raw_plan.get("steps", []))
+    declared = raw_plan is not None and plan is not None and any(
+        declared_repairs(s) is not None for s in raw_plan.get("steps", []))
     covered = {check: steps_for(check, findings, plan, raw_plan) for check, findings in blocking.items()} \
         if declared else {}     # declared `checks` only: a verdict never rests on the naming heuristics
 
@@ -296,58 +298,36 @@ def plan_view(plan: dict) -> PlanView:
         numbers={s.id: f"#{s.number}" for s in steps})
 
 
-# Which steps of the fix planner repair which check, by the kind of step (its id up to the colon:
-# "orphans:chatbot.user_interactions" is of kind "orphans"). Used when steps do not declare `checks`.
-STEP_KINDS: dict[str, tuple[str, ...]] = {
-    "missing_master_rows": ("master", "backfill"),
-    "orphaned_session_ids": ("orphans",),
-    "malformed_session_ids": ("malformed", "to-uuid"),
-    "noncanonical_session_ids": ("to-uuid",),
-    "key_type_mismatch": ("to-uuid",),
-    "unconstrained_fk": ("fk-add", "fk-validate"),
-    "unvalidated_fk": ("fk-validate",),
-    "unindexed_fk_columns": ("index", "attach-index"),
-    "conflicting_session_users": ("backfill",),
-    "orphaned_user_ids": ("backfill",),
-}
-# Checks about the master as a whole: their steps run per source partition or on the master itself.
-WHOLE_MASTER_CHECKS = {"missing_master_rows", "conflicting_session_users", "orphaned_user_ids"}
-KNOWN_KINDS = {kind for kinds in STEP_KINDS.values() for kind in kinds}
+
+def declared_repairs(raw_step: dict) -> list[str] | None:
+    """The check ids a saved step declares it repairs (`repairs`; `checks` in plans of other tools)."""
+    value = raw_step.get("repairs", raw_step.get("checks"))
+    return list(value) if isinstance(value, list) else None
 
 
 def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None,
               parents: dict[str, str] | None = None, key_column: str | None = None) -> list[PlanStep]:
     """The planned steps that repair a check's findings.
 
-    In order: a step that declares `checks` (a list of check ids, beyond the contract) is matched on
-    it; else the fix planner's step kinds (STEP_KINDS), on the finding's tables (a partition counts
-    as its table); else a step whose id names the check; else, for a plan of unknown naming, every
-    step touching one of the finding's tables.
+    A plan whose steps declare what they repair (`repairs`, as yumai-audit's steps do) is matched on
+    that, on the finding's tables (the step's `target`, or a table it changes; a partition counts as
+    its table). For a plan that declares nothing (another tool's), a step whose id names the check,
+    else every step touching one of the finding's tables.
     """
     if plan is None or raw is None:
         return []
-    declared = [(step, r.get("checks")) for step, r in zip(plan.steps, raw.get("steps", []))]
-    if any(c is not None for _, c in declared):
-        return [step for step, c in declared if c and check_id in c]
     parents = parents or {}
-    if check_id in ("unconstrained_fk", "unvalidated_fk") and key_column:
-        findings = [f for f in findings if f.column == key_column]    # the plan adds session FKs only
-    tables = {f.table for f in findings}
-
-    def kind_and_table(step: PlanStep) -> tuple[str, str | None]:
-        kind, _, table = step.id.partition(":")
-        return kind, (parents.get(table, table) if table else None)
-
-    known = any(kind_and_table(s)[0] in KNOWN_KINDS for s in plan.steps)
-    if known:
-        kinds = STEP_KINDS.get(check_id, ())
-        matched = [s for s in plan.steps if (k := kind_and_table(s))[0] in kinds
-                   and (check_id in WHOLE_MASTER_CHECKS or k[1] in tables)]
-        if matched:
-            return matched
+    raws = raw.get("steps", [])
+    declared = [(step, declared_repairs(r), r) for step, r in zip(plan.steps, raws)]
+    if any(d is not None for _, d, _ in declared):
+        return [step for step, repairs, r in declared
+                if repairs and check_id in repairs and ("target" not in r or any(
+                    step_repairs(repairs, str(r.get("target") or ""), str(r.get("column") or ""), r.get("changes"),
+                                 check_id, f.table, f.column, parents) for f in findings))]
     named = [s for s in plan.steps if check_id in s.id]
-    if named or known:
+    if named:
         return named
+    tables = {f.table for f in findings}
     return [s for s in plan.steps if tables & {parents.get(t, t) for t, _ in s.tables}]
 
 

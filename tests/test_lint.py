@@ -14,7 +14,7 @@ from yumai_audit.cli import version_text
 from yumai_audit.demo import build_demo_database
 from yumai_audit.lint import DELIBERATE
 from yumai_audit.sqlscript import render_step
-from yumai_audit.steps import LockMode, Step
+from yumai_audit.steps import LockMode, Operation, Step, step_block
 
 from test_cli import invoke
 
@@ -49,9 +49,9 @@ def test_the_demo_plan_passes_squawk(db, tmp_path):
 def test_a_break_not_in_the_table_is_reported(tmp_path, pg_server):
     step = Step(id="index:s.t", description="an index built without CONCURRENTLY",
                 statements=(sql.SQL('CREATE INDEX IF NOT EXISTS "i" ON "s"."t" ("c")'),),
-                lock=LockMode.SHARE, tables=("s.t",))
+                lock=LockMode.SHARE, tables=("s.t",), operation=Operation.INDEX)
     path = tmp_path / "plan.sql"
-    path.write_text(render_step(step, 1, 1, 2.0) + "\n")
+    path.write_text(render_step(step, 1, 1, step_block(step, 2.0, 5000)) + "\n")
     proc = squawk(path, pg_server.version_num)
     assert proc.returncode == 1 and "require-concurrent-index-creation" in proc.stdout
 

@@ -9,7 +9,7 @@ from yumai_audit.config import Config, QualifiedName
 from yumai_audit.context import build_context
 from yumai_audit.planner import FixOptions, PlanError, build_plan, order_steps, short_name
 from yumai_audit.sqlscript import render_script
-from yumai_audit.steps import Kind, LockMode, Step
+from yumai_audit.steps import Kind, LockMode, Operation, Step
 
 UUID = Column("session_id", "uuid", "uuid", False)
 TEXT = Column("session_id", "character varying(64)", "varchar", False)
@@ -129,16 +129,16 @@ def test_plan_to_dict_follows_the_shared_contract():
 
 
 def test_a_cycle_is_an_error_naming_the_steps():
-    a = Step("a", "", (sql.SQL("SELECT 1"),), LockMode.NONE, (), depends_on=("c",))
-    b = Step("b", "", (sql.SQL("SELECT 1"),), LockMode.NONE, (), depends_on=("a",))
-    c = Step("c", "", (sql.SQL("SELECT 1"),), LockMode.NONE, (), depends_on=("b",))
+    a = Step("a", "", (sql.SQL("SELECT 1"),), LockMode.NONE, (), operation=Operation.VERIFY, depends_on=("c",))
+    b = Step("b", "", (sql.SQL("SELECT 1"),), LockMode.NONE, (), operation=Operation.VERIFY, depends_on=("a",))
+    c = Step("c", "", (sql.SQL("SELECT 1"),), LockMode.NONE, (), operation=Operation.VERIFY, depends_on=("b",))
     with pytest.raises(PlanError) as err:
         order_steps([a, b, c])
     assert "cycle" in str(err.value)
     for name in ("a", "b", "c"):
         assert name in str(err.value).split(": ", 1)[1].split(" -> ")
     with pytest.raises(PlanError, match="unknown step z"):
-        order_steps([Step("x", "", (), LockMode.NONE, (), depends_on=("z",))])
+        order_steps([Step("x", "", (), LockMode.NONE, (), operation=Operation.VERIFY, depends_on=("z",))])
 
 
 def test_options_are_checked():

@@ -18,7 +18,8 @@ def _check_classes_in_modules():
     for info in pkgutil.iter_modules(checks_pkg.__path__):
         module = importlib.import_module(f"yumai_audit.checks.{info.name}")
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if issubclass(obj, Check) and obj is not Check and obj.__module__ == module.__name__:
+            # a check declares its id; the kinds in checks/base.py (TableCheck, ...) do not
+            if issubclass(obj, Check) and hasattr(obj, "id") and obj.__module__ == module.__name__:
                 found[obj.id] = obj
     return found
 

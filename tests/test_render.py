@@ -260,17 +260,24 @@ def test_with_declared_checks_the_plan_decides_ready_to_apply():
     assert not build_context(result, plan=plan).verdict.ready
 
 
-def test_steps_named_by_the_fix_planner_are_attached_to_the_checks_they_repair():
-    """The fix planner's step ids are `<kind>:<table>`; a partition's step counts for its table."""
-    def step(step_id, tables=()):
+def test_steps_declaring_what_they_repair_are_attached_to_the_checks_they_repair():
+    """The fix planner's steps declare the checks they repair and the table and column they are
+    about (a partition's step: its parent's); the step ids are never read."""
+    def step(step_id, tables=(), repairs=(), target="", column="session_id"):
         return {"id": step_id, "description": step_id, "lock": "ROW EXCLUSIVE", "tables": list(tables),
                 "table_bytes": {}, "rewrites": False, "transactional": True, "depends_on": [],
-                "sql": f"-- {step_id}", "done": False}
-    plan = {"steps": [step("preflight"), step("master"),
-                      step("index:chatbot.conversations_2026_03", ["chatbot.conversations_2026_03"]),
-                      step("backfill:chatbot.conversations_2026_03", ["chatbot.session_master"]),
-                      step("orphans:chatbot.user_interactions", ["chatbot.user_interactions"]),
-                      step("fk-add:chatbot.user_interactions", ["chatbot.user_interactions"]),
+                "sql": f"-- {step_id}", "done": False, "repairs": list(repairs), "target": target,
+                "column": column, "changes": list(tables)}
+    plan = {"steps": [step("preflight"),
+                      step("master", repairs=["missing_master_rows"], target="chatbot.session_master"),
+                      step("index:chatbot.conversations_2026_03", ["chatbot.conversations_2026_03"],
+                           ["unindexed_fk_columns"], "chatbot.conversations"),
+                      step("backfill:chatbot.conversations_2026_03", ["chatbot.session_master"],
+                           ["missing_master_rows"], "chatbot.session_master"),
+                      step("orphans:chatbot.user_interactions", ["chatbot.user_interactions"],
+                           ["orphaned_session_ids"], "chatbot.user_interactions"),
+                      step("fk-add:chatbot.user_interactions", ["chatbot.user_interactions"],
+                           ["unconstrained_fk"], "chatbot.user_interactions"),
                       step("verify")],
             "server_version_num": 180001, "options": {}}
     result = scan_result()
@@ -282,7 +289,12 @@ def test_steps_named_by_the_fix_planner_are_attached_to_the_checks_they_repair()
     assert steps == {"orphaned_session_ids": ["orphans:chatbot.user_interactions"],
                      "null_session_ids": [],
                      "unindexed_fk_columns": ["index:chatbot.conversations_2026_03"]}
-    assert not ctx.verdict.ready         # undeclared: the verdict does not rest on names
+    # declared: the verdict rests on the declarations (every blocking check has its step)
+    assert ctx.verdict.ready
+    # a step about another column of the table does not repair the finding
+    plan["steps"][4]["column"] = "user_id"
+    steps = {c.id: [s.id for s in c.steps] for g in build_context(result, plan=plan).groups for c in g.checks}
+    assert steps["orphaned_session_ids"] == []
 
 
 def test_a_check_that_no_longer_applies_after_the_fix_counts_as_fixed():

@@ -1,0 +1,117 @@
+"""The plan's data types: the options of `fix`, the ordered steps, and how they are ordered.
+
+Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`) fill a
+`Draft` (auditor/draft.py) with steps, `planner.build_plan` orders them into a `Plan`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import graphlib
+from dataclasses import dataclass, field
+
+from .errors import AuditError
+from .steps import Kind, Step
+
+ORPHAN_MODES = ("quarantine", "register", "delete")
+INCLUDES = ("schema",)   # `fix --include`: what the plan covers beyond the session migration
+
+
+class PlanError(AuditError):
+    """The migration cannot be planned as asked (bad option, unsupported shape, dependency cycle)."""
+
+
+def option(flag: str, help: str, **kw):
+    """A `fix` option: the field's default and `help` are what `yumai-audit fix --help` shows (the CLI's
+    options are made from these fields; choices and ranges are checked once, here, in __post_init__)."""
+    default = kw.pop("default")
+    return field(default=default, metadata={"flag": flag, "help": help, **kw})
+
+
+@dataclass(frozen=True)
+class FixOptions:
+    """How `fix` plans and applies: one typed object for the API and the CLI (`fix --help`)."""
+
+    orphans: str = option("--orphans", "What to do with rows whose session exists nowhere.",
+                          default="quarantine", choices=ORPHAN_MODES)
+    yes_delete: bool = option("--yes-delete", "Confirm --orphans delete (rows are deleted for good).", default=False)
+    active_window_minutes: int = option("--active-window", "Minutes: a session with activity this recent is "
+                                        "marked is_active.", default=30)
+    batch_size: int = option("--batch-size", "Sessions registered per backfill transaction.", default=5000)
+    lock_timeout: float = option("--lock-timeout", "Seconds to wait for a lock that would hold writers up, "
+                                 "before backing off and retrying.", default=2.0)
+    include: tuple[str, ...] = option(
+        "--include", "Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift "
+        "(index CONCURRENTLY, NOT VALID, then VALIDATE). Default: report them only.", default=(),
+        choices=INCLUDES, metavar="|".join(INCLUDES))
+
+    def __post_init__(self):
+        if isinstance(self.include, str):
+            object.__setattr__(self, "include", tuple(p.strip() for p in self.include.split(",") if p.strip()))
+        object.__setattr__(self, "include", tuple(dict.fromkeys(self.include)))
+        unknown = [i for i in self.include if i not in INCLUDES]
+        if unknown:
+            raise PlanError(f"--include must be one of {', '.join(INCLUDES)}, not {unknown[0]!r}")
+        if self.orphans not in ORPHAN_MODES:
+            raise PlanError(f"--orphans must be one of {', '.join(ORPHAN_MODES)}, not {self.orphans!r}")
+        if self.orphans == "delete" and not self.yes_delete:
+            raise PlanError("--orphans delete deletes rows for good: add --yes-delete to confirm")
+        if self.active_window_minutes < 0:
+            raise PlanError("--active-window must be zero or more minutes")
+        if self.batch_size < 1:
+            raise PlanError("batch size must be at least 1")
+        if not 0 < self.lock_timeout < float("inf"):
+            raise PlanError("--lock-timeout must be a positive number of seconds")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    server_version_num: int
+    options: FixOptions
+    done: dict[str, bool] = field(default_factory=dict)   # guard values when the plan was made
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[Step]:
+        return [s for s in self.steps if s.kind is not Kind.CHECK and not self.done.get(s.id)]
+
+    def step(self, step_id: str) -> Step:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def to_dict(self) -> dict:
+        return {"steps": [s.to_dict(self.done.get(s.id)) for s in self.steps],
+                "server_version_num": self.server_version_num, "options": self.options.to_dict(),
+                "notes": list(self.notes)}
+
+
+def order_steps(steps: list[Step]) -> list[Step]:
+    """Topological order; among steps ready at the same time, the order they were declared in."""
+    by_id = {}
+    for s in steps:
+        if s.id in by_id:
+            raise PlanError(f"two steps have the id {s.id}")
+        by_id[s.id] = s
+    position = {s.id: i for i, s in enumerate(steps)}
+    sorter = graphlib.TopologicalSorter()
+    for s in steps:
+        missing = [d for d in s.depends_on if d not in by_id]
+        if missing:
+            raise PlanError(f"step {s.id} depends on unknown step {missing[0]}")
+        sorter.add(s.id, *s.depends_on)
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        raise PlanError("the fix steps depend on each other in a cycle: " + " -> ".join(cycle)) from None
+    out = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
+        for sid in ready:
+            out.append(by_id[sid])
+            sorter.done(sid)
+    return out
+
+

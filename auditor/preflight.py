@@ -1,0 +1,65 @@
+"""The preflight: one query whose rows are the reasons not to start, built once, last, from the draft.
+
+It runs before the first change (and before the backup): what can be known before changing anything
+is checked here, so that a run does not stop halfway on something it could have seen.
+"""
+from __future__ import annotations
+
+from psycopg import sql
+
+from .config import QualifiedName
+from .ddl import relid
+from .draft import Draft
+from .steps import Kind, LockMode, Operation, Step
+
+
+def preflight(d: Draft) -> Step:
+    """A query whose rows are the reasons not to start (none: go), from everything the draft holds."""
+    tables = d.migrated
+    names = [k.name for k in tables] + ([d.ctx.users.name] if d.ctx.users is not None and tables else [])
+    if d.ctx.master is not None and tables:
+        names.append(d.master)
+    names += [n for n in dict.fromkeys(d.altered) if n not in names]
+    pairs = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n.schema), sql.Literal(n.name))
+                               for n in names or [QualifiedName("", "")])   # no table: matches nothing
+    parts = [
+        sql.SQL("SELECT 'PostgreSQL ' || current_setting('server_version') || ' has no gen_random_uuid() "
+                "(core since 13; on 12 install pgcrypto)' WHERE to_regprocedure('gen_random_uuid()') IS NULL"),
+        sql.SQL("SELECT 'the server is a read-only standby' WHERE pg_is_in_recovery()"),
+        sql.SQL("SELECT format('%s is owned by %s: connect as its owner or a superuser', "
+                "quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner)) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE (n.nspname, c.relname) IN ({}) AND NOT pg_has_role(current_user, c.relowner, 'MEMBER')"
+                ).format(pairs),
+        sql.SQL("SELECT format('invalid index %s on %s (left by an earlier attempt?): drop it or rebuild it first',"
+                " ic.relname, i.indrelid::regclass) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = ic.relnamespace WHERE NOT i.indisvalid "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+                "AND ic.relname <> ALL({})").format(sql.Literal(list(d.our_indexes))),
+        sql.SQL("SELECT format('cannot create %s: no privilege to create in schema %s', {}, {}) "
+                "WHERE {} IS NULL AND NOT has_schema_privilege({}, 'CREATE')").format(
+            sql.Literal(str(d.master)), sql.Literal(d.master.schema), relid(d.master),
+            sql.Literal(d.master.schema)),
+    ]
+    if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
+        parts = parts[1:4]
+    if d.index_claims:
+        # An index step drops an invalid index of its own name before building it: that name must not
+        # belong to an index on another table or column (which would be dropped).
+        claims = sql.SQL(", ").join(sql.SQL("({}, {}, {}, {})").format(*map(sql.Literal, c))
+                                    for c in d.index_claims)
+        parts.append(sql.SQL(
+            "SELECT format('index %I.%I already exists on %s for something else: rename it, then run again', "
+            "c.nsp, c.idx, i.indrelid::regclass) FROM (VALUES {}) AS c(nsp, idx, tbl, col) "
+            "JOIN pg_namespace n ON n.nspname = c.nsp JOIN pg_class ic ON ic.relnamespace = n.oid "
+            "AND ic.relname = c.idx JOIN pg_index i ON i.indexrelid = ic.oid "
+            "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
+            "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
+            "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
+    for ref in dict.fromkeys(d.referenced):
+        parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
+            sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
+            relid(ref), relid(ref)))
+    return Step(id="preflight", operation=Operation.PREFLIGHT, description="Server version, privileges, no invalid index left behind",
+                statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
+                kind=Kind.CHECK)

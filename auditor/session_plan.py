@@ -1,0 +1,353 @@
+"""The session_master migration of the guide, planned into a `Draft`.
+
+Order: master, malformed rows out and text keys to uuid, indexes (CONCURRENTLY), backfill per
+source partition, orphans, then per key table (the source table first): catch-up backfill, FK NOT
+VALID, catch-up again, VALIDATE (per partition, then the parent, on PostgreSQL 12-17); verify.
+Every step has a guard, so the same plan can be run again after a crash: what is done is skipped.
+Key predicates come from `checks/predicates.py`, so that the rows the scan counts as malformed or
+orphaned are exactly the rows the fix moves.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from psycopg import sql
+
+from yumai_audit.checks.predicates import key_malformed, key_uuid, key_valid, table_ref, trimmed
+
+from .catalog import Column, ForeignKey
+from .config import QualifiedName
+from .context import KeyTable
+from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
+from .draft import Draft
+from .plan import PlanError
+from .steps import Kind, LockMode, Operation, Step
+
+QUARANTINE_SCHEMA = "yumai_quarantine"
+UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
+
+# What each step repairs (check ids): the report and the verdict read it from the steps.
+REPAIRS_KEY_TYPE = ("key_type_mismatch", "noncanonical_session_ids", "malformed_session_ids")
+REPAIRS_MASTER = ("missing_master_rows",)
+REPAIRS_ORPHANS = ("orphaned_session_ids",)
+REPAIRS_INDEX = ("unindexed_fk_columns",)
+REPAIRS_FK = ("unconstrained_fk", "unvalidated_fk")
+
+
+def migratable(d: Draft) -> list[KeyTable]:
+    out = []
+    for k in d.ctx.key_tables:
+        if not k.key_checkable:
+            d.notes.append(f"{k.name}.{k.key.name} is {k.key.type}, neither uuid nor text: left as it is")
+            continue
+        if k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
+            d.notes.append(f"{k.name} has sub-partitions: not migrated by this version")
+            continue
+        out.append(k)
+    # the source table first: its FK must exist before the other tables' catch-ups can trust it
+    return sorted(out, key=lambda k: not k.is_source)
+
+
+def key_after(k: KeyTable) -> Column:
+    """The key column as the later steps see it: uuid once a text key is converted."""
+    return dataclasses.replace(UUID, name=k.key.name) if k.key.is_text else k.key
+
+
+# sessions ---------------------------------------------------------------------------------
+
+def in_master(d: Draft, key: sql.Composable) -> sql.Composable:
+    return sql.SQL("EXISTS (SELECT 1 FROM {} m WHERE m.{} = {})").format(
+        table_ref(d.master), sql.Identifier(d.key), key)
+
+
+def in_source(d: Draft, key: sql.Composable) -> sql.Composable:
+    src = d.ctx.source
+    if src is None or not src.key_checkable:
+        return sql.SQL("false")
+    return sql.SQL("EXISTS (SELECT 1 FROM {} s WHERE {} = {})").format(
+        table_ref(src.name), key_uuid(key_after(src), "s"), key)
+
+
+def orphaned(d: Draft, key: Column) -> sql.Composable:
+    """The scan's `orphaned`: a valid key known neither to the master nor to the source table."""
+    k = key_uuid(key)
+    return sql.SQL("({} AND NOT {} AND NOT {})").format(key_valid(key), in_master(d, k), in_source(d, k))
+
+
+def master_columns(d: Draft) -> set[str]:
+    if d.ctx.master is not None:
+        return set(d.ctx.master.columns)
+    return {d.key, "user_id", "session_start", "session_end", "is_active"}
+
+
+def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable, limit: int | None) -> sql.Composable:
+    """INSERT into the master the sessions picked by `pick` (a SELECT of `sid`), described from `origin`.
+
+    session_start/end: the earliest/latest created_at of the session's rows in `origin`; user: the
+    user of its earliest row (ties: lowest primary key), NULL when that user does not exist.
+    """
+    cfg = d.ctx.config
+    key = key_after(origin)
+    table = origin.table
+    created = table.columns.get(cfg.created_at_column)
+    have = master_columns(d)
+    cols, values = [sql.Identifier(d.key)], [sql.SQL("b.sid")]
+    joins = []
+    if created is not None and {"session_start", "session_end"} & have:
+        joins.append(sql.SQL("CROSS JOIN LATERAL (SELECT min(o.{c}) AS first_at, max(o.{c}) AS last_at "
+                             "FROM {t} o WHERE {k} = b.sid) a").format(
+            c=sql.Identifier(created.name), t=table_ref(origin.name), k=key_uuid(key, "o")))
+        for name, expr in (("session_start", "a.first_at"), ("session_end", "a.last_at")):
+            if name in have:
+                cols.append(sql.Identifier(name))
+                values.append(sql.SQL(expr))
+        if "is_active" in have:
+            cols.append(sql.Identifier("is_active"))
+            values.append(sql.SQL("coalesce(a.last_at >= now() - {} * interval '1 minute', false)").format(
+                sql.Literal(d.options.active_window_minutes)))
+    if origin.user is not None and "user_id" in have:
+        order = [sql.Identifier("o", created.name)] if created is not None else []
+        order += [sql.Identifier("o", c) for c in table.primary_key] or [sql.Identifier("o", origin.user.name)]
+        joins.append(sql.SQL("LEFT JOIN LATERAL (SELECT o.{u} AS uid FROM {t} o WHERE {k} = b.sid "
+                             "ORDER BY {order} LIMIT 1) f ON true").format(
+            u=sql.Identifier(origin.user.name), t=table_ref(origin.name), k=key_uuid(key, "o"),
+            order=sql.SQL(", ").join(order)))
+        cols.append(sql.Identifier("user_id"))
+        if d.ctx.users is not None:
+            values.append(sql.SQL("(SELECT u.{uk} FROM {users} u WHERE u.{uk} = f.uid LIMIT 1)").format(
+                uk=sql.Identifier(cfg.users_key), users=table_ref(d.ctx.users.name)))
+        else:
+            values.append(sql.SQL("f.uid"))
+    limit_sql = sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL("")
+    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM ({pick}{limit}) b {joins} "
+                   "ON CONFLICT DO NOTHING").format(
+        master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
+        pick=pick, limit=limit_sql, joins=sql.SQL(" ").join(joins))
+
+
+def missing_from_master(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
+    """SELECT DISTINCT sid: the valid keys of `relation` with no master row."""
+    return sql.SQL("SELECT DISTINCT {k} AS sid FROM {t} t WHERE {valid} AND NOT {m}").format(
+        k=key_uuid(key), t=table_ref(relation), valid=key_valid(key), m=in_master(d, key_uuid(key)))
+
+
+def backfill_all(d: Draft) -> sql.Composable:
+    src = d.ctx.source
+    return register_sessions(d, src, missing_from_master(d, src.name, key_after(src)), None)
+
+
+def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
+    return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {} AND NOT {})").format(
+        table_ref(relation), key_valid(key), in_master(d, key_uuid(key)))
+
+
+# rows out ---------------------------------------------------------------------------------
+
+def quarantine_name(k: KeyTable) -> QualifiedName:
+    return QualifiedName(QUARANTINE_SCHEMA, f"{k.name.schema}__{k.name.name}")
+
+
+def move_rows(k: KeyTable, predicate: sql.Composable, reason: str) -> tuple[sql.Composable, ...]:
+    """Statements that move the rows matching `predicate` to the quarantine table (one transaction)."""
+    q = quarantine_name(k)
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in k.table.columns)
+    return (
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(QUARANTINE_SCHEMA)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {q} (LIKE {t}, yumai_reason text NOT NULL, "
+                "yumai_quarantined_at timestamptz NOT NULL DEFAULT now())").format(
+            q=table_ref(q), t=table_ref(k.name)),
+        sql.SQL("WITH moved AS (DELETE FROM {t} AS t WHERE {pred} RETURNING t.*) "
+                "INSERT INTO {q} ({names}, yumai_reason) SELECT {names}, {reason} FROM moved").format(
+            t=table_ref(k.name), pred=predicate, q=table_ref(q), names=names, reason=sql.Literal(reason)),
+    )
+
+
+def orphan_statements(d: Draft, k: KeyTable) -> tuple[sql.Composable, ...]:
+    key = key_after(k)
+    pred = orphaned(d, key)
+    mode = d.options.orphans
+    if mode == "quarantine":
+        return move_rows(k, pred, "orphaned")
+    if mode == "register":
+        return (register_sessions(d, k, sql.SQL("SELECT DISTINCT {} AS sid FROM {} t WHERE {}").format(
+            key_uuid(key), table_ref(k.name), pred), None),)
+    return (sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_ref(k.name), pred),)
+
+
+def orphan_guard(d: Draft, k: KeyTable) -> sql.Composable:
+    return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
+        table_ref(k.name), orphaned(d, key_after(k)))
+
+
+# the steps ----------------------------------------------------------------------------------------
+def plan_sessions(d: Draft) -> list[str]:
+    """Add the session_master migration to the draft; returns the ids of its last changes."""
+    tables = migratable(d)
+    d.migrated = tables
+    if not tables:
+        return []
+    master = d.ctx.master
+    if master is not None and (d.key not in master.columns or not master.columns[d.key].is_uuid):
+        raise PlanError(f"{d.master} exists but its {d.key} column is not a uuid")
+    src = d.ctx.source if d.ctx.source in tables else None
+    m = str(d.master)
+    preflight = "preflight"
+    create = d.add(create_master(d, preflight))
+    ready: dict[str, list[str]] = {}   # table -> steps after which its key is uuid, malformed-free
+    for k in tables:
+        name = str(k.name)
+        ready[name] = [preflight]
+        if k.key.is_text:
+            bad = d.add(Step(
+                id=f"malformed:{name}", operation=Operation.QUARANTINE_MALFORMED,
+                description=f"Move rows of {name} whose {k.key.name} is not a uuid to {quarantine_name(k)}",
+                statements=move_rows(k, key_malformed(k.key), "malformed"),
+                lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=(preflight,),
+                guard=sql.SQL("SELECT {} OR NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
+                    column_is_uuid(k.name, k.key.name), table_ref(k.name), key_malformed(k.key)),
+                changes=(name,), target=name, column=k.key.name, repairs=("malformed_session_ids",)))
+            convert = d.add(Step(
+                id=f"to-uuid:{name}", operation=Operation.CONVERT_TO_UUID,
+                description=f"Convert {name}.{k.key.name} from {k.key.type} to uuid (rewrites the table, "
+                            f"{k.table.bytes} bytes, under ACCESS EXCLUSIVE)",
+                statements=(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table_ref(k.name)),)
+                + move_rows(k, key_malformed(k.key), "malformed")[2:]
+                + (sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE uuid USING {}::uuid").format(
+                    table_ref(k.name), sql.Identifier(k.key.name), trimmed(k.key, "")),),
+                lock=LockMode.ACCESS_EXCLUSIVE, tables=(name,), depends_on=(bad.id,),
+                guard=sql.SQL("SELECT {}").format(column_is_uuid(k.name, k.key.name)), rewrites=True,
+                table_bytes=((name, k.table.bytes),), changes=(name,), target=name, column=k.key.name,
+                repairs=REPAIRS_KEY_TYPE))
+            ready[name] = [convert.id]
+    indexed = {str(k.name): d.take(leading_index_steps(k.table, k.key.name, ready[str(k.name)],
+                                                       repairs=REPAIRS_INDEX)) for k in tables}
+    backfills = []
+    if src is not None:
+        parts = [p.name for p in src.table.leaf_partitions] if src.table.is_partitioned else [src.name]
+        key = key_after(src)
+        for part in parts:
+            backfills.append(d.add(Step(
+                id=f"backfill:{part}", operation=Operation.BACKFILL,
+                description=f"Register in {m} every session of {part} it lacks "
+                f"(batches of {d.options.batch_size}, existing rows never overwritten)",
+                statements=(register_sessions(d, src, missing_from_master(d, part, key), d.options.batch_size),),
+                lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
+                depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
+                guard=backfill_guard(d, part, key), changes=(m,), target=m, repairs=REPAIRS_MASTER)).id)
+    previous_fk: list[str] = []
+    last_steps = []
+    for k in tables:
+        name = str(k.name)
+        before_fk = [create.id, *backfills, *indexed[name], *ready[name], *previous_fk]
+        if not k.is_source:
+            register = d.options.orphans == "register"
+            orphans = d.add(Step(
+                id=f"orphans:{name}", operation=Operation.ORPHANS, description=orphan_description(d, k),
+                statements=orphan_statements(d, k), lock=LockMode.ROW_EXCLUSIVE,
+                tables=(name, m) if register else (name,),
+                depends_on=tuple(before_fk), guard=orphan_guard(d, k),
+                changes=(m,) if register else (name,), target=name, column=k.key.name, repairs=REPAIRS_ORPHANS))
+            before_fk.append(orphans.id)
+        last = fk_steps(d, k, before_fk)
+        previous_fk = [last]
+        last_steps.append(last)
+    d.add(Step(id="verify", operation=Operation.VERIFY,
+               description="Every key table has a validated foreign key to the master",
+               statements=(verify_query(d, tables),), lock=LockMode.ACCESS_SHARE, tables=(),
+               depends_on=tuple(last_steps), kind=Kind.CHECK))
+    return last_steps
+
+
+def orphan_description(d: Draft, k: KeyTable) -> str:
+    what = {"quarantine": f"move to {quarantine_name(k)} (same transaction as the delete)",
+            "register": f"register their sessions in {d.master}",
+            "delete": "delete them"}[d.options.orphans]
+    return f"Rows of {k.name} whose session is in neither {d.master} nor the source table: {what}"
+
+
+def create_master(d: Draft, after: str) -> Step:
+    cfg = d.ctx.config
+    src = d.ctx.source
+    created = src.table.columns.get(cfg.created_at_column) if src is not None else None
+    ts = sql.SQL(created.type if created is not None and created.typname in ("timestamptz", "timestamp")
+                 else "timestamptz")
+    user_ref = sql.SQL("")
+    tables: tuple[str, ...] = ()
+    if d.ctx.users is not None:
+        user_ref = sql.SQL(" REFERENCES {} ({})").format(table_ref(d.ctx.users.name), sql.Identifier(cfg.users_key))
+        tables = (str(d.ctx.users.name),)
+    stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+                   "user_id int{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "
+                   "is_active boolean DEFAULT true)").format(
+        table_ref(d.master), sql.Identifier(d.key), user_ref, ts=ts)
+    statements = (stmt,)
+    if d.ctx.users is not None:
+        # the new table's user_id FK gets its index at once (the table is empty: no cost)
+        statements += (sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id)").format(
+            sql.Identifier(short_name(d.master.name, "user_id", suffix="idx")), table_ref(d.master)),)
+    return Step(id="master", operation=Operation.CREATE_MASTER,
+                description=f"Create {d.master} (the guide's schema) if it does not exist",
+                statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
+                tables=tables, depends_on=(after,),
+                guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(d.master)), changes=(str(d.master),),
+                target=str(d.master), repairs=REPAIRS_MASTER)
+
+
+def existing_fk(d: Draft, fks: list[ForeignKey], table: QualifiedName) -> ForeignKey | None:
+    for fk in fks:
+        if fk.table == table and fk.columns == (d.key,) and d.ctx.is_master_fk(fk):
+            return fk
+    return None
+
+
+def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
+    """Catch-up, FK NOT VALID, catch-up again, VALIDATE; returns the last step's id."""
+    name = str(k.name)
+    m = str(d.master)
+    key = k.key.name
+    fk_name = short_name(k.name.name, key, suffix="fkey")
+    source_known = d.ctx.source is not None and d.ctx.source.key_checkable
+    catchup_stmts = (backfill_all(d),) if source_known else ()
+    if not k.is_source:
+        catchup_stmts += orphan_statements(d, k)
+    guards = [backfill_guard(d, d.ctx.source.name, key_after(d.ctx.source))] if source_known else []
+    if not k.is_source:
+        guards.append(orphan_guard(d, k))
+
+    def catchup(step_id: str, deps, why: str) -> Built:
+        out = Built(last=list(deps))
+        if not catchup_stmts:
+            return out
+        out.last = [out.add(Step(
+            id=step_id, operation=Operation.CATCHUP,
+            description=f"Catch-up {why}: register sessions created since the backfill"
+            + ("" if k.is_source else f"; {d.options.orphans} new orphans of {name}"),
+            statements=catchup_stmts, lock=LockMode.ROW_EXCLUSIVE,
+            tables=(m,) if k.is_source else (m, name), depends_on=tuple(deps),
+            guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(g) for g in guards)),
+            changes=(m,) if k.is_source else (m, name), target=name,
+            repairs=REPAIRS_MASTER + (() if k.is_source else REPAIRS_ORPHANS))).id]
+        return out
+
+    spec = FkSpec((key,), d.master, (d.key,), on_delete="c")
+    existing = existing_fk(d, k.table.foreign_keys, k.name)
+    if existing is not None and existing.validated:
+        return after[-1]
+    pre = d.take(catchup(f"catchup:{name}", after, "before the foreign key"))
+
+    def partition_constraint(p) -> str:
+        found = existing_fk(d, k.table.partition_foreign_keys, p.name)
+        return found.name if found is not None else fk_name
+
+    built = fk_sequence(
+        d.version, k.table, spec, existing.name if existing is not None else fk_name, pre, whole=existing is not None,
+        settle=lambda deps: catchup(f"settle:{name}", deps, "after NOT VALID, before VALIDATE"),
+        partition_constraint=partition_constraint, repairs=REPAIRS_FK)
+    return d.take(built)[-1]
+
+
+def verify_query(d: Draft, tables: list[KeyTable]) -> sql.Composable:
+    parts = [sql.SQL("SELECT {} WHERE NOT ({})").format(
+        sql.Literal(f"{k.name}.{k.key.name} has no validated foreign key to {d.master}"),
+        fk_exists(k.name, k.key.name, d.master, validated=True)) for k in tables]
+    return sql.SQL(" UNION ALL ").join(parts)
