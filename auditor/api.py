@@ -90,6 +90,9 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
         evidence, failed = measure_probes(conn, probes(ctx), config.timeout_seconds)
     plan = build_plan(ctx, fix_options, evidence)
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
+    from .cascade import measure
+
+    plan.notes += measure(conn, plan.removals)
     plan.done = evaluate_guards(conn, plan)
     return plan
 

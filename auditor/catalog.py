@@ -67,6 +67,24 @@ class ForeignKey:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A foreign key anywhere in the database, seen from the table it references (what a delete there
+    sets off). Only declared constraints (not the copies PostgreSQL makes on partitions); both ends
+    carry their partition root, so a delete from a partitioned table meets the keys referencing one of
+    its partitions, and a key declared on one partition only is that partition's."""
+
+    name: str
+    table: QualifiedName               # the referencing relation (holds the constraint)
+    table_root: QualifiedName          # its partition root (itself when it is not a partition)
+    table_columns: tuple[str, ...]     # every column of the referencing relation, in order
+    columns: tuple[str, ...]           # the referencing columns
+    ref_table: QualifiedName           # the referenced relation as declared (may be a partition)
+    ref_root: QualifiedName
+    ref_columns: tuple[str, ...]
+    on_delete: str                     # a=no action, r=restrict, c=cascade, n=set null, d=set default
+
+
+@dataclass(frozen=True)
 class Index:
     name: str
     table: QualifiedName
@@ -116,6 +134,7 @@ class Catalog:
     is_superuser: bool = False
     in_recovery: bool = False
     invalid_indexes: list[Index] = field(default_factory=list)  # anywhere in scope, partitions included
+    references: list[Reference] = field(default_factory=list)   # every declared FK of the database
 
     def get(self, name: QualifiedName) -> Table | None:
         return self.tables.get(name)
@@ -167,6 +186,29 @@ JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relname
 JOIN pg_class fc ON fc.oid = con.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
 WHERE con.contype = 'f' AND con.conrelid = ANY(%(oids)s)
 ORDER BY n.nspname, c.relname, con.conname
+"""
+
+# Every declared foreign key of the database, whatever the schema (a delete cascades across schemas):
+# conparentid = 0 leaves out the copies PostgreSQL makes for partitions.
+_REFERENCES = """
+SELECT con.conname, n.nspname, c.relname, rn.nspname, rc.relname,
+       ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = con.conrelid AND a.attnum > 0
+             AND NOT a.attisdropped ORDER BY a.attnum)::text[],
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord)::text[],
+       fn.nspname, fc.relname, frn.nspname, frc.relname,
+       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)::text[],
+       con.confdeltype::text
+FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(con.conrelid), con.conrelid)
+JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+JOIN pg_class fc ON fc.oid = con.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+JOIN pg_class frc ON frc.oid = coalesce(pg_partition_root(con.confrelid), con.confrelid)
+JOIN pg_namespace frn ON frn.oid = frc.relnamespace
+WHERE con.contype = 'f' AND con.conparentid = 0
+ORDER BY fn.nspname, fc.relname, n.nspname, c.relname, con.conname
 """
 
 _INDEXES = """
@@ -238,6 +280,9 @@ def read_catalog(conn: psycopg.Connection, schemas: tuple[str, ...] = ()) -> Cat
                     owner_table.primary_key = tuple(cols)
             if not valid:
                 invalid.append(Index(f"{schema}.{name}", owner_table.name, tuple(cols), valid, unique, primary))
+    references = [Reference(name, _qn(s, t), _qn(rs, rt), tuple(cols), tuple(fk), _qn(fs, ft), _qn(frs, frt),
+                            tuple(ref), deltype)
+                  for name, s, t, rs, rt, cols, fk, fs, ft, frs, frt, ref, deltype in cur.execute(_REFERENCES)]
     return Catalog(database=db, server_version=version, server_version_num=version_num, tables=tables,
                    current_user=user, is_superuser=superuser, in_recovery=recovery,
-                   invalid_indexes=invalid if oids else [])
+                   invalid_indexes=invalid if oids else [], references=references)

@@ -322,6 +322,10 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
     click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; with them, ON DELETE CASCADE removes:")
     for table, rows in r.cascade.items():
         click.echo(f"  {table}: {rows} row(s)")
+    for table, rows in r.changed.items():
+        click.echo(f"  {table}: {rows} row(s) changed (ON DELETE SET NULL / SET DEFAULT)")
+    for table, rows in r.blocked.items():
+        click.echo(f"  {table}: {rows} row(s) block the delete (ON DELETE RESTRICT / NO ACTION)")
     if apply:
         click.echo(f"Deleted {r.deleted_sessions} session(s) in {len(r.batches)} batch(es) "
                    f"(largest {max(r.batches, default=0)}), {sum(r.deleted_rows.values())} row(s) with them.")
@@ -511,6 +515,7 @@ def confirmation_text(plan, before, target, backup: str | None, orphans: str) ->
                      if s.lock.name == "ACCESS_EXCLUSIVE" else f"  {s.id}: rewrites {sizes} under {s.lock.label}")
     if not rewrites:
         lines.append("  No ACCESS EXCLUSIVE rewrite.")
+    lines += [f"  note: {n}" for n in plan.notes]   # among them what deletes reach through foreign keys
     return "\n".join(lines)
 
 

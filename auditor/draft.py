@@ -28,6 +28,9 @@ class Draft:
     referenced: list[QualifiedName] = field(default_factory=list)  # tables FKs reference (REFERENCES needed)
     migrated: list = field(default_factory=list)    # the key tables the session migration covers
     session_last: list[str] = field(default_factory=list)   # the session migration's last changes
+    # (table, reason) -> (cascade graph, the predicate as the database is now, label, moves rows?): each
+    # delete of the plan, for its counts and the preflight's refusals (auditor/cascade.py)
+    removals: dict[tuple, tuple] = field(default_factory=dict)
 
     @property
     def master(self) -> QualifiedName:

@@ -73,6 +73,9 @@ class Plan:
     options: FixOptions
     done: dict[str, bool] = field(default_factory=dict)   # guard values when the plan was made
     notes: list[str] = field(default_factory=list)
+    # what each delete of the plan reaches through foreign keys: (graph, predicate now, label, moves?),
+    # counted into the notes when the plan is made (api._build_plan, cascade.measure)
+    removals: list[tuple] = field(default_factory=list)
 
     @property
     def pending(self) -> list[Step]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from . import cascade
 from .config import QualifiedName
 from .ddl import relid
 from .draft import Draft
@@ -56,6 +57,7 @@ def preflight(d: Draft) -> Step:
             "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
             "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
             "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
+    parts += cascade.preflight_parts(d.removals.values())
     for ref in dict.fromkeys(d.referenced):
         parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
             sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),

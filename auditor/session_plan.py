@@ -15,6 +15,7 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import key_malformed, key_uuid, key_valid, table_ref, trimmed
 
+from . import cascade
 from .catalog import Column, ForeignKey
 from .config import QualifiedName
 from .context import KeyTable
@@ -23,7 +24,7 @@ from .draft import Draft
 from .plan import PlanError
 from .steps import Kind, LockMode, Operation, Step
 
-QUARANTINE_SCHEMA = "yumai_quarantine"
+QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
 
 # What each step repairs (check ids): the report and the verdict read it from the steps.
@@ -144,22 +145,18 @@ def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Compos
 # rows out ---------------------------------------------------------------------------------
 
 def quarantine_name(k: KeyTable) -> QualifiedName:
-    return QualifiedName(QUARANTINE_SCHEMA, f"{k.name.schema}__{k.name.name}")
+    return cascade.quarantine_name(k.name)
 
 
-def move_rows(k: KeyTable, predicate: sql.Composable, reason: str) -> tuple[sql.Composable, ...]:
-    """Statements that move the rows matching `predicate` to the quarantine table (one transaction)."""
-    q = quarantine_name(k)
-    names = sql.SQL(", ").join(sql.Identifier(c) for c in k.table.columns)
-    return (
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(QUARANTINE_SCHEMA)),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {q} (LIKE {t}, yumai_reason text NOT NULL, "
-                "yumai_quarantined_at timestamptz NOT NULL DEFAULT now())").format(
-            q=table_ref(q), t=table_ref(k.name)),
-        sql.SQL("WITH moved AS (DELETE FROM {t} AS t WHERE {pred} RETURNING t.*) "
-                "INSERT INTO {q} ({names}, yumai_reason) SELECT {names}, {reason} FROM moved").format(
-            t=table_ref(k.name), pred=predicate, q=table_ref(q), names=names, reason=sql.Literal(reason)),
-    )
+def move_rows(d: Draft, k: KeyTable, predicate: sql.Composable, reason: str,
+              now: sql.Composable | None = None) -> tuple[sql.Composable, ...]:
+    """Statements that move the rows matching `predicate` to the quarantine table, with every row a
+    cascade would delete, each to its own (one transaction; auditor/cascade.py). `now`: the predicate
+    as the database is when the plan is made (counts, preflight), when it differs."""
+    g = cascade.of_table(d.ctx.catalog, k.table)
+    d.removals.setdefault((k.name, reason), (g, now if now is not None else predicate,
+                                             f"the quarantine of {reason} rows of {k.name}", True))
+    return cascade.quarantine_statements(g, predicate, reason)
 
 
 def orphan_statements(d: Draft, k: KeyTable) -> tuple[sql.Composable, ...]:
@@ -167,10 +164,13 @@ def orphan_statements(d: Draft, k: KeyTable) -> tuple[sql.Composable, ...]:
     pred = orphaned(d, key)
     mode = d.options.orphans
     if mode == "quarantine":
-        return move_rows(k, pred, "orphaned")
+        return move_rows(d, k, pred, "orphaned", cascade.orphaned_now(d.ctx, k))
     if mode == "register":
         return (register_sessions(d, k, sql.SQL("SELECT DISTINCT {} AS sid FROM {} t WHERE {}").format(
             key_uuid(key), table_ref(k.name), pred), None),)
+    d.removals.setdefault((k.name, "orphaned"), (
+        cascade.of_table(d.ctx.catalog, k.table), cascade.orphaned_now(d.ctx, k),
+        f"the delete of orphaned rows of {k.name}", False))
     return (sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_ref(k.name), pred),)
 
 
@@ -198,26 +198,29 @@ def plan_sessions(d: Draft) -> list[str]:
         name = str(k.name)
         ready[name] = [preflight]
         if k.key.is_text:
-            bad = d.add(Step(
+            graph = cascade.of_table(d.ctx.catalog, k.table)
+            bad = d.add(cascade.widen(Step(
                 id=f"malformed:{name}", operation=Operation.QUARANTINE_MALFORMED,
                 description=f"Move rows of {name} whose {k.key.name} is not a uuid to {quarantine_name(k)}",
-                statements=move_rows(k, key_malformed(k.key), "malformed"),
+                statements=move_rows(d, k, key_malformed(k.key), "malformed"),
                 lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=(preflight,),
                 guard=sql.SQL("SELECT {} OR NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
                     column_is_uuid(k.name, k.key.name), table_ref(k.name), key_malformed(k.key)),
-                changes=(name,), target=name, column=k.key.name, repairs=("malformed_session_ids",)))
-            convert = d.add(Step(
+                changes=(name,), target=name, column=k.key.name, repairs=("malformed_session_ids",)), graph))
+            convert = d.add(cascade.widen(Step(
                 id=f"to-uuid:{name}", operation=Operation.CONVERT_TO_UUID,
                 description=f"Convert {name}.{k.key.name} from {k.key.type} to uuid (rewrites the table, "
                             f"{k.table.bytes} bytes, under ACCESS EXCLUSIVE)",
                 statements=(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table_ref(k.name)),)
-                + move_rows(k, key_malformed(k.key), "malformed")[2:]
+                # all of them: the quarantine table too, which the malformed step (nothing to move) may not
+                # have created
+                + move_rows(d, k, key_malformed(k.key), "malformed")
                 + (sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE uuid USING {}::uuid").format(
                     table_ref(k.name), sql.Identifier(k.key.name), trimmed(k.key, "")),),
                 lock=LockMode.ACCESS_EXCLUSIVE, tables=(name,), depends_on=(bad.id,),
                 guard=sql.SQL("SELECT {}").format(column_is_uuid(k.name, k.key.name)), rewrites=True,
                 table_bytes=((name, k.table.bytes),), changes=(name,), target=name, column=k.key.name,
-                repairs=REPAIRS_KEY_TYPE))
+                repairs=REPAIRS_KEY_TYPE), graph))
             ready[name] = [convert.id]
     indexed = {str(k.name): d.take(leading_index_steps(k.table, k.key.name, ready[str(k.name)],
                                                        repairs=REPAIRS_INDEX)) for k in tables}
@@ -241,12 +244,12 @@ def plan_sessions(d: Draft) -> list[str]:
         before_fk = [create.id, *backfills, *indexed[name], *ready[name], *previous_fk]
         if not k.is_source:
             register = d.options.orphans == "register"
-            orphans = d.add(Step(
+            orphans = d.add(cascade.widen_orphans(d.ctx, d.options.orphans, k, Step(
                 id=f"orphans:{name}", operation=Operation.ORPHANS, description=orphan_description(d, k),
                 statements=orphan_statements(d, k), lock=LockMode.ROW_EXCLUSIVE,
                 tables=(name, m) if register else (name,),
                 depends_on=tuple(before_fk), guard=orphan_guard(d, k),
-                changes=(m,) if register else (name,), target=name, column=k.key.name, repairs=REPAIRS_ORPHANS))
+                changes=(m,) if register else (name,), target=name, column=k.key.name, repairs=REPAIRS_ORPHANS)))
             before_fk.append(orphans.id)
         last = fk_steps(d, k, before_fk)
         previous_fk = [last]
@@ -318,7 +321,7 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
         out = Built(last=list(deps))
         if not catchup_stmts:
             return out
-        out.last = [out.add(Step(
+        out.last = [out.add(cascade.widen_orphans(d.ctx, d.options.orphans, k, Step(
             id=step_id, operation=Operation.CATCHUP,
             description=f"Catch-up {why}: register sessions created since the backfill"
             + ("" if k.is_source else f"; {d.options.orphans} new orphans of {name}"),
@@ -326,7 +329,7 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
             tables=(m,) if k.is_source else (m, name), depends_on=tuple(deps),
             guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(sql.SQL("({})").format(g) for g in guards)),
             changes=(m,) if k.is_source else (m, name), target=name,
-            repairs=REPAIRS_MASTER + (() if k.is_source else REPAIRS_ORPHANS))).id]
+            repairs=REPAIRS_MASTER + (() if k.is_source else REPAIRS_ORPHANS)))).id]
         return out
 
     spec = FkSpec((key,), d.master, (d.key,), on_delete="c")

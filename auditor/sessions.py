@@ -4,8 +4,11 @@
   table, or `session_start`) is older than the idle limit get `is_active = false` and `session_end` =
   that last activity.
 - `prune`: inactive sessions that ended before a cutoff are deleted; `ON DELETE CASCADE` takes their
-  rows in every key table with them. The dry run counts exactly those rows; the apply deletes in
-  batches of at most `batch_size` sessions, one short transaction each, with a `lock_timeout`.
+  rows in every key table with them, and whatever the foreign keys of other tables do in turn
+  (auditor/cascade.py: cascades at any depth, SET NULL / SET DEFAULT, RESTRICT / NO ACTION). The dry
+  run counts exactly those rows, table by table; the apply deletes in batches of at most `batch_size`
+  sessions, one short transaction each, with a `lock_timeout`, and counts the same way per batch. Rows
+  of a RESTRICT / NO ACTION key that a delete would meet make the apply refuse before any change.
 
 Both are dry runs unless `apply=True`. Each batch either commits whole or not at all; running again
 resumes where an interrupted run stopped.
@@ -20,6 +23,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
+from . import cascade as fk_cascade
 from .config import Config
 from .connection import Target, connect, resolve_target
 from .context import AuditContext, KeyTable
@@ -51,12 +55,15 @@ class CloseIdleResult:
 class PruneResult:
     cutoff: datetime
     sessions: int                           # inactive sessions that ended before the cutoff
-    cascade: dict[str, int]                 # rows each key table loses with them
+    cascade: dict[str, int]                 # rows each table loses with them (ON DELETE CASCADE, at any depth)
     applied: bool
     deleted_sessions: int = 0
     deleted_rows: dict[str, int] = field(default_factory=dict)
     batches: list[int] = field(default_factory=list)   # sessions deleted per transaction
     notes: list[str] = field(default_factory=list)
+    changed: dict[str, int] = field(default_factory=dict)    # rows ON DELETE SET NULL / SET DEFAULT changes
+    blocked: dict[str, int] = field(default_factory=dict)    # rows of RESTRICT / NO ACTION keys: the delete fails
+    changed_rows: dict[str, int] = field(default_factory=dict)
 
 
 def _target(target: Target | str | None) -> Target:
@@ -213,29 +220,54 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
         cutoff = _cutoff(conn, older_than)
         master, key = table_ref(ctx.master.name), sql.Identifier(ctx.key)
         candidate = sql.SQL("m.is_active IS FALSE AND m.session_end < {}").format(sql.Literal(cutoff))
+        g = fk_cascade.of_table(ctx.catalog, ctx.master)
+
+        def reach(predicate: sql.Composable) -> dict[str, dict[str, int]]:
+            """Rows per table the delete of the master rows matching `predicate` (alias t) deletes, changes, meets."""
+            out: dict[str, dict[str, int]] = {"delete": {}, "change": {}, "block": {}}
+            for what, schema, table, n in conn.execute(fk_cascade.count_query(g, predicate)).fetchall():
+                name = f"{schema}.{table}"
+                if (schema, table) != (ctx.master.name.schema, ctx.master.name.name) or what != "delete":
+                    out[what][name] = out[what].get(name, 0) + n
+            return out
+
         with conn.transaction():   # one snapshot for the preview
             sessions = conn.execute(sql.SQL("SELECT count(*) FROM {} m WHERE {}").format(master, candidate)).fetchone()[0]
-            cascade = {
-                str(kt.name): conn.execute(sql.SQL("SELECT count(*) FROM {m_} m JOIN {t} t ON {match} WHERE {cand}").format(
-                    m_=master, t=table_ref(kt.name), match=_matches(kt, ctx), cand=candidate)).fetchone()[0]
-                for kt in ctx.key_tables}
-        result = PruneResult(cutoff=cutoff, sessions=sessions, cascade=cascade, applied=apply)
+            preview = reach(sql.SQL("t.is_active IS FALSE AND t.session_end < {}").format(sql.Literal(cutoff)))
+        result = PruneResult(cutoff=cutoff, sessions=sessions, cascade=preview["delete"], applied=apply,
+                             changed=preview["change"], blocked={t: n for t, n in preview["block"].items() if n})
         if not apply or not sessions:
             return result
-        result.deleted_rows = {name: 0 for name in cascade}
+        if result.blocked:
+            raise LifecycleError("prune would fail, nothing was deleted: " + ", ".join(
+                f"{n} row(s) of {t} reference the sessions' rows through a RESTRICT / NO ACTION foreign key"
+                for t, n in result.blocked.items()))
+        result.deleted_rows = {name: 0 for name in result.cascade}
+        result.changed_rows = {name: 0 for name in result.changed}
         pick = sql.SQL("SELECT m.{key} FROM {master} m WHERE {cand} ORDER BY m.{key} LIMIT {n} FOR UPDATE SKIP LOCKED").format(
             key=key, master=master, cand=candidate, n=sql.Literal(batch_size))
-        counts = [(str(kt.name), sql.SQL("SELECT count(*) FROM {t} t WHERE {k} = ANY(%s)").format(
-            t=table_ref(kt.name), k=key_uuid(kt.key, "t"))) for kt in ctx.key_tables]
         delete = sql.SQL("DELETE FROM {master} WHERE {key} = ANY(%s)").format(master=master, key=key)
+        # the picked master rows are locked FOR UPDATE: no new row can reference them meanwhile, but a row of
+        # a table further down could start referencing a row the cascade deletes: those tables are locked
+        direct = {e.child for e in g.cascades + g.changes if e.parent == g.root}
+        deeper = {e.child for e in g.cascades + g.changes if e.parent != g.root}
+        lock = [t for t in g.locked if t not in direct or t in deeper]
 
         def step() -> int:
             keys = [r[0] for r in conn.execute(pick).fetchall()]
             if not keys:
                 return 0
-            # the picked master rows are locked FOR UPDATE: no new row can reference them meanwhile
-            for name, query in counts:
-                result.deleted_rows[name] += conn.execute(query, (keys,)).fetchone()[0]
+            if lock:
+                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.SQL(", ").join(map(table_ref, lock))))
+            counted = reach(sql.SQL("t.{} = ANY({})").format(key, sql.Literal(keys)))
+            if any(counted["block"].values()):
+                raise LifecycleError(f"batch {len(result.batches) + 1} would fail: rows of "
+                                     f"{', '.join(t for t, n in counted['block'].items() if n)} reference its "
+                                     "sessions' rows through a RESTRICT / NO ACTION foreign key; it was rolled back")
+            for name, n in counted["delete"].items():
+                result.deleted_rows[name] = result.deleted_rows.get(name, 0) + n
+            for name, n in counted["change"].items():
+                result.changed_rows[name] = result.changed_rows.get(name, 0) + n
             return conn.execute(delete, (keys,)).rowcount
 
         result.batches = _batches(conn, step, "sessions deleted", lock_timeout, say)

@@ -173,3 +173,46 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+CHILDREN = """
+CREATE TABLE chatbot.feedback_attachments (id serial PRIMARY KEY,
+    feedback_id bigint NOT NULL REFERENCES chatbot.user_feedback(id) ON DELETE CASCADE);
+INSERT INTO chatbot.feedback_attachments (feedback_id) SELECT id FROM chatbot.user_feedback, generate_series(1, 2);
+CREATE TABLE chatbot.attachment_notes (id serial PRIMARY KEY,
+    attachment_id int REFERENCES chatbot.feedback_attachments(id) ON DELETE CASCADE);
+INSERT INTO chatbot.attachment_notes (attachment_id) SELECT id FROM chatbot.feedback_attachments;
+CREATE TABLE chatbot.feedback_links (id serial PRIMARY KEY,
+    feedback_id bigint REFERENCES chatbot.user_feedback(id) ON DELETE SET NULL);
+INSERT INTO chatbot.feedback_links (feedback_id) SELECT id FROM chatbot.user_feedback;
+"""
+
+
+def test_prune_counts_and_deletes_every_table_the_cascade_reaches(db):
+    _prune_db(db)
+    db.execute(CHILDREN)
+    extra = ("chatbot.feedback_attachments", "chatbot.attachment_notes", "chatbot.feedback_links")
+    before = {**counts(db), **{t: db.scalar(f"SELECT count(*) FROM {t}") for t in extra}}
+    preview = prune(db.conninfo, None, timedelta(days=180))
+    # session 5's two feedback rows (pruned) have 2 attachments each, each with a note; session 6's is kept
+    expected = {**EXPECTED_CASCADE, "chatbot.feedback_attachments": 4, "chatbot.attachment_notes": 4}
+    assert preview.cascade == expected
+    assert preview.changed == {"chatbot.feedback_links": 2} and preview.blocked == {}
+    r = prune(db.conninfo, None, timedelta(days=180), apply=True, batch_size=2)
+    after = {**counts(db), **{t: db.scalar(f"SELECT count(*) FROM {t}") for t in extra}}
+    assert {t: before[t] - after[t] for t in expected} == r.deleted_rows == expected
+    assert after["chatbot.feedback_links"] == before["chatbot.feedback_links"]
+    assert r.changed_rows == {"chatbot.feedback_links": 2}
+    assert db.scalar("SELECT count(*) FROM chatbot.feedback_links WHERE feedback_id IS NULL") == 2
+
+
+def test_prune_refuses_before_any_delete_when_a_restrict_key_would_fail_it(db):
+    _prune_db(db)
+    db.execute("CREATE TABLE chatbot.feedback_reviews (feedback_id bigint REFERENCES chatbot.user_feedback(id) "
+               "ON DELETE RESTRICT); INSERT INTO chatbot.feedback_reviews SELECT id FROM chatbot.user_feedback")
+    before = counts(db)
+    assert prune(db.conninfo, None, timedelta(days=180)).blocked == {"chatbot.feedback_reviews": 2}
+    result = CliRunner().invoke(cli, ["sessions", "prune", "--older-than", "180d", "--apply", "--dsn", db.conninfo])
+    assert result.exit_code == 2, result.output
+    assert "2 row(s) of chatbot.feedback_reviews reference" in result.output and "Traceback" not in result.output
+    assert counts(db) == before and db.scalar("SELECT count(*) FROM chatbot.session_master") == 7
