@@ -5,17 +5,20 @@ import dataclasses
 import json
 from pathlib import Path
 
+from psycopg import errors as pgerrors
+
 from .config import Config, load_config
 from .connection import Target, connect, resolve_target
 from .errors import ConfigError
 from .executor import ApplyResult, Executor, evaluate_guards
 from .model import ScanResult
 from .outputs import ensure_dir, write_csv, write_formats, write_json, write_text
-from .plan import FixOptions, Plan
+from .plan import FixOptions, Plan, PlanError
 from .planner import build_plan
 from .runner import Progress, audit_context, run_scan
 from .sqlscript import render_script
 from .steps import step_repairs
+from .waits import bound_session
 
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
@@ -79,9 +82,16 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
 
 
 def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
-
-    with conn.transaction():
-        ctx = audit_context(conn, config)
+    bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
+    if conn.info.server_version >= 140000:
+        # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
+        conn.execute("SET client_connection_check_interval = 1000")
+    try:
+        with conn.transaction():
+            ctx = audit_context(conn, config)
+    except pgerrors.LockNotAvailable as exc:
+        raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
+                        "a lock on one of them); nothing was changed: run again when the database is quieter") from None
     evidence, failed = None, {}
     if "schema" in fix_options.include:
         from .runner import measure_probes
@@ -104,10 +114,11 @@ def plan(target: Target | str | None, config: Config | None = None, options: Fix
     `options`: a `FixOptions` (orphans, yes_delete, active_window_minutes, batch_size, lock_timeout,
     include); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
     """
+    opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
     with connect(target, autocommit=True) as conn:
-        return _build_plan(conn, config or Config(), fix_options(options, **overrides))
+        return _build_plan(conn, config or Config(), opts)
 
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
@@ -124,9 +135,9 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     step fails.
     """
     config = config or Config()
+    fix_opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
-    fix_opts = fix_options(options, **overrides)
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_opts)

@@ -41,6 +41,7 @@ from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref
 from .catalog import Catalog, Reference, Table
 from .config import QualifiedName
 from .errors import AuditError
+from .preflight_checks import columns_unchanged, quarantine_catch_up
 from .steps import LockMode, Step
 
 QUARANTINE_SCHEMA = "yumai_quarantine"
@@ -264,6 +265,10 @@ def quarantine_statements(g: Graph, predicate: sql.Composable, reason: str) -> t
                            "ADD COLUMN IF NOT EXISTS {ot} text DEFAULT {t}").format(
             q=table_ref(quarantine_name(t)), os=sql.Identifier(ORIGIN_SCHEMA), ot=sql.Identifier(ORIGIN_TABLE),
             s=sql.Literal(t.schema), t=sql.Literal(t.name)))
+        # the plan re-reads the columns each run: one added since an earlier attempt joins the quarantine;
+        # one added since this plan was made stops the step before it moves anything
+        out.append(quarantine_catch_up(quarantine_name(t), t))
+        out.append(columns_unchanged(t, list(g.columns_of(t))))
     if g.changes:
         out += [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(CHANGED_ROWS.schema)),
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, origin_schema text NOT NULL, "

@@ -22,6 +22,7 @@ from .connection import Target, connect
 from .errors import AuditError
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
+from .waits import Watcher, bound_session
 
 JOURNAL = ("yumai_audit", "journal")
 ADVISORY_KEY = 0x79756D6169  # "yumai"
@@ -104,6 +105,9 @@ def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
             return bool(conn.execute(step.guard).fetchone()[0])
     except MISSING:
         return False
+    except RETRYABLE as exc:
+        raise StepFailed(f"cannot tell whether step {step.id} is done: {_first_line(exc)} (another session holds a "
+                         "lock on its table); nothing was changed: run again when the database is quieter") from None
 
 
 def evaluate_guards(conn: psycopg.Connection, plan: Plan) -> dict[str, bool]:
@@ -126,6 +130,7 @@ class Executor:
         self.step_hook = step_hook
         self.max_tries = max_tries
         self.backoff = backoff
+        self.watcher = Watcher(target, self.say)   # what a step waits for, and the bound of CONCURRENTLY
 
     # session ------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
@@ -135,6 +140,7 @@ class Executor:
         conn = self._connect()
         for setting in session_settings(conn.info.server_version):
             conn.execute(setting)
+        bound_session(conn, self.plan.options.lock_timeout)   # guards, checks and the journal too
         return conn
 
     def _lock_run(self, conn: psycopg.Connection) -> None:
@@ -180,16 +186,31 @@ class Executor:
         """One attempt: the step's block, in one transaction when transactional. Returns rows."""
         block = self.block(step)
         rows = 0
+        pid = conn.info.backend_pid
         if block.transactional:
-            with conn.transaction():
+            with conn.transaction(), self.watcher.watch(pid, step.id):
                 for stmt in block.statements:
                     cur = conn.execute(stmt)
                     rows += max(cur.rowcount, 0)   # SET's rowcount is -1
                 if self.step_hook is not None:
                     self.step_hook(step, conn)
         else:
-            for stmt in block.statements:
-                conn.execute(stmt)
+            # CONCURRENTLY waits for older transactions, which lock_timeout cannot bound: the watcher does
+            try:
+                with self.watcher.watch(pid, step.id, cancel_after=self.plan.options.wait_timeout) as wait:
+                    try:
+                        for stmt in block.statements:
+                            conn.execute(stmt)
+                    except pgerrors.QueryCanceled:
+                        if not wait.cancelled:
+                            raise
+                        raise StepFailed(
+                            f"step {step.id}: cancelled after waiting {wait.longest:.0f}s (--wait-timeout "
+                            f"{self.plan.options.wait_timeout:g}) for {wait.line()}; end or commit that "
+                            "transaction, then run fix --apply again (the invalid index left behind is dropped and "
+                            "built again)") from None
+            finally:
+                bound_session(conn, self.plan.options.lock_timeout)
             if self.step_hook is not None:
                 self.step_hook(step, conn)
         return rows
@@ -200,13 +221,15 @@ class Executor:
             try:
                 return self._once(conn, step)
             except RETRYABLE as exc:
+                held = self.watcher.last
+                who = f", waiting for {held.line()}" if held is not None and held.blockers else ""
                 if attempt == self.max_tries:
                     raise StepFailed(
                         f"step {step.id}: could not take its {step.lock.label} lock after {attempt} tries "
-                        f"({_first_line(exc)}); nothing of this step was changed: run fix --apply again "
+                        f"({_first_line(exc)}{who}); nothing of this step was changed: run fix --apply again "
                         "when the database is quieter") from None
                 wait = self.backoff * 2 ** (attempt - 1)
-                self.say(f"    {step.id}: lock busy ({_first_line(exc)}); retrying in {wait:.2f}s")
+                self.say(f"    {step.id}: lock busy ({_first_line(exc)}{who}); retrying in {wait:.2f}s")
                 time.sleep(wait)
         return 0
 
@@ -238,6 +261,7 @@ class Executor:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
         finally:
             conn.close()
+            self.watcher.close()
         result.finished_at = _now()
         return result
 

@@ -10,6 +10,7 @@ import graphlib
 from dataclasses import dataclass, field
 
 from .errors import AuditError
+from .limits import check_ranges
 from .steps import Kind, Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
@@ -39,6 +40,9 @@ class FixOptions:
     batch_size: int = option("--batch-size", "Sessions registered per backfill transaction.", default=5000)
     lock_timeout: float = option("--lock-timeout", "Seconds to wait for a lock that would hold writers up, "
                                  "before backing off and retrying.", default=2.0)
+    wait_timeout: float = option("--wait-timeout", "Seconds an index build (CONCURRENTLY) may wait for other "
+                                 "transactions before it is cancelled and the blocking backend named (run again to "
+                                 "resume).", default=300.0)
     include: tuple[str, ...] = option(
         "--include", "Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift "
         "(index CONCURRENTLY, NOT VALID, then VALIDATE). Default: report them only.", default=(),
@@ -61,6 +65,7 @@ class FixOptions:
             raise PlanError("batch size must be at least 1")
         if not 0 < self.lock_timeout < float("inf"):
             raise PlanError("--lock-timeout must be a positive number of seconds")
+        check_ranges(self, PlanError)   # auditor/limits.py
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

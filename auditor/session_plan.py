@@ -21,6 +21,7 @@ from .config import QualifiedName
 from .context import KeyTable
 from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
 from .draft import Draft
+from .guards import no_rows
 from .plan import PlanError
 from .steps import Kind, LockMode, Operation, Step
 
@@ -138,8 +139,7 @@ def backfill_all(d: Draft) -> sql.Composable:
 
 
 def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
-    return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {} AND NOT {})").format(
-        table_ref(relation), key_valid(key), in_master(d, key_uuid(key)))
+    return no_rows(table_ref(relation), sql.SQL("{} AND NOT {}").format(key_valid(key), in_master(d, key_uuid(key))))
 
 
 # rows out ---------------------------------------------------------------------------------
@@ -175,8 +175,7 @@ def orphan_statements(d: Draft, k: KeyTable) -> tuple[sql.Composable, ...]:
 
 
 def orphan_guard(d: Draft, k: KeyTable) -> sql.Composable:
-    return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
-        table_ref(k.name), orphaned(d, key_after(k)))
+    return no_rows(table_ref(k.name), orphaned(d, key_after(k)))
 
 
 # the steps ----------------------------------------------------------------------------------------

@@ -96,8 +96,11 @@ class Step:
 
     @property
     def takes_lock_timeout(self) -> bool:
-        """Statements that could queue writers behind them run under `lock_timeout`, with retries."""
-        return self.lock.blocks_writers
+        """Every statement of a transactional step runs under `lock_timeout`, with retries: table locks
+        that could queue writers, and the row locks of a DELETE or INSERT (a FOR UPDATE on an orphan row
+        would otherwise hold the step for as long as its owner likes). CONCURRENTLY steps are watched
+        instead (auditor/waits.py)."""
+        return self.transactional
 
     def sql_text(self) -> str:
         return ";\n".join(s.as_string(None) for s in self.statements) + ";"

@@ -173,7 +173,7 @@ def test_rendered_script_annotates_every_statement_with_its_lock():
             assert "BEGIN;" in block and block.rstrip().endswith("COMMIT;")
         else:
             assert "BEGIN;" not in block and "CONCURRENTLY" in block
-        assert ("SET LOCAL lock_timeout = '2000ms';" in block) == (step.transactional and step.lock.blocks_writers)
+        assert ("SET LOCAL lock_timeout = '2000ms';" in block) == (step.transactional and step.kind is not Kind.CHECK)
     assert 'CREATE INDEX CONCURRENTLY "conversations_default_session_id_idx" ON "App Data"."conversations_default"' in script
     assert "REWRITES the table under ACCESS EXCLUSIVE (App Data.recommendations_log 32768 bytes)" in script
     assert "gen_random_uuid()" in script and "uuid_generate_v4" not in script
