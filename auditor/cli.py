@@ -541,8 +541,7 @@ def fix_options(fn):
         elif f.type in ("tuple[str, ...]",):
             wrapper = click.option(flag, f.name, default=",".join(f.default), help=help_text, **meta)(wrapper)
         else:
-            # fix's one float option is a number of seconds (lock_timeout): finite, within PostgreSQL's limit
-            kind = click.Choice(list(choices)) if choices else {"int": int, "float": Seconds()}.get(f.type, str)
+            kind = click.Choice(list(choices)) if choices else {"int": int, "float": float}.get(f.type, str)
             wrapper = click.option(flag, f.name, type=kind, default=f.default, show_default=True, help=help_text,
                                    **meta)(wrapper)
     return wrapper
