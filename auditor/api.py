@@ -12,7 +12,7 @@ from .connection import Target, connect, resolve_target
 from .errors import AuditError, ConfigError
 from .executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
 from .model import ScanResult
-from .outputs import ensure_dir, out_lock, write_csv, write_json
+from .outputs import ensure_dir, out_lock, write_csv, write_formats, write_json, write_text
 from .pgversion import CLIENT_CONNECTION_CHECK
 from .plan import FixOptions, Plan, PlanError
 from .planner import build_plan
@@ -78,15 +78,17 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
 
 
 def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
-               baseline: ScanResult | None = None) -> dict[str, Path]:
-    """Write findings.json, findings.csv, samples-*.csv and report.html into `out_dir`. `repair_plan`:
-    the plan whose steps the report names next to the findings they repair (not shown as a plan)."""
+               baseline: ScanResult | None = None, verdict=None) -> dict[str, Path]:
+    """Write findings.json, findings.csv, samples-*.csv, report.html, junit.xml, results.sarif and
+    summary.md into `out_dir`. `repair_plan`: the plan whose steps the report names next to the
+    findings they repair (not shown as a plan); `verdict`: the scan's, for the CI files."""
     from yumai_audit.reports.render import write_html
 
     out = ensure_dir(out_dir)
     paths = {"json": write_json(result, out / "findings.json")}
     csvs = write_csv(result, out)
     paths["csv"] = csvs[0]
+    paths.update(write_formats(result, out, verdict))
     paths["html"] = write_html(result, out / "report.html", repair_plan=repair_plan, baseline=baseline)
     return paths
 
@@ -113,7 +115,9 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
                                                 baseline=known)}
     from yumai_audit.reports.render import acceptances
 
-    return result, paths, judge(result, plan_data, accept=acceptances(result.config), baseline=known)
+    judged = judge(result, plan_data, accept=acceptances(result.config), baseline=known)
+    paths.update(write_formats(result, out, judged))
+    return result, paths, judged
 
 
 def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
@@ -188,12 +192,15 @@ def plan(target: Target | str | None, config: Config | None = None, options: Fix
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
           progress: Progress | None = None, before_first_change=None, out_dir: str | Path | None = None,
-          step_hook=None, rescan: bool = True, baseline: ScanResult | None = None, **overrides) -> ApplyResult:
+          step_hook=None, rescan: bool = True, baseline: ScanResult | None = None, confirm=None,
+          **overrides) -> ApplyResult:
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
     `options` / `overrides` as for `plan`; `baseline`: an older scan for the verdict (`result.verdict`).
     `before_first_change(tables)` is called once, before the first change, with the tables that
-    will change (a backup hook). With `out_dir`, plan.sql, apply-log.json and the reports (the
+    will change (a backup hook). `confirm(plan, before)` is called with the plan that will run and the
+    scan before it, before anything is written; it raises to stop (the CLI's question). With
+    `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
     step fails. One run at a time per `out_dir` (a lock file there) and per database (an advisory
     lock): a second one is refused before it writes anything.
@@ -202,23 +209,27 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     fix_opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
+    run = dict(progress=progress, before_first_change=before_first_change, step_hook=step_hook, rescan=rescan,
+               baseline=baseline, confirm=confirm)
     if out_dir is None:
-        return _apply(target, config, fix_opts, None, progress, before_first_change, step_hook, rescan, baseline)
+        return _apply(target, config, fix_opts, None, **run)
     out = ensure_dir(out_dir)
     with out_lock(out):     # before anything is written there: a second run with the same --out is refused
-        return _apply(target, config, fix_opts, out, progress, before_first_change, step_hook, rescan, baseline)
+        return _apply(target, config, fix_opts, out, **run)
 
 
-def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress, before_first_change,
-           step_hook, rescan: bool, baseline: ScanResult | None) -> ApplyResult:
+def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, *, progress, before_first_change,
+           step_hook, rescan: bool, baseline: ScanResult | None, confirm) -> ApplyResult:
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_opts)
+    if confirm is not None and the_plan.pending:
+        confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
     if out is not None:
-        (out / "plan.sql").write_text(render_script(the_plan), encoding="utf-8")
-        (out / "plan.json").write_text(json.dumps(the_plan.to_dict(), indent=2), encoding="utf-8")
+        write_text(out / "plan.sql", render_script(the_plan))
+        write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2))
     executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
                         step_hook=step_hook)
     try:
@@ -235,7 +246,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
         if out is not None:
             write_scan(before, out / "before", repair_plan=plan_dict)
-            write_scan(result.after, out)
+            write_scan(result.after, out, verdict=result.verdict)
             _write_fix_report(result, out / "report.html", baseline)
     return result
 
@@ -283,8 +294,8 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
         say("Scanning, then applying the migration (yumai-audit fix --apply --include users --missing-users null)...")
         ensure_dir(out)
         (out / "yumai-audit.toml").write_text(DECISIONS, encoding="utf-8")
-        result = apply(target, decisions_config(), out_dir=out, before_first_change=backup_hook(target, out, say),
-                       **FIX_OPTIONS)
+        result = apply(target, decisions_config(), out_dir=out,
+                       before_first_change=backup_hook(target, out, say, throwaway=True), **FIX_OPTIONS)
     return result, out
 
 

@@ -50,6 +50,7 @@ class BackupResult:
     tables: tuple[str, ...]     # what was dumped: the tables asked for and their partitions
     skipped: tuple[str, ...] = ()   # tables that do not exist yet (with missing="skip")
     server_major: int | None = None
+    drop: str = ""                  # the DROP TABLE statement the restore command runs first
 
 
 def tool_major(binary: Path | str) -> int | None:
@@ -292,7 +293,8 @@ def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedN
         raise BackupFailed(f"backup with {pg_dump.name} failed, nothing was changed: {target.scrub(message.strip())}")
     restore = restore_command(pg_dump, path, conninfo, drop, server_major=server_major, tool_major=major)
     return BackupResult(path=path, restore_command=restore, pg_dump=pg_dump, pg_dump_major=major,
-                        tables=tuple(str(n) for n in names), skipped=skipped_names, server_major=server_major)
+                        tables=tuple(str(n) for n in names), skipped=skipped_names, server_major=server_major,
+                        drop=drop)
 
 
 def header_filter(server_major: int, tool_major: int) -> list[str]:
@@ -336,10 +338,11 @@ def restore_command(pg_dump: Path, path: Path, conninfo: str, drop: str, *, serv
 
 
 def backup_hook(target: Target | str | None, out_dir: str | Path, echo: Callable[[str], None] = print,
-                pg_bin: str | Path | None = None) -> Callable[[list], BackupResult]:
+                pg_bin: str | Path | None = None, *, throwaway: bool = False) -> Callable[[list], BackupResult]:
     """A `before_first_change(tables)` callback for `fix --apply`: back up, print where and how to restore.
 
-    Tables the fix will create (they do not exist yet) are skipped.
+    Tables the fix will create (they do not exist yet) are skipped. `throwaway`: the server stops when the
+    command ends (the demo's), so its restore command is shown as it would read on a real server.
     """
     def before_first_change(tables: list) -> BackupResult:
         result = backup_tables(target, tables, out_dir, missing="skip", pg_bin=pg_bin)
@@ -347,7 +350,14 @@ def backup_hook(target: Target | str | None, out_dir: str | Path, echo: Callable
             echo(f"Backup: nothing to back up ({', '.join(result.skipped)} do not exist yet)")
             return result
         echo(f"Backup of {len(result.tables)} table(s): {result.path}")
-        if result.restore_command:
+        example = ""
+        if throwaway and result.restore_command:
+            example = restore_command(result.pg_dump, result.path, "YOUR_DSN", result.drop,
+                                      server_major=result.server_major, tool_major=result.pg_dump_major)
+        if example:
+            echo("Restore: this backup is of the demo's embedded server, which is gone when the demo ends; "
+                 f"on a real server fix --apply prints the command, like: {example}")
+        elif result.restore_command:
             echo(f"Restore with: {result.restore_command}")
         else:
             echo(f"Restore: no restore command is verified for a PostgreSQL {result.server_major} server with "

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
+import math
 import sys
+from pathlib import Path
 
 import click
 import psycopg
 
 from . import __version__
-from .config import env_dsn, load_config
-from .connection import resolve_target
-from .errors import AuditError
+from .config import MAX_TIMEOUT_SECONDS, env_dsn, load_config
+from .connection import resolve_target, scrub
+from .errors import AuditError, database_error_line
+from .formats import FORMATS
 from .model import ScanResult, Severity, Status
 from .verdict import summary_line, summary_lines
 
 DEFAULT_OUT = "./yumai-audit-report"
+_SECRETS: set[str] = set()   # the secrets of the DSN in use, for the last line of defence in AuditGroup
 
 
 class AuditGroup(click.Group):
@@ -36,16 +39,34 @@ class AuditGroup(click.Group):
             click.echo(f"yumai-audit: error: {exc.format_message()}", err=True)
             sys.exit(2)
         except AuditError as exc:
-            click.echo(f"yumai-audit: error: {exc}", err=True)
+            click.echo(f"yumai-audit: error: {scrub(str(exc), _SECRETS)}", err=True)
             sys.exit(exc.exit_code)
         except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            click.echo(f"yumai-audit: database error: {first}", err=True)
+            click.echo(f"yumai-audit: {scrub(database_error_line(exc), _SECRETS)}", err=True)
+            sys.exit(2)
+        except OSError as exc:   # a file the command had to read or write (an --out, --sql, --config path)
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"yumai-audit: error: {where}{exc.strerror or exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("yumai-audit: interrupted", err=True)
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds PostgreSQL can take as a timeout: finite (no nan, no inf), 0.001 to INT_MAX ms."""
+
+    name = "seconds"
+
+    def __init__(self):
+        super().__init__(min=0.001, max=MAX_TIMEOUT_SECONDS)
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)   # inf is out of range; nan compares false, so:
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds.", param, ctx)
+        return seconds
 
 
 def connection_options(fn):
@@ -55,31 +76,77 @@ def connection_options(fn):
                   help="Configuration file (default: ./yumai-audit.toml if present).")
     @functools.wraps(fn)
     def wrapper(*args, dsn=None, **kw):
-        kw["target"] = resolve_target(dsn or env_dsn())
+        kw["target"] = target = resolve_target(dsn or env_dsn())
+        _SECRETS.update(s for s in target.secrets if s)   # scrubbed from any error line, whoever wrote it
         return fn(*args, **kw)
     return wrapper
 
 
-def selection_options(fn):
-    @click.option("--key-column", default=None, help="Session key column (default session_id).")
-    @click.option("--master", default=None, help="Master table, schema.table (default chatbot.session_master).")
-    @click.option("--source", default=None, help="Source table whose rows prove a session (default chatbot.conversations).")
-    @click.option("--users", default=None, help="Users table, schema.table (default chatbot.users).")
-    @click.option("--schema", "schemas", multiple=True, help="Audit only this schema (repeatable; default all).")
-    @click.option("--checks", default=None, help="Comma-separated check ids to run (default all).")
-    @click.option("--sample", "sample_size", type=click.IntRange(0, 1000), default=None,
-                  help="Sample values per finding (default 20).")
-    @click.option("--timeout", "timeout_seconds", type=click.FloatRange(min=0.001), default=None,
-                  help="Statement timeout in seconds per query; a check that times out is marked error.")
+def selection_options(fn=None, *, checks: bool = True):
+    """What to audit: the tables (every command), and with `checks` which checks and how (scan, watch, fix).
+    `sessions close-idle|prune` take the tables only: --checks, --sample, --timeout mean nothing there."""
+    if fn is None:
+        return functools.partial(selection_options, checks=checks)
+
     @functools.wraps(fn)
     def wrapper(*args, config_file=None, key_column=None, master=None, source=None, users=None, schemas=(),
-                checks=None, sample_size=None, timeout_seconds=None, **kw):
+                checks=None, exclude=None, sample_size=None, timeout_seconds=None, **kw):
         kw["config"] = load_config(config_file, {
             "key_column": key_column, "master": master, "source": source, "users": users,
-            "schemas": tuple(schemas), "checks": checks, "sample_size": sample_size,
+            "schemas": tuple(schemas), "checks": checks, "exclude": exclude, "sample_size": sample_size,
             "timeout_seconds": timeout_seconds})
+        if not checks_taken:
+            # close-idle and prune act on every key table: an excluded table's rows still go with a
+            # session's ON DELETE CASCADE, so prune must count them
+            kw["config"] = dataclasses.replace(kw["config"], exclude_tables=())
         return fn(*args, **kw)
-    return wrapper
+
+    checks_taken = checks
+    decorated = wrapper
+    if checks:
+        for option in reversed([
+            click.option("--checks", default=None, help="Comma-separated check ids to run (default all)."),
+            click.option("--exclude", default=None, metavar="CHECK,...",
+                         help="Comma-separated check ids not to run (config: exclude)."),
+            click.option("--sample", "sample_size", type=click.IntRange(0, 1000), default=None,
+                         help="Sample values per finding (default 20)."),
+            click.option("--timeout", "timeout_seconds", type=Seconds(), default=None,
+                         help="Statement timeout in seconds per query; a check that times out is marked error."),
+        ]):
+            decorated = option(decorated)
+    for option in reversed([
+        click.option("--key-column", default=None, help="Session key column (default session_id)."),
+        click.option("--master", default=None, help="Master table, schema.table (default chatbot.session_master)."),
+        click.option("--source", default=None,
+                     help="Source table whose rows prove a session (default chatbot.conversations)."),
+        click.option("--users", default=None, help="Users table, schema.table (default chatbot.users)."),
+        click.option("--schema", "schemas", multiple=True, help="Audit only this schema (repeatable; default all)."),
+    ]):
+        decorated = option(decorated)
+    return decorated
+
+
+def format_option(default_help: str):
+    return click.option(
+        "--format", "formats", type=click.Choice(list(FORMATS)), multiple=True,
+        help=f"What to print on stdout (repeatable, printed in the order given; default text): {default_help} "
+             "json = findings.json, junit = JUnit XML, sarif = SARIF 2.1.0, github = workflow annotations, "
+             "markdown = a summary. The files junit.xml, results.sarif and summary.md are written beside "
+             "findings.json whatever is printed; in GitHub Actions the summary is appended to $GITHUB_STEP_SUMMARY.")
+
+
+def print_formats(result: ScanResult, formats: tuple[str, ...], text, verdict=None) -> None:
+    """Print each requested format (`verdict`: the scan's, for json and markdown); append the Markdown
+    summary to $GITHUB_STEP_SUMMARY when it is set."""
+    from .formats import RENDERERS
+    from .outputs import append_step_summary
+
+    for fmt in formats or ("text",):
+        if fmt == "text":
+            click.echo(text())
+        else:
+            click.echo(RENDERERS[fmt](result, verdict), nl=False)
+    append_step_summary(result, verdict)
 
 
 def output_options(fn):
@@ -91,7 +158,7 @@ def output_options(fn):
     return wrapper
 
 
-@click.group(cls=AuditGroup)
+@click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="yumai-audit")
 def cli():
     """Audit and repair session-id referential integrity in a PostgreSQL database.
@@ -169,14 +236,13 @@ def baseline_option(fn):
 @connection_options
 @selection_options
 @output_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Terminal output: a text summary or the findings.json document.")
+@format_option("text = a summary and the report's path;")
 @click.option("--progress/--no-progress", default=None, help="Show per-table progress on stderr (default: on a terminal).")
 @click.option("--verify-declared", is_flag=True, default=False,
               help="Also count rows violating valid foreign keys (reads every referencing table; "
                    "config: verify_declared = true).")
 @baseline_option
-def scan(target, config, out_dir, fmt, progress, verify_declared, baseline):
+def scan(target, config, out_dir, formats, progress, verify_declared, baseline):
     """Audit the database read-only: what the session_master migration would break, in numbers.
 
     \b
@@ -185,8 +251,11 @@ def scan(target, config, out_dir, fmt, progress, verify_declared, baseline):
     """
     from .api import repair_plan, scan as api_scan, verdict as api_verdict, write_scan
 
+    from .outputs import ensure_dir
+
     if verify_declared:
         config = dataclasses.replace(config, verify_declared=True)
+    ensure_dir(out_dir)   # an --out that cannot be made fails now, not after the scan
     show = sys.stderr.isatty() if progress is None else progress
     printer = progress_printer(show)
     try:
@@ -196,12 +265,8 @@ def scan(target, config, out_dir, fmt, progress, verify_declared, baseline):
             printer.close()
     plan = repair_plan(target, config)
     verdict = api_verdict(result, config, plan, baseline)
-    paths = write_scan(result, out_dir, repair_plan=plan, baseline=baseline)
-    if fmt == "json":
-        click.echo(json.dumps({**result.to_dict(), "verdict": verdict.to_dict()}, indent=2, default=str))
-    else:
-        click.echo(summary_text(result, verdict))
-        click.echo(f"Report: {paths['html']}")
+    paths = write_scan(result, out_dir, repair_plan=plan, baseline=baseline, verdict=verdict)
+    print_formats(result, formats, lambda: f"{summary_text(result, verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
 
 
@@ -224,7 +289,7 @@ def lifecycle_options(fn):
     @click.option("--apply", is_flag=True, help="Change the database (default: a dry run that only counts).")
     @click.option("--batch-size", type=click.IntRange(1, 100000), default=500, show_default=True,
                   help="Sessions per transaction.")
-    @click.option("--lock-timeout", type=click.FloatRange(min=0.001), default=5.0, show_default=True,
+    @click.option("--lock-timeout", type=Seconds(), default=5.0, show_default=True,
                   help="Seconds a batch waits for a lock before it rolls back (run again to resume).")
     @functools.wraps(fn)
     def wrapper(*args, **kw):
@@ -244,7 +309,7 @@ def sessions():
 
 @sessions.command("close-idle")
 @connection_options
-@selection_options
+@selection_options(checks=False)
 @lifecycle_options
 @click.option("--idle", type=_Duration(), default="30m", show_default=True,
               help="Close sessions with no activity for longer than this (30m, 12h, 7d).")
@@ -274,7 +339,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
 
 @sessions.command("prune")
 @connection_options
-@selection_options
+@selection_options(checks=False)
 @lifecycle_options
 @click.option("--older-than", type=_Duration(), required=True,
               help="Delete inactive sessions that ended longer ago than this (e.g. 180d).")
@@ -313,11 +378,10 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
 @selection_options
 @click.option("--since", "since_text", required=True, metavar="TIMESTAMP|DURATION",
               help="Check rows created at or after this: an ISO timestamp (UTC if no zone) or a duration back from now (24h).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Terminal output: a text summary or the findings.json document.")
+@format_option("text = the new rows and a summary;")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Also write findings.json, CSV and report.html here (default: write nothing).")
-def watch(target, config, since_text, fmt, out_dir):
+              help="Also write findings.json, CSV, report.html and the CI files here (default: write nothing).")
+def watch(target, config, since_text, formats, out_dir):
     """Incremental scan of the rows created since a point in time, for cron or CI (exit 1: new damage).
 
     \b
@@ -326,18 +390,17 @@ def watch(target, config, since_text, fmt, out_dir):
       yumai-audit watch --since 2026-11-26T00:00:00+00:00 --format json
     """
     from .durations import parse_since
+    from .outputs import ensure_dir
     from .watch import watch as api_watch
 
+    if out_dir:
+        ensure_dir(out_dir)
     result = api_watch(target, config, parse_since(since_text))
     if out_dir:
         from .api import write_scan
         write_scan(result, out_dir)
-    if fmt == "json":
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        click.echo(f"Rows created since {result.stats['since']}: "
-                   + ", ".join(f"{t} {n}" for t, n in result.stats["new_rows"].items()))
-        click.echo(summary_text(result))
+    print_formats(result, formats, lambda: f"Rows created since {result.stats['since']}: "
+                  + ", ".join(f"{t} {n}" for t, n in result.stats["new_rows"].items()) + "\n" + summary_text(result))
     return result.exit_code
 
 
@@ -360,8 +423,7 @@ def demo(out_dir):
     click.echo("Before the migration:")
     click.echo(summary_text(result.before, api_verdict(result.before, decisions_config(), result.plan.to_dict())))
     click.echo("")
-    click.echo(f"Applied {len(result.changed)} steps; after the migration, with the decisions in "
-               f"{out / 'yumai-audit.toml'}:")
+    click.echo(f"{applied_text(result)}; after the migration, with the decisions in {out / 'yumai-audit.toml'}:")
     click.echo(summary_text(result.after, result.verdict))
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
@@ -378,10 +440,11 @@ def demo(out_dir):
 @click.option("--plan", "plan", metavar="PLAN.json", type=click.Path(dir_okay=False), default=None,
               help="A saved plan (JSON) to show in the report's plan section.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
-              help="Directory for report.html, findings.csv and samples-*.csv.")
+              help="Directory for report.html, findings.csv, samples-*.csv and the CI files.")
 @click.option("--baseline", "baseline", metavar="FINDINGS.json", type=click.Path(dir_okay=False), default=None,
               help="An earlier findings.json: the report shows new / known / gone, and only new findings count.")
-def report(findings, compare, plan, out_dir, baseline):
+@format_option("text = the verdict and the report's path;")
+def report(findings, compare, plan, out_dir, baseline, formats):
     """Render the HTML report from a saved findings.json, without connecting to any database.
 
     FINDINGS.json is the scan the report is about (after a fix, the newer scan); --compare names the
@@ -397,13 +460,62 @@ def report(findings, compare, plan, out_dir, baseline):
     result, paths, verdict = api_report(findings, out_dir, compare=compare, plan=plan, baseline=baseline)
     from .verdict import summary_line
 
-    click.echo(summary_line(verdict))
-    click.echo(f"Report: {paths['html']}")
+    print_formats(result, formats, lambda: f"{summary_line(verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
 
+def interactive() -> bool:
+    """Whether a person can answer a question (stdin is a terminal)."""
+    return sys.stdin.isatty()
+
+
+def version_text(num: int) -> str:
+    """server_version_num as PostgreSQL spells the version: 150020 -> 15.20, 90624 -> 9.6.24."""
+    return f"{num // 10000}.{num % 10000}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}.{num % 100}"
+
+
+def size_text(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def step_counts(plan) -> dict:
+    """The one count every message uses: steps are numbered 1..total; changes = total - checks;
+    of the changes, `done` were already done when the plan was made and `pending` are to run."""
+    changes = [s for s in plan.steps if s.kind.value != "check"]
+    done = sum(1 for s in changes if plan.done.get(s.id))
+    return {"total": len(plan.steps), "checks": len(plan.steps) - len(changes), "changes": len(changes),
+            "done": done, "pending": len(changes) - done}
+
+
+def counts_text(plan) -> str:
+    c = step_counts(plan)
+    return (f"{c['pending']} to run, {c['done']} already done, {c['checks']} check{'s' if c['checks'] != 1 else ''}"
+            f" ({c['total']} steps)")
+
+
+def applied_text(result) -> str:
+    """What the run did, in the plan's count: pending = changed + found done when reached (+ failed/not reached)."""
+    c = step_counts(result.plan)
+    outcome = {o.step: o.outcome for o in result.outcomes}
+    pending = [s for s in result.plan.steps if s.kind.value != "check" and not result.plan.done.get(s.id)]
+    changed = sum(1 for s in pending if outcome.get(s.id) == "done")
+    reached_done = sum(1 for s in pending if outcome.get(s.id) == "skipped")
+    failed = sum(1 for s in pending if outcome.get(s.id) == "failed")
+    rest = len(pending) - changed - reached_done - failed
+    parts = [f"{reached_done} found already done when reached (an earlier step did them)"]
+    if failed:
+        parts.append(f"{failed} failed")
+    if rest:
+        parts.append(f"{rest} not reached")
+    parts.append(f"{c['done']} done before this run, {c['checks']} check{'s' if c['checks'] != 1 else ''}")
+    return f"Applied {changed} of {len(pending)} pending steps ({'; '.join(parts)}; {c['total']} steps in all)"
+
+
 def plan_summary(plan) -> str:
-    lines = [f"Plan: {len(plan.pending)} of {sum(1 for s in plan.steps if not s.kind.inspects)} steps to run "
-             f"(PostgreSQL {plan.server_version_num})"]
+    lines = [f"Plan: {counts_text(plan)}, PostgreSQL {version_text(plan.server_version_num)}"]
     for i, step in enumerate(plan.steps, 1):
         mark = "done" if plan.done.get(step.id) else (step.kind.value if step.kind.inspects else "todo")
         on = f" on {', '.join(step.tables)}" if step.tables else ""
@@ -415,6 +527,44 @@ def plan_summary(plan) -> str:
         if step.repairs:
             lines.append(f"         repairs: {', '.join(step.repairs)}")
     lines += [f"  note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+QUARANTINED_BY = {"malformed_session_ids": "malformed session id"}
+
+
+def confirmation_text(plan, before, target, backup: str | None, orphans: str) -> str:
+    """The question before `fix --apply` changes anything: how many steps, the backup's file, the rows that
+    leave their tables (from the scan just made), and every ACCESS EXCLUSIVE rewrite with its table's size."""
+    c = step_counts(plan)
+    lines = [f"fix --apply will run {c['pending']} steps on {target.display} ({counts_text(plan)})."]
+    lines.append(f"  Backup first: {backup}" if backup else "  No backup (--no-backup).")
+    moved: dict[str, dict[str, int]] = {}
+    checks = dict(QUARANTINED_BY)
+    if orphans != "register":
+        checks["orphaned_session_ids"] = "orphaned session"
+    for f in (before.findings if before is not None else []):
+        if f.check in checks and f.rows:
+            moved.setdefault(f.table, {}).setdefault(checks[f.check], 0)
+            moved[f.table][checks[f.check]] += f.rows
+    verb = "deleted for good" if orphans == "delete" else "quarantined"
+    if moved:
+        total = sum(n for by in moved.values() for n in by.values())
+        lines.append(f"  Rows to be moved out ({'quarantined; orphans ' + verb if orphans == 'delete' else verb}, "
+                     f"from the scan just made): {total:,}")
+        for table, by in sorted(moved.items()):
+            lines.append(f"    {table}: " + ", ".join(f"{n:,} ({why})" for why, n in by.items()))
+    else:
+        lines.append("  Rows to be quarantined: none")
+    rewrites = [s for s in plan.pending if s.rewrites or s.lock.name == "ACCESS_EXCLUSIVE"]
+    for s in rewrites:
+        sizes = ", ".join(f"{t} ({size_text(b)})" for t, b in s.table_bytes) or ", ".join(s.tables)
+        what = "rewrites" if s.rewrites else "locks"
+        lines.append(f"  {s.id}: {what} {sizes} under ACCESS EXCLUSIVE (reads and writes wait for it)"
+                     if s.lock.name == "ACCESS_EXCLUSIVE" else f"  {s.id}: rewrites {sizes} under {s.lock.label}")
+    if not rewrites:
+        lines.append("  No ACCESS EXCLUSIVE rewrite.")
+    lines += [f"  note: {n}" for n in plan.notes]   # among them what deletes reach through foreign keys
     return "\n".join(lines)
 
 
@@ -475,8 +625,11 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
       yumai-audit fix --dsn ... --include users --missing-users null   # user_id -> users(id) too
     """
     from .api import apply as api_apply, plan as api_plan, scan as api_scan, verdict as api_verdict
+    from .outputs import check_writable_file, write_text
     from .sqlscript import render_script
 
+    if sql_file:
+        check_writable_file(sql_file, "--sql")
     the_plan = api_plan(target, config, options)
     verdict = None
     if not do_apply:
@@ -484,16 +637,21 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
         click.echo(summary_line(verdict))
         click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
     if sql_file:
-        with open(sql_file, "w", encoding="utf-8") as fh:
-            fh.write(render_script(the_plan))
+        write_text(Path(sql_file), render_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
     click.echo(plan_summary(the_plan))
     if verdict is not None:
         return verdict.exit_code(planned=True)
-    if the_plan.pending and not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
-        click.confirm(f"Apply {len(the_plan.pending)} steps to {target.display}?", abort=True)
+    if the_plan.pending and not yes and not interactive():
+        raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
+
+    def confirm(plan, before):
+        """What the run will do (also with --yes, for the log); the question without --yes."""
+        backup = None if no_backup else (f"pg_dump of the tables it changes into "
+                                         f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC time>.dump'}")
+        click.echo(confirmation_text(plan, before, target, backup, options.orphans))
+        if not yes:
+            click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
     from .backup import backup_hook
 
     out_dir = out_dir or DEFAULT_OUT
@@ -504,14 +662,14 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
 
     try:
         result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                           before_first_change=hook, options=options, baseline=baseline)
+                           before_first_change=hook, confirm=confirm, options=options, baseline=baseline)
     except GateClosed as exc:
         click.echo(f"yumai-audit: stopped before the foreign key: {exc}", err=True)
         return exc.exit_code
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
-        click.echo(f"Applied {len(result.changed)} steps" +
+        click.echo(applied_text(result) +
                    (f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""))
     for problem in result.problems:
         click.echo(f"  still wrong: {problem}")
@@ -583,4 +741,8 @@ def bridge_remove_cmd(target, config, force, lock_timeout):
 
 
 def main():
+    import warnings
+
+    if not sys.warnoptions:   # a library's warning (platformdirs' RuntimeDirWarning, ...) is not for the user
+        warnings.simplefilter("ignore")
     cli.main()

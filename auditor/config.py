@@ -6,16 +6,25 @@ variables, read by libpq itself) come from the environment; the rest are flags o
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from .errors import ConfigError
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package (a dependency there only)
+    import tomli as tomllib
+
 CONFIG_FILE = "yumai-audit.toml"
+# PostgreSQL's timeouts (statement_timeout, lock_timeout) are whole milliseconds up to INT_MAX
+MAX_TIMEOUT_SECONDS = 2147483.0
+DEFAULT_EXCLUDE_TABLES = ("partman.template_*",)
 _DOTTED = re.compile(r'^(?:"[^"]+"|[^."]+)(?:\.(?:"[^"]+"|[^."]+))*$')
 
 
@@ -97,6 +106,14 @@ class Config:
     ignore: tuple[str, ...] = ()   # "schema.table.column" or "schema.table": never reported as implied FKs
     accept: tuple[Acceptance, ...] = ()            # [[accept]]: findings that are a decision taken
     severity: tuple[tuple[str, str], ...] = ()     # [severity] check_id = "error": per-check override
+    exclude: tuple[str, ...] = ()  # check ids not to run (after `checks`)
+    # schema.table glob patterns (catalog spelling) of tables no check measures and no fix touches;
+    # pg_partman's template tables are not key tables (they would get index and FK steps)
+    exclude_tables: tuple[str, ...] = DEFAULT_EXCLUDE_TABLES
+
+    def excludes_table(self, name: QualifiedName) -> bool:
+        text = f"{name.schema}.{name.name}"
+        return any(fnmatch.fnmatchcase(text, pattern) for pattern in self.exclude_tables)
 
     def as_dict(self) -> dict:
         out = {}
@@ -137,7 +154,7 @@ def _coerce(key: str, value, origin: str):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{origin}: {key} must be a non-empty string")
         return value
-    if key in {"schemas", "checks"}:
+    if key in {"schemas", "checks", "exclude"}:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
@@ -148,8 +165,10 @@ def _coerce(key: str, value, origin: str):
             raise ConfigError(f"{origin}: sample_size must be a whole number from 0 to 1000")
         return value
     if key == "timeout_seconds":
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{origin}: timeout_seconds must be a positive number")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                or not 0.001 <= value <= MAX_TIMEOUT_SECONDS:
+            raise ConfigError(f"{origin}: timeout_seconds must be a number of seconds from 0.001 to "
+                              f"{MAX_TIMEOUT_SECONDS:.0f}")
         return float(value)
     if key == "verify_declared":
         if not isinstance(value, bool):
@@ -166,6 +185,10 @@ def _coerce(key: str, value, origin: str):
         return _acceptances(value, origin)
     if key == "severity":
         return _severities(value, origin)
+    if key == "exclude_tables":
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ConfigError(f"{origin}: exclude_tables must be a list of \"schema.table\" patterns (* and ? match)")
+        return tuple(v.strip() for v in value)
     raise ConfigError(f"{origin}: unknown setting {key!r}")
 
 
@@ -229,6 +252,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {file} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {file} is a directory, not a file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
         section = data.get("yumai-audit", data)

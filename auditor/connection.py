@@ -1,20 +1,29 @@
 """Finding the database and connecting to it, without ever showing a password.
 
-A DSN is a `postgresql://` URL (SQLAlchemy parses and redacts it) or a libpq `key=value` string.
-With neither `--dsn` nor `DATABASE_URL`, libpq's own `PG*` environment variables apply.
+A DSN is a `postgresql://` URL or a libpq `key=value` string, both parsed by libpq's own rules
+(`psycopg.conninfo`): several hosts (`postgresql://h1:5432,h2:5433/db`), query parameters
+(`?sslmode=require`), percent-encoding. With neither `--dsn` nor `DATABASE_URL`, libpq's own `PG*`
+environment variables apply. Secrets (`password`, `sslpassword`, and the `passfile` path), wherever
+they were given (the URL's user info, a query parameter, a keyword, percent-encoded or quoted), are
+shown as `***` and scrubbed from every message a library produces.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from urllib.parse import unquote, urlsplit
 
 from .errors import ConnectionFailed, ConfigError
 
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.I)
+SECRET_KEYS = ("password", "sslpassword", "passfile")
+# what a secret can look like in the text as typed, before libpq parsed it (used on an unparsable DSN too)
+_USERINFO_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#@]*?:([^/?#@]*)@", re.I)
+_QUERY_PARAM = re.compile(r"[?&]([^=&#]*)=([^&#]*)")
+_KEYWORD = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)")
 
 
 @dataclass(frozen=True)
@@ -24,48 +33,110 @@ class Target:
     conninfo: str
     display: str
     password: str | None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def scrub(self, text: str) -> str:
-        """Remove the password from a message that a library produced."""
-        if self.password:
-            text = text.replace(self.password, "***")
-        return text
+        """Remove every secret (and its percent-encoded form) from a message that a library produced."""
+        return scrub(text, self.secrets + ((self.password,) if self.password else ()))
 
 
-def _url_target(dsn: str) -> Target:
-    """A postgresql:// URL (any postgresql+driver:// spelling): libpq reads it as it is, with the
-    scheme made plain; the display shows *** for the password. Parsed with urllib (libpq parses the
-    rest when it connects), not with an ORM whose import took a quarter of a small scan."""
-    try:
-        parts = urlsplit(dsn)
-        user, password, hostinfo = parts.username, parts.password, parts.netloc.rpartition("@")[2]
-    except ValueError:
-        raise ConfigError("--dsn: not a valid postgresql:// URL") from None
-    driver = parts.scheme.lower()
-    if not driver.startswith("postgresql") and driver != "postgres":
-        raise ConfigError(f"--dsn: only postgresql:// URLs are supported, not {driver}://")
+def scrub(text: str, secrets) -> str:
+    forms = set()
+    for secret in secrets:
+        if secret:
+            forms |= {secret, quote(secret, safe=""), quote(secret), unquote(secret)}
+    for form in sorted((f for f in forms if f), key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
-    def rebuilt(secret: str | None) -> str:
-        auth = "" if user is None else user + ("" if secret is None else ":" + secret) + "@"
-        return ("postgresql://" + auth + hostinfo + parts.path + ("?" + parts.query if parts.query else "")
-                + ("#" + parts.fragment if parts.fragment else ""))
 
-    return Target(conninfo=rebuilt(password), display=rebuilt(None if password is None else "***"),
-                  password=None if password is None else unquote(password))
+def secrets_in_text(dsn: str) -> tuple[str, ...]:
+    """The secret values as they stand in a DSN's text, found without libpq (which may have refused it)."""
+    found = []
+    m = _USERINFO_PASSWORD.match(dsn)
+    if m and m.group(1):
+        found.append(m.group(1))
+    if _URL.match(dsn):
+        for key, value in _QUERY_PARAM.findall(dsn):
+            if unquote(key).strip().lower() in SECRET_KEYS and value:
+                found.append(value)
+    else:
+        for key, value in _KEYWORD.findall(dsn):
+            if key.lower() in SECRET_KEYS and value:
+                found.append(value)
+                if value.startswith("'") and value.endswith("'") and len(value) > 1:
+                    found.append(re.sub(r"\\(.)", r"\1", value[1:-1]))
+    return tuple(found)
+
+
+def _check_ports(params: dict, secrets: tuple[str, ...]) -> None:
+    hosts = params.get("host", params.get("hostaddr", ""))
+    ports = params.get("port")
+    if ports is None:
+        return
+    port_list = ports.split(",")
+    for port in port_list:
+        port = port.strip()
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"--dsn: invalid port {scrub(port, secrets)!r} (a number from 1 to 65535)")
+    host_count = len(hosts.split(",")) if hosts else 1
+    if len(port_list) not in (1, host_count):
+        raise ConfigError(f"--dsn: {len(port_list)} ports for {host_count} hosts (give one port, or one per host)")
+
+
+def _url_display(params: dict) -> str:
+    """The parameters as a postgresql:// URL, secrets as ***."""
+    params = dict(params)
+    user = params.pop("user", None)
+    password = params.pop("password", None)
+    hosts = params.pop("host", "")
+    ports = params.pop("port", "")
+    dbname = params.pop("dbname", None)
+    userinfo = ""
+    if user is not None or password is not None:
+        userinfo = quote(user or "", safe="") + (":***" if password is not None else "") + "@"
+    host_list = hosts.split(",") if hosts else []
+    port_list = ports.split(",") if ports else []
+    if host_list and any(h.startswith("/") for h in host_list):   # a Unix socket directory: a query parameter
+        params = {"host": hosts, **({"port": ports} if ports else {}), **params}
+        host_list = port_list = []
+    netloc = []
+    for i, host in enumerate(host_list or ([""] if port_list else [])):
+        port = port_list[i] if len(port_list) > 1 else (port_list[0] if port_list else "")
+        shown = f"[{host}]" if ":" in host else quote(host, safe="")
+        netloc.append(shown + (f":{port}" if port else ""))
+    text = "postgresql://" + userinfo + ",".join(netloc)
+    if dbname is not None:
+        text += "/" + quote(dbname, safe="")
+    if params:
+        text += "?" + "&".join(f"{k}={'***' if k in SECRET_KEYS else quote(v, safe='/')}" for k, v in params.items())
+    return text
 
 
 def resolve_target(dsn: str | None) -> Target:
     if not dsn:
         return Target(conninfo="", display="(libpq environment: PGHOST, PGDATABASE, ...)", password=None)
-    if _URL.match(dsn):
-        return _url_target(dsn)
+    secrets = secrets_in_text(dsn)
+    url = _URL.match(dsn)
+    if url:
+        scheme, _, driver = url.group(1).lower().partition("+")   # SQLAlchemy's postgresql+psycopg://
+        if scheme not in ("postgresql", "postgres") or driver not in ("", "psycopg", "psycopg2", "psycopg3"):
+            raise ConfigError(f"--dsn: only postgresql:// URLs are supported, not {url.group(1)}://")
+        dsn = "postgresql://" + dsn[url.end():]
+    what = "postgresql:// URL" if url else "libpq connection string"
     try:
         params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        raise ConfigError("--dsn: not a valid libpq connection string") from None
-    password = params.get("password")
-    shown = {k: ("***" if k == "password" else v) for k, v in params.items()}
-    return Target(conninfo=make_conninfo(**params), display=make_conninfo(**shown), password=password)
+    except psycopg.ProgrammingError as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise ConfigError(f"--dsn: not a valid {what}" + (f": {scrub(reason, secrets)}" if reason else "")) from None
+    secrets += tuple(params[k] for k in SECRET_KEYS if params.get(k))
+    _check_ports(params, secrets)
+    if url:
+        display = _url_display(params)
+    else:
+        display = make_conninfo(**{k: ("***" if k in SECRET_KEYS else v) for k, v in params.items()})
+    return Target(conninfo=make_conninfo(**params), display=display, password=params.get("password"),
+                  secrets=secrets)
 
 
 def connect(target: Target, *, autocommit: bool = False, application_name: str = "yumai-audit") -> psycopg.Connection:

@@ -17,3 +17,31 @@ class ConnectionFailed(AuditError):
 
 class NothingToAudit(AuditError):
     """The database has no table the tool could audit."""
+
+
+# SQLSTATEs PostgreSQL uses when a hot standby cancels a query or ends a session to go on replaying WAL
+RECOVERY_CONFLICT = ("40001", "57P04")
+
+
+def database_error_line(exc: BaseException) -> str:
+    """One line for a database error: a recovery conflict on a standby is named with its remedy,
+    whatever the error finally raised was (a conflict in a savepoint ends the connection, so the
+    error that surfaces is often "the connection is lost", with the conflict as its cause)."""
+    seen, chain, current = set(), [], exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for e in chain:
+        state = getattr(e, "sqlstate", None)
+        text = str(e)
+        if state in RECOVERY_CONFLICT or "conflict with recovery" in text:
+            detail = getattr(getattr(e, "diag", None), "message_detail", None)
+            return ("the standby cancelled the scan: a conflict with recovery "
+                    f"(SQLSTATE {state or '40001'}, serialization failure"
+                    + (f": {detail.strip().rstrip('.')}" if detail else "") + "); "
+                    "WAL replay removed row versions the scan's snapshot still needed. Remedy: on the standby "
+                    "set hot_standby_feedback = on, or raise max_standby_streaming_delay (-1 waits without "
+                    "limit) for the audit, or scan the primary")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"database error: {first}"

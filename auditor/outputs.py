@@ -61,9 +61,28 @@ def out_lock(out: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def write_json(result: ScanResult, path: Path) -> Path:
-    path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+def check_writable_file(path: str | Path, what: str) -> Path:
+    """Refuse, before any work, a file path that cannot be written: a directory, a missing or non-directory parent."""
+    file = Path(path)
+    if file.is_dir():
+        raise AuditError(f"{what} {file}: is a directory, not a file")
+    parent = file.parent if str(file.parent) else Path(".")
+    if not parent.is_dir():
+        raise AuditError(f"{what} {file}: {parent} is not an existing directory")
+    return file
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a file; failing to is one AuditError line that names the file."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise AuditError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def write_json(result: ScanResult, path: Path) -> Path:
+    return write_text(path, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
 
 
 def load_json(path: str | Path, what: str):
@@ -74,6 +93,30 @@ def load_json(path: str | Path, what: str):
         raise AuditError(f"{path}: no such file") from None
     except (OSError, ValueError) as exc:
         raise AuditError(f"{path}: not a {what} file ({exc})") from None
+
+
+def write_formats(result: ScanResult, out: Path, verdict=None) -> dict[str, Path]:
+    """junit.xml, results.sarif and summary.md beside findings.json (`verdict`: the scan's, when judged)."""
+    from .formats import FILES, RENDERERS
+
+    return {fmt: write_text(out / name, RENDERERS[fmt](result, verdict)) for fmt, name in FILES.items()}
+
+
+def append_step_summary(result: ScanResult, verdict=None) -> Path | None:
+    """In a GitHub Actions job ($GITHUB_STEP_SUMMARY set): append the Markdown summary to the job's summary."""
+    import os
+
+    from .formats import markdown
+
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(markdown(result, verdict))
+    except OSError as exc:
+        raise AuditError(f"cannot append to $GITHUB_STEP_SUMMARY ({target}): {exc.strerror or exc}") from None
+    return Path(target)
 
 
 def read_json(path: str | Path) -> ScanResult:
@@ -96,7 +139,8 @@ def read_plan(path: str | Path) -> dict:
 
 
 def _finding_rows(result: ScanResult) -> list[dict]:
-    return [{**f.to_dict(), "sample": " ".join(f.sample)} for f in result.findings]
+    # the sample as a JSON array: an empty or padded key (exactly what a malformed key can be) survives
+    return [{**f.to_dict(), "sample": json.dumps(f.sample, ensure_ascii=False)} for f in result.findings]
 
 
 def findings_frame(result: ScanResult):

@@ -31,14 +31,16 @@ Progress = Callable[[str], None]
 
 
 def select_checks(config: Config) -> list[Check]:
+    """The checks `checks` names (all by default), less those `exclude` names."""
     checks = all_checks()
-    if config.checks:
-        known = {c.id for c in checks}
-        unknown = [c for c in config.checks if c not in known]
+    known = {c.id for c in checks}
+    for option, ids in (("check", config.checks), ("excluded check", config.exclude)):
+        unknown = [c for c in ids if c not in known]
         if unknown:
-            raise ConfigError(f"unknown check {unknown[0]!r}; known checks: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown {option} {unknown[0]!r}; known checks: {', '.join(sorted(known))}")
+    if config.checks:
         checks = [c for c in checks if c.id in config.checks]
-    return checks
+    return [c for c in checks if c.id not in config.exclude]
 
 
 class _Timer:
@@ -66,8 +68,20 @@ def session_settings(conn: psycopg.Connection) -> None:
     conn.execute("SET LOCAL jit = off")
 
 
+def exclude_tables(catalog, config: Config):
+    """The catalog less the tables `exclude_tables` matches (never the master, source or users table):
+    no check measures them and no fix step is planned for them, as for a schema out of scope."""
+    named = {config.master, config.source, config.users}
+    kept = {n: t for n, t in catalog.tables.items() if n in named or not config.excludes_table(n)}
+    if len(kept) == len(catalog.tables):
+        return catalog
+    catalog.tables = kept
+    catalog.invalid_indexes = [i for i in catalog.invalid_indexes if i.table in kept]
+    return catalog
+
+
 def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
-    catalog = read_catalog(conn, config.schemas)
+    catalog = exclude_tables(read_catalog(conn, config.schemas), config)
     if not catalog.tables:
         scope = ", ".join(config.schemas) if config.schemas else "any user schema"
         raise NothingToAudit(f"nothing to audit: database {catalog.database} has no table in {scope}")

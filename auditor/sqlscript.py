@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from .lint import ignore_comments
 from .plan import Plan
 from .steps import Block, Step, session_settings, step_block
 
@@ -25,9 +26,13 @@ def _dollar_quoted(body: str) -> str:
     return f"${tag}$\n{body}\n${tag}$"
 
 
-def render_block(block: Block) -> list[str]:
-    """The statements of a block as psql runs them."""
-    body = [s.as_string(None) + ";" for s in block.statements]
+def render_block(block: Block, step: Step | None = None) -> list[str]:
+    """The statements of a block as psql runs them; a statement of `step` that breaks a linter rule on
+    purpose gets the reason and Squawk's ignore comment above it (auditor/lint.py)."""
+    body = []
+    for statement in block.statements:
+        text = statement.as_string(None)
+        body += (ignore_comments(step, text) if step is not None else []) + [text + ";"]
     if block.check:
         return ["-- a check: every row it returns is a problem that stops the run", *body]
     if block.gate:
@@ -64,7 +69,7 @@ def render_step(step: Step, number: int, total: int, block: Block, done: bool | 
     if step.guard is not None:
         lines.append("-- skipped when this returns true:")
         lines.append(_comment(step.guard.as_string(None)))
-    lines.extend(render_block(block))
+    lines.extend(render_block(block, step))
     return "\n".join(lines)
 
 

@@ -30,7 +30,8 @@ def test_report_from_saved_findings_blocked_exits_1(tmp_path):
     html = (out / "report.html").read_text()
     assert "Needs a decision" in html and 'id="comparison"' not in html
     assert sorted(p.name for p in out.iterdir()) == [
-        "findings.csv", "report.html", "samples-null_session_ids.csv", "samples-orphaned_session_ids.csv"]
+        "findings.csv", "junit.xml", "report.html", "results.sarif", "samples-null_session_ids.csv",
+        "samples-orphaned_session_ids.csv", "summary.md"]
 
 
 def test_report_with_compare_and_plan(tmp_path):

@@ -45,7 +45,7 @@ def test_the_script_holds_exactly_what_the_executor_sends(db):
     checked = 0
     for step in plan.steps:
         block = step_block(step, opts.lock_timeout, opts.batch_size)
-        assert "\n".join(render_block(block)) in script          # the script shows this block ...
+        assert "\n".join(render_block(block, step)) in script    # the script shows this block ...
         if step.id not in ran:   # a check, or a step whose guard said done when its turn came
             continue
         statements = [s.as_string(None) for s in block.statements]

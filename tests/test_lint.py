@@ -1,0 +1,61 @@
+"""plan.sql passes Squawk, the migration linter: every deliberate break carries its reason and Squawk's ignore
+comment (auditor/lint.py); anything else is a finding (issue 15 §3)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from yumai_audit.cli import version_text
+from yumai_audit.demo import build_demo_database
+from yumai_audit.lint import DELIBERATE
+from yumai_audit.sqlscript import render_step
+from yumai_audit.steps import LockMode, Operation, Step, step_block
+
+from test_cli import invoke
+
+# on PATH, or beside this interpreter (a venv that is not activated)
+SQUAWK = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
+needs_squawk = pytest.mark.skipif(SQUAWK is None, reason="squawk is not installed (pip install squawk-cli; the "
+                                                          "test extra installs it where PyPI has a wheel for the platform)")
+
+
+def squawk(path, version_num: int) -> subprocess.CompletedProcess:
+    return subprocess.run([SQUAWK, "--reporter", "gcc", f"--pg-version={version_text(version_num)}", str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@needs_squawk
+def test_the_demo_plan_passes_squawk(db, tmp_path):
+    build_demo_database(db.conninfo)
+    path = tmp_path / "plan.sql"
+    result = invoke("fix", "--dsn", db.conninfo, "--sql", str(path))
+    assert result.exit_code == 0, result.output
+    proc = squawk(path, db.server.version_num)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = path.read_text().splitlines()
+    ignores = [i for i, line in enumerate(lines) if line.startswith("-- squawk-ignore ")]
+    assert len(ignores) >= 5   # the master's user_id, ON ONLY, CONCURRENTLY builds, the type change
+    for i in ignores:
+        assert lines[i - 1].startswith("-- deliberate (") and len(lines[i - 1]) > 60   # with its reason
+        assert not lines[i + 1].startswith("--")                                       # right above the statement
+
+
+@needs_squawk
+def test_a_break_not_in_the_table_is_reported(tmp_path, pg_server):
+    step = Step(id="index:s.t", description="an index built without CONCURRENTLY",
+                statements=(sql.SQL('CREATE INDEX IF NOT EXISTS "i" ON "s"."t" ("c")'),),
+                lock=LockMode.SHARE, tables=("s.t",), operation=Operation.INDEX)
+    path = tmp_path / "plan.sql"
+    path.write_text(render_step(step, 1, 1, step_block(step, 2.0, 5000)) + "\n")
+    proc = squawk(path, pg_server.version_num)
+    assert proc.returncode == 1 and "require-concurrent-index-creation" in proc.stdout
+
+
+def test_every_deliberate_break_has_a_reason():
+    for d in DELIBERATE:
+        assert d.rules and len(d.reason) > 40, d
