@@ -7,7 +7,7 @@ from pathlib import Path
 
 from psycopg import errors as pgerrors
 
-from .config import Config, QualifiedName, load_config
+from .config import Config, QualifiedName
 from .connection import Target, connect, resolve_target
 from .errors import AuditError, ConfigError
 from .executor import ApplyResult, Executor, evaluate_guards, refuse_if_running

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .errors import AuditError
 from .limits import check_ranges
-from .steps import Kind, Step
+from .steps import Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration

@@ -165,7 +165,6 @@ def refusals(ctx, options, tables: list, altered: list[QualifiedName]) -> list[s
         return parts
     source = ctx.source if ctx.source in tables else None
     deleted = [k.name for k in tables if k.key.is_text or (not k.is_source and options.orphans != "register")]
-    quarantined = [k.name for k in tables if k.key.is_text or (not k.is_source and options.orphans == "quarantine")]
     if ctx.master is not None:
         origins = [source] + ([k for k in tables if not k.is_source] if options.orphans == "register" else [])
         filled = set.intersection(*(set(backfill_columns(ctx, o)) for o in origins))

@@ -117,7 +117,6 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
 
 def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None) -> ScanResult:
     timer = _Timer()
-    timeout = ctx.config.timeout_seconds
     findings: dict[str, list[Finding]] = defaultdict(list)
     errors: dict[str, str] = {}
     status_targets = {c.id: c.targets(ctx) for c in checks}

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from psycopg import errors as pgerrors
 
 from test_fix import KEY_TABLES, master_fks
-from test_planner import before, catalog, ids, plan_for
+from test_planner import before, plan_for
 from yumai_audit import api
 from yumai_audit.bridge import TRIGGER, Registration
 from yumai_audit.cli import cli
@@ -405,3 +405,14 @@ def test_bridge_all_registers_a_click_that_comes_before_the_first_message(db):
     assert db.fetchall("SELECT user_id FROM chatbot.session_master WHERE session_id = %s", (sid,)) == [(4,)]
     assert db.fetchall("SELECT table_name FROM yumai_audit.bridge_log WHERE session_id = %s", (sid,)) == [
         ("chatbot.user_interactions",)]
+
+
+def test_bridge_status_as_json_on_the_command_line(db):
+    build_demo_database(db.conninfo)
+    res = CliRunner().invoke(cli, ["bridge", "status", "--dsn", db.conninfo, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    data = json.loads(res.stdout)
+    assert data["installed"] is False and data["tables"] == []
+    assert data["registered_last_day"] == 0 and data["registered_last_hour"] == 0
