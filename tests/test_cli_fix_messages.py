@@ -25,8 +25,9 @@ def test_version_text(num, text):
 def test_plan_header_prints_the_version_as_postgresql_does(db):
     build_demo_database(db.conninfo)
     result = invoke("fix", "--dsn", db.conninfo)
-    assert result.exit_code == 0, result.output
-    header = result.output.splitlines()[0]
+    # the demo's user findings need a decision (exit 1); the verdict comes first, then the plan
+    assert result.exit_code == 1 and result.output.startswith("Verdict: Needs a decision."), result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("Plan: "))
     shown = re.search(r"PostgreSQL (\S+)", header).group(1)
     assert shown == version_text(db.server.version_num)
     assert db.scalar("SHOW server_version").startswith(shown)
@@ -73,7 +74,8 @@ def invoke_input(args, text):
 def test_one_step_count_from_the_plan_to_the_end(db, tmp_path):
     build_demo_database(db.conninfo)
     result = invoke("fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path))
-    assert result.exit_code == 0, result.output + result.stderr
+    # migrated, with the demo's user findings left undecided (exit 1)
+    assert result.exit_code == 1 and "Verdict: Migrated. " in result.output, result.output + result.stderr
     counts = _numbers(result.output)
     assert counts["total"] == counts["pending"] + counts["done"] + counts["checks"]
     # with --yes the run still says what it will do, without the question
@@ -107,6 +109,6 @@ def test_no_library_warning_reaches_the_user(db, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")}
     proc = subprocess.run([sys.executable, "-m", "yumai_audit", "fix", "--dsn", db.conninfo, "--apply", "--yes",
                            "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1 and "Verdict: Migrated. " in proc.stdout, proc.stderr   # undecided user findings
     assert "Warning" not in proc.stdout + proc.stderr
     assert "Backup of" in proc.stdout
