@@ -20,7 +20,7 @@ from .catalog import ForeignKey, Table
 from .config import QualifiedName
 from .pgversion import NOT_VALID_FK_ON_PARTITIONED
 from .plan import PlanError
-from .steps import LockMode, Operation, Step
+from .steps import Kind, LockMode, Operation, Step
 
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
 PG_NOT_VALID_ON_PARTITIONED = NOT_VALID_FK_ON_PARTITIONED
@@ -271,3 +271,13 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
     out.last = [out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated, not_valid=False,
                                target=name, repairs=repairs)).id]
     return out
+
+
+def verify_fks(step_id: str, description: str, planned: list[tuple[str, sql.Composable]], after: list[str]) -> Step:
+    """A check step, last: every foreign key planned (what, "validated FK exists" query) is there and valid."""
+    return Step(
+        id=step_id, operation=Operation.VERIFY, description=description,
+        statements=(sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {} WHERE NOT ({})").format(sql.Literal(f"{what}: no validated foreign key"), exists)
+            for what, exists in planned),),
+        lock=LockMode.ACCESS_SHARE, tables=(), depends_on=tuple(after), kind=Kind.CHECK)

@@ -43,9 +43,8 @@ from yumai_audit.checks.partition_fk_drift import PartitionFkDrift
 
 from .catalog import ForeignKey, Partition, Table
 from .context import AuditContext
-from .ddl import FkSpec, add_fk, fk_sequence, leading_index_steps, short_name, validate_fk
+from .ddl import FkSpec, add_fk, fk_sequence, leading_index_steps, short_name, validate_fk, verify_fks
 from .draft import Draft
-from .steps import Kind, LockMode, Operation, Step
 
 SAMPLE = 5   # missing values named in a plan note
 
@@ -224,9 +223,5 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         planned.append((what, spec.exists(fk.table.name, validated=True)))
 
     if planned:
-        draft.add(Step(
-            id="verify-schema", operation=Operation.VERIFY, description="Every foreign key the schema steps added is there and validated",
-            statements=(sql.SQL(" UNION ALL ").join(
-                sql.SQL("SELECT {} WHERE NOT ({})").format(sql.Literal(f"{what}: no validated foreign key"), exists)
-                for what, exists in planned),),
-            lock=LockMode.ACCESS_SHARE, tables=(), depends_on=tuple(last), kind=Kind.CHECK))
+        draft.add(verify_fks("verify-schema", "Every foreign key the schema steps added is there and validated",
+                             planned, last))

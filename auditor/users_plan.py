@@ -33,10 +33,10 @@ from yumai_audit.checks.base import Probe
 from yumai_audit.checks.predicates import col, table_ref
 
 from .context import AuditContext, KeyTable
-from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name
+from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name, verify_fks
 from .draft import Draft
 from .session_plan import move_rows, quarantine_name
-from .steps import Kind, LockMode, Operation, Step
+from .steps import LockMode, Operation, Step
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"
@@ -183,9 +183,4 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
                                        partition_constraint=partition_constraint, repairs=REPAIRS_FK))
         planned.append((what, spec.exists(k.name, validated=True)))
     if planned:
-        draft.add(Step(
-            id="verify-users", operation=Operation.VERIFY, description="Every user foreign key planned is there and validated",
-            statements=(sql.SQL(" UNION ALL ").join(
-                sql.SQL("SELECT {} WHERE NOT ({})").format(sql.Literal(f"{what}: no validated foreign key"), exists)
-                for what, exists in planned),),
-            lock=LockMode.ACCESS_SHARE, tables=(), depends_on=tuple(last), kind=Kind.CHECK))
+        draft.add(verify_fks("verify-users", "Every user foreign key planned is there and validated", planned, last))
