@@ -19,7 +19,7 @@ from .planner import build_plan
 from .runner import Progress, audit_context, run_scan
 from .sqlscript import render_script
 from .steps import step_repairs
-from .verdict import apply_severity, judge
+from .verdict import apply_severity, judge, partition_parents
 from .waits import bound_session
 
 
@@ -268,8 +268,7 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) ->
 def unrepaired(result: ScanResult, plan) -> list[str]:
     """The findings of a scan after the apply that a step of the plan declares it repairs: what a
     finished migration must not have (the checks the steps name, never a list kept here)."""
-    parents = {str(p.get("partition")): str(p.get("table")) for p in (result.stats or {}).get("partitions") or []
-               if isinstance(p, dict)}
+    parents = partition_parents(result)
     return [f"{f.check}: {f.message}" for f in result.findings
             if any(step_repairs(s.repairs, s.target, s.column, s.changes, f.check, f.table, f.column, parents)
                    for s in plan.steps)]

@@ -267,6 +267,15 @@ def test_the_declared_repairs_decide_ready_once_fix_runs():
     assert build_context(result, plan=plan).verdict.state == "needs-decision"
 
 
+def scan_with_unindexed_key():
+    """The report fixture's scan plus an `unindexed_fk_columns` finding on the partitioned source."""
+    result = scan_result()
+    result.checks.append(result.checks[0].__class__("unindexed_fk_columns", Status.FAIL, 0, result.checks[0].severity))
+    result.findings.append(result.findings[1].__class__(
+        "unindexed_fk_columns", result.findings[1].severity, "chatbot.conversations", "session_id", "no index"))
+    return result
+
+
 def test_step_ids_are_never_read_for_what_a_step_repairs():
     """A step named like the fix planner's (`orphans:<table>`) but declaring nothing repairs nothing."""
     def step(step_id, tables=(), repairs=()):
@@ -279,10 +288,7 @@ def test_step_ids_are_never_read_for_what_a_step_repairs():
                       step("orphans:chatbot.user_interactions", ["chatbot.user_interactions"]),
                       step("verify")],
             "server_version_num": 180001, "options": {}}
-    result = scan_result()
-    result.checks.append(result.checks[0].__class__("unindexed_fk_columns", Status.FAIL, 0, result.checks[0].severity))
-    result.findings.append(result.findings[1].__class__(
-        "unindexed_fk_columns", result.findings[1].severity, "chatbot.conversations", "session_id", "no index"))
+    result = scan_with_unindexed_key()
     ctx = build_context(result, plan=plan)
     steps = {c.id: [s.id for s in c.steps] for g in ctx.groups for c in g.checks}
     assert steps == {"orphaned_session_ids": [], "null_session_ids": [],
@@ -310,10 +316,7 @@ def test_steps_declaring_what_they_repair_are_attached_to_the_checks_they_repair
                            ["unconstrained_fk"], "chatbot.user_interactions"),
                       step("verify")],
             "server_version_num": 180001, "options": {}}
-    result = scan_result()
-    result.checks.append(result.checks[0].__class__("unindexed_fk_columns", Status.FAIL, 0, result.checks[0].severity))
-    result.findings.append(result.findings[1].__class__(
-        "unindexed_fk_columns", result.findings[1].severity, "chatbot.conversations", "session_id", "no index"))
+    result = scan_with_unindexed_key()
     ctx = build_context(result, plan=plan)
     steps = {c.id: [s.id for s in c.steps] for g in ctx.groups for c in g.checks}
     assert steps == {"orphaned_session_ids": ["orphans:chatbot.user_interactions"],
