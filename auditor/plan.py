@@ -17,6 +17,8 @@ ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
 BRIDGE_MODES = ("source", "all", "none")   # `fix --bridge` (auditor/bridge.py)
 MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
+# `--master-user-delete`: what deleting a user does to the master's sessions of that user
+MASTER_USER_DELETE_MODES = ("set-null", "no-action")
 
 
 class PlanError(AuditError):
@@ -58,6 +60,11 @@ class FixOptions:
         "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: on the "
         "source table, on every key table, or none (then a gate stops the apply, exit 1, while the application "
         "writes unregistered sessions). See auditor/bridge.py.", default="source", choices=BRIDGE_MODES)
+    master_user_delete: str = option(
+        "--master-user-delete", "The master the fix creates references the users table: when the application "
+        "deletes a user, set-null keeps the delete working (the user's sessions keep every row; the master's "
+        "user_id becomes NULL, as for a user that never existed); no-action is the guide's schema (deleting a user "
+        "who has sessions fails).", default="set-null", choices=MASTER_USER_DELETE_MODES)
     gate_window: float = option("--gate-window", "With --bridge none: seconds the first gate watches the "
                                 "application's writes before the first FK.", default=30.0)
 
@@ -74,6 +81,9 @@ class FixOptions:
             raise PlanError(f"--include must be one of {', '.join(INCLUDES)}, not {unknown[0]!r}")
         if self.missing_users not in MISSING_USERS_MODES:
             raise PlanError(f"--missing-users must be one of {', '.join(MISSING_USERS_MODES)}, not {self.missing_users!r}")
+        if self.master_user_delete not in MASTER_USER_DELETE_MODES:
+            raise PlanError(f"--master-user-delete must be one of {', '.join(MASTER_USER_DELETE_MODES)}, "
+                            f"not {self.master_user_delete!r}")
         if self.orphans not in ORPHAN_MODES:
             raise PlanError(f"--orphans must be one of {', '.join(ORPHAN_MODES)}, not {self.orphans!r}")
         if self.orphans == "delete" and not self.yes_delete:

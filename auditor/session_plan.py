@@ -193,6 +193,14 @@ def plan_sessions(d: Draft) -> list[str]:
     m = str(d.master)
     preflight = "preflight"
     create = d.add(create_master(d, preflight))
+    if master is None and d.ctx.users is not None:
+        d.notes.append(
+            f"{d.master}.user_id will reference {d.ctx.users.name}: deleting a user "
+            + ("sets the master's user_id of that user's sessions NULL and keeps every row (--master-user-delete "
+               "set-null)" if d.options.master_user_delete == "set-null" else
+               "who has sessions fails from then on (--master-user-delete no-action, the guide's schema): the "
+               "application's deletes of users must go first")
+            + ".")
     ready: dict[str, list[str]] = {}   # table -> steps after which its key is uuid, malformed-free
     for k in tables:
         name = str(k.name)
@@ -279,7 +287,10 @@ def create_master(d: Draft, after: str) -> Step:
     user_ref = sql.SQL("")
     tables: tuple[str, ...] = ()
     if d.ctx.users is not None:
-        user_ref = sql.SQL(" REFERENCES {} ({})").format(table_ref(d.ctx.users.name), sql.Identifier(cfg.users_key))
+        # ON DELETE SET NULL (default): the application's deletes of users keep working after the cutover
+        on_delete = " ON DELETE SET NULL" if d.options.master_user_delete == "set-null" else ""
+        user_ref = sql.SQL(" REFERENCES {} ({})" + on_delete).format(
+            table_ref(d.ctx.users.name), sql.Identifier(cfg.users_key))
         tables = (str(d.ctx.users.name),)
     stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
                    "user_id int{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "

@@ -346,3 +346,31 @@ def test_preflight_refuses_a_role_that_does_not_own_the_tables(db):
         assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
     finally:
         db.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=sql.Identifier(role)))
+
+
+@pytest.mark.parametrize("on_delete", ["set-null", "no-action"])
+def test_deleting_a_user_after_the_migration(db, on_delete):
+    """The application may delete users (an account closed). Before the migration nothing referenced
+    chatbot.users; the master the fix creates references it. By default the delete still goes through
+    (the user's sessions keep every row; the master forgets the user, as for a user that never
+    existed); `no-action` is the guide's schema, where the delete fails while the user has sessions."""
+    build_demo_database(db.conninfo)
+    user = db.scalar("SELECT min(user_id) FROM chatbot.conversations c WHERE EXISTS "
+                     "(SELECT 1 FROM chatbot.users u WHERE u.id = c.user_id)")
+    options = {} if on_delete == "set-null" else {"master_user_delete": on_delete}
+    result = api.apply(db.conninfo, Config(), **options)
+    assert result.ok, result.problems
+    sessions = db.scalar("SELECT count(*) FROM chatbot.session_master WHERE user_id = %s", (user,))
+    messages = db.scalar("SELECT count(*) FROM chatbot.conversations WHERE user_id = %s", (user,))
+    assert sessions > 0 and messages > 0
+    if on_delete == "no-action":
+        with pytest.raises(pgerrors.ForeignKeyViolation):
+            db.execute("DELETE FROM chatbot.users WHERE id = %s", (user,))
+        assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE user_id = %s", (user,)) == sessions
+        return
+    db.execute("DELETE FROM chatbot.users WHERE id = %s", (user,))
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE user_id = %s", (user,)) == 0
+    assert db.scalar("SELECT count(*) FROM chatbot.conversations WHERE user_id = %s", (user,)) == messages
+    assert "ON DELETE SET NULL" in db.scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'chatbot.session_master'::regclass "
+        "AND contype = 'f'")
