@@ -19,6 +19,8 @@ How the fix accounts for them (decisions):
   statement, to `yumai_audit.changed_rows` (schema, table, reason, time, the row as jsonb), so that
   nothing is lost and the change can be undone.
 - RESTRICT / NO ACTION with referencing rows: the preflight refuses, with the count, before any change.
+- SET NULL / SET DEFAULT on a NOT NULL column (SET DEFAULT: with no default) with referencing rows: the
+  change would fail, so the preflight refuses that too, naming the column (`_not_null_refusal`).
 - the plan counts, per table, the rows each delete would move, delete or change (plan notes); the
   backup covers every table a delete can reach.
 - a quarantined row says where it came from (yumai_origin_schema, yumai_origin_table), why and when;
@@ -345,6 +347,8 @@ def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True)
                         "change or remove those rows first"),
             _blocked(sets, e, sql.SQL("count(*) AS n"))) for e in g.blocks]
         out.append(sql.SQL("({} {})").format(sets.with_(), sql.SQL(" UNION ALL ").join(rows)))
+    for e in g.changes:
+        out.append(_not_null_refusal(_Sets(g, predicate), e, what))
     if not moves:
         return out
     for t, need in [(t, "DELETE") for t in g.deleted[1:]] + [(t, "UPDATE") for t in g.changed]:
@@ -362,6 +366,27 @@ def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True)
             sql.Literal(f"{t} has row level security, which hides rows that {what} would reach through a foreign "
                         "key: run as a role that bypasses it (BYPASSRLS, or its owner without FORCE)"), _regclass(t)))
     return out
+
+
+def _not_null_refusal(sets: _Sets, e: Edge, what: str) -> sql.Composable:
+    """A preflight part: rows of a SET NULL / SET DEFAULT child that the delete would change, when a column
+    the key sets is NOT NULL (SET DEFAULT: and has no default), so the delete would fail. The columns set
+    are the key's columns, or the ones `ON DELETE SET NULL (col, ...)` names (PostgreSQL 15 and later:
+    `confdelsetcols`, read through to_jsonb so that older catalogs, which lack it, read NULL)."""
+    return sql.SQL(
+        "SELECT b.n || {head} || a.attname || {tail} FROM ({count}) b "
+        "JOIN pg_constraint k ON k.conrelid = {rel} AND k.conname = {con} "
+        "CROSS JOIN LATERAL (SELECT to_jsonb(k) -> 'confdelsetcols' AS cols) d "
+        "JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (CASE WHEN jsonb_typeof(d.cols) = 'array' "
+        "AND jsonb_array_length(d.cols) > 0 THEN ARRAY(SELECT jsonb_array_elements_text(d.cols))::int2[] "
+        "ELSE k.conkey END) "
+        "WHERE b.n > 0 AND a.attnotnull AND (k.confdeltype = 'n' OR NOT a.atthasdef)"
+    ).format(
+        head=sql.Literal(f" row(s) of {e.child} reference rows that {what} would delete, and foreign key "
+                         f"{e.ref.name} ON DELETE {e.action} would set its NOT NULL column "),
+        tail=sql.Literal(f" {'NULL' if e.ref.on_delete == 'n' else 'NULL (it has no default)'}: the delete would "
+                         "fail; change the key's action or those rows first"),
+        count=sql.SQL("{} {}").format(sets.with_(), _blocked(sets, e, sql.SQL("count(*) AS n"))), rel=_regclass(e.child), con=sql.Literal(e.ref.name))
 
 
 def column_refusal(tables: list[QualifiedName]) -> sql.Composable:

@@ -221,6 +221,49 @@ def test_a_restrict_child_is_refused_by_the_preflight_before_any_change(db, acti
     assert db.fetchall("SELECT nspname FROM pg_namespace WHERE nspname IN ('yumai_audit', 'yumai_quarantine')") == []
 
 
+@pytest.mark.parametrize("action", ["SET NULL", "SET DEFAULT"])
+def test_a_set_null_child_whose_column_is_not_null_is_refused_before_any_change(db, action):
+    """ON DELETE SET NULL (or SET DEFAULT with no default) on a NOT NULL column: the quarantine's delete
+    would fail on it. The preflight knows that before the first change, as for RESTRICT."""
+    build_demo_database(db.conninfo)
+    db.execute(f"CREATE TABLE chatbot.feedback_reviews (id serial PRIMARY KEY, feedback_id bigint NOT NULL "
+               f"REFERENCES chatbot.user_feedback(id) ON DELETE {action})")
+    db.execute("INSERT INTO chatbot.feedback_reviews (feedback_id) SELECT id FROM chatbot.user_feedback "
+               "WHERE session_id = md5('ghost-feedback')::uuid OR id = 1")
+    before = table_rows(db)
+    with pytest.raises(PreflightFailed, match=r"2 row\(s\) of chatbot.feedback_reviews reference rows that the "
+                       r"quarantine of orphaned rows of chatbot.user_feedback would delete, and foreign key "
+                       rf"feedback_reviews_feedback_id_fkey ON DELETE {action} would set its NOT NULL column "
+                       r"feedback_id NULL"):
+        api.apply(db.conninfo, Config(), rescan=False)
+    assert table_rows(db) == before
+    assert db.fetchall("SELECT nspname FROM pg_namespace WHERE nspname IN ('yumai_audit', 'yumai_quarantine')") == []
+
+
+def test_set_null_of_some_columns_or_to_a_default_is_not_refused(db):
+    """Only the columns the key sets count: a NOT NULL column left alone by `SET NULL (col)` (PostgreSQL
+    15 and later), or a NOT NULL column with a default under SET DEFAULT, lets the delete through."""
+    build_demo_database(db.conninfo)
+    db.execute("INSERT INTO chatbot.user_feedback (id, session_id, user_id, rating, created_at) "
+               "VALUES (0, NULL, 1, 1, now())")
+    db.execute("CREATE TABLE chatbot.feedback_defaults (id serial PRIMARY KEY, feedback_id bigint NOT NULL DEFAULT 0 "
+               "REFERENCES chatbot.user_feedback(id) ON DELETE SET DEFAULT)")
+    db.execute("INSERT INTO chatbot.feedback_defaults (feedback_id) SELECT id FROM chatbot.user_feedback "
+               "WHERE session_id = md5('ghost-feedback')::uuid")
+    if db.server.version_num >= 150000:
+        db.execute("ALTER TABLE chatbot.user_feedback ADD UNIQUE (id, user_id)")
+        db.execute("CREATE TABLE chatbot.feedback_pairs (id serial PRIMARY KEY, feedback_id bigint, user_id int NOT NULL, "
+                   "FOREIGN KEY (feedback_id, user_id) REFERENCES chatbot.user_feedback (id, user_id) "
+                   "ON DELETE SET NULL (feedback_id))")
+        db.execute("INSERT INTO chatbot.feedback_pairs (feedback_id, user_id) SELECT id, user_id FROM chatbot.user_feedback "
+                   "WHERE session_id = md5('ghost-feedback')::uuid")
+    result = api.apply(db.conninfo, Config(), rescan=False)
+    assert result.ok
+    assert db.scalar("SELECT count(*) FROM chatbot.feedback_defaults WHERE feedback_id = 0") == 2
+    if db.server.version_num >= 150000:
+        assert db.fetchall("SELECT count(*), count(feedback_id), count(user_id) FROM chatbot.feedback_pairs") == [(2, 0, 2)]
+
+
 def test_a_column_named_like_the_quarantines_own_is_refused_before_any_change(db):
     build_demo_database(db.conninfo)
     db.execute("ALTER TABLE chatbot.user_feedback ADD COLUMN yumai_reason text")
