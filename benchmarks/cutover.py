@@ -472,6 +472,11 @@ def report(results: dict[str, list[dict]]) -> None:
         print(f"{label}: failed writes {failed}; worst stall / one-shot's, per round: "
               + ", ".join(f"{x:.3f}" for x in ratios)
               + (f" (best {ratios[0]:.3f}, median {statistics.median(ratios):.3f}; target <= 0.1)" if ratios else ""))
+        # the part of a stall that the migration's locks cause, without the machine's own (WAL flushes, CPU)
+        waits = sorted(r["lock_wait_ms"] / o["lock_wait_ms"] for r, o in zip(results[label], results["one-shot"])
+                       if o["lock_wait_ms"])
+        if waits:
+            print(f"{'':4}worst lock wait / one-shot's, per round: " + ", ".join(f"{x:.4f}" for x in waits))
     for key, what in (("message_ratios", "single writer, messages to existing sessions, with the bridge / without"),
                       ("new_session_ratios", "single writer, new sessions, the bridge registering / the app registering"),
                       ("server_loop_ratios", "server-side insert loop (no round trip, no commit), with / without")):
