@@ -206,6 +206,12 @@ def plan_sessions(d: Draft) -> list[str]:
         name = str(k.name)
         ready[name] = [preflight]
         if k.key.is_text:
+            d.notes.append(
+                f"{name}.{k.key.name} becomes uuid: statements that send it as a typed text parameter then fail "
+                f"(a varchar or text parameter, as JDBC's setString sends unless stringtype=unspecified: 'column is "
+                f"of type uuid but expression is of type character varying', 'operator does not exist: uuid = "
+                f"text'); untyped parameters and literals keep working. Check the application's statements on "
+                f"{name} before the cutover.")
             graph = cascade.of_table(d.ctx.catalog, k.table)
             bad = d.add(cascade.widen(Step(
                 id=f"malformed:{name}", operation=Operation.QUARANTINE_MALFORMED,

@@ -186,3 +186,19 @@ def test_master_is_created_only_if_missing_and_long_names_are_cut():
     name = short_name("x" * 70, "session_id", suffix="fkey")
     assert len(name) <= 63 and name.endswith("_fkey")
     assert name != short_name("x" * 69 + "y", "session_id", suffix="fkey")
+
+
+def test_the_plan_says_what_the_cutover_changes_for_the_applications_statements():
+    """Two of the application's writes that change meaning at the cutover are said in the plan: a text key
+    becoming uuid (typed text parameters then fail), and the master's reference to users (deleting a user)."""
+    plan = plan_for()
+    typed = [n for n in plan.notes if "typed text parameter" in n]
+    assert len(typed) == 1 and typed[0].startswith("chatbot.recommendations_log.session_id becomes uuid")
+    master = plan.step("master").sql_text()
+    assert "REFERENCES \"chatbot\".\"users\" (\"id\") ON DELETE SET NULL" in master
+    assert any("--master-user-delete set-null" in n for n in plan.notes)
+    guide = plan_for(options=FixOptions(master_user_delete="no-action"))
+    assert "ON DELETE" not in guide.step("master").sql_text()
+    assert any("fails from then on" in n for n in guide.notes)
+    with pytest.raises(PlanError, match="--master-user-delete must be one of set-null, no-action"):
+        FixOptions(master_user_delete="cascade")
