@@ -149,6 +149,10 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
         from . import users_plan
 
         wanted += users_plan.probes(ctx)
+    if fix_options.bridge in ("auto", "source"):
+        from . import bridge as bridge_plan
+
+        wanted += bridge_plan.probes(ctx)
     if wanted:
         from .runner import measure_probes
 

@@ -2,8 +2,9 @@
 
 The application in production may still start sessions the old way (a fresh uuid, the first message,
 no master row). Once the source table's foreign key exists such a write would fail. Before the first
-FK, `fix --apply` installs on the source table (`--bridge source`, the default; every key table with
-`--bridge all`) a BEFORE INSERT OR UPDATE OF <key> row trigger whose function inserts the missing
+FK, `fix --apply` installs on the source table (`--bridge source`; every key table with `--bridge all`;
+by default, `--bridge auto`, on the source table and on every key table whose data shows the application
+writing it before a session's first message: `probes`, `early_writes`) a BEFORE INSERT OR UPDATE OF <key> row trigger whose function inserts the missing
 session into the master (`ON CONFLICT DO NOTHING`; user id and start taken from the row, as the
 backfill does; a user missing from the users table gives user id NULL) and logs each session it
 actually inserted into `yumai_audit.bridge_log`, so `bridge status` counts the bridge's
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref
+from yumai_audit.checks.base import Probe
+from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref, valid_key_uuid
 
 from .config import QualifiedName
 from .context import AuditContext, KeyTable
@@ -179,17 +181,62 @@ def bridge_steps(ctx: AuditContext, k: KeyTable, *, version: int, master_columns
         for p in k.table.leaf_partitions]
 
 
-def bridged_tables(ctx: AuditContext, tables: list[KeyTable], mode: str) -> list[KeyTable]:
+# --- --bridge auto: which tables the application writes before a session's first message ---------------
+
+EARLY_PROBE = "bridge:early-writes"
+
+
+def _early_candidates(ctx: AuditContext) -> list[KeyTable]:
+    """Key tables other than the source with a comparable key and a time column, when the source has both."""
+    created = ctx.config.created_at_column
+    src = ctx.source
+    if src is None or not src.key_checkable or created not in src.table.columns:
+        return []
+    return [k for k in ctx.key_tables if not k.is_source and k.key_checkable and created in k.table.columns]
+
+
+def probes(ctx: AuditContext) -> list[Probe]:
+    """One probe, one row: per candidate table, the sessions whose first row there is earlier than their first
+    row in the source table (the application wrote that table before the session's first message: with the
+    bridge on the source table only, such a write fails once the table's FK exists). The source's first rows
+    are grouped once (a MATERIALIZED CTE) for all the tables."""
+    tables = _early_candidates(ctx)
+    if not tables:
+        return []
+    created = sql.Identifier(ctx.config.created_at_column)
+    src = ctx.source
+    firsts = sql.SQL("SELECT {k} AS sid, min(s.{c}) AS first_at FROM {t} s WHERE {valid} GROUP BY 1").format(
+        k=valid_key_uuid(src.key, "s"), c=created, t=table_ref(src.name), valid=key_valid(src.key, "s"))
+    counts = [sql.SQL("(SELECT count(*) FROM (SELECT {k} AS sid, min(t.{c}) AS first_at FROM {t} t WHERE {valid} "
+                      "GROUP BY 1) e JOIN first_rows f ON f.sid = e.sid WHERE e.first_at < f.first_at)").format(
+        k=valid_key_uuid(k.key), c=created, t=table_ref(k.name), valid=key_valid(k.key)) for k in tables]
+    return [Probe(EARLY_PROBE, "tables written before a session's first message (--bridge auto)",
+                  sql.SQL("WITH first_rows AS MATERIALIZED ({}) SELECT {}").format(firsts, sql.SQL(", ").join(counts)))]
+
+
+def early_writes(ctx: AuditContext, evidence: dict) -> dict[str, int]:
+    """{table: sessions written there before their first message} from the probe's row (only tables with some)."""
+    rows = evidence.get(EARLY_PROBE)
+    if not rows:
+        return {}
+    return {str(k.name): n for k, n in zip(_early_candidates(ctx), rows[0]) if n}
+
+
+def bridged_tables(ctx: AuditContext, tables: list[KeyTable], mode: str, early: dict[str, int] | None = None
+                   ) -> list[KeyTable]:
     if mode == "none":
         return []
     if mode == "source":
         return [k for k in tables if k.is_source]
+    if mode == "auto":
+        return [k for k in tables if k.is_source or str(k.name) in (early or {})]
     return list(tables)
 
 
-def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: int) -> list[str]:
+def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: int,
+               early: dict[str, int] | None = None) -> list[str]:
     notes = []
-    bridged = bridged_tables(ctx, tables, mode)
+    bridged = bridged_tables(ctx, tables, mode, early)
     if version < PG_ROW_TRIGGER_ON_PARTITIONED:
         for k in bridged:
             if k.table.is_partitioned:
@@ -200,6 +247,19 @@ def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: in
         if others:
             notes.append("--bridge all: a new row of " + ", ".join(others) + " naming a session the master "
                          "lacks registers it: made-up session ids are then registered rather than refused")
+    if mode == "auto":
+        for k in bridged:
+            if not k.is_source:
+                notes.append(
+                    f"--bridge auto: {early[str(k.name)]} session(s) have a row in {k.name} earlier than their first "
+                    f"message in {ctx.source.name}: the application writes {k.name} before a session's first message, "
+                    f"and such a write would fail once its foreign key exists. {k.name} gets the bridge too: a new "
+                    f"row naming a session the master lacks registers it (made-up session ids are then registered "
+                    f"rather than refused; --bridge source refuses them, and those writes)")
+    if mode == "source":
+        for name, n in (early or {}).items():
+            notes.append(f"--bridge source: {n} session(s) have a row in {name} earlier than their first message: "
+                         f"such writes of the application fail once {name}'s foreign key exists")
     if mode == "none":
         notes.append("--bridge none: before the foreign keys a gate checks that the application registers "
                      "its new sessions, and stops the apply (exit code 1) if it does not")
@@ -231,7 +291,7 @@ def gate_message(step: Step, count: int, seconds: float | None) -> str:
     return (f"{count} session{'s' if count != 1 else ''} written to {table} {during} had no row in {master}: "
             "the application does not register its sessions yet, and after the foreign key those writes would "
             "fail. Deploy the registration (register the session before its first row), then run fix --apply "
-            "again; or run fix --apply --bridge source")
+            "again; or run fix --apply --bridge auto")
 
 
 # --- on the session migration's Draft (called from session_plan.plan_sessions) ---------------------
@@ -242,8 +302,9 @@ def add_bridges(d, tables: list[KeyTable], create: str, ready: dict, backfills: 
 
     if all((fk := existing_fk(d, k.table.foreign_keys, k.name)) is not None and fk.validated for k in tables):
         return []
-    d.notes += plan_notes(d.ctx, tables, d.options.bridge, d.version)
-    return [d.add(step).id for k in bridged_tables(d.ctx, tables, d.options.bridge)
+    early = early_writes(d.ctx, d.evidence)
+    d.notes += plan_notes(d.ctx, tables, d.options.bridge, d.version, early)
+    return [d.add(step).id for k in bridged_tables(d.ctx, tables, d.options.bridge, early)
             for step in bridge_steps(d.ctx, k, version=d.version, master_columns=master_columns(d),
                                      active_window_minutes=d.options.active_window_minutes,
                                      depends_on=[create, *ready[str(k.name)], *(backfills if k.is_source else [])])]

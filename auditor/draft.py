@@ -31,6 +31,8 @@ class Draft:
     # (table, reason) -> (cascade graph, the predicate as the database is now, label, moves rows?): each
     # delete of the plan, for its counts and the preflight's refusals (auditor/cascade.py)
     removals: dict[tuple, tuple] = field(default_factory=dict)
+    # what the data said, by probe key (`measure_probes`): implied FKs, missing users, early writes
+    evidence: dict[str, list[tuple]] = field(default_factory=dict)
 
     @property
     def master(self) -> QualifiedName:

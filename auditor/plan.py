@@ -15,7 +15,7 @@ from .steps import Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
-BRIDGE_MODES = ("source", "all", "none")   # `fix --bridge` (auditor/bridge.py)
+BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/bridge.py)
 MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 # `--master-user-delete`: what deleting a user does to the master's sessions of that user
 MASTER_USER_DELETE_MODES = ("set-null", "no-action")
@@ -57,9 +57,11 @@ class FixOptions:
         "column), set NULL (each original recorded in yumai_audit.nulled_user_ids) or quarantined.",
         default="keep", choices=MISSING_USERS_MODES)
     bridge: str = option(
-        "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: on the "
-        "source table, on every key table, or none (then a gate stops the apply, exit 1, while the application "
-        "writes unregistered sessions). See auditor/bridge.py.", default="source", choices=BRIDGE_MODES)
+        "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: auto, on the "
+        "source table and on every key table whose rows show the application writing it before a session's first "
+        "message; source, on the source table only; all, on every key table; none (then a gate stops the apply, "
+        "exit 1, while the application writes unregistered sessions). See auditor/bridge.py.", default="auto",
+        choices=BRIDGE_MODES)
     master_user_delete: str = option(
         "--master-user-delete", "The master the fix creates references the users table: when the application "
         "deletes a user, set-null keeps the delete working (the user's sessions keep every row; the master's "

@@ -20,11 +20,12 @@ __all__ = ["build_plan", "FixOptions", "Plan", "PlanError", "order_steps", "FkSp
 def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: dict | None = None) -> Plan:
     """The ordered steps for this database (guards not evaluated: `Plan.done` is empty).
 
-    `evidence`: with `include=("schema",)`, the rows of `schema_plan.probes(ctx)` by probe key (what
-    the data says about implied and drifting foreign keys); a probe absent from it plans nothing.
+    `evidence`: the rows of the planners' probes by probe key (what the data says): with
+    `include=("schema",)` `schema_plan.probes(ctx)` (implied and drifting foreign keys), with "users"
+    `users_plan.probes(ctx)`, with `--bridge auto` `bridge.probes(ctx)`; a probe absent from it plans nothing.
     """
     options = options or FixOptions()
-    draft = Draft(ctx, options, ctx.catalog.server_version_num)
+    draft = Draft(ctx, options, ctx.catalog.server_version_num, evidence=evidence or {})
     draft.session_last = plan_sessions(draft)
     schema = "schema" in options.include
     if not draft.migrated and not schema:

@@ -89,7 +89,7 @@ def test_bridge_none_plans_a_gate_before_each_fk_and_no_trigger():
     assert before(plan, f"gate:{SRC}", "fk-add:chatbot.conversations_2026_09")   # PG 15: the partitions' FKs
     assert plan.pending == [s for s in plan.steps if s.kind not in (Kind.CHECK, Kind.GATE)]
     assert "-- a gate:" in render_script(plan)
-    with pytest.raises(PlanError, match="--bridge must be one of source, all, none"):
+    with pytest.raises(PlanError, match="--bridge must be one of auto, source, all, none"):
         FixOptions(bridge="trigger")
 
 
@@ -210,7 +210,7 @@ def test_bridge_none_stops_before_the_source_fk_then_resumes_when_the_app_regist
     assert len(lines) == 1
     assert lines[0].startswith("yumai-audit: stopped before the foreign key: ")
     assert "written to chatbot.conversations in the last" in lines[0] and "had no row in chatbot.session_master" in lines[0]
-    assert "Deploy the registration" in lines[0] and "--bridge source" in lines[0]
+    assert "Deploy the registration" in lines[0] and "--bridge auto" in lines[0]
     assert "Traceback" not in stopped.output
     # nothing half-changed: no FK on the source (nor its partitions), no trigger; what was seen is registered
     assert db.scalar("SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
@@ -416,3 +416,51 @@ def test_bridge_status_as_json_on_the_command_line(db):
     data = json.loads(res.stdout)
     assert data["installed"] is False and data["tables"] == []
     assert data["registered_last_day"] == 0 and data["registered_last_hour"] == 0
+
+
+def _clicks_before_the_first_message(db, sessions: int) -> None:
+    """The application as some are: a click logged a few seconds before the session's first message."""
+    db.execute("UPDATE chatbot.user_interactions i SET created_at = f.first_at - interval '3 seconds' FROM "
+               "(SELECT session_id, min(created_at) AS first_at FROM chatbot.conversations GROUP BY 1) f "
+               "WHERE f.session_id = i.session_id AND i.session_id IN (SELECT DISTINCT session_id FROM "
+               "chatbot.user_interactions WHERE session_id IS NOT NULL ORDER BY 1 LIMIT %s)", (sessions,))
+
+
+@pytest.mark.parametrize("mode", ["auto", "source"])
+def test_a_table_the_application_writes_before_the_first_message(db, mode):
+    """The default bridge (auto) reads the data: sessions whose click came before their first message
+    say the application writes user_interactions first, so that table gets the bridge too and such a
+    write keeps working after its FK; --bridge source keeps the source table's bridge only, and the plan
+    says which writes will fail."""
+    build_demo_database(db.conninfo)
+    _clicks_before_the_first_message(db, 3)
+    options = {} if mode == "auto" else {"bridge": "source"}
+    plan = api.plan(db.conninfo, Config(), **options)
+    bridged = sorted(s.target for s in plan.steps if s.id.startswith("bridge:"))
+    early = [n for n in plan.notes if "earlier than their first message" in n]
+    assert len(early) == 1 and early[0].startswith(f"--bridge {mode}: 3 session(s) have a row in "
+                                                   "chatbot.user_interactions earlier than their first message")
+    result = api.apply(db.conninfo, Config(), rescan=False, **options)
+    assert result.ok, result.problems
+    assert_every_fk_validated(db)
+    sid = str(uuid.uuid4())
+    click = ("INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at) "
+             "VALUES (%s, 4, 'click', now())")
+    if mode == "source":
+        assert bridged == [SRC]
+        with pytest.raises(pgerrors.ForeignKeyViolation):
+            db.execute(click, (sid,))
+        return
+    assert bridged == [SRC, "chatbot.user_interactions"]
+    db.execute(click, (sid,))
+    insert_message(db, sid, user=4)
+    assert db.fetchall("SELECT table_name FROM yumai_audit.bridge_log WHERE session_id = %s", (sid,)) == [
+        ("chatbot.user_interactions",)]
+
+
+def test_the_default_bridge_stays_on_the_source_when_no_table_is_written_first(db):
+    build_demo_database(db.conninfo)
+    plan = api.plan(db.conninfo, Config())
+    assert plan.options.bridge == "auto"
+    assert sorted(s.target for s in plan.steps if s.id.startswith("bridge:")) == [SRC]
+    assert not [n for n in plan.notes if "earlier than their first message" in n]
