@@ -187,12 +187,15 @@ EARLY_PROBE = "bridge:early-writes"
 
 
 def _early_candidates(ctx: AuditContext) -> list[KeyTable]:
-    """Key tables other than the source with a comparable key and a time column, when the source has both."""
+    """Key tables other than the source with a comparable key, a time column and no validated FK to the master
+    yet (a table whose FK is in place needs no decision), when the source has a comparable key and a time column."""
     created = ctx.config.created_at_column
     src = ctx.source
     if src is None or not src.key_checkable or created not in src.table.columns:
         return []
-    return [k for k in ctx.key_tables if not k.is_source and k.key_checkable and created in k.table.columns]
+    return [k for k in ctx.key_tables if not k.is_source and k.key_checkable and created in k.table.columns
+            and not any(fk.validated and fk.columns == (k.key.name,) and ctx.is_master_fk(fk)
+                        for fk in k.table.foreign_keys)]
 
 
 def probes(ctx: AuditContext) -> list[Probe]:
