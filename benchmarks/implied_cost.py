@@ -3,7 +3,8 @@
 On the generated yumai database (benchmarks/generate.py), runs the scan in-process, alternating:
 (a) the scan as shipped; (b) the same scan with the data inference switched off (only the name
 rules' probes, as before the inference existed); (c) the scan with pg_stats ignored by the
-inference (the worst case: a database never analyzed, where only the probes' first rows prune).
+inference (the worst case: a database never analyzed, where only the probes' first rows prune);
+(d) and (e): (a) and (c) without the search for a role column's words in the rows it points at.
 Prints best and median of each and the ratios to (b).
 
     python benchmarks/implied_cost.py --scale 50                  # embedded PostgreSQL 18
@@ -24,6 +25,8 @@ sys.path.insert(0, str(HERE))
 from generate import SESSIONS_PER_SCALE, generate  # noqa: E402
 from scan_bench import database  # noqa: E402
 
+from psycopg import sql  # noqa: E402
+
 from yumai_audit import catalog  # noqa: E402
 from yumai_audit.api import scan  # noqa: E402
 from yumai_audit.checks import implied  # noqa: E402
@@ -36,8 +39,10 @@ def one(conninfo: str, variant: str) -> tuple[float, float, int]:
     patches = []
     if variant == "without inference":
         patches.append(mock.patch.object(implied, "inferences", lambda ctx, others: []))
-    elif variant == "pg_stats ignored":
+    if variant.startswith("pg_stats ignored"):
         patches.append(mock.patch.object(catalog, "_column_stats", lambda cur, by_oid: {}))
+    if variant.endswith("no role words"):
+        patches.append(mock.patch.object(implied.Inference, "_role", lambda *args: sql.SQL("NULL::text")))
     for p in patches:
         p.start()
     try:
@@ -60,7 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs of each variant, alternating (default 3)")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="accepted for symmetry; unused")
     args = ap.parse_args(argv)
-    variants = ("as shipped", "without inference", "pg_stats ignored")
+    variants = ("as shipped", "without inference", "pg_stats ignored", "as shipped, no role words",
+                "pg_stats ignored, no role words")
     times = {v: [] for v in variants}
     with database(args) as conninfo:
         if not args.dsn or args.generate:
@@ -77,7 +83,7 @@ def main(argv=None) -> int:
         runs = [t[0] for t in times[v]]
         best, median = min(runs), statistics.median(runs)
         probes = statistics.median(t[1] for t in times[v])
-        print(f"  {v:18s} best {best:7.2f} s  median {median:7.2f} s  ratio {best / base:.2f}x best, "
+        print(f"  {v:31s} best {best:7.2f} s  median {median:7.2f} s  ratio {best / base:.2f}x best, "
               f"{median / base_median:.2f}x median; implied-FK probes {probes:.2f} s; findings {times[v][0][2]}")
     return 0
 

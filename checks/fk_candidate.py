@@ -18,7 +18,8 @@ class FkCandidate(ProbeCheck):
     non-NULL value or its table no row (`details.reason`: nothing in the data can confirm it).
     Also a column named by no rule whose every value is in two or more keys that are each unlikely to
     hold them by chance (the alternatives and their evidence in `details`), and a `<role>_id` column
-    (`support_rep_id`) whose values some keys hold but could hold by chance (small serial ids).
+    whose values some keys hold but could hold by chance (small serial ids), where no name and no
+    parent's rows tell which (two tables whose rows pointed at both say its role: both listed).
     Why it matters: either a real relationship with many dangling values (worth a look before
     adding a constraint) or a false match of names; the scan does not decide for you.
     What the fix does: nothing. Declare the FK yourself if it is real, or list the column in the

@@ -14,7 +14,9 @@ The types must be comparable (integers with integers, text with text, or the sam
 Every other column (and the last two rules' columns when the name's table does not hold the values)
 is tested against every comparable single-column key (`Inference`): confirmed when all its values
 are in exactly one key and that is unlikely by chance (`Evidence.log_chance`), or when names break
-the tie; the README's "Implied foreign keys" states the rule and its limits.
+the tie, or when the rows it points at in exactly one of those keys, and not the others, carry a
+word of its name (`Evidence.role_in`); the README's "Implied foreign keys" states the rule and its
+limits.
 """
 from __future__ import annotations
 
@@ -319,6 +321,7 @@ MIN_DISTINCT = {"int": 3, "text": 3, "uuid": 1}
 CHANCE = 1e-6              # containment this likely by chance is no evidence
 CONSISTENT = 1e-3          # values this concentrated in a corner of the parent's keys: a name alone won't do
 HEAD_CHANCE = 0.05         # the head's containment at least this likely by chance: no full pass
+ROLE_VALUES = 1000         # the rows pointed at are searched for the column's role up to this many distinct values
 SOFT_RULES = {"self", "table name"}   # name rules whose column is also tested against every key
 SELF_WORDS = {"parent", "manager", "reports_to", "supervisor", "superior", "boss", "mentor", "predecessor",
               "successor", "replaced_by", "replaces", "original"}
@@ -341,6 +344,7 @@ class Parent:
     table: Table
     column: str
     named: bool          # a word of the column's name begins the table's name (`ship_via` -> shippers)
+    texts: tuple[str, ...] = ()    # its text columns, where the rows pointed at may name the column's role
 
 
 @dataclass(frozen=True)
@@ -356,6 +360,8 @@ class Evidence:
     keys: int | None             # the parent's keys (integers)
     in_range: int | None         # of them, between the column's smallest and largest value
     from_one: int | None         # of them, between min(1, smallest) and the largest value
+    role_in: str | None = None   # the parent's text column where every row pointed at, and not every other
+                                 # row, has a word of the column's name (`support_rep_id` -> Title 'Sales Support Agent')
 
     @property
     def log_chance(self) -> float | None:
@@ -395,6 +401,8 @@ class Evidence:
                        consistency=float(f"{math.exp(self.log_consistency):.3g}"))
         if self.named:
             out["named"] = True
+        if self.role_in:
+            out["role_in"] = self.role_in
         return out
 
     # the interface of `Measured`, for the planner
@@ -437,6 +445,9 @@ class Inferred:
         e = self.best
         if self.by == "name prefix":
             return f"and the name points at {e.candidate.parent.name.name}"
+        if self.by == "role in rows":
+            return (f"and the rows it points at, unlike the others, have a word of its name in "
+                    f"{e.candidate.parent.name.name}.{e.role_in}")
         chance = e.log_chance
         if chance is None:
             return "text values of no other key"
@@ -466,17 +477,37 @@ class Inference:
     kind: str
     parents: tuple[Parent, ...]
     role: bool = field(default=False)    # its name ends in `id` (a reference to an unnamed table)
+    words: tuple[str, ...] = ()          # its name's words but `id`: looked for in the rows it points at
 
     @property
     def key(self) -> str:
         return "inferred:" + json.dumps([str(self.table.name), self.column.name,
                                          [[str(p.table.name), p.column] for p in self.parents]])
 
+    def role_pattern(self) -> str:
+        """A word of the name, at the start of a word of the text (whole words for words under 4 letters)."""
+        return r"\m(" + "|".join(w if len(w) >= 4 else w + r"\M" for w in self.words) + ")"
+
+    def _role(self, p: Parent, parent: sql.Composable, pk: sql.Composable, g: sql.Composable) -> sql.Composable:
+        """The first of the parent's text columns in which every row the column points at has a word of the
+        column's name and some other row a value without it; only for a few distinct values (at least 2)."""
+        if not (self.words and p.texts):
+            return sql.SQL("NULL::text")
+        pattern = sql.Literal(self.role_pattern())
+        whens = [sql.SQL(
+            "WHEN NOT EXISTS (SELECT 1 FROM v, {parent} p WHERE {pk} = v.k AND ({c} IS NULL OR {c} !~* {pat})) "
+            "AND EXISTS (SELECT 1 FROM {parent} p WHERE {c} !~* {pat} AND NOT EXISTS (SELECT 1 FROM v WHERE v.k = {pk})) "
+            "THEN {name}").format(parent=parent, pk=pk, c=sql.Identifier("p", c), pat=pattern, name=sql.Literal(c))
+            for c in p.texts]
+        return sql.SQL("CASE WHEN g.{g} AND (SELECT n FROM vs) BETWEEN 2 AND {most} THEN CASE {whens} END END").format(
+            g=g, most=sql.Literal(ROLE_VALUES), whens=sql.SQL(" ").join(whens))
+
     def query(self) -> sql.Composable:
         """Per parent: whether the first rows' values are all there (and, for integers, unlikely there
         by chance, unless the name points at it); if so, in the one hashed pass over the column's
         distinct values: whether every value is there and, for integers, how many keys the parent has
-        in the column's range. An expression whose parent was ruled out is never evaluated."""
+        in the column's range, and in which text column the rows pointed at name the column's role.
+        An expression whose parent was ruled out is never evaluated."""
         col = sql.Identifier("t", self.column.name)
         child = _ref(self.table)
         gates, outs = [], []
@@ -496,7 +527,8 @@ class Inference:
             g = sql.Identifier(f"g{i}")
             gates.append(sql.SQL("hs.n > 0 AND {} AS {}").format(gate, g))
             outs.append(sql.SQL("g.{g}, CASE WHEN g.{g} THEN NOT EXISTS (SELECT 1 FROM v WHERE NOT EXISTS "
-                                "(SELECT 1 FROM {parent} p WHERE {pk} = v.k)) END").format(g=g, parent=parent, pk=pk))
+                                "(SELECT 1 FROM {parent} p WHERE {pk} = v.k)) END, {role}").format(
+                g=g, parent=parent, pk=pk, role=self._role(p, parent, pk, g)))
             if self.kind == "int":
                 outs.append(sql.SQL(
                     "CASE WHEN g.{g} THEN (SELECT count(*) FROM {parent} p) END, "
@@ -522,17 +554,17 @@ class Inference:
         values, low, high = row[0], row[1], row[2]
         if not values:
             return None
-        width = 5 if self.kind == "int" else 2
+        width = 6 if self.kind == "int" else 3
         contained = []
         for i, p in enumerate(self.parents):
             cells = row[3 + i * width: 3 + (i + 1) * width]
             if not cells[0] or not cells[1]:
                 continue
-            ints = [int(x) for x in cells[2:]] if self.kind == "int" else [None, None, None]
+            ints = [int(x) for x in cells[3:]] if self.kind == "int" else [None, None, None]
             contained.append(Evidence(
                 Candidate(self.table, self.column, p.table, "data", "" if p.table.primary_key == (p.column,) else p.column),
                 p.named, self.kind, int(values), int(low) if low is not None else None,
-                int(high) if high is not None else None, *ints))
+                int(high) if high is not None else None, *ints, role_in=cells[2]))
         if not contained:
             return None
         contained.sort(key=lambda e: (not e.unlikely_by_chance, -e.log_consistency, str(e.candidate.parent.name)))
@@ -542,13 +574,20 @@ class Inference:
             chosen, by = qualified[0], "data"
         elif len(qualified) > 1:
             named = [e for e in qualified if e.named]
+            roles = [e for e in qualified if e.role_in]
             if len(named) == 1:
                 chosen, by = named[0], "data and name"
+            elif not named and len(roles) == 1:
+                chosen, by = roles[0], "role in rows"
         else:
             named = [e for e in contained if e.named and e.consistent]
+            roles = [e for e in contained if e.role_in]
             if len(named) == 1:
                 chosen, by = named[0], "name prefix"
-        if chosen is None and not qualified and not self.role and not any(e.named for e in contained):
+            elif not any(e.named for e in contained) and len(roles) == 1 and roles[0].consistent:
+                chosen, by = roles[0], "role in rows"
+        if (chosen is None and not qualified and not self.role and not any(e.named for e in contained)
+                and not any(e.role_in for e in contained)):
             return None            # an integer that happens to lie in some keys: not worth a word
         if chosen is None:
             contained = [e for e in contained if e.consistent] or contained
@@ -594,13 +633,15 @@ def inferences(ctx: AuditContext, others: list[tuple[Table, Column]]) -> list[In
             continue
         ws = [w for w in words(column.name) if len(w) >= 4]
         role = len(words(column.name)) > 1 and words(column.name)[-1] == "id"
+        role_words = tuple(dict.fromkeys(w for w in words(column.name) if len(w) >= 3 and w != "id" and not w.isdigit()))
         parents = []
         for p, k in keys:
             if (p is t and k == column.name) or _kind(p.columns[k]) != kind:
                 continue
             named = any(f.startswith(w) or (len(f) >= 4 and w.startswith(f)) for w in ws for f in _forms(p))
             if _plausible(ctx, t, column, kind, p, k, named or role):
-                parents.append(Parent(p, k, named))
+                texts = tuple(c.name for c in p.columns.values() if c.typname in _TEXTS and c.name != k)
+                parents.append(Parent(p, k, named, texts))
         if parents:
-            out.append(Inference(t, column, kind, tuple(parents), role))
+            out.append(Inference(t, column, kind, tuple(parents), role, role_words))
     return out

@@ -25,7 +25,10 @@ class UnconstrainedFk(CatalogCheck, ProbeCheck):
     and that is not its table's own primary key; or any other column whose every value is in
     exactly one single-column key where that is unlikely by chance (`details.chance`: 20 badge
     numbers 1001..1039 that skip the deleted ones, never 1..12 inside ids 1..40), or in one key its
-    name points at (`ship_via` -> `shippers`). Everything weaker is `fk_candidate` (info).
+    name points at (`ship_via` -> `shippers`), or in the one key whose rows it points at, and not the
+    others, have a word of its name in a text column (`support_rep_id` 3..5 -> the employees whose
+    title is 'Sales Support Agent', where media types 1..5 hold the values as well).
+    Everything weaker is `fk_candidate` (info).
     Columns listed in the configuration's `ignore` are never reported.
     """
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from psycopg import sql
 
-from yumai_audit.api import scan
+from yumai_audit.api import plan, scan
 from yumai_audit.cli import cli
 from yumai_audit.config import Config, load_config
 from yumai_audit.errors import ConfigError
@@ -497,3 +497,74 @@ def test_implied_fks_inferred_from_data_and_roles(db):
         assert (clerk["values"], clerk["missing"], clerk["range"], clerk["parent_keys"]) == (20, 0, [1001, 1039], 54)
         assert clerk["chance"] < 1e-6 and "alternatives" not in clerk
         db.execute("ANALYZE")
+
+
+# A role named after what the row does, not after its table (Chinook's `Customer.SupportRepId`): three
+# values, 3..5, held by every serial table of at least five rows, so the data alone cannot tell which;
+# the rows they point at, and only those, say "Support" in employees.title. Keys named `Id` under
+# PascalCase (`Orders.CustomerId` -> `Customers.Id`, a text key) beside it.
+ROLES = """
+CREATE SCHEMA music;
+CREATE TABLE music.employees (id int PRIMARY KEY, title text, name text);
+INSERT INTO music.employees VALUES (1, 'General Manager', 'a'), (2, 'Sales Manager', 'b'),
+    (3, 'Sales Support Agent', 'c'), (4, 'Sales Support Agent', 'd'), (5, 'Sales Support Agent', 'e'),
+    (6, 'IT Manager', 'f'), (7, 'IT Staff', 'g'), (8, NULL, 'h');
+CREATE TABLE music.media_types (id int PRIMARY KEY, name text);
+INSERT INTO music.media_types SELECT g, 'format ' || g FROM generate_series(1, 5) g;
+CREATE TABLE music.genres (id int PRIMARY KEY, name text);
+INSERT INTO music.genres SELECT g, 'genre ' || g FROM generate_series(1, 25) g;
+CREATE TABLE music.customers (id int PRIMARY KEY, name text, support_rep_id int, level int);
+INSERT INTO music.customers SELECT g, 'n' || g, 3 + g % 3, 1 + g % 3 FROM generate_series(1, 59) g;
+-- every row says "level": no evidence for `customers.level`
+CREATE TABLE music.badges (id int PRIMARY KEY, label text);
+INSERT INTO music.badges SELECT g, 'level ' || g FROM generate_series(1, 6) g;
+-- two tables whose rows 3..5, and only those, say "auditor": no way to tell which
+CREATE TABLE music.staff (id int PRIMARY KEY, job text);
+INSERT INTO music.staff SELECT g, CASE WHEN g BETWEEN 3 AND 5 THEN 'auditor' ELSE 'clerk' END FROM generate_series(1, 9) g;
+CREATE TABLE music.contractors (id int PRIMARY KEY, job text);
+INSERT INTO music.contractors SELECT g, CASE WHEN g BETWEEN 3 AND 5 THEN 'Auditors' ELSE 'other' END FROM generate_series(1, 7) g;
+CREATE TABLE music.invoices (id int PRIMARY KEY, auditor_id int);
+INSERT INTO music.invoices SELECT g, 3 + g % 3 FROM generate_series(1, 30) g;
+-- a quantity 1..12 inside 40 products whose rows 1..12, and only those, say "quantity": a column that
+-- does not name a reference is never weighed by its role (its containment is likely by chance)
+CREATE TABLE music.products (id int PRIMARY KEY, note text);
+INSERT INTO music.products SELECT g, CASE WHEN g <= 12 THEN 'quantity discount' ELSE 'none' END
+FROM generate_series(1, 40) g;
+CREATE TABLE music.order_lines (id int PRIMARY KEY, quantity int);
+INSERT INTO music.order_lines SELECT g, 1 + g % 12 FROM generate_series(1, 100) g;
+CREATE SCHEMA "Shop";
+CREATE TABLE "Shop"."Customers" ("Id" varchar(5) PRIMARY KEY, "CompanyName" text);
+INSERT INTO "Shop"."Customers" SELECT 'C' || g, 'company ' || g FROM generate_series(1, 20) g;
+CREATE TABLE "Shop"."Orders" ("Id" int PRIMARY KEY, "CustomerId" varchar(5));
+INSERT INTO "Shop"."Orders" SELECT g, 'C' || (1 + g % 12) FROM generate_series(1, 40) g;
+"""
+
+
+def test_a_role_is_found_in_the_rows_it_points_at(db):
+    db.execute(ROLES)
+    for analyzed in (False, True):
+        result = scan(db.conninfo, Config())
+        unconstrained = {(f.table, f.column): f for f in found(result, "unconstrained_fk")}
+        candidates = {(f.table, f.column): f for f in found(result, "fk_candidate")}
+        assert {k: (f.references, f.details["rule"]) for k, f in unconstrained.items()} == {
+            ("music.customers", "support_rep_id"): ("music.employees.id", "role in rows"),
+            ("Shop.Orders", "CustomerId"): ("Shop.Customers.Id", "table name"),
+        }, analyzed
+        rep = unconstrained[("music.customers", "support_rep_id")]
+        assert rep.severity is Severity.WARNING
+        assert (rep.details["values"], rep.details["role_in"], rep.details["range"]) == (3, "title", [3, 5])
+        assert rep.details["chance"] > 1e-6          # the data alone would not do
+        assert "have a word of its name in employees.title" in rep.message
+        # held by media_types, genres, staff, contractors and employees alike: the role words decide
+        assert {a["references"] for a in rep.details["alternatives"]} >= {"music.media_types.id", "music.employees.id"}
+        # the traps: `level` (every badge says "level"), `auditor_id` (two tables say "auditor" in rows 3..5)
+        assert ("music.customers", "level") not in candidates
+        assert ("music.order_lines", "quantity") not in candidates
+        auditor = candidates[("music.invoices", "auditor_id")]
+        assert auditor.severity is Severity.INFO
+        assert {a["references"] for a in auditor.details["alternatives"] if a.get("role_in")} == {
+            "music.staff.id", "music.contractors.id"}
+        db.execute("ANALYZE")
+    # fix --include schema adds what is confirmed, and only that
+    added = sorted(s.id for s in plan(db.conninfo, Config(), include="schema").steps if s.id.startswith("fk-add:"))
+    assert added == ["fk-add:Shop.Orders.CustomerId", "fk-add:music.customers.support_rep_id"]
