@@ -292,10 +292,31 @@ def lifecycle_options(fn):
                   help="Sessions per transaction.")
     @click.option("--lock-timeout", type=Seconds(), default=5.0, show_default=True,
                   help="Seconds a batch waits for a lock before it rolls back (run again to resume).")
+    @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
+                  help="Write the annotated SQL script that --apply would run to FILE.")
     @functools.wraps(fn)
     def wrapper(*args, **kw):
         return fn(*args, **kw)
     return wrapper
+
+
+def _check_sql_file(sql_file) -> None:
+    if sql_file:
+        from .outputs import check_writable_file
+
+        check_writable_file(sql_file, "--sql")
+
+
+def _write_sql(sql_file, plan, command: str) -> None:
+    """`sessions ... --sql FILE`: the script of the plan the command runs with --apply."""
+    if not sql_file:
+        return
+    from .outputs import write_text
+    from .sessions import SCRIPT_OPTIONS, script_title
+    from .sqlscript import render_script
+
+    write_text(Path(sql_file), render_script(plan, script_title(command), SCRIPT_OPTIONS))
+    click.echo(f"SQL script: {sql_file}")
 
 
 @cli.group()
@@ -314,7 +335,7 @@ def sessions():
 @lifecycle_options
 @click.option("--idle", type=_Duration(), default="30m", show_default=True,
               help="Close sessions with no activity for longer than this (30m, 12h, 7d).")
-def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
+def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_file):
     """Set session_end and is_active = false on sessions idle for longer than --idle.
 
     Last activity is the latest created_at over every key table (or session_start).
@@ -323,11 +344,14 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
     Example:
       yumai-audit sessions close-idle --idle 30m            # dry run: counts
       yumai-audit sessions close-idle --idle 30m --apply
+      yumai-audit sessions close-idle --idle 30m --sql close-idle.sql   # the exact SQL, annotated
     """
     from .sessions import close_idle
 
+    _check_sql_file(sql_file)
     r = close_idle(target, config, idle, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
                    progress=progress_printer(True))
+    _write_sql(sql_file, r.plan, "close-idle")
     for note in r.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{r.active} active session(s); {r.idle} with no activity since {r.cutoff.isoformat()}")
@@ -344,7 +368,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
 @lifecycle_options
 @click.option("--older-than", type=_Duration(), required=True,
               help="Delete inactive sessions that ended longer ago than this (e.g. 180d).")
-def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
+def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_file):
     """Delete inactive sessions that ended before the cutoff; ON DELETE CASCADE removes their rows.
 
     The dry run shows how many rows each key table would lose. The apply deletes --batch-size
@@ -354,11 +378,14 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
     Example:
       yumai-audit sessions prune --older-than 180d           # dry run: the cascade, table by table
       yumai-audit sessions prune --older-than 180d --apply --batch-size 1000
+      yumai-audit sessions prune --older-than 180d --sql prune.sql     # the exact SQL, annotated
     """
     from .sessions import prune
 
+    _check_sql_file(sql_file)
     r = prune(target, config, older_than, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
               progress=progress_printer(True))
+    _write_sql(sql_file, r.plan, "prune")
     click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; with them, ON DELETE CASCADE removes:")
     for table, rows in r.cascade.items():
         click.echo(f"  {table}: {rows} row(s)")

@@ -67,12 +67,15 @@ class Operation(str, enum.Enum):
     MISSING_USERS = "missing-users"         # rows naming a user that does not exist: set NULL (recorded) or quarantined
     VERIFY = "verify"                       # a check: what the steps were to achieve is there
     BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/bridge.py)
+    CLOSE_IDLE = "close-idle"               # maintenance: idle sessions marked ended (sessions close-idle)
+    PRUNE = "prune"                         # maintenance: old sessions deleted with their rows (sessions prune)
     GATE = "gate"                           # --bridge none: stop before the FK while sessions go unregistered
 
 
 class Kind(str, enum.Enum):
     CHANGE = "change"      # runs its statements (in one transaction when transactional)
-    BATCHED = "batched"    # runs its one statement in a transaction of its own until it affects no row
+    BATCHED = "batched"    # runs its statements in a transaction of their own, again and again, until the
+                           # last one affects fewer rows than a batch (those before it: LOCK TABLE, no rows)
     CHECK = "check"        # a query whose rows are problems; any row stops the run
     GATE = "gate"          # measures (its first statement); stops the run when that counts a problem,
                            # after running its other statements (see auditor/bridge.py)
@@ -103,8 +106,8 @@ class Step:
     operation: Operation = field(kw_only=True)  # what the step does (never read from its id)
 
     def __post_init__(self):
-        if self.kind is Kind.BATCHED and len(self.statements) != 1:
-            raise ValueError(f"step {self.id}: a batched step runs exactly one statement")
+        if self.kind is Kind.BATCHED and not self.statements:
+            raise ValueError(f"step {self.id}: a batched step runs at least one statement")
 
     @property
     def takes_lock_timeout(self) -> bool:
@@ -133,8 +136,8 @@ class Step:
 @dataclass(frozen=True)
 class Block:
     """The statements of one step as they are sent: in one transaction when `transactional` (a
-    batched step: that transaction again and again, until it affects fewer than `repeat_below`
-    rows), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
+    batched step: that transaction again and again, until its last statement affects fewer than
+    `repeat_below` rows), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
 
     statements: tuple[sql.Composable, ...]
     transactional: bool
