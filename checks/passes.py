@@ -20,7 +20,7 @@ from psycopg import sql
 from yumai_audit.context import AuditContext, KeyTable
 
 from .base import USES_KNOWN, USES_MASTER, USES_USERS, Measure, Sample
-from .predicates import Known, col, key_uuid, key_valid, table_ref, valid_key_uuid
+from .predicates import Known, col, key_uuid, key_valid, table_ref, user_sources, valid_key_uuid
 
 
 def known_sessions(ctx: AuditContext) -> sql.Composable:
@@ -101,20 +101,6 @@ def session_sample(sample: Sample, limit: int) -> sql.Composable:
                         "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
     return sql.SQL("CASE WHEN count(*) FILTER (WHERE {pred}) > 0 THEN {query} END").format(
         pred=sample.predicate, query=query.format(value=sample.value, pred=sample.predicate, n=sql.Literal(limit)))
-
-
-def session_rows(ctx: AuditContext, target: KeyTable) -> sql.Composable:
-    """In the set `kn`: how many rows of `target` carry the session (with USES_SESSION_ROWS)."""
-    return sql.Identifier("kn", f"rows_{ctx.key_tables.index(target)}")
-
-
-def user_sources(ctx: AuditContext) -> list[tuple]:
-    """(table, key column, user column) of every table whose rows name a session's user: the key
-    tables with a user column and a comparable key, and the master if it has a user column."""
-    parts = [(k.table, k.key, k.user) for k in ctx.key_tables if k.user is not None and k.key_checkable]
-    if ctx.master is not None and ctx.master_user is not None and ctx.master_key is not None:
-        parts.append((ctx.master, ctx.master_key, ctx.master_user))
-    return parts
 
 
 _INTEGERS = {"int2", "int4", "int8"}

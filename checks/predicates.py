@@ -279,6 +279,20 @@ def session_orphaned(rows: sql.Composable) -> sql.Composable:
     return sql.SQL("({} > 0 AND {})").format(rows, OVER_SET.unknown(sql.SQL("kn.session_id")))
 
 
+def session_rows(ctx, target) -> sql.Composable:
+    """In the set `kn`: how many rows of `target` carry the session (with USES_SESSION_ROWS)."""
+    return sql.Identifier("kn", f"rows_{ctx.key_tables.index(target)}")
+
+
+def user_sources(ctx) -> list[tuple]:
+    """(table, key column, user column) of every table whose rows name a session's user: the key
+    tables with a user column and a comparable key, and the master if it has a user column."""
+    parts = [(k.table, k.key, k.user) for k in ctx.key_tables if k.user is not None and k.key_checkable]
+    if ctx.master is not None and ctx.master_user is not None and ctx.master_key is not None:
+        parts.append((ctx.master, ctx.master_key, ctx.master_user))
+    return parts
+
+
 def session_conflicting() -> sql.Composable:
     """Over the set itself: a session whose rows, over every table with a user column, name more than
     one user (min <> max of the non-NULL user ids)."""
