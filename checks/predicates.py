@@ -98,7 +98,7 @@ def key_null(column: Column, alias: str = T) -> sql.Composable:
 # --- Known sessions: the one home of "is this key known to the master / the source table" and of
 # "orphaned". A key is looked up in three ways, one per reader, and each is a `Lookup`:
 #   JOINED      the row's key joined to `kn` (the scan's table passes and watch: `Known.join_*`);
-#   OVER_SET    over the scan's set of sessions itself (one row per session, `checks/passes.session_set`);
+#   OVER_SET    over the scan's set of sessions itself (one row per session, `scan/pass_sql.session_set`);
 #   Exists      per row, EXISTS subqueries (the planner's guards, quarantine, deletes and counts).
 # The scan needs set-based SQL (hash joins, one materialized set, parallel plans) and the planner
 # row-wise SQL (counted guards over one hashed anti-join); the logic (`not_in_master`, `orphaned`)

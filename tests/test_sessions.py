@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from migrated import add_rows, add_session, build, counts, sid
-from yumai_audit import sessions as sessions_module
+from yumai_audit.maintenance import sessions as sessions_module
 from yumai_audit.cli import cli
 from yumai_audit.errors import AuditError
-from yumai_audit.executor import Executor
-from yumai_audit.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
-from yumai_audit.sqlscript import render_block, render_script
-from yumai_audit.steps import Kind, step_block
+from yumai_audit.fix.executor import Executor
+from yumai_audit.maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
+from yumai_audit.fix.sqlscript import render_block, render_script
+from yumai_audit.fix.steps import Kind, step_block
 
 
 def _idle_db(db):

@@ -11,9 +11,9 @@ from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
-from yumai_audit.executor import Executor
-from yumai_audit.sqlscript import render_block, render_script
-from yumai_audit.steps import Kind, session_settings, step_block
+from yumai_audit.fix.executor import Executor
+from yumai_audit.fix.sqlscript import render_block, render_script
+from yumai_audit.fix.steps import Kind, session_settings, step_block
 
 
 class RecordingCursor(psycopg.Cursor):

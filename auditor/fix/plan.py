@@ -1,7 +1,7 @@
 """The plan's data types: the options of `fix`, the ordered steps, and how they are ordered.
 
 Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`) fill a
-`Draft` (auditor/draft.py) with steps, `planner.build_plan` orders them into a `Plan`.
+`Draft` (auditor/fix/draft.py) with steps, `planner.build_plan` orders them into a `Plan`.
 """
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import dataclasses
 import graphlib
 from dataclasses import dataclass, field
 
-from .errors import AuditError
+from ..errors import AuditError
 from .limits import check_ranges
 from .steps import Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
-BRIDGE_MODES = ("source", "all", "none")   # `fix --bridge` (auditor/bridge.py)
+BRIDGE_MODES = ("source", "all", "none")   # `fix --bridge` (auditor/fix/bridge.py)
 MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 
 
@@ -57,7 +57,7 @@ class FixOptions:
     bridge: str = option(
         "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: on the "
         "source table, on every key table, or none (then a gate stops the apply, exit 1, while the application "
-        "writes unregistered sessions). See auditor/bridge.py.", default="source", choices=BRIDGE_MODES)
+        "writes unregistered sessions). See auditor/fix/bridge.py.", default="source", choices=BRIDGE_MODES)
     gate_window: float = option("--gate-window", "With --bridge none: seconds the first gate watches the "
                                 "application's writes before the first FK.", default=30.0)
 
@@ -84,7 +84,7 @@ class FixOptions:
             raise PlanError("batch size must be at least 1")
         if not 0 < self.lock_timeout < float("inf"):
             raise PlanError("--lock-timeout must be a positive number of seconds")
-        check_ranges(self, PlanError)   # auditor/limits.py
+        check_ranges(self, PlanError)   # auditor/fix/limits.py
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

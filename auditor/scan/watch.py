@@ -20,11 +20,11 @@ from psycopg import sql
 from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Check, Measure, TableCheck
 from yumai_audit.checks.predicates import Known, col, key_uuid, table_ref
 
-from .config import Config
-from .connection import Target, connect, resolve_target
-from .context import AuditContext, KeyTable
-from .model import CheckResult, Finding, ScanResult, Status
-from .runner import audit_context, select_checks
+from ..config import Config
+from ..connection import Target, connect, resolve_target
+from ..context import AuditContext, KeyTable
+from ..model import CheckResult, Finding, ScanResult, Status
+from .scanner import audit_context, select_checks
 
 Progress = Callable[[str], None]
 NOT_INCREMENTAL = "not incremental (database-wide, catalog or whole-session check): run scan"

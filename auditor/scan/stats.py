@@ -19,8 +19,8 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import JOINED, Known, col, key_uuid, table_ref
 
-from .bridge import scan_stats
-from .context import AuditContext
+from ..fix.bridge import scan_stats
+from ..context import AuditContext
 
 Execute = Callable[[sql.Composable], list[tuple]]
 

@@ -38,9 +38,9 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import Exists, Known, orphaned, table_ref
 
-from .catalog import Catalog, Reference, Table
-from .config import QualifiedName
-from .errors import AuditError
+from ..catalog import Catalog, Reference, Table
+from ..config import QualifiedName
+from ..errors import AuditError
 from .preflight_checks import columns_unchanged, quarantine_catch_up
 from .steps import LockMode, Step
 

@@ -19,8 +19,8 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from .connection import Target, connect
-from .errors import AuditError
+from ..connection import Target, connect
+from ..errors import AuditError
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session

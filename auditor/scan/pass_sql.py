@@ -19,8 +19,8 @@ from psycopg import sql
 
 from yumai_audit.context import AuditContext, KeyTable
 
-from .base import USES_KNOWN, USES_MASTER, USES_USERS, Measure, Sample
-from .predicates import Known, col, key_uuid, key_valid, table_ref, user_sources, valid_key_uuid
+from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Measure, Sample
+from yumai_audit.checks.predicates import Known, col, key_uuid, key_valid, table_ref, user_sources, valid_key_uuid
 
 
 def known_sessions(ctx: AuditContext) -> sql.Composable:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from .pgversion import CLIENT_CONNECTION_CHECK
+from ..pgversion import CLIENT_CONNECTION_CHECK
 
 
 class LockMode(enum.IntEnum):
@@ -66,7 +66,7 @@ class Operation(str, enum.Enum):
     FK_VALIDATE = "fk-validate"             # VALIDATE CONSTRAINT
     MISSING_USERS = "missing-users"         # rows naming a user that does not exist: set NULL (recorded) or quarantined
     VERIFY = "verify"                       # a check: what the steps were to achieve is there
-    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/bridge.py)
+    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/fix/bridge.py)
     CLOSE_IDLE = "close-idle"               # maintenance: idle sessions marked ended (sessions close-idle)
     PRUNE = "prune"                         # maintenance: old sessions deleted with their rows (sessions prune)
     GATE = "gate"                           # --bridge none: stop before the FK while sessions go unregistered
@@ -78,7 +78,7 @@ class Kind(str, enum.Enum):
                            # last one affects fewer rows than a batch (those before it: LOCK TABLE, no rows)
     CHECK = "check"        # a query whose rows are problems; any row stops the run
     GATE = "gate"          # measures (its first statement); stops the run when that counts a problem,
-                           # after running its other statements (see auditor/bridge.py)
+                           # after running its other statements (see auditor/fix/bridge.py)
 
     @property
     def inspects(self) -> bool:
@@ -114,7 +114,7 @@ class Step:
         """Every statement of a transactional step runs under `lock_timeout`, with retries: table locks
         that could queue writers, and the row locks of a DELETE or INSERT (a FOR UPDATE on an orphan row
         would otherwise hold the step for as long as its owner likes). CONCURRENTLY steps are watched
-        instead (auditor/waits.py)."""
+        instead (auditor/fix/waits.py)."""
         return self.transactional
 
     def sql_text(self) -> str:

@@ -18,9 +18,9 @@ from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid
 
 from . import cascade
 from .bridge import add_bridges, add_gate
-from .catalog import Column, ForeignKey
-from .config import QualifiedName
-from .context import KeyTable
+from ..catalog import Column, ForeignKey
+from ..config import QualifiedName
+from ..context import KeyTable
 from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
 from .draft import Draft
 from .guards import no_rows
@@ -154,7 +154,7 @@ def quarantine_name(k: KeyTable) -> QualifiedName:
 def move_rows(d: Draft, k: KeyTable, predicate: sql.Composable, reason: str,
               now: sql.Composable | None = None) -> tuple[sql.Composable, ...]:
     """Statements that move the rows matching `predicate` to the quarantine table, with every row a
-    cascade would delete, each to its own (one transaction; auditor/cascade.py). `now`: the predicate
+    cascade would delete, each to its own (one transaction; auditor/fix/cascade.py). `now`: the predicate
     as the database is when the plan is made (counts, preflight), when it differs."""
     g = cascade.of_table(d.ctx.catalog, k.table)
     d.removals.setdefault((k.name, reason), (g, now if now is not None else predicate,
@@ -239,7 +239,7 @@ def plan_sessions(d: Draft) -> list[str]:
                 lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
                 depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
                 guard=backfill_guard(d, part, key), changes=(m,), target=m, repairs=REPAIRS_MASTER)).id)
-    bridges = add_bridges(d, tables, create.id, ready, backfills)   # the cutover bridge (auditor/bridge.py)
+    bridges = add_bridges(d, tables, create.id, ready, backfills)   # the cutover bridge (auditor/fix/bridge.py)
     previous_fk: list[str] = []
     last_steps = []
     for k in tables:

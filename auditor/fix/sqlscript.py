@@ -28,7 +28,7 @@ def _dollar_quoted(body: str) -> str:
 
 def render_block(block: Block, step: Step | None = None) -> list[str]:
     """The statements of a block as psql runs them; a statement of `step` that breaks a linter rule on
-    purpose gets the reason and Squawk's ignore comment above it (auditor/lint.py)."""
+    purpose gets the reason and Squawk's ignore comment above it (auditor/fix/lint.py)."""
     body = []
     for statement in block.statements:
         text = statement.as_string(None)

@@ -5,7 +5,7 @@
   that last activity.
 - `prune`: inactive sessions that ended before a cutoff are deleted; `ON DELETE CASCADE` takes their
   rows in every key table with them, and whatever the foreign keys of other tables do in turn
-  (auditor/cascade.py: cascades at any depth, SET NULL / SET DEFAULT, RESTRICT / NO ACTION). The dry
+  (auditor/fix/cascade.py: cascades at any depth, SET NULL / SET DEFAULT, RESTRICT / NO ACTION). The dry
   run counts exactly those rows, table by table; the apply deletes in batches of at most `batch_size`
   sessions, one short transaction each, with a `lock_timeout`, and counts the same way per batch. Rows
   of a RESTRICT / NO ACTION key that a delete would meet make the apply refuse before any change.
@@ -25,16 +25,16 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from . import cascade as fk_cascade
-from .config import Config
-from .connection import Target, connect, resolve_target
-from .context import AuditContext, KeyTable
-from .errors import AuditError
-from .executor import Executor, LockBusy
-from .guards import no_rows
-from .plan import FixOptions, Plan
-from .runner import audit_context
-from .steps import Kind, LockMode, Operation, Step
+from ..fix import cascade as fk_cascade
+from ..config import Config
+from ..connection import Target, connect, resolve_target
+from ..context import AuditContext, KeyTable
+from ..errors import AuditError
+from ..fix.executor import Executor, LockBusy
+from ..fix.guards import no_rows
+from ..fix.plan import FixOptions, Plan
+from ..scan.scanner import audit_context
+from ..fix.steps import Kind, LockMode, Operation, Step
 from yumai_audit.checks.predicates import col, key_uuid, table_ref
 
 Progress = Callable[[str], None]

@@ -28,9 +28,9 @@ import enum
 from dataclasses import dataclass
 from datetime import date
 
-from .config import Acceptance
-from .model import CheckResult, Finding, ScanResult, Severity, Status
-from .steps import step_repairs
+from ..config import Acceptance
+from ..model import CheckResult, Finding, ScanResult, Severity, Status
+from ..fix.steps import step_repairs
 
 FK_CHECKS = ("unconstrained_fk", "unvalidated_fk")
 
