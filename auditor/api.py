@@ -7,7 +7,9 @@ from pathlib import Path
 
 from psycopg import errors as pgerrors
 
-from .config import Config, QualifiedName
+from .config import Config
+
+from .catalog import QualifiedName
 from .connection import Target, connect, resolve_target
 from .errors import AuditError, ConfigError
 from .fix.executor import ApplyResult, Executor, evaluate_guards, refuse_if_running

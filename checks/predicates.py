@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from yumai_audit.catalog import Column
+from yumai_audit.catalog import Column, QualifiedName
 
 # What PostgreSQL's uuid input accepts: 32 hex digits, optionally in braces, with an optional hyphen
 # after any group of four digits (src/backend/utils/adt/uuid.c, string_to_uuid).
@@ -108,9 +108,9 @@ def key_null(column: Column, alias: str = T) -> sql.Composable:
 class Known:
     """Where session keys are known: the master and the source table, each a relation and its key
     column (None where the database has none). Every read of their keys is built here."""
-    master: object | None = None          # QualifiedName
+    master: QualifiedName | None = None
     master_key: Column | None = None
-    source: object | None = None          # QualifiedName
+    source: QualifiedName | None = None
     source_key: Column | None = None
     master_unique: bool = False           # the master's key is unique (no DISTINCT needed)
 

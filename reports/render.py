@@ -582,9 +582,9 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
 
 # --- entry points -------------------------------------------------------------------------------
 
-def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
-                  title: str = "Session integrity audit", repair_plan: dict | None = None,
-                  baseline: ScanResult | None = None) -> ReportContext:
+def template_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
+                     title: str = "Session integrity audit", repair_plan: dict | None = None,
+                     baseline: ScanResult | None = None) -> ReportContext:
     """`plan` is shown in the plan section and decides the verdict; `repair_plan` (when there is no
     `plan`, e.g. the scan's report) only says which steps would repair each finding."""
     pv = plan_view(plan) if plan is not None else None
@@ -614,7 +614,7 @@ def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanRes
     """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`;
     `repair_plan`: a plan not shown, only matched to the findings; `baseline`: an older scan whose findings
     are known (new / known / gone)."""
-    ctx = build_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline)
+    ctx = template_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline)
     return environment().get_template("report.html").render(r=ctx)
 
 

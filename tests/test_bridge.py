@@ -18,7 +18,8 @@ from test_planner import before, plan_for
 from yumai_audit import api
 from yumai_audit.fix.bridge import TRIGGER, Registration
 from yumai_audit.cli import cli
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.config import Config
+from yumai_audit.catalog import QualifiedName
 from yumai_audit.demo import build_demo_database
 from yumai_audit.fix.executor import GateClosed
 from yumai_audit.lifecycle import start_session

@@ -10,8 +10,8 @@ from psycopg import sql
 
 from yumai_audit import api
 from yumai_audit.fix.cascade import CascadeError, graph, quarantine_name
-from yumai_audit.catalog import Reference
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.catalog import QualifiedName, Reference
+from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
 from yumai_audit.fix.executor import PreflightFailed
 from yumai_audit.fix.sqlscript import render_script

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from yumai_audit.catalog import Catalog, Column, Index, Partition, Table
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.catalog import Catalog, Column, Index, Partition, QualifiedName, Table
+from yumai_audit.config import Config
 from yumai_audit.context import build_context
 from yumai_audit.fix.planner import FixOptions, PlanError, build_plan, order_steps, short_name
 from yumai_audit.fix.sqlscript import render_script

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from psycopg import errors as pgerrors
 
 from yumai_audit import api
-from yumai_audit.catalog import Catalog, Column, Table
+from yumai_audit.catalog import Catalog, Column, QualifiedName, Table
 from yumai_audit.cli import cli
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.config import Config
 from yumai_audit.context import build_context
 from yumai_audit.fix.executor import StepFailed
 from yumai_audit.fix.planner import PG_NOT_VALID_ON_PARTITIONED, FixOptions, FkSpec, PlanError, build_plan

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..config import QualifiedName
+from ..catalog import QualifiedName
 from ..connection import Target, connect, resolve_target
 from ..errors import AuditError
 from ..pgversion import TRANSACTION_TIMEOUT, major as pg_major

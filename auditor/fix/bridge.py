@@ -29,7 +29,7 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import key_uuid, table_ref
 
-from ..config import QualifiedName
+from ..catalog import QualifiedName
 from ..context import AuditContext, KeyTable
 from .ddl import relid, short_name
 from .steps import Kind, LockMode, Operation, Step

@@ -38,8 +38,7 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import Exists, Known, orphaned, table_ref
 
-from ..catalog import Catalog, Reference, Table
-from ..config import QualifiedName
+from ..catalog import Catalog, QualifiedName, Reference, Table
 from ..errors import AuditError
 from .preflight_checks import columns_unchanged, quarantine_catch_up
 from .steps import LockMode, Step

@@ -16,8 +16,7 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import table_ref
 
-from ..catalog import ForeignKey, Table
-from ..config import QualifiedName
+from ..catalog import ForeignKey, QualifiedName, Table
 from ..pgversion import NOT_VALID_FK_ON_PARTITIONED
 from .plan import PlanError
 from .steps import Kind, LockMode, Operation, Step

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import QualifiedName
+from ..catalog import QualifiedName
 from ..context import AuditContext
 from .ddl import Built
 from .plan import FixOptions

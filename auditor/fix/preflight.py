@@ -8,7 +8,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from . import cascade
-from ..config import QualifiedName
+from ..catalog import QualifiedName
 from .ddl import relid
 from .draft import Draft
 from .preflight_checks import refusals

@@ -18,8 +18,7 @@ from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid
 
 from . import cascade
 from .bridge import add_bridges, add_gate
-from ..catalog import Column, ForeignKey
-from ..config import QualifiedName
+from ..catalog import Column, ForeignKey, QualifiedName
 from ..context import KeyTable
 from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
 from .draft import Draft
