@@ -20,8 +20,7 @@ from .fix.plan import FixOptions, Plan, PlanError
 from .fix.planner import build_plan
 from .scan.scanner import Progress, audit_context, run_scan
 from .fix.sqlscript import render_script
-from .fix.steps import step_repairs
-from .scan.verdict import apply_severity, judge, partition_parents
+from .scan.verdict import apply_severity, judge, partition_parents, step_repairs
 from .fix.waits import bound_session
 
 

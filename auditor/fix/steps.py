@@ -171,18 +171,3 @@ def step_block(step: Step, lock_timeout: float, batch_size: int) -> Block:
         return Block((sql.SQL("SET lock_timeout = 0"),) + step.statements, transactional=False)
     return Block((sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(wait)),) + step.statements,
                  transactional=True, repeat_below=batch_size if step.kind is Kind.BATCHED else None)
-
-
-def step_repairs(repairs, target: str, column: str, changes, check: str, table: str, finding_column: str | None,
-                 parents: dict[str, str] | None = None) -> bool:
-    """Whether a step (its declared `repairs`, `target`, `column`, `changes`) repairs a finding of
-    `check` on `table` (and `finding_column`). A partition counts as its parent (`parents`). The one
-    rule the report, the verdict and `apply`'s after-check all use."""
-    if check not in (repairs or ()):
-        return False
-    parents = parents or {}
-    touched = {target, *(changes or ())}
-    touched |= {parents.get(t, t) for t in touched}
-    if table not in touched:
-        return False
-    return not column or not finding_column or column == finding_column
