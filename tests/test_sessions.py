@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from migrated import add_rows, add_session, build, counts, sid
+from recording import RecordingCursor, RecordingExecutor
 from yumai_audit.maintenance import sessions as sessions_module
 from yumai_audit.cli import cli
 from yumai_audit.errors import AuditError
-from yumai_audit.fix.executor import Executor
 from yumai_audit.maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
 from yumai_audit.fix.sqlscript import render_block, render_script
 from yumai_audit.fix.steps import Kind, step_block
@@ -226,25 +226,10 @@ def test_prune_refuses_before_any_delete_when_a_restrict_key_would_fail_it(db):
 
 # --- through the executor: the --sql script is what --apply sends ------------------------------------
 
-class _Recording(psycopg.Cursor):
-    sent: list[str] = []
-
-    def execute(self, query, params=None, **kw):
-        _Recording.sent.append(query.as_string(self.connection) if hasattr(query, "as_string") else str(query))
-        return super().execute(query, params, **kw)
-
-
-class _RecordingExecutor(Executor):
-    def _connect(self):
-        conn = super()._connect()
-        conn.cursor_factory = _Recording
-        return conn
-
-
 @pytest.mark.parametrize("command", ["prune", "close-idle"])
 def test_the_sql_script_holds_exactly_what_the_executor_sends_per_batch(db, monkeypatch, command):
-    monkeypatch.setattr(sessions_module, "Executor", _RecordingExecutor)
-    _Recording.sent = []
+    monkeypatch.setattr(sessions_module, "Executor", RecordingExecutor)
+    RecordingCursor.sent = []
     if command == "prune":
         _prune_db(db)
         r = prune(db.conninfo, None, timedelta(days=180), apply=True, batch_size=2)
@@ -259,7 +244,7 @@ def test_the_sql_script_holds_exactly_what_the_executor_sends_per_batch(db, monk
     block = step_block(step, r.plan.options.lock_timeout, r.plan.options.batch_size)
     assert "\n".join(render_block(block, step)) in script and "DO $yumai$" in script
     statements = [s.as_string(None) for s in block.statements]
-    sent = _Recording.sent
+    sent = RecordingCursor.sent
     runs = [i for i in range(len(sent)) if sent[i:i + len(statements)] == statements]
     # one run of the block per batch, plus the last, empty one when the last batch was full
     assert len(runs) == len(r.batches) + (r.batches[-1] == r.plan.options.batch_size)
