@@ -115,13 +115,13 @@ class Known:
     master_unique: bool = False           # the master's key is unique (no DISTINCT needed)
 
     @classmethod
-    def of(cls, ctx, source_key: Column | None = None) -> "Known":
-        """From an audit context; `source_key`: the source table's key as it will be (the planner's
-        key after conversion), else as it is. A source whose key is neither uuid nor text knows nothing."""
+    def of(cls, ctx) -> "Known":
+        """As the audit context finds them (the planner makes its own: the master as it will be, the
+        source's key after conversion). A source whose key is neither uuid nor text knows nothing."""
         master = ctx.master if ctx.master is not None and ctx.master_key is not None else None
         src = ctx.source if ctx.source is not None and ctx.source.key_checkable else None
         return cls(master.name if master else None, ctx.master_key if master else None,
-                   src.name if src else None, (source_key or src.key) if src else None,
+                   src.name if src else None, src.key if src else None,
                    master is not None and any(i.valid and i.unique and i.columns == (ctx.master_key.name,)
                                               for i in master.indexes))
 

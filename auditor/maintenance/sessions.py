@@ -42,8 +42,8 @@ DEFAULT_BATCH = 500
 DEFAULT_LOCK_TIMEOUT = 5.0
 
 
-class LifecycleError(AuditError):
-    """The master or the key tables are not in the shape the lifecycle commands need."""
+class MaintenanceError(AuditError):
+    """The master or the key tables are not in the shape the maintenance commands need."""
 
 
 @dataclass
@@ -81,11 +81,11 @@ def _target(target: Target | str | None) -> Target:
 def _check_master(ctx: AuditContext, *columns: str) -> None:
     master = ctx.config.master
     if ctx.master is None:
-        raise LifecycleError(f"the session master {master} does not exist (run the migration first)")
+        raise MaintenanceError(f"the session master {master} does not exist (run the migration first)")
     needed = (ctx.key, *columns)
     missing = [c for c in needed if c not in ctx.master.columns]
     if missing:
-        raise LifecycleError(f"the session master {master} has no column {missing[0]!r}")
+        raise MaintenanceError(f"the session master {master} has no column {missing[0]!r}")
 
 
 def _matches(kt: KeyTable, ctx: AuditContext) -> sql.Composable:
@@ -189,7 +189,7 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
         _check_master(ctx, "is_active", "session_end")
         tables, notes = _activity_tables(ctx)
         if not tables and "session_start" not in ctx.master.columns:
-            raise LifecycleError("no key table has a column "
+            raise MaintenanceError("no key table has a column "
                                  f"{config.created_at_column!r} and the master has no session_start: "
                                  "no way to tell when a session was last active")
         cutoff = _cutoff(conn, idle)
@@ -230,7 +230,7 @@ def _check_cascades(ctx: AuditContext) -> None:
         if not any(fk.on_delete == "c" for fk in fks):
             bad.append(f"{kt.name} ({'no foreign key' if not fks else 'foreign key without ON DELETE CASCADE'})")
     if bad:
-        raise LifecycleError(
+        raise MaintenanceError(
             f"prune needs every key table to reference {ctx.config.master_reference} ON DELETE CASCADE; "
             f"not so: {', '.join(bad)}")
 
@@ -294,7 +294,7 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
     if not apply or not sessions:
         return result
     if result.blocked:
-        raise LifecycleError("prune would fail, nothing was deleted: " + ", ".join(
+        raise MaintenanceError("prune would fail, nothing was deleted: " + ", ".join(
             f"{n} row(s) of {t} reference the sessions' rows through a RESTRICT / NO ACTION foreign key"
             for t, n in result.blocked.items()))
     result.deleted_rows = {name: 0 for name in result.cascade}

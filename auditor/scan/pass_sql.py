@@ -1,4 +1,4 @@
-"""How the runner turns the checks' declarations into SQL: one aggregate pass per table, one set of
+"""How the scan turns the checks' declarations into SQL: one aggregate pass per table, one set of
 sessions per scan, samples inside the same aggregates.
 
 Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: one row per

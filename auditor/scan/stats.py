@@ -81,7 +81,7 @@ def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] |
     """The report's chart data (JSON-serialisable). A query that fails with a timeout is noted, not raised.
 
     `weeks_rows`: the sessions per week already counted by the scan's pass over its set of sessions
-    (the runner passes them); without them the weekly query runs here."""
+    (the scanner passes them); without them the weekly query runs here."""
     out: dict = {"created_at_column": ctx.config.created_at_column}
     used, skipped = week_tables(ctx)
     out["sessions_by_week_tables"] = [str(k.name) for k, _ in used]
