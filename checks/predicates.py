@@ -257,8 +257,9 @@ OVER_SET: Lookup = _OverSet()
 
 
 def not_in_master(column: Column, alias: str = T, lookup: Lookup = JOINED) -> sql.Composable:
-    """A valid key the master lacks (the scan counts it, the backfill registers it)."""
-    return sql.SQL("({} AND {})").format(key_valid(column, alias), lookup.absent_from_master(key_uuid(column, alias)))
+    """A valid key the master lacks (the scan counts it, the backfill registers it). The lookup first:
+    for a registered key AND stops there."""
+    return sql.SQL("({} AND {})").format(lookup.absent_from_master(key_uuid(column, alias)), key_valid(column, alias))
 
 
 def orphaned(column: Column, alias: str = T, lookup: Lookup = JOINED) -> sql.Composable:
