@@ -279,3 +279,11 @@ def test_psql_runs_the_prune_script_to_the_same_end_as_apply(db, tmp_path):
     assert {t: before[t] - after[t] for t in before} == EXPECTED_CASCADE
     left = {row[0] for row in db.fetchall("SELECT session_id::text FROM chatbot.session_master")}
     assert left == {sid(6), sid(7)}
+
+
+def test_lifecycle_lock_timeout_keeps_its_own_range_beyond_fixs_hour(db):
+    _prune_db(db)
+    result = CliRunner().invoke(cli, ["sessions", "prune", "--older-than", "180d", "--lock-timeout", "7200",
+                                      "--apply", "--dsn", db.conninfo])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 5 session(s) in 1 batch(es)" in result.output

@@ -18,6 +18,7 @@ running again resumes where an interrupted run stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
@@ -130,9 +131,22 @@ def script_title(command: str) -> str:
     return f"-- yumai-audit sessions {command}: batches, each its own transaction (the plan --apply runs)"
 
 
+@dataclass(frozen=True)
+class BatchOptions:
+    """A maintenance plan's options: what the executor and `render_script` read of `Plan.options`. Not
+    `FixOptions`: these commands keep their own ranges (the CLI's), e.g. a lock_timeout beyond fix's hour."""
+    batch_size: int
+    lock_timeout: float
+    wait_timeout: float = FixOptions.wait_timeout   # no CONCURRENTLY step here: never waited on
+    gate_window: float = 0.0                        # no gate here
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 def _plan(conn: psycopg.Connection, step: Step, batch_size: int, lock_timeout: float) -> Plan:
     """A plan of the one batched step, with the options the executor reads (batch size, lock_timeout)."""
-    return Plan([step], conn.info.server_version, FixOptions(batch_size=batch_size, lock_timeout=lock_timeout))
+    return Plan([step], conn.info.server_version, BatchOptions(batch_size, lock_timeout))
 
 
 def _execute(target: Target | str | None, plan: Plan, command: str, what: str, say: Progress,
