@@ -7,20 +7,21 @@ from pathlib import Path
 
 from psycopg import errors as pgerrors
 
-from .config import Config, QualifiedName
+from .config import Config
+
+from .catalog import QualifiedName
 from .connection import Target, connect, resolve_target
 from .errors import AuditError, ConfigError
-from .executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
+from .fix.executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
 from .model import ScanResult
 from .outputs import ensure_dir, out_lock, write_csv, write_formats, write_json, write_text
 from .pgversion import CLIENT_CONNECTION_CHECK
-from .plan import FixOptions, Plan, PlanError
-from .planner import build_plan
-from .runner import Progress, audit_context, run_scan
-from .sqlscript import render_script
-from .steps import step_repairs
-from .verdict import apply_severity, judge, partition_parents
-from .waits import bound_session
+from .fix.plan import FixOptions, Plan, PlanError
+from .fix.planner import build_plan
+from .scan.scanner import Progress, audit_context, run_scan
+from .fix.sqlscript import render_script
+from .scan.verdict import apply_severity, judge, partition_parents, step_repairs
+from .fix.waits import bound_session
 
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
@@ -37,7 +38,7 @@ def repair_plan(target: Target | str | None, config: Config | None = None, optio
     """The plan (`Plan.to_dict()`) the scan's verdict reads the repairing steps from: built from the
     catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
     to migrate or the plan cannot be made (the verdict then has no step to count on)."""
-    from .plan import PlanError
+    from .fix.plan import PlanError
 
     if not isinstance(target, Target):
         target = resolve_target(target)
@@ -54,7 +55,7 @@ def repair_plan(target: Target | str | None, config: Config | None = None, optio
 
 def verdict(result: ScanResult, config: Config | None = None, plan: dict | None = None,
             baseline: ScanResult | None = None):
-    """The verdict (auditor/verdict.py) of a scan, with the configuration's acceptances."""
+    """The verdict (auditor/scan/verdict.py) of a scan, with the configuration's acceptances."""
     return judge(result, plan, accept=(config or Config()).accept, baseline=baseline)
 
 
@@ -142,11 +143,11 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     evidence, failed = None, {}
     wanted = []
     if "schema" in fix_options.include:
-        from .schema_plan import probes
+        from .fix.schema_plan import probes
 
         wanted += probes(ctx)
     if "users" in fix_options.include:
-        from . import users_plan
+        from .fix import users_plan
 
         wanted += users_plan.probes(ctx)
     if fix_options.bridge in ("auto", "source"):
@@ -154,7 +155,7 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
 
         wanted += bridge_plan.probes(ctx)
     if wanted:
-        from .runner import measure_probes
+        from .scan.scanner import measure_probes
 
         evidence, failed = measure_probes(conn, wanted, config.timeout_seconds)
     deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
@@ -172,7 +173,7 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
                           "a statement of the migration and an application transaction wait for each other, the "
                           "migration's gives way and is retried, never the application's write")
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
-    from .cascade import measure
+    from .fix.cascade import measure
 
     plan.notes += measure(conn, plan.removals)
     plan.done = evaluate_guards(conn, plan)
@@ -282,7 +283,7 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
     """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
     migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
     `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
-    from .backup import backup_hook
+    from .fix.backup import backup_hook
     from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
     from .embedded import embedded_server
 
@@ -302,7 +303,7 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
     return result, out
 
 
-# --- the cutover bridge (auditor/bridge.py) ---------------------------------------------------------
+# --- the cutover bridge (auditor/fix/bridge.py) ---------------------------------------------------------
 
 class BridgeInUse(AuditError):
     """`bridge remove` refused: the bridge still registers sessions the application writes the old way."""
@@ -312,7 +313,7 @@ class BridgeInUse(AuditError):
 
 def bridge_status(target: Target | str | None, config: Config | None = None):
     """Where the bridge is installed and the sessions it registered per hour of the last day (read-only)."""
-    from .bridge import read_status
+    from .fix.bridge import read_status
 
     if not isinstance(target, Target):
         target = resolve_target(target)
@@ -330,7 +331,7 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
     from psycopg import errors as pgerrors
     from psycopg import sql
 
-    from .bridge import drop_statements, installed_query, read_status
+    from .fix.bridge import drop_statements, installed_query, read_status
 
     if not isinstance(target, Target):
         target = resolve_target(target)

@@ -5,11 +5,43 @@ below it); partitions are never audited as tables of their own.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import psycopg
 
-from .config import QualifiedName
+from .errors import ConfigError
+
+# A dotted name: parts separated by dots, a part in double quotes may contain dots and keeps its case.
+_DOTTED = re.compile(r'^(?:"[^"]+"|[^."]+)(?:\.(?:"[^"]+"|[^."]+))*$')
+
+
+@dataclass(frozen=True, order=True)
+class QualifiedName:
+    """A catalog name (schema, table), spelled as in the catalog: no quoting, case preserved."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> "QualifiedName":
+        parts = split_dotted(text, what)
+        if len(parts) != 2:
+            raise ConfigError(f"{what} must be schema.table, got {text!r}")
+        return cls(*parts)
+
+
+def split_dotted(text: str, what: str) -> list[str]:
+    """Split `a.b.c`; a part in double quotes may contain dots and keeps its case."""
+    text = text.strip()
+    if not text or not _DOTTED.match(text):
+        raise ConfigError(f"{what}: cannot read {text!r} as a dotted name")
+    parts = re.findall(r'"([^"]+)"|([^."]+)', text)
+    return [quoted or plain for quoted, plain in parts]
+
 
 # Schemas the tool never audits: the system's and its own.
 TOOL_SCHEMAS = ("yumai_audit", "yumai_quarantine")

@@ -16,9 +16,9 @@ from . import __version__
 from .config import MAX_TIMEOUT_SECONDS, env_dsn, load_config
 from .connection import resolve_target, scrub
 from .errors import AuditError, database_error_line
-from .formats import FORMATS
+from .scan.formats import FORMATS
 from .model import ScanResult, Severity, Status
-from .verdict import summary_line, summary_lines
+from .scan.verdict import summary_line, summary_lines
 
 DEFAULT_OUT = "./yumai-audit-report"
 _SECRETS: set[str] = set()   # the secrets of the DSN in use, for the last line of defence in AuditGroup
@@ -139,7 +139,7 @@ def format_option(default_help: str):
 def print_formats(result: ScanResult, formats: tuple[str, ...], text, verdict=None) -> None:
     """Print each requested format (`verdict`: the scan's, for json and markdown); append the Markdown
     summary to $GITHUB_STEP_SUMMARY when it is set."""
-    from .formats import RENDERERS
+    from .scan.formats import RENDERERS
     from .outputs import append_step_summary
 
     for fmt in formats or ("text",):
@@ -181,10 +181,10 @@ def progress_printer(enabled: bool):
 
 
 def summary_text(result: ScanResult, verdict=None) -> str:
-    """The terminal summary; with a verdict (auditor/verdict.py), its first line names it."""
+    """The terminal summary; with a verdict (auditor/scan/verdict.py), its first line names it."""
     lines = []
     if verdict is not None:
-        from .verdict import summary_line, summary_lines
+        from .scan.verdict import summary_line, summary_lines
 
         lines += [summary_line(verdict), *summary_lines(verdict)]
     lines.append(f"Database {result.database.get('name')} (PostgreSQL {result.database.get('server_version')})")
@@ -209,7 +209,7 @@ def summary_text(result: ScanResult, verdict=None) -> str:
             lines.append(f"  [{f.severity.value}] {f.check}: {f.message}{extra}")
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
-    from .bridge import bridge_line
+    from .fix.bridge import bridge_line
 
     bridge = bridge_line(result.stats)
     if bridge:
@@ -292,10 +292,31 @@ def lifecycle_options(fn):
                   help="Sessions per transaction.")
     @click.option("--lock-timeout", type=Seconds(), default=5.0, show_default=True,
                   help="Seconds a batch waits for a lock before it rolls back (run again to resume).")
+    @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
+                  help="Write the annotated SQL script that --apply would run to FILE.")
     @functools.wraps(fn)
     def wrapper(*args, **kw):
         return fn(*args, **kw)
     return wrapper
+
+
+def _check_sql_file(sql_file) -> None:
+    if sql_file:
+        from .outputs import check_writable_file
+
+        check_writable_file(sql_file, "--sql")
+
+
+def _write_sql(sql_file, plan, command: str) -> None:
+    """`sessions ... --sql FILE`: the script of the plan the command runs with --apply."""
+    if not sql_file:
+        return
+    from .outputs import write_text
+    from .maintenance.sessions import SCRIPT_OPTIONS, script_title
+    from .fix.sqlscript import render_script
+
+    write_text(Path(sql_file), render_script(plan, script_title(command), SCRIPT_OPTIONS))
+    click.echo(f"SQL script: {sql_file}")
 
 
 @cli.group()
@@ -314,7 +335,7 @@ def sessions():
 @lifecycle_options
 @click.option("--idle", type=_Duration(), default="30m", show_default=True,
               help="Close sessions with no activity for longer than this (30m, 12h, 7d).")
-def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
+def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_file):
     """Set session_end and is_active = false on sessions idle for longer than --idle.
 
     Last activity is the latest created_at over every key table (or session_start).
@@ -323,11 +344,14 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
     Example:
       yumai-audit sessions close-idle --idle 30m            # dry run: counts
       yumai-audit sessions close-idle --idle 30m --apply
+      yumai-audit sessions close-idle --idle 30m --sql close-idle.sql   # the exact SQL, annotated
     """
-    from .sessions import close_idle
+    from .maintenance.sessions import close_idle
 
+    _check_sql_file(sql_file)
     r = close_idle(target, config, idle, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
                    progress=progress_printer(True))
+    _write_sql(sql_file, r.plan, "close-idle")
     for note in r.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{r.active} active session(s); {r.idle} with no activity since {r.cutoff.isoformat()}")
@@ -344,7 +368,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout):
 @lifecycle_options
 @click.option("--older-than", type=_Duration(), required=True,
               help="Delete inactive sessions that ended longer ago than this (e.g. 180d).")
-def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
+def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_file):
     """Delete inactive sessions that ended before the cutoff; ON DELETE CASCADE removes their rows.
 
     The dry run shows how many rows each key table would lose. The apply deletes --batch-size
@@ -354,11 +378,14 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout):
     Example:
       yumai-audit sessions prune --older-than 180d           # dry run: the cascade, table by table
       yumai-audit sessions prune --older-than 180d --apply --batch-size 1000
+      yumai-audit sessions prune --older-than 180d --sql prune.sql     # the exact SQL, annotated
     """
-    from .sessions import prune
+    from .maintenance.sessions import prune
 
+    _check_sql_file(sql_file)
     r = prune(target, config, older_than, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
               progress=progress_printer(True))
+    _write_sql(sql_file, r.plan, "prune")
     click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; with them, ON DELETE CASCADE removes:")
     for table, rows in r.cascade.items():
         click.echo(f"  {table}: {rows} row(s)")
@@ -392,7 +419,7 @@ def watch(target, config, since_text, formats, out_dir):
     """
     from .durations import parse_since
     from .outputs import ensure_dir
-    from .watch import watch as api_watch
+    from .scan.watch import watch as api_watch
 
     if out_dir:
         ensure_dir(out_dir)
@@ -459,7 +486,7 @@ def report(findings, compare, plan, out_dir, baseline, formats):
     from .api import report as api_report
 
     result, paths, verdict = api_report(findings, out_dir, compare=compare, plan=plan, baseline=baseline)
-    from .verdict import summary_line
+    from .scan.verdict import summary_line
 
     print_formats(result, formats, lambda: f"{summary_line(verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
@@ -627,7 +654,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     """
     from .api import apply as api_apply, plan as api_plan, scan as api_scan, verdict as api_verdict
     from .outputs import check_writable_file, write_text
-    from .sqlscript import render_script
+    from .fix.sqlscript import render_script
 
     if sql_file:
         check_writable_file(sql_file, "--sql")
@@ -653,13 +680,13 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
         click.echo(confirmation_text(plan, before, target, backup, options.orphans))
         if not yes:
             click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
-    from .backup import backup_hook
+    from .fix.backup import backup_hook
 
     out_dir = out_dir or DEFAULT_OUT
     if no_backup:
         click.echo("No backup (--no-backup).")
     hook = None if no_backup else backup_hook(target, out_dir, click.echo, pg_bin=pg_bin)
-    from .executor import GateClosed
+    from .fix.executor import GateClosed
 
     try:
         result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,

@@ -9,11 +9,11 @@ import dataclasses
 import fnmatch
 import math
 import os
-import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from .catalog import QualifiedName, split_dotted
 from .errors import ConfigError
 
 try:
@@ -25,34 +25,6 @@ CONFIG_FILE = "yumai-audit.toml"
 # PostgreSQL's timeouts (statement_timeout, lock_timeout) are whole milliseconds up to INT_MAX
 MAX_TIMEOUT_SECONDS = 2147483.0
 DEFAULT_EXCLUDE_TABLES = ("partman.template_*",)
-_DOTTED = re.compile(r'^(?:"[^"]+"|[^."]+)(?:\.(?:"[^"]+"|[^."]+))*$')
-
-
-@dataclass(frozen=True, order=True)
-class QualifiedName:
-    """A catalog name (schema, table), spelled as in the catalog: no quoting, case preserved."""
-
-    schema: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @classmethod
-    def parse(cls, text: str, what: str) -> "QualifiedName":
-        parts = split_dotted(text, what)
-        if len(parts) != 2:
-            raise ConfigError(f"{what} must be schema.table, got {text!r}")
-        return cls(*parts)
-
-
-def split_dotted(text: str, what: str) -> list[str]:
-    """Split `a.b.c`; a part in double quotes may contain dots and keeps its case."""
-    text = text.strip()
-    if not text or not _DOTTED.match(text):
-        raise ConfigError(f"{what}: cannot read {text!r} as a dotted name")
-    parts = re.findall(r'"([^"]+)"|([^."]+)', text)
-    return [quoted or plain for quoted, plain in parts]
 
 
 @dataclass(frozen=True)

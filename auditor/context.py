@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .catalog import Catalog, Column, Table
-from .config import Config, QualifiedName
+from .catalog import Catalog, Column, QualifiedName, Table
+from .config import Config
 
 
 @dataclass(frozen=True)

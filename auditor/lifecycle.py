@@ -17,7 +17,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .config import QualifiedName
+from .catalog import QualifiedName
 
 DEFAULT_MASTER = "chatbot.session_master"
 

@@ -97,7 +97,7 @@ def load_json(path: str | Path, what: str):
 
 def write_formats(result: ScanResult, out: Path, verdict=None) -> dict[str, Path]:
     """junit.xml, results.sarif and summary.md beside findings.json (`verdict`: the scan's, when judged)."""
-    from .formats import FILES, RENDERERS
+    from .scan.formats import FILES, RENDERERS
 
     return {fmt: write_text(out / name, RENDERERS[fmt](result, verdict)) for fmt, name in FILES.items()}
 
@@ -106,7 +106,7 @@ def append_step_summary(result: ScanResult, verdict=None) -> Path | None:
     """In a GitHub Actions job ($GITHUB_STEP_SUMMARY set): append the Markdown summary to the job's summary."""
     import os
 
-    from .formats import markdown
+    from .scan.formats import markdown
 
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:

@@ -18,9 +18,9 @@ from yumai_audit.connection import resolve_target
 from yumai_audit.demo import DATA, SCHEMA, SESSIONS
 from yumai_audit.embedded import embedded_server
 from yumai_audit.reports.render import render_html
-from yumai_audit.passes_run import execute_in_savepoint
-from yumai_audit.runner import audit_context, run_scan
-from yumai_audit.stats import collect_stats
+from yumai_audit.scan.passes import execute_in_savepoint
+from yumai_audit.scan.scanner import audit_context, run_scan
+from yumai_audit.scan.stats import collect_stats
 
 
 def main(sessions: int) -> None:

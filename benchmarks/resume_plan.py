@@ -5,7 +5,7 @@ first per-partition CREATE INDEX CONCURRENTLY of chatbot.conversations, so the m
 and most partitions have no index on the key yet. Planning the resume (`api.plan`, what a dry `fix`
 and the next `--apply` do first) evaluates every step's guard. Timed, alternating runs:
 
-- now: the guards as the planner writes them (auditor/guards.py: counted, planned for the whole result);
+- now: the guards as the planner writes them (auditor/fix/guards.py: counted, planned for the whole result);
 - baseline: the same guards written as `SELECT NOT EXISTS (SELECT 1 ... NOT EXISTS ... NOT EXISTS ...)`,
   cut off by statement_timeout after --bound seconds (reported as "> bound").
 
@@ -25,7 +25,9 @@ import time
 import psycopg
 from psycopg import sql
 
-from yumai_audit import api, planner, session_plan
+from yumai_audit import api
+from yumai_audit.fix import planner
+from yumai_audit.fix import session_plan
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 
@@ -79,7 +81,7 @@ def time_plan(conninfo: str, baseline: bool, bound: float) -> float | None:
 
 
 def explain(conninfo: str) -> None:
-    from yumai_audit.runner import audit_context
+    from yumai_audit.scan.scanner import audit_context
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
         with conn.transaction():

@@ -44,7 +44,7 @@ from per_check_sql import floor_queries, per_check_queries, script  # noqa: E402
 
 from yumai_audit.config import Config  # noqa: E402
 from yumai_audit.connection import resolve_target  # noqa: E402
-from yumai_audit.runner import audit_context  # noqa: E402
+from yumai_audit.scan.scanner import audit_context  # noqa: E402
 
 # Runs the CLI in a child process and writes that process's own peak RSS next to its exit code.
 _CLI_WITH_RSS = """

@@ -25,7 +25,7 @@ from yumai_audit.api import scan
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import SCHEMA
-from yumai_audit.watch import watch
+from yumai_audit.scan.watch import watch
 
 NEW = 2000
 SINCE = datetime(2026, 11, 15, tzinfo=timezone.utc)

@@ -24,11 +24,11 @@ USES_KNOWN = "known"
 USES_MASTER = "master"
 USES_USERS = "users"
 #: `Measure.over` / `Sample.over`: over the target's rows (the default) or over the set of known
-#: sessions `kn` (session_id, in_master, in_source), which the runner builds once per scan.
+#: sessions `kn` (session_id, in_master, in_source), which the scan builds once (scan/passes.py).
 OVER_TABLE = "table"
 OVER_SESSIONS = "sessions"
 #: Joins of measures over the set: the set also counts the target's rows per session
-#: (`passes.session_rows`), or carries min_user / max_user over every table with a user column.
+#: (`predicates.session_rows`), or carries min_user / max_user over every table with a user column.
 USES_SESSION_ROWS = "session rows"
 USES_SESSION_USERS = "session users"
 

@@ -5,8 +5,7 @@ from psycopg import sql
 from yumai_audit.model import Severity
 
 from .base import OVER_SESSIONS, USES_KNOWN, USES_SESSION_USERS, Sample, TableCheck, count_sessions_where, plural
-from .passes import user_sources
-from .predicates import session_conflicting
+from .predicates import session_conflicting, user_sources
 
 
 class ConflictingSessionUsers(TableCheck):

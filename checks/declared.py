@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from yumai_audit.catalog import ForeignKey, Table
-from yumai_audit.config import QualifiedName
+from yumai_audit.catalog import ForeignKey, QualifiedName, Table
 from yumai_audit.context import AuditContext
 
 from .catalog_targets import matching_fks, wanted_references

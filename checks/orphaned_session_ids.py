@@ -6,8 +6,7 @@ from yumai_audit.model import Severity
 
 from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Sample, TableCheck, count_distinct_where, count_where,
                    count_sessions_where, plural, sum_sessions_where)
-from .passes import session_rows
-from .predicates import key_uuid, orphaned, session_orphaned
+from .predicates import key_uuid, orphaned, session_orphaned, session_rows
 
 
 class OrphanedSessionIds(TableCheck):

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
-from yumai_audit.bridge import bridge_line
+from yumai_audit.fix.bridge import bridge_line
 from yumai_audit.checks import REGISTRY
 from yumai_audit.config import Acceptance
 from yumai_audit.model import Finding, ScanResult, Severity, Status
-from yumai_audit.verdict import Judged, State, judge, partition_parents, repairing_steps
+from yumai_audit.scan.verdict import Judged, State, judge, partition_parents, repairing_steps
 
 MAX_WEEKS_DRAWN = 104
 SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNING: "Warnings",
@@ -206,7 +206,7 @@ class ReportContext:
     plan: PlanView | None
     comparison: Comparison | None
     notes: list[str] = field(default_factory=list)
-    bridge: str | None = None            # the cutover bridge's line (auditor/bridge.py), when installed
+    bridge: str | None = None            # the cutover bridge's line (auditor/fix/bridge.py), when installed
 
 
 # --- building the context ---------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def documentation(check_id: str) -> tuple[str, list[DocPart]]:
 
 def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None,
             baseline: ScanResult | None = None, today: date | None = None) -> Verdict:
-    """The verdict (auditor/verdict.py) as the report shows it: state, headline, one sentence per
+    """The verdict (auditor/scan/verdict.py) as the report shows it: state, headline, one sentence per
     finding that decides it, accepted findings with their reasons, warnings, and the baseline's tally."""
     v = judge(result, raw_plan, accept=acceptances(result.config), baseline=baseline, today=today)
     numbers = plan.numbers if plan is not None else {}
@@ -323,7 +323,7 @@ def plan_view(plan: dict) -> PlanView:
 def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None,
               parents: dict[str, str] | None = None) -> list[PlanStep]:
     """The planned steps that repair a check's findings: those that declare it (`repairs`) for the
-    finding's table (auditor/verdict.py, `repairing_steps`), in plan order."""
+    finding's table (auditor/scan/verdict.py, `repairing_steps`), in plan order."""
     if plan is None or raw is None:
         return []
     wanted = {s["id"] for f in findings for s in repairing_steps(f, raw, parents)}
@@ -582,9 +582,9 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
 
 # --- entry points -------------------------------------------------------------------------------
 
-def build_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
-                  title: str = "Session integrity audit", repair_plan: dict | None = None,
-                  baseline: ScanResult | None = None) -> ReportContext:
+def template_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
+                     title: str = "Session integrity audit", repair_plan: dict | None = None,
+                     baseline: ScanResult | None = None) -> ReportContext:
     """`plan` is shown in the plan section and decides the verdict; `repair_plan` (when there is no
     `plan`, e.g. the scan's report) only says which steps would repair each finding."""
     pv = plan_view(plan) if plan is not None else None
@@ -614,7 +614,7 @@ def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanRes
     """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`;
     `repair_plan`: a plan not shown, only matched to the findings; `baseline`: an older scan whose findings
     are known (new / known / gone)."""
-    ctx = build_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline)
+    ctx = template_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline)
     return environment().get_template("report.html").render(r=ctx)
 
 

@@ -16,10 +16,10 @@ import pytest
 from psycopg import sql
 
 from migrated import add_rows, add_session, build, ident
-from yumai_audit import backup as backup_mod
-from yumai_audit.backup import (PG_BIN_ENV, BackupFailed, backup_tables, candidates, choose_tool, header_filter,
+from yumai_audit.fix import backup as backup_mod
+from yumai_audit.fix.backup import (PG_BIN_ENV, BackupFailed, backup_tables, candidates, choose_tool, header_filter,
                                 pattern, tool_major, verified)
-from yumai_audit.config import QualifiedName
+from yumai_audit.catalog import QualifiedName
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SETTING_LINE = "SET transaction_timeout = 0;"   # a value in the data that looks like the header's setting
@@ -258,7 +258,7 @@ def test_interrupted_backup_leaves_no_file(db, pg_server, tmp_path):
     build(db)
     out = tmp_path / "out"
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "  # as in a terminal
-            "from yumai_audit.backup import backup_tables; "
+            "from yumai_audit.fix.backup import backup_tables; "
             "backup_tables(sys.argv[1], ['chatbot.users', 'chatbot.user_feedback'], sys.argv[2])")
     with psycopg.connect(db.conninfo) as holder:
         holder.execute("LOCK TABLE chatbot.user_feedback IN ACCESS EXCLUSIVE MODE")

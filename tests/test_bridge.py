@@ -16,15 +16,16 @@ from psycopg import errors as pgerrors
 from test_fix import KEY_TABLES, master_fks
 from test_planner import before, plan_for
 from yumai_audit import api
-from yumai_audit.bridge import TRIGGER, Registration
+from yumai_audit.fix.bridge import TRIGGER, Registration
 from yumai_audit.cli import cli
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.config import Config
+from yumai_audit.catalog import QualifiedName
 from yumai_audit.demo import build_demo_database
-from yumai_audit.executor import GateClosed
+from yumai_audit.fix.executor import GateClosed
 from yumai_audit.lifecycle import start_session
-from yumai_audit.planner import FixOptions, PlanError
-from yumai_audit.sqlscript import render_script
-from yumai_audit.steps import Kind, LockMode
+from yumai_audit.fix.planner import FixOptions, PlanError
+from yumai_audit.fix.sqlscript import render_script
+from yumai_audit.fix.steps import Kind, LockMode
 
 SRC = "chatbot.conversations"
 

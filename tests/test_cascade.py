@@ -1,4 +1,4 @@
-"""Deletes and the foreign keys of other tables (auditor/cascade.py): the graph (no database), and
+"""Deletes and the foreign keys of other tables (auditor/fix/cascade.py): the graph (no database), and
 `fix --apply` on a hostile schema: cascading and SET NULL children two levels deep, a self-reference,
 a partitioned child, a RESTRICT child, a clean text key, two 63-byte names sharing a 54-byte prefix.
 For every table of the database: rows kept + rows quarantined = rows before, exactly."""
@@ -9,13 +9,13 @@ import pytest
 from psycopg import sql
 
 from yumai_audit import api
-from yumai_audit.cascade import CascadeError, graph, quarantine_name
-from yumai_audit.catalog import Reference
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.fix.cascade import CascadeError, graph, quarantine_name
+from yumai_audit.catalog import QualifiedName, Reference
+from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
-from yumai_audit.executor import PreflightFailed
-from yumai_audit.sqlscript import render_script
-from yumai_audit.steps import LockMode
+from yumai_audit.fix.executor import PreflightFailed
+from yumai_audit.fix.sqlscript import render_script
+from yumai_audit.fix.steps import LockMode
 
 
 def q(name: str) -> QualifiedName:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from yumai_audit.config import Config, QualifiedName, load_config
+from yumai_audit.config import Config, load_config
+
+from yumai_audit.catalog import QualifiedName
 from yumai_audit.connection import resolve_target
 from yumai_audit.errors import ConfigError
 

@@ -87,7 +87,7 @@ def _sentinels(out):
 def test_second_apply_on_a_running_database_is_refused_before_it_writes(db, tmp_path):
     """Another apply holds the database (its advisory lock): the second one, with the same --out, is
     refused with exit 2 and leaves that apply's files and the database as they were."""
-    from yumai_audit.executor import ADVISORY_KEY
+    from yumai_audit.fix.executor import ADVISORY_KEY
 
     build_demo_database(db.conninfo)
     out = tmp_path / "run"
@@ -123,8 +123,8 @@ def test_second_apply_with_the_same_out_is_refused_before_it_writes(db, tmp_path
 
 def test_apply_backs_up_key_tables_in_a_schema_with_a_dot(db, tmp_path):
     """Key tables in "chat.bot": the backup holds every table the fix changes (not `nothing to back up`)."""
-    from yumai_audit.backup import backup_hook
-    from yumai_audit.config import QualifiedName
+    from yumai_audit.fix.backup import backup_hook
+    from yumai_audit.catalog import QualifiedName
 
     build_demo_database(db.conninfo)
     db.execute('ALTER SCHEMA chatbot RENAME TO "chat.bot"')

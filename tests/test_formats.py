@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from yumai_audit.formats import check_docs, escape_data, escape_property, github, junit, markdown, sarif
+from yumai_audit.scan.formats import check_docs, escape_data, escape_property, github, junit, markdown, sarif
 from yumai_audit.model import CheckResult, Finding, ScanResult, Severity, Status
 from yumai_audit.outputs import write_csv
 
@@ -148,7 +148,7 @@ def test_step_summary_is_appended_in_github_actions(db, tmp_path):
     assert result.exit_code == 0, result.output
     md = (tmp_path / "o" / "summary.md").read_text()
     assert summary.read_text() == "earlier step\n" + md
-    assert md.startswith("## yumai-audit: ✅ Migrated and clean")   # the verdict of auditor/verdict.py
+    assert md.startswith("## yumai-audit: ✅ Migrated and clean")   # the verdict of auditor/scan/verdict.py
     assert result.stdout == md   # no finding: no annotation, then the summary
 
 

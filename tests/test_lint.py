@@ -1,5 +1,5 @@
 """plan.sql passes Squawk, the migration linter: every deliberate break carries its reason and Squawk's ignore
-comment (auditor/lint.py); anything else is a finding (issue 15 §3)."""
+comment (auditor/fix/lint.py); anything else is a finding (issue 15 §3)."""
 from __future__ import annotations
 
 import shutil
@@ -12,9 +12,9 @@ from psycopg import sql
 
 from yumai_audit.cli import version_text
 from yumai_audit.demo import build_demo_database
-from yumai_audit.lint import DELIBERATE
-from yumai_audit.sqlscript import render_step
-from yumai_audit.steps import LockMode, Operation, Step, step_block
+from yumai_audit.fix.lint import DELIBERATE
+from yumai_audit.fix.sqlscript import render_step
+from yumai_audit.fix.steps import LockMode, Operation, Step, step_block
 
 from test_cli import invoke
 

@@ -8,12 +8,12 @@ import psycopg
 import pytest
 
 from yumai_audit import api, pgversion
-from yumai_audit.backup import header_filter
+from yumai_audit.fix.backup import header_filter
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
-from yumai_audit.executor import Executor
-from yumai_audit.ddl import PG_NOT_VALID_ON_PARTITIONED
+from yumai_audit.fix.executor import Executor
+from yumai_audit.fix.ddl import PG_NOT_VALID_ON_PARTITIONED
 
 PARTITIONED = """
 CREATE TABLE parent_t (id int PRIMARY KEY);

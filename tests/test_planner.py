@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from yumai_audit.catalog import Catalog, Column, Index, Partition, Table
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.catalog import Catalog, Column, Index, Partition, QualifiedName, Table
+from yumai_audit.config import Config
 from yumai_audit.context import build_context
-from yumai_audit.planner import FixOptions, PlanError, build_plan, order_steps, short_name
-from yumai_audit.sqlscript import render_script
-from yumai_audit.steps import Kind, LockMode, Operation, Step
+from yumai_audit.fix.planner import FixOptions, PlanError, build_plan, order_steps, short_name
+from yumai_audit.fix.sqlscript import render_script
+from yumai_audit.fix.steps import Kind, LockMode, Operation, Step
 
 UUID = Column("session_id", "uuid", "uuid", False)
 TEXT = Column("session_id", "character varying(64)", "varchar", False)

@@ -17,7 +17,7 @@ from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.errors import AuditError
-from yumai_audit.executor import Executor, PreflightFailed, StepFailed
+from yumai_audit.fix.executor import Executor, PreflightFailed, StepFailed
 
 KEY_TABLES = ["conversations", "user_interactions", "recommendations_log", "user_feedback"]
 
@@ -292,8 +292,8 @@ def test_resume_guards_are_planned_as_hashed_or_indexed_passes_when_indexes_are_
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
     from generate import generate
 
-    from yumai_audit.planner import FixOptions, build_plan
-    from yumai_audit.runner import audit_context
+    from yumai_audit.fix.planner import FixOptions, build_plan
+    from yumai_audit.scan.scanner import audit_context
 
     generate(db.conninfo, 1)
 

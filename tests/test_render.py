@@ -11,7 +11,7 @@ from jinja2 import StrictUndefined
 from report_fixtures import external_references, plan_dict, scan_result
 from yumai_audit.model import Status
 from yumai_audit.reports import render
-from yumai_audit.reports.render import build_context, environment, render_html
+from yumai_audit.reports.render import template_context, environment, render_html
 
 TEMPLATES = Path(render.__file__).parent / "templates"
 EVIL = "<script>alert(1)</script>"
@@ -68,7 +68,7 @@ def test_ready_verdict():
 def test_check_that_could_not_run_blocks():
     result = scan_result(blocked=False)
     result.checks[0].status, result.checks[0].reason = Status.ERROR, "timed out on chatbot.x after 1s"
-    ctx = build_context(result)
+    ctx = template_context(result)
     assert not ctx.verdict.ready
     assert ctx.verdict.reasons == ["orphaned_session_ids could not be verified: timed out on chatbot.x after 1s."]
 
@@ -220,11 +220,11 @@ def test_accessible_structure():
 
 
 def test_charts_show_their_numbers():
-    ctx = build_context(scan_result())
+    ctx = template_context(scan_result())
     orphans, sessions, partitions = ctx.charts
     assert orphans.rows == [["chatbot.user_interactions", "7", "3"]]
     assert "None are left" not in orphans.caption
-    clean = build_context(scan_result(blocked=False)).charts[0]
+    clean = template_context(scan_result(blocked=False)).charts[0]
     assert clean.rows == [["chatbot.user_interactions", "0", "0"]] and clean.caption.endswith("None are left in any table.")
     # the missing week (2026-03-09) is drawn as zero
     assert [row[0] for row in sessions.rows] == ["2026-03-02", "2026-03-09", "2026-03-16"]
@@ -247,24 +247,24 @@ def test_findings_without_statistics_still_render():
 
 def test_the_declared_repairs_decide_ready_once_fix_runs():
     plan = plan_dict()
-    ctx = build_context(scan_result(), plan=plan)
+    ctx = template_context(scan_result(), plan=plan)
     assert ctx.verdict.ready and ctx.verdict.state == "ready-once-fix"
     assert ctx.verdict.headline == ("Every error finding is repaired by a step of the plan (1 finding): "
                                     "run `fix --apply`.")
     assert ctx.verdict.reasons == ["Rows whose session id is in neither the master nor the source table: 7 rows in "
                                    "chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)."]
     plan["steps"][1]["repairs"] = ["null_session_ids"]
-    ctx = build_context(scan_result(), plan=plan)
+    ctx = template_context(scan_result(), plan=plan)
     assert not ctx.verdict.ready and ctx.verdict.state == "needs-decision"
     assert ctx.verdict.reasons[0].endswith("refer to 3 unknown sessions.")
     # the right check on another table repairs nothing here
     plan["steps"][1]["repairs"], plan["steps"][1]["tables"] = ["orphaned_session_ids"], ["chatbot.user_feedback"]
-    assert build_context(scan_result(), plan=plan).verdict.state == "needs-decision"
+    assert template_context(scan_result(), plan=plan).verdict.state == "needs-decision"
     # a check that could not run always needs a decision
     plan["steps"][1]["tables"] = ["chatbot.user_interactions"]
     result = scan_result()
     result.checks[1].status, result.checks[1].reason = Status.ERROR, "timed out"
-    assert build_context(result, plan=plan).verdict.state == "needs-decision"
+    assert template_context(result, plan=plan).verdict.state == "needs-decision"
 
 
 def scan_with_unindexed_key():
@@ -289,7 +289,7 @@ def test_step_ids_are_never_read_for_what_a_step_repairs():
                       step("verify")],
             "server_version_num": 180001, "options": {}}
     result = scan_with_unindexed_key()
-    ctx = build_context(result, plan=plan)
+    ctx = template_context(result, plan=plan)
     steps = {c.id: [s.id for s in c.steps] for g in ctx.groups for c in g.checks}
     assert steps == {"orphaned_session_ids": [], "null_session_ids": [],
                      "unindexed_fk_columns": ["index:chatbot.conversations_2026_03"]}
@@ -317,7 +317,7 @@ def test_steps_declaring_what_they_repair_are_attached_to_the_checks_they_repair
                       step("verify")],
             "server_version_num": 180001, "options": {}}
     result = scan_with_unindexed_key()
-    ctx = build_context(result, plan=plan)
+    ctx = template_context(result, plan=plan)
     steps = {c.id: [s.id for s in c.steps] for g in ctx.groups for c in g.checks}
     assert steps == {"orphaned_session_ids": ["orphans:chatbot.user_interactions"],
                      "null_session_ids": [],
@@ -326,7 +326,7 @@ def test_steps_declaring_what_they_repair_are_attached_to_the_checks_they_repair
     assert ctx.verdict.ready and ctx.verdict.state == "ready-once-fix"
     # a step about another column of the table does not repair the finding
     plan["steps"][4]["column"] = "user_id"
-    steps = {c.id: [s.id for s in c.steps] for g in build_context(result, plan=plan).groups for c in g.checks}
+    steps = {c.id: [s.id for s in c.steps] for g in template_context(result, plan=plan).groups for c in g.checks}
     assert steps["orphaned_session_ids"] == []
 
 
@@ -334,5 +334,5 @@ def test_a_check_that_no_longer_applies_after_the_fix_counts_as_fixed():
     before = scan_result()
     after = scan_result(blocked=False)
     after.checks[0].status, after.checks[0].reason = Status.SKIPPED, "no text key column left"
-    rows = {r["check"]: r for r in build_context(after, before=before).comparison.rows}
+    rows = {r["check"]: r for r in template_context(after, before=before).comparison.rows}
     assert (rows["orphaned_session_ids"]["after_status"], rows["orphaned_session_ids"]["change"]) == ("skipped", "fixed")

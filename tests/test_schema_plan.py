@@ -1,4 +1,4 @@
-"""`fix --include schema` (auditor/schema_plan.py). Without a database: the option, the FK
+"""`fix --include schema` (auditor/fix/schema_plan.py). Without a database: the option, the FK
 definitions it writes, nothing planned without the option or without evidence. On real PostgreSQL:
 confirmed implied FKs get an index and a validated FK, a partition lacking its siblings' FK gets it
 and the parent declares it, a second apply changes nothing, an interrupted run resumes, declared
@@ -11,14 +11,14 @@ from click.testing import CliRunner
 from psycopg import errors as pgerrors
 
 from yumai_audit import api
-from yumai_audit.catalog import Catalog, Column, Table
+from yumai_audit.catalog import Catalog, Column, QualifiedName, Table
 from yumai_audit.cli import cli
-from yumai_audit.config import Config, QualifiedName
+from yumai_audit.config import Config
 from yumai_audit.context import build_context
-from yumai_audit.executor import StepFailed
-from yumai_audit.planner import PG_NOT_VALID_ON_PARTITIONED, FixOptions, FkSpec, PlanError, build_plan
-from yumai_audit.schema_plan import probes
-from yumai_audit.steps import LockMode
+from yumai_audit.fix.executor import StepFailed
+from yumai_audit.fix.planner import PG_NOT_VALID_ON_PARTITIONED, FixOptions, FkSpec, PlanError, build_plan
+from yumai_audit.fix.schema_plan import probes
+from yumai_audit.fix.steps import LockMode
 
 INT = Column("id", "integer", "int4", True)
 

@@ -2,6 +2,8 @@
 preview equals what is deleted, batches bounded (one transaction each), locks time out cleanly."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 from datetime import timedelta
 
 import psycopg
@@ -9,9 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from migrated import add_rows, add_session, build, counts, sid
+from recording import RecordingCursor, RecordingExecutor
+from yumai_audit.maintenance import sessions as sessions_module
 from yumai_audit.cli import cli
 from yumai_audit.errors import AuditError
-from yumai_audit.sessions import close_idle, prune
+from yumai_audit.maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
+from yumai_audit.fix.sqlscript import render_block, render_script
+from yumai_audit.fix.steps import Kind, step_block
 
 
 def _idle_db(db):
@@ -216,3 +222,68 @@ def test_prune_refuses_before_any_delete_when_a_restrict_key_would_fail_it(db):
     assert result.exit_code == 2, result.output
     assert "2 row(s) of chatbot.feedback_reviews reference" in result.output and "Traceback" not in result.output
     assert counts(db) == before and db.scalar("SELECT count(*) FROM chatbot.session_master") == 7
+
+
+# --- through the executor: the --sql script is what --apply sends ------------------------------------
+
+@pytest.mark.parametrize("command", ["prune", "close-idle"])
+def test_the_sql_script_holds_exactly_what_the_executor_sends_per_batch(db, monkeypatch, command):
+    monkeypatch.setattr(sessions_module, "Executor", RecordingExecutor)
+    RecordingCursor.sent = []
+    if command == "prune":
+        _prune_db(db)
+        r = prune(db.conninfo, None, timedelta(days=180), apply=True, batch_size=2)
+        assert r.batches == [2, 2, 1]
+    else:
+        _idle_db(db)
+        r = close_idle(db.conninfo, None, timedelta(minutes=30), apply=True, batch_size=1)
+        assert r.batches == [1, 1]
+    [step] = r.plan.steps
+    assert step.kind is Kind.BATCHED and step.operation.value == command
+    script = render_script(r.plan, script_title(command), SCRIPT_OPTIONS)
+    block = step_block(step, r.plan.options.lock_timeout, r.plan.options.batch_size)
+    assert "\n".join(render_block(block, step)) in script and "DO $yumai$" in script
+    statements = [s.as_string(None) for s in block.statements]
+    sent = RecordingCursor.sent
+    runs = [i for i in range(len(sent)) if sent[i:i + len(statements)] == statements]
+    # one run of the block per batch, plus the last, empty one when the last batch was full
+    assert len(runs) == len(r.batches) + (r.batches[-1] == r.plan.options.batch_size)
+    assert db.scalar("SELECT count(*) FROM yumai_audit.journal WHERE step = %s AND outcome = 'done'", (step.id,)) == 1
+
+
+def test_cli_sessions_sql_writes_the_script_and_changes_nothing(db, tmp_path):
+    _prune_db(db)
+    before = counts(db)
+    path = tmp_path / "prune.sql"
+    result = CliRunner().invoke(cli, ["sessions", "prune", "--older-than", "180d", "--sql", str(path),
+                                      "--dsn", db.conninfo])
+    assert result.exit_code == 0, result.output
+    assert f"SQL script: {path}" in result.output and "Dry run: nothing changed" in result.output
+    text = path.read_text()
+    assert text.startswith("-- yumai-audit sessions prune:") and "DELETE FROM" in text and "LIMIT 500" in text
+    assert counts(db) == before
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="needs the psql client (on CI: Debian's postgresql-client)")
+def test_psql_runs_the_prune_script_to_the_same_end_as_apply(db, tmp_path):
+    _prune_db(db)
+    before = counts(db)
+    path = tmp_path / "prune.sql"
+    result = CliRunner().invoke(cli, ["sessions", "prune", "--older-than", "180d", "--batch-size", "2",
+                                      "--sql", str(path), "--dsn", db.conninfo])
+    assert result.exit_code == 0, result.output
+    done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db.conninfo, "-f", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    after = counts(db)
+    assert {t: before[t] - after[t] for t in before} == EXPECTED_CASCADE
+    left = {row[0] for row in db.fetchall("SELECT session_id::text FROM chatbot.session_master")}
+    assert left == {sid(6), sid(7)}
+
+
+def test_lifecycle_lock_timeout_keeps_its_own_range_beyond_fixs_hour(db):
+    _prune_db(db)
+    result = CliRunner().invoke(cli, ["sessions", "prune", "--older-than", "180d", "--lock-timeout", "7200",
+                                      "--apply", "--dsn", db.conninfo])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 5 session(s) in 1 batch(es)" in result.output

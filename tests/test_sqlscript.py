@@ -7,29 +7,13 @@ import subprocess
 import psycopg
 import pytest
 
+from recording import RecordingCursor, RecordingExecutor
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
-from yumai_audit.executor import Executor
-from yumai_audit.sqlscript import render_block, render_script
-from yumai_audit.steps import Kind, session_settings, step_block
-
-
-class RecordingCursor(psycopg.Cursor):
-    sent: list[str] = []
-
-    def execute(self, query, params=None, **kw):
-        text = query.as_string(self.connection) if hasattr(query, "as_string") else str(query)
-        RecordingCursor.sent.append(text)
-        return super().execute(query, params, **kw)
-
-
-class RecordingExecutor(Executor):
-    def _connect(self):
-        conn = super()._connect()
-        conn.cursor_factory = RecordingCursor
-        return conn
+from yumai_audit.fix.sqlscript import render_block, render_script
+from yumai_audit.fix.steps import Kind, session_settings, step_block
 
 
 def test_the_script_holds_exactly_what_the_executor_sends(db):

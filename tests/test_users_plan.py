@@ -1,4 +1,4 @@
-"""`fix --include users` (auditor/users_plan.py) on a real server: a partitioned source, mixed-case names in
+"""`fix --include users` (auditor/fix/users_plan.py) on a real server: a partitioned source, mixed-case names in
 another schema, rows naming missing users in each `--missing-users` mode; nothing lost, undo records exact."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 from yumai_audit import api
 from yumai_audit.cli import cli
-from yumai_audit.config import Config, QualifiedName
-from yumai_audit.planner import FixOptions, PlanError
+from yumai_audit.config import Config
+from yumai_audit.catalog import QualifiedName
+from yumai_audit.fix.planner import FixOptions, PlanError
 
 APP = "Yumai App"
 CONFIG = Config(key_column="SessionId", user_column="UserId", master=QualifiedName(APP, "SessionMaster"),

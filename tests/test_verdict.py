@@ -1,4 +1,4 @@
-"""The verdict (auditor/verdict.py): states, declared repairs, acceptances, baseline, severity, exit codes.
+"""The verdict (auditor/scan/verdict.py): states, declared repairs, acceptances, baseline, severity, exit codes.
 The first part needs no database; the last part builds purpose-made databases for each state."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from yumai_audit.config import Acceptance, load_config
 from yumai_audit.demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
 from yumai_audit.errors import ConfigError
 from yumai_audit.model import Finding, Severity, Status
-from yumai_audit.verdict import State, apply_severity, judge, repairing_steps
+from yumai_audit.scan.verdict import State, apply_severity, judge, repairing_steps
 
 TODAY = date(2026, 12, 1)
 ORPHANS = ("orphaned_session_ids", "chatbot.user_interactions", "session_id")

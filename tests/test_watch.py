@@ -12,8 +12,8 @@ from yumai_audit.checks.base import TableCheck
 from yumai_audit.cli import cli
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
-from yumai_audit.runner import audit_context, select_checks
-from yumai_audit.watch import sample_since_query, since_literal, watch, watch_query, watch_tables
+from yumai_audit.scan.scanner import audit_context, select_checks
+from yumai_audit.scan.watch import sample_since_query, since_literal, watch, watch_query, watch_tables
 
 T = datetime(2026, 11, 15, tzinfo=timezone.utc)
 

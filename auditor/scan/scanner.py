@@ -19,12 +19,12 @@ from psycopg import sql
 from yumai_audit.checks import all_checks
 from yumai_audit.checks.base import CatalogCheck, Check, probes_of
 
-from .catalog import read_catalog
-from .config import Config
-from .context import AuditContext, build_context
-from .errors import ConfigError, NothingToAudit
-from .passes_run import TablePasses, execute_in_savepoint
-from .model import CheckResult, Finding, ScanResult, Status, TableInventory
+from ..catalog import read_catalog
+from ..config import Config
+from ..context import AuditContext, build_context
+from ..errors import ConfigError, NothingToAudit
+from .passes import TablePasses, execute_in_savepoint
+from ..model import CheckResult, Finding, ScanResult, Status, TableInventory
 from .stats import MAX_WEEKS, collect_stats, week_tables
 
 Progress = Callable[[str], None]
@@ -121,7 +121,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
     errors: dict[str, str] = {}
     status_targets = {c.id: c.targets(ctx) for c in checks}
 
-    # 1. per-table passes (the known-session set built once: see passes_run)
+    # 1. per-table passes (the known-session set built once: see scan/passes.py)
     passes = TablePasses(conn, ctx, checks, status_targets, timer, say,
                          weeks=(weeks["tables"], weeks["limit"]) if weeks and weeks["tables"] else None)
     passes.run()

@@ -13,13 +13,13 @@ import dataclasses
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import key_malformed, key_uuid, key_valid, table_ref, trimmed
+from yumai_audit.checks import predicates
+from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, table_ref, trimmed
 
 from . import cascade
 from .bridge import add_bridges, add_gate
-from .catalog import Column, ForeignKey
-from .config import QualifiedName
-from .context import KeyTable
+from ..catalog import Column, ForeignKey, QualifiedName
+from ..context import KeyTable
 from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
 from .draft import Draft
 from .guards import no_rows
@@ -58,23 +58,24 @@ def key_after(k: KeyTable) -> Column:
 
 # sessions ---------------------------------------------------------------------------------
 
-def in_master(d: Draft, key: sql.Composable) -> sql.Composable:
-    return sql.SQL("EXISTS (SELECT 1 FROM {} m WHERE m.{} = {})").format(
-        table_ref(d.master), sql.Identifier(d.key), key)
-
-
-def in_source(d: Draft, key: sql.Composable) -> sql.Composable:
+def lookup(d: Draft) -> Exists:
+    """The planner's session lookup (predicates.Exists): the master as it will be (uuid key), the source
+    table with its key after conversion. Its `orphaned`/`not_in_master` are the scan's predicates."""
     src = d.ctx.source
-    if src is None or not src.key_checkable:
-        return sql.SQL("false")
-    return sql.SQL("EXISTS (SELECT 1 FROM {} s WHERE {} = {})").format(
-        table_ref(src.name), key_uuid(key_after(src), "s"), key)
+    known = Known(d.master, dataclasses.replace(UUID, name=d.key),
+                  src.name if src is not None and src.key_checkable else None,
+                  key_after(src) if src is not None and src.key_checkable else None)
+    return Exists(known)
 
 
 def orphaned(d: Draft, key: Column) -> sql.Composable:
     """The scan's `orphaned`: a valid key known neither to the master nor to the source table."""
-    k = key_uuid(key)
-    return sql.SQL("({} AND NOT {} AND NOT {})").format(key_valid(key), in_master(d, k), in_source(d, k))
+    return predicates.orphaned(key, lookup=lookup(d))
+
+
+def not_in_master(d: Draft, key: Column, alias: str = "t") -> sql.Composable:
+    """The scan's `not_in_master`: a valid key the master lacks."""
+    return predicates.not_in_master(key, alias, lookup(d))
 
 
 def master_columns(d: Draft) -> set[str]:
@@ -130,8 +131,8 @@ def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable, limit: i
 
 def missing_from_master(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
     """SELECT DISTINCT sid: the valid keys of `relation` with no master row."""
-    return sql.SQL("SELECT DISTINCT {k} AS sid FROM {t} t WHERE {valid} AND NOT {m}").format(
-        k=key_uuid(key), t=table_ref(relation), valid=key_valid(key), m=in_master(d, key_uuid(key)))
+    return sql.SQL("SELECT DISTINCT {k} AS sid FROM {t} t WHERE {missing}").format(
+        k=key_uuid(key), t=table_ref(relation), missing=not_in_master(d, key))
 
 
 def backfill_all(d: Draft) -> sql.Composable:
@@ -140,7 +141,7 @@ def backfill_all(d: Draft) -> sql.Composable:
 
 
 def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
-    return no_rows(table_ref(relation), sql.SQL("{} AND NOT {}").format(key_valid(key), in_master(d, key_uuid(key))))
+    return no_rows(table_ref(relation), not_in_master(d, key))
 
 
 # rows out ---------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def quarantine_name(k: KeyTable) -> QualifiedName:
 def move_rows(d: Draft, k: KeyTable, predicate: sql.Composable, reason: str,
               now: sql.Composable | None = None) -> tuple[sql.Composable, ...]:
     """Statements that move the rows matching `predicate` to the quarantine table, with every row a
-    cascade would delete, each to its own (one transaction; auditor/cascade.py). `now`: the predicate
+    cascade would delete, each to its own (one transaction; auditor/fix/cascade.py). `now`: the predicate
     as the database is when the plan is made (counts, preflight), when it differs."""
     g = cascade.of_table(d.ctx.catalog, k.table)
     d.removals.setdefault((k.name, reason), (g, now if now is not None else predicate,
@@ -251,7 +252,7 @@ def plan_sessions(d: Draft) -> list[str]:
                 lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
                 depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
                 guard=backfill_guard(d, part, key), changes=(m,), target=m, repairs=REPAIRS_MASTER)).id)
-    bridges = add_bridges(d, tables, create.id, ready, backfills)   # the cutover bridge (auditor/bridge.py)
+    bridges = add_bridges(d, tables, create.id, ready, backfills)   # the cutover bridge (auditor/fix/bridge.py)
     previous_fk: list[str] = []
     last_steps = []
     for k in tables:

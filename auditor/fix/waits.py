@@ -24,7 +24,7 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from .connection import Target, connect
+from ..connection import Target, connect
 
 # What the watched backend waits for and, per blocking backend, what it is (no query text: it may
 # hold conversation text or secrets). pid 0 in pg_blocking_pids is a prepared transaction.

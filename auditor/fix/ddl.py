@@ -16,9 +16,8 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import table_ref
 
-from .catalog import ForeignKey, Table
-from .config import QualifiedName
-from .pgversion import NOT_VALID_FK_ON_PARTITIONED
+from ..catalog import ForeignKey, QualifiedName, Table
+from ..pgversion import NOT_VALID_FK_ON_PARTITIONED
 from .plan import PlanError
 from .steps import Kind, LockMode, Operation, Step
 

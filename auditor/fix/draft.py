@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import QualifiedName
-from .context import AuditContext
+from ..catalog import QualifiedName
+from ..context import AuditContext
 from .ddl import Built
 from .plan import FixOptions
 from .steps import Step
@@ -29,7 +29,7 @@ class Draft:
     migrated: list = field(default_factory=list)    # the key tables the session migration covers
     session_last: list[str] = field(default_factory=list)   # the session migration's last changes
     # (table, reason) -> (cascade graph, the predicate as the database is now, label, moves rows?): each
-    # delete of the plan, for its counts and the preflight's refusals (auditor/cascade.py)
+    # delete of the plan, for its counts and the preflight's refusals (auditor/fix/cascade.py)
     removals: dict[tuple, tuple] = field(default_factory=dict)
     # what the data said, by probe key (`measure_probes`): implied FKs, missing users, early writes
     evidence: dict[str, list[tuple]] = field(default_factory=dict)

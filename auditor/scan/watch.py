@@ -18,35 +18,16 @@ import psycopg
 from psycopg import sql
 
 from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Check, Measure, TableCheck
-from yumai_audit.checks.passes import master_join
-from yumai_audit.checks.predicates import col, key_uuid, table_ref
+from yumai_audit.checks.predicates import Known, col, key_uuid, table_ref
 
-from .config import Config
-from .connection import Target, connect, resolve_target
-from .context import AuditContext, KeyTable
-from .model import CheckResult, Finding, ScanResult, Status
-from .runner import audit_context, select_checks
+from ..config import Config
+from ..connection import Target, connect, resolve_target
+from ..context import AuditContext, KeyTable
+from ..model import CheckResult, Finding, ScanResult, Status
+from .scanner import audit_context, select_checks
 
 Progress = Callable[[str], None]
 NOT_INCREMENTAL = "not incremental (database-wide, catalog or whole-session check): run scan"
-
-
-def _known_lookup(ctx: AuditContext, target: KeyTable) -> sql.Composable:
-    """`kn` for one row, by key: (session_id, in_master) from the master, else from the source table.
-
-    COALESCE evaluates the source lookup only for keys the master does not have.
-    """
-    key = key_uuid(target.key, "t")
-    in_master = sql.SQL("NULL::uuid")
-    if ctx.master is not None and ctx.master_key is not None:
-        in_master = sql.SQL("(SELECT {mk} FROM {m} m WHERE {mk} = {key} LIMIT 1)").format(
-            mk=key_uuid(ctx.master_key, "m"), m=table_ref(ctx.master.name), key=key)
-    in_source = sql.SQL("NULL::uuid")
-    if ctx.source is not None and ctx.source.key_checkable:
-        in_source = sql.SQL("(SELECT {sk} FROM {s} s WHERE {sk} = {key} LIMIT 1)").format(
-            sk=key_uuid(ctx.source.key, "s"), s=table_ref(ctx.source.name), key=key)
-    return sql.SQL("LEFT JOIN LATERAL (SELECT coalesce(x.mk, {src}) AS session_id, x.mk IS NOT NULL AS in_master "
-                   "FROM (SELECT {mst} AS mk) x) kn ON true").format(src=in_source, mst=in_master)
 
 
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql.Composable) -> sql.Composable:
@@ -55,10 +36,10 @@ def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql
     parts = [sql.SQL("FROM (SELECT t0.*, t0.tableoid, t0.ctid FROM {} t0 WHERE {} >= {} OFFSET 0) t").format(
         table_ref(target.name), sql.Identifier("t0", ctx.config.created_at_column), since)]
     if USES_KNOWN in joins:
-        parts.append(_known_lookup(ctx, target))
+        parts.append(Known.of(ctx).join_row(key_uuid(target.key, "t")))
     elif USES_MASTER in joins:
         # the scan's lookup: on the few new rows the planner probes the master's primary key per row
-        parts.append(master_join(ctx, target))
+        parts.append(Known.of(ctx).join_master(key_uuid(target.key)))
     if USES_USERS in joins and target.user is not None and ctx.users is not None:
         uk = ctx.config.users_key
         parts.append(sql.SQL("LEFT JOIN LATERAL (SELECT {k} FROM {users} WHERE {k} = {tu} LIMIT 1) u ON true").format(

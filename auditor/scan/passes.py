@@ -3,7 +3,7 @@
 - Every table gets one statement (`count(*)` and every measure that does not need the set, in one
   read): NULL, malformed and non-canonical keys, unknown users, and keys missing from the master
   (`USES_MASTER`: a join with the master alone, hashed, no DISTINCT when its key is unique).
-- The set of sessions (`checks.passes.session_set`: one row per session of the master, the source
+- The set of sessions (`scan.pass_sql.session_set`: one row per session of the master, the source
   table and the other key tables, with its rows per table and its smallest and largest user id) is
   built once, as a MATERIALIZED CTE of ONE statement that also computes every measure over the set
   (missing master rows, orphans per table, conflicting users, sessions per week) and their samples.
@@ -35,10 +35,10 @@ from psycopg import sql
 
 from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
                                      Measure, Sample, TableCheck, count_where)
-from yumai_audit.checks.passes import sample_pass, session_sample, sessions_by_week, set_statement, table_pass
+from .pass_sql import sample_pass, session_sample, sessions_by_week, set_statement, table_pass
 
-from .context import AuditContext, KeyTable
-from .model import Finding
+from ..context import AuditContext, KeyTable
+from ..model import Finding
 
 SESSIONS = "the set of known sessions"
 SAMPLE = "\0sample"

@@ -38,11 +38,10 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref
+from yumai_audit.checks.predicates import Exists, Known, orphaned, table_ref
 
-from .catalog import Catalog, Reference, Table
-from .config import QualifiedName
-from .errors import AuditError
+from ..catalog import Catalog, QualifiedName, Reference, Table
+from ..errors import AuditError
 from .preflight_checks import columns_unchanged, quarantine_catch_up
 from .steps import LockMode, Step
 
@@ -444,16 +443,11 @@ def widen_orphans(ctx, mode: str, k, step: Step) -> Step:
 def orphaned_now(ctx, k) -> sql.Composable:
     """The orphan predicate over k's rows (alias t) as the database is when the plan is made: the key
     columns of their present type, the master only if it exists (what the counts and the preflight read)."""
-    key = key_uuid(k.key)
-    parts = [key_valid(k.key)]
-    if ctx.master is not None and ctx.key in ctx.master.columns:
-        parts.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {} m WHERE m.{} = {})").format(
-            table_ref(ctx.master.name), sql.Identifier(ctx.key), key))
-    src = ctx.source
-    if src is not None and src.key_checkable:
-        parts.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {} s WHERE {} = {})").format(
-            table_ref(src.name), key_uuid(src.key, "s"), key))
-    return sql.SQL("({})").format(sql.SQL(" AND ").join(parts))
+    master = ctx.master if ctx.master is not None and ctx.key in ctx.master.columns else None
+    src = ctx.source if ctx.source is not None and ctx.source.key_checkable else None
+    known = Known(master.name if master else None, master.columns[ctx.key] if master else None,
+                  src.name if src else None, src.key if src else None)
+    return orphaned(k.key, lookup=Exists(known))
 
 
 def preflight_parts(removals) -> list[sql.Composable]:

@@ -19,8 +19,8 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from .connection import Target, connect
-from .errors import AuditError
+from ..connection import Target, connect
+from ..errors import AuditError
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session
@@ -34,6 +34,7 @@ MISSING = (pgerrors.UndefinedTable, pgerrors.UndefinedColumn, pgerrors.Undefined
 
 Progress = Callable[[str], None]
 StepHook = Callable[[Step, psycopg.Connection], None]
+ResultHook = Callable[[Step, psycopg.Cursor], None]
 
 
 class ConcurrentApply(AuditError):
@@ -46,6 +47,10 @@ class PreflightFailed(AuditError):
 
 class StepFailed(AuditError):
     """A step failed; it was rolled back, earlier steps stay done, a rerun resumes."""
+
+
+class LockBusy(StepFailed):
+    """A step could not take its locks within `lock_timeout`, every try; nothing of it was changed."""
 
 
 class GateClosed(AuditError):
@@ -146,19 +151,25 @@ def refuse_if_running(conn: psycopg.Connection, *, always: bool = False) -> None
 class Executor:
     def __init__(self, target: Target, plan: Plan, *, progress: Progress | None = None,
                  before_first_change: Callable[[list[str]], None] | None = None,
-                 step_hook: StepHook | None = None, max_tries: int = 6, backoff: float = 0.25):
+                 step_hook: StepHook | None = None, results: ResultHook | None = None,
+                 command: str = "fix --apply", max_tries: int = 6, backoff: float = 0.25):
+        """`results`: called with the cursor of a transactional step's last statement, inside its
+        transaction (a maintenance command counts what each batch did); `command`: what the messages
+        tell the user to run again."""
         self.target = target
         self.plan = plan
         self.say = progress or (lambda _m: None)
         self.before_first_change = before_first_change
         self.step_hook = step_hook
+        self.results = results
+        self.command = command
         self.max_tries = max_tries
         self.backoff = backoff
         self.watcher = Watcher(target, self.say)   # what a step waits for, and the bound of CONCURRENTLY
 
     # session ------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
-        return connect(self.target, autocommit=True, application_name="yumai-audit fix")
+        return connect(self.target, autocommit=True, application_name="yumai-audit " + self.command.removesuffix(" --apply"))
 
     def _open(self) -> psycopg.Connection:
         conn = self._connect()
@@ -209,7 +220,11 @@ class Executor:
             with conn.transaction(), self.watcher.watch(pid, step.id):
                 for stmt in block.statements:
                     cur = conn.execute(stmt)
-                    rows += max(cur.rowcount, 0)   # SET's rowcount is -1
+                    rows += max(cur.rowcount, 0)   # SET's and LOCK's rowcount is -1
+                if block.repeat_below is not None:
+                    rows = max(cur.rowcount, 0)    # a batch is measured by its last statement
+                if self.results is not None:
+                    self.results(step, cur)
                 if self.step_hook is not None:
                     self.step_hook(step, conn)
         else:
@@ -225,7 +240,7 @@ class Executor:
                         raise StepFailed(
                             f"step {step.id}: cancelled after waiting {wait.longest:.0f}s (--wait-timeout "
                             f"{self.plan.options.wait_timeout:g}) for {wait.line()}; end or commit that "
-                            "transaction, then run fix --apply again (the invalid index left behind is dropped and "
+                            f"transaction, then run {self.command} again (the invalid index left behind is dropped and "
                             "built again)") from None
             finally:
                 bound_session(conn, self.plan.options.lock_timeout)
@@ -242,9 +257,9 @@ class Executor:
                 held = self.watcher.last
                 who = f", waiting for {held.line()}" if held is not None and held.blockers else ""
                 if attempt == self.max_tries:
-                    raise StepFailed(
+                    raise LockBusy(
                         f"step {step.id}: could not take its {step.lock.label} lock after {attempt} tries "
-                        f"({_first_line(exc)}{who}); nothing of this step was changed: run fix --apply again "
+                        f"({_first_line(exc)}{who}); nothing of this step was changed: run {self.command} again "
                         "when the database is quieter") from None
                 wait = self.backoff * 2 ** (attempt - 1)
                 self.say(f"    {step.id}: lock busy ({_first_line(exc)}{who}); retrying in {wait:.2f}s")
@@ -359,7 +374,7 @@ class Executor:
                     self._gate(conn, step, result, label)
                 except psycopg.Error as exc:
                     raise StepFailed(f"step {step.id} failed: {self.target.scrub(_first_line(exc))}; nothing of "
-                                     "it stays half-done: fix the cause and run fix --apply again") from None
+                                     f"it stays half-done: fix the cause and run {self.command} again") from None
                 continue
             if evaluate_guard(conn, step):
                 result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))
@@ -381,7 +396,7 @@ class Executor:
                 if isinstance(exc, StepFailed):
                     raise
                 raise StepFailed(f"step {step.id} failed: {outcome.detail}; it was rolled back, earlier steps "
-                                 "stay done: fix the cause and run fix --apply again") from None
+                                 f"stay done: fix the cause and run {self.command} again") from None
             outcome.seconds = time.monotonic() - started
             self._journal_end(conn, entry, outcome)
             result.outcomes.append(outcome)

@@ -41,8 +41,8 @@ from yumai_audit.checks.base import Probe
 from yumai_audit.checks.declared import DeclaredFk, Relation, Signature, declared_fks, violation_query
 from yumai_audit.checks.partition_fk_drift import PartitionFkDrift
 
-from .catalog import ForeignKey, Partition, Table
-from .context import AuditContext
+from ..catalog import ForeignKey, Partition, Table
+from ..context import AuditContext
 from .ddl import FkSpec, add_fk, fk_sequence, leading_index_steps, short_name, validate_fk, verify_fks
 from .draft import Draft
 

@@ -31,8 +31,8 @@ from psycopg import sql
 from yumai_audit.checks.base import Probe
 from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref, valid_key_uuid
 
-from .config import QualifiedName
-from .context import AuditContext, KeyTable
+from ..catalog import QualifiedName
+from ..context import AuditContext, KeyTable
 from .ddl import relid, short_name
 from .steps import Kind, LockMode, Operation, Step
 
@@ -271,15 +271,15 @@ def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: in
 
 # --- the gate (--bridge none) ----------------------------------------------------------------------
 
-def gate_step(k: KeyTable, master: QualifiedName, key_after, in_master, sweep: tuple[sql.Composable, ...],
+def gate_step(k: KeyTable, master: QualifiedName, key_after, not_in_master, sweep: tuple[sql.Composable, ...],
               depends_on: list[str]) -> Step:
     """A gate before `k`'s FK. Its first statement measures: the sessions of `k` the master lacks. The
     others are the sweep (the catch-up's statements: register them, or the orphans' mode). The executor
     runs it as: sweep, watch the writes for `--gate-window` seconds (the run's first gate only), measure;
     any session: sweep again (nothing is lost) and stop before the FK."""
     key = key_after(k)
-    measure = sql.SQL("SELECT count(DISTINCT {k}) FROM {t} t WHERE {valid} AND NOT {m}").format(
-        k=key_uuid(key), t=table_ref(k.name), valid=key_valid(key), m=in_master(key_uuid(key)))
+    measure = sql.SQL("SELECT count(DISTINCT {k}) FROM {t} t WHERE {missing}").format(
+        k=key_uuid(key), t=table_ref(k.name), missing=not_in_master(key))
     return Step(
         id=f"gate:{k.name}", description=f"Gate (--bridge none): register what {master} lacks, watch the writes; "
         f"sessions written to {k.name} meanwhile that {master} lacks stop the apply before the foreign key",
@@ -323,7 +323,7 @@ def add_gate(d, k: KeyTable, before_fk: list[str]) -> list[str]:
     sweep = (sp.backfill_all(d),) if src is not None and src.key_checkable else ()
     if not k.is_source:
         sweep += sp.orphan_statements(d, k)
-    return [d.add(gate_step(k, d.master, sp.key_after, lambda key: sp.in_master(d, key), sweep, before_fk)).id]
+    return [d.add(gate_step(k, d.master, sp.key_after, lambda key: sp.not_in_master(d, key), sweep, before_fk)).id]
 
 
 # --- status and removal ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""How the runner turns the checks' declarations into SQL: one aggregate pass per table, one set of
+"""How the scan turns the checks' declarations into SQL: one aggregate pass per table, one set of
 sessions per scan, samples inside the same aggregates.
 
 Pure SQL building, no execution. The aliases are `t` (the table), `kn` (known sessions: one row per
@@ -19,24 +19,13 @@ from psycopg import sql
 
 from yumai_audit.context import AuditContext, KeyTable
 
-from .base import USES_KNOWN, USES_MASTER, USES_USERS, Measure, Sample
-from .predicates import col, key_uuid, key_valid, master_lookup, table_ref, valid_key_uuid
+from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Measure, Sample
+from yumai_audit.checks.predicates import Known, col, key_uuid, key_valid, table_ref, user_sources, valid_key_uuid
 
 
 def known_sessions(ctx: AuditContext) -> sql.Composable:
-    parts = []
-    if ctx.master is not None and ctx.master_key is not None:
-        parts.append(sql.SQL("SELECT {} AS session_id, true AS in_master FROM {} m").format(
-            key_uuid(ctx.master_key, "m"), table_ref(ctx.master.name)))
-    if ctx.source is not None and ctx.source.key_checkable:
-        parts.append(sql.SQL("SELECT {} AS session_id, false AS in_master FROM {} s").format(
-            key_uuid(ctx.source.key, "s"), table_ref(ctx.source.name)))
-    if not parts:
-        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, false AS in_master"))
-    return sql.SQL(
-        "SELECT session_id, bool_or(in_master) AS in_master, bool_or(NOT in_master) AS in_source FROM ({}) x "
-        "WHERE session_id IS NOT NULL GROUP BY session_id"
-    ).format(sql.SQL(" UNION ALL ").join(parts))
+    """The known set (predicates.Known.sessions): one row per key of the master or the source table."""
+    return Known.of(ctx).sessions()
 
 
 def _with(ctx: AuditContext, joins: frozenset[str], target: KeyTable | None = None) -> sql.Composable:
@@ -46,25 +35,14 @@ def _with(ctx: AuditContext, joins: frozenset[str], target: KeyTable | None = No
 
 
 def _source_known(ctx: AuditContext, target: KeyTable) -> sql.Composable:
-    """`kn` for a row of the source table, without reading the known set: the row's own valid key
-    (it is known), in_master looked up in the master alone. The same values the known join gives."""
-    key = key_uuid(target.key)
-    if ctx.master is None or ctx.master_key is None:
-        return sql.SQL("CROSS JOIN LATERAL (SELECT {k} AS session_id, false AS in_master, {k} IS NOT NULL AS in_source) kn"
-                       ).format(k=key)
-    return sql.SQL(
-        "LEFT JOIN (SELECT DISTINCT {mk} AS session_id FROM {master} m) km ON km.session_id = {k} "
-        "CROSS JOIN LATERAL (SELECT {k} AS session_id, km.session_id IS NOT NULL AS in_master, "
-        "{k} IS NOT NULL AS in_source) kn"
-    ).format(mk=key_uuid(ctx.master_key, "m"), master=table_ref(ctx.master.name), k=key)
+    """`kn` for a row of the source table, without reading the known set (predicates.Known.join_own_source)."""
+    return Known.of(ctx).join_own_source(key_uuid(target.key))
 
 
 def master_join(ctx: AuditContext, target: KeyTable) -> sql.Composable:
-    """`kn` (USES_MASTER) for a row of `target` (alias `t`): its key looked up in the master alone; with
-    no master, no key is in it. The scan's table passes and watch use it."""
-    if ctx.master is not None and ctx.master_key is not None:
-        return master_lookup(ctx.master, ctx.master_key, key_uuid(target.key))
-    return sql.SQL("CROSS JOIN LATERAL (SELECT NULL::boolean AS in_master) kn")
+    """`kn` (USES_MASTER) for a row of `target` (alias `t`): its key looked up in the master alone
+    (predicates.Known.join_master). The scan's table passes and watch use it."""
+    return Known.of(ctx).join_master(key_uuid(target.key))
 
 
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> sql.Composable:
@@ -123,20 +101,6 @@ def session_sample(sample: Sample, limit: int) -> sql.Composable:
                         "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
     return sql.SQL("CASE WHEN count(*) FILTER (WHERE {pred}) > 0 THEN {query} END").format(
         pred=sample.predicate, query=query.format(value=sample.value, pred=sample.predicate, n=sql.Literal(limit)))
-
-
-def session_rows(ctx: AuditContext, target: KeyTable) -> sql.Composable:
-    """In the set `kn`: how many rows of `target` carry the session (with USES_SESSION_ROWS)."""
-    return sql.Identifier("kn", f"rows_{ctx.key_tables.index(target)}")
-
-
-def user_sources(ctx: AuditContext) -> list[tuple]:
-    """(table, key column, user column) of every table whose rows name a session's user: the key
-    tables with a user column and a comparable key, and the master if it has a user column."""
-    parts = [(k.table, k.key, k.user) for k in ctx.key_tables if k.user is not None and k.key_checkable]
-    if ctx.master is not None and ctx.master_user is not None and ctx.master_key is not None:
-        parts.append((ctx.master, ctx.master_key, ctx.master_user))
-    return parts
 
 
 _INTEGERS = {"int2", "int4", "int8"}

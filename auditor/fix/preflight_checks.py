@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .config import QualifiedName
+from ..catalog import QualifiedName
 from .ddl import relid
 
 def _tables(names: list[QualifiedName]) -> sql.Composable:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import AuditError
+from ..errors import AuditError
 
 # option field -> (flag, lowest, highest, whether the lowest is allowed, unit)
 FIX_RANGES = {

@@ -12,8 +12,8 @@ import re
 import xml.etree.ElementTree as ET
 from textwrap import dedent
 
-from . import __version__
-from .model import Finding, ScanResult, Severity, Status
+from .. import __version__
+from ..model import Finding, ScanResult, Severity, Status
 
 FORMATS = ("text", "json", "junit", "sarif", "github", "markdown")
 # the files `write_scan` writes beside findings.json, one per CI format
@@ -34,7 +34,7 @@ def target_of(f: Finding) -> str:
 
 
 def verdict(result: ScanResult, judged=None) -> str:
-    """The verdict's label (auditor/verdict.py) when the caller judged the scan, else ready/blocked."""
+    """The verdict's label (auditor/scan/verdict.py) when the caller judged the scan, else ready/blocked."""
     if judged is not None:
         return judged.label
     return "blocked" if result.has_errors else "ready"

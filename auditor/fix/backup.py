@@ -28,10 +28,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .config import QualifiedName
-from .connection import Target, connect, resolve_target
-from .errors import AuditError
-from .pgversion import TRANSACTION_TIMEOUT, major as pg_major
+from ..catalog import QualifiedName
+from ..connection import Target, connect, resolve_target
+from ..errors import AuditError
+from ..pgversion import TRANSACTION_TIMEOUT, major as pg_major
 
 LOCK_WAIT_SECONDS = 60     # pg_dump waits at most this long for each table's ACCESS SHARE lock
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")

@@ -6,7 +6,7 @@ from what the draft holds (tables, index names, referenced tables), and the step
 """
 from __future__ import annotations
 
-from .context import AuditContext
+from ..context import AuditContext
 from .ddl import PG_NOT_VALID_ON_PARTITIONED, FkSpec, short_name
 from .draft import Draft
 from .plan import FixOptions, Plan, PlanError, order_steps

@@ -299,8 +299,8 @@ FROM sessions GROUP BY 1 ORDER BY 1 DESC LIMIT %(limit)s
 @pytest.mark.parametrize("limit", [260, 3])
 def test_sessions_by_week_over_the_set_match_a_query_written_by_hand(db, limit):
     from yumai_audit.checks.predicates import UUID_INPUT_PATTERN
-    from yumai_audit.passes_run import TablePasses
-    from yumai_audit.runner import _Timer, audit_context, select_checks
+    from yumai_audit.scan.passes import TablePasses
+    from yumai_audit.scan.scanner import _Timer, audit_context, select_checks
 
     build_demo_database(db.conninfo)
     db.execute("""

@@ -1,7 +1,7 @@
 """The plan's data types: the options of `fix`, the ordered steps, and how they are ordered.
 
 Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`) fill a
-`Draft` (auditor/draft.py) with steps, `planner.build_plan` orders them into a `Plan`.
+`Draft` (auditor/fix/draft.py) with steps, `planner.build_plan` orders them into a `Plan`.
 """
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import dataclasses
 import graphlib
 from dataclasses import dataclass, field
 
-from .errors import AuditError
+from ..errors import AuditError
 from .limits import check_ranges
 from .steps import Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
-BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/bridge.py)
+BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/fix/bridge.py)
 MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 # `--master-user-delete`: what deleting a user does to the master's sessions of that user
 MASTER_USER_DELETE_MODES = ("set-null", "no-action")
@@ -60,7 +60,7 @@ class FixOptions:
         "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: auto, on the "
         "source table and on every key table whose rows show the application writing it before a session's first "
         "message; source, on the source table only; all, on every key table; none (then a gate stops the apply, "
-        "exit 1, while the application writes unregistered sessions). See auditor/bridge.py.", default="auto",
+        "exit 1, while the application writes unregistered sessions). See auditor/fix/bridge.py.", default="auto",
         choices=BRIDGE_MODES)
     master_user_delete: str = option(
         "--master-user-delete", "The master the fix creates references the users table: when the application "
@@ -96,7 +96,7 @@ class FixOptions:
             raise PlanError("batch size must be at least 1")
         if not 0 < self.lock_timeout < float("inf"):
             raise PlanError("--lock-timeout must be a positive number of seconds")
-        check_ranges(self, PlanError)   # auditor/limits.py
+        check_ranges(self, PlanError)   # auditor/fix/limits.py
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-from .pgversion import CLIENT_CONNECTION_CHECK
+from ..pgversion import CLIENT_CONNECTION_CHECK
 
 
 class LockMode(enum.IntEnum):
@@ -66,16 +66,19 @@ class Operation(str, enum.Enum):
     FK_VALIDATE = "fk-validate"             # VALIDATE CONSTRAINT
     MISSING_USERS = "missing-users"         # rows naming a user that does not exist: set NULL (recorded) or quarantined
     VERIFY = "verify"                       # a check: what the steps were to achieve is there
-    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/bridge.py)
+    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/fix/bridge.py)
+    CLOSE_IDLE = "close-idle"               # maintenance: idle sessions marked ended (sessions close-idle)
+    PRUNE = "prune"                         # maintenance: old sessions deleted with their rows (sessions prune)
     GATE = "gate"                           # --bridge none: stop before the FK while sessions go unregistered
 
 
 class Kind(str, enum.Enum):
     CHANGE = "change"      # runs its statements (in one transaction when transactional)
-    BATCHED = "batched"    # runs its one statement in a transaction of its own until it affects no row
+    BATCHED = "batched"    # runs its statements in a transaction of their own, again and again, until the
+                           # last one affects fewer rows than a batch (those before it: LOCK TABLE, no rows)
     CHECK = "check"        # a query whose rows are problems; any row stops the run
     GATE = "gate"          # measures (its first statement); stops the run when that counts a problem,
-                           # after running its other statements (see auditor/bridge.py)
+                           # after running its other statements (see auditor/fix/bridge.py)
 
     @property
     def inspects(self) -> bool:
@@ -103,15 +106,15 @@ class Step:
     operation: Operation = field(kw_only=True)  # what the step does (never read from its id)
 
     def __post_init__(self):
-        if self.kind is Kind.BATCHED and len(self.statements) != 1:
-            raise ValueError(f"step {self.id}: a batched step runs exactly one statement")
+        if self.kind is Kind.BATCHED and not self.statements:
+            raise ValueError(f"step {self.id}: a batched step runs at least one statement")
 
     @property
     def takes_lock_timeout(self) -> bool:
         """Every statement of a transactional step runs under `lock_timeout`, with retries: table locks
         that could queue writers, and the row locks of a DELETE or INSERT (a FOR UPDATE on an orphan row
         would otherwise hold the step for as long as its owner likes). CONCURRENTLY steps are watched
-        instead (auditor/waits.py)."""
+        instead (auditor/fix/waits.py)."""
         return self.transactional
 
     def sql_text(self) -> str:
@@ -133,8 +136,8 @@ class Step:
 @dataclass(frozen=True)
 class Block:
     """The statements of one step as they are sent: in one transaction when `transactional` (a
-    batched step: that transaction again and again, until it affects fewer than `repeat_below`
-    rows), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
+    batched step: that transaction again and again, until its last statement affects fewer than
+    `repeat_below` rows), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
 
     statements: tuple[sql.Composable, ...]
     transactional: bool
@@ -168,18 +171,3 @@ def step_block(step: Step, lock_timeout: float, batch_size: int) -> Block:
         return Block((sql.SQL("SET lock_timeout = 0"),) + step.statements, transactional=False)
     return Block((sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(wait)),) + step.statements,
                  transactional=True, repeat_below=batch_size if step.kind is Kind.BATCHED else None)
-
-
-def step_repairs(repairs, target: str, column: str, changes, check: str, table: str, finding_column: str | None,
-                 parents: dict[str, str] | None = None) -> bool:
-    """Whether a step (its declared `repairs`, `target`, `column`, `changes`) repairs a finding of
-    `check` on `table` (and `finding_column`). A partition counts as its parent (`parents`). The one
-    rule the report, the verdict and `apply`'s after-check all use."""
-    if check not in (repairs or ()):
-        return False
-    parents = parents or {}
-    touched = {target, *(changes or ())}
-    touched |= {parents.get(t, t) for t in touched}
-    if table not in touched:
-        return False
-    return not column or not finding_column or column == finding_column

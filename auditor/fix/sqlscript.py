@@ -28,7 +28,7 @@ def _dollar_quoted(body: str) -> str:
 
 def render_block(block: Block, step: Step | None = None) -> list[str]:
     """The statements of a block as psql runs them; a statement of `step` that breaks a linter rule on
-    purpose gets the reason and Squawk's ignore comment above it (auditor/lint.py)."""
+    purpose gets the reason and Squawk's ignore comment above it (auditor/fix/lint.py)."""
     body = []
     for statement in block.statements:
         text = statement.as_string(None)
@@ -73,13 +73,15 @@ def render_step(step: Step, number: int, total: int, block: Block, done: bool | 
     return "\n".join(lines)
 
 
-def render_script(plan: Plan) -> str:
-    """The whole plan as one SQL script, runnable with psql (not in --single-transaction: CONCURRENTLY)."""
+def render_script(plan: Plan, title: str | None = None, options: tuple[str, ...] | None = None) -> str:
+    """The whole plan as one SQL script, runnable with psql (not in --single-transaction: CONCURRENTLY).
+    `title`: the head line (default: fix's); `options`: the option names it lists (default: all)."""
+    shown = plan.options.to_dict()
     head = [
-        "-- yumai-audit fix: the session_master migration, step by step"
-        + (" (and the schema's implied and drifting foreign keys)" if "schema" in plan.options.include else ""),
+        title or ("-- yumai-audit fix: the session_master migration, step by step"
+                  + (" (and the schema's implied and drifting foreign keys)" if "schema" in plan.options.include else "")),
         f"-- server_version_num {plan.server_version_num}; options: "
-        + ", ".join(f"{k}={v}" for k, v in plan.options.to_dict().items()),
+        + ", ".join(f"{k}={v}" for k, v in shown.items() if options is None or k in options),
     ]
     head += [f"-- note: {n}" for n in plan.notes]
     head += ["-- the migration session's settings"] + [s.as_string(None) + ";"

@@ -5,30 +5,37 @@
   that last activity.
 - `prune`: inactive sessions that ended before a cutoff are deleted; `ON DELETE CASCADE` takes their
   rows in every key table with them, and whatever the foreign keys of other tables do in turn
-  (auditor/cascade.py: cascades at any depth, SET NULL / SET DEFAULT, RESTRICT / NO ACTION). The dry
+  (auditor/fix/cascade.py: cascades at any depth, SET NULL / SET DEFAULT, RESTRICT / NO ACTION). The dry
   run counts exactly those rows, table by table; the apply deletes in batches of at most `batch_size`
   sessions, one short transaction each, with a `lock_timeout`, and counts the same way per batch. Rows
   of a RESTRICT / NO ACTION key that a delete would meet make the apply refuse before any change.
 
-Both are dry runs unless `apply=True`. Each batch either commits whole or not at all; running again
-resumes where an interrupted run stopped.
+Both are dry runs unless `apply=True`. Each is a plan of one batched step (`Operation.CLOSE_IDLE`,
+`Operation.PRUNE`) that `executor.Executor` runs as it runs `fix`: lock waits retried with backoff,
+the journal (`yumai_audit.journal`), one apply at a time per database (its advisory lock), and the
+same statements `render_script` writes for `--sql`. Each batch either commits whole or not at all;
+running again resumes where an interrupted run stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
 import psycopg
-from psycopg import errors as pgerrors
 from psycopg import sql
 
-from . import cascade as fk_cascade
-from .config import Config
-from .connection import Target, connect, resolve_target
-from .context import AuditContext, KeyTable
-from .errors import AuditError
-from .runner import audit_context
+from ..fix import cascade as fk_cascade
+from ..config import Config
+from ..connection import Target, connect, resolve_target
+from ..context import AuditContext, KeyTable
+from ..errors import AuditError
+from ..fix.executor import Executor, LockBusy
+from ..fix.guards import no_rows
+from ..fix.plan import FixOptions, Plan
+from ..scan.scanner import audit_context
+from ..fix.steps import Kind, LockMode, Operation, Step
 from yumai_audit.checks.predicates import col, key_uuid, table_ref
 
 Progress = Callable[[str], None]
@@ -36,8 +43,8 @@ DEFAULT_BATCH = 500
 DEFAULT_LOCK_TIMEOUT = 5.0
 
 
-class LifecycleError(AuditError):
-    """The master or the key tables are not in the shape the lifecycle commands need."""
+class MaintenanceError(AuditError):
+    """The master or the key tables are not in the shape the maintenance commands need."""
 
 
 @dataclass
@@ -49,6 +56,7 @@ class CloseIdleResult:
     closed: int = 0
     batches: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    plan: Plan | None = None    # what --apply runs (and --sql writes)
 
 
 @dataclass
@@ -64,6 +72,7 @@ class PruneResult:
     changed: dict[str, int] = field(default_factory=dict)    # rows ON DELETE SET NULL / SET DEFAULT changes
     blocked: dict[str, int] = field(default_factory=dict)    # rows of RESTRICT / NO ACTION keys: the delete fails
     changed_rows: dict[str, int] = field(default_factory=dict)
+    plan: Plan | None = None    # what --apply runs (and --sql writes)
 
 
 def _target(target: Target | str | None) -> Target:
@@ -73,11 +82,11 @@ def _target(target: Target | str | None) -> Target:
 def _check_master(ctx: AuditContext, *columns: str) -> None:
     master = ctx.config.master
     if ctx.master is None:
-        raise LifecycleError(f"the session master {master} does not exist (run the migration first)")
+        raise MaintenanceError(f"the session master {master} does not exist (run the migration first)")
     needed = (ctx.key, *columns)
     missing = [c for c in needed if c not in ctx.master.columns]
     if missing:
-        raise LifecycleError(f"the session master {master} has no column {missing[0]!r}")
+        raise MaintenanceError(f"the session master {master} has no column {missing[0]!r}")
 
 
 def _matches(kt: KeyTable, ctx: AuditContext) -> sql.Composable:
@@ -114,23 +123,51 @@ def _open(target: Target | str | None, lock_timeout: float) -> psycopg.Connectio
     return conn
 
 
-def _batches(conn: psycopg.Connection, step: Callable[[], int], what: str, lock_timeout: float,
-             say: Progress) -> list[int]:
-    """Run `step` (one bounded batch) in its own transaction until it reports 0 rows."""
+SCRIPT_OPTIONS = ("batch_size", "lock_timeout")   # the plan options a maintenance script lists
+
+
+def script_title(command: str) -> str:
+    """The head line of a maintenance command's `--sql` script."""
+    return f"-- yumai-audit sessions {command}: batches, each its own transaction (the plan --apply runs)"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """A maintenance plan's options: what the executor and `render_script` read of `Plan.options`. Not
+    `FixOptions`: these commands keep their own ranges (the CLI's), e.g. a lock_timeout beyond fix's hour."""
+    batch_size: int
+    lock_timeout: float
+    wait_timeout: float = FixOptions.wait_timeout   # no CONCURRENTLY step here: never waited on
+    gate_window: float = 0.0                        # no gate here
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _plan(conn: psycopg.Connection, step: Step, batch_size: int, lock_timeout: float) -> Plan:
+    """A plan of the one batched step, with the options the executor reads (batch size, lock_timeout)."""
+    return Plan([step], conn.info.server_version, BatchOptions(batch_size, lock_timeout))
+
+
+def _execute(target: Target | str | None, plan: Plan, command: str, what: str, say: Progress,
+             batch: Callable[[psycopg.Cursor], int]) -> list[int]:
+    """Run the plan with the executor; `batch` reads a batch's last statement (in its transaction) and
+    returns how many `what` it did. Returns the per-batch counts."""
     done: list[int] = []
-    while True:
-        try:
-            with conn.transaction():
-                _lock_timeout(conn, lock_timeout)
-                n = step()
-        except pgerrors.LockNotAvailable:
-            raise AuditError(
-                f"batch {len(done) + 1} waited more than {lock_timeout:g}s for a lock and was rolled back; "
-                f"{sum(done)} {what} in {len(done)} earlier batch(es) are committed; run again to resume") from None
-        if not n:
-            return done
-        done.append(n)
-        say(f"batch {len(done)}: {n} {what} (total {sum(done)})")
+
+    def results(step: Step, cur: psycopg.Cursor) -> None:
+        n = batch(cur)
+        if n:
+            done.append(n)
+            say(f"batch {len(done)}: {n} {what} (total {sum(done)})")
+
+    try:
+        Executor(_target(target), plan, progress=say, results=results, command=f"sessions {command} --apply").run()
+    except LockBusy as exc:
+        raise AuditError(
+            f"batch {len(done) + 1} waited more than {plan.options.lock_timeout:g}s for a lock and was rolled back "
+            f"({exc}); {sum(done)} {what} in {len(done)} earlier batch(es) are committed; run again to resume") from None
+    return done
 
 
 # --- close idle sessions -------------------------------------------------------------------------
@@ -166,7 +203,7 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
         _check_master(ctx, "is_active", "session_end")
         tables, notes = _activity_tables(ctx)
         if not tables and "session_start" not in ctx.master.columns:
-            raise LifecycleError("no key table has a column "
+            raise MaintenanceError("no key table has a column "
                                  f"{config.created_at_column!r} and the master has no session_start: "
                                  "no way to tell when a session was last active")
         cutoff = _cutoff(conn, idle)
@@ -175,9 +212,6 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
         active, n_idle = conn.execute(sql.SQL(
             "SELECT count(*) FILTER (WHERE m.is_active IS NOT FALSE), count(*) FILTER (WHERE {}) FROM {} m"
         ).format(idle_pred, master)).fetchone()
-        result = CloseIdleResult(cutoff=cutoff, active=active, idle=n_idle, applied=apply, notes=notes)
-        if not apply or not n_idle:
-            return result
         update = sql.SQL(
             "WITH batch AS (SELECT m.{key} FROM {master} m WHERE {idle} ORDER BY m.{key} LIMIT {n} "
             "FOR UPDATE SKIP LOCKED) "
@@ -185,9 +219,19 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
             "session_end = coalesce(m.session_end, {last}, CURRENT_TIMESTAMP) "
             "FROM batch WHERE m.{key} = batch.{key}"
         ).format(key=key, master=master, idle=idle_pred, n=sql.Literal(batch_size), last=_last_activity(ctx, tables))
-        result.batches = _batches(conn, lambda: conn.execute(update).rowcount, "sessions closed", lock_timeout, say)
-        result.closed = sum(result.batches)
+        step = Step(id="close-idle", operation=Operation.CLOSE_IDLE, kind=Kind.BATCHED,
+                    description=f"Close the sessions of {ctx.master.name} idle since {cutoff.isoformat()} "
+                                f"(batches of {batch_size})",
+                    statements=(update,), lock=LockMode.ROW_EXCLUSIVE, tables=(str(ctx.master.name),),
+                    guard=no_rows(master, idle_pred, "m"), changes=(str(ctx.master.name),),
+                    target=str(ctx.master.name))
+        plan = _plan(conn, step, batch_size, lock_timeout)
+        result = CloseIdleResult(cutoff=cutoff, active=active, idle=n_idle, applied=apply, notes=notes, plan=plan)
+    if not apply or not n_idle:
         return result
+    result.batches = _execute(target, plan, "close-idle", "sessions closed", say, lambda cur: max(cur.rowcount, 0))
+    result.closed = sum(result.batches)
+    return result
 
 
 # --- prune old sessions --------------------------------------------------------------------------
@@ -200,7 +244,7 @@ def _check_cascades(ctx: AuditContext) -> None:
         if not any(fk.on_delete == "c" for fk in fks):
             bad.append(f"{kt.name} ({'no foreign key' if not fks else 'foreign key without ON DELETE CASCADE'})")
     if bad:
-        raise LifecycleError(
+        raise MaintenanceError(
             f"prune needs every key table to reference {ctx.config.master_reference} ON DELETE CASCADE; "
             f"not so: {', '.join(bad)}")
 
@@ -234,42 +278,55 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
         with conn.transaction():   # one snapshot for the preview
             sessions = conn.execute(sql.SQL("SELECT count(*) FROM {} m WHERE {}").format(master, candidate)).fetchone()[0]
             preview = reach(sql.SQL("t.is_active IS FALSE AND t.session_end < {}").format(sql.Literal(cutoff)))
-        result = PruneResult(cutoff=cutoff, sessions=sessions, cascade=preview["delete"], applied=apply,
-                             changed=preview["change"], blocked={t: n for t, n in preview["block"].items() if n})
-        if not apply or not sessions:
-            return result
-        if result.blocked:
-            raise LifecycleError("prune would fail, nothing was deleted: " + ", ".join(
-                f"{n} row(s) of {t} reference the sessions' rows through a RESTRICT / NO ACTION foreign key"
-                for t, n in result.blocked.items()))
-        result.deleted_rows = {name: 0 for name in result.cascade}
-        result.changed_rows = {name: 0 for name in result.changed}
-        pick = sql.SQL("SELECT m.{key} FROM {master} m WHERE {cand} ORDER BY m.{key} LIMIT {n} FOR UPDATE SKIP LOCKED").format(
-            key=key, master=master, cand=candidate, n=sql.Literal(batch_size))
-        delete = sql.SQL("DELETE FROM {master} WHERE {key} = ANY(%s)").format(master=master, key=key)
-        # the picked master rows are locked FOR UPDATE: no new row can reference them meanwhile, but a row of
-        # a table further down could start referencing a row the cascade deletes: those tables are locked
+        # one batch, one statement: the sessions picked (locked FOR UPDATE: no new row can reference them
+        # meanwhile), what deleting them reaches counted on the statement's snapshot (before the cascades,
+        # which run at its end), the delete, each deleted session returning those counts
+        batch = sql.SQL("SELECT m.{key} AS sid FROM {master} m WHERE {cand} ORDER BY m.{key} LIMIT {n} "
+                        "FOR UPDATE SKIP LOCKED").format(key=key, master=master, cand=candidate, n=sql.Literal(batch_size))
+        delete = sql.SQL(
+            "WITH batch AS MATERIALIZED ({batch}), reached (what, schema_name, table_name, n) AS ({reach}) "
+            "DELETE FROM {master} d USING batch b WHERE d.{key} = b.sid "
+            "RETURNING (SELECT jsonb_agg(jsonb_build_array(what, schema_name, table_name, n)) FROM reached)").format(
+            batch=batch, reach=fk_cascade.count_query(g, sql.SQL("t.{} IN (SELECT sid FROM batch)").format(key)),
+            master=master, key=key)
+        # a row of a table further down could start referencing a row the cascade deletes: those tables are locked
         direct = {e.child for e in g.cascades + g.changes if e.parent == g.root}
         deeper = {e.child for e in g.cascades + g.changes if e.parent != g.root}
         lock = [t for t in g.locked if t not in direct or t in deeper]
-
-        def step() -> int:
-            keys = [r[0] for r in conn.execute(pick).fetchall()]
-            if not keys:
-                return 0
-            if lock:
-                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.SQL(", ").join(map(table_ref, lock))))
-            counted = reach(sql.SQL("t.{} = ANY({})").format(key, sql.Literal(keys)))
-            if any(counted["block"].values()):
-                raise LifecycleError(f"batch {len(result.batches) + 1} would fail: rows of "
-                                     f"{', '.join(t for t, n in counted['block'].items() if n)} reference its "
-                                     "sessions' rows through a RESTRICT / NO ACTION foreign key; it was rolled back")
-            for name, n in counted["delete"].items():
-                result.deleted_rows[name] = result.deleted_rows.get(name, 0) + n
-            for name, n in counted["change"].items():
-                result.changed_rows[name] = result.changed_rows.get(name, 0) + n
-            return conn.execute(delete, (keys,)).rowcount
-
-        result.batches = _batches(conn, step, "sessions deleted", lock_timeout, say)
-        result.deleted_sessions = sum(result.batches)
+        statements = (sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.SQL(", ").join(map(table_ref, lock))),) \
+            if lock else ()
+        name = str(ctx.master.name)
+        step = Step(id="prune", operation=Operation.PRUNE, kind=Kind.BATCHED,
+                    description=f"Delete the inactive sessions of {name} that ended before {cutoff.isoformat()}, "
+                                f"with their rows (ON DELETE CASCADE; batches of {batch_size})",
+                    statements=statements + (delete,), lock=LockMode.SHARE if lock else LockMode.ROW_EXCLUSIVE,
+                    tables=(name, *map(str, lock)), guard=no_rows(master, candidate, "m"),
+                    changes=(name, *map(str, g.reached)), target=name)
+        plan = _plan(conn, step, batch_size, lock_timeout)
+    result = PruneResult(cutoff=cutoff, sessions=sessions, cascade=preview["delete"], applied=apply,
+                         changed=preview["change"], blocked={t: n for t, n in preview["block"].items() if n}, plan=plan)
+    if not apply or not sessions:
         return result
+    if result.blocked:
+        raise MaintenanceError("prune would fail, nothing was deleted: " + ", ".join(
+            f"{n} row(s) of {t} reference the sessions' rows through a RESTRICT / NO ACTION foreign key"
+            for t, n in result.blocked.items()))
+    result.deleted_rows = {name: 0 for name in result.cascade}
+    result.changed_rows = {name: 0 for name in result.changed}
+
+    def batch_done(cur: psycopg.Cursor) -> int:
+        """A batch's deleted sessions (one returned row each) and what they took with them."""
+        rows = cur.fetchall()
+        counted = {"delete": {}, "change": {}, "block": {}}
+        for what, schema, table, n in (rows[0][0] or []) if rows else []:
+            if (schema, table) != (ctx.master.name.schema, ctx.master.name.name) or what != "delete":
+                counted[what][f"{schema}.{table}"] = counted[what].get(f"{schema}.{table}", 0) + n
+        for table, n in counted["delete"].items():
+            result.deleted_rows[table] = result.deleted_rows.get(table, 0) + n
+        for table, n in counted["change"].items():
+            result.changed_rows[table] = result.changed_rows.get(table, 0) + n
+        return len(rows)
+
+    result.batches = _execute(target, plan, "prune", "sessions deleted", say, batch_done)
+    result.deleted_sessions = sum(result.batches)
+    return result

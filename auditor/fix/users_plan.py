@@ -32,7 +32,7 @@ from psycopg import sql
 from yumai_audit.checks.base import Probe
 from yumai_audit.checks.predicates import col, table_ref
 
-from .context import AuditContext, KeyTable
+from ..context import AuditContext, KeyTable
 from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name, verify_fks
 from .draft import Draft
 from .session_plan import move_rows, quarantine_name

@@ -17,11 +17,10 @@ from typing import Callable
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from yumai_audit.checks.passes import known_sessions
-from yumai_audit.checks.predicates import col, key_uuid, table_ref
+from yumai_audit.checks.predicates import JOINED, Known, col, key_uuid, table_ref
 
-from .bridge import scan_stats
-from .context import AuditContext
+from ..fix.bridge import scan_stats
+from ..context import AuditContext
 
 Execute = Callable[[sql.Composable], list[tuple]]
 
@@ -58,10 +57,10 @@ def sessions_by_week_query(ctx: AuditContext, tables: list) -> sql.Composable:
         "SELECT to_char(date_trunc('week', s.first_at), 'YYYY-MM-DD') AS week, "
         "count(*) FILTER (WHERE kn.in_master) AS registered, "
         "count(*) FILTER (WHERE kn.session_id IS NOT NULL AND NOT kn.in_master) AS missing, "
-        "count(*) FILTER (WHERE kn.session_id IS NULL) AS orphaned "
+        "count(*) FILTER (WHERE {orphaned}) AS orphaned "
         "FROM sessions s LEFT JOIN known kn ON kn.session_id = s.session_id "
         "GROUP BY 1 ORDER BY 1 DESC LIMIT {limit}").format(
-        known=known_sessions(ctx), firsts=firsts, limit=sql.Literal(MAX_WEEKS + 1))
+        known=Known.of(ctx).sessions(), orphaned=JOINED.unknown(sql.SQL("s.session_id")), firsts=firsts, limit=sql.Literal(MAX_WEEKS + 1))
 
 
 def partition_rows_query(table) -> sql.Composable:
@@ -82,7 +81,7 @@ def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] |
     """The report's chart data (JSON-serialisable). A query that fails with a timeout is noted, not raised.
 
     `weeks_rows`: the sessions per week already counted by the scan's pass over its set of sessions
-    (the runner passes them); without them the weekly query runs here."""
+    (the scanner passes them); without them the weekly query runs here."""
     out: dict = {"created_at_column": ctx.config.created_at_column}
     used, skipped = week_tables(ctx)
     out["sessions_by_week_tables"] = [str(k.name) for k, _ in used]

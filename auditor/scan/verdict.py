@@ -28,11 +28,25 @@ import enum
 from dataclasses import dataclass
 from datetime import date
 
-from .config import Acceptance
-from .model import CheckResult, Finding, ScanResult, Severity, Status
-from .steps import step_repairs
+from ..config import Acceptance
+from ..model import CheckResult, Finding, ScanResult, Severity, Status
 
 FK_CHECKS = ("unconstrained_fk", "unvalidated_fk")
+
+
+def step_repairs(repairs, target: str, column: str, changes, check: str, table: str, finding_column: str | None,
+                 parents: dict[str, str] | None = None) -> bool:
+    """Whether a step (its declared `repairs`, `target`, `column`, `changes`) repairs a finding of
+    `check` on `table` (and `finding_column`). A partition counts as its parent (`parents`). The one
+    rule the report, the verdict and `apply`'s after-check all use."""
+    if check not in (repairs or ()):
+        return False
+    parents = parents or {}
+    touched = {target, *(changes or ())}
+    touched |= {parents.get(t, t) for t in touched}
+    if table not in touched:
+        return False
+    return not column or not finding_column or column == finding_column
 
 
 class State(str, enum.Enum):
@@ -208,7 +222,7 @@ def _ref_table(finding: Finding) -> str | None:
 def repairing_steps(finding: Finding, plan: dict | None, parents: dict[str, str] | None = None) -> list[dict]:
     """The steps of `plan` (dicts, as plan.json has them) that declare they repair this finding.
 
-    A step with a `target` (yumai-audit's) is matched by `steps.step_repairs`, the one rule the
+    A step with a `target` (yumai-audit's) is matched by `step_repairs`, the one rule the
     report, the verdict and `apply`'s after-check share (check in `repairs`, the finding's table its
     target or a table it changes, the same column). A saved step without one (an older plan.json) is
     matched on the tables it names; for an FK finding the step, or a step it follows, must name the

@@ -8,7 +8,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from . import cascade
-from .config import QualifiedName
+from ..catalog import QualifiedName
 from .ddl import relid
 from .draft import Draft
 from .preflight_checks import refusals
@@ -45,7 +45,7 @@ def preflight(d: Draft) -> Step:
     ]
     if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
         parts = parts[1:4]
-    parts += refusals(d.ctx, d.options, tables, list(dict.fromkeys(d.altered)))   # auditor/preflight_checks.py
+    parts += refusals(d.ctx, d.options, tables, list(dict.fromkeys(d.altered)))   # auditor/fix/preflight_checks.py
     if d.index_claims:
         # An index step drops an invalid index of its own name before building it: that name must not
         # belong to an index on another table or column (which would be dropped).
