@@ -151,7 +151,7 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
 
         wanted += users_plan.probes(ctx)
     if fix_options.bridge in ("auto", "source"):
-        from . import bridge as bridge_plan
+        from .fix import bridge as bridge_plan
 
         wanted += bridge_plan.probes(ctx)
     if wanted:
