@@ -1,4 +1,10 @@
-"""The public Python API: what the CLI calls, usable from scripts and tests."""
+"""The public Python API: what the CLI calls, usable from scripts and tests.
+
+The CLI (cli.py) imports this module, `model` and `errors` only: what a command needs beyond
+scan / plan / apply / report (its configuration and target, the sessions and watch commands, the
+demo, the bridge, the `--sql` script, the output formats and files) is reached from here, in the
+sections at the end of this file.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,20 +13,28 @@ from pathlib import Path
 
 from psycopg import errors as pgerrors
 
-from .config import Config
+from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
 
 from .catalog import QualifiedName
-from .connection import Target, connect, resolve_target
+from .connection import Target, connect, resolve_target, scrub
+from .durations import parse_duration, parse_since
 from .errors import AuditError, ConfigError
+from .fix.backup import backup_hook
+from .fix.bridge import bridge_line
 from .fix.executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
+from .maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
 from .model import ScanResult
-from .outputs import ensure_dir, out_lock, write_csv, write_formats, write_json, write_text
+from .outputs import (append_step_summary, check_writable_file, ensure_dir, out_lock, write_csv, write_formats,
+                      write_json, write_text)
+from .progress import LiveProgress
 from .pgversion import CLIENT_CONNECTION_CHECK
 from .fix.plan import FixOptions, Plan, PlanError
 from .fix.planner import build_plan
 from .scan.scanner import Progress, audit_context, run_scan
+from .scan.watch import watch
 from .fix.sqlscript import render_script
-from .scan.verdict import apply_severity, judge, partition_parents, step_repairs
+from .scan.formats import FORMATS, RENDERERS
+from .scan.verdict import apply_severity, judge, partition_parents, step_repairs, summary_line, summary_lines
 from .fix.waits import bound_session
 
 
@@ -361,3 +375,36 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
                                      ) from None
                 time.sleep(backoff * 2 ** (attempt - 1))
     return []
+
+
+# --- what the commands need beyond scan / plan / apply / report -------------------------------------
+# Imported above and part of this API as they are (their own modules document them):
+#   configuration and target: load_config, env_dsn, resolve_target, scrub (a message without the DSN's
+#     secrets), MAX_TIMEOUT_SECONDS; parse_duration, parse_since (the --idle / --older-than / --since values)
+#   sessions close-idle | prune: close_idle, prune (auditor/maintenance/sessions.py)
+#   watch: watch (auditor/scan/watch.py)
+#   fix --apply: backup_hook (auditor/fix/backup.py); the bridge: bridge_line (the scan summary's line)
+#   the verdict's terminal lines: summary_line, summary_lines (auditor/scan/verdict.py)
+#   output: FORMATS, ensure_dir, check_writable_file, write_text, append_step_summary, LiveProgress
+
+
+def plan_script(plan: Plan) -> str:
+    """The annotated SQL script of a `fix` plan: what `fix --sql` writes and `fix --apply` runs."""
+    return render_script(plan)
+
+
+def sessions_script(plan: Plan, command: str) -> str:
+    """The annotated SQL script of a `sessions close-idle|prune` plan (`command`): what its --sql writes."""
+    return render_script(plan, script_title(command), SCRIPT_OPTIONS)
+
+
+def render_format(result: ScanResult, fmt: str, verdict=None) -> str:
+    """`result` in one of FORMATS other than text (json, junit, sarif, github, markdown)."""
+    return RENDERERS[fmt](result, verdict)
+
+
+def demo_config() -> Config:
+    """The demo's configuration (the defaults plus its decisions): what `demo` applies and judges with."""
+    from .demo import decisions_config
+
+    return decisions_config()

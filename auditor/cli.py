@@ -10,15 +10,11 @@ import sys
 from pathlib import Path
 
 import click
-import psycopg
 
 from . import __version__
-from .config import MAX_TIMEOUT_SECONDS, env_dsn, load_config
-from .connection import resolve_target, scrub
-from .errors import AuditError, database_error_line
-from .scan.formats import FORMATS
+from .api import FORMATS, MAX_TIMEOUT_SECONDS, env_dsn, load_config, resolve_target, scrub, summary_line, summary_lines
+from .errors import AuditError, DatabaseError, database_error_line
 from .model import ScanResult, Severity, Status
-from .scan.verdict import summary_line, summary_lines
 
 DEFAULT_OUT = "./yumai-audit-report"
 _SECRETS: set[str] = set()   # the secrets of the DSN in use, for the last line of defence in AuditGroup
@@ -42,7 +38,7 @@ class AuditGroup(click.Group):
         except AuditError as exc:
             click.echo(f"yumai-audit: error: {scrub(str(exc), _SECRETS)}", err=True)
             sys.exit(exc.exit_code)
-        except psycopg.Error as exc:
+        except DatabaseError as exc:
             click.echo(f"yumai-audit: {scrub(database_error_line(exc), _SECRETS)}", err=True)
             sys.exit(2)
         except OSError as exc:   # a file the command had to read or write (an --out, --sql, --config path)
@@ -139,14 +135,13 @@ def format_option(default_help: str):
 def print_formats(result: ScanResult, formats: tuple[str, ...], text, verdict=None) -> None:
     """Print each requested format (`verdict`: the scan's, for json and markdown); append the Markdown
     summary to $GITHUB_STEP_SUMMARY when it is set."""
-    from .scan.formats import RENDERERS
-    from .outputs import append_step_summary
+    from .api import append_step_summary, render_format
 
     for fmt in formats or ("text",):
         if fmt == "text":
             click.echo(text())
         else:
-            click.echo(RENDERERS[fmt](result, verdict), nl=False)
+            click.echo(render_format(result, fmt, verdict), nl=False)
     append_step_summary(result, verdict)
 
 
@@ -174,7 +169,7 @@ def progress_printer(enabled: bool):
     """Progress lines on stderr; on a terminal, the time spent so far on the current table ticks."""
     if not enabled:
         return None
-    from .progress import LiveProgress
+    from .api import LiveProgress
 
     stream = sys.stderr
     return LiveProgress(stream, live=stream.isatty())
@@ -184,8 +179,6 @@ def summary_text(result: ScanResult, verdict=None) -> str:
     """The terminal summary; with a verdict (auditor/scan/verdict.py), its first line names it."""
     lines = []
     if verdict is not None:
-        from .scan.verdict import summary_line, summary_lines
-
         lines += [summary_line(verdict), *summary_lines(verdict)]
     lines.append(f"Database {result.database.get('name')} (PostgreSQL {result.database.get('server_version')})")
     for c in result.checks:
@@ -209,7 +202,7 @@ def summary_text(result: ScanResult, verdict=None) -> str:
             lines.append(f"  [{f.severity.value}] {f.check}: {f.message}{extra}")
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
-    from .fix.bridge import bridge_line
+    from .api import bridge_line
 
     bridge = bridge_line(result.stats)
     if bridge:
@@ -252,7 +245,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline):
     """
     from .api import repair_plan, scan as api_scan, verdict as api_verdict, write_scan
 
-    from .outputs import ensure_dir
+    from .api import ensure_dir
 
     if verify_declared:
         config = dataclasses.replace(config, verify_declared=True)
@@ -277,7 +270,7 @@ class _Duration(click.ParamType):
     name = "DURATION"
 
     def convert(self, value, param, ctx):
-        from .durations import parse_duration
+        from .api import parse_duration
         from .errors import ConfigError
 
         try:
@@ -302,7 +295,7 @@ def lifecycle_options(fn):
 
 def _check_sql_file(sql_file) -> None:
     if sql_file:
-        from .outputs import check_writable_file
+        from .api import check_writable_file
 
         check_writable_file(sql_file, "--sql")
 
@@ -311,11 +304,9 @@ def _write_sql(sql_file, plan, command: str) -> None:
     """`sessions ... --sql FILE`: the script of the plan the command runs with --apply."""
     if not sql_file:
         return
-    from .outputs import write_text
-    from .maintenance.sessions import SCRIPT_OPTIONS, script_title
-    from .fix.sqlscript import render_script
+    from .api import sessions_script, write_text
 
-    write_text(Path(sql_file), render_script(plan, script_title(command), SCRIPT_OPTIONS))
+    write_text(Path(sql_file), sessions_script(plan, command))
     click.echo(f"SQL script: {sql_file}")
 
 
@@ -346,7 +337,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_fi
       yumai-audit sessions close-idle --idle 30m --apply
       yumai-audit sessions close-idle --idle 30m --sql close-idle.sql   # the exact SQL, annotated
     """
-    from .maintenance.sessions import close_idle
+    from .api import close_idle
 
     _check_sql_file(sql_file)
     r = close_idle(target, config, idle, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
@@ -380,7 +371,7 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_f
       yumai-audit sessions prune --older-than 180d --apply --batch-size 1000
       yumai-audit sessions prune --older-than 180d --sql prune.sql     # the exact SQL, annotated
     """
-    from .maintenance.sessions import prune
+    from .api import prune
 
     _check_sql_file(sql_file)
     r = prune(target, config, older_than, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
@@ -417,9 +408,7 @@ def watch(target, config, since_text, formats, out_dir):
       yumai-audit watch --since 24h
       yumai-audit watch --since 2026-11-26T00:00:00+00:00 --format json
     """
-    from .durations import parse_since
-    from .outputs import ensure_dir
-    from .scan.watch import watch as api_watch
+    from .api import ensure_dir, parse_since, watch as api_watch
 
     if out_dir:
         ensure_dir(out_dir)
@@ -445,11 +434,10 @@ def demo(out_dir):
     from .api import demo as api_demo
 
     result, out = api_demo(out_dir, progress=click.echo)
-    from .api import verdict as api_verdict
-    from .demo import decisions_config
+    from .api import demo_config, verdict as api_verdict
 
     click.echo("Before the migration:")
-    click.echo(summary_text(result.before, api_verdict(result.before, decisions_config(), result.plan.to_dict())))
+    click.echo(summary_text(result.before, api_verdict(result.before, demo_config(), result.plan.to_dict())))
     click.echo("")
     click.echo(f"{applied_text(result)}; after the migration, with the decisions in {out / 'yumai-audit.toml'}:")
     click.echo(summary_text(result.after, result.verdict))
@@ -486,8 +474,6 @@ def report(findings, compare, plan, out_dir, baseline, formats):
     from .api import report as api_report
 
     result, paths, verdict = api_report(findings, out_dir, compare=compare, plan=plan, baseline=baseline)
-    from .scan.verdict import summary_line
-
     print_formats(result, formats, lambda: f"{summary_line(verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
 
@@ -653,8 +639,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
       yumai-audit fix --dsn ... --include users --missing-users null   # user_id -> users(id) too
     """
     from .api import apply as api_apply, plan as api_plan, scan as api_scan, verdict as api_verdict
-    from .outputs import check_writable_file, write_text
-    from .fix.sqlscript import render_script
+    from .api import check_writable_file, plan_script, write_text
 
     if sql_file:
         check_writable_file(sql_file, "--sql")
@@ -665,7 +650,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
         click.echo(summary_line(verdict))
         click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
     if sql_file:
-        write_text(Path(sql_file), render_script(the_plan))
+        write_text(Path(sql_file), plan_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
     click.echo(plan_summary(the_plan))
     if verdict is not None:
@@ -680,13 +665,13 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
         click.echo(confirmation_text(plan, before, target, backup, options.orphans))
         if not yes:
             click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
-    from .fix.backup import backup_hook
+    from .api import backup_hook
 
     out_dir = out_dir or DEFAULT_OUT
     if no_backup:
         click.echo("No backup (--no-backup).")
     hook = None if no_backup else backup_hook(target, out_dir, click.echo, pg_bin=pg_bin)
-    from .fix.executor import GateClosed
+    from .errors import GateClosed
 
     try:
         result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,

@@ -1,4 +1,11 @@
-"""Errors that end a command with exit code 2 and one clear line (usage, connection, configuration)."""
+"""Errors that end a command with exit code 2 and one clear line (usage, connection, configuration),
+the ones a command catches to say more (GateClosed), and the driver's errors the CLI shows as one line."""
+from __future__ import annotations
+
+import psycopg
+
+# what the driver raises for a database problem: the CLI shows it as one line (database_error_line)
+DatabaseError = psycopg.Error
 
 
 class AuditError(Exception):
@@ -17,6 +24,13 @@ class ConnectionFailed(AuditError):
 
 class NothingToAudit(AuditError):
     """The database has no table the tool could audit."""
+
+
+class GateClosed(AuditError):
+    """--bridge none: the application wrote sessions without registering them; the run stopped before
+    the foreign key (nothing half-changed), a later run resumes there."""
+
+    exit_code = 1
 
 
 # SQLSTATEs PostgreSQL uses when a hot standby cancels a query or ends a session to go on replaying WAL

@@ -20,7 +20,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from ..connection import Target, connect
-from ..errors import AuditError
+from ..errors import AuditError, GateClosed   # GateClosed: defined in errors (the CLI catches it)
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session
@@ -51,13 +51,6 @@ class StepFailed(AuditError):
 
 class LockBusy(StepFailed):
     """A step could not take its locks within `lock_timeout`, every try; nothing of it was changed."""
-
-
-class GateClosed(AuditError):
-    """--bridge none: the application wrote sessions without registering them; the run stopped before
-    the foreign key (nothing half-changed), a later run resumes there."""
-
-    exit_code = 1
 
 
 @dataclass
