@@ -16,20 +16,23 @@ from .outputs import ensure_dir, out_lock, write_csv, write_formats, write_json,
 from .pgversion import CLIENT_CONNECTION_CHECK
 from .plan import FixOptions, Plan, PlanError
 from .planner import build_plan
-from .runner import Progress, audit_context, run_scan
+from .runner import DEFAULT_JOBS, Progress, audit_context, run_scan
 from .sqlscript import render_script
 from .steps import step_repairs
 from .verdict import apply_severity, judge, partition_parents
 from .waits import bound_session
 
 
-def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
-    """Scan the database read-only and return the result (nothing is written anywhere)."""
+def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None,
+         jobs: int = DEFAULT_JOBS) -> ScanResult:
+    """Scan the database read-only and return the result (nothing is written anywhere). `jobs`: how many
+    connections, all in the scan's one snapshot (the set of sessions on one, the table passes on the others)."""
     if not isinstance(target, Target):
         target = resolve_target(target)
     config = config or Config()
     with connect(target) as conn:
-        return apply_severity(run_scan(conn, config, progress), config.severity)
+        return apply_severity(run_scan(conn, config, progress, connect=lambda: connect(target), jobs=jobs),
+                              config.severity)
 
 
 def repair_plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
