@@ -5,15 +5,15 @@
   (`USES_MASTER`: a join with the master alone, hashed, no DISTINCT when its key is unique).
 - The set of sessions (`checks.passes.session_set`: one row per session of the master, the source
   table and the other key tables, with its rows per table and its smallest and largest user id) is
-  built once, as a MATERIALIZED CTE of ONE statement that also computes every measure over the set
-  (missing master rows, orphans per table, conflicting users, sessions per week) and their samples.
+  built once, in ONE statement that reads it once, as the grouping emits it, for every measure over
+  the set (missing master rows, orphans per table, conflicting users, sessions per week) and their samples.
 - No statement is read through a cursor: the server runs a cursor's (a portal's) query without
   parallel workers, and the set is the heaviest statement of the scan. Each statement has its own
   statement timeout: one that times out marks its checks `error`; the rest continue.
 - A table whose measures join the known sessions row by row (none of the built-in checks: they
   measure over the set or look keys up in the master) gets a statement of its own after the set.
-- Samples over the set are columns of the set's statement: the first n sessions (top-N), computed
-  only when some session has the defect. Samples over a table come from a second statement
+- Samples over the set are columns of the set's statement: the sessions with the defect collected
+  per week of their first row (unordered), then the first n of them (top-N). Samples over a table come from a second statement
   restricted to the defective rows, run only when the table's pass counted some (the pass itself
   counts them): an ordered `array_agg` in the pass would keep the server from reading the table in
   parallel (PostgreSQL 15 has no parallel array_agg), and the source table is the largest of all.

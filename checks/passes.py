@@ -7,9 +7,10 @@ set itself, one row per session of any key table, see `session_set`; with `USES_
 row's key looked up in the master), `u` (users' keys).
 
 At scale the sessions are the expensive part (grouping every row of every key table), so they are
-grouped once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, which
-the server aggregates in parallel (each branch filters its valid keys itself, so nothing stands
-between the tables and the parallel aggregate), and every measure over the set in its one row. The
+grouped once per scan: `set_statement` is one statement that groups them (the server aggregates in
+parallel: each branch filters its valid keys itself, so nothing stands between the tables and the
+parallel aggregate) and reads the grouped set once, as it streams out, for every measure over the set,
+the samples' candidates and the weeks, in its one row. The
 source table never joins the set: each of its valid keys is known by definition, so only its
 membership in the master is looked up.
 """
