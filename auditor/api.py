@@ -30,7 +30,7 @@ from .progress import LiveProgress
 from .pgversion import CLIENT_CONNECTION_CHECK
 from .fix.plan import FixOptions, Plan, PlanError
 from .fix.planner import build_plan
-from .scan.scanner import Progress, audit_context, run_scan
+from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
 from .scan.watch import watch
 from .fix.sqlscript import render_script
 from .scan.formats import FORMATS, RENDERERS
@@ -38,13 +38,16 @@ from .scan.verdict import apply_severity, judge, partition_parents, step_repairs
 from .fix.waits import bound_session
 
 
-def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None) -> ScanResult:
-    """Scan the database read-only and return the result (nothing is written anywhere)."""
+def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None,
+         jobs: int = DEFAULT_JOBS) -> ScanResult:
+    """Scan the database read-only and return the result (nothing is written anywhere). `jobs`: how many
+    connections, all in the scan's one snapshot (the set of sessions on one, the table passes on the others)."""
     if not isinstance(target, Target):
         target = resolve_target(target)
     config = config or Config()
     with connect(target) as conn:
-        return apply_severity(run_scan(conn, config, progress), config.severity)
+        return apply_severity(run_scan(conn, config, progress, connect=lambda: connect(target), jobs=jobs),
+                              config.severity)
 
 
 def repair_plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,

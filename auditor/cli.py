@@ -235,8 +235,11 @@ def baseline_option(fn):
 @click.option("--verify-declared", is_flag=True, default=False,
               help="Also count rows violating valid foreign keys (reads every referencing table; "
                    "config: verify_declared = true).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Connections, all in the scan's one snapshot: the set of sessions on one, the per-table passes "
+                   "on the others (1: one connection).")
 @baseline_option
-def scan(target, config, out_dir, formats, progress, verify_declared, baseline):
+def scan(target, config, out_dir, formats, progress, verify_declared, baseline, jobs):
     """Audit the database read-only: what the session_master migration would break, in numbers.
 
     \b
@@ -253,7 +256,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline):
     show = sys.stderr.isatty() if progress is None else progress
     printer = progress_printer(show)
     try:
-        result = api_scan(target, config, printer)
+        result = api_scan(target, config, printer, jobs=jobs)
     finally:
         if printer is not None:
             printer.close()

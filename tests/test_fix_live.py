@@ -11,10 +11,10 @@ def test_the_scans_around_apply_run_without_parallel_workers(db, monkeypatch):
     seen = []
     real_run_scan = api.run_scan
 
-    def spy(conn, config, progress=None):
+    def spy(conn, config, progress=None, **kw):
         seen.append(conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0])
         conn.rollback()
-        return real_run_scan(conn, config, progress)
+        return real_run_scan(conn, config, progress, **kw)
 
     monkeypatch.setattr(api, "run_scan", spy)
     result = api.apply(db.conninfo, Config())

@@ -7,6 +7,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg import sql
@@ -323,3 +324,78 @@ def test_sessions_by_week_over_the_set_match_a_query_written_by_hand(db, limit):
         assert len(want) == 3
     else:   # 100 + ghost-1 registered; 300 sessions missing from the master; 2 + 1 + 2 ghosts orphaned
         assert tuple(sum(r[i] for r in want) for i in (1, 2, 3)) == (101, SESSIONS - 100, 5)
+
+
+# --jobs: several connections, one snapshot ----------------------------------------------------------
+
+def half_migrated_demo(db):
+    build_demo_database(db.conninfo)
+    db.execute("""
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+        INSERT INTO chatbot.session_master SELECT md5('session-' || s)::uuid, 1 + s % 50 FROM generate_series(1, 100) s;
+        INSERT INTO chatbot.session_master VALUES (md5('master-only-1')::uuid, 1), (md5('ghost-1')::uuid, 1);
+        ALTER TABLE chatbot.user_interactions ADD CONSTRAINT ui_session_fk FOREIGN KEY (session_id)
+            REFERENCES chatbot.session_master NOT VALID;
+    """)
+
+
+def comparable(result) -> tuple:
+    # Everything the scan counts; not the tables' sizes on disk (autovacuum may add a visibility map
+    # between two scans of a table just loaded).
+    stats = {k: v for k, v in result.stats.items() if k not in ("notes", "partitions")}
+    partitions = [{k: v for k, v in p.items() if k != "bytes"} for p in result.stats.get("partitions", [])]
+    return ([(f.check, f.table, f.column, f.rows, f.keys, f.sample) for f in result.findings],
+            [(c.check, c.status.value) for c in result.checks], [t.rows for t in result.inventory], stats, partitions)
+
+
+@pytest.mark.parametrize("jobs", [2, 4])
+def test_jobs_find_exactly_what_one_connection_finds(db, jobs):
+    half_migrated_demo(db)
+    assert comparable(scan(db.conninfo, Config(), jobs=jobs)) == comparable(scan(db.conninfo, Config(), jobs=1))
+
+
+def test_jobs_share_one_snapshot(db):
+    # A row committed after the scan's first connection took its snapshot and before the next one
+    # connects is seen by none of them: every connection imports the first one's snapshot.
+    from yumai_audit.connection import connect, resolve_target
+    from yumai_audit.runner import run_scan
+
+    build_demo_database(db.conninfo)
+    target = resolve_target(db.conninfo)
+    opened = []
+
+    def connect_after_a_commit():
+        db.execute("INSERT INTO chatbot.user_interactions (session_id, interaction_type, created_at) "
+                   "SELECT NULL, 'click', now() FROM generate_series(1, 5)")
+        opened.append(connect(target))
+        return opened[-1]
+
+    with connect(target) as conn:
+        result = run_scan(conn, Config(), connect=connect_after_a_commit, jobs=3)
+    assert len(opened) == 2 and all(c.closed for c in opened)
+    assert counted(result, EXPECTED) == EXPECTED             # not the 10 NULL keys committed meanwhile
+    assert db.scalar("SELECT count(*) FROM chatbot.user_interactions WHERE session_id IS NULL") == \
+        EXPECTED[("null_session_ids", "chatbot.user_interactions", "session_id")][0] + 10
+
+
+def test_jobs_on_a_read_only_login_and_when_no_more_connections_open(db, reader, tmp_path):
+    # A standby-like login (every transaction read-only) exports and imports the snapshot as well; a
+    # connection that cannot be opened leaves the scan on fewer connections, with the same counts.
+    from yumai_audit.connection import connect, resolve_target
+    from yumai_audit.runner import run_scan
+
+    build_demo_database(db.conninfo)
+    ident, conninfo = reader
+    db.execute(sql.SQL("GRANT USAGE ON SCHEMA chatbot TO {r}; GRANT SELECT ON ALL TABLES IN SCHEMA chatbot TO {r}; "
+                       "ALTER ROLE {r} SET default_transaction_read_only = on").format(r=ident))
+    data = scan_json(conninfo, tmp_path, "--jobs", "3")
+    assert {k: v for k, v in by_key(data).items() if k in EXPECTED} == EXPECTED
+
+    def refused():
+        raise psycopg.OperationalError("too many connections")
+
+    said = []
+    with connect(resolve_target(conninfo)) as conn:
+        result = run_scan(conn, Config(), said.append, connect=refused, jobs=2)
+    assert counted(result, EXPECTED) == EXPECTED
+    assert "one connection fewer for the scan: too many connections" in said

@@ -7,13 +7,16 @@ set itself, one row per session of any key table, see `session_set`; with `USES_
 row's key looked up in the master), `u` (users' keys).
 
 At scale the sessions are the expensive part (grouping every row of every key table), so they are
-grouped once per scan: `known_statement` is one statement with the set as a MATERIALIZED CTE, which
-the server aggregates in parallel (each branch filters its valid keys itself, so nothing stands
-between the tables and the parallel aggregate), and every measure over the set in its one row. The
+grouped once per scan: `set_statement` is one statement that groups them (the server aggregates in
+parallel: each branch filters its valid keys itself, so nothing stands between the tables and the
+parallel aggregate) and reads the grouped set once, as it streams out, for every measure over the set,
+the samples' candidates and the weeks, in its one row. The
 source table never joins the set: each of its valid keys is known by definition, so only its
 membership in the master is looked up.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from psycopg import sql
 
@@ -88,21 +91,6 @@ def sample_pass(ctx: AuditContext, target: KeyTable, samples: list[Sample], limi
         from_=_from(ctx, target, joins), any=sql.SQL(" OR ").join(sql.SQL("({})").format(s.predicate) for s in samples))
 
 
-def session_sample(sample: Sample, limit: int) -> sql.Composable:
-    """A sample over the set `kn` itself, as a column of the aggregate over the set: a scalar subquery
-    (reads the materialized set again, top-N), run only when some session has the defect (the server
-    evaluates the subquery when the CASE reaches it, so a check that passes costs one count). One row
-    per session already: ordered by the value itself (a uuid sorts as its text does), not by its text."""
-    if sample.distinct:
-        query = sql.SQL("(SELECT to_jsonb(array_agg(v)) FROM (SELECT DISTINCT ({value})::text AS v FROM sessions kn "
-                        "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
-    else:
-        query = sql.SQL("(SELECT to_jsonb(array_agg(v::text ORDER BY v)) FROM (SELECT {value} AS v FROM sessions kn "
-                        "WHERE {pred} ORDER BY 1 LIMIT {n}) s)")
-    return sql.SQL("CASE WHEN count(*) FILTER (WHERE {pred}) > 0 THEN {query} END").format(
-        pred=sample.predicate, query=query.format(value=sample.value, pred=sample.predicate, n=sql.Literal(limit)))
-
-
 _INTEGERS = {"int2", "int4", "int8"}
 
 
@@ -134,23 +122,6 @@ def first_at_value(created, alias: str) -> sql.Composable:
 def _finite(created, alias: str) -> sql.Composable:
     """A timestamptz as it is, NULL where it is NULL or infinite."""
     return sql.SQL("CASE WHEN isfinite({c}) THEN {c} END").format(c=col(created, alias))
-
-
-def sessions_by_week(limit: int) -> sql.Composable:
-    """Over the set (built with `first_at`): per week of each session's first row, most recent first, at
-    most `limit` weeks: [week, registered, missing from the master, orphaned] as a jsonb array. Grouped
-    by the week's timestamp first (a hash over a few hundred groups), then by its text: sorting every
-    session's to_char took most of a second at scale 50."""
-    return sql.SQL(
-        "(SELECT jsonb_agg(jsonb_build_array(w.week, w.registered, w.missing, w.orphaned) ORDER BY w.week DESC) FROM "
-        "(SELECT to_char(d.wk, 'YYYY-MM-DD') AS week, sum(d.registered)::bigint AS registered, "
-        "sum(d.missing)::bigint AS missing, sum(d.orphaned)::bigint AS orphaned FROM "
-        "(SELECT date_trunc('week', kn.first_at) AS wk, "
-        "count(*) FILTER (WHERE kn.in_master) AS registered, "
-        "count(*) FILTER (WHERE kn.in_source AND NOT kn.in_master) AS missing, "
-        "count(*) FILTER (WHERE NOT kn.in_source AND NOT kn.in_master) AS orphaned "
-        "FROM sessions kn WHERE kn.first_at IS NOT NULL GROUP BY 1) d GROUP BY 1 ORDER BY 1 DESC LIMIT {}) w)"
-    ).format(sql.Literal(limit))
 
 
 def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
@@ -207,11 +178,65 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
         sql.SQL(", ").join(columns), sql.SQL(" UNION ALL ").join(parts))
 
 
-def set_statement(ctx: AuditContext, columns: list[sql.Composable], rows_for: list[KeyTable] = (),
-                  users: bool = False, first_at: dict | None = None) -> sql.Composable:
-    """One statement, the set of sessions built once (`session_set`, MATERIALIZED, which the server
-    builds in parallel), one row: a jsonb array of the number of known sessions (those of the master or
-    the source table) and `columns`, each over the set itself (`FROM sessions kn`)."""
-    return sql.SQL("WITH sessions AS MATERIALIZED ({set}) SELECT jsonb_build_array({cols}) FROM sessions kn").format(
-        set=session_set(ctx, list(rows_for), users, first_at),
-        cols=sql.SQL(", ").join([sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source)")] + columns))
+@dataclass(frozen=True)
+class Weeks:
+    """A column of the set's statement: sessions per week of their first row (built with `first_at`),
+    most recent first, at most `limit` weeks: [week, registered, missing from the master, orphaned]."""
+
+    limit: int
+
+
+@dataclass(frozen=True)
+class SetSample:
+    """A column of the set's statement: the first `limit` values of a sample over the set."""
+
+    sample: Sample
+    limit: int
+
+
+def set_statement(ctx: AuditContext, columns: list, rows_for: list[KeyTable] = (), users: bool = False,
+                  first_at: dict | None = None) -> sql.Composable:
+    """One statement, one row: a jsonb array of the number of known sessions (those of the master or the
+    source table) and `columns`, each over the set of sessions (`session_set`, alias `kn`). A column is
+    an additive aggregate over the set (a count or a sum: a measure), a `Sample` over the set (its first
+    `limit` values) or `Weeks`.
+
+    The set is read once, as it streams out of its grouping (built in parallel by the server), by one
+    aggregate grouped by the week of each session's first row (a few hundred groups at most; one group
+    without `first_at`): each measure per week, each sample's candidates per week (an unordered
+    `array_agg` of the rows with the defect, hashable). The few week rows are then summed, and each
+    sample is the first values of its candidates (top-N). Materializing the 1M-session set and reading
+    it again per sample and for the weeks cost as much as grouping it (scale 50)."""
+    week = sql.SQL("date_trunc('week', kn.first_at)") if first_at else sql.SQL("NULL::timestamp")
+    inner = [sql.SQL("{} AS wk").format(week),
+             sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source) AS c0")]
+    outer = [sql.SQL("(SELECT coalesce(sum(w.c0), 0) FROM w)")]
+    for i, c in enumerate(columns, start=1):
+        name = sql.Identifier(f"c{i}")
+        if isinstance(c, Weeks):
+            inner += [sql.SQL("count(*) FILTER (WHERE kn.in_master) AS {}").format(sql.Identifier(f"c{i}_r")),
+                      sql.SQL("count(*) FILTER (WHERE kn.in_source AND NOT kn.in_master) AS {}").format(
+                          sql.Identifier(f"c{i}_m")),
+                      sql.SQL("count(*) FILTER (WHERE NOT kn.in_source AND NOT kn.in_master) AS {}").format(
+                          sql.Identifier(f"c{i}_o"))]
+            outer.append(sql.SQL(
+                "(SELECT jsonb_agg(jsonb_build_array(x.week, x.registered, x.missing, x.orphaned) ORDER BY x.week DESC) "
+                "FROM (SELECT to_char(w.wk, 'YYYY-MM-DD') AS week, sum(w.{r})::bigint AS registered, "
+                "sum(w.{m})::bigint AS missing, sum(w.{o})::bigint AS orphaned FROM w WHERE w.wk IS NOT NULL "
+                "GROUP BY 1 ORDER BY 1 DESC LIMIT {n}) x)").format(
+                    r=sql.Identifier(f"c{i}_r"), m=sql.Identifier(f"c{i}_m"), o=sql.Identifier(f"c{i}_o"),
+                    n=sql.Literal(c.limit)))
+        elif isinstance(c, SetSample):
+            sample, limit = c.sample, c.limit
+            value = sql.SQL("({})::text").format(sample.value) if sample.distinct else sample.value
+            inner.append(sql.SQL("array_agg({}) FILTER (WHERE {}) AS {}").format(value, sample.predicate, name))
+            outer.append(sql.SQL(
+                "(SELECT to_jsonb(array_agg(s.v::text ORDER BY s.v)) FROM (SELECT {distinct}v FROM w, unnest(w.{c}) v "
+                "ORDER BY v LIMIT {n}) s)").format(
+                    distinct=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), c=name, n=sql.Literal(limit)))
+        else:
+            inner.append(sql.SQL("{} AS {}").format(c, name))
+            outer.append(sql.SQL("(SELECT coalesce(sum(w.{}), 0) FROM w)").format(name))
+    return sql.SQL("WITH w AS MATERIALIZED (SELECT {inner} FROM ({set}) kn GROUP BY 1) SELECT jsonb_build_array({outer})"
+                   ).format(inner=sql.SQL(", ").join(inner), set=session_set(ctx, list(rows_for), users, first_at),
+                            outer=sql.SQL(", ").join(outer))

@@ -5,15 +5,15 @@
   (`USES_MASTER`: a join with the master alone, hashed, no DISTINCT when its key is unique).
 - The set of sessions (`scan.pass_sql.session_set`: one row per session of the master, the source
   table and the other key tables, with its rows per table and its smallest and largest user id) is
-  built once, as a MATERIALIZED CTE of ONE statement that also computes every measure over the set
-  (missing master rows, orphans per table, conflicting users, sessions per week) and their samples.
+  built once, in ONE statement that reads it once, as the grouping emits it, for every measure over
+  the set (missing master rows, orphans per table, conflicting users, sessions per week) and their samples.
 - No statement is read through a cursor: the server runs a cursor's (a portal's) query without
   parallel workers, and the set is the heaviest statement of the scan. Each statement has its own
   statement timeout: one that times out marks its checks `error`; the rest continue.
 - A table whose measures join the known sessions row by row (none of the built-in checks: they
   measure over the set or look keys up in the master) gets a statement of its own after the set.
-- Samples over the set are columns of the set's statement: the first n sessions (top-N), computed
-  only when some session has the defect. Samples over a table come from a second statement
+- Samples over the set are columns of the set's statement: the sessions with the defect collected
+  per week of their first row (unordered), then the first n of them (top-N). Samples over a table come from a second statement
   restricted to the defective rows, run only when the table's pass counted some (the pass itself
   counts them): an ordered `array_agg` in the pass would keep the server from reading the table in
   parallel (PostgreSQL 15 has no parallel array_agg), and the source table is the largest of all.
@@ -21,10 +21,13 @@
   leave the server.
 
 Everything runs inside the scan's read-only transaction (one snapshot): no temporary table, so it
-works on a standby.
+works on a standby. With helper connections (`run(helpers)`: `--jobs`, each in the same exported
+snapshot, see runner.shared_snapshot) the per-table passes run on them while the scan's own connection
+builds the set of sessions, then takes what is left of them.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,7 +38,7 @@ from psycopg import sql
 
 from yumai_audit.checks.base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS, Check,
                                      Measure, Sample, TableCheck, count_where)
-from .pass_sql import sample_pass, session_sample, sessions_by_week, set_statement, table_pass
+from .pass_sql import SetSample, Weeks, sample_pass, set_statement, table_pass
 
 from ..context import AuditContext, KeyTable
 from ..model import Finding
@@ -102,7 +105,13 @@ class TablePasses:
         """`weeks`: ([(key table, its time column)], most weeks) to also count sessions per week of their
         first row over the same set (the report's chart: `weeks_rows`, as stats.sessions_by_week_query
         returns them), instead of grouping every key table once more."""
-        self.conn, self.ctx, self.say, self.timer = conn, ctx, say, timer
+        self.conn, self.ctx, self.timer = conn, ctx, timer
+        self._lock = threading.Lock()     # results and progress, when passes run on several connections
+
+        def locked_say(message: str) -> None:
+            with self._lock:
+                say(message)
+        self.say = locked_say
         self.timeout = ctx.config.timeout_seconds
         self.limit = ctx.config.sample_size
         self.errors: dict[str, str] = {}
@@ -121,7 +130,7 @@ class TablePasses:
                 dest.columns.append((e, mname, m.expression, m.joins))
             sample = e.check.sample(ctx, e.target, None) if self.limit else None
             if sample is not None and sample.over == OVER_SESSIONS:
-                self.sessions.columns.append((e, SAMPLE, session_sample(sample, self.limit), sample.joins))
+                self.sessions.columns.append((e, SAMPLE, SetSample(sample, self.limit), sample.joins))
             elif sample is not None:
                 # Over a table, the pass only counts the rows the sample would come from (an ordered
                 # aggregate would keep the server from reading the table in parallel); the sample
@@ -135,18 +144,52 @@ class TablePasses:
         self.first_at = {str(k.name): created for k, created in weeks[0]} if weeks and weeks[0] else None
         self.weeks_rows: list[tuple] | None = None
         if self.first_at:
-            self.sessions.columns.append((None, WEEKS, sessions_by_week(weeks[1]), frozenset({USES_KNOWN})))
+            self.sessions.columns.append((None, WEEKS, Weeks(weeks[1]), frozenset({USES_KNOWN})))
 
     # -- running ------------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, helpers: list = ()) -> None:
+        """The per-table passes, then the set of sessions; with `helpers` (more connections in the same
+        snapshot), the passes run on them while this connection builds the set, then takes what is left."""
         known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.target.is_source]
         plain = [p for p in self.tables.values() if p not in known]
-        for p in plain:
-            self._run_plain(p)
-        if known or self.sessions.columns:
-            self._run_set(known)
+        if not helpers or not plain:
+            for p in plain:
+                self._run_plain(p, self.conn)
+            if known or self.sessions.columns:
+                self._run_set(known)
+            return
+        queue, failures = list(plain), []
+
+        def work(conn) -> None:
+            try:
+                while True:
+                    with self._lock:
+                        if not queue:
+                            return
+                        p = queue.pop(0)
+                    self._run_plain(p, conn)
+            except BaseException as exc:      # re-raised by the scan's thread: a lost connection is not a finding
+                failures.append(exc)
+
+        threads = [threading.Thread(target=work, args=(c,), name=f"yumai-audit-pass-{i}", daemon=True)
+                   for i, c in enumerate(helpers[:len(plain)])]
+        for t in threads:
+            t.start()
+        try:
+            if known or self.sessions.columns:
+                self._run_set(known)
+            work(self.conn)
+        finally:
+            for t in threads:
+                t.join()
+        if failures:
+            raise failures[0]
 
     def _record(self, p: _Pass, values: list, seconds: float) -> None:
+        with self._lock:
+            self._record_values(p, values, seconds)
+
+    def _record_values(self, p: _Pass, values: list, seconds: float) -> None:
         self.timer.add(p.owners, seconds)
         if p.target is not None:
             self.exact_rows[p.name] = int(values[0])
@@ -164,6 +207,10 @@ class TablePasses:
                 entry.values[key] = int(value or 0)
 
     def _fail(self, p: _Pass, reason: str, seconds: float) -> None:
+        with self._lock:
+            self._fail_entries(p, reason, seconds)
+
+    def _fail_entries(self, p: _Pass, reason: str, seconds: float) -> None:
         self.timer.add(p.owners, seconds)
         for entry, *_ in p.columns:
             if entry is None:
@@ -171,12 +218,12 @@ class TablePasses:
             self.errors.setdefault(entry.check.id, reason)
             self.failed.add((entry.check.id, str(entry.target.name)))
 
-    def _run_plain(self, p: _Pass) -> None:
+    def _run_plain(self, p: _Pass, conn) -> None:
         self.say(f"scanning {p.name}")
         started = time.monotonic()
         measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.columns}
         try:
-            row = execute_in_savepoint(self.conn, table_pass(self.ctx, p.target, measures), self.timeout)[0]
+            row = execute_in_savepoint(conn, table_pass(self.ctx, p.target, measures), self.timeout)[0]
         except pgerrors.QueryCanceled:
             self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
             self.say(f"timed out on {p.name}")
@@ -184,23 +231,24 @@ class TablePasses:
         self._record(p, list(row), time.monotonic() - started)
         wanted = [e for e, key, _, _ in p.columns if key == GATE and e.gate]
         if wanted:
-            self._run_samples(p.target, wanted)
+            self._run_samples(p.target, wanted, conn)
         self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
 
-    def _run_samples(self, target: KeyTable, entries: list[_Entry]) -> None:
+    def _run_samples(self, target: KeyTable, entries: list[_Entry], conn) -> None:
         """One statement for the samples of a table's failing checks, over the rows they come from."""
         started = time.monotonic()
         p = _Pass(target, [(e, SAMPLE, sql.SQL(""), e.table_sample.joins) for e in entries])
         statement = sample_pass(self.ctx, target, [e.table_sample for e in entries], self.limit)
         try:
-            row = execute_in_savepoint(self.conn, statement, self.timeout)[0]
+            row = execute_in_savepoint(conn, statement, self.timeout)[0]
         except pgerrors.QueryCanceled:
             self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
             self.say(f"timed out on {p.name}")
             return
-        self.timer.add(p.owners, time.monotonic() - started)
-        for e, value in zip(entries, row):
-            e.sample = [str(v) for v in value or []]
+        with self._lock:
+            self.timer.add(p.owners, time.monotonic() - started)
+            for e, value in zip(entries, row):
+                e.sample = [str(v) for v in value or []]
 
     def _run_set(self, known: list[_Pass]) -> None:
         """The set of sessions and every measure over it, in one statement read whole: no cursor, since
@@ -223,12 +271,12 @@ class TablePasses:
                 plain, needs_known = q.without_known()
                 self._fail(needs_known, reason, 0.0)
                 if plain.columns or q.target is not None:
-                    self._run_plain(plain)
+                    self._run_plain(plain, self.conn)
             return
         self._record(p, values, time.monotonic() - started)
         self.say(f"built {SESSIONS} in {time.monotonic() - started:.1f}s: {self.known_sessions:,} known sessions")
         for q in known:
-            self._run_plain(q)
+            self._run_plain(q, self.conn)
 
     # -- judging ------------------------------------------------------------------------------------
     def findings(self) -> dict[str, list[Finding]]:

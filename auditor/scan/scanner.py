@@ -7,6 +7,7 @@ timeout turns the checks of that query into `error`, not a crash.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -93,20 +94,68 @@ def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
     return ctx
 
 
-def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None = None) -> ScanResult:
-    """Scan in a read-only transaction on `conn` (which must not be inside a transaction)."""
-    say = progress or (lambda _msg: None)
-    checks = select_checks(config)
+# Connections of a scan by default (`--jobs`): the set of sessions on one, the per-table passes on the
+# other, in the same snapshot. On a small server the set's statement already has parallel workers; its
+# last steps (the final grouping and what is counted over it) run in one process, and the table passes
+# fill the other core meanwhile.
+DEFAULT_JOBS = 2
+
+
+def _read_only(conn: psycopg.Connection) -> None:
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.autocommit = False
+
+
+@contextlib.contextmanager
+def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Connection] | None, helpers: int,
+                    say: Progress):
+    """Up to `helpers` more connections, each in a READ ONLY transaction on the snapshot of `conn`'s
+    (exported with pg_export_snapshot and imported with SET TRANSACTION SNAPSHOT, as pg_dump --jobs
+    does; both work on a standby): every statement of the scan sees the same data. Fewer (none) when a
+    connection cannot be opened or the snapshot cannot be imported: the scan then runs on fewer."""
+    opened: list[psycopg.Connection] = []
+    try:
+        if helpers > 0 and connect is not None:
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            for _ in range(helpers):
+                try:
+                    helper = connect()
+                except Exception as exc:       # too many connections, a refused login: fewer jobs
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    say(f"one connection fewer for the scan: {reason}")
+                    break
+                opened.append(helper)
+                try:
+                    _read_only(helper)
+                    helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                    session_settings(helper)
+                except psycopg.Error as exc:
+                    say(f"one connection fewer for the scan: {exc.diag.message_primary or type(exc).__name__}")
+                    opened.pop().close()
+                    break
+        yield opened
+    finally:
+        for helper in opened:
+            helper.close()
+
+
+def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None = None, *,
+             connect: Callable[[], psycopg.Connection] | None = None, jobs: int = 1) -> ScanResult:
+    """Scan in a read-only transaction on `conn` (which must not be inside a transaction). With `jobs` > 1
+    and `connect` (a new connection to the same database), the per-table passes also run on up to
+    jobs - 1 more connections, in the same snapshot (`shared_snapshot`)."""
+    say = progress or (lambda _msg: None)
+    checks = select_checks(config)
+    _read_only(conn)
     try:
         with conn.transaction():
             session_settings(conn)
             ctx = audit_context(conn, config)
             # the report's sessions per week are counted over the scan's one set of sessions
             weeks = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
-            result = _run(conn, ctx, checks, say, weeks)
+            with shared_snapshot(conn, connect, jobs - 1, say) as helpers:
+                result = _run(conn, ctx, checks, say, weeks, helpers)
             say("collecting report statistics")
             result.stats.update(collect_stats(ctx, lambda q: execute_in_savepoint(conn, q, config.timeout_seconds),
                                               weeks_rows=weeks["rows"]))
@@ -115,7 +164,8 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
     return result
 
 
-def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None) -> ScanResult:
+def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None,
+         helpers: list = ()) -> ScanResult:
     timer = _Timer()
     findings: dict[str, list[Finding]] = defaultdict(list)
     errors: dict[str, str] = {}
@@ -124,7 +174,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
     # 1. per-table passes (the known-session set built once: see scan/passes.py)
     passes = TablePasses(conn, ctx, checks, status_targets, timer, say,
                          weeks=(weeks["tables"], weeks["limit"]) if weeks and weeks["tables"] else None)
-    passes.run()
+    passes.run(helpers)
     if weeks is not None:
         weeks["rows"] = passes.weeks_rows
     errors.update(passes.errors)
