@@ -13,30 +13,41 @@ from pathlib import Path
 
 from psycopg import errors as pgerrors
 
-from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
-
 from .catalog import QualifiedName
+from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
 from .errors import AuditError, ConfigError
 from .fix.backup import backup_hook
 from .fix.bridge import bridge_line
 from .fix.executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
+from .fix.plan import FixOptions, Plan, PlanError
+from .fix.planner import build_plan
+from .fix.sqlscript import render_script
+from .fix.waits import bound_session
 from .maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
 from .model import ScanResult
 from .outputs import (append_step_summary, check_writable_file, ensure_dir, out_lock, write_csv, write_formats,
                       write_json, write_text)
-from .progress import LiveProgress
 from .pgversion import CLIENT_CONNECTION_CHECK
-from .fix.plan import FixOptions, Plan, PlanError
-from .fix.planner import build_plan
-from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
-from .scan.watch import watch
-from .fix.sqlscript import render_script
+from .progress import LiveProgress
 from .scan.formats import FORMATS, RENDERERS
+from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
 from .scan.verdict import apply_severity, judge, partition_parents, step_repairs, summary_line, summary_lines
-from .fix.waits import bound_session
+from .scan.watch import watch
 
+__all__ = [
+    # scan, plan, apply, report and the demo
+    "scan", "repair_plan", "verdict", "read_baseline", "write_scan", "report", "fix_options", "plan", "apply",
+    "unrepaired", "demo", "demo_config", "plan_script", "render_format", "FixOptions", "Plan", "PlanError",
+    "ApplyResult", "DEFAULT_JOBS", "Progress",
+    # the cutover bridge
+    "bridge_status", "bridge_remove", "BridgeInUse", "bridge_line",
+    # what the commands need beyond them (the section at the end of this file)
+    "load_config", "env_dsn", "resolve_target", "scrub", "MAX_TIMEOUT_SECONDS", "parse_duration", "parse_since",
+    "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
+    "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
+]
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None,
          jobs: int = DEFAULT_JOBS) -> ScanResult:
@@ -300,7 +311,6 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
     """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
     migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
     `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
-    from .fix.backup import backup_hook
     from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
     from .embedded import embedded_server
 

@@ -358,7 +358,7 @@ def test_jobs_share_one_snapshot(db):
     # A row committed after the scan's first connection took its snapshot and before the next one
     # connects is seen by none of them: every connection imports the first one's snapshot.
     from yumai_audit.connection import connect, resolve_target
-    from yumai_audit.runner import run_scan
+    from yumai_audit.scan.scanner import run_scan
 
     build_demo_database(db.conninfo)
     target = resolve_target(db.conninfo)
@@ -382,7 +382,7 @@ def test_jobs_on_a_read_only_login_and_when_no_more_connections_open(db, reader,
     # A standby-like login (every transaction read-only) exports and imports the snapshot as well; a
     # connection that cannot be opened leaves the scan on fewer connections, with the same counts.
     from yumai_audit.connection import connect, resolve_target
-    from yumai_audit.runner import run_scan
+    from yumai_audit.scan.scanner import run_scan
 
     build_demo_database(db.conninfo)
     ident, conninfo = reader

@@ -22,7 +22,7 @@
 
 Everything runs inside the scan's read-only transaction (one snapshot): no temporary table, so it
 works on a standby. With helper connections (`run(helpers)`: `--jobs`, each in the same exported
-snapshot, see runner.shared_snapshot) the per-table passes run on them while the scan's own connection
+snapshot, see scanner.shared_snapshot) the per-table passes run on them while the scan's own connection
 builds the set of sessions, then takes what is left of them.
 """
 from __future__ import annotations
