@@ -2,10 +2,10 @@
 
 The application in production may still start sessions the old way (a fresh uuid, the first message,
 no master row). Once the source table's foreign key exists such a write would fail. Before the first
-FK, `fix --apply` installs on the source table (`--bridge source`; every key table with `--bridge all`;
-by default, `--bridge auto`, on the source table and on every key table whose data shows the application
-writing it before a session's first message: `probes`, `early_writes`) a BEFORE INSERT OR UPDATE OF <key> row trigger whose function inserts the missing
-session into the master (`ON CONFLICT DO NOTHING`; user id and start taken from the row, as the
+FK, `fix --apply` installs a BEFORE INSERT OR UPDATE OF <key> row trigger (by default, `--bridge auto`,
+on the source table and on every key table whose data shows the application writing it before a
+session's first message: `probes`, `early_writes`; `--bridge source`: the source table only; `--bridge
+all`: every key table) whose function inserts the missing session into the master (`ON CONFLICT DO NOTHING`; user id and start taken from the row, as the
 backfill does; a user missing from the users table gives user id NULL) and logs each session it
 actually inserted into `yumai_audit.bridge_log`, so `bridge status` counts the bridge's
 registrations and not the application's own.
@@ -36,7 +36,6 @@ from ..context import AuditContext, KeyTable
 from .ddl import relid, short_name
 from .steps import Kind, LockMode, Operation, Step
 
-MODES = ("source", "all", "none")
 SCHEMA = "yumai_audit"
 LOG = QualifiedName(SCHEMA, "bridge_log")
 TRIGGER = "yumai_audit_bridge"
