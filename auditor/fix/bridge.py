@@ -5,9 +5,9 @@ no master row). Once the source table's foreign key exists such a write would fa
 FK, `fix --apply` installs a BEFORE INSERT OR UPDATE OF <key> row trigger (by default, `--bridge auto`,
 on the source table and on every key table whose data shows the application writing it before a
 session's first message: `probes`, `early_writes`; `--bridge source`: the source table only; `--bridge
-all`: every key table) whose function inserts the missing session into the master (`ON CONFLICT DO NOTHING`; user id and start taken from the row, as the
-backfill does; a user missing from the users table gives user id NULL) and logs each session it
-actually inserted into `yumai_audit.bridge_log`, so `bridge status` counts the bridge's
+all`: every key table) whose function inserts the missing session into the master (`ON CONFLICT DO
+NOTHING`; user id and start taken from the row, as the backfill does; a user missing from the users
+table gives user id NULL) and logs each session it actually inserted into `yumai_audit.bridge_log`, so `bridge status` counts the bridge's
 registrations and not the application's own.
 
 The function pins `search_path`, runs as its owner (SECURITY DEFINER), and is owned by the table's
