@@ -248,7 +248,7 @@ def drop_database(admin: str, name: str) -> None:
 MASTER_DDL = ONE_SHOT[0]
 
 
-def run_ours(conninfo: str, sessions: int, *, bridge: str = "source", register_first: bool = False) -> dict:
+def run_ours(conninfo: str, sessions: int, *, bridge: str = "auto", register_first: bool = False) -> dict:
     """`yumai-audit fix --apply --yes` in a process of its own, as an operator would run it, while the
     application starts sessions the old way (`register_first` False) or registers them first (then the
     master is created beforehand, as the updated application needs it)."""
