@@ -338,16 +338,15 @@ def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True)
     RESTRICT / NO ACTION key that would make it fail; when it `moves` the rows (quarantine), what its own
     statements need on the reached tables: privileges, and no row security hiding rows."""
     out = []
+    sets = _Sets(g, predicate)
     if g.blocks:
-        sets = _Sets(g, predicate)
         rows = [sql.SQL("SELECT n || {} FROM ({}) b WHERE n > 0").format(
             sql.Literal(f" row(s) of {e.child} reference rows that {what} would delete "
                         f"(foreign key {e.ref.name} ON DELETE {e.action}): the delete would fail; "
                         "change or remove those rows first"),
             _blocked(sets, e, sql.SQL("count(*) AS n"))) for e in g.blocks]
         out.append(sql.SQL("({} {})").format(sets.with_(), sql.SQL(" UNION ALL ").join(rows)))
-    for e in g.changes:
-        out.append(_not_null_refusal(_Sets(g, predicate), e, what))
+    out += [_not_null_refusal(sets, e, what) for e in g.changes]
     if not moves:
         return out
     for t, need in [(t, "DELETE") for t in g.deleted[1:]] + [(t, "UPDATE") for t in g.changed]:
@@ -371,21 +370,25 @@ def _not_null_refusal(sets: _Sets, e: Edge, what: str) -> sql.Composable:
     """A preflight part: rows of a SET NULL / SET DEFAULT child that the delete would change, when a column
     the key sets is NOT NULL (SET DEFAULT: and has no default), so the delete would fail. The columns set
     are the key's columns, or the ones `ON DELETE SET NULL (col, ...)` names (PostgreSQL 15 and later:
-    `confdelsetcols`, read through to_jsonb so that older catalogs, which lack it, read NULL)."""
+    `confdelsetcols`, read through to_jsonb so that older catalogs, which lack it, read NULL). The catalog
+    is asked first: the rows are counted (a subquery the server runs only when it is needed) only for a
+    key that sets such a column, so a nullable SET NULL child costs the preflight nothing."""
     return sql.SQL(
-        "SELECT b.n || {head} || a.attname || {tail} FROM ({count}) b "
-        "JOIN pg_constraint k ON k.conrelid = {rel} AND k.conname = {con} "
-        "CROSS JOIN LATERAL (SELECT to_jsonb(k) -> 'confdelsetcols' AS cols) d "
+        "SELECT x.n || {head} || x.cols || {tail} FROM (SELECT string_agg(a.attname, ', ') AS cols, ({count}) AS n "
+        "FROM pg_constraint k CROSS JOIN LATERAL (SELECT to_jsonb(k) -> 'confdelsetcols' AS cols) d "
         "JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (CASE WHEN jsonb_typeof(d.cols) = 'array' "
         "AND jsonb_array_length(d.cols) > 0 THEN ARRAY(SELECT jsonb_array_elements_text(d.cols))::int2[] "
         "ELSE k.conkey END) "
-        "WHERE b.n > 0 AND a.attnotnull AND (k.confdeltype = 'n' OR NOT a.atthasdef)"
+        "WHERE k.conrelid = {rel} AND k.conname = {con} AND a.attnotnull AND (k.confdeltype = 'n' OR NOT a.atthasdef) "
+        # OFFSET 0: x.n > 0 stays out of the HAVING, where the server would count the rows first
+        "HAVING count(*) > 0 OFFSET 0) x WHERE x.n > 0"
     ).format(
         head=sql.Literal(f" row(s) of {e.child} reference rows that {what} would delete, and foreign key "
                          f"{e.ref.name} ON DELETE {e.action} would set its NOT NULL column "),
         tail=sql.Literal(f" {'NULL' if e.ref.on_delete == 'n' else 'NULL (it has no default)'}: the delete would "
                          "fail; change the key's action or those rows first"),
-        count=sql.SQL("{} {}").format(sets.with_(), _blocked(sets, e, sql.SQL("count(*) AS n"))), rel=_regclass(e.child), con=sql.Literal(e.ref.name))
+        count=sql.SQL("{} {}").format(sets.with_(), _blocked(sets, e, sql.SQL("count(*)"))),
+        rel=_regclass(e.child), con=sql.Literal(e.ref.name))
 
 
 def column_refusal(tables: list[QualifiedName]) -> sql.Composable:
