@@ -33,15 +33,19 @@ def trimmed(column: Column, alias: str = T) -> sql.Composable:
 
 
 # CANONICAL_PATTERN without its bounded repetitions, which make PostgreSQL's regex engine several
-# times slower per row: the 8-4-4-4-12 shape (LIKE), no fifth hyphen, only hex digits and hyphens.
+# times slower per row: the 8-4-4-4-12 shape (LIKE), no fifth hyphen, only hex digits and hyphens
+# (one character class, which the regex engine runs fast: 0.3 us a key, where ltrim(key, chars), used
+# before, took 1.3 us on a UTF-8 database: it measures every character of a multibyte string).
 CANONICAL_SHAPE = "________-____-____-____-____________"
+CANONICAL_CHARS = "^[-0-9a-f]+$"
 
 
 def canonical(text: sql.Composable) -> sql.Composable:
-    """`text ~ CANONICAL_PATTERN`, exactly, but cheap: no regular expression at all (one took most of the
-    time of reading a text key); `ltrim(t, chars) = ''` holds when every character is one of `chars`."""
-    return sql.SQL("({t} LIKE {shape} AND {t} NOT LIKE {five} AND ltrim({t}, {chars}) = '')").format(
-        t=text, shape=sql.Literal(CANONICAL_SHAPE), five=sql.Literal("%-%-%-%-%-%"), chars=sql.Literal("-0123456789abcdef"))
+    """`text ~ CANONICAL_PATTERN`, exactly, but cheap. In the "C" collation, byte by byte: LIKE is not
+    allowed under a nondeterministic collation, and the character class then means ASCII."""
+    c = sql.SQL('({} COLLATE "C")').format(text)
+    return sql.SQL("({t} LIKE {shape} AND {t} NOT LIKE {five} AND {t} ~ {chars})").format(
+        t=c, shape=sql.Literal(CANONICAL_SHAPE), five=sql.Literal("%-%-%-%-%-%"), chars=sql.Literal(CANONICAL_CHARS))
 
 
 def key_valid(column: Column, alias: str = T) -> sql.Composable:

@@ -348,7 +348,7 @@ def comparable(result) -> tuple:
             [(c.check, c.status.value) for c in result.checks], [t.rows for t in result.inventory], stats, partitions)
 
 
-@pytest.mark.parametrize("jobs", [2, 4])
+@pytest.mark.parametrize("jobs", [2, 3, 4])
 def test_jobs_find_exactly_what_one_connection_finds(db, jobs):
     half_migrated_demo(db)
     assert comparable(scan(db.conninfo, Config(), jobs=jobs)) == comparable(scan(db.conninfo, Config(), jobs=1))

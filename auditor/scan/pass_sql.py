@@ -16,6 +16,7 @@ membership in the master is looked up.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from psycopg import sql
@@ -68,8 +69,21 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
     """One SELECT computing every measure over one table: `count(*)` first, then the measures in order."""
     joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
     columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
-    return sql.SQL("{with_}SELECT {cols} {from_}").format(
-        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(columns), from_=_from(ctx, target, joins))
+    unique = []
+    for c in columns:           # Composed compares by content, and is not hashable
+        if c not in unique:
+            unique.append(c)
+    statement = sql.SQL("{with_}SELECT {cols} {from_}").format(
+        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(unique), from_=_from(ctx, target, joins))
+    if len(unique) == len(columns):
+        return statement
+    # A measure declared twice (a check's count and another's, or a sample's gate: the same predicate)
+    # is computed once: the server does not share equal expressions, and a text key's tests cost.
+    names = [sql.Identifier(f"m{unique.index(c)}") for c in columns]
+    inner = sql.SQL("{with_}SELECT {cols} {from_}").format(
+        with_=_with(ctx, joins, target), from_=_from(ctx, target, joins),
+        cols=sql.SQL(", ").join(sql.SQL("{} AS {}").format(c, sql.Identifier(f"m{i}")) for i, c in enumerate(unique)))
+    return sql.SQL("SELECT {} FROM ({}) p").format(sql.SQL(", ").join(names), inner)
 
 
 def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
@@ -124,21 +138,59 @@ def _finite(created, alias: str) -> sql.Composable:
     return sql.SQL("CASE WHEN isfinite({c}) THEN {c} END").format(c=col(created, alias))
 
 
+def in_key_range(key, alias: str, key_range: tuple | None) -> sql.Composable:
+    """The row's key (valid, as uuid) lies in `key_range` ((low, high): uuid strings, None for no bound;
+    low included, high not). For a text key the comparison reads the key through `key_uuid`, whose
+    CASE converts only a valid key: the server may test this before the branch's `key_valid`."""
+    low, high = key_range or (None, None)
+    value = key_uuid(key, alias)
+    parts = [sql.SQL("{} >= {}::uuid").format(value, sql.Literal(low)) if low is not None else None,
+             sql.SQL("{} < {}::uuid").format(value, sql.Literal(high)) if high is not None else None]
+    parts = [p for p in parts if p is not None]
+    return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
+
+#: Two tables' rows per session share one sum: the first table's rows count 1, the second's PACK each
+#: (sum(int) keeps an int8 state: the second field holds up to 2^33 rows). Exact while a session has
+#: fewer than PACK rows in the first table, which a table smaller than PACK * MIN_ROW_BYTES bytes cannot
+#: hold (a heap row takes at least a 24-byte header and a 4-byte line pointer); a larger table keeps a
+#: count of its own.
+PACK = 1 << 30
+MIN_ROW_BYTES = 28
+
+
+def _row_slots(rows_for: list[KeyTable]) -> list[list[KeyTable]]:
+    """The tables whose rows the set counts per session, in sums of one or two tables each."""
+    small = [k for k in rows_for if int(k.table.bytes or 0) < PACK * MIN_ROW_BYTES]
+    slots = [small[i:i + 2] for i in range(0, len(small), 2)]
+    return slots + [[k] for k in rows_for if k not in small]
+
+
 def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
-                first_at: dict | None = None) -> sql.Composable:
+                first_at: dict | None = None, key_range: tuple | None = None) -> sql.Composable:
     """One row per valid session id of the master, the source table and the tables in `rows_for`
     (and, with `users`, of every table with a user column; with `first_at`, a {table name: time
     column} map, of those tables): in_master, in_source, rows_<i> (rows of key table i, for each of
     `rows_for`), min_user / max_user (non-NULL user ids over all its rows), first_at (its earliest
-    finite time in the `first_at` tables, UTC)."""
+    finite time in the `first_at` tables, UTC). With `key_range` ((low, high), see `in_key_range`),
+    only the sessions whose id lies in it: the set is then built in parts, one per key range.
+
+    Grouping a million sessions is mostly the work per row and aggregate, so each branch carries
+    constants the aggregates add up: a membership flag (1 master, 2 source, one `bit_or` for both) and
+    its rows' weight in each sum of `_row_slots` (two tables per sum). Six aggregates instead of nine:
+    10% of the set's time at scale 50."""
     user_of = {str(t.name): u for t, _, u in user_sources(ctx)} if users else {}
     first_at = first_at or {}
     # When every time column is a timestamptz (the usual case), the earliest time is taken as it is and
     # converted to UTC once per session, not once per row (the conversion is monotonic: same minimum).
     raw_tz = bool(first_at) and all(c.typname == "timestamptz" for c in first_at.values())
+    slots = _row_slots(list(rows_for))
     parts = []
 
-    def part(table, key, tag, alias):
+    def part(table, key, flag, alias, rows_of=None):
+        weights = [sql.SQL(", {}::int AS {}").format(
+            sql.Literal(0 if rows_of not in slot else (1 if slot[0] is rows_of else PACK)), sql.Identifier(f"w{j}"))
+            for j, slot in enumerate(slots)]
         extra = [sql.SQL(", {} AS uid").format(_user_value(ctx, user_of.get(str(table.name)), alias))] if users else []
         if first_at:
             created = first_at.get(str(table.name))
@@ -149,26 +201,35 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
             extra.append(sql.SQL(", {} AS first_at").format(value))
         # Only the rows with a valid key, filtered in the branch itself: the key is converted to uuid
         # once per row (after the filter), and the server aggregates the branches in parallel.
-        parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS src{} FROM {} {} WHERE {}").format(
-            valid_key_uuid(key, alias), sql.Literal(tag), sql.SQL("").join(extra), table_ref(table.name),
-            sql.Identifier(alias), key_valid(key, alias)))
+        where = key_valid(key, alias)
+        if key_range is not None:
+            where = sql.SQL("{} AND {}").format(where, in_key_range(key, alias, key_range))
+        parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS fl{}{} FROM {} {} WHERE {}").format(
+            valid_key_uuid(key, alias), sql.Literal(flag), sql.SQL("").join(weights), sql.SQL("").join(extra),
+            table_ref(table.name), sql.Identifier(alias), where))
 
     if ctx.master is not None and ctx.master_key is not None:
-        part(ctx.master, ctx.master_key, 0, "m")
+        part(ctx.master, ctx.master_key, 1, "m")
     if ctx.source is not None and ctx.source.key_checkable:
-        part(ctx.source.table, ctx.source.key, 1, "s")
+        part(ctx.source.table, ctx.source.key, 2, "s")
     wanted = {str(k.name) for k in rows_for} | set(user_of) | set(first_at)
-    for i, k in enumerate(ctx.key_tables):
+    for k in ctx.key_tables:
         if str(k.name) in wanted and not k.is_source and k.key_checkable:
-            part(k.table, k.key, i + 2, "t")
+            part(k.table, k.key, 0, "t", k if k in rows_for else None)
     if not parts:
-        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS src{}{} WHERE false").format(
+        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS fl{}{}{} WHERE false").format(
+            sql.SQL("").join(sql.SQL(", 0 AS {}").format(sql.Identifier(f"w{j}")) for j in range(len(slots))),
             sql.SQL(", NULL::bigint AS uid") if users else sql.SQL(""),
             (sql.SQL(", NULL::timestamptz AS first_at") if raw_tz else sql.SQL(", NULL::timestamp AS first_at"))
             if first_at else sql.SQL("")))
-    columns = [sql.SQL("bool_or(src = 0) AS in_master"), sql.SQL("bool_or(src = 1) AS in_source")]
-    columns += [sql.SQL("count(*) FILTER (WHERE src = {}) AS {}").format(
-        sql.Literal(ctx.key_tables.index(k) + 2), sql.Identifier(f"rows_{ctx.key_tables.index(k)}")) for k in rows_for]
+    columns = [sql.SQL("(bit_or(fl) & 1) <> 0 AS in_master"), sql.SQL("(bit_or(fl) & 2) <> 0 AS in_source")]
+    for j, slot in enumerate(slots):
+        total = sql.SQL("sum({})").format(sql.Identifier(f"w{j}"))
+        for place, k in enumerate(slot):
+            value = total if len(slot) == 1 else (
+                sql.SQL("({} & {})").format(total, sql.Literal(PACK - 1)) if place == 0 else
+                sql.SQL("({} >> {})").format(total, sql.Literal(PACK.bit_length() - 1)))
+            columns.append(sql.SQL("coalesce({}, 0) AS {}").format(value, sql.Identifier(f"rows_{ctx.key_tables.index(k)}")))
     if users:
         columns += [sql.SQL("min(uid) AS min_user"), sql.SQL("max(uid) AS max_user")]
     if first_at:
@@ -195,7 +256,7 @@ class SetSample:
 
 
 def set_statement(ctx: AuditContext, columns: list, rows_for: list[KeyTable] = (), users: bool = False,
-                  first_at: dict | None = None) -> sql.Composable:
+                  first_at: dict | None = None, key_range: tuple | None = None) -> sql.Composable:
     """One statement, one row: a jsonb array of the number of known sessions (those of the master or the
     source table) and `columns`, each over the set of sessions (`session_set`, alias `kn`). A column is
     an additive aggregate over the set (a count or a sum: a measure), a `Sample` over the set (its first
@@ -238,5 +299,42 @@ def set_statement(ctx: AuditContext, columns: list, rows_for: list[KeyTable] = (
             inner.append(sql.SQL("{} AS {}").format(c, name))
             outer.append(sql.SQL("(SELECT coalesce(sum(w.{}), 0) FROM w)").format(name))
     return sql.SQL("WITH w AS MATERIALIZED (SELECT {inner} FROM ({set}) kn GROUP BY 1) SELECT jsonb_build_array({outer})"
-                   ).format(inner=sql.SQL(", ").join(inner), set=session_set(ctx, list(rows_for), users, first_at),
+                   ).format(inner=sql.SQL(", ").join(inner), set=session_set(ctx, list(rows_for), users, first_at, key_range),
                             outer=sql.SQL(", ").join(outer))
+
+
+def _sample_order(values: list) -> list:
+    """Values of a sample over the set in the order the statement gives them: as uuids (the byte order
+    PostgreSQL sorts uuids in) when every value is one, else as text."""
+    try:
+        return sorted(values, key=lambda v: uuid.UUID(str(v)))
+    except ValueError:
+        return sorted(values, key=str)
+
+
+def merge_set_rows(columns: list, rows: list[list]) -> list:
+    """The row of `set_statement` over the whole set, from its rows over disjoint key ranges (one
+    per part, each the same jsonb array): counts and sums add up, a sample is the first `limit` of the
+    parts' samples together (each part's holds its own first `limit`), the weeks add up per week and
+    keep the most recent `limit`. One part: its row as it is."""
+    if len(rows) == 1:
+        return rows[0]
+    merged = [sum(int(r[0] or 0) for r in rows)]
+    for i, c in enumerate(columns, start=1):
+        values = [r[i] for r in rows]
+        if isinstance(c, Weeks):
+            weeks: dict[str, list[int]] = {}
+            for part in values:
+                for week, *counts in part or []:
+                    total = weeks.setdefault(week, [0] * len(counts))
+                    weeks[week] = [a + int(b) for a, b in zip(total, counts)]
+            recent = sorted(weeks, reverse=True)[:c.limit]
+            merged.append([[w, *weeks[w]] for w in recent] or None)
+        elif isinstance(c, SetSample):
+            found = [v for part in values for v in part or []]
+            if c.sample.distinct:
+                found = list(dict.fromkeys(found))
+            merged.append(_sample_order(found)[:c.limit] or None)
+        else:
+            merged.append(sum(int(v or 0) for v in values))
+    return merged

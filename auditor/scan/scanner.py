@@ -26,7 +26,7 @@ from ..context import AuditContext, build_context
 from ..errors import ConfigError, NothingToAudit
 from .passes import TablePasses, execute_in_savepoint
 from ..model import CheckResult, Finding, ScanResult, Status, TableInventory
-from .stats import MAX_WEEKS, collect_stats, week_tables
+from .stats import MAX_WEEKS, collect_stats, count_partitions, week_tables
 
 Progress = Callable[[str], None]
 
@@ -154,18 +154,24 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
             ctx = audit_context(conn, config)
             # the report's sessions per week are counted over the scan's one set of sessions
             weeks = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
+            partitions: dict = {}
+
+            def partition_rows(on: psycopg.Connection) -> None:
+                # the report's rows per partition: one more read of each partitioned key table, done
+                # on whichever connection is free first
+                partitions.update(count_partitions(ctx, lambda q: execute_in_savepoint(on, q, config.timeout_seconds)))
             with shared_snapshot(conn, connect, jobs - 1, say) as helpers:
-                result = _run(conn, ctx, checks, say, weeks, helpers)
+                result = _run(conn, ctx, checks, say, weeks, helpers, extra=[partition_rows])
             say("collecting report statistics")
             result.stats.update(collect_stats(ctx, lambda q: execute_in_savepoint(conn, q, config.timeout_seconds),
-                                              weeks_rows=weeks["rows"]))
+                                              weeks_rows=weeks["rows"], partition_counts=partitions))
     finally:
         conn.rollback()
     return result
 
 
 def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None,
-         helpers: list = ()) -> ScanResult:
+         helpers: list = (), extra: list = ()) -> ScanResult:
     timer = _Timer()
     findings: dict[str, list[Finding]] = defaultdict(list)
     errors: dict[str, str] = {}
@@ -174,7 +180,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
     # 1. per-table passes (the known-session set built once: see scan/passes.py)
     passes = TablePasses(conn, ctx, checks, status_targets, timer, say,
                          weeks=(weeks["tables"], weeks["limit"]) if weeks and weeks["tables"] else None)
-    passes.run(helpers)
+    passes.run(helpers, extra)
     if weeks is not None:
         weeks["rows"] = passes.weeks_rows
     errors.update(passes.errors)

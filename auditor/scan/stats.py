@@ -77,11 +77,25 @@ def _as_utc_timestamp(created) -> sql.Composable:
     return sql.SQL("{}::timestamp").format(col(created))
 
 
-def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] | None = None) -> dict:
+def count_partitions(ctx: AuditContext, execute: Execute) -> dict[str, dict | None]:
+    """{partitioned key table: {(schema, partition): exact rows}, or None when its count timed out}."""
+    out: dict[str, dict | None] = {}
+    for k in ctx.key_tables:
+        if k.table.is_partitioned:
+            try:
+                out[str(k.name)] = {(schema, name): int(n) for schema, name, n in execute(partition_rows_query(k.table))}
+            except pgerrors.QueryCanceled:
+                out[str(k.name)] = None
+    return out
+
+
+def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] | None = None,
+                  partition_counts: dict | None = None) -> dict:
     """The report's chart data (JSON-serialisable). A query that fails with a timeout is noted, not raised.
 
     `weeks_rows`: the sessions per week already counted by the scan's pass over its set of sessions
-    (the scanner passes them); without them the weekly query runs here."""
+    (the scanner passes them); without them the weekly query runs here. `partition_counts`: what
+    `count_partitions` returned, when the scanner ran it already (on a connection of its own)."""
     out: dict = {"created_at_column": ctx.config.created_at_column}
     used, skipped = week_tables(ctx)
     out["sessions_by_week_tables"] = [str(k.name) for k, _ in used]
@@ -97,14 +111,13 @@ def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] |
             out["sessions_by_week_error"] = "timed out"
     out["sessions_by_week"] = weeks
 
+    counted = partition_counts if partition_counts is not None else count_partitions(ctx, execute)
     partitions = []
     for k in ctx.key_tables:
         if not k.table.is_partitioned:
             continue
-        counts: dict[tuple[str, str], int] | None = None
-        try:
-            counts = {(schema, name): int(n) for schema, name, n in execute(partition_rows_query(k.table))}
-        except pgerrors.QueryCanceled:
+        counts = counted.get(str(k.name))
+        if counts is None:
             out.setdefault("partition_errors", []).append(f"{k.name}: row count timed out")
         for p in k.table.leaf_partitions:
             exact = None if counts is None else counts.get((p.name.schema, p.name.name), 0)
