@@ -5,25 +5,28 @@
   (`USES_MASTER`: a join with the master alone, hashed, no DISTINCT when its key is unique).
 - The set of sessions (`scan.pass_sql.session_set`: one row per session of the master, the source
   table and the other key tables, with its rows per table and its smallest and largest user id) is
-  built once, in ONE statement that reads it once, as the grouping emits it, for every measure over
-  the set (missing master rows, orphans per table, conflicting users, sessions per week) and their samples.
+  built once, by a statement that reads it once, as the grouping emits it, for every measure over
+  the set (missing master rows, orphans per table, conflicting users, sessions per week) and their
+  samples; on several connections, in parts, one key range of session ids each (`key_ranges`), whose
+  rows add up to the whole set's (`pass_sql.merge_set_rows`).
 - No statement is read through a cursor: the server runs a cursor's (a portal's) query without
-  parallel workers, and the set is the heaviest statement of the scan. Each statement has its own
-  statement timeout: one that times out marks its checks `error`; the rest continue.
+  parallel workers. Each statement has its own statement timeout: one that times out marks its
+  checks `error`; the rest continue.
 - A table whose measures join the known sessions row by row (none of the built-in checks: they
   measure over the set or look keys up in the master) gets a statement of its own after the set.
 - Samples over the set are columns of the set's statement: the sessions with the defect collected
-  per week of their first row (unordered), then the first n of them (top-N). Samples over a table come from a second statement
-  restricted to the defective rows, run only when the table's pass counted some (the pass itself
-  counts them): an ordered `array_agg` in the pass would keep the server from reading the table in
-  parallel (PostgreSQL 15 has no parallel array_agg), and the source table is the largest of all.
-  Each sample is `array_agg(... ORDER BY ...) FILTER (WHERE defect)[1:n]`: only n values per finding
-  leave the server.
+  per week of their first row (unordered), then the first n of them (top-N). Samples over a table,
+  with one connection, come from a second statement restricted to the defective rows, run only when
+  the table's pass counted some: an ordered `array_agg` in the pass would keep the server from reading
+  the table in parallel (PostgreSQL 15 has no parallel array_agg), and the source table is the largest
+  of all. On several connections, where no statement runs in parallel, they are aggregates of the pass
+  itself. Each sample is `array_agg(... ORDER BY ...) FILTER (WHERE defect)[1:n]`: only n values per
+  finding leave the server.
 
 Everything runs inside the scan's read-only transaction (one snapshot): no temporary table, so it
 works on a standby. With helper connections (`run(helpers)`: `--jobs`, each in the same exported
-snapshot, see scanner.shared_snapshot) the per-table passes run on them while the scan's own connection
-builds the set of sessions, then takes what is left of them.
+snapshot, see scanner.shared_snapshot) every connection takes the next piece of work (a part of the
+set, a table's pass, the report's row counts per partition) until none is left.
 """
 from __future__ import annotations
 
@@ -144,6 +147,7 @@ class TablePasses:
         self.known_sessions: int | None = None
         self._set_failed: str | None = None       # why a part of the set of sessions was not built
         self.serial = False                       # on one of several connections: no parallel workers
+        self._set_span: list[float] = []          # when the first part of the set started, the last ended
         self.failed: set[tuple[str, str]] = set()     # (check id, table) whose values are incomplete
         self.entries = [_Entry(c, t, c.measures(ctx, t))
                         for c in checks if isinstance(c, TableCheck) for t in targets[c.id]]
@@ -176,26 +180,24 @@ class TablePasses:
     # -- running ------------------------------------------------------------------------------------
     def run(self, helpers: list = (), extra: list = ()) -> None:
         """The per-table passes, the set of sessions and `extra` work (callables taking a connection:
-        the scanner's report statistics). With `helpers` (more connections in the same snapshot), every
-        connection takes the next piece of work until none is left: the set first, the largest tables
-        next. Each statement then runs without parallel workers (the connections are the parallelism),
-        and the set is built in parts, one key range each (`key_ranges`), one fewer than the connections
-        when there are table passes: a part reads every key table, so on a busy server a part of its
-        own costs more than it saves (scale 50: 0.8 s of reading per part, against 2.9 s for the whole
-        set), and the passes take the last connection."""
+        the scanner's report statistics). With `helpers` (more connections in the same snapshot), the set
+        is built in as many parts as there are connections, one key range each (`key_ranges`), and every
+        connection takes the next piece of work until none is left: the parts first, then the tables,
+        largest first. Each statement then runs without parallel workers (the connections are the
+        parallelism). A part reads every key table (scale 50: 0.8 s of the whole set's 2.9 s alone), so
+        two parts cost more server time than one, but on two free cores they end sooner."""
         known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.target.is_source]
         plain = sorted((p for p in self.tables.values() if p not in known), key=lambda p: -int(p.target.table.bytes or 0))
         conns = [self.conn, *helpers]
         self.serial = len(conns) > 1
         wanted = bool(known or self.sessions.columns)
-        ranges = key_ranges(self.conn, self.ctx, max(1, len(conns) - (1 if plain else 0))) if wanted else []
+        ranges = key_ranges(self.conn, self.ctx, len(conns)) if wanted else []
         if ranges:
             self.say(f"building {SESSIONS}" + (f" in {len(ranges)} key ranges" if len(ranges) > 1 else "")
                      + " (reads the key tables once more)")
         work_items = [("set", r) for r in ranges] + [("table", p) for p in plain] + [("extra", f) for f in extra]
         parts: dict[int, list] = {}
         failures: list[BaseException] = []
-        started = time.monotonic()
 
         def work(conn) -> None:
             try:
@@ -226,8 +228,9 @@ class TablePasses:
         if failures:
             raise failures[0]
         if ranges:
+            seconds = max(self._set_span[1] - self._set_span[0], 0.0) if self._set_span else 0.0
             self._finish_set(known, [parts[i] for i in range(len(ranges))] if len(parts) == len(ranges) else None,
-                             time.monotonic() - started)
+                             seconds)
 
     def _run_set_part(self, key_range, index: int, count: int, conn, parts: dict) -> None:
         """One part of the set of sessions (all of it with one range), in one statement read whole: no
@@ -245,11 +248,18 @@ class TablePasses:
         except pgerrors.QueryCanceled:
             with self._lock:
                 self._set_failed = f"timed out building {SESSIONS} after {self.timeout:g}s"
+                self._note_span(started)
             return
         with self._lock:
             parts[index] = values
+            self._note_span(started)
         if count > 1:
             self.say(f"built part {index + 1} of {count} of {SESSIONS} in {time.monotonic() - started:.1f}s")
+
+    def _note_span(self, started: float) -> None:
+        ended = time.monotonic()
+        self._set_span = [min(started, self._set_span[0]), max(ended, self._set_span[1])] if self._set_span \
+            else [started, ended]
 
     def _finish_set(self, known: list[_Pass], rows: list | None, seconds: float) -> None:
         """The parts' rows merged into the set's one row and recorded; then the tables whose measures join
