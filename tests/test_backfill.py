@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import psycopg
 import pytest
@@ -18,6 +16,8 @@ from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.fix.executor import Executor, StepFailed
 from yumai_audit.fix.steps import Operation
+
+from test_executor import CLI, _apply_until_converged, _started, _wait_for
 
 SESSIONS = 1200          # in the default partition, 5 rows each
 SPANNING = 100           # sessions of the January partition with one more row in the default partition
@@ -101,11 +101,14 @@ class CountingExecutor(Executor):
         return conn
 
 
-def run(db, batch_size: int, stop_after: tuple[str, int] | None = None) -> CountingExecutor:
+def run(db, batch_size: int, stop_after: tuple[str, int] | None = None, during=None) -> CountingExecutor:
     """Plan and apply with `batch_size`; `stop_after` (step, batch): that batch fails (rolled back, the earlier
-    ones stay, as when the run is killed there)."""
+    ones stay, as when the run is killed there); `during(step, batch)`: called at the end of each batch."""
     def cut(step, conn):
-        if stop_after is not None and (step.id, len(executor.reads.get(step.id, []))) == stop_after:
+        batch = len(executor.reads.get(step.id, []))
+        if during is not None:
+            during(step.id, batch)
+        if stop_after is not None and (step.id, batch) == stop_after:
             raise psycopg.OperationalError("cut off by the test")
 
     target = resolve_target(db.conninfo)
@@ -143,6 +146,24 @@ def test_the_backfill_reads_each_partition_once_whatever_the_batch_size(db):
     assert db.scalar("SELECT count(*) FROM yumai_audit.backfill_progress") == 0    # every walk ended
 
 
+def test_sessions_written_during_the_walk_are_registered_by_it_or_by_the_catch_up(db):
+    """The application writes two new sessions while the default partition is walked: the one ahead of the
+    walk's position is registered by the walk, the one behind it by the catch-up (one row each)."""
+    db.execute(SOURCE)
+    behind, ahead = "00000000-0000-0000-0000-000000000001", "ffffffff-ffff-ffff-ffff-fffffffffffe"
+
+    def write(step, batch):
+        if (step, batch) == ("backfill:chatbot.conversations_default", 3):
+            db.execute("INSERT INTO chatbot.conversations (session_id, user_id, created_at) VALUES "
+                       "(%s, 1, '2025-07-01'), (%s, 2, '2025-07-02')", (behind, ahead))
+
+    ran = run(db, batch_size=50, during=write)
+    assert ran.outcome.ok, ran.outcome.problems
+    assert backfills(ran.outcome)["conversations_default"][0] == DEFAULT_SESSIONS - SPANNING + 1
+    assert [o.rows for o in ran.outcome.outcomes if o.step == "catchup:chatbot.conversations"] == [1]
+    assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
+
+
 def test_a_backfill_cut_off_resumes_after_its_last_committed_batch(db):
     db.execute(SOURCE)
     step = "backfill:chatbot.conversations_default"
@@ -167,39 +188,27 @@ def test_a_backfill_cut_off_resumes_after_its_last_committed_batch(db):
 def test_a_killed_backfill_resumes_with_exact_counts(db):
     """kill -9 of `fix --apply` while it walks (a batch of one session at a time), then a rerun."""
     db.execute(SOURCE)
-    cli = [sys.executable, "-c", "from yumai_audit.cli import main; main()", "fix", "--dsn", db.conninfo, "--apply",
-           "--yes", "--no-backup", "--batch-size", "1", "--out", "killed"]
-    proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(CLI + ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--batch-size", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if db.scalar("SELECT to_regclass('yumai_audit.backfill_progress')") is not None and \
-                    db.scalar("SELECT count(*) FROM yumai_audit.backfill_progress WHERE walk LIKE '%default'"):
-                break
-            time.sleep(0.02)
-        else:
-            raise AssertionError("the default partition's walk never started")
+        _wait_for(lambda: _started(db, "backfill:chatbot.conversations_default") and db.scalar(
+            "SELECT count(*) FROM yumai_audit.backfill_progress WHERE walk LIKE '%default'"), "the walk to start")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-    position = db.fetchall("SELECT walk, last_key FROM yumai_audit.backfill_progress")
-    assert len(position) == 1
-    for _ in range(40):         # the killed run's server process lets go of the advisory lock within a second
-        done = subprocess.run(cli[:-4] + ["--batch-size", "50", "--out", "resumed"], capture_output=True, text=True,
-                              timeout=300)
-        if "another yumai-audit fix --apply is running" not in done.stderr:
-            break
-        time.sleep(0.5)
+    assert db.scalar("SELECT count(*) FROM yumai_audit.backfill_progress") == 1     # the walk stands somewhere
+    registered = db.scalar("SELECT count(*) FROM chatbot.session_master")
+    done = _apply_until_converged(db)
     assert "resumed after an interrupted run: backfill:chatbot.conversations_default" in done.stdout, done.stdout
     assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
     assert db.scalar("SELECT count(*) FROM yumai_audit.backfill_progress") == 0
-    steps = db.fetchall("SELECT step, outcome, rows FROM yumai_audit.journal WHERE step LIKE 'backfill:%' ORDER BY id")
-    registered = sum(r for _s, outcome, r in steps if outcome == "done")
-    # the killed batch rolled back; what the killed run committed plus what the rerun registered: every session
-    assert ("backfill:chatbot.conversations_default", "interrupted", None) in steps
-    assert db.scalar("SELECT count(*) FROM chatbot.session_master") == ALL_SESSIONS > registered
+    journal = db.fetchall("SELECT step, outcome, rows FROM yumai_audit.journal WHERE step LIKE 'backfill:%' ORDER BY id")
+    # exact: the rerun registered what the killed run had not committed
+    assert journal == [("backfill:chatbot.conversations_2026_01", "done", JANUARY),
+                       ("backfill:chatbot.conversations_default", "interrupted", None),
+                       ("backfill:chatbot.conversations_default", "done", ALL_SESSIONS - registered)]
 
 
 def test_the_walk_needs_an_ordered_index_on_the_key(db):
