@@ -54,7 +54,6 @@ ANALYZE chatbot.conversations;
 """
 DEFAULT_SESSIONS = SESSIONS + SPANNING + 2      # walked by backfill:chatbot.conversations_default
 ALL_SESSIONS = SESSIONS + JANUARY + 2
-PARTS = ("conversations_2026_01", "conversations_default")
 
 # what the master must hold: each session's first and last created_at, the user of its earliest row when
 # that user exists
@@ -143,7 +142,8 @@ def test_the_backfill_reads_each_partition_once_whatever_the_batch_size(db):
         "conversations_default": (DEFAULT_SESSIONS - SPANNING, DEFAULT_SESSIONS // 50 + 1)}
     assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
     assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE session_id IN (%s, %s)", (NIL, MAX)) == 2
-    assert db.scalar("SELECT count(*) FROM yumai_audit.backfill_progress") == 0    # every walk ended
+    # every walk ended, and the catch-up dropped the walks' table
+    assert db.scalar("SELECT to_regclass('yumai_audit.backfill_progress')") is None
 
 
 def test_sessions_written_during_the_walk_are_registered_by_it_or_by_the_catch_up(db):
@@ -181,7 +181,24 @@ def test_a_backfill_cut_off_resumes_after_its_last_committed_batch(db):
     # the rest of the walk only: 200 keys fewer, exactly the missing sessions registered
     assert backfills(resumed.outcome) == {"conversations_default": (missing, (DEFAULT_SESSIONS - 200) // 50 + 1)}
     assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
-    assert db.scalar("SELECT count(*) FROM yumai_audit.backfill_progress") == 0
+    assert db.scalar("SELECT to_regclass('yumai_audit.backfill_progress')") is None
+    assert api.plan(db.conninfo, Config()).pending == []
+
+
+def test_a_walk_cut_off_and_never_resumed_is_dropped_by_the_catch_up(db):
+    """The partition's sessions registered by other means after the cut: its backfill is done (guard), and the
+    walk's position, moot, goes with the catch-up."""
+    db.execute(SOURCE)
+    with pytest.raises(StepFailed, match="cut off by the test"):
+        run(db, batch_size=50, stop_after=("backfill:chatbot.conversations_default", 2))
+    db.execute(EXPECTED.replace("SELECT c.session_id", "INSERT INTO chatbot.session_master "
+                                "(session_id, session_start, session_end, user_id) SELECT c.session_id")
+               .replace("ORDER BY 1", "") + " ON CONFLICT DO NOTHING")
+    resumed = run(db, batch_size=50)
+    assert resumed.outcome.ok, resumed.outcome.problems
+    assert backfills(resumed.outcome) == {}
+    assert [o.rows for o in resumed.outcome.outcomes if o.step == "catchup:chatbot.conversations"] == [0]
+    assert db.scalar("SELECT to_regclass('yumai_audit.backfill_progress')") is None
     assert api.plan(db.conninfo, Config()).pending == []
 
 
@@ -192,6 +209,7 @@ def test_a_killed_backfill_resumes_with_exact_counts(db):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: _started(db, "backfill:chatbot.conversations_default") and db.scalar(
+            "SELECT to_regclass('yumai_audit.backfill_progress')") and db.scalar(
             "SELECT count(*) FROM yumai_audit.backfill_progress WHERE walk LIKE '%default'"), "the walk to start")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -203,7 +221,7 @@ def test_a_killed_backfill_resumes_with_exact_counts(db):
     done = _apply_until_converged(db)
     assert "resumed after an interrupted run: backfill:chatbot.conversations_default" in done.stdout, done.stdout
     assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
-    assert db.scalar("SELECT count(*) FROM yumai_audit.backfill_progress") == 0
+    assert db.scalar("SELECT to_regclass('yumai_audit.backfill_progress')") is None
     journal = db.fetchall("SELECT step, outcome, rows FROM yumai_audit.journal WHERE step LIKE 'backfill:%' ORDER BY id")
     # exact: the rerun registered what the killed run had not committed
     assert journal == [("backfill:chatbot.conversations_2026_01", "done", JANUARY),

@@ -144,7 +144,8 @@ def backfill_all(d: Draft) -> sql.Composable:
 # Each backfill step reads its partition once, in key order, `batch_size` sessions a batch; where it
 # stands is a row of PROGRESS (the walk: its step id), which each batch moves in the transaction that
 # registers its sessions, and which the last batch deletes: a run cut off resumes after the last
-# committed batch, `fix --sql` and `--apply` alike.
+# committed batch, `fix --sql` and `--apply` alike. The catch-up, which registers whatever is still
+# missing, drops the table.
 
 PROGRESS = QualifiedName(BRIDGE_SCHEMA, "backfill_progress")
 
@@ -186,6 +187,16 @@ def walk_batch(d: Draft, relation: QualifiedName, key: Column, walk: str) -> sql
         "{register}").format(
         progress=table_ref(PROGRESS), walk=sql.Literal(walk), k=k, rel=rel, n=n,
         register=register_sessions(d, d.ctx.source, missing_from_master(d, walked, key)))
+
+
+def drop_progress() -> sql.Composable:
+    """The catch-ups' last statement: every session the master lacked is registered, so no walk's position
+    matters any more (nor one a run cut off and never resumed, its partition done by other means)."""
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(table_ref(PROGRESS))
+
+
+def progress_gone() -> sql.Composable:
+    return sql.SQL("SELECT to_regclass({}) IS NULL").format(sql.Literal(table_ref(PROGRESS).as_string(None)))
 
 
 def walk_ended(walk: str) -> sql.Composable:
@@ -388,10 +399,11 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
     key = k.key.name
     fk_name = short_name(k.name.name, key, suffix="fkey")
     source_known = d.ctx.source is not None and d.ctx.source.key_checkable
-    catchup_stmts = (backfill_all(d),) if source_known else ()
+    catchup_stmts = (backfill_all(d), drop_progress()) if source_known else ()
     if not k.is_source:
         catchup_stmts += orphan_statements(d, k)
-    guards = [backfill_guard(d, d.ctx.source.name, key_after(d.ctx.source))] if source_known else []
+    # the cheap test first: while the walks' table is there (the backfills ran), the catch-up runs to drop it
+    guards = [progress_gone(), backfill_guard(d, d.ctx.source.name, key_after(d.ctx.source))] if source_known else []
     if not k.is_source:
         guards.append(orphan_guard(d, k))
 
