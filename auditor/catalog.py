@@ -125,6 +125,7 @@ class Index:
     unique: bool
     primary: bool
     partial: bool = False      # has a WHERE clause (cannot be a foreign key's target)
+    method: str = "btree"      # the access method (pg_am.amname)
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,10 @@ class Table:
     def fks_on(self, column: str) -> list[ForeignKey]:
         return [fk for fk in self.foreign_keys if fk.columns == (column,)]
 
-    def has_leading_index(self, column: str) -> bool:
-        return any(ix.valid and ix.columns[:1] == (column,) for ix in self.indexes)
+    def has_leading_index(self, column: str, ordered: bool = False) -> bool:
+        """A valid index leading with `column`; `ordered`: one that can be read in its order, whole (btree, no WHERE)."""
+        return any(ix.valid and ix.columns[:1] == (column,) and (not ordered or (ix.method == "btree" and not ix.partial))
+                   for ix in self.indexes)
 
 
 @dataclass
@@ -263,8 +266,9 @@ _INDEXES = """
 SELECT i.indrelid, ic.relname,
        ARRAY(SELECT coalesce(a.attname, '') FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY k(num, ord)
              LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num ORDER BY k.ord)::text[],
-       i.indisvalid, i.indisunique, i.indisprimary, n.nspname, i.indpred IS NOT NULL
+       i.indisvalid, i.indisunique, i.indisprimary, n.nspname, i.indpred IS NOT NULL, am.amname::text
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace
+JOIN pg_am am ON am.oid = ic.relam
 WHERE i.indrelid = ANY(%(oids)s)
 ORDER BY ic.relname
 """
@@ -319,9 +323,10 @@ def read_catalog(conn: psycopg.Connection, schemas: tuple[str, ...] = ()) -> Cat
             else:
                 by_oid[leaf_oids[relid]].partition_foreign_keys.append(fk)
         invalid: list[Index] = []
-        for relid, name, cols, valid, unique, primary, schema, partial in cur.execute(_INDEXES, {"oids": all_oids}):
+        for relid, name, cols, valid, unique, primary, schema, partial, method in cur.execute(
+                _INDEXES, {"oids": all_oids}):
             owner_table = by_oid.get(relid) or by_oid[leaf_oids[relid]]
-            index = Index(name, owner_table.name, tuple(cols), valid, unique, primary, partial)
+            index = Index(name, owner_table.name, tuple(cols), valid, unique, primary, partial, method)
             if relid in by_oid:
                 owner_table.indexes.append(index)
                 if primary:

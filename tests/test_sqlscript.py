@@ -36,8 +36,11 @@ def test_the_script_holds_exactly_what_the_executor_sends(db):
         runs = [i for i in range(len(sent)) if sent[i:i + len(statements)] == statements]
         assert runs, step.id                                     # ... and the executor sent it as it is
         if step.kind is Kind.BATCHED:
-            # batches of 2 sessions: the same block again, until a batch is short
+            # batches of 2 sessions: the same block again, until a batch is short (a walk: until its end test,
+            # sent last in each batch, says the walk has ended)
             assert len(runs) >= 2, step.id
+            if block.until is not None:
+                assert all(sent[i + len(statements)] == block.until.as_string(None) for i in runs), step.id
         checked += 1
     assert checked == len(ran) > 20
     for setting in session_settings(plan.server_version_num):

@@ -109,10 +109,15 @@ class FkSpec:
         return fk_exists(table, self.columns, self.ref_table, validated=validated, ref_columns=self.ref_columns)
 
 
-def leading_index_exists(table: QualifiedName, column: str, name: str | None = None) -> sql.Composable:
-    """A valid index whose first column is `column` (or, with `name`, that index, valid)."""
+def leading_index_exists(table: QualifiedName, column: str, name: str | None = None,
+                         ordered: bool = False) -> sql.Composable:
+    """A valid index whose first column is `column` (or, with `name`, that index, valid); `ordered`: a
+    btree without WHERE (one a walk in key order can read)."""
     which = sql.SQL("ic.relname = {}").format(sql.Literal(name)) if name else sql.SQL("i.indkey[0] = {}").format(
         attnum(table, column))
+    if ordered:
+        which = sql.SQL("{} AND i.indpred IS NULL AND ic.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')").format(
+            which)
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
                    "WHERE i.indrelid = {} AND i.indisvalid AND {})").format(relid(table), which)
 
@@ -156,12 +161,13 @@ def concurrent_index(step_id: str, table: QualifiedName, column: str, idx: str, 
 
 
 def leading_index_steps(table: Table, column: str, after: list[str], suffix: str = "",
-                        repairs: tuple[str, ...] = ()) -> Built:
+                        repairs: tuple[str, ...] = (), ordered: bool = False) -> Built:
     """Steps that leave a valid index on `table` leading with `column` (none when there is one):
     CONCURRENTLY on an ordinary table; ON ONLY the parent, CONCURRENTLY per partition and ATTACH on
-    a partitioned one. `suffix` keeps step ids apart when one table gets several such indexes."""
+    a partitioned one. `suffix` keeps step ids apart when one table gets several such indexes.
+    `ordered`: an index that can be read in key order (btree, no WHERE); another kind does not count."""
     out = Built()
-    if table.has_leading_index(column):
+    if table.has_leading_index(column, ordered):
         return out
     tname = table.name
     name = str(tname)
@@ -169,7 +175,8 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
     out.claims.append((tname.schema, idx, tname.name, column))
     if not table.is_partitioned:
         out.last = [out.add(concurrent_index(f"index:{name}{suffix}", tname, column, idx, after,
-                                             leading_index_exists(tname, column), target=name, repairs=repairs)).id]
+                                             leading_index_exists(tname, column, ordered=ordered), target=name,
+                                             repairs=repairs)).id]
         return out
     parent = out.add(Step(
         id=f"index:{name}{suffix}", operation=Operation.INDEX_PARENT,
@@ -179,7 +186,7 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
         lock=LockMode.SHARE, tables=(name,), depends_on=tuple(after),
         guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_class ic JOIN pg_index i ON i.indexrelid = ic.oid "
                       "WHERE i.indrelid = {} AND ic.relname = {}) OR ({})").format(
-            relid(tname), sql.Literal(idx), leading_index_exists(tname, column)),
+            relid(tname), sql.Literal(idx), leading_index_exists(tname, column, ordered=ordered)),
         changes=(name,), target=name, column=column, repairs=repairs))
     out.last = [parent.id]
     for p in table.leaf_partitions:
@@ -198,7 +205,7 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
                           "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
                           "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {})) OR ({})").format(
                 sql.Literal(pidx), sql.Literal(idx), sql.Literal(p.name.schema),
-                leading_index_exists(tname, column)),
+                leading_index_exists(tname, column, ordered=ordered)),
             changes=(name,), target=name, column=column, repairs=repairs))
         out.last.append(attach.id)
     return out

@@ -204,18 +204,22 @@ class Executor:
         """What this step sends: the very block `fix --sql` writes (steps.step_block)."""
         return step_block(step, self.plan.options.lock_timeout, self.plan.options.batch_size)
 
-    def _once(self, conn, step: Step) -> int:
-        """One attempt: the step's block, in one transaction when transactional. Returns rows."""
+    def _once(self, conn, step: Step) -> tuple[int, bool]:
+        """One attempt: the step's block, in one transaction when transactional. Returns rows, and whether
+        it was the last batch of a batched step (a walk: its `until` says so; else: a short batch)."""
         block = self.block(step)
         rows = 0
+        last = True
         pid = conn.info.backend_pid
         if block.transactional:
             with conn.transaction(), self.watcher.watch(pid, step.id):
                 for stmt in block.statements:
                     cur = conn.execute(stmt)
                     rows += max(cur.rowcount, 0)   # SET's and LOCK's rowcount is -1
-                if block.repeat_below is not None:
+                if block.batched:
                     rows = max(cur.rowcount, 0)    # a batch is measured by its last statement
+                    last = (bool(conn.execute(block.until).fetchone()[0]) if block.until is not None
+                            else rows < block.repeat_below)
                 if self.results is not None:
                     self.results(step, cur)
                 if self.step_hook is not None:
@@ -239,9 +243,9 @@ class Executor:
                 bound_session(conn, self.plan.options.lock_timeout)
             if self.step_hook is not None:
                 self.step_hook(step, conn)
-        return rows
+        return rows, last
 
-    def _with_retries(self, conn, step: Step, outcome: StepOutcome) -> int:
+    def _with_retries(self, conn, step: Step, outcome: StepOutcome) -> tuple[int, bool]:
         for attempt in range(1, self.max_tries + 1):
             outcome.tries += 1
             try:
@@ -257,23 +261,23 @@ class Executor:
                 wait = self.backoff * 2 ** (attempt - 1)
                 self.say(f"    {step.id}: lock busy ({_first_line(exc)}{who}); retrying in {wait:.2f}s")
                 time.sleep(wait)
-        return 0
+        return 0, True
 
     def _run_step(self, conn, step: Step, outcome: StepOutcome) -> None:
-        repeat_below = self.block(step).repeat_below
-        if repeat_below is not None:
+        if self.block(step).batched:
             batch = 0
             while True:
-                n = self._with_retries(conn, step, outcome)
+                n, last = self._with_retries(conn, step, outcome)
                 batch += 1
                 outcome.rows += n
                 if n:
                     self.say(f"    {step.id}: batch {batch}, {outcome.rows} rows so far")
-                # a short batch ends the step: what live traffic adds meanwhile is the catch-ups' work
-                if n < repeat_below:
+                # the end of the walk, or a short batch, ends the step: what live traffic adds meanwhile
+                # (behind a walk's position) is the catch-ups' work
+                if last:
                     break
         else:
-            outcome.rows = self._with_retries(conn, step, outcome)
+            outcome.rows = self._with_retries(conn, step, outcome)[0]
 
     def _gate(self, conn, step: Step, result: ApplyResult, label: str) -> None:
         """--bridge none, before an FK. The run's first gate sweeps (registers what the master lacks),

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from .session_plan import PROGRESS
 from .steps import Operation, Step
 
 
@@ -41,6 +42,10 @@ DELIBERATE: tuple[Deliberate, ...] = (
                "on the partitioned parent after every partition's NOT VALID key was validated: PostgreSQL "
                "before 18 refuses NOT VALID here, and the parent's key attaches the validated ones without a scan",
                lambda step: any(d.startswith("fk-validate:") for d in step.depends_on)),
+    Deliberate(("ban-drop-table",), Operation.CATCHUP,
+               re.compile(r"^DROP TABLE IF EXISTS " + re.escape(f'"{PROGRESS.schema}"."{PROGRESS.name}"')),
+               "the backfill's own bookkeeping in the tool's schema, never the application's: once the catch-up "
+               "has registered every session, the walks' positions are moot"),
 )
 
 

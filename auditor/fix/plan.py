@@ -41,7 +41,8 @@ class FixOptions:
     yes_delete: bool = option("--yes-delete", "Confirm --orphans delete (rows are deleted for good).", default=False)
     active_window_minutes: int = option("--active-window", "Minutes: a session with activity this recent is "
                                         "marked is_active.", default=30)
-    batch_size: int = option("--batch-size", "Sessions registered per backfill transaction.", default=5000)
+    batch_size: int = option("--batch-size", "Sessions per backfill transaction (the next slice of the partition's "
+                             "walk: registered when the master lacks them).", default=5000)
     lock_timeout: float = option("--lock-timeout", "Seconds to wait for a lock that would hold writers up, "
                                  "before backing off and retrying.", default=2.0)
     wait_timeout: float = option("--wait-timeout", "Seconds an index build (CONCURRENTLY) may wait for other "

@@ -17,7 +17,7 @@ from yumai_audit.checks import predicates
 from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, table_ref, trimmed
 
 from . import cascade
-from .bridge import add_bridges, add_gate
+from .bridge import SCHEMA as BRIDGE_SCHEMA, add_bridges, add_gate
 from ..catalog import Column, ForeignKey, QualifiedName
 from ..context import KeyTable
 from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
@@ -84,7 +84,7 @@ def master_columns(d: Draft) -> set[str]:
     return {d.key, "user_id", "session_start", "session_end", "is_active"}
 
 
-def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable, limit: int | None) -> sql.Composable:
+def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.Composable:
     """INSERT into the master the sessions picked by `pick` (a SELECT of `sid`), described from `origin`.
 
     session_start/end: the earliest/latest created_at of the session's rows in `origin`; user: the
@@ -122,22 +122,87 @@ def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable, limit: i
                 uk=sql.Identifier(cfg.users_key), users=table_ref(d.ctx.users.name)))
         else:
             values.append(sql.SQL("f.uid"))
-    limit_sql = sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL("")
-    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM ({pick}{limit}) b {joins} "
+    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM ({pick}) b {joins} "
                    "ON CONFLICT DO NOTHING").format(
         master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
-        pick=pick, limit=limit_sql, joins=sql.SQL(" ").join(joins))
+        pick=pick, joins=sql.SQL(" ").join(joins))
 
 
-def missing_from_master(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
-    """SELECT DISTINCT sid: the valid keys of `relation` with no master row."""
+def missing_from_master(d: Draft, relation: sql.Composable, key: Column) -> sql.Composable:
+    """SELECT DISTINCT sid: the valid keys of `relation` (a table, or a subquery in parentheses) with no
+    master row."""
     return sql.SQL("SELECT DISTINCT {k} AS sid FROM {t} t WHERE {missing}").format(
-        k=key_uuid(key), t=table_ref(relation), missing=not_in_master(d, key))
+        k=key_uuid(key), t=relation, missing=not_in_master(d, key))
 
 
 def backfill_all(d: Draft) -> sql.Composable:
     src = d.ctx.source
-    return register_sessions(d, src, missing_from_master(d, src.name, key_after(src)), None)
+    return register_sessions(d, src, missing_from_master(d, table_ref(src.name), key_after(src)))
+
+
+# the backfill's walk -----------------------------------------------------------------------------
+# Each backfill step reads its partition once, in key order, `batch_size` sessions a batch; where it
+# stands is a row of PROGRESS (the walk: its step id), which each batch moves in the transaction that
+# registers its sessions, and which the last batch deletes: a run cut off resumes after the last
+# committed batch, `fix --sql` and `--apply` alike. The catch-up, which registers whatever is still
+# missing, drops the table.
+
+PROGRESS = QualifiedName(BRIDGE_SCHEMA, "backfill_progress")
+
+
+def progress_statements() -> tuple[sql.Composable, ...]:
+    """The walks' table, created by each batch when missing (as the bridge's log and the quarantine are by
+    their steps); the IF NOT EXISTS notices kept out of every batch's output."""
+    return (sql.SQL("SET LOCAL client_min_messages = warning"),
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PROGRESS.schema)),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (walk text PRIMARY KEY, last_key uuid NOT NULL, "
+                    "moved_at timestamptz NOT NULL DEFAULT now())").format(table_ref(PROGRESS)))
+
+
+def walk_batch(d: Draft, relation: QualifiedName, key: Column, walk: str) -> sql.Composable:
+    """One batch of the walk of `relation` (its `key` a uuid with a btree index leading with it): the
+    next `batch_size` keys after the walk's position (none yet: from the first), each found by one
+    probe of the index (a loose index scan: no session's rows are read to find it), registered when the
+    master lacks them (`register_sessions`); the position moves to the last of them, or, when fewer are
+    left (the end of `relation`), the walk's row is deleted. O(batch) work whatever the size of `relation`."""
+    if not key.is_uuid:
+        raise PlanError(f"the backfill walks {relation}.{key.name} in uuid order: it must be uuid by then")
+    n = sql.Literal(d.options.batch_size)
+    k = sql.Identifier("t", key.name)
+    rel = table_ref(relation)
+    walked = sql.SQL("(SELECT w.sid AS {} FROM walk w WHERE w.sid IS NOT NULL)").format(sql.Identifier(key.name))
+    return sql.SQL(
+        "WITH RECURSIVE pos AS (SELECT (SELECT p.last_key FROM {progress} p WHERE p.walk = {walk}) AS last_key), "
+        "walk (sid, depth) AS ("
+        "SELECT CASE WHEN pos.last_key IS NULL "
+        "THEN (SELECT {k} FROM {rel} t WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) "
+        "ELSE (SELECT {k} FROM {rel} t WHERE {k} > pos.last_key ORDER BY {k} LIMIT 1) END, 1 FROM pos "
+        "UNION ALL SELECT (SELECT {k} FROM {rel} t WHERE {k} > w.sid ORDER BY {k} LIMIT 1), w.depth + 1 "
+        "FROM walk w WHERE w.sid IS NOT NULL AND w.depth < {n}), "
+        "walked AS (SELECT count(w.sid) AS sessions, (array_agg(w.sid ORDER BY w.depth DESC) "
+        "FILTER (WHERE w.sid IS NOT NULL))[1] AS last_key FROM walk w), "
+        "moved AS (INSERT INTO {progress} (walk, last_key) SELECT {walk}, w.last_key FROM walked w "
+        "WHERE w.sessions = {n} ON CONFLICT (walk) DO UPDATE SET last_key = excluded.last_key, moved_at = now()), "
+        "ended AS (DELETE FROM {progress} p USING walked w WHERE p.walk = {walk} AND w.sessions < {n}) "
+        "{register}").format(
+        progress=table_ref(PROGRESS), walk=sql.Literal(walk), k=k, rel=rel, n=n,
+        register=register_sessions(d, d.ctx.source, missing_from_master(d, walked, key)))
+
+
+def drop_progress() -> sql.Composable:
+    """The catch-ups' last statement: every session the master lacked is registered, so no walk's position
+    matters any more (nor one a run cut off and never resumed, its partition done by other means)."""
+    return sql.SQL("DROP TABLE IF EXISTS {}").format(table_ref(PROGRESS))
+
+
+def progress_gone() -> sql.Composable:
+    return sql.SQL("SELECT to_regclass({}) IS NULL").format(sql.Literal(table_ref(PROGRESS).as_string(None)))
+
+
+def walk_ended(walk: str) -> sql.Composable:
+    """The walk's `until`: its row is gone (the batch that reached the end deleted it)."""
+    return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} p WHERE p.walk = {})").format(
+        table_ref(PROGRESS), sql.Literal(walk))
 
 
 def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
@@ -169,7 +234,7 @@ def orphan_statements(d: Draft, k: KeyTable) -> tuple[sql.Composable, ...]:
         return move_rows(d, k, pred, "orphaned", cascade.orphaned_now(d.ctx, k))
     if mode == "register":
         return (register_sessions(d, k, sql.SQL("SELECT DISTINCT {} AS sid FROM {} t WHERE {}").format(
-            key_uuid(key), table_ref(k.name), pred), None),)
+            key_uuid(key), table_ref(k.name), pred)),)
     d.removals.setdefault((k.name, "orphaned"), (
         cascade.of_table(d.ctx.catalog, k.table), cascade.orphaned_now(d.ctx, k),
         f"the delete of orphaned rows of {k.name}", False))
@@ -237,19 +302,23 @@ def plan_sessions(d: Draft) -> list[str]:
                 table_bytes=((name, k.table.bytes),), changes=(name,), target=name, column=k.key.name,
                 repairs=REPAIRS_KEY_TYPE), graph))
             ready[name] = [convert.id]
+    # the source's index must be one the backfill can walk in key order (btree, not partial)
     indexed = {str(k.name): d.take(leading_index_steps(k.table, k.key.name, ready[str(k.name)],
-                                                       repairs=REPAIRS_INDEX)) for k in tables}
+                                                       repairs=REPAIRS_INDEX, ordered=k.is_source)) for k in tables}
     backfills = []
     if src is not None:
         parts = [p.name for p in src.table.leaf_partitions] if src.table.is_partitioned else [src.name]
         key = key_after(src)
         for part in parts:
+            step_id = f"backfill:{part}"
             backfills.append(d.add(Step(
-                id=f"backfill:{part}", operation=Operation.BACKFILL,
-                description=f"Register in {m} every session of {part} it lacks "
-                f"(batches of {d.options.batch_size}, existing rows never overwritten)",
-                statements=(register_sessions(d, src, missing_from_master(d, part, key), d.options.batch_size),),
+                id=step_id, operation=Operation.BACKFILL,
+                description=f"Register in {m} every session of {part} it lacks: one walk over {part} in key "
+                f"order, {d.options.batch_size} sessions a batch, its position in {PROGRESS} (existing rows "
+                "never overwritten)",
+                statements=progress_statements() + (walk_batch(d, part, key, step_id),), until=walk_ended(step_id),
                 lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
+                # the walk probes the key's index: built above when the source has none it can walk
                 depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
                 guard=backfill_guard(d, part, key), changes=(m,), target=m, repairs=REPAIRS_MASTER)).id)
     bridges = add_bridges(d, tables, create.id, ready, backfills)   # the cutover bridge (auditor/fix/bridge.py)
@@ -330,10 +399,11 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
     key = k.key.name
     fk_name = short_name(k.name.name, key, suffix="fkey")
     source_known = d.ctx.source is not None and d.ctx.source.key_checkable
-    catchup_stmts = (backfill_all(d),) if source_known else ()
+    catchup_stmts = (backfill_all(d), drop_progress()) if source_known else ()
     if not k.is_source:
         catchup_stmts += orphan_statements(d, k)
-    guards = [backfill_guard(d, d.ctx.source.name, key_after(d.ctx.source))] if source_known else []
+    # the cheap test first: while the walks' table is there (the backfills ran), the catch-up runs to drop it
+    guards = [progress_gone(), backfill_guard(d, d.ctx.source.name, key_after(d.ctx.source))] if source_known else []
     if not k.is_source:
         guards.append(orphan_guard(d, k))
 

@@ -4,7 +4,8 @@ The statements come from `steps.step_block`, the function the executor runs them
 session settings from `steps.session_settings`: the script is what the online run sends. Each step
 is a block: its id, description, lock and tables as comments, its guard (the step is skipped when
 the guard is true), then its statements: in BEGIN/COMMIT when transactional, a batched step as a
-DO block that commits each batch and stops after a short one, CONCURRENTLY outside a transaction.
+DO block that commits each batch and stops after a short one (a walk: once its `until` query says the
+walk has ended), CONCURRENTLY outside a transaction.
 """
 from __future__ import annotations
 
@@ -42,16 +43,22 @@ def render_block(block: Block, step: Step | None = None) -> list[str]:
                 body[0], *(["BEGIN;", *body[1:], "COMMIT;"] if len(body) > 1 else [])]
     if not block.transactional:
         return ["-- outside a transaction (CONCURRENTLY)", *body]
-    if block.repeat_below is None:
+    if not block.batched:
         return ["BEGIN;", *body, "COMMIT;"]
-    # a batched step: each batch a transaction of its own, until one affects fewer rows than its LIMIT
-    loop = "\n".join(
-        ["DECLARE n bigint;", "BEGIN", "  LOOP"]
-        + [f"    EXECUTE {sql.Literal(s.as_string(None)).as_string(None)};" for s in block.statements]
-        + ["    GET DIAGNOSTICS n = ROW_COUNT;", "    COMMIT;", f"    EXIT WHEN n < {block.repeat_below};",
-           "  END LOOP;", "END"])
-    return [f"-- batches: each in its own transaction, until one affects fewer than {block.repeat_below} rows",
-            f"DO {_dollar_quoted(loop)};"]
+    # a batched step: each batch a transaction of its own, until one affects fewer rows than its LIMIT, or
+    # (a walk) until its last query says the walk has ended
+    execute = [f"    EXECUTE {sql.Literal(s.as_string(None)).as_string(None)};" for s in block.statements]
+    if block.until is not None:
+        loop = ["DECLARE ended boolean;", "BEGIN", "  LOOP", *execute,
+                f"    EXECUTE {sql.Literal(block.until.as_string(None)).as_string(None)} INTO ended;",
+                "    COMMIT;", "    EXIT WHEN ended;"]
+        head = "-- batches: each in its own transaction, until the walk has ended (the query last in each batch)"
+    else:
+        loop = ["DECLARE n bigint;", "BEGIN", "  LOOP", *execute, "    GET DIAGNOSTICS n = ROW_COUNT;",
+                "    COMMIT;", f"    EXIT WHEN n < {block.repeat_below};"]
+        head = f"-- batches: each in its own transaction, until one affects fewer than {block.repeat_below} rows"
+    body_text = "\n".join(loop + ["  END LOOP;", "END"])
+    return [head, f"DO {_dollar_quoted(body_text)};"]
 
 
 def render_step(step: Step, number: int, total: int, block: Block, done: bool | None = None) -> str:

@@ -75,7 +75,8 @@ class Operation(str, enum.Enum):
 class Kind(str, enum.Enum):
     CHANGE = "change"      # runs its statements (in one transaction when transactional)
     BATCHED = "batched"    # runs its statements in a transaction of their own, again and again, until the
-                           # last one affects fewer rows than a batch (those before it: LOCK TABLE, no rows)
+                           # last one affects fewer rows than a batch (those before it: LOCK TABLE, no rows),
+                           # or, a walk (`Step.until`), until its `until` query says the walk has ended
     CHECK = "check"        # a query whose rows are problems; any row stops the run
     GATE = "gate"          # measures (its first statement); stops the run when that counts a problem,
                            # after running its other statements (see auditor/fix/bridge.py)
@@ -104,10 +105,15 @@ class Step:
     column: str = ""                          # the column of `target` it is about, when one
     repairs: tuple[str, ...] = ()             # ids of the checks whose findings on `target` it repairs
     operation: Operation = field(kw_only=True)  # what the step does (never read from its id)
+    # a batched step that walks a table: SELECT one boolean, true once the walk has ended (the last query
+    # of each batch's transaction; the batches' count of rows then no longer ends the step)
+    until: sql.Composable | None = None
 
     def __post_init__(self):
         if self.kind is Kind.BATCHED and not self.statements:
             raise ValueError(f"step {self.id}: a batched step runs at least one statement")
+        if self.until is not None and self.kind is not Kind.BATCHED:
+            raise ValueError(f"step {self.id}: only a batched step walks (until)")
 
     @property
     def takes_lock_timeout(self) -> bool:
@@ -118,7 +124,7 @@ class Step:
         return self.transactional
 
     def sql_text(self) -> str:
-        return ";\n".join(s.as_string(None) for s in self.statements) + ";"
+        return ";\n".join(s.as_string(None) for s in self.statements + ((self.until,) if self.until else ())) + ";"
 
     def to_dict(self, done: bool | None = None) -> dict:
         return {
@@ -137,13 +143,19 @@ class Step:
 class Block:
     """The statements of one step as they are sent: in one transaction when `transactional` (a
     batched step: that transaction again and again, until its last statement affects fewer than
-    `repeat_below` rows), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
+    `repeat_below` rows, or, a walk, until `until`, run last in each batch's transaction, returns
+    true), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
 
     statements: tuple[sql.Composable, ...]
     transactional: bool
     repeat_below: int | None = None
     check: bool = False
     gate: bool = False      # a gate: the first statement measures, the others (one transaction) sweep
+    until: sql.Composable | None = None
+
+    @property
+    def batched(self) -> bool:
+        return self.repeat_below is not None or self.until is not None
 
 
 def session_settings(server_version_num: int) -> tuple[sql.Composable, ...]:
@@ -169,5 +181,7 @@ def step_block(step: Step, lock_timeout: float, batch_size: int) -> Block:
     if not step.transactional:
         # CONCURRENTLY waits for other transactions, not under lock_timeout (the step's lock is weak)
         return Block((sql.SQL("SET lock_timeout = 0"),) + step.statements, transactional=False)
+    batched = step.kind is Kind.BATCHED
     return Block((sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(wait)),) + step.statements,
-                 transactional=True, repeat_below=batch_size if step.kind is Kind.BATCHED else None)
+                 transactional=True, repeat_below=batch_size if batched and step.until is None else None,
+                 until=step.until)
