@@ -140,10 +140,13 @@ def _finite(created, alias: str) -> sql.Composable:
 
 def in_key_range(key, alias: str, key_range: tuple | None) -> sql.Composable:
     """The row's key (valid, as uuid) lies in `key_range` ((low, high): uuid strings, None for no bound;
-    low included, high not). For a text key the comparison reads the key through `key_uuid`, whose
-    CASE converts only a valid key: the server may test this before the branch's `key_valid`."""
+    low included, high not). Through `key_uuid`, whose CASE converts only a valid key: the server may
+    test this before a branch's `key_valid` (`session_set` compares a text key's converted value instead)."""
+    return _in_range(key_uuid(key, alias), key_range)
+
+
+def _in_range(value: sql.Composable, key_range: tuple | None) -> sql.Composable:
     low, high = key_range or (None, None)
-    value = key_uuid(key, alias)
     parts = [sql.SQL("{} >= {}::uuid").format(value, sql.Literal(low)) if low is not None else None,
              sql.SQL("{} < {}::uuid").format(value, sql.Literal(high)) if high is not None else None]
     parts = [p for p in parts if p is not None]
@@ -202,11 +205,18 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
         # Only the rows with a valid key, filtered in the branch itself: the key is converted to uuid
         # once per row (after the filter), and the server aggregates the branches in parallel.
         where = key_valid(key, alias)
-        if key_range is not None:
+        if key_range is not None and not key.is_text:
             where = sql.SQL("{} AND {}").format(where, in_key_range(key, alias, key_range))
-        parts.append(sql.SQL("SELECT {} AS session_id, {}::int AS fl{}{} FROM {} {} WHERE {}").format(
+        branch = sql.SQL("SELECT {} AS session_id, {}::int AS fl{}{} FROM {} {} WHERE {}").format(
             valid_key_uuid(key, alias), sql.Literal(flag), sql.SQL("").join(weights), sql.SQL("").join(extra),
-            table_ref(table.name), sql.Identifier(alias), where))
+            table_ref(table.name), sql.Identifier(alias), where)
+        if key_range is not None and key.is_text:
+            # A text key is tested and converted once: the range compares the converted keys of the
+            # valid rows (OFFSET 0 keeps the server from moving the range into the branch, where it
+            # would have to test and convert each key again: 0.26 s of a part's 2.1 for 70k keys).
+            branch = sql.SQL("SELECT * FROM ({} OFFSET 0) {} WHERE {}").format(
+                branch, sql.Identifier(f"{alias}_valid"), _in_range(sql.Identifier(f"{alias}_valid", "session_id"), key_range))
+        parts.append(branch)
 
     if ctx.master is not None and ctx.master_key is not None:
         part(ctx.master, ctx.master_key, 1, "m")
