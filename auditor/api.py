@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from psycopg import errors as pgerrors
 
@@ -18,14 +19,6 @@ from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
 from .errors import AuditError, ConfigError
-from .fix.backup import backup_hook
-from .fix.bridge import bridge_line
-from .fix.executor import ApplyResult, Executor, evaluate_guards, refuse_if_running
-from .fix.plan import FixOptions, Plan, PlanError
-from .fix.planner import build_plan
-from .fix.sqlscript import render_script
-from .fix.waits import bound_session
-from .maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
 from .model import ScanResult
 from .outputs import (append_step_summary, check_writable_file, ensure_dir, out_lock, write_csv, write_formats,
                       write_json, write_text)
@@ -35,6 +28,10 @@ from .scan.formats import FORMATS, RENDERERS
 from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
 from .scan.verdict import apply_severity, judge, partition_parents, step_repairs, summary_line, summary_lines
 from .scan.watch import watch
+
+if TYPE_CHECKING:     # annotations only: see _LAZY
+    from .fix.executor import ApplyResult
+    from .fix.plan import FixOptions, Plan
 
 __all__ = [
     # scan, plan, apply, report and the demo
@@ -48,6 +45,23 @@ __all__ = [
     "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
     "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
 ]
+
+
+# The repair side (auditor/fix/, auditor/maintenance/) is imported when first used: a scan does not wait
+# for it (the scan command builds its repair plan on another thread, which imports it meanwhile).
+_LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".fix.bridge", "ApplyResult": ".fix.executor",
+         "FixOptions": ".fix.plan", "Plan": ".fix.plan", "PlanError": ".fix.plan",
+         "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name], __package__), name)
+    globals()[name] = value
+    return value
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None,
          jobs: int = DEFAULT_JOBS) -> ScanResult:
@@ -67,6 +81,7 @@ def repair_plan(target: Target | str | None, config: Config | None = None, optio
     catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
     to migrate or the plan cannot be made (the verdict then has no step to count on)."""
     from .fix.plan import PlanError
+    from .fix.planner import build_plan
 
     if not isinstance(target, Target):
         target = resolve_target(target)
@@ -151,6 +166,8 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
 
 def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
     """`options` (default FixOptions()) with `overrides` (FixOptions' field names) replaced."""
+    from .fix.plan import FixOptions
+
     try:
         return dataclasses.replace(options or FixOptions(), **overrides)
     except TypeError as exc:
@@ -158,6 +175,11 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
 
 
 def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
+    from .fix.executor import evaluate_guards
+    from .fix.plan import PlanError
+    from .fix.planner import build_plan
+    from .fix.waits import bound_session
+
     bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
     if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
         # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
@@ -253,6 +275,9 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
 
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, *, progress, before_first_change,
            step_hook, rescan: bool, baseline: ScanResult | None, confirm) -> ApplyResult:
+    from .fix.executor import Executor, refuse_if_running
+    from .fix.sqlscript import render_script
+
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
     before = _live_scan(target, config) if rescan else None
@@ -311,6 +336,8 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
     """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
     migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
     `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
+    from .fix.backup import backup_hook
+
     from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
     from .embedded import embedded_server
 
@@ -403,11 +430,16 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
 
 def plan_script(plan: Plan) -> str:
     """The annotated SQL script of a `fix` plan: what `fix --sql` writes and `fix --apply` runs."""
+    from .fix.sqlscript import render_script
+
     return render_script(plan)
 
 
 def sessions_script(plan: Plan, command: str) -> str:
     """The annotated SQL script of a `sessions close-idle|prune` plan (`command`): what its --sql writes."""
+    from .fix.sqlscript import render_script
+    from .maintenance.sessions import SCRIPT_OPTIONS, script_title
+
     return render_script(plan, script_title(command), SCRIPT_OPTIONS)
 
 

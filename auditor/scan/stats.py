@@ -19,7 +19,6 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import JOINED, Known, col, key_uuid, table_ref
 
-from ..fix.bridge import scan_stats
 from ..context import AuditContext
 
 Execute = Callable[[sql.Composable], list[tuple]]
@@ -124,6 +123,8 @@ def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] |
             partitions.append({"table": str(k.name), "partition": str(p.name), "bound": p.bound,
                                "default": p.is_default, "bytes": int(p.bytes), "rows": exact})
     out["partitions"] = partitions
+    from ..fix.bridge import scan_stats     # the repair side, imported when first used (see api._LAZY)
+
     try:
         out["bridge"] = scan_stats(execute)
     except pgerrors.QueryCanceled:
