@@ -63,10 +63,12 @@ def __getattr__(name: str):
     globals()[name] = value
     return value
 
+
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None,
          jobs: int = DEFAULT_JOBS) -> ScanResult:
     """Scan the database read-only and return the result (nothing is written anywhere). `jobs`: how many
-    connections, all in the scan's one snapshot (the set of sessions on one, the table passes on the others)."""
+    connections, all in the scan's one snapshot (the set of sessions in as many parts, then the table
+    passes on whichever is free; see scan/passes.py)."""
     if not isinstance(target, Target):
         target = resolve_target(target)
     config = config or Config()
@@ -337,7 +339,6 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
     migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
     `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
     from .fix.backup import backup_hook
-
     from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
     from .embedded import embedded_server
 

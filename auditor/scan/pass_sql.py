@@ -73,16 +73,15 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
     for c in columns:           # Composed compares by content, and is not hashable
         if c not in unique:
             unique.append(c)
-    statement = sql.SQL("{with_}SELECT {cols} {from_}").format(
-        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(unique), from_=_from(ctx, target, joins))
+    select = sql.SQL("{with_}SELECT {cols} {from_}")
+    with_, from_ = _with(ctx, joins, target), _from(ctx, target, joins)
     if len(unique) == len(columns):
-        return statement
+        return select.format(with_=with_, cols=sql.SQL(", ").join(unique), from_=from_)
     # A measure declared twice (a check's count and another's, or a sample's gate: the same predicate)
     # is computed once: the server does not share equal expressions, and a text key's tests cost.
+    inner = select.format(with_=with_, from_=from_, cols=sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(c, sql.Identifier(f"m{i}")) for i, c in enumerate(unique)))
     names = [sql.Identifier(f"m{unique.index(c)}") for c in columns]
-    inner = sql.SQL("{with_}SELECT {cols} {from_}").format(
-        with_=_with(ctx, joins, target), from_=_from(ctx, target, joins),
-        cols=sql.SQL(", ").join(sql.SQL("{} AS {}").format(c, sql.Identifier(f"m{i}")) for i, c in enumerate(unique)))
     return sql.SQL("SELECT {} FROM ({}) p").format(sql.SQL(", ").join(names), inner)
 
 
@@ -138,14 +137,9 @@ def _finite(created, alias: str) -> sql.Composable:
     return sql.SQL("CASE WHEN isfinite({c}) THEN {c} END").format(c=col(created, alias))
 
 
-def in_key_range(key, alias: str, key_range: tuple | None) -> sql.Composable:
-    """The row's key (valid, as uuid) lies in `key_range` ((low, high): uuid strings, None for no bound;
-    low included, high not). Through `key_uuid`, whose CASE converts only a valid key: the server may
-    test this before a branch's `key_valid` (`session_set` compares a text key's converted value instead)."""
-    return _in_range(key_uuid(key, alias), key_range)
-
-
 def _in_range(value: sql.Composable, key_range: tuple | None) -> sql.Composable:
+    """`value` (a uuid) lies in `key_range` ((low, high): uuid strings, None for no bound; low included,
+    high not)."""
     low, high = key_range or (None, None)
     parts = [sql.SQL("{} >= {}::uuid").format(value, sql.Literal(low)) if low is not None else None,
              sql.SQL("{} < {}::uuid").format(value, sql.Literal(high)) if high is not None else None]
@@ -175,7 +169,7 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
     (and, with `users`, of every table with a user column; with `first_at`, a {table name: time
     column} map, of those tables): in_master, in_source, rows_<i> (rows of key table i, for each of
     `rows_for`), min_user / max_user (non-NULL user ids over all its rows), first_at (its earliest
-    finite time in the `first_at` tables, UTC). With `key_range` ((low, high), see `in_key_range`),
+    finite time in the `first_at` tables, UTC). With `key_range` ((low, high), see `_in_range`),
     only the sessions whose id lies in it: the set is then built in parts, one per key range.
 
     Grouping a million sessions is mostly the work per row and aggregate, so each branch carries
@@ -206,7 +200,7 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
         # once per row (after the filter), and the server aggregates the branches in parallel.
         where = key_valid(key, alias)
         if key_range is not None and not key.is_text:
-            where = sql.SQL("{} AND {}").format(where, in_key_range(key, alias, key_range))
+            where = sql.SQL("{} AND {}").format(where, _in_range(col(key, alias), key_range))
         branch = sql.SQL("SELECT {} AS session_id, {}::int AS fl{}{} FROM {} {} WHERE {}").format(
             valid_key_uuid(key, alias), sql.Literal(flag), sql.SQL("").join(weights), sql.SQL("").join(extra),
             table_ref(table.name), sql.Identifier(alias), where)
@@ -239,7 +233,8 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
             value = total if len(slot) == 1 else (
                 sql.SQL("({} & {})").format(total, sql.Literal(PACK - 1)) if place == 0 else
                 sql.SQL("({} >> {})").format(total, sql.Literal(PACK.bit_length() - 1)))
-            columns.append(sql.SQL("coalesce({}, 0) AS {}").format(value, sql.Identifier(f"rows_{ctx.key_tables.index(k)}")))
+            # never NULL: every row of a session adds its branch's weights, 0 or not
+            columns.append(sql.SQL("{} AS {}").format(value, sql.Identifier(f"rows_{ctx.key_tables.index(k)}")))
     if users:
         columns += [sql.SQL("min(uid) AS min_user"), sql.SQL("max(uid) AS max_user")]
     if first_at:

@@ -101,7 +101,10 @@ def _set_timeout(conn: psycopg.Connection, timeout: float | None) -> None:
 @contextlib.contextmanager
 def statement_settings(conn: psycopg.Connection, settings: dict[str, str]):
     """`settings` for the statements inside, then back to what they were (in a savepoint: an error
-    inside reverts them too)."""
+    inside reverts them too). None: nothing is sent."""
+    if not settings:
+        yield
+        return
     with conn.transaction():
         before = {}
         for name, value in settings.items():
@@ -147,7 +150,7 @@ class TablePasses:
         self.known_sessions: int | None = None
         self._set_failed: str | None = None       # why a part of the set of sessions was not built
         self.serial = False                       # on one of several connections: no parallel workers
-        self._set_span: list[float] = []          # when the first part of the set started, the last ended
+        self._set_ended = 0.0                     # when the last part of the set of sessions ended
         self.failed: set[tuple[str, str]] = set()     # (check id, table) whose values are incomplete
         self.entries = [_Entry(c, t, c.measures(ctx, t))
                         for c in checks if isinstance(c, TableCheck) for t in targets[c.id]]
@@ -198,6 +201,7 @@ class TablePasses:
         work_items = [("set", r) for r in ranges] + [("table", p) for p in plain] + [("extra", f) for f in extra]
         parts: dict[int, list] = {}
         failures: list[BaseException] = []
+        started = time.monotonic()      # the parts are the first pieces of work: each starts on a connection now
 
         def work(conn) -> None:
             try:
@@ -228,9 +232,8 @@ class TablePasses:
         if failures:
             raise failures[0]
         if ranges:
-            seconds = max(self._set_span[1] - self._set_span[0], 0.0) if self._set_span else 0.0
             self._finish_set(known, [parts[i] for i in range(len(ranges))] if len(parts) == len(ranges) else None,
-                             seconds)
+                             max(self._set_ended - started, 0.0))
 
     def _run_set_part(self, key_range, index: int, count: int, conn, parts: dict) -> None:
         """One part of the set of sessions (all of it with one range), in one statement read whole: no
@@ -248,18 +251,13 @@ class TablePasses:
         except pgerrors.QueryCanceled:
             with self._lock:
                 self._set_failed = f"timed out building {SESSIONS} after {self.timeout:g}s"
-                self._note_span(started)
+                self._set_ended = max(self._set_ended, time.monotonic())
             return
         with self._lock:
             parts[index] = values
-            self._note_span(started)
+            self._set_ended = max(self._set_ended, time.monotonic())
         if count > 1:
             self.say(f"built part {index + 1} of {count} of {SESSIONS} in {time.monotonic() - started:.1f}s")
-
-    def _note_span(self, started: float) -> None:
-        ended = time.monotonic()
-        self._set_span = [min(started, self._set_span[0]), max(ended, self._set_span[1])] if self._set_span \
-            else [started, ended]
 
     def _finish_set(self, known: list[_Pass], rows: list | None, seconds: float) -> None:
         """The parts' rows merged into the set's one row and recorded; then the tables whose measures join

@@ -94,10 +94,8 @@ def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
     return ctx
 
 
-# Connections of a scan by default (`--jobs`): the set of sessions on one, the per-table passes on the
-# other, in the same snapshot. On a small server the set's statement already has parallel workers; its
-# last steps (the final grouping and what is counted over it) run in one process, and the table passes
-# fill the other core meanwhile.
+# Connections of a scan by default (`--jobs`), in the same snapshot: the set of sessions in two parts,
+# one on each, then the per-table passes on whichever is free (scan/passes.py: TablePasses.run).
 DEFAULT_JOBS = 2
 
 
@@ -143,8 +141,8 @@ def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Conn
 def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None = None, *,
              connect: Callable[[], psycopg.Connection] | None = None, jobs: int = 1) -> ScanResult:
     """Scan in a read-only transaction on `conn` (which must not be inside a transaction). With `jobs` > 1
-    and `connect` (a new connection to the same database), the per-table passes also run on up to
-    jobs - 1 more connections, in the same snapshot (`shared_snapshot`)."""
+    and `connect` (a new connection to the same database), the scan's work is shared with up to jobs - 1
+    more connections, in the same snapshot (`shared_snapshot`; TablePasses.run says what runs where)."""
     say = progress or (lambda _msg: None)
     checks = select_checks(config)
     _read_only(conn)
