@@ -40,12 +40,19 @@ CANONICAL_SHAPE = "________-____-____-____-____________"
 CANONICAL_CHARS = "^[-0-9a-f]+$"
 
 
+class Shared(sql.Composed):
+    """An expression over one row that several measures of a pass test (a text key's canonical test:
+    in a malformed count, a non-canonical count and their samples). It renders as it is; a table pass
+    computes each one that occurs more than once once per row (`scan/pass_sql.hoist_shared`): the
+    server does not share equal expressions."""
+
+
 def canonical(text: sql.Composable) -> sql.Composable:
     """`text ~ CANONICAL_PATTERN`, exactly, but cheap. In the "C" collation, byte by byte: LIKE is not
     allowed under a nondeterministic collation, and the character class then means ASCII."""
     c = sql.SQL('({} COLLATE "C")').format(text)
-    return sql.SQL("({t} LIKE {shape} AND {t} NOT LIKE {five} AND {t} ~ {chars})").format(
-        t=c, shape=sql.Literal(CANONICAL_SHAPE), five=sql.Literal("%-%-%-%-%-%"), chars=sql.Literal(CANONICAL_CHARS))
+    return Shared([sql.SQL("({t} LIKE {shape} AND {t} NOT LIKE {five} AND {t} ~ {chars})").format(
+        t=c, shape=sql.Literal(CANONICAL_SHAPE), five=sql.Literal("%-%-%-%-%-%"), chars=sql.Literal(CANONICAL_CHARS))])
 
 
 def key_valid(column: Column, alias: str = T) -> sql.Composable:
@@ -282,6 +289,12 @@ def session_orphaned(rows: sql.Composable) -> sql.Composable:
     """Over the set itself: a session that rows of a table carry (`rows`: their count in the set) and
     that neither the master nor the source table knows. Per session, the same as `orphaned`."""
     return sql.SQL("({} > 0 AND {})").format(rows, OVER_SET.unknown(sql.SQL("kn.session_id")))
+
+
+def session_unregistered(rows: sql.Composable) -> sql.Composable:
+    """Over the set itself: a session that rows of a table carry (`rows`: their count in the set) and
+    that the master lacks. Per session, the same as `not_in_master` over that table's rows."""
+    return sql.SQL("({} > 0 AND {})").format(rows, OVER_SET.absent_from_master(sql.SQL("kn.session_id")))
 
 
 def session_rows(ctx, target) -> sql.Composable:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import USES_MASTER, USES_USERS, TableCheck, count_where, plural
+from .base import USES_MASTER, USES_SESSION_ROWS, USES_USERS, TableCheck, count_where, plural, sum_sessions_where
 from .catalog_targets import matching_fks, wanted_references
-from .predicates import not_in_master, user_orphaned
+from .predicates import not_in_master, session_rows, session_unregistered, user_orphaned
 
 
 class UnvalidatedFk(TableCheck):
@@ -34,11 +34,26 @@ class UnvalidatedFk(TableCheck):
         return seen
 
     def measures(self, ctx, target):
+        return self._measures(ctx, target, over_set=not target.is_source and target.key_checkable)
+
+    def row_measures(self, ctx, target):
+        # watch: each new row's key looked up in the master
+        return self._measures(ctx, target, over_set=False)
+
+    def _measures(self, ctx, target, over_set: bool):
+        """An FK to the master: the rows of sessions the master lacks. Over the scan's set of sessions
+        (which counts the table's rows per session for `orphaned_session_ids` anyway) instead of a hash
+        join of the table with the master's keys: the same number without reading the master once more
+        (scale 50, half-done: most of user_interactions' pass). The source table is not counted per
+        session in the set: its rows are looked up in the master as they are."""
         out = {}
         for ref, fk in self._refs(ctx):
             if ref.target != target:
                 continue
-            if ref.to_master:
+            if ref.to_master and over_set:
+                rows = session_rows(ctx, target)
+                out[fk.name] = sum_sessions_where(rows, session_unregistered(rows), USES_SESSION_ROWS)
+            elif ref.to_master:
                 out[fk.name] = count_where(not_in_master(target.key), USES_MASTER)
             else:
                 out[fk.name] = count_where(user_orphaned(target.user, ctx.config.users_key), USES_USERS)

@@ -247,6 +247,49 @@ def test_cheap_canonical_and_valid_tests_agree_with_the_patterns(db):
     assert sum(r[1] for r in rows) == 1 and sum(r[3] for r in rows) == 8
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_text_keys_canonical_test_runs_once_per_row_of_its_pass(db, jobs):
+    # The malformed and non-canonical counts and their samples all test whether a key is canonical:
+    # the pass computes that once per row (predicates.Shared), with the same counts and samples.
+    from yumai_audit.checks.malformed_session_ids import MalformedSessionIds
+    from yumai_audit.checks.noncanonical_session_ids import NoncanonicalSessionIds
+    from yumai_audit.checks.predicates import CANONICAL_CHARS, CANONICAL_PATTERN, TRIM_CHARS, UUID_INPUT_PATTERN
+    from yumai_audit.connection import connect, resolve_target
+    from yumai_audit.scan.pass_sql import sample_aggregate, table_pass
+    from yumai_audit.scan.scanner import audit_context
+    from yumai_audit.checks.base import Measure
+
+    db.execute("CREATE SCHEMA chatbot; CREATE TABLE chatbot.conversations (id serial PRIMARY KEY, session_id uuid); "
+               "CREATE TABLE chatbot.user_feedback (id serial PRIMARY KEY, session_id varchar(60))")
+    with db.connect(autocommit=True) as conn:
+        conn.cursor().executemany("INSERT INTO chatbot.user_feedback (session_id) VALUES (%s)",
+                                  [(s,) for s in SPELLINGS * 3 + [None]])
+    valid = sql.SQL("btrim(session_id, {}) ~ {}").format(sql.Literal(TRIM_CHARS), sql.Literal(UUID_INPUT_PATTERN))
+    canonical = sql.SQL("session_id ~ {}").format(sql.Literal(CANONICAL_PATTERN))
+    want = {}
+    for check, where in (("malformed_session_ids", sql.SQL("NOT ({})").format(valid)),
+                         ("noncanonical_session_ids", sql.SQL("{} AND NOT {}").format(valid, canonical))):
+        rows = db.scalar(sql.SQL("SELECT count(*) FROM chatbot.user_feedback WHERE {}").format(where))
+        sample = [r[0] for r in db.fetchall(sql.SQL(
+            "SELECT DISTINCT session_id FROM chatbot.user_feedback WHERE {} ORDER BY 1 LIMIT 20").format(where))]
+        want[check] = (rows, sample)
+    assert want["malformed_session_ids"][0] == 3 * 11 and want["noncanonical_session_ids"][0] == 3 * 7
+    got = {f.check: (f.rows, f.sample) for f in scan(db.conninfo, Config(), jobs=jobs).findings
+           if f.check in want}
+    assert got == want
+
+    with connect(resolve_target(db.conninfo)) as conn:
+        ctx = audit_context(conn, Config())
+        target = next(k for k in ctx.key_tables if str(k.name) == "chatbot.user_feedback")
+        measures = {}
+        for check in (MalformedSessionIds(), NoncanonicalSessionIds()):
+            measures.update({f"{check.id}.{k}": m for k, m in check.measures(ctx, target).items()})
+            measures[f"{check.id}.sample"] = Measure(sample_aggregate(check.sample(ctx, target, None), 20))
+        text = table_pass(ctx, target, measures).as_string(conn)
+        conn.rollback()
+    assert text.count(CANONICAL_CHARS) == 1
+
+
 # the set without a source table ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("interactions_user", [True, False])

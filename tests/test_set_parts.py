@@ -101,3 +101,41 @@ def test_an_orphan_in_two_tables_that_share_a_row_count_counts_each_tables_rows(
         found = {f.table: (f.rows, f.keys, f.sample) for f in scan(db.conninfo, Config(), jobs=jobs).findings
                  if f.check == "orphaned_session_ids"}
         assert found == {"chatbot.user_interactions": (3, 1, [o]), "chatbot.recommendations_log": (5, 1, [o])}, jobs
+
+
+def test_a_not_valid_fk_is_counted_over_the_set_and_as_the_rows_that_block_validate(db):
+    # The rows blocking VALIDATE of a NOT VALID FK to the master are counted over the set of sessions
+    # (no join of the table with the master in its own pass), in one part or three: the sessions the
+    # master lacks, whether the source table has them or not; NULL keys do not block.
+    from yumai_audit.api import scan
+    from yumai_audit.checks.base import OVER_SESSIONS, OVER_TABLE
+    from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
+
+    db.execute("""
+        CREATE SCHEMA chatbot;
+        CREATE TABLE chatbot.conversations (id serial PRIMARY KEY, session_id uuid);
+        CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY);
+        CREATE TABLE chatbot.user_interactions (id serial PRIMARY KEY, session_id uuid);
+        INSERT INTO chatbot.conversations (session_id) SELECT md5('s' || s)::uuid FROM generate_series(1, 300) s;
+        INSERT INTO chatbot.session_master SELECT md5('s' || s)::uuid FROM generate_series(1, 150) s;
+        -- s1..s300 once or twice, 40 ghosts (in neither table) three times each, 7 NULL keys
+        INSERT INTO chatbot.user_interactions (session_id)
+            SELECT md5('s' || s)::uuid FROM generate_series(1, 300) s, generate_series(1, 1 + s % 2) r
+            UNION ALL SELECT md5('ghost' || g)::uuid FROM generate_series(1, 40) g, generate_series(1, 3) r
+            UNION ALL SELECT NULL FROM generate_series(1, 7);
+        ALTER TABLE chatbot.user_interactions ADD CONSTRAINT ui_session_fk FOREIGN KEY (session_id)
+            REFERENCES chatbot.session_master NOT VALID;
+        ANALYZE;
+    """)
+    blocking = db.scalar("SELECT count(*) FROM chatbot.user_interactions t WHERE session_id IS NOT NULL AND NOT EXISTS "
+                         "(SELECT 1 FROM chatbot.session_master m WHERE m.session_id = t.session_id)")
+    assert blocking == 225 + 120            # s151..s300 (75 twice, 75 once) and the ghosts' rows
+    for jobs in (1, 3):
+        found = [(f.table, f.rows) for f in scan(db.conninfo, Config(), jobs=jobs).findings if f.check == "unvalidated_fk"]
+        assert found == [("chatbot.user_interactions", blocking)], jobs
+    with db.connect() as conn:
+        ctx = audit_context(conn, Config())
+    check = UnvalidatedFk()
+    target = next(k for k in ctx.key_tables if str(k.name) == "chatbot.user_interactions")
+    assert [m.over for m in check.measures(ctx, target).values()] == [OVER_SESSIONS]
+    assert [m.over for m in check.row_measures(ctx, target).values()] == [OVER_TABLE]     # watch, per new row

@@ -78,3 +78,60 @@ def test_custom_created_at_column_and_no_timestamps(db):
     assert stats["sessions_by_week"] == [] and stats["sessions_by_week_tables"] == []
     assert len(stats["sessions_by_week_skipped"]) == 4
     assert stats["created_at_column"] == "inserted_at"
+
+
+def test_partitions_are_counted_as_the_scan_reads_the_table_whatever_the_role_may_read(db):
+    # Each leaf is counted on its own when the role may read it as it is; through the partitioned
+    # table (its privileges, its row security) when it may not: the same rows either way.
+    import uuid
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from yumai_audit.scan.stats import count_partitions, leaves_readable_query
+    from yumai_audit.connection import connect, resolve_target
+    from yumai_audit.scan.scanner import audit_context
+
+    build(db)
+    # a sub-partitioned partition with a leaf of its own (the row of May is moved into it)
+    db.execute("DELETE FROM chatbot.conversations WHERE created_at = '2026-05-02 00:00+00'")
+    db.execute("""CREATE TABLE chatbot.conv_may PARTITION OF chatbot.conversations
+                      FOR VALUES FROM ('2026-05-01 00:00+00') TO ('2026-05-10 00:00+00') PARTITION BY RANGE (created_at);
+                  CREATE TABLE chatbot.conv_may_1 PARTITION OF chatbot.conv_may
+                      FOR VALUES FROM ('2026-05-01 00:00+00') TO ('2026-05-10 00:00+00');""")
+    db.execute("INSERT INTO chatbot.conversations (session_id, message, created_at) "
+               "VALUES (NULL, 'lost', '2026-05-02 00:00+00'), (NULL, 'x', '2026-05-03 00:00+00'), "
+               "(NULL, 'y', '2026-06-01 00:00+00')")
+    want = {"chatbot.conversations_2026_03": 5, "chatbot.Conv_April": 0, "chatbot.conv_may_1": 2,
+            "chatbot.conversations_default": 1}
+    role = f"yumai_parent_{uuid.uuid4().hex[:8]}"
+    ident = sql.Identifier(role)
+    db.execute(sql.SQL("CREATE ROLE {r} LOGIN; GRANT USAGE ON SCHEMA chatbot TO {r}; "
+                       "GRANT SELECT ON ALL TABLES IN SCHEMA chatbot TO {r}").format(r=ident))
+    params = conninfo_to_dict(db.conninfo)
+    params["user"] = role
+    params.pop("password", None)
+    as_role = make_conninfo(**params)
+
+    def counted(conninfo):
+        with connect(resolve_target(conninfo)) as conn:
+            ctx = audit_context(conn, Config())
+            table = next(k.table for k in ctx.key_tables if str(k.name) == "chatbot.conversations")
+            readable = conn.execute(leaves_readable_query(table)).fetchone()[0]
+            conn.rollback()
+        stats = scan(conninfo, Config()).stats
+        return readable, {p["partition"]: p["rows"] for p in stats["partitions"]}
+
+    try:
+        assert counted(as_role) == (True, want)
+        db.execute(sql.SQL("REVOKE SELECT ON chatbot.conv_may_1 FROM {}").format(ident))
+        assert counted(as_role) == (False, want)          # the leaf: only through the table
+        db.execute(sql.SQL("GRANT SELECT ON chatbot.conv_may_1 TO {}").format(ident))
+        # row security on the table: the role sees the rows of its policy through the table, and
+        # every row of a leaf read as it is (no policy there): counted through the table
+        db.execute(sql.SQL("ALTER TABLE chatbot.conversations ENABLE ROW LEVEL SECURITY; "
+                           "CREATE POLICY not_lost ON chatbot.conversations FOR SELECT TO {} "
+                           "USING (message <> 'lost')").format(ident))
+        seen = dict(want, **{"chatbot.conv_may_1": 1})
+        assert counted(as_role) == (False, seen)
+    finally:
+        db.execute(sql.SQL("DROP OWNED BY {r}; DROP ROLE {r}").format(r=ident))

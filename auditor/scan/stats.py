@@ -63,11 +63,39 @@ def sessions_by_week_query(ctx: AuditContext, tables: list) -> sql.Composable:
 
 
 def partition_rows_query(table) -> sql.Composable:
-    """Exact rows per leaf partition, named as the catalog names them (schema, table)."""
+    """Exact rows per leaf partition, named as the catalog names them (schema, table), read through the
+    partitioned table (its privileges and row security, as the scan's passes read it)."""
     return sql.SQL(
         "SELECT n.nspname::text, c.relname::text, x.n FROM (SELECT t.tableoid, count(*) AS n FROM {} t GROUP BY 1) x "
         "JOIN pg_class c ON c.oid = x.tableoid JOIN pg_namespace n ON n.oid = c.relnamespace").format(
         table_ref(table.name))
+
+
+#: Leaves counted per statement of `leaf_rows_queries`.
+LEAVES_PER_STATEMENT = 100
+
+
+def leaves_readable_query(table) -> sql.Composable:
+    """One row, one boolean: every leaf partition may be read as it is, with the same rows as through
+    the partitioned table: the role may SELECT from each, and no row security on it or on the table."""
+    return sql.SQL(
+        "SELECT coalesce(bool_and(has_table_privilege(c.oid, 'SELECT') AND NOT c.relrowsecurity), true) "
+        "AND NOT (SELECT relrowsecurity FROM pg_class WHERE oid = {oid}) "
+        "FROM pg_partition_tree({oid}::regclass) pt JOIN pg_class c ON c.oid = pt.relid WHERE pt.isleaf"
+    ).format(oid=sql.Literal(table.oid))
+
+
+def leaf_rows_queries(table) -> list[sql.Composable]:
+    """The same rows as `partition_rows_query`, a plain count(*) of each leaf partition: no system column
+    to fetch and no grouping (scale 50: 0.25 s instead of 0.6 for 3M rows in 5 partitions)."""
+    leaves = table.leaf_partitions
+    out = []
+    for i in range(0, len(leaves), LEAVES_PER_STATEMENT):
+        out.append(sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {}::text, {}::text, count(*) FROM ONLY {}").format(
+                sql.Literal(p.name.schema), sql.Literal(p.name.name), table_ref(p.name))
+            for p in leaves[i:i + LEAVES_PER_STATEMENT]))
+    return out
 
 
 def _as_utc_timestamp(created) -> sql.Composable:
@@ -77,12 +105,15 @@ def _as_utc_timestamp(created) -> sql.Composable:
 
 
 def count_partitions(ctx: AuditContext, execute: Execute) -> dict[str, dict | None]:
-    """{partitioned key table: {(schema, partition): exact rows}, or None when its count timed out}."""
+    """{partitioned key table: {(schema, partition): exact rows}, or None when its count timed out}.
+    Each leaf is counted as it is when it may be (`leaves_readable_query`), else through the table."""
     out: dict[str, dict | None] = {}
     for k in ctx.key_tables:
         if k.table.is_partitioned:
             try:
-                out[str(k.name)] = {(schema, name): int(n) for schema, name, n in execute(partition_rows_query(k.table))}
+                (readable,), = execute(leaves_readable_query(k.table))
+                queries = leaf_rows_queries(k.table) if readable else [partition_rows_query(k.table)]
+                out[str(k.name)] = {(schema, name): int(n) for q in queries for schema, name, n in execute(q)}
             except pgerrors.QueryCanceled:
                 out[str(k.name)] = None
     return out
