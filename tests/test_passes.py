@@ -285,9 +285,10 @@ def test_a_text_keys_canonical_test_runs_once_per_row_of_its_pass(db, jobs):
         for check in (MalformedSessionIds(), NoncanonicalSessionIds()):
             measures.update({f"{check.id}.{k}": m for k, m in check.measures(ctx, target).items()})
             measures[f"{check.id}.sample"] = Measure(sample_aggregate(check.sample(ctx, target, None), 20))
-        text = table_pass(ctx, target, measures).as_string(conn)
+        text = table_pass(ctx, target, measures, hoist=True).as_string(conn)
+        parallel = table_pass(ctx, target, measures).as_string(conn)     # no lateral subquery above a Gather
         conn.rollback()
-    assert text.count(CANONICAL_CHARS) == 1
+    assert text.count(CANONICAL_CHARS) == 1 and parallel.count(CANONICAL_CHARS) == 6
 
 
 # the set without a source table ----------------------------------------------------------------------

@@ -108,8 +108,11 @@ def hoist_shared(parts: list[sql.Composable]) -> tuple[list[sql.Composable], sql
     return [_replace(p, names) for p in parts], lateral
 
 
-def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]) -> sql.Composable:
-    """One SELECT computing every measure over one table: `count(*)` first, then the measures in order."""
+def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], hoist: bool = False) -> sql.Composable:
+    """One SELECT computing every measure over one table: `count(*)` first, then the measures in order.
+    With `hoist` (a pass run without parallel workers), repeated `Shared` expressions are computed once
+    per row (`hoist_shared`); not otherwise: PostgreSQL plans the lateral subquery above its Gather (in
+    the leader, row by row), so the pass would no longer aggregate in parallel."""
     joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
     columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
     unique = []
@@ -119,7 +122,10 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
     places = [unique.index(c) for c in columns]
     select = sql.SQL("{with_}SELECT {cols} {from_}")
     with_ = _with(ctx, joins, target)
-    cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins))
+    if hoist:
+        cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins))
+    else:
+        cols, from_ = unique, sql.SQL(" ").join(_from_parts(ctx, target, joins))
     if len(unique) == len(columns):
         return select.format(with_=with_, cols=sql.SQL(", ").join(cols), from_=from_)
     # A measure declared twice (a check's count and another's, or a sample's gate: the same predicate)
@@ -152,11 +158,10 @@ def sample_pass(ctx: AuditContext, target: KeyTable, samples: list[Sample], limi
     """The samples of one table's failing checks in one statement, restricted to the rows they come from
     (the server filters the table in parallel; only those rows are sorted): one column per sample."""
     joins = frozenset().union(*(s.joins for s in samples))
-    where = sql.SQL(" OR ").join(sql.SQL("({})").format(s.predicate) for s in samples)
-    (*cols, where), from_ = _hoisted([*(sample_aggregate(s, limit) for s in samples), where],
-                                     _from_parts(ctx, target, joins))
-    return sql.SQL("{with_}SELECT {cols} {from_} WHERE {where}").format(
-        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(cols), from_=from_, where=where)
+    return sql.SQL("{with_}SELECT {cols} {from_} WHERE {any}").format(
+        with_=_with(ctx, joins, target), cols=sql.SQL(", ").join(sample_aggregate(s, limit) for s in samples),
+        from_=sql.SQL(" ").join(_from_parts(ctx, target, joins)),
+        any=sql.SQL(" OR ").join(sql.SQL("({})").format(s.predicate) for s in samples))
 
 
 _INTEGERS = {"int2", "int4", "int8"}

@@ -364,7 +364,7 @@ class TablePasses:
             settings = {**SERIAL, **(NO_PRESORT if self.ctx.catalog.server_version_num >= PRESORTED_AGGREGATES else {})}
         try:
             with statement_settings(conn, settings):
-                row = execute_in_savepoint(conn, table_pass(self.ctx, p.target, measures), self.timeout)[0]
+                row = execute_in_savepoint(conn, table_pass(self.ctx, p.target, measures, hoist=serial), self.timeout)[0]
         except pgerrors.QueryCanceled:
             self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
             self.say(f"timed out on {p.name}")
