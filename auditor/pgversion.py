@@ -12,6 +12,8 @@ BEFORE_ROW_TRIGGERS_ON_PARTITIONED = 130000
 CLIENT_CONNECTION_CHECK = 140000
 # pg_input_is_valid(text, type): test an input without raising
 INPUT_IS_VALID = 160000
+# the enable_presorted_aggregate setting (16 also began sorting an aggregate's input for its ORDER BY)
+PRESORTED_AGGREGATE = 160000
 # the transaction_timeout setting, which pg_dump 17+ writes into the header of every dump
 TRANSACTION_TIMEOUT = 170000
 # ALTER TABLE partitioned ADD FOREIGN KEY ... NOT VALID (13-17 refuse it on a partitioned table);

@@ -85,3 +85,18 @@ def test_apply_session_checks_for_a_gone_client_where_the_server_can(db):
 @pytest.mark.parametrize("version_num, expected", [(130004, 13), (160002, 16), (180004, 18)])
 def test_major(version_num, expected):
     assert pgversion.major(version_num) == expected
+
+
+def test_presorted_aggregate_setting_and_the_serial_pass_that_turns_it_off(db):
+    from yumai_audit.scan.passes import NO_PRESORT
+
+    known = db.scalar("SELECT count(*) FROM pg_settings WHERE name = %s", (next(iter(NO_PRESORT)),)) == 1
+    assert known == (db.server.version_num >= pgversion.PRESORTED_AGGREGATE)
+    # The serial passes of a scan (--jobs 2) send it only from that version on: before it, setting an
+    # unknown parameter fails, and the passes would end in error. They count what --jobs 1 counts.
+    build_demo_database(db.conninfo)
+    serial, one = api.scan(db.conninfo, Config(), jobs=2), api.scan(db.conninfo, Config(), jobs=1)
+    assert [(c.check, c.status) for c in serial.checks] == [(c.check, c.status) for c in one.checks]
+    assert not [c.check for c in serial.checks if c.status.value == "error"]
+    assert [(f.check, f.table, f.rows, f.keys) for f in serial.findings] == \
+        [(f.check, f.table, f.rows, f.keys) for f in one.findings]

@@ -33,6 +33,7 @@ from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref, valid_
 
 from ..catalog import QualifiedName
 from ..context import AuditContext, KeyTable
+from ..pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
 from .ddl import relid, short_name
 from .steps import Kind, LockMode, Operation, Step
 
@@ -40,7 +41,7 @@ SCHEMA = "yumai_audit"
 LOG = QualifiedName(SCHEMA, "bridge_log")
 TRIGGER = "yumai_audit_bridge"
 # BEFORE ... FOR EACH ROW triggers on a partitioned table: PostgreSQL 13 and later
-PG_ROW_TRIGGER_ON_PARTITIONED = 130000
+PG_ROW_TRIGGER_ON_PARTITIONED = BEFORE_ROW_TRIGGERS_ON_PARTITIONED
 
 
 def function_name(table: QualifiedName) -> QualifiedName:

@@ -47,6 +47,7 @@ from .pass_sql import SetSample, Weeks, merge_set_rows, sample_aggregate, sample
 
 from ..context import AuditContext, KeyTable
 from ..model import Finding
+from ..pgversion import PRESORTED_AGGREGATE
 
 SESSIONS = "the set of known sessions"
 SAMPLE = "\0sample"
@@ -131,7 +132,6 @@ SERIAL = {"max_parallel_workers_per_gather": "0"}
 #: aggregates of the defective rows. From PostgreSQL 16 the planner sorts the whole table for one of
 #: them instead (presorted aggregates): 143k text keys sorted on disk to sample 20 of 2.8k, 0.25 s.
 NO_PRESORT = {"enable_presorted_aggregate": "off"}
-PRESORTED_AGGREGATES = 160000
 
 
 def execute_in_savepoint(conn: psycopg.Connection, query: sql.Composable, timeout: float | None):
@@ -361,7 +361,7 @@ class TablePasses:
         measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.columns}
         settings = {}
         if serial:
-            settings = {**SERIAL, **(NO_PRESORT if self.ctx.catalog.server_version_num >= PRESORTED_AGGREGATES else {})}
+            settings = {**SERIAL, **(NO_PRESORT if self.ctx.catalog.server_version_num >= PRESORTED_AGGREGATE else {})}
         try:
             with statement_settings(conn, settings):
                 row = execute_in_savepoint(conn, table_pass(self.ctx, p.target, measures, hoist=serial), self.timeout)[0]
