@@ -209,7 +209,6 @@ class TablePasses:
         if ranges:
             work_mem = self.conn.execute("SELECT pg_size_bytes(current_setting('work_mem')) / 1024").fetchone()[0]
             self.set_memory = {"work_mem": f"{SET_WORK_MEM_KB}kB"} if work_mem < SET_WORK_MEM_KB else {}
-        if ranges:
             self.say(f"building {SESSIONS}" + (f" in {len(ranges)} key ranges" if len(ranges) > 1 else "")
                      + " (reads the key tables once more)")
         work_items = [("set", r) for r in ranges] + [("table", p) for p in plain] + [("extra", f) for f in extra]
