@@ -30,7 +30,7 @@ from .scan.verdict import apply_severity, judge, partition_parents, step_repairs
 from .scan.watch import watch
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
-    from .fix.executor import ApplyResult
+    from .engine.executor import ApplyResult
     from .fix.plan import FixOptions, Plan
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
 
 # The repair side (auditor/fix/, auditor/maintenance/) is imported when first used: a scan does not wait
 # for it (the scan command builds its repair plan on another thread, which imports it meanwhile).
-_LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".fix.bridge", "ApplyResult": ".fix.executor",
+_LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".fix.bridge", "ApplyResult": ".engine.executor",
          "FixOptions": ".fix.plan", "Plan": ".fix.plan", "PlanError": ".fix.plan",
          "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions"}
 
@@ -177,10 +177,10 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
 
 
 def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
-    from .fix.executor import evaluate_guards
+    from .engine.executor import evaluate_guards
     from .fix.plan import PlanError
     from .fix.planner import build_plan
-    from .fix.waits import bound_session
+    from .engine.waits import bound_session
 
     bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
     if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
@@ -277,8 +277,8 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
 
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, *, progress, before_first_change,
            step_hook, rescan: bool, baseline: ScanResult | None, confirm) -> ApplyResult:
-    from .fix.executor import Executor, refuse_if_running
-    from .fix.sqlscript import render_script
+    from .engine.executor import Executor, refuse_if_running
+    from .engine.sqlscript import render_script
 
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
@@ -431,14 +431,14 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
 
 def plan_script(plan: Plan) -> str:
     """The annotated SQL script of a `fix` plan: what `fix --sql` writes and `fix --apply` runs."""
-    from .fix.sqlscript import render_script
+    from .engine.sqlscript import render_script
 
     return render_script(plan)
 
 
 def sessions_script(plan: Plan, command: str) -> str:
     """The annotated SQL script of a `sessions close-idle|prune` plan (`command`): what its --sql writes."""
-    from .fix.sqlscript import render_script
+    from .engine.sqlscript import render_script
     from .maintenance.sessions import SCRIPT_OPTIONS, script_title
 
     return render_script(plan, script_title(command), SCRIPT_OPTIONS)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import psycopg
 
-from yumai_audit.fix.executor import Executor
+from yumai_audit.engine.executor import Executor
 
 
 class RecordingCursor(psycopg.Cursor):

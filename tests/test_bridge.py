@@ -21,11 +21,11 @@ from yumai_audit.cli import cli
 from yumai_audit.config import Config
 from yumai_audit.catalog import QualifiedName
 from yumai_audit.demo import build_demo_database
-from yumai_audit.fix.executor import GateClosed
+from yumai_audit.engine.executor import GateClosed
 from yumai_audit.lifecycle import start_session
 from yumai_audit.fix.planner import FixOptions, PlanError
-from yumai_audit.fix.sqlscript import render_script
-from yumai_audit.fix.steps import Kind, LockMode
+from yumai_audit.engine.sqlscript import render_script
+from yumai_audit.engine.steps import Kind, LockMode
 
 SRC = "chatbot.conversations"
 

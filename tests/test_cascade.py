@@ -13,9 +13,9 @@ from yumai_audit.fix.cascade import CascadeError, graph, quarantine_name
 from yumai_audit.catalog import QualifiedName, Reference
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
-from yumai_audit.fix.executor import PreflightFailed
-from yumai_audit.fix.sqlscript import render_script
-from yumai_audit.fix.steps import LockMode
+from yumai_audit.engine.executor import PreflightFailed
+from yumai_audit.engine.sqlscript import render_script
+from yumai_audit.engine.steps import LockMode
 
 
 def q(name: str) -> QualifiedName:

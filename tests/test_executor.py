@@ -15,8 +15,8 @@ import pytest
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.demo import SESSIONS, build_demo_database
-from yumai_audit.fix.executor import StepFailed
-from yumai_audit.fix.steps import LockMode
+from yumai_audit.engine.executor import StepFailed
+from yumai_audit.engine.steps import LockMode
 
 from test_fix import DEMO_NULLS, KEY_TABLES, assert_demo_migrated, snapshot
 

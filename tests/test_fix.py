@@ -15,7 +15,7 @@ from yumai_audit.cli import cli
 from yumai_audit.config import Config
 from yumai_audit.catalog import QualifiedName
 from yumai_audit.demo import SESSIONS, build_demo_database
-from yumai_audit.fix.executor import ADVISORY_KEY
+from yumai_audit.engine.executor import ADVISORY_KEY
 
 KEY_TABLES = ["conversations", "user_interactions", "recommendations_log", "user_feedback"]
 # what the demo plants: (malformed, orphaned) rows per table, NULL-key rows per table

@@ -87,7 +87,7 @@ def _sentinels(out):
 def test_second_apply_on_a_running_database_is_refused_before_it_writes(db, tmp_path):
     """Another apply holds the database (its advisory lock): the second one, with the same --out, is
     refused with exit 2 and leaves that apply's files and the database as they were."""
-    from yumai_audit.fix.executor import ADVISORY_KEY
+    from yumai_audit.engine.executor import ADVISORY_KEY
 
     build_demo_database(db.conninfo)
     out = tmp_path / "run"

@@ -8,8 +8,8 @@ from yumai_audit.catalog import Catalog, Column, Index, Partition, QualifiedName
 from yumai_audit.config import Config
 from yumai_audit.context import build_context
 from yumai_audit.fix.planner import FixOptions, PlanError, build_plan, order_steps, short_name
-from yumai_audit.fix.sqlscript import render_script
-from yumai_audit.fix.steps import Kind, LockMode, Operation, Step
+from yumai_audit.engine.sqlscript import render_script
+from yumai_audit.engine.steps import Kind, LockMode, Operation, Step
 
 UUID = Column("session_id", "uuid", "uuid", False)
 TEXT = Column("session_id", "character varying(64)", "varchar", False)

@@ -16,8 +16,8 @@ from yumai_audit.maintenance import sessions as sessions_module
 from yumai_audit.cli import cli
 from yumai_audit.errors import AuditError
 from yumai_audit.maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
-from yumai_audit.fix.sqlscript import render_block, render_script
-from yumai_audit.fix.steps import Kind, step_block
+from yumai_audit.engine.sqlscript import render_block, render_script
+from yumai_audit.engine.steps import Kind, step_block
 
 
 def _idle_db(db):

@@ -12,8 +12,8 @@ from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
-from yumai_audit.fix.sqlscript import render_block, render_script
-from yumai_audit.fix.steps import Kind, session_settings, step_block
+from yumai_audit.engine.sqlscript import render_block, render_script
+from yumai_audit.engine.steps import Kind, session_settings, step_block
 
 
 def test_the_script_holds_exactly_what_the_executor_sends(db):

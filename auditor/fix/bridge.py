@@ -35,7 +35,7 @@ from ..catalog import QualifiedName
 from ..context import AuditContext, KeyTable
 from ..pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
 from .ddl import relid, short_name
-from .steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Operation, Step
 
 SCHEMA = "yumai_audit"
 LOG = QualifiedName(SCHEMA, "bridge_log")

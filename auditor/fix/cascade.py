@@ -43,7 +43,7 @@ from yumai_audit.checks.predicates import Exists, Known, orphaned, table_ref
 from ..catalog import Catalog, QualifiedName, Reference, Table
 from ..errors import AuditError
 from .preflight_checks import columns_unchanged, quarantine_catch_up
-from .steps import LockMode, Step
+from ..engine.steps import LockMode, Step
 
 QUARANTINE_SCHEMA = "yumai_quarantine"
 CHANGED_ROWS = QualifiedName("yumai_audit", "changed_rows")

@@ -19,7 +19,7 @@ from yumai_audit.checks.predicates import table_ref
 from ..catalog import ForeignKey, QualifiedName, Table
 from ..pgversion import NOT_VALID_FK_ON_PARTITIONED
 from .plan import PlanError
-from .steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Operation, Step
 
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
 PG_NOT_VALID_ON_PARTITIONED = NOT_VALID_FK_ON_PARTITIONED

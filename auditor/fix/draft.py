@@ -12,7 +12,7 @@ from ..catalog import QualifiedName
 from ..context import AuditContext
 from .ddl import Built
 from .plan import FixOptions
-from .steps import Step
+from ..engine.steps import Step
 
 
 @dataclass

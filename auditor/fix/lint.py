@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .session_plan import PROGRESS
-from .steps import Operation, Step
+from ..engine.steps import Operation, Step
 
 
 @dataclass(frozen=True)

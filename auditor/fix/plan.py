@@ -10,8 +10,8 @@ import graphlib
 from dataclasses import dataclass, field
 
 from ..errors import AuditError
-from .limits import check_ranges
-from .steps import Step
+from ..engine.limits import check_ranges
+from ..engine.steps import Step
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration

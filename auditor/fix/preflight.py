@@ -12,7 +12,7 @@ from ..catalog import QualifiedName
 from .ddl import relid
 from .draft import Draft
 from .preflight_checks import refusals
-from .steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Operation, Step
 
 
 def preflight(d: Draft) -> Step:

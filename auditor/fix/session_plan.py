@@ -22,9 +22,9 @@ from ..catalog import Column, ForeignKey, QualifiedName
 from ..context import KeyTable
 from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
 from .draft import Draft
-from .guards import no_rows
+from ..engine.guards import no_rows
 from .plan import PlanError
-from .steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Operation, Step
 
 QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid

@@ -36,7 +36,7 @@ from ..context import AuditContext, KeyTable
 from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name, verify_fks
 from .draft import Draft
 from .session_plan import move_rows, quarantine_name
-from .steps import LockMode, Operation, Step
+from ..engine.steps import LockMode, Operation, Step
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"

@@ -31,11 +31,11 @@ from ..config import Config
 from ..connection import Target, connect, resolve_target
 from ..context import AuditContext, KeyTable
 from ..errors import AuditError
-from ..fix.executor import Executor, LockBusy
-from ..fix.guards import no_rows
+from ..engine.executor import Executor, LockBusy
+from ..engine.guards import no_rows
 from ..fix.plan import FixOptions, Plan
 from ..scan.scanner import audit_context
-from ..fix.steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Operation, Step
 from yumai_audit.checks.predicates import col, key_uuid, table_ref
 
 Progress = Callable[[str], None]

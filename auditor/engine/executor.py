@@ -21,7 +21,7 @@ from psycopg import sql
 
 from ..connection import Target, connect
 from ..errors import AuditError, GateClosed   # GateClosed: defined in errors (the CLI catches it)
-from .plan import Plan
+from ..fix.plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session
 
@@ -283,7 +283,7 @@ class Executor:
         """--bridge none, before an FK. The run's first gate sweeps (registers what the master lacks),
         then watches the writes for `gate_window` seconds; every gate then measures (the step's first
         statement). Sessions the master lacks: sweep them (nothing is lost) and stop (GateClosed)."""
-        from .bridge import gate_message
+        from ..fix.bridge import gate_message
 
         sweep = dataclasses.replace(step, statements=step.statements[1:], kind=Kind.CHANGE)
         outcome = StepOutcome(step.id, "done")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .lint import ignore_comments
-from .plan import Plan
+from ..fix.lint import ignore_comments
+from ..fix.plan import Plan
 from .steps import Block, Step, session_settings, step_block
 
 
