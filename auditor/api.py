@@ -12,8 +12,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from psycopg import errors as pgerrors
-
 from .catalog import QualifiedName
 from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
 from .connection import Target, connect, resolve_target, scrub
@@ -22,16 +20,16 @@ from .errors import AuditError, ConfigError
 from .model import ScanResult
 from .outputs import (append_step_summary, check_writable_file, ensure_dir, out_lock, write_csv, write_formats,
                       write_json, write_text)
-from .pgversion import CLIENT_CONNECTION_CHECK
 from .progress import LiveProgress
 from .scan.formats import FORMATS, RENDERERS
-from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
+from .scan.scanner import DEFAULT_JOBS, Progress, run_scan
 from .scan.verdict import apply_severity, judge, partition_parents, step_repairs, summary_line, summary_lines
 from .scan.watch import watch
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
     from .engine.executor import ApplyResult
-    from .fix.plan import FixOptions, Plan
+    from .engine.plan import Plan
+    from .fix.plan import FixOptions, MigrationPlan
 
 __all__ = [
     # scan, plan, apply, report and the demo
@@ -49,8 +47,8 @@ __all__ = [
 
 # The repair side (auditor/fix/, auditor/maintenance/) is imported when first used: a scan does not wait
 # for it (the scan command builds its repair plan on another thread, which imports it meanwhile).
-_LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".fix.bridge", "ApplyResult": ".engine.executor",
-         "FixOptions": ".fix.plan", "Plan": ".fix.plan", "PlanError": ".fix.plan",
+_LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".bridge_state", "ApplyResult": ".engine.executor",
+         "FixOptions": ".fix.plan", "Plan": ".engine.plan", "PlanError": ".engine.plan",
          "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions"}
 
 
@@ -82,20 +80,18 @@ def repair_plan(target: Target | str | None, config: Config | None = None, optio
     """The plan (`Plan.to_dict()`) the scan's verdict reads the repairing steps from: built from the
     catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
     to migrate or the plan cannot be made (the verdict then has no step to count on)."""
-    from .fix.plan import PlanError
-    from .fix.planner import build_plan
+    from .engine.plan import PlanError
+    from .fix.make import catalog_plan
 
     if not isinstance(target, Target):
         target = resolve_target(target)
     config = config or Config()
+    opts = fix_options(options, **overrides)
     with connect(target) as conn:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION READ ONLY")
-            ctx = audit_context(conn, config)
-    try:
-        return build_plan(ctx, fix_options(options, **overrides)).to_dict()
-    except PlanError:
-        return None
+        try:
+            return catalog_plan(conn, config, opts).to_dict()
+        except PlanError:
+            return None
 
 
 def verdict(result: ScanResult, config: Config | None = None, plan: dict | None = None,
@@ -176,98 +172,47 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
         raise ConfigError(f"unknown fix option: {exc}") from None
 
 
-def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
-    from .engine.executor import evaluate_guards
-    from .fix.plan import PlanError
-    from .fix.planner import build_plan
-    from .engine.waits import bound_session
-
-    bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
-    if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
-        # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
-        conn.execute("SET client_connection_check_interval = 1000")
-    try:
-        with conn.transaction():
-            ctx = audit_context(conn, config)
-    except pgerrors.LockNotAvailable as exc:
-        raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
-                        "a lock on one of them); nothing was changed: run again when the database is quieter") from None
-    evidence, failed = None, {}
-    wanted = []
-    if "schema" in fix_options.include:
-        from .fix.schema_plan import probes
-
-        wanted += probes(ctx)
-    if "users" in fix_options.include:
-        from .fix import users_plan
-
-        wanted += users_plan.probes(ctx)
-    if fix_options.bridge in ("auto", "source"):
-        from .fix import bridge as bridge_plan
-
-        wanted += bridge_plan.probes(ctx)
-    if wanted:
-        from .scan.scanner import measure_probes
-
-        evidence, failed = measure_probes(conn, wanted, config.timeout_seconds)
-    deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
-    cap = max(1, deadlock_ms * 4 // 5) / 1000
-    capped = deadlock_ms > 0 and fix_options.lock_timeout > cap
-    if capped:
-        # A statement of ours and an application transaction can wait for each other (the FK step holds
-        # the key table and waits for the master; an application that registers first holds the master
-        # and waits for the table). PostgreSQL aborts whichever waited deadlock_timeout first: make it
-        # always ours (retried), never the application's write. In the options, so --sql shows it too.
-        fix_options = dataclasses.replace(fix_options, lock_timeout=cap)
-    plan = build_plan(ctx, fix_options, evidence)
-    if capped:
-        plan.notes.append(f"lock waits capped at {cap:g}s, below the server's deadlock_timeout ({deadlock_ms} ms): when "
-                          "a statement of the migration and an application transaction wait for each other, the "
-                          "migration's gives way and is retried, never the application's write")
-    plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
-    from .fix.cascade import measure
-
-    plan.notes += measure(conn, plan.removals)
-    plan.done = evaluate_guards(conn, plan)
-    return plan
-
-
 def plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
-         **overrides) -> Plan:
-    """The fix plan for this database, with each step's `done` flag (nothing is changed).
+         **overrides) -> MigrationPlan:
+    """The fix plan for this database, with each step's `done` flag (nothing is changed): the plan
+    `apply(..., plan=)` runs, `plan_script` writes and the CLI's confirmation shows (fix/make.py).
 
     `options`: a `FixOptions` (orphans, yes_delete, active_window_minutes, batch_size, lock_timeout,
     include, bridge, gate_window); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
     lock_timeout is capped below the server's deadlock_timeout (a plan note says so).
     """
+    from .fix.make import make_plan
+
     opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
     with connect(target, autocommit=True) as conn:
-        return _build_plan(conn, config or Config(), opts)
+        return make_plan(conn, config or Config(), opts)
 
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
           progress: Progress | None = None, before_first_change=None, out_dir: str | Path | None = None,
           step_hook=None, rescan: bool = True, baseline: ScanResult | None = None, confirm=None,
-          **overrides) -> ApplyResult:
+          plan: MigrationPlan | None = None, **overrides) -> ApplyResult:
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
     `options` / `overrides` as for `plan`; `baseline`: an older scan for the verdict (`result.verdict`).
     `before_first_change(tables)` is called once, before the first change, with the tables that
     will change (a backup hook). `confirm(plan, before)` is called with the plan that will run and the
     scan before it, before anything is written; it raises to stop (the CLI's question). With
+    `plan`: a plan made by `plan()` (the CLI's, which `fix --sql` wrote): the very object that is
+    confirmed, written to plan.sql and run (its options are the plan's; without it one is made here). With
     `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
     step fails. One run at a time per `out_dir` (a lock file there) and per database (an advisory
     lock): a second one is refused before it writes anything.
     """
     config = config or Config()
-    fix_opts = fix_options(options, **overrides)   # bad options: one line before any connection
-    if not isinstance(target, Target):
+    fix_opts = plan.options if plan is not None else fix_options(options, **overrides)   # bad options: one line
+    if not isinstance(target, Target):                                                    # before any connection
         target = resolve_target(target)
     run = dict(progress=progress, before_first_change=before_first_change, step_hook=step_hook, rescan=rescan,
-               baseline=baseline, confirm=confirm)
+               baseline=baseline, confirm=confirm, plan=plan)
     if out_dir is None:
         return _apply(target, config, fix_opts, None, **run)
     out = ensure_dir(out_dir)
@@ -276,19 +221,21 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
 
 
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, *, progress, before_first_change,
-           step_hook, rescan: bool, baseline: ScanResult | None, confirm) -> ApplyResult:
+           step_hook, rescan: bool, baseline: ScanResult | None, confirm, plan: MigrationPlan | None) -> ApplyResult:
     from .engine.executor import Executor, refuse_if_running
-    from .engine.sqlscript import render_script
+    from .fix.make import make_plan
 
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
     before = _live_scan(target, config) if rescan else None
-    with connect(target, autocommit=True) as conn:
-        the_plan = _build_plan(conn, config, fix_opts)
+    if plan is None:
+        with connect(target, autocommit=True) as conn:
+            plan = make_plan(conn, config, fix_opts)
+    the_plan = plan
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
     if out is not None:
-        write_text(out / "plan.sql", render_script(the_plan))
+        write_text(out / "plan.sql", plan_script(the_plan))
         write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2))
     executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
                         step_hook=step_hook)
@@ -368,7 +315,7 @@ class BridgeInUse(AuditError):
 
 def bridge_status(target: Target | str | None, config: Config | None = None):
     """Where the bridge is installed and the sessions it registered per hour of the last day (read-only)."""
-    from .fix.bridge import read_status
+    from .bridge_state import read_status
 
     if not isinstance(target, Target):
         target = resolve_target(target)
@@ -386,7 +333,7 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
     from psycopg import errors as pgerrors
     from psycopg import sql
 
-    from .fix.bridge import drop_statements, installed_query, read_status
+    from .bridge_state import drop_statements, installed_query, read_status
 
     if not isinstance(target, Target):
         target = resolve_target(target)

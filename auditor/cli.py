@@ -684,8 +684,9 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     from .errors import GateClosed
 
     try:
+        # the plan --sql wrote is the one confirmed, written to plan.sql and run
         result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                           before_first_change=hook, confirm=confirm, options=options, baseline=baseline)
+                           before_first_change=hook, confirm=confirm, plan=the_plan, baseline=baseline)
     except GateClosed as exc:
         click.echo(f"yumai-audit: stopped before the foreign key: {exc}", err=True)
         return exc.exit_code

@@ -7,9 +7,15 @@ column, the master excluded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .catalog import Catalog, Column, QualifiedName, Table
-from .config import Config
+import psycopg
+
+from .catalog import Catalog, Column, QualifiedName, Table, read_catalog
+from .errors import NothingToAudit
+
+if TYPE_CHECKING:    # annotations only: the configuration validates check ids, and the checks read the context
+    from .config import Config
 
 
 @dataclass(frozen=True)
@@ -93,3 +99,30 @@ def build_context(catalog: Catalog, config: Config) -> AuditContext:
             source = kt
     return AuditContext(config=config, catalog=catalog, key_tables=key_tables, master=master,
                         source=source, users=users, notes=notes)
+
+
+# --- read from the database: the scan, the migration and the maintenance commands start here -----------
+
+def exclude_tables(catalog: Catalog, config: Config) -> Catalog:
+    """The catalog less the tables `exclude_tables` matches (never the master, source or users table):
+    no check measures them and no fix step is planned for them, as for a schema out of scope."""
+    named = {config.master, config.source, config.users}
+    kept = {n: t for n, t in catalog.tables.items() if n in named or not config.excludes_table(n)}
+    if len(kept) == len(catalog.tables):
+        return catalog
+    catalog.tables = kept
+    catalog.invalid_indexes = [i for i in catalog.invalid_indexes if i.table in kept]
+    return catalog
+
+
+def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
+    catalog = exclude_tables(read_catalog(conn, config.schemas), config)
+    if not catalog.tables:
+        scope = ", ".join(config.schemas) if config.schemas else "any user schema"
+        raise NothingToAudit(f"nothing to audit: database {catalog.database} has no table in {scope}")
+    ctx = build_context(catalog, config)
+    if not ctx.key_tables:
+        # A database without session tables is a normal case: the session checks are skipped and
+        # the schema-wide checks still run.
+        ctx.notes.append(f"no table has a column {config.key_column!r}: the session checks are skipped")
+    return ctx

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from yumai_audit.catalog import Column, QualifiedName
+from yumai_audit.sqlparts import T, col, row_id, table_ref   # the checks import them from here too
 
 # What PostgreSQL's uuid input accepts: 32 hex digits, optionally in braces, with an optional hyphen
 # after any group of four digits (src/backend/utils/adt/uuid.c, string_to_uuid).
@@ -20,12 +21,6 @@ CANONICAL_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 # Characters trimmed from both ends before parsing.
 TRIM_CHARS = " \t\r\n"
 
-T = "t"
-
-
-def col(column: str | Column, alias: str = T) -> sql.Composable:
-    name = column.name if isinstance(column, Column) else column
-    return sql.Identifier(alias, name) if alias else sql.Identifier(name)
 
 
 def trimmed(column: Column, alias: str = T) -> sql.Composable:
@@ -319,16 +314,3 @@ def session_conflicting() -> sql.Composable:
 
 def user_orphaned(column: Column, users_key: str, alias: str = T) -> sql.Composable:
     return sql.SQL("({} IS NOT NULL AND {} IS NULL)").format(col(column, alias), sql.Identifier("u", users_key))
-
-
-def table_ref(name) -> sql.Composable:
-    return sql.Identifier(name.schema, name.name)
-
-
-def row_id(table) -> sql.Composable:
-    """A row's identity for samples: its primary key as text, or (with no primary key) its ctid."""
-    if len(table.primary_key) == 1:
-        return sql.SQL("{}::text").format(col(table.primary_key[0]))
-    if table.primary_key:
-        return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(col(c) for c in table.primary_key))
-    return sql.SQL("(t.tableoid::regclass::text || ':' || t.ctid::text)")

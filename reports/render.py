@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
-from yumai_audit.fix.bridge import bridge_line
+from yumai_audit.bridge_state import bridge_line
 from yumai_audit.checks import REGISTRY
 from yumai_audit.config import Acceptance
 from yumai_audit.model import Finding, ScanResult, Severity, Status
@@ -206,7 +206,7 @@ class ReportContext:
     plan: PlanView | None
     comparison: Comparison | None
     notes: list[str] = field(default_factory=list)
-    bridge: str | None = None            # the cutover bridge's line (auditor/fix/bridge.py), when installed
+    bridge: str | None = None            # the cutover bridge's line (auditor/bridge_state.py), when installed
 
 
 # --- building the context ---------------------------------------------------------------------------

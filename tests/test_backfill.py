@@ -15,7 +15,7 @@ from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.engine.executor import Executor, StepFailed
-from yumai_audit.engine.steps import Operation
+from yumai_audit.operations import Operation
 
 from test_executor import CLI, _apply_until_converged, _started, _wait_for
 

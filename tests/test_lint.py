@@ -14,7 +14,8 @@ from yumai_audit.cli import version_text
 from yumai_audit.demo import build_demo_database
 from yumai_audit.fix.lint import DELIBERATE
 from yumai_audit.engine.sqlscript import render_step
-from yumai_audit.engine.steps import LockMode, Operation, Step, step_block
+from yumai_audit.engine.steps import LockMode, Step, step_block
+from yumai_audit.operations import Operation
 
 from test_cli import invoke
 

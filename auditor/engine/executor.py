@@ -21,7 +21,7 @@ from psycopg import sql
 
 from ..connection import Target, connect
 from ..errors import AuditError, GateClosed   # GateClosed: defined in errors (the CLI catches it)
-from ..fix.plan import Plan
+from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session
 
@@ -42,7 +42,7 @@ class ConcurrentApply(AuditError):
 
 
 class PreflightFailed(AuditError):
-    """The database is not ready for the migration (version, privileges, leftovers)."""
+    """A precondition step found the database not ready for the plan (version, privileges, leftovers)."""
 
 
 class StepFailed(AuditError):
@@ -280,11 +280,9 @@ class Executor:
             outcome.rows = self._with_retries(conn, step, outcome)[0]
 
     def _gate(self, conn, step: Step, result: ApplyResult, label: str) -> None:
-        """--bridge none, before an FK. The run's first gate sweeps (registers what the master lacks),
-        then watches the writes for `gate_window` seconds; every gate then measures (the step's first
-        statement). Sessions the master lacks: sweep them (nothing is lost) and stop (GateClosed)."""
-        from ..fix.bridge import gate_message
-
+        """A gate. The run's first gate sweeps (its statements after the first), then watches the writes
+        for `gate_window` seconds; every gate then measures (its first statement). A count: sweep again
+        (nothing is lost) and stop (GateClosed) with the step's own `stop_message`."""
         sweep = dataclasses.replace(step, statements=step.statements[1:], kind=Kind.CHANGE)
         outcome = StepOutcome(step.id, "done")
         entry = self._journal_start(conn, step)
@@ -305,7 +303,8 @@ class Executor:
             if sweep.statements:
                 self._with_retries(conn, sweep, outcome)
             outcome.outcome = "stopped"
-            outcome.detail = gate_message(step, count, seconds)
+            outcome.detail = (step.stop_message(count, seconds) if step.stop_message is not None
+                              else f"gate {step.id}: {count} problem{'s' if count != 1 else ''} counted; the run stops here")
         self._last_sweep = time.monotonic()
         outcome.seconds = time.monotonic() - started
         self._journal_end(conn, entry, outcome)
@@ -336,15 +335,15 @@ class Executor:
         steps = self.plan.steps
         total = len(steps)
         for step in steps:
-            if step.id == "preflight":
+            if step.precondition:
                 problems = run_check(conn, step)
                 if problems:
-                    raise PreflightFailed("preflight: " + "; ".join(problems))
+                    raise PreflightFailed(f"{step.id}: " + "; ".join(problems))
         done = evaluate_guards(conn, self.plan)
         pending = [s for s in steps if not s.kind.inspects and not done[s.id]]
         if not pending:
             result.nothing_to_do = True
-            result.problems = [p for s in steps if s.kind is Kind.CHECK and s.id != "preflight"
+            result.problems = [p for s in steps if s.kind is Kind.CHECK and not s.precondition
                                for p in run_check(conn, s)]
             self.say("nothing to do: every step is already done; the database was not changed")
             return
@@ -358,7 +357,7 @@ class Executor:
         for number, step in enumerate(steps, 1):
             label = f"[{number}/{total}] {step.id}"
             if step.kind is Kind.CHECK:
-                if step.id == "preflight":
+                if step.precondition:
                     continue
                 problems = run_check(conn, step)
                 result.problems.extend(problems)

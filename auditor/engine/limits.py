@@ -1,4 +1,4 @@
-"""The ranges `fix` options must lie in, checked when `FixOptions` is made: before any connection.
+"""The ranges run options must lie in, checked when the options are made: before any connection.
 
 Out of range, a value would get partway (PostgreSQL refuses a LIMIT beyond bigint, an interval
 beyond its range, a lock_timeout beyond 2^31 ms) or make a wait unbounded in practice: one clear
@@ -10,16 +10,17 @@ import math
 
 from ..errors import AuditError
 
-# option field -> (flag, lowest, highest, whether the lowest is allowed, unit)
-FIX_RANGES = {
-    "active_window_minutes": ("--active-window", 0, 10 * 366 * 24 * 60, True, "minutes"),   # ten years
+Range = tuple[str, float, float, bool, str]
+
+# option field -> (flag, lowest, highest, whether the lowest is allowed, unit): the engine's options
+RUN_RANGES: dict[str, Range] = {
     "batch_size": ("--batch-size", 1, 10_000_000, True, "sessions"),
     "lock_timeout": ("--lock-timeout", 0, 3600, False, "seconds"),                           # an hour
     "wait_timeout": ("--wait-timeout", 0, 7 * 24 * 3600, False, "seconds"),                  # a week
 }
 
 
-def out_of_range(options, ranges=FIX_RANGES) -> str | None:
+def out_of_range(options: object, ranges: dict[str, Range] = RUN_RANGES) -> str | None:
     """The first option outside its range, as one line; None when all are in range."""
     for field, (flag, low, high, low_ok, unit) in ranges.items():
         value = getattr(options, field)
@@ -31,7 +32,8 @@ def out_of_range(options, ranges=FIX_RANGES) -> str | None:
     return None
 
 
-def check_ranges(options, error=AuditError) -> None:
-    problem = out_of_range(options)
+def check_ranges(options: object, error: type[AuditError] = AuditError,
+                 ranges: dict[str, Range] = RUN_RANGES) -> None:
+    problem = out_of_range(options, ranges)
     if problem:
         raise error(problem)

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from ..fix.lint import ignore_comments
-from ..fix.plan import Plan
+from .plan import Plan
 from .steps import Block, Step, session_settings, step_block
 
 
@@ -27,10 +26,21 @@ def _dollar_quoted(body: str) -> str:
     return f"${tag}$\n{body}\n${tag}$"
 
 
+def ignore_comments(step: Step, statement: str) -> list[str]:
+    """The comment lines to put right above `statement` of `step`: the reason of each linter rule it
+    breaks on purpose (`Step.lint_exceptions`), then Squawk's ignore line."""
+    found = [e for e in step.lint_exceptions if e.statement.search(statement)]
+    if not found:
+        return []
+    lines = [f"-- deliberate ({', '.join(e.rules)}): {e.reason}" for e in found]
+    lines.append("-- squawk-ignore " + ", ".join(r for e in found for r in e.rules))
+    return lines
+
+
 def render_block(block: Block, step: Step | None = None) -> list[str]:
     """The statements of a block as psql runs them; a statement of `step` that breaks a linter rule on
-    purpose gets the reason and Squawk's ignore comment above it (auditor/fix/lint.py)."""
-    body = []
+    purpose gets the reason and Squawk's ignore comment above it (`ignore_comments`)."""
+    body: list[str] = []
     for statement in block.statements:
         text = statement.as_string(None)
         body += (ignore_comments(step, text) if step is not None else []) + [text + ";"]
@@ -47,6 +57,7 @@ def render_block(block: Block, step: Step | None = None) -> list[str]:
         return ["BEGIN;", *body, "COMMIT;"]
     # a batched step: each batch a transaction of its own, until one affects fewer rows than its LIMIT, or
     # (a walk) until its last query says the walk has ended
+    loop: list[str]
     execute = [f"    EXECUTE {sql.Literal(s.as_string(None)).as_string(None)};" for s in block.statements]
     if block.until is not None:
         loop = ["DECLARE ended boolean;", "BEGIN", "  LOOP", *execute,
@@ -82,11 +93,10 @@ def render_step(step: Step, number: int, total: int, block: Block, done: bool | 
 
 def render_script(plan: Plan, title: str | None = None, options: tuple[str, ...] | None = None) -> str:
     """The whole plan as one SQL script, runnable with psql (not in --single-transaction: CONCURRENTLY).
-    `title`: the head line (default: fix's); `options`: the option names it lists (default: all)."""
+    `title`: the head line (default: the plan's own); `options`: the option names it lists (default: all)."""
     shown = plan.options.to_dict()
     head = [
-        title or ("-- yumai-audit fix: the session_master migration, step by step"
-                  + (" (and the schema's implied and drifting foreign keys)" if "schema" in plan.options.include else "")),
+        title or plan.title or "-- yumai-audit: a plan, step by step",
         f"-- server_version_num {plan.server_version_num}; options: "
         + ", ".join(f"{k}={v}" for k, v in shown.items() if options is None or k in options),
     ]

@@ -1,4 +1,4 @@
-"""A fix step is data: what it runs, the lock it takes, what it depends on, how to tell it is done.
+"""A step is data: what it runs, the lock it takes, what it depends on, how to tell it is done.
 
 The planner builds steps, `sqlscript` renders them as an annotated SQL script and the executor runs
 the very same objects. Nothing here connects to a database.
@@ -6,7 +6,9 @@ the very same objects. Nothing here connects to a database.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from psycopg import sql
 
@@ -49,29 +51,6 @@ class LockMode(enum.IntEnum):
         return self >= LockMode.SHARE
 
 
-class Operation(str, enum.Enum):
-    """What a step does, independent of its id: the report, the verdict and the API read this."""
-
-    PREFLIGHT = "preflight"                 # a check: reasons not to start
-    CREATE_MASTER = "create-master"         # the session master table
-    QUARANTINE_MALFORMED = "quarantine-malformed"   # text keys that are not uuids, out to the quarantine
-    CONVERT_TO_UUID = "convert-to-uuid"     # ALTER COLUMN ... TYPE uuid (a rewrite)
-    INDEX = "index"                         # an index on a table or a partition (CONCURRENTLY)
-    INDEX_PARENT = "index-parent"           # the ON ONLY index of a partitioned table
-    ATTACH_INDEX = "attach-index"           # a partition's index attached to the parent's
-    BACKFILL = "backfill"                   # register sessions in the master
-    ORPHANS = "orphans"                     # rows whose session nobody knows: quarantine, register, delete
-    CATCHUP = "catchup"                     # backfill and orphans again, right before / after the FK
-    FK_ADD = "fk-add"                       # ADD CONSTRAINT ... FOREIGN KEY (NOT VALID, or attaching)
-    FK_VALIDATE = "fk-validate"             # VALIDATE CONSTRAINT
-    MISSING_USERS = "missing-users"         # rows naming a user that does not exist: set NULL (recorded) or quarantined
-    VERIFY = "verify"                       # a check: what the steps were to achieve is there
-    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/fix/bridge.py)
-    CLOSE_IDLE = "close-idle"               # maintenance: idle sessions marked ended (sessions close-idle)
-    PRUNE = "prune"                         # maintenance: old sessions deleted with their rows (sessions prune)
-    GATE = "gate"                           # --bridge none: stop before the FK while sessions go unregistered
-
-
 class Kind(str, enum.Enum):
     CHANGE = "change"      # runs its statements (in one transaction when transactional)
     BATCHED = "batched"    # runs its statements in a transaction of their own, again and again, until the
@@ -79,12 +58,26 @@ class Kind(str, enum.Enum):
                            # or, a walk (`Step.until`), until its `until` query says the walk has ended
     CHECK = "check"        # a query whose rows are problems; any row stops the run
     GATE = "gate"          # measures (its first statement); stops the run when that counts a problem,
-                           # after running its other statements (see auditor/fix/bridge.py)
+                           # after running its other statements (Step.stop_message says why)
 
     @property
     def inspects(self) -> bool:
         """Checks and gates: never "done", no guard; they run each time the run reaches them."""
         return self in (Kind.CHECK, Kind.GATE)
+
+
+@dataclass(frozen=True)
+class LintException:
+    """A migration linter's (Squawk's) rules that a statement of a step breaks on purpose, with the
+    reason: the script writes both right above the statement that `statement` matches."""
+
+    rules: tuple[str, ...]
+    statement: re.Pattern[str]     # matched against the rendered statement
+    reason: str
+
+
+# a gate's stop: the line that explains `count` problems its measure found (`seconds` since the last sweep)
+StopMessage = Callable[[int, "float | None"], str]
 
 
 @dataclass(frozen=True)
@@ -104,12 +97,18 @@ class Step:
     target: str = ""                          # the audited table the step is about (a partition's parent)
     column: str = ""                          # the column of `target` it is about, when one
     repairs: tuple[str, ...] = ()             # ids of the checks whose findings on `target` it repairs
-    operation: Operation = field(kw_only=True)  # what the step does (never read from its id)
+    operation: enum.Enum = field(kw_only=True)  # what the step does (auditor/operations.py; never read from its id)
     # a batched step that walks a table: SELECT one boolean, true once the walk has ended (the last query
     # of each batch's transaction; the batches' count of rows then no longer ends the step)
     until: sql.Composable | None = None
+    # a check run before anything else (guards, the backup, the journal): any row it returns refuses the run
+    precondition: bool = False
+    # a gate: what its stop says (None: a generic line)
+    stop_message: StopMessage | None = field(default=None, compare=False, repr=False)
+    # the linter rules its statements break on purpose (auditor/fix/lint.py attaches them)
+    lint_exceptions: tuple[LintException, ...] = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind is Kind.BATCHED and not self.statements:
             raise ValueError(f"step {self.id}: a batched step runs at least one statement")
         if self.until is not None and self.kind is not Kind.BATCHED:
@@ -120,13 +119,13 @@ class Step:
         """Every statement of a transactional step runs under `lock_timeout`, with retries: table locks
         that could queue writers, and the row locks of a DELETE or INSERT (a FOR UPDATE on an orphan row
         would otherwise hold the step for as long as its owner likes). CONCURRENTLY steps are watched
-        instead (auditor/fix/waits.py)."""
+        instead (auditor/engine/waits.py)."""
         return self.transactional
 
     def sql_text(self) -> str:
         return ";\n".join(s.as_string(None) for s in self.statements + ((self.until,) if self.until else ())) + ";"
 
-    def to_dict(self, done: bool | None = None) -> dict:
+    def to_dict(self, done: bool | None = None) -> dict[str, Any]:
         return {
             "id": self.id, "description": self.description, "lock": self.lock.label,
             "tables": list(self.tables), "table_bytes": dict(self.table_bytes), "rewrites": self.rewrites,

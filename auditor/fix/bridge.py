@@ -20,26 +20,28 @@ meanwhile that the master lacks; if there are any, it registers them too and sto
 code 1) before the FK; a later apply resumes there.
 
 This module builds SQL and steps; `session_plan` calls `add_bridges` / `add_gate` on its Draft, the
-executor runs the steps, the API runs `status` and `removal`.
+executor runs the steps; the bridge's state (status, log, removal, the report's line) is
+auditor/bridge_state.py, which the scan and the report read without importing fix/.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from psycopg import sql
 
 from yumai_audit.checks.base import Probe
-from yumai_audit.checks.predicates import key_uuid, key_valid, table_ref, valid_key_uuid
+from yumai_audit.checks.predicates import key_uuid, key_valid, valid_key_uuid
+from ..sqlparts import table_ref
 
 from ..catalog import QualifiedName
 from ..context import AuditContext, KeyTable
 from ..pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
 from .ddl import relid, short_name
-from ..engine.steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Step
+from ..operations import Operation
+from ..bridge_state import LOG, SCHEMA, TRIGGER
 
-SCHEMA = "yumai_audit"
-LOG = QualifiedName(SCHEMA, "bridge_log")
-TRIGGER = "yumai_audit_bridge"
 # BEFORE ... FOR EACH ROW triggers on a partitioned table: PostgreSQL 13 and later
 PG_ROW_TRIGGER_ON_PARTITIONED = BEFORE_ROW_TRIGGERS_ON_PARTITIONED
 
@@ -285,126 +287,14 @@ def gate_step(k: KeyTable, master: QualifiedName, key_after, not_in_master, swee
         f"sessions written to {k.name} meanwhile that {master} lacks stop the apply before the foreign key",
         statements=(measure, *sweep), lock=LockMode.ROW_EXCLUSIVE, tables=(str(master), str(k.name)),
         depends_on=tuple(depends_on), kind=Kind.GATE, changes=(str(master), str(k.name)),
-        operation=Operation.GATE, target=str(k.name), column=k.key.name)
+        operation=Operation.GATE, target=str(k.name), column=k.key.name,
+        stop_message=functools.partial(gate_message, str(master), str(k.name)))
 
 
-def gate_message(step: Step, count: int, seconds: float | None) -> str:
-    master, table = step.tables[0], step.tables[1]
+def gate_message(master: str, table: str, count: int, seconds: float | None) -> str:
+    """Why a gate before `table`'s FK stopped the run: `count` sessions the master lacked."""
     during = f"in the last {seconds:.0f}s" if seconds is not None else "since the last sweep"
     return (f"{count} session{'s' if count != 1 else ''} written to {table} {during} had no row in {master}: "
             "the application does not register its sessions yet, and after the foreign key those writes would "
             "fail. Deploy the registration (register the session before its first row), then run fix --apply "
             "again; or run fix --apply --bridge auto")
-
-
-# --- on the session migration's Draft (called from session_plan.plan_sessions) ---------------------
-
-def add_bridges(d, tables: list[KeyTable], create: str, ready: dict, backfills: list[str]) -> list[str]:
-    """The bridge before the first FK, while any key table's FK is still to be made; returns its ids."""
-    from .session_plan import existing_fk, master_columns
-
-    if all((fk := existing_fk(d, k.table.foreign_keys, k.name)) is not None and fk.validated for k in tables):
-        return []
-    early = early_writes(d.ctx, d.evidence)
-    d.notes += plan_notes(d.ctx, tables, d.options.bridge, d.version, early)
-    return [d.add(step).id for k in bridged_tables(d.ctx, tables, d.options.bridge, early)
-            for step in bridge_steps(d.ctx, k, version=d.version, master_columns=master_columns(d),
-                                     active_window_minutes=d.options.active_window_minutes,
-                                     depends_on=[create, *ready[str(k.name)], *(backfills if k.is_source else [])])]
-
-
-def add_gate(d, k: KeyTable, before_fk: list[str]) -> list[str]:
-    """--bridge none: the gate right before `k`'s FK (none when the FK exists already)."""
-    from . import session_plan as sp
-
-    if d.options.bridge != "none" or sp.existing_fk(d, k.table.foreign_keys, k.name) is not None:
-        return []
-    src = d.ctx.source
-    sweep = (sp.backfill_all(d),) if src is not None and src.key_checkable else ()
-    if not k.is_source:
-        sweep += sp.orphan_statements(d, k)
-    return [d.add(gate_step(k, d.master, sp.key_after, lambda key: sp.not_in_master(d, key), sweep, before_fk)).id]
-
-
-# --- status and removal ----------------------------------------------------------------------------
-
-def installed_query() -> sql.Composable:
-    """(schema, table, function's schema, function) of every bridge trigger, a partition's clone of its
-    parent's left out."""
-    return sql.SQL(
-        "SELECT n.nspname::text, c.relname::text, pn.nspname::text, p.proname::text FROM pg_trigger t "
-        "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace "
-        "WHERE t.tgname = {name} AND NOT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_trigger pt "
-        "ON pt.tgrelid = h.inhparent AND pt.tgname = t.tgname WHERE h.inhrelid = t.tgrelid) "
-        "ORDER BY 1, 2").format(name=sql.Literal(TRIGGER))
-
-
-def log_exists_query() -> sql.Composable:
-    return sql.SQL("SELECT to_regclass({}) IS NOT NULL").format(sql.Literal(table_ref(LOG).as_string(None)))
-
-
-def hourly_query() -> sql.Composable:
-    """Sessions the bridge registered per hour of the last 24 hours (hours with none left out)."""
-    return sql.SQL(
-        "SELECT date_trunc('hour', registered_at) AS hour, count(*) FROM {} "
-        "WHERE registered_at >= now() - interval '24 hours' GROUP BY 1 ORDER BY 1").format(table_ref(LOG))
-
-
-def recent_query(interval: str) -> sql.Composable:
-    return sql.SQL("SELECT count(*) FROM {} WHERE registered_at >= now() - {}::interval").format(
-        table_ref(LOG), sql.Literal(interval))
-
-
-def drop_statements(installed: list[tuple[str, str, str, str]]) -> tuple[sql.Composable, ...]:
-    """DROP TRIGGER on each table (a parent's drops its partitions' clones), then the functions."""
-    out = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), sql.Identifier(s, t))
-           for s, t, _fs, _fn in installed]
-    functions = sorted({(fs, fn) for _s, _t, fs, fn in installed})
-    out += [sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(fs, fn)) for fs, fn in functions]
-    return tuple(out)
-
-
-@dataclass
-class BridgeStatus:
-    tables: list[str]                          # where a bridge trigger is installed
-    hourly: list[tuple[str, int]]              # (hour, sessions registered by the bridge), last 24 hours
-    last_hour: int = 0
-
-    @property
-    def last_day(self) -> int:
-        return sum(n for _h, n in self.hourly)
-
-    def to_dict(self) -> dict:
-        return {"installed": bool(self.tables), "tables": list(self.tables), "registered_last_day": self.last_day,
-                "registered_last_hour": self.last_hour,
-                "hourly": [{"hour": h, "sessions": n} for h, n in self.hourly]}
-
-
-def read_status(execute) -> BridgeStatus:
-    """The bridge's state via `execute(query) -> rows` (read-only; works before anything was installed)."""
-    installed = execute(installed_query())
-    tables = [str(QualifiedName(s, t)) for s, t, _fs, _fn in installed]
-    hourly: list[tuple[str, int]] = []
-    last_hour = 0
-    if execute(log_exists_query())[0][0]:
-        hourly = [(h.isoformat(timespec="minutes") if hasattr(h, "isoformat") else str(h), int(n))
-                  for h, n in execute(hourly_query())]
-        last_hour = int(execute(recent_query("1 hour"))[0][0])
-    return BridgeStatus(tables, hourly, last_hour)
-
-
-def scan_stats(execute) -> dict:
-    """The scan's small summary: where the bridge is installed and its last day's count."""
-    status = read_status(execute)
-    return {"tables": status.tables, "registered_last_day": status.last_day}
-
-
-def bridge_line(stats: dict) -> str | None:
-    """"Cutover bridge on T: N sessions registered by it in the last 24 hours", or None (not installed)."""
-    b = (stats or {}).get("bridge") or {}
-    if not b.get("tables"):
-        return None
-    n = int(b.get("registered_last_day") or 0)
-    return (f"Cutover bridge installed on {', '.join(b['tables'])}: {n} session{'s' if n != 1 else ''} registered "
-            "by it in the last 24 hours (the application's own registrations not counted)")

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import Exists, Known, orphaned, table_ref
+from yumai_audit.checks.predicates import Exists, Known, orphaned
+from ..sqlparts import table_ref
 
 from ..catalog import Catalog, QualifiedName, Reference, Table
 from ..errors import AuditError

@@ -14,12 +14,13 @@ from typing import Callable
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import table_ref
+from ..sqlparts import table_ref
 
 from ..catalog import ForeignKey, QualifiedName, Table
 from ..pgversion import NOT_VALID_FK_ON_PARTITIONED
 from .plan import PlanError
-from ..engine.steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Step
+from ..operations import Operation
 
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
 PG_NOT_VALID_ON_PARTITIONED = NOT_VALID_FK_ON_PARTITIONED

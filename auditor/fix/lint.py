@@ -8,19 +8,21 @@ the demo's plan and expects none).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 from .session_plan import PROGRESS
-from ..engine.steps import Operation, Step
+from ..engine.steps import LintException, Step
+from ..operations import Operation
 
 
 @dataclass(frozen=True)
 class Deliberate:
     rules: tuple[str, ...]
     operation: Operation
-    statement: re.Pattern               # matched against the rendered statement
+    statement: re.Pattern[str]          # matched against the rendered statement
     reason: str
     applies: Callable[[Step], bool] = lambda _step: True
 
@@ -49,12 +51,8 @@ DELIBERATE: tuple[Deliberate, ...] = (
 )
 
 
-def ignore_comments(step: Step, statement: str) -> list[str]:
-    """The comment lines to put right above `statement` of `step`: the reason, then Squawk's ignore line."""
-    found = [d for d in DELIBERATE
-             if d.operation == step.operation and d.statement.search(statement) and d.applies(step)]
-    if not found:
-        return []
-    lines = [f"-- deliberate ({', '.join(d.rules)}): {d.reason}" for d in found]
-    lines.append("-- squawk-ignore " + ", ".join(r for d in found for r in d.rules))
-    return lines
+def with_lint_exceptions(step: Step) -> Step:
+    """`step` carrying the entries of the table above that apply to it (the script writes them)."""
+    found = tuple(LintException(d.rules, d.statement, d.reason) for d in DELIBERATE
+                  if d.operation == step.operation and d.applies(step))
+    return dataclasses.replace(step, lint_exceptions=found) if found else step

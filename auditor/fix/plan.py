@@ -1,17 +1,19 @@
-"""The plan's data types: the options of `fix`, the ordered steps, and how they are ordered.
+"""The migration's plan types: the options of `fix` and the plan they make.
 
 Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`) fill a
-`Draft` (auditor/fix/draft.py) with steps, `planner.build_plan` orders them into a `Plan`.
+`Draft` (auditor/fix/draft.py) with steps, `planner.build_plan` orders them into a `MigrationPlan`
+(the engine's `Plan`, auditor/engine/plan.py, with what the migration's deletes reach).
 """
 from __future__ import annotations
 
 import dataclasses
-import graphlib
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..errors import AuditError
-from ..engine.limits import check_ranges
-from ..engine.steps import Step
+from ..engine.limits import RUN_RANGES, check_ranges
+from ..engine.plan import Plan, PlanError
+
+__all__ = ["FixOptions", "MigrationPlan", "PlanError", "FIX_RANGES"]
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
@@ -19,10 +21,11 @@ BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/fix
 MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 # `--master-user-delete`: what deleting a user does to the master's sessions of that user
 MASTER_USER_DELETE_MODES = ("set-null", "no-action")
-
-
-class PlanError(AuditError):
-    """The migration cannot be planned as asked (bad option, unsupported shape, dependency cycle)."""
+# option field -> (flag, lowest, highest, whether the lowest is allowed, unit): see engine/limits.py
+FIX_RANGES = {
+    "active_window_minutes": ("--active-window", 0, 10 * 366 * 24 * 60, True, "minutes"),   # ten years
+    **RUN_RANGES,
+}
 
 
 def option(flag: str, help: str, **kw):
@@ -97,61 +100,17 @@ class FixOptions:
             raise PlanError("batch size must be at least 1")
         if not 0 < self.lock_timeout < float("inf"):
             raise PlanError("--lock-timeout must be a positive number of seconds")
-        check_ranges(self, PlanError)   # auditor/fix/limits.py
+        check_ranges(self, PlanError, FIX_RANGES)   # auditor/engine/limits.py
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 @dataclass
-class Plan:
-    steps: list[Step]
-    server_version_num: int
+class MigrationPlan(Plan):
+    """The migration's plan: the engine's `Plan` with its `FixOptions` and what its deletes reach."""
+
     options: FixOptions
-    done: dict[str, bool] = field(default_factory=dict)   # guard values when the plan was made
-    notes: list[str] = field(default_factory=list)
     # what each delete of the plan reaches through foreign keys: (graph, predicate now, label, moves?),
-    # counted into the notes when the plan is made (api._build_plan, cascade.measure)
+    # counted into the notes when the plan is made (fix/make.py, cascade.measure)
     removals: list[tuple] = field(default_factory=list)
-
-    @property
-    def pending(self) -> list[Step]:
-        return [s for s in self.steps if not s.kind.inspects and not self.done.get(s.id)]
-
-    def step(self, step_id: str) -> Step:
-        return next(s for s in self.steps if s.id == step_id)
-
-    def to_dict(self) -> dict:
-        return {"steps": [s.to_dict(self.done.get(s.id)) for s in self.steps],
-                "server_version_num": self.server_version_num, "options": self.options.to_dict(),
-                "notes": list(self.notes)}
-
-
-def order_steps(steps: list[Step]) -> list[Step]:
-    """Topological order; among steps ready at the same time, the order they were declared in."""
-    by_id = {}
-    for s in steps:
-        if s.id in by_id:
-            raise PlanError(f"two steps have the id {s.id}")
-        by_id[s.id] = s
-    position = {s.id: i for i, s in enumerate(steps)}
-    sorter = graphlib.TopologicalSorter()
-    for s in steps:
-        missing = [d for d in s.depends_on if d not in by_id]
-        if missing:
-            raise PlanError(f"step {s.id} depends on unknown step {missing[0]}")
-        sorter.add(s.id, *s.depends_on)
-    try:
-        sorter.prepare()
-    except graphlib.CycleError as exc:
-        cycle = exc.args[1]
-        raise PlanError("the fix steps depend on each other in a cycle: " + " -> ".join(cycle)) from None
-    out = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=position.__getitem__)
-        for sid in ready:
-            out.append(by_id[sid])
-            sorter.done(sid)
-    return out
-
-

@@ -9,15 +9,18 @@ from __future__ import annotations
 from ..context import AuditContext
 from .ddl import PG_NOT_VALID_ON_PARTITIONED, FkSpec, short_name
 from .draft import Draft
-from .plan import FixOptions, Plan, PlanError, order_steps
+from ..engine.plan import order_steps
+from .lint import with_lint_exceptions
+from .plan import FixOptions, MigrationPlan, PlanError
 from .preflight import preflight
 from .session_plan import plan_sessions
 
-__all__ = ["build_plan", "FixOptions", "Plan", "PlanError", "order_steps", "FkSpec", "short_name",
+__all__ = ["build_plan", "FixOptions", "MigrationPlan", "PlanError", "order_steps", "FkSpec", "short_name",
            "PG_NOT_VALID_ON_PARTITIONED"]
 
 
-def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: dict | None = None) -> Plan:
+def build_plan(ctx: AuditContext, options: FixOptions | None = None,
+               evidence: dict[str, list[tuple]] | None = None) -> MigrationPlan:
     """The ordered steps for this database (guards not evaluated: `Plan.done` is empty).
 
     `evidence`: the rows of the planners' probes by probe key (what the data says): with
@@ -39,5 +42,8 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: d
 
         plan_users(draft, evidence or {}, draft.session_last or ["preflight"])
     draft.steps.insert(0, preflight(draft))
-    return Plan(steps=order_steps(draft.steps), server_version_num=ctx.catalog.server_version_num, options=options,
-                notes=list(ctx.notes) + draft.notes, removals=list(draft.removals.values()))
+    title = ("-- yumai-audit fix: the session_master migration, step by step"
+             + (" (and the schema's implied and drifting foreign keys)" if schema else ""))
+    return MigrationPlan(steps=order_steps([with_lint_exceptions(s) for s in draft.steps]),
+                         server_version_num=ctx.catalog.server_version_num, options=options,
+                         notes=list(ctx.notes) + draft.notes, title=title, removals=list(draft.removals.values()))

@@ -12,7 +12,8 @@ from ..catalog import QualifiedName
 from .ddl import relid
 from .draft import Draft
 from .preflight_checks import refusals
-from ..engine.steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Step
+from ..operations import Operation
 
 
 def preflight(d: Draft) -> Step:
@@ -66,4 +67,4 @@ def preflight(d: Draft) -> Step:
             relid(ref), relid(ref)))
     return Step(id="preflight", operation=Operation.PREFLIGHT, description="Server version, privileges, no invalid index left behind",
                 statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
-                kind=Kind.CHECK)
+                kind=Kind.CHECK, precondition=True)

@@ -14,17 +14,20 @@ import dataclasses
 from psycopg import sql
 
 from yumai_audit.checks import predicates
-from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, table_ref, trimmed
+from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, trimmed
+from ..sqlparts import table_ref
 
 from . import cascade
-from .bridge import SCHEMA as BRIDGE_SCHEMA, add_bridges, add_gate
+from . import bridge
+from .bridge import SCHEMA as BRIDGE_SCHEMA
 from ..catalog import Column, ForeignKey, QualifiedName
 from ..context import KeyTable
 from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
 from .draft import Draft
 from ..engine.guards import no_rows
 from .plan import PlanError
-from ..engine.steps import Kind, LockMode, Operation, Step
+from ..engine.steps import Kind, LockMode, Step
+from ..operations import Operation
 
 QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
@@ -444,3 +447,28 @@ def verify_query(d: Draft, tables: list[KeyTable]) -> sql.Composable:
         sql.Literal(f"{k.name}.{k.key.name} has no validated foreign key to {d.master}"),
         fk_exists(k.name, k.key.name, d.master, validated=True)) for k in tables]
     return sql.SQL(" UNION ALL ").join(parts)
+
+
+# --- the bridge and the gate on the session migration's Draft (auditor/fix/bridge.py) ----------------
+
+def add_bridges(d, tables: list[KeyTable], create: str, ready: dict, backfills: list[str]) -> list[str]:
+    """The bridge before the first FK, while any key table's FK is still to be made; returns its ids."""
+    if all((fk := existing_fk(d, k.table.foreign_keys, k.name)) is not None and fk.validated for k in tables):
+        return []
+    early = bridge.early_writes(d.ctx, d.evidence)
+    d.notes += bridge.plan_notes(d.ctx, tables, d.options.bridge, d.version, early)
+    return [d.add(step).id for k in bridge.bridged_tables(d.ctx, tables, d.options.bridge, early)
+            for step in bridge.bridge_steps(d.ctx, k, version=d.version, master_columns=master_columns(d),
+                                     active_window_minutes=d.options.active_window_minutes,
+                                     depends_on=[create, *ready[str(k.name)], *(backfills if k.is_source else [])])]
+
+
+def add_gate(d, k: KeyTable, before_fk: list[str]) -> list[str]:
+    """--bridge none: the gate right before `k`'s FK (none when the FK exists already)."""
+    if d.options.bridge != "none" or existing_fk(d, k.table.foreign_keys, k.name) is not None:
+        return []
+    src = d.ctx.source
+    sweep = (backfill_all(d),) if src is not None and src.key_checkable else ()
+    if not k.is_source:
+        sweep += orphan_statements(d, k)
+    return [d.add(bridge.gate_step(k, d.master, key_after, lambda key: not_in_master(d, key), sweep, before_fk)).id]

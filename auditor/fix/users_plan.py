@@ -30,13 +30,14 @@ from __future__ import annotations
 from psycopg import sql
 
 from yumai_audit.checks.base import Probe
-from yumai_audit.checks.predicates import col, table_ref
+from ..sqlparts import col, table_ref
 
 from ..context import AuditContext, KeyTable
 from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name, verify_fks
 from .draft import Draft
 from .session_plan import move_rows, quarantine_name
-from ..engine.steps import LockMode, Operation, Step
+from ..engine.steps import LockMode, Step
+from ..operations import Operation
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"

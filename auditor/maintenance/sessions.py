@@ -29,14 +29,15 @@ from psycopg import sql
 from ..fix import cascade as fk_cascade
 from ..config import Config
 from ..connection import Target, connect, resolve_target
-from ..context import AuditContext, KeyTable
+from ..context import AuditContext, KeyTable, audit_context
 from ..errors import AuditError
 from ..engine.executor import Executor, LockBusy
 from ..engine.guards import no_rows
-from ..fix.plan import FixOptions, Plan
-from ..scan.scanner import audit_context
-from ..engine.steps import Kind, LockMode, Operation, Step
-from yumai_audit.checks.predicates import col, key_uuid, table_ref
+from ..engine.plan import Plan
+from ..engine.steps import Kind, LockMode, Step
+from ..operations import Operation
+from yumai_audit.checks.predicates import key_uuid
+from ..sqlparts import col, table_ref
 
 Progress = Callable[[str], None]
 DEFAULT_BATCH = 500
@@ -133,11 +134,12 @@ def script_title(command: str) -> str:
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """A maintenance plan's options: what the executor and `render_script` read of `Plan.options`. Not
-    `FixOptions`: these commands keep their own ranges (the CLI's), e.g. a lock_timeout beyond fix's hour."""
+    """A maintenance plan's options: the engine's `RunOptions` (what the executor and `render_script`
+    read of `Plan.options`). These commands keep their own ranges (the CLI's), e.g. a lock_timeout
+    beyond fix's hour."""
     batch_size: int
     lock_timeout: float
-    wait_timeout: float = FixOptions.wait_timeout   # no CONCURRENTLY step here: never waited on
+    wait_timeout: float = 300.0     # no CONCURRENTLY step here: never waited on
     gate_window: float = 0.0                        # no gate here
 
     def to_dict(self) -> dict:

@@ -20,10 +20,9 @@ from psycopg import sql
 from yumai_audit.checks import all_checks
 from yumai_audit.checks.base import CatalogCheck, Check, probes_of
 
-from ..catalog import read_catalog
 from ..config import Config
-from ..context import AuditContext, build_context
-from ..errors import ConfigError, NothingToAudit
+from ..context import AuditContext, audit_context
+from ..errors import ConfigError
 from .passes import TablePasses, execute_in_savepoint
 from ..model import CheckResult, Finding, ScanResult, Status, TableInventory
 from .stats import MAX_WEEKS, collect_stats, count_partitions, week_tables
@@ -67,31 +66,6 @@ def session_settings(conn: psycopg.Connection) -> None:
     # The aggregates' cost estimates are huge (row estimates of the known set are poor), which makes
     # the JIT compile for seconds what runs in less.
     conn.execute("SET LOCAL jit = off")
-
-
-def exclude_tables(catalog, config: Config):
-    """The catalog less the tables `exclude_tables` matches (never the master, source or users table):
-    no check measures them and no fix step is planned for them, as for a schema out of scope."""
-    named = {config.master, config.source, config.users}
-    kept = {n: t for n, t in catalog.tables.items() if n in named or not config.excludes_table(n)}
-    if len(kept) == len(catalog.tables):
-        return catalog
-    catalog.tables = kept
-    catalog.invalid_indexes = [i for i in catalog.invalid_indexes if i.table in kept]
-    return catalog
-
-
-def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
-    catalog = exclude_tables(read_catalog(conn, config.schemas), config)
-    if not catalog.tables:
-        scope = ", ".join(config.schemas) if config.schemas else "any user schema"
-        raise NothingToAudit(f"nothing to audit: database {catalog.database} has no table in {scope}")
-    ctx = build_context(catalog, config)
-    if not ctx.key_tables:
-        # A database without session tables is a normal case: the session checks are skipped and
-        # the schema-wide checks still run.
-        ctx.notes.append(f"no table has a column {config.key_column!r}: the session checks are skipped")
-    return ctx
 
 
 # Connections of a scan by default (`--jobs`), in the same snapshot: the set of sessions in two parts,

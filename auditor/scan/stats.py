@@ -17,7 +17,9 @@ from typing import Callable
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from yumai_audit.checks.predicates import JOINED, Known, col, key_uuid, table_ref
+from yumai_audit.checks.predicates import JOINED, Known, key_uuid
+from ..bridge_state import scan_stats
+from ..sqlparts import col, table_ref
 
 from ..context import AuditContext
 
@@ -154,8 +156,6 @@ def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] |
             partitions.append({"table": str(k.name), "partition": str(p.name), "bound": p.bound,
                                "default": p.is_default, "bytes": int(p.bytes), "rows": exact})
     out["partitions"] = partitions
-    from ..fix.bridge import scan_stats     # the repair side, imported when first used (see api._LAZY)
-
     try:
         out["bridge"] = scan_stats(execute)
     except pgerrors.QueryCanceled:

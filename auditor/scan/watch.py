@@ -18,7 +18,8 @@ import psycopg
 from psycopg import sql
 
 from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Check, Measure, TableCheck
-from yumai_audit.checks.predicates import Known, col, key_uuid, table_ref
+from yumai_audit.checks.predicates import Known, key_uuid
+from ..sqlparts import col, table_ref
 
 from ..config import Config
 from ..connection import Target, connect, resolve_target
