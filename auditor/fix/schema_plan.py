@@ -40,6 +40,7 @@ from yumai_audit.checks import implied
 from yumai_audit.checks.base import Probe
 from yumai_audit.checks.declared import DeclaredFk, Relation, Signature, declared_fks, violation_query
 from yumai_audit.checks.partition_fk_drift import PartitionFkDrift
+from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 
 from ..catalog import ForeignKey, Partition, Table
 from ..context import AuditContext
@@ -156,7 +157,7 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         draft.referenced.append(c.parent.name)
         indexed = draft.take(leading_index_steps(c.table, column, after, suffix))
         last += draft.take(fk_sequence(draft.version, c.table, spec, short_name(c.table.name.name, column, suffix="fkey"),
-                                       [*after, *indexed], suffix=suffix, repairs=("unconstrained_fk",)))
+                                       [*after, *indexed], suffix=suffix, repairs=(UnconstrainedFk.id,)))
         planned.append((what, spec.exists(c.table.name, validated=True)))
 
     # partitions whose FKs differ
@@ -189,7 +190,7 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         draft.altered.append(d.parent.name)
         draft.referenced.append(sig.ref_table)
         validated = []
-        target, repairs = str(d.parent.name), ("partition_fk_drift",)
+        target, repairs = str(d.parent.name), (PartitionFkDrift.id,)
         for p in d.lacking:
             name = next(iter(names)) if len(names) == 1 else short_name(p.name.name, *sig.columns, suffix="fkey")
             added = draft.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after, target=target,

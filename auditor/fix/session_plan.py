@@ -14,6 +14,14 @@ import dataclasses
 from psycopg import sql
 
 from yumai_audit.checks import predicates
+from yumai_audit.checks.key_type_mismatch import KeyTypeMismatch
+from yumai_audit.checks.malformed_session_ids import MalformedSessionIds
+from yumai_audit.checks.missing_master_rows import MissingMasterRows
+from yumai_audit.checks.noncanonical_session_ids import NoncanonicalSessionIds
+from yumai_audit.checks.orphaned_session_ids import OrphanedSessionIds
+from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
+from yumai_audit.checks.unindexed_fk_columns import UnindexedFkColumns
+from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, trimmed
 from ..sqlparts import table_ref
 
@@ -32,12 +40,14 @@ from ..operations import Operation
 QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
 
-# What each step repairs (check ids): the report and the verdict read it from the steps.
-REPAIRS_KEY_TYPE = ("key_type_mismatch", "noncanonical_session_ids", "malformed_session_ids")
-REPAIRS_MASTER = ("missing_master_rows",)
-REPAIRS_ORPHANS = ("orphaned_session_ids",)
-REPAIRS_INDEX = ("unindexed_fk_columns",)
-REPAIRS_FK = ("unconstrained_fk", "unvalidated_fk")
+# What each step repairs (check ids, named through the check classes): the report and the verdict read it
+# from the steps.
+REPAIRS_KEY_TYPE = (KeyTypeMismatch.id, NoncanonicalSessionIds.id, MalformedSessionIds.id)
+REPAIRS_MALFORMED = (MalformedSessionIds.id,)
+REPAIRS_MASTER = (MissingMasterRows.id,)
+REPAIRS_ORPHANS = (OrphanedSessionIds.id,)
+REPAIRS_INDEX = (UnindexedFkColumns.id,)
+REPAIRS_FK = (UnconstrainedFk.id, UnvalidatedFk.id)
 
 
 def migratable(d: Draft) -> list[KeyTable]:
@@ -289,7 +299,7 @@ def plan_sessions(d: Draft) -> list[str]:
                 lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=(preflight,),
                 guard=sql.SQL("SELECT {} OR NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
                     column_is_uuid(k.name, k.key.name), table_ref(k.name), key_malformed(k.key)),
-                changes=(name,), target=name, column=k.key.name, repairs=("malformed_session_ids",)), graph))
+                changes=(name,), target=name, column=k.key.name, repairs=REPAIRS_MALFORMED), graph))
             convert = d.add(cascade.widen(Step(
                 id=f"to-uuid:{name}", operation=Operation.CONVERT_TO_UUID,
                 description=f"Convert {name}.{k.key.name} from {k.key.type} to uuid (rewrites the table, "

@@ -30,6 +30,9 @@ from __future__ import annotations
 from psycopg import sql
 
 from yumai_audit.checks.base import Probe
+from yumai_audit.checks.orphaned_user_ids import OrphanedUserIds
+from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
+from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 from ..sqlparts import col, table_ref
 
 from ..context import AuditContext, KeyTable
@@ -41,8 +44,8 @@ from ..operations import Operation
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"
-REPAIRS = ("orphaned_user_ids",)
-REPAIRS_FK = ("unconstrained_fk", "unvalidated_fk")
+REPAIRS = (OrphanedUserIds.id,)   # check ids, named through the check classes
+REPAIRS_FK = (UnconstrainedFk.id, UnvalidatedFk.id)
 
 
 def _key(k: KeyTable) -> str:
