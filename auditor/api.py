@@ -18,8 +18,16 @@ from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
 from .errors import AuditError, ConfigError
 from .model import ScanResult
-from .outputs import (append_step_summary, check_writable_file, ensure_dir, out_lock, write_csv, write_formats,
-                      write_json, write_text)
+from .outputs import (
+    append_step_summary,
+    check_writable_file,
+    ensure_dir,
+    out_lock,
+    write_csv,
+    write_formats,
+    write_json,
+    write_text,
+)
 from .progress import LiveProgress
 from .scan.formats import FORMATS, RENDERERS
 from .scan.scanner import DEFAULT_JOBS, Progress, run_scan
@@ -285,9 +293,9 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
     """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
     migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
     `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
-    from .fix.backup import backup_hook
     from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
     from .embedded import embedded_server
+    from .fix.backup import backup_hook
 
     say = progress or (lambda _m: None)
     out = Path(out_dir)

@@ -6,8 +6,9 @@ without importing the migration.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from psycopg import sql
 

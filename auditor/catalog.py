@@ -27,7 +27,7 @@ class QualifiedName:
         return f"{self.schema}.{self.name}"
 
     @classmethod
-    def parse(cls, text: str, what: str) -> "QualifiedName":
+    def parse(cls, text: str, what: str) -> QualifiedName:
         parts = split_dotted(text, what)
         if len(parts) != 2:
             raise ConfigError(f"{what} must be schema.table, got {text!r}")

@@ -248,9 +248,9 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     Example:
       yumai-audit scan --dsn "host=db dbname=yumai user=auditor" --out ./audit
     """
-    from .api import repair_plan, scan as api_scan, verdict as api_verdict, write_scan
-
-    from .api import ensure_dir
+    from .api import ensure_dir, repair_plan, write_scan
+    from .api import scan as api_scan
+    from .api import verdict as api_verdict
 
     if verify_declared:
         config = dataclasses.replace(config, verify_declared=True)
@@ -418,7 +418,8 @@ def watch(target, config, since_text, formats, out_dir):
       yumai-audit watch --since 24h
       yumai-audit watch --since 2026-11-26T00:00:00+00:00 --format json
     """
-    from .api import ensure_dir, parse_since, watch as api_watch
+    from .api import ensure_dir, parse_since
+    from .api import watch as api_watch
 
     if out_dir:
         ensure_dir(out_dir)
@@ -444,7 +445,8 @@ def demo(out_dir):
     from .api import demo as api_demo
 
     result, out = api_demo(out_dir, progress=click.echo)
-    from .api import demo_config, verdict as api_verdict
+    from .api import demo_config
+    from .api import verdict as api_verdict
 
     click.echo("Before the migration:")
     click.echo(summary_text(result.before, api_verdict(result.before, demo_config(), result.plan.to_dict())))
@@ -648,8 +650,11 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
       yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
       yumai-audit fix --dsn ... --include users --missing-users null   # user_id -> users(id) too
     """
-    from .api import apply as api_apply, plan as api_plan, scan as api_scan, verdict as api_verdict
+    from .api import apply as api_apply
     from .api import check_writable_file, plan_script, write_text
+    from .api import plan as api_plan
+    from .api import scan as api_scan
+    from .api import verdict as api_verdict
 
     if sql_file:
         check_writable_file(sql_file, "--sql")

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .errors import ConnectionFailed, ConfigError
+from .errors import ConfigError, ConnectionFailed
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.I)
 SECRET_KEYS = ("password", "sslpassword", "passfile")

@@ -6,8 +6,8 @@ import logging
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import AuditError
 

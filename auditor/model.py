@@ -41,7 +41,7 @@ class Finding:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Finding":
+    def from_dict(cls, data: dict) -> Finding:
         known = {k: data.get(k) for k in ("check", "table", "column", "message", "rows", "keys", "references")}
         return cls(severity=Severity(data["severity"]), sample=list(data.get("sample") or []),
                    details=dict(data.get("details") or {}), **known)
@@ -115,7 +115,7 @@ class ScanResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ScanResult":
+    def from_dict(cls, data: dict) -> ScanResult:
         checks = [CheckResult(check=c["check"], status=Status(c["status"]), seconds=float(c.get("seconds") or 0),
                               severity=Severity(c.get("severity", "error")), description=c.get("description", ""),
                               reason=c.get("reason")) for c in data.get("checks", [])]

@@ -11,8 +11,8 @@ import fcntl
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import AuditError
 from .model import ScanResult

@@ -50,7 +50,7 @@ class LiveProgress:
             self._end_line()
             self.stream.flush()
 
-    def __enter__(self) -> "LiveProgress":
+    def __enter__(self) -> LiveProgress:
         return self
 
     def __exit__(self, *exc) -> None:

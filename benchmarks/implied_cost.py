@@ -23,9 +23,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from generate import SESSIONS_PER_SCALE, generate  # noqa: E402
-from scan_bench import database  # noqa: E402
-
 from psycopg import sql  # noqa: E402
+from scan_bench import database  # noqa: E402
 
 from yumai_audit import catalog  # noqa: E402
 from yumai_audit.api import scan  # noqa: E402

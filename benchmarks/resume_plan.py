@@ -26,10 +26,9 @@ import psycopg
 from psycopg import sql
 
 from yumai_audit import api
-from yumai_audit.fix import planner
-from yumai_audit.fix import session_plan
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
+from yumai_audit.fix import planner, session_plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from generate import generate  # noqa: E402

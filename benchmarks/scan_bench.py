@@ -38,8 +38,7 @@ import psycopg
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import (SESSIONS_PER_SCALE, expected, generate, generate_varied, make_half_done,  # noqa: E402
-                      undo_half_done)
+from generate import SESSIONS_PER_SCALE, expected, generate, generate_varied, make_half_done, undo_half_done  # noqa: E402
 from per_check_sql import floor_queries, per_check_queries, script  # noqa: E402
 
 from yumai_audit.config import Config  # noqa: E402

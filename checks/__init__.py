@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from .base import Check
 from .conflicting_session_users import ConflictingSessionUsers
+from .duplicate_foreign_keys import DuplicateForeignKeys
+from .fk_candidate import FkCandidate
+from .invalid_indexes import InvalidIndexes
 from .key_type_mismatch import KeyTypeMismatch
 from .malformed_session_ids import MalformedSessionIds
 from .missing_master_rows import MissingMasterRows
 from .noncanonical_session_ids import NoncanonicalSessionIds
 from .null_session_ids import NullSessionIds
+from .orphaned_fk_rows import OrphanedFkRows
 from .orphaned_session_ids import OrphanedSessionIds
 from .orphaned_user_ids import OrphanedUserIds
+from .partition_fk_drift import PartitionFkDrift
 from .unconstrained_fk import UnconstrainedFk
 from .unindexed_fk_columns import UnindexedFkColumns
-from .unvalidated_fk import UnvalidatedFk
-from .orphaned_fk_rows import OrphanedFkRows
-from .fk_candidate import FkCandidate
-from .partition_fk_drift import PartitionFkDrift
-from .invalid_indexes import InvalidIndexes
-from .duplicate_foreign_keys import DuplicateForeignKeys
 from .unindexed_foreign_keys import UnindexedForeignKeys
+from .unvalidated_fk import UnvalidatedFk
 
 REGISTRY: tuple[type[Check], ...] = (
     MissingMasterRows,

@@ -78,7 +78,10 @@ def _ref_relation(ctx: AuditContext, name: QualifiedName) -> Relation:
 def declared_fks(ctx: AuditContext, verify_declared: bool) -> list[DeclaredFk]:
     """The declared FKs whose rows the scan counts: NOT VALID ones, and valid ones with `verify_declared`."""
     covered = covered_by_unvalidated_fk(ctx)
-    wanted = (lambda fk: not fk.validated or verify_declared)
+
+    def wanted(fk: ForeignKey) -> bool:
+        return not fk.validated or verify_declared
+
     out: list[DeclaredFk] = []
     for table in ctx.catalog.tables.values():
         own = [fk for fk in table.foreign_keys if not fk.inherited]

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from psycopg import sql
 
-from yumai_audit.catalog import Column, Table
-from yumai_audit.catalog import split_dotted
+from yumai_audit.catalog import Column, Table, split_dotted
 from yumai_audit.context import AuditContext
 
 from .base import Probe

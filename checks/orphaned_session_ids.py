@@ -4,8 +4,18 @@ from psycopg import sql
 
 from yumai_audit.model import Severity
 
-from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Sample, TableCheck, count_distinct_where, count_where,
-                   count_sessions_where, plural, sum_sessions_where)
+from .base import (
+    OVER_SESSIONS,
+    USES_KNOWN,
+    USES_SESSION_ROWS,
+    Sample,
+    TableCheck,
+    count_distinct_where,
+    count_sessions_where,
+    count_where,
+    plural,
+    sum_sessions_where,
+)
 from .predicates import key_uuid, orphaned, session_orphaned, session_rows
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from yumai_audit.catalog import Column, QualifiedName
-from yumai_audit.sqlparts import T, col, row_id, table_ref   # the checks import them from here too
+from yumai_audit.sqlparts import T, col, table_ref  # the checks import them from here too
 
 # What PostgreSQL's uuid input accepts: 32 hex digits, optionally in braces, with an optional hyphen
 # after any group of four digits (src/backend/utils/adt/uuid.c, string_to_uuid).
@@ -121,7 +121,7 @@ class Known:
     master_unique: bool = False           # the master's key is unique (no DISTINCT needed)
 
     @classmethod
-    def of(cls, ctx) -> "Known":
+    def of(cls, ctx) -> Known:
         """As the audit context finds them (the planner makes its own: the master as it will be, the
         source's key after conversion). A source whose key is neither uuid nor text knows nothing."""
         master = ctx.master if ctx.master is not None and ctx.master_key is not None else None

@@ -10,14 +10,13 @@ import subprocess
 
 import psycopg
 import pytest
+from test_executor import CLI, _apply_until_converged, _started, _wait_for
 
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.engine.executor import Executor, StepFailed
 from yumai_audit.operations import Operation
-
-from test_executor import CLI, _apply_until_converged, _started, _wait_for
 
 SESSIONS = 1200          # in the default partition, 5 rows each
 SPANNING = 100           # sessions of the January partition with one more row in the default partition

@@ -13,13 +13,22 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from migrated import add_rows, add_session, build, ident
 from psycopg import sql
 
-from migrated import add_rows, add_session, build, ident
-from yumai_audit.fix import backup as backup_mod
-from yumai_audit.fix.backup import (PG_BIN_ENV, BackupFailed, backup_tables, candidates, choose_tool, header_filter,
-                                pattern, tool_major, verified)
 from yumai_audit.catalog import QualifiedName
+from yumai_audit.fix import backup as backup_mod
+from yumai_audit.fix.backup import (
+    PG_BIN_ENV,
+    BackupFailed,
+    backup_tables,
+    candidates,
+    choose_tool,
+    header_filter,
+    pattern,
+    tool_major,
+    verified,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SETTING_LINE = "SET transaction_timeout = 0;"   # a value in the data that looks like the header's setting

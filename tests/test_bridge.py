@@ -12,20 +12,20 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from psycopg import errors as pgerrors
-
 from test_fix import KEY_TABLES, master_fks
 from test_planner import before, plan_for
+
 from yumai_audit import api
-from yumai_audit.fix.bridge import TRIGGER, Registration
+from yumai_audit.catalog import QualifiedName
 from yumai_audit.cli import cli
 from yumai_audit.config import Config
-from yumai_audit.catalog import QualifiedName
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.executor import GateClosed
-from yumai_audit.lifecycle import start_session
-from yumai_audit.fix.planner import FixOptions, PlanError
 from yumai_audit.engine.sqlscript import render_script
 from yumai_audit.engine.steps import Kind, LockMode
+from yumai_audit.fix.bridge import TRIGGER, Registration
+from yumai_audit.fix.planner import FixOptions, PlanError
+from yumai_audit.lifecycle import start_session
 
 SRC = "chatbot.conversations"
 

@@ -9,13 +9,13 @@ import pytest
 from psycopg import sql
 
 from yumai_audit import api
-from yumai_audit.fix.cascade import CascadeError, graph, quarantine_name
 from yumai_audit.catalog import QualifiedName, Reference
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.executor import PreflightFailed
 from yumai_audit.engine.sqlscript import render_script
 from yumai_audit.engine.steps import LockMode
+from yumai_audit.fix.cascade import CascadeError, graph, quarantine_name
 
 
 def q(name: str) -> QualifiedName:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from fixtures import BASE, MIXED_CASE, TEXT_KEYS, A, B, C, M, X, Y, master_with
 
 from yumai_audit.api import scan
 from yumai_audit.config import Config
 from yumai_audit.model import Status
-
-from fixtures import A, B, BASE, C, M, MIXED_CASE, TEXT_KEYS, X, Y, master_with
 
 
 def run(db, *setup: str, **config):

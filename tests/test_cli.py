@@ -5,11 +5,10 @@ import csv
 import json
 
 from click.testing import CliRunner
+from fixtures import BASE, A, B, C, master_with
 
 from yumai_audit.cli import cli
 from yumai_audit.demo import build_demo_database
-
-from fixtures import A, B, BASE, C, master_with
 
 CLEAN = BASE + master_with(A, B, C) + """
 DELETE FROM chatbot.conversations WHERE session_id IS NULL;

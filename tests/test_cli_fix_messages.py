@@ -8,13 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from test_cli import invoke
 
 from yumai_audit import cli as cli_module
 from yumai_audit.api import scan
 from yumai_audit.cli import version_text
 from yumai_audit.demo import build_demo_database
-
-from test_cli import invoke
 
 
 @pytest.mark.parametrize("num, text", [(150020, "15.20"), (180006, "18.6"), (100000, "10.0"), (90624, "9.6.24")])

@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
-
 from test_cli import CLEAN, invoke, one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]

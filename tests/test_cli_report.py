@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-
 from report_fixtures import plan_dict, scan_result
+
 from yumai_audit.cli import cli
 from yumai_audit.outputs import write_json
 

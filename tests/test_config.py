@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from yumai_audit.config import Config, load_config
-
 from yumai_audit.catalog import QualifiedName
+from yumai_audit.config import Config, load_config
 from yumai_audit.connection import resolve_target
 from yumai_audit.errors import ConfigError
 

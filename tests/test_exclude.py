@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_cli import CLEAN, invoke, one_line_error
 
 from yumai_audit.config import ConfigError, load_config
-
-from test_cli import CLEAN, invoke, one_line_error
 
 PARTMAN = """
 CREATE SCHEMA partman;

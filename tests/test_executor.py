@@ -11,14 +11,13 @@ import time
 
 import psycopg
 import pytest
+from test_fix import DEMO_NULLS, KEY_TABLES, assert_demo_migrated, snapshot
 
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.demo import SESSIONS, build_demo_database
 from yumai_audit.engine.executor import StepFailed
 from yumai_audit.engine.steps import LockMode
-
-from test_fix import DEMO_NULLS, KEY_TABLES, assert_demo_migrated, snapshot
 
 CLI = [sys.executable, "-c", "from yumai_audit.cli import main; main()"]
 

@@ -11,9 +11,9 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from yumai_audit import api
+from yumai_audit.catalog import QualifiedName
 from yumai_audit.cli import cli
 from yumai_audit.config import Config
-from yumai_audit.catalog import QualifiedName
 from yumai_audit.demo import SESSIONS, build_demo_database
 from yumai_audit.engine.executor import ADVISORY_KEY
 

@@ -123,8 +123,8 @@ def test_second_apply_with_the_same_out_is_refused_before_it_writes(db, tmp_path
 
 def test_apply_backs_up_key_tables_in_a_schema_with_a_dot(db, tmp_path):
     """Key tables in "chat.bot": the backup holds every table the fix changes (not `nothing to back up`)."""
-    from yumai_audit.fix.backup import backup_hook
     from yumai_audit.catalog import QualifiedName
+    from yumai_audit.fix.backup import backup_hook
 
     build_demo_database(db.conninfo)
     db.execute('ALTER SCHEMA chatbot RENAME TO "chat.bot"')

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
-from yumai_audit.scan.formats import check_docs, escape_data, escape_property, github, junit, markdown, sarif
-from yumai_audit.model import CheckResult, Finding, ScanResult, Severity, Status
-from yumai_audit.outputs import write_csv
-
 from report_fixtures import scan_result
 from test_cli import invoke
+
+from yumai_audit.model import CheckResult, Finding, ScanResult, Severity, Status
+from yumai_audit.outputs import write_csv
+from yumai_audit.scan.formats import check_docs, escape_data, escape_property, github, junit, markdown, sarif
 
 HOSTILE = 'odd"<schema>&]]>.t%25:a,b\r\nc'
 SARIF_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "sarif-schema-2.1.0.json").read_text())

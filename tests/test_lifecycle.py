@@ -7,8 +7,8 @@ import uuid
 import psycopg
 import pytest
 import sqlalchemy
-
 from migrated import build
+
 from yumai_audit.lifecycle import UnknownSession, end_session, start_session
 
 

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 from psycopg import sql
+from test_cli import invoke
 
 from yumai_audit.cli import version_text
 from yumai_audit.demo import build_demo_database
-from yumai_audit.fix.lint import DELIBERATE
 from yumai_audit.engine.sqlscript import render_step
 from yumai_audit.engine.steps import LockMode, Step, step_block
+from yumai_audit.fix.lint import DELIBERATE
 from yumai_audit.operations import Operation
-
-from test_cli import invoke
 
 # on PATH, or beside this interpreter (a venv that is not activated)
 SQUAWK = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))

@@ -228,8 +228,7 @@ SPELLINGS = [
 
 def test_cheap_canonical_and_valid_tests_agree_with_the_patterns(db):
     from yumai_audit.catalog import Column
-    from yumai_audit.checks.predicates import (CANONICAL_PATTERN, TRIM_CHARS, UUID_INPUT_PATTERN, canonical,
-                                               key_valid)
+    from yumai_audit.checks.predicates import CANONICAL_PATTERN, TRIM_CHARS, UUID_INPUT_PATTERN, canonical, key_valid
 
     db.execute("CREATE TABLE k (session_id text)")
     with db.connect(autocommit=True) as conn:
@@ -251,13 +250,13 @@ def test_cheap_canonical_and_valid_tests_agree_with_the_patterns(db):
 def test_a_text_keys_canonical_test_runs_once_per_row_of_its_pass(db, jobs):
     # The malformed and non-canonical counts and their samples all test whether a key is canonical:
     # the pass computes that once per row (predicates.Shared), with the same counts and samples.
+    from yumai_audit.checks.base import Measure
     from yumai_audit.checks.malformed_session_ids import MalformedSessionIds
     from yumai_audit.checks.noncanonical_session_ids import NoncanonicalSessionIds
     from yumai_audit.checks.predicates import CANONICAL_CHARS, CANONICAL_PATTERN, TRIM_CHARS, UUID_INPUT_PATTERN
     from yumai_audit.connection import connect, resolve_target
     from yumai_audit.scan.pass_sql import sample_aggregate, table_pass
     from yumai_audit.scan.scanner import audit_context
-    from yumai_audit.checks.base import Measure
 
     db.execute("CREATE SCHEMA chatbot; CREATE TABLE chatbot.conversations (id serial PRIMARY KEY, session_id uuid); "
                "CREATE TABLE chatbot.user_feedback (id serial PRIMARY KEY, session_id varchar(60))")

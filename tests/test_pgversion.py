@@ -8,11 +8,11 @@ import psycopg
 import pytest
 
 from yumai_audit import api, pgversion
-from yumai_audit.fix.backup import header_filter
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.executor import Executor
+from yumai_audit.fix.backup import header_filter
 from yumai_audit.fix.ddl import PG_NOT_VALID_ON_PARTITIONED
 
 PARTITIONED = """

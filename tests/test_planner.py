@@ -7,9 +7,9 @@ from psycopg import sql
 from yumai_audit.catalog import Catalog, Column, Index, Partition, QualifiedName, Table
 from yumai_audit.config import Config
 from yumai_audit.context import build_context
-from yumai_audit.fix.planner import FixOptions, PlanError, build_plan, order_steps, short_name
 from yumai_audit.engine.sqlscript import render_script
 from yumai_audit.engine.steps import Kind, LockMode, Step
+from yumai_audit.fix.planner import FixOptions, PlanError, build_plan, order_steps, short_name
 from yumai_audit.operations import Operation
 
 UUID = Column("session_id", "uuid", "uuid", False)

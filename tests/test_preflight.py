@@ -16,8 +16,8 @@ from yumai_audit.cli import cli
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
-from yumai_audit.errors import AuditError
 from yumai_audit.engine.executor import Executor, PreflightFailed, StepFailed
+from yumai_audit.errors import AuditError
 
 KEY_TABLES = ["conversations", "user_interactions", "recommendations_log", "user_feedback"]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from jinja2 import StrictUndefined
-
 from report_fixtures import external_references, plan_dict, scan_result
+
 from yumai_audit.model import Status
 from yumai_audit.reports import render
-from yumai_audit.reports.render import template_context, environment, render_html
+from yumai_audit.reports.render import environment, render_html, template_context
 
 TEMPLATES = Path(render.__file__).parent / "templates"
 EVIL = "<script>alert(1)</script>"

@@ -3,11 +3,10 @@ whole plan's steps (no database)."""
 from __future__ import annotations
 
 import pytest
+from test_planner import plan_for
 
 from yumai_audit.checks import CHECK_IDS
 from yumai_audit.fix import schema_plan, session_plan, users_plan
-
-from test_planner import plan_for
 
 
 @pytest.mark.parametrize("module", [session_plan, users_plan, schema_plan], ids=lambda m: m.__name__)

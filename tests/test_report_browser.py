@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from report_fixtures import plan_dict, scan_result
+
 from yumai_audit.reports.render import write_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

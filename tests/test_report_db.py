@@ -5,6 +5,7 @@ import csv
 import re
 
 from report_fixtures import external_references
+
 from yumai_audit.api import scan, write_scan
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database

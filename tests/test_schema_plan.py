@@ -16,9 +16,9 @@ from yumai_audit.cli import cli
 from yumai_audit.config import Config
 from yumai_audit.context import build_context
 from yumai_audit.engine.executor import StepFailed
+from yumai_audit.engine.steps import LockMode
 from yumai_audit.fix.planner import PG_NOT_VALID_ON_PARTITIONED, FixOptions, FkSpec, PlanError, build_plan
 from yumai_audit.fix.schema_plan import probes
-from yumai_audit.engine.steps import LockMode
 
 INT = Column("id", "integer", "int4", True)
 

@@ -9,15 +9,15 @@ from datetime import timedelta
 import psycopg
 import pytest
 from click.testing import CliRunner
-
 from migrated import add_rows, add_session, build, counts, sid
 from recording import RecordingCursor, RecordingExecutor
-from yumai_audit.maintenance import sessions as sessions_module
+
 from yumai_audit.cli import cli
-from yumai_audit.errors import AuditError
-from yumai_audit.maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
 from yumai_audit.engine.sqlscript import render_block, render_script
 from yumai_audit.engine.steps import Kind, step_block
+from yumai_audit.errors import AuditError
+from yumai_audit.maintenance import sessions as sessions_module
+from yumai_audit.maintenance.sessions import SCRIPT_OPTIONS, close_idle, prune, script_title
 
 
 def _idle_db(db):

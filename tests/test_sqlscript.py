@@ -6,8 +6,8 @@ import subprocess
 
 import psycopg
 import pytest
-
 from recording import RecordingCursor, RecordingExecutor
+
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from standby import bin_dirs, primary_and_standby, wait_replayed
+from test_cli import invoke, one_line_error
 
 from yumai_audit import cli as cli_module
 from yumai_audit.errors import database_error_line
-
-from standby import bin_dirs, primary_and_standby, wait_replayed
-from test_cli import invoke, one_line_error
 
 
 def test_recovery_conflict_behind_a_lost_connection_is_named():

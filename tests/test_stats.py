@@ -87,9 +87,9 @@ def test_partitions_are_counted_as_the_scan_reads_the_table_whatever_the_role_ma
 
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    from yumai_audit.scan.stats import leaves_readable_query
     from yumai_audit.connection import connect, resolve_target
     from yumai_audit.scan.scanner import audit_context
+    from yumai_audit.scan.stats import leaves_readable_query
 
     build(db)
     # a sub-partitioned partition with a leaf of its own (the row of May is moved into it)

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from yumai_audit import api
+from yumai_audit.catalog import QualifiedName
 from yumai_audit.cli import cli
 from yumai_audit.config import Config
-from yumai_audit.catalog import QualifiedName
 from yumai_audit.fix.planner import FixOptions, PlanError
 
 APP = "Yumai App"

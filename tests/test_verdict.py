@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 from click.testing import CliRunner
-
 from report_fixtures import scan_result
+
 from yumai_audit import api
 from yumai_audit.cli import cli
 from yumai_audit.config import Acceptance, load_config

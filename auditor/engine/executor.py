@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
 
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
 from ..connection import Target, connect
-from ..errors import AuditError, GateClosed   # GateClosed: defined in errors (the CLI catches it)
+from ..errors import AuditError, GateClosed  # GateClosed: defined in errors (the CLI catches it)
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session
@@ -109,7 +109,8 @@ def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
         return False
     try:
         with conn.transaction():
-            return bool(conn.execute(step.guard).fetchone()[0])
+            row = conn.execute(step.guard).fetchone()
+            return row is not None and bool(row[0])
     except MISSING:
         return False
     except RETRYABLE as exc:
@@ -159,6 +160,8 @@ class Executor:
         self.max_tries = max_tries
         self.backoff = backoff
         self.watcher = Watcher(target, self.say)   # what a step waits for, and the bound of CONCURRENTLY
+        self._gate_watched = False                 # the run's first gate has watched the writes
+        self._last_sweep: float | None = None      # when a gate last swept
 
     # session ------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
@@ -172,7 +175,8 @@ class Executor:
         return conn
 
     def _lock_run(self, conn: psycopg.Connection) -> None:
-        if conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()[0]:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+        if row is not None and row[0]:
             return
         refuse_if_running(conn, always=True)
 
@@ -317,7 +321,7 @@ class Executor:
         result = self.result = ApplyResult(plan=self.plan, started_at=_now())
         self.run_started = datetime.now(timezone.utc)
         self._gate_watched = False
-        self._last_sweep: float | None = None
+        self._last_sweep = None
         conn = self._open()
         try:
             self._lock_run(conn)

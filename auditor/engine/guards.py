@@ -13,7 +13,7 @@ from __future__ import annotations
 from psycopg import sql
 
 
-def no_rows(relation: sql.Composable, predicate: sql.Composable, alias: str = "t") -> sql.Composable:
+def no_rows(relation: sql.Composable, predicate: sql.Composable, alias: str = "t") -> sql.Composed:
     """`SELECT` one boolean: true when no row of `relation` (as `alias`) matches `predicate`."""
     return sql.SQL("SELECT count(*) = 0 FROM (SELECT 1 FROM {} {} WHERE {}) AS g").format(
         relation, sql.Identifier(alias), predicate)

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from psycopg import sql
 
 from ..pgversion import CLIENT_CONNECTION_CHECK
+
+# A statement as psycopg executes it: an SQL fragment or a composition of fragments (what
+# `sql.SQL(...).format(...)` returns); `Connection.execute` takes either, not any `Composable`.
+Query = sql.SQL | sql.Composed
 
 
 class LockMode(enum.IntEnum):
@@ -39,7 +44,7 @@ class LockMode(enum.IntEnum):
         return "".join(part.capitalize() for part in self.name.split("_")) + "Lock"
 
     @classmethod
-    def from_pg_locks(cls, mode: str) -> "LockMode":
+    def from_pg_locks(cls, mode: str) -> LockMode:
         for m in cls:
             if m is not cls.NONE and m.pg_locks_mode == mode:
                 return m
@@ -84,12 +89,12 @@ StopMessage = Callable[[int, "float | None"], str]
 class Step:
     id: str
     description: str
-    statements: tuple[sql.Composable, ...]
+    statements: tuple[Query, ...]
     lock: LockMode
     tables: tuple[str, ...]                   # schema.table, catalog spelling, on which `lock` is taken
     depends_on: tuple[str, ...] = ()
     transactional: bool = True
-    guard: sql.Composable | None = None       # SELECT returning one boolean: true when already done
+    guard: Query | None = None                # SELECT returning one boolean: true when already done
     rewrites: bool = False
     table_bytes: tuple[tuple[str, int], ...] = ()
     kind: Kind = Kind.CHANGE
@@ -100,7 +105,7 @@ class Step:
     operation: enum.Enum = field(kw_only=True)  # what the step does (auditor/operations.py; never read from its id)
     # a batched step that walks a table: SELECT one boolean, true once the walk has ended (the last query
     # of each batch's transaction; the batches' count of rows then no longer ends the step)
-    until: sql.Composable | None = None
+    until: Query | None = None
     # a check run before anything else (guards, the backup, the journal): any row it returns refuses the run
     precondition: bool = False
     # a gate: what its stop says (None: a generic line)
@@ -145,21 +150,21 @@ class Block:
     `repeat_below` rows, or, a walk, until `until`, run last in each batch's transaction, returns
     true), else one by one outside a transaction (CONCURRENTLY). A check's rows are problems."""
 
-    statements: tuple[sql.Composable, ...]
+    statements: tuple[Query, ...]
     transactional: bool
     repeat_below: int | None = None
     check: bool = False
     gate: bool = False      # a gate: the first statement measures, the others (one transaction) sweep
-    until: sql.Composable | None = None
+    until: Query | None = None
 
     @property
     def batched(self) -> bool:
         return self.repeat_below is not None or self.until is not None
 
 
-def session_settings(server_version_num: int) -> tuple[sql.Composable, ...]:
+def session_settings(server_version_num: int) -> tuple[Query, ...]:
     """The migration session's settings, before its first step (the script's head, the executor's connect)."""
-    out = [sql.SQL("SET statement_timeout = 0"),             # batches and VALIDATE may take long
+    out: list[Query] = [sql.SQL("SET statement_timeout = 0"),             # batches and VALIDATE may take long
            sql.SQL("SET idle_in_transaction_session_timeout = 0"),
            # one core for the migration, the others for the application: no parallel scans or index builds
            sql.SQL("SET max_parallel_workers_per_gather = 0"),

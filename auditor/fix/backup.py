@@ -19,10 +19,10 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
 
 import psycopg
 from psycopg import sql
@@ -31,7 +31,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..catalog import QualifiedName
 from ..connection import Target, connect, resolve_target
 from ..errors import AuditError
-from ..pgversion import TRANSACTION_TIMEOUT, major as pg_major
+from ..pgversion import TRANSACTION_TIMEOUT
+from ..pgversion import major as pg_major
 
 LOCK_WAIT_SECONDS = 60     # pg_dump waits at most this long for each table's ACCESS SHARE lock
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")

@@ -32,15 +32,15 @@ from psycopg import sql
 
 from yumai_audit.checks.base import Probe
 from yumai_audit.checks.predicates import key_uuid, key_valid, valid_key_uuid
-from ..sqlparts import table_ref
 
+from ..bridge_state import LOG, SCHEMA, TRIGGER
 from ..catalog import QualifiedName
 from ..context import AuditContext, KeyTable
-from ..pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
-from .ddl import relid, short_name
 from ..engine.steps import Kind, LockMode, Step
 from ..operations import Operation
-from ..bridge_state import LOG, SCHEMA, TRIGGER
+from ..pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
+from ..sqlparts import table_ref
+from .ddl import relid, short_name
 
 # BEFORE ... FOR EACH ROW triggers on a partitioned table: PostgreSQL 13 and later
 PG_ROW_TRIGGER_ON_PARTITIONED = BEFORE_ROW_TRIGGERS_ON_PARTITIONED

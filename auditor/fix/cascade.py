@@ -39,12 +39,12 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from yumai_audit.checks.predicates import Exists, Known, orphaned
-from ..sqlparts import table_ref
 
 from ..catalog import Catalog, QualifiedName, Reference, Table
-from ..errors import AuditError
-from .preflight_checks import columns_unchanged, quarantine_catch_up
 from ..engine.steps import LockMode, Step
+from ..errors import AuditError
+from ..sqlparts import table_ref
+from .preflight_checks import columns_unchanged, quarantine_catch_up
 
 QUARANTINE_SCHEMA = "yumai_quarantine"
 CHANGED_ROWS = QualifiedName("yumai_audit", "changed_rows")

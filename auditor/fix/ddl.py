@@ -9,18 +9,17 @@ then the parent's FK attaches them).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from psycopg import sql
 
-from ..sqlparts import table_ref
-
 from ..catalog import ForeignKey, QualifiedName, Table
-from ..pgversion import NOT_VALID_FK_ON_PARTITIONED
-from .plan import PlanError
 from ..engine.steps import Kind, LockMode, Step
 from ..operations import Operation
+from ..pgversion import NOT_VALID_FK_ON_PARTITIONED
+from ..sqlparts import table_ref
+from .plan import PlanError
 
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
 PG_NOT_VALID_ON_PARTITIONED = NOT_VALID_FK_ON_PARTITIONED
@@ -80,7 +79,7 @@ class FkSpec:
     deferred: bool = False
 
     @classmethod
-    def of(cls, fk: ForeignKey) -> "FkSpec":
+    def of(cls, fk: ForeignKey) -> FkSpec:
         return cls(fk.columns, fk.ref_table, fk.ref_columns, fk.on_delete, fk.on_update, fk.match,
                    fk.deferrable, fk.deferred)
 
@@ -143,7 +142,7 @@ class Built:
         self.steps.append(step)
         return step
 
-    def extend(self, other: "Built") -> "Built":
+    def extend(self, other: Built) -> Built:
         self.steps += other.steps
         self.claims += other.claims
         return other

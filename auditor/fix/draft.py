@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from ..catalog import QualifiedName
 from ..context import AuditContext
+from ..engine.steps import Step
 from .ddl import Built
 from .plan import FixOptions
-from ..engine.steps import Step
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from .session_plan import PROGRESS
 from ..engine.steps import LintException, Step
 from ..operations import Operation
+from .session_plan import PROGRESS
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from what the draft holds (tables, index names, referenced tables), and the step
 from __future__ import annotations
 
 from ..context import AuditContext
+from ..engine.plan import order_steps
 from .ddl import PG_NOT_VALID_ON_PARTITIONED, FkSpec, short_name
 from .draft import Draft
-from ..engine.plan import order_steps
 from .lint import with_lint_exceptions
 from .plan import FixOptions, MigrationPlan, PlanError
 from .preflight import preflight

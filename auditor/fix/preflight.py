@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from . import cascade
 from ..catalog import QualifiedName
+from ..engine.steps import Kind, LockMode, Step
+from ..operations import Operation
+from . import cascade
 from .ddl import relid
 from .draft import Draft
 from .preflight_checks import refusals
-from ..engine.steps import Kind, LockMode, Step
-from ..operations import Operation
 
 
 def preflight(d: Draft) -> Step:

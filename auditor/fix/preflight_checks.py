@@ -15,6 +15,7 @@ from psycopg import sql
 from ..catalog import QualifiedName
 from .ddl import relid
 
+
 def _tables(names: list[QualifiedName]) -> sql.Composable:
     """`tbl(oid, root)`: each named table and every partition below it (a table absent: no row)."""
     values = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n.schema), sql.Literal(n.name))

@@ -19,23 +19,22 @@ from yumai_audit.checks.malformed_session_ids import MalformedSessionIds
 from yumai_audit.checks.missing_master_rows import MissingMasterRows
 from yumai_audit.checks.noncanonical_session_ids import NoncanonicalSessionIds
 from yumai_audit.checks.orphaned_session_ids import OrphanedSessionIds
+from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, trimmed
 from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 from yumai_audit.checks.unindexed_fk_columns import UnindexedFkColumns
 from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
-from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, trimmed
-from ..sqlparts import table_ref
 
-from . import cascade
-from . import bridge
-from .bridge import SCHEMA as BRIDGE_SCHEMA
 from ..catalog import Column, ForeignKey, QualifiedName
 from ..context import KeyTable
-from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
-from .draft import Draft
 from ..engine.guards import no_rows
-from .plan import PlanError
 from ..engine.steps import Kind, LockMode, Step
 from ..operations import Operation
+from ..sqlparts import table_ref
+from . import bridge, cascade
+from .bridge import SCHEMA as BRIDGE_SCHEMA
+from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
+from .draft import Draft
+from .plan import PlanError
 
 QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
 UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid

@@ -33,14 +33,14 @@ from yumai_audit.checks.base import Probe
 from yumai_audit.checks.orphaned_user_ids import OrphanedUserIds
 from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
-from ..sqlparts import col, table_ref
 
 from ..context import AuditContext, KeyTable
+from ..engine.steps import LockMode, Step
+from ..operations import Operation
+from ..sqlparts import col, table_ref
 from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name, verify_fks
 from .draft import Draft
 from .session_plan import move_rows, quarantine_name
-from ..engine.steps import LockMode, Step
-from ..operations import Operation
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"

@@ -19,24 +19,25 @@ running again resumes where an interrupted run stopped.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
 
 import psycopg
 from psycopg import sql
 
-from ..fix import cascade as fk_cascade
+from yumai_audit.checks.predicates import key_uuid
+
 from ..config import Config
 from ..connection import Target, connect, resolve_target
 from ..context import AuditContext, KeyTable, audit_context
-from ..errors import AuditError
 from ..engine.executor import Executor, LockBusy
 from ..engine.guards import no_rows
 from ..engine.plan import Plan
 from ..engine.steps import Kind, LockMode, Step
+from ..errors import AuditError
+from ..fix import cascade as fk_cascade
 from ..operations import Operation
-from yumai_audit.checks.predicates import key_uuid
 from ..sqlparts import col, table_ref
 
 Progress = Callable[[str], None]

@@ -21,11 +21,18 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from yumai_audit.context import AuditContext, KeyTable
-
 from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Measure, Sample
-from yumai_audit.checks.predicates import (Known, Shared, col, key_uuid, key_valid, table_ref, user_sources,
-                                           valid_key_uuid)
+from yumai_audit.checks.predicates import (
+    Known,
+    Shared,
+    col,
+    key_uuid,
+    key_valid,
+    table_ref,
+    user_sources,
+    valid_key_uuid,
+)
+from yumai_audit.context import AuditContext, KeyTable
 
 
 def known_sessions(ctx: AuditContext) -> sql.Composable:

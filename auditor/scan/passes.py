@@ -40,14 +40,24 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from yumai_audit.checks.base import (OVER_SESSIONS, OVER_TABLE, USES_KNOWN, USES_SESSION_ROWS, USES_SESSION_USERS,
-                                     Check, Measure, Sample, TableCheck, count_where)
-from .key_ranges import key_ranges
-from .pass_sql import SetSample, Weeks, merge_set_rows, sample_aggregate, sample_pass, set_statement, table_pass
+from yumai_audit.checks.base import (
+    OVER_SESSIONS,
+    OVER_TABLE,
+    USES_KNOWN,
+    USES_SESSION_ROWS,
+    USES_SESSION_USERS,
+    Check,
+    Measure,
+    Sample,
+    TableCheck,
+    count_where,
+)
 
 from ..context import AuditContext, KeyTable
 from ..model import Finding
 from ..pgversion import PRESORTED_AGGREGATE
+from .key_ranges import key_ranges
+from .pass_sql import SetSample, Weeks, merge_set_rows, sample_aggregate, sample_pass, set_statement, table_pass
 
 SESSIONS = "the set of known sessions"
 SAMPLE = "\0sample"
@@ -88,7 +98,7 @@ class _Pass:
     def owners(self) -> list[str]:
         return list(dict.fromkeys(c[0].check.id for c in self.columns if c[0] is not None))
 
-    def without_known(self) -> tuple["_Pass", "_Pass"]:
+    def without_known(self) -> tuple[_Pass, _Pass]:
         """(the columns that need no known set, those that do)."""
         return (_Pass(self.target, [c for c in self.columns if USES_KNOWN not in c[3]]),
                 _Pass(self.target, [c for c in self.columns if USES_KNOWN in c[3]]))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -23,8 +23,8 @@ from yumai_audit.checks.base import CatalogCheck, Check, probes_of
 from ..config import Config
 from ..context import AuditContext, audit_context
 from ..errors import ConfigError
-from .passes import TablePasses, execute_in_savepoint
 from ..model import CheckResult, Finding, ScanResult, Status, TableInventory
+from .passes import TablePasses, execute_in_savepoint
 from .stats import MAX_WEEKS, collect_stats, count_partitions, week_tables
 
 Progress = Callable[[str], None]

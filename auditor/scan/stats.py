@@ -12,16 +12,16 @@ output is bounded: at most MAX_WEEKS weeks (the most recent) and one row per par
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from psycopg import errors as pgerrors
 from psycopg import sql
 
 from yumai_audit.checks.predicates import JOINED, Known, key_uuid
-from ..bridge_state import scan_stats
-from ..sqlparts import col, table_ref
 
+from ..bridge_state import scan_stats
 from ..context import AuditContext
+from ..sqlparts import col, table_ref
 
 Execute = Callable[[sql.Composable], list[tuple]]
 

@@ -11,20 +11,20 @@ are not incremental and are reported as skipped; `scan` runs them. Exit codes ar
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 import psycopg
 from psycopg import sql
 
 from yumai_audit.checks.base import USES_KNOWN, USES_MASTER, USES_USERS, Check, Measure, TableCheck
 from yumai_audit.checks.predicates import Known, key_uuid
-from ..sqlparts import col, table_ref
 
 from ..config import Config
 from ..connection import Target, connect, resolve_target
 from ..context import AuditContext, KeyTable
 from ..model import CheckResult, Finding, ScanResult, Status
+from ..sqlparts import col, table_ref
 from .scanner import audit_context, select_checks
 
 Progress = Callable[[str], None]
