@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from yumai_audit.catalog import Column, QualifiedName
-from yumai_audit.sqlparts import T, col, table_ref  # the checks import them from here too
+from yumai_audit.sqlparts import T, col
+from yumai_audit.sqlparts import row_id as row_id  # re-exported for the checks
+from yumai_audit.sqlparts import table_ref as table_ref
 
 # What PostgreSQL's uuid input accepts: 32 hex digits, optionally in braces, with an optional hyphen
 # after any group of four digits (src/backend/utils/adt/uuid.c, string_to_uuid).
