@@ -7,16 +7,16 @@ sections at the end of this file.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .catalog import QualifiedName
 from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
-from .errors import AuditError, ConfigError
+from .errors import AuditError
 from .model import ScanResult
 from .outputs import (
     append_step_summary,
@@ -35,13 +35,13 @@ from .scan.verdict import apply_severity, judge, partition_parents, step_repairs
 from .scan.watch import watch
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
-    from .engine.executor import ApplyResult
+    from .engine.executor import ApplyResult, StepHook
     from .engine.plan import Plan
     from .fix.plan import FixOptions, MigrationPlan
 
 __all__ = [
     # scan, plan, apply, report and the demo
-    "scan", "repair_plan", "verdict", "read_baseline", "write_scan", "report", "fix_options", "plan", "apply",
+    "scan", "repair_plan", "verdict", "read_baseline", "write_scan", "report", "plan", "apply",
     "unrepaired", "demo", "demo_config", "plan_script", "render_format", "FixOptions", "Plan", "PlanError",
     "ApplyResult", "DEFAULT_JOBS", "Progress",
     # the cutover bridge
@@ -70,6 +70,10 @@ def __getattr__(name: str):
     return value
 
 
+# `confirm(plan, before)`: called with the plan that will run and the scan before it; raises to stop
+Confirm = Callable[[Any, "ScanResult | None"], None]
+
+
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None,
          jobs: int = DEFAULT_JOBS) -> ScanResult:
     """Scan the database read-only and return the result (nothing is written anywhere). `jobs`: how many
@@ -83,21 +87,21 @@ def scan(target: Target | str | None, config: Config | None = None, progress: Pr
                               config.severity)
 
 
-def repair_plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
-                **overrides) -> dict | None:
+def repair_plan(target: Target | str | None, config: Config | None = None,
+                options: FixOptions | None = None) -> dict | None:
     """The plan (`Plan.to_dict()`) the scan's verdict reads the repairing steps from: built from the
     catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
     to migrate or the plan cannot be made (the verdict then has no step to count on)."""
     from .engine.plan import PlanError
     from .fix.make import catalog_plan
+    from .fix.plan import FixOptions
 
     if not isinstance(target, Target):
         target = resolve_target(target)
     config = config or Config()
-    opts = fix_options(options, **overrides)
     with connect(target) as conn:
         try:
-            return catalog_plan(conn, config, opts).to_dict()
+            return catalog_plan(conn, config, options or FixOptions()).to_dict()
         except PlanError:
             return None
 
@@ -170,41 +174,32 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     return result, paths, judged
 
 
-def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
-    """`options` (default FixOptions()) with `overrides` (FixOptions' field names) replaced."""
-    from .fix.plan import FixOptions
-
-    try:
-        return dataclasses.replace(options or FixOptions(), **overrides)
-    except TypeError as exc:
-        raise ConfigError(f"unknown fix option: {exc}") from None
-
-
-def plan(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None,
-         **overrides) -> MigrationPlan:
+def plan(target: Target | str | None, config: Config | None = None,
+         options: FixOptions | None = None) -> MigrationPlan:
     """The fix plan for this database, with each step's `done` flag (nothing is changed): the plan
     `apply(..., plan=)` runs, `plan_script` writes and the CLI's confirmation shows (fix/make.py).
 
     `options`: a `FixOptions` (orphans, yes_delete, active_window_minutes, batch_size, lock_timeout,
-    include, bridge, gate_window); `overrides` replace single fields of it (`api.plan(dsn, include="schema")`).
+    include, bridge, gate_window; `api.plan(dsn, options=FixOptions(include=("schema",)))`).
     lock_timeout is capped below the server's deadlock_timeout (a plan note says so).
     """
     from .fix.make import make_plan
+    from .fix.plan import FixOptions
 
-    opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
     with connect(target, autocommit=True) as conn:
-        return make_plan(conn, config or Config(), opts)
+        return make_plan(conn, config or Config(), options or FixOptions())
 
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
-          progress: Progress | None = None, before_first_change=None, out_dir: str | Path | None = None,
-          step_hook=None, rescan: bool = True, baseline: ScanResult | None = None, confirm=None,
-          plan: MigrationPlan | None = None, **overrides) -> ApplyResult:
+          progress: Progress | None = None, before_first_change: Callable[[list[str]], None] | None = None,
+          out_dir: str | Path | None = None, step_hook: StepHook | None = None, rescan: bool = True,
+          baseline: ScanResult | None = None, confirm: Confirm | None = None,
+          plan: MigrationPlan | None = None) -> ApplyResult:
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
-    `options` / `overrides` as for `plan`; `baseline`: an older scan for the verdict (`result.verdict`).
+    `options` as for `plan`; `baseline`: an older scan for the verdict (`result.verdict`).
     `before_first_change(tables)` is called once, before the first change, with the tables that
     will change (a backup hook). `confirm(plan, before)` is called with the plan that will run and the
     scan before it, before anything is written; it raises to stop (the CLI's question). With
@@ -215,21 +210,24 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     step fails. One run at a time per `out_dir` (a lock file there) and per database (an advisory
     lock): a second one is refused before it writes anything.
     """
+    from .fix.plan import FixOptions
+
     config = config or Config()
-    fix_opts = plan.options if plan is not None else fix_options(options, **overrides)   # bad options: one line
-    if not isinstance(target, Target):                                                    # before any connection
+    fix_opts = plan.options if plan is not None else options or FixOptions()
+    if not isinstance(target, Target):
         target = resolve_target(target)
-    run = dict(progress=progress, before_first_change=before_first_change, step_hook=step_hook, rescan=rescan,
-               baseline=baseline, confirm=confirm, plan=plan)
     if out_dir is None:
-        return _apply(target, config, fix_opts, None, **run)
+        return _apply(target, config, fix_opts, None, progress, before_first_change, step_hook, rescan, baseline,
+                      confirm, plan)
     out = ensure_dir(out_dir)
     with out_lock(out):     # before anything is written there: a second run with the same --out is refused
-        return _apply(target, config, fix_opts, out, **run)
+        return _apply(target, config, fix_opts, out, progress, before_first_change, step_hook, rescan, baseline,
+                      confirm, plan)
 
 
-def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, *, progress, before_first_change,
-           step_hook, rescan: bool, baseline: ScanResult | None, confirm, plan: MigrationPlan | None) -> ApplyResult:
+def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress: Progress | None,
+           before_first_change: Callable[[list[str]], None] | None, step_hook: StepHook | None, rescan: bool,
+           baseline: ScanResult | None, confirm: Confirm | None, plan: MigrationPlan | None) -> ApplyResult:
     from .engine.executor import Executor, refuse_if_running
     from .fix.make import make_plan
 
@@ -309,7 +307,7 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
         ensure_dir(out)
         (out / "yumai-audit.toml").write_text(DECISIONS, encoding="utf-8")
         result = apply(target, decisions_config(), out_dir=out,
-                       before_first_change=backup_hook(target, out, say, throwaway=True), **FIX_OPTIONS)
+                       before_first_change=backup_hook(target, out, say, throwaway=True), options=FIX_OPTIONS)
     return result, out
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import psycopg
 
+from .fix.plan import FixOptions
+
 SESSIONS = 400
 USERS = 50
 
@@ -134,7 +136,7 @@ EXPECTED = {
 # yumai-audit.toml, and applied to the scans of the demo): the missing users are set NULL by
 # `fix --include users --missing-users null` (the originals recorded in yumai_audit.nulled_user_ids),
 # and the sessions whose rows name two users keep the user the backfill chose, accepted with a reason.
-FIX_OPTIONS = {"include": ("users",), "missing_users": "null"}
+FIX_OPTIONS = FixOptions(include=("users",), missing_users="null")
 DECISIONS = """\
 # The demo's decisions (yumai-audit demo); scan the demo database with --config this file.
 [[accept]]

@@ -300,7 +300,7 @@ def measure(conninfo: str, declared: list[tuple], label: str) -> dict:
 
 def fix_schema(conninfo: str, confirmed: list[tuple]) -> str:
     """`fix --include schema`, applied; whether it added exactly the FKs the scan confirmed."""
-    api.apply(conninfo, Config(), include="schema", rescan=False)
+    api.apply(conninfo, Config(), rescan=False, options=api.FixOptions(include="schema"))
     added, want = added_fks(conninfo), set(confirmed)
     if added == want:
         return f"fix --include schema added exactly the {len(added)} confirmed FKs"

@@ -110,7 +110,7 @@ def run(db, batch_size: int, stop_after: tuple[str, int] | None = None, during=N
             raise psycopg.OperationalError("cut off by the test")
 
     target = resolve_target(db.conninfo)
-    executor = CountingExecutor(target, api.plan(target, Config(), batch_size=batch_size), step_hook=cut)
+    executor = CountingExecutor(target, api.plan(target, Config(), options=api.FixOptions(batch_size=batch_size)), step_hook=cut)
     executor.outcome = executor.run()
     return executor
 

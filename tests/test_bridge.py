@@ -238,7 +238,7 @@ def test_gate_raises_in_the_api_too(db):
     build_demo_database(db.conninfo)
     with Writers(db.conninfo, existing_sessions(db)):
         with pytest.raises(GateClosed) as caught:
-            api.apply(db.conninfo, Config(), rescan=False, bridge="none", gate_window=0.5)
+            api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(bridge="none", gate_window=0.5))
     assert caught.value.exit_code == 1
 
 
@@ -395,7 +395,7 @@ def test_bridge_remove_without_recent_registrations_needs_no_force(migrated):
 
 def test_bridge_all_registers_a_click_that_comes_before_the_first_message(db):
     build_demo_database(db.conninfo)
-    result = api.apply(db.conninfo, Config(), rescan=False, bridge="all")
+    result = api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(bridge="all"))
     assert result.ok, result.problems
     assert_every_fk_validated(db)
     assert sorted(api.bridge_status(db.conninfo).tables) == sorted(f"chatbot.{t}" for t in KEY_TABLES)
@@ -436,12 +436,12 @@ def test_a_table_the_application_writes_before_the_first_message(db, mode):
     build_demo_database(db.conninfo)
     _clicks_before_the_first_message(db, 3)
     options = {} if mode == "auto" else {"bridge": "source"}
-    plan = api.plan(db.conninfo, Config(), **options)
+    plan = api.plan(db.conninfo, Config(), options=api.FixOptions(**options))
     bridged = sorted(s.target for s in plan.steps if s.id.startswith("bridge:"))
     early = [n for n in plan.notes if "earlier than their first message" in n]
     assert len(early) == 1 and early[0].startswith(f"--bridge {mode}: 3 session(s) have a row in "
                                                    "chatbot.user_interactions earlier than their first message")
-    result = api.apply(db.conninfo, Config(), rescan=False, **options)
+    result = api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(**options))
     assert result.ok, result.problems
     assert_every_fk_validated(db)
     sid = str(uuid.uuid4())

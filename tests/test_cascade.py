@@ -286,13 +286,12 @@ def test_orphans_delete_counts_the_cascade_and_backs_up_what_it_reaches(db):
     db.execute("CREATE TABLE chatbot.feedback_attachments (id serial PRIMARY KEY, feedback_id bigint NOT NULL "
                "REFERENCES chatbot.user_feedback(id) ON DELETE CASCADE); INSERT INTO chatbot.feedback_attachments "
                "(feedback_id) SELECT id FROM chatbot.user_feedback")
-    plan = api.plan(db.conninfo, Config(), orphans="delete", yes_delete=True)
+    plan = api.plan(db.conninfo, Config(), options=api.FixOptions(orphans="delete", yes_delete=True))
     assert ("the delete of orphaned rows of chatbot.user_feedback: 2 row(s) of chatbot.user_feedback, and through "
             "foreign keys 2 row(s) of chatbot.feedback_attachments (ON DELETE CASCADE)") in plan.notes
     assert "chatbot.feedback_attachments" in plan.step("orphans:chatbot.user_feedback").changes
     seen = []
-    result = api.apply(db.conninfo, Config(), rescan=False, orphans="delete", yes_delete=True,
-                       before_first_change=seen.append)
+    result = api.apply(db.conninfo, Config(), rescan=False, before_first_change=seen.append, options=api.FixOptions(orphans="delete", yes_delete=True))
     assert result.ok and "chatbot.feedback_attachments" in seen[0]
     assert db.scalar("SELECT count(*) FROM chatbot.feedback_attachments") == 80
 

@@ -195,7 +195,7 @@ def test_a_lock_held_elsewhere_makes_the_step_retry_then_fail_cleanly(db):
     with psycopg.connect(db.conninfo) as holder:
         holder.execute("LOCK TABLE chatbot.recommendations_log IN ACCESS SHARE MODE")
         with pytest.raises(StepFailed, match="to-uuid:chatbot.recommendations_log: could not take its ACCESS EXCLUSIVE"):
-            api.apply(db.conninfo, Config(), rescan=False, lock_timeout=0.05)
+            api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(lock_timeout=0.05))
         holder.rollback()
     # nothing of that step happened; a rerun completes
     assert db.scalar("SELECT data_type FROM information_schema.columns WHERE table_name = 'recommendations_log' "

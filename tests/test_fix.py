@@ -148,14 +148,14 @@ def test_active_window_marks_recent_sessions_active(db):
     db.execute("INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at) VALUES "
                "(md5('recent')::uuid, 3, 'user', 'hi', now() - interval '10 minutes'), "
                "(md5('older')::uuid, 3, 'user', 'hi', now() - interval '50 minutes')")
-    api.apply(db.conninfo, Config(), rescan=False, active_window_minutes=30)
+    api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(active_window_minutes=30))
     active = db.fetchall("SELECT session_id = md5('recent')::uuid FROM chatbot.session_master WHERE is_active")
     assert active == [(True,)]
 
 
 def test_register_and_delete_modes(db, pg_server):
     build_demo_database(db.conninfo)
-    result = api.apply(db.conninfo, Config(), rescan=False, orphans="register")
+    result = api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(orphans="register"))
     assert result.ok
     # 3 + 1 + 2 orphan sessions registered (log orphans keep their rows), malformed rows still quarantined
     assert db.scalar("SELECT count(*) FROM chatbot.session_master") == SESSIONS + 6
@@ -167,7 +167,7 @@ def test_register_and_delete_modes(db, pg_server):
 def test_delete_mode_deletes_orphans_only(db):
     build_demo_database(db.conninfo)
     before = rows(db, "chatbot", "user_interactions")
-    result = api.apply(db.conninfo, Config(), rescan=False, orphans="delete", yes_delete=True)
+    result = api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(orphans="delete", yes_delete=True))
     assert result.ok
     assert rows(db, "chatbot", "user_interactions") == before - 7
     assert quarantined(db, "chatbot", "user_interactions") == 0
@@ -359,7 +359,7 @@ def test_deleting_a_user_after_the_migration(db, on_delete):
     user = db.scalar("SELECT min(user_id) FROM chatbot.conversations c WHERE EXISTS "
                      "(SELECT 1 FROM chatbot.users u WHERE u.id = c.user_id)")
     options = {} if on_delete == "set-null" else {"master_user_delete": on_delete}
-    result = api.apply(db.conninfo, Config(), **options)
+    result = api.apply(db.conninfo, Config(), options=api.FixOptions(**options))
     assert result.ok, result.problems
     sessions = db.scalar("SELECT count(*) FROM chatbot.session_master WHERE user_id = %s", (user,))
     messages = db.scalar("SELECT count(*) FROM chatbot.conversations WHERE user_id = %s", (user,))

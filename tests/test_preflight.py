@@ -38,7 +38,7 @@ def untouched(db, before) -> None:
 def refused(db, *expected: str, **options) -> None:
     before = counts(db)
     with pytest.raises(PreflightFailed) as exc:
-        api.apply(db.conninfo, Config(), rescan=False, **options)
+        api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(**options))
     for text in expected:
         assert text in str(exc.value)
     untouched(db, before)
@@ -225,7 +225,7 @@ def test_create_index_concurrently_waiting_for_an_idle_repeatable_read_transacti
         holder.execute("SELECT count(*) FROM chatbot.users")          # takes the snapshot
         lines = []
         with pytest.raises(StepFailed) as exc:
-            api.apply(db.conninfo, Config(), rescan=False, wait_timeout=6, progress=lines.append)
+            api.apply(db.conninfo, Config(), rescan=False, progress=lines.append, options=api.FixOptions(wait_timeout=6))
         message = str(exc.value)
         pid = holder.info.backend_pid
         # while it waits, a progress line every 5 s says what for
@@ -267,7 +267,7 @@ def test_the_orphans_step_behind_a_row_lock_on_an_orphan_row_is_bounded_and_name
             lock_the_orphan()
 
     target = resolve_target(db.conninfo)
-    plan = api.plan(target, Config(), lock_timeout=1.0)
+    plan = api.plan(target, Config(), options=api.FixOptions(lock_timeout=1.0))
     before = db.scalar("SELECT count(*) FROM chatbot.user_interactions")
     try:
         with pytest.raises(StepFailed) as exc:
@@ -338,7 +338,7 @@ def test_planning_behind_an_access_exclusive_lock_is_bounded_by_the_lock_timeout
     try:
         holder.execute("LOCK TABLE chatbot.user_feedback IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(AuditError) as exc:
-            api.plan(db.conninfo, Config(), lock_timeout=0.3)
+            api.plan(db.conninfo, Config(), options=api.FixOptions(lock_timeout=0.3))
         assert "lock timeout" in str(exc.value) and "run again when the database is quieter" in str(exc.value)
     finally:
         holder.rollback()

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from psycopg import sql
 
-from yumai_audit.api import plan, scan
+from yumai_audit.api import FixOptions, plan, scan
 from yumai_audit.cli import cli
 from yumai_audit.config import Config, load_config
 from yumai_audit.errors import ConfigError
@@ -566,5 +566,5 @@ def test_a_role_is_found_in_the_rows_it_points_at(db):
             "music.staff.id", "music.contractors.id"}
         db.execute("ANALYZE")
     # fix --include schema adds what is confirmed, and only that
-    added = sorted(s.id for s in plan(db.conninfo, Config(), include="schema").steps if s.id.startswith("fk-add:"))
+    added = sorted(s.id for s in plan(db.conninfo, Config(), FixOptions(include="schema")).steps if s.id.startswith("fk-add:"))
     assert added == ["fk-add:Shop.Orders.CustomerId", "fk-add:music.customers.support_rep_id"]

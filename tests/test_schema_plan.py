@@ -156,7 +156,7 @@ def test_include_schema_adds_implied_and_drifting_fks_online(db, tmp_path):
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo])
     assert res.exit_code == 2 and "nothing to migrate" in res.output
 
-    plan = api.plan(db.conninfo, Config(), include="schema")
+    plan = api.plan(db.conninfo, Config(), options=api.FixOptions(include="schema"))
     ids = [s.id for s in plan.steps]
     if version >= PG_NOT_VALID_ON_PARTITIONED:
         product_fk = ["fk-add:shop.events.product_id", "fk-validate:shop.events.product_id"]
@@ -197,7 +197,7 @@ def test_include_schema_adds_implied_and_drifting_fks_online(db, tmp_path):
                              max(held.values(), default=LockMode.NONE))
 
     try:
-        result = api.apply(db.conninfo, Config(), rescan=False, step_hook=hook, include="schema")
+        result = api.apply(db.conninfo, Config(), rescan=False, step_hook=hook, options=api.FixOptions(include="schema"))
     finally:
         watcher.close()
     assert result.ok and result.problems == [], result.problems
@@ -254,14 +254,14 @@ def test_an_interrupted_run_resumes_with_validate(db):
             raise psycopg.OperationalError("terminated by the test")
 
     with pytest.raises(StepFailed):
-        api.apply(db.conninfo, Config(), rescan=False, step_hook=kill, include="schema")
+        api.apply(db.conninfo, Config(), rescan=False, step_hook=kill, options=api.FixOptions(include="schema"))
     assert db.fetchall(FKS) == [("invoices", "invoices_client_fkey", False, "a", "customers", False),
                                 ("orders", "orders_customer_id_fkey", False, "a", "customers", False)]
-    plan = api.plan(db.conninfo, Config(), include="schema")
+    plan = api.plan(db.conninfo, Config(), options=api.FixOptions(include="schema"))
     assert [s.id for s in plan.steps] == ["preflight", "fk-validate:shop.orders:orders_customer_id_fkey",
                                           "verify-schema"]
     assert any("invoices_client_fkey: 1 rows name 1 keys missing" in n and "left NOT VALID" in n for n in plan.notes)
-    result = api.apply(db.conninfo, Config(), rescan=False, include="schema")
+    result = api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(include="schema"))
     assert result.ok and result.changed == ["fk-validate:shop.orders:orders_customer_id_fkey", "verify-schema"]
     assert db.fetchall(FKS)[1] == ("orders", "orders_customer_id_fkey", True, "a", "customers", False)
 
@@ -286,10 +286,10 @@ def test_fks_on_every_partition_but_not_the_parent_are_attached_by_the_parent(db
         ALTER TABLE shop.visits_a ADD CONSTRAINT visits_buyer_fk FOREIGN KEY (buyer) REFERENCES shop.customers (id);
         ALTER TABLE shop.visits_b ADD CONSTRAINT visits_buyer_fk FOREIGN KEY (buyer) REFERENCES shop.customers (id);
     """)
-    plan = api.plan(db.conninfo, Config(), include="schema")
+    plan = api.plan(db.conninfo, Config(), options=api.FixOptions(include="schema"))
     assert [s.id for s in plan.steps] == ["preflight", "fk-add:shop.visits.buyer", "verify-schema"]
     assert plan.step("fk-add:shop.visits.buyer").lock is LockMode.ACCESS_EXCLUSIVE
-    assert api.apply(db.conninfo, Config(), rescan=False, include="schema").ok
+    assert api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(include="schema")).ok
     assert db.fetchall(FKS) == [("visits", "visits_buyer_fkey", True, "a", "customers", False),
                                 ("visits_a", "visits_buyer_fk", True, "a", "customers", True),
                                 ("visits_b", "visits_buyer_fk", True, "a", "customers", True)]
@@ -335,11 +335,11 @@ def test_quoted_mixed_case_names(db):
         CREATE TABLE "Sales"."Order Lines" (id int PRIMARY KEY, "Customer_id" int);
         INSERT INTO "Sales"."Order Lines" VALUES (1, 1), (2, 2), (3, NULL);
     """)
-    plan = api.plan(db.conninfo, Config(), include="schema")
+    plan = api.plan(db.conninfo, Config(), options=api.FixOptions(include="schema"))
     assert [s.id for s in plan.steps] == ["preflight", "index:Sales.Order Lines.Customer_id",
                                           "fk-add:Sales.Order Lines.Customer_id",
                                           "fk-validate:Sales.Order Lines.Customer_id", "verify-schema"]
-    assert api.apply(db.conninfo, Config(), rescan=False, include="schema").ok
+    assert api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(include="schema")).ok
     assert db.fetchall("SELECT conname, convalidated FROM pg_constraint WHERE conrelid = '\"Sales\".\"Order Lines\"'::regclass "
                        "AND contype = 'f'") == [("Order Lines_Customer_id_fkey", True)]
     with pytest.raises(pgerrors.ForeignKeyViolation):
@@ -362,11 +362,11 @@ def test_include_schema_adds_the_inferred_fks_that_are_confirmed_only(db):
         INSERT INTO hr.shifts SELECT g, 1001 + 2 * (g % 15), (ARRAY[105, 110, 120, 130])[1 + g % 4]
         FROM generate_series(1, 45) g;
     """)
-    plan = api.plan(db.conninfo, Config(), include="schema")
+    plan = api.plan(db.conninfo, Config(), options=api.FixOptions(include="schema"))
     assert sorted(s.id for s in plan.steps if s.id.startswith("fk-add")) == [
         "fk-add:hr.shifts.supervisor", "fk-add:hr.staff.coach"]
     assert "REFERENCES hr.staff (badge)" in plan.step("fk-add:hr.shifts.supervisor").sql_text().replace('"', "")
-    assert api.apply(db.conninfo, Config(), rescan=False, include="schema").ok
+    assert api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(include="schema")).ok
     assert sorted(db.fetchall("SELECT conrelid::regclass::text, confrelid::regclass::text, convalidated FROM pg_constraint "
                               "WHERE contype = 'f'")) == [("hr.shifts", "hr.staff", True), ("hr.staff", "hr.staff", True)]
     with pytest.raises(pgerrors.ForeignKeyViolation):

@@ -19,7 +19,7 @@ from yumai_audit.engine.steps import Kind, session_settings, step_block
 def test_the_script_holds_exactly_what_the_executor_sends(db):
     build_demo_database(db.conninfo)
     target = resolve_target(db.conninfo)
-    plan = api.plan(target, Config(), batch_size=2)
+    plan = api.plan(target, Config(), options=api.FixOptions(batch_size=2))
     script = render_script(plan)
     RecordingCursor.sent = []
     result = RecordingExecutor(target, plan).run()
@@ -52,7 +52,7 @@ def test_the_script_holds_exactly_what_the_executor_sends(db):
 def test_psql_runs_the_script_to_the_same_end_as_apply(db, pg_server):
     build_demo_database(db.conninfo)
     target = resolve_target(db.conninfo)
-    plan = api.plan(target, Config(), batch_size=3)
+    plan = api.plan(target, Config(), options=api.FixOptions(batch_size=3))
     path = "plan.sql"
     with open(path, "w", encoding="utf-8") as f:
         f.write(render_script(plan))

@@ -74,14 +74,14 @@ def test_missing_users_mode_is_checked():
 def test_keep_adds_no_fk_where_users_are_missing_and_notes_the_count(db):
     db.execute(SETUP)
     before = {t: rows(db, t) for t in TABLES}
-    plan = api.plan(db.conninfo, CONFIG, include="users")
+    plan = api.plan(db.conninfo, CONFIG, options=api.FixOptions(include="users"))
     notes = [n for n in plan.notes if "--missing-users keep" in n]
     assert len(notes) == 2
     assert any(n.startswith('user foreign key Yumai App.Chats.UserId -> Yumai App.Users.id: 3 rows') for n in notes)
     assert any(n.startswith('user foreign key Yumai App.Clicks.UserId -> Yumai App.Users.id: 2 rows') for n in notes)
     assert all("Chats" not in s and "Clicks" not in s for s in user_steps(plan))
     assert "fk-add:Yumai App.Views.UserId" in user_steps(plan)
-    result = api.apply(db.conninfo, CONFIG, include="users")
+    result = api.apply(db.conninfo, CONFIG, options=api.FixOptions(include="users"))
     assert result.ok, (result.problems, [o.to_dict() for o in result.outcomes])
     assert {t: rows(db, t) for t in TABLES} == before        # nothing changed in the rows
     assert user_fks(db, "Views") == [(True, "a")] and user_fks(db, "Chats") == [] and user_fks(db, "Clicks") == []
@@ -97,7 +97,7 @@ def test_keep_adds_no_fk_where_users_are_missing_and_notes_the_count(db):
 def test_missing_users_repaired_then_the_fk_everywhere_and_a_second_run_changes_nothing(db, mode):
     db.execute(SETUP)
     before = {t: rows(db, t) for t in TABLES}
-    plan = api.plan(db.conninfo, CONFIG, include="users", missing_users=mode)
+    plan = api.plan(db.conninfo, CONFIG, options=api.FixOptions(include="users", missing_users=mode))
     steps = user_steps(plan)
     assert "missing-users:Yumai App.Chats" in steps and "missing-users:Yumai App.Clicks" in steps
     assert "missing-users:Yumai App.Views" not in steps
@@ -108,7 +108,7 @@ def test_missing_users_repaired_then_the_fk_everywhere_and_a_second_run_changes_
         assert {"fk-add:Yumai App.Chats.UserId", "fk-validate:Yumai App.Chats.UserId"} <= set(steps)
     assert all(s.lock.label != "ACCESS EXCLUSIVE" or s.tables == ("Yumai App.Users",)
                for s in plan.steps if s.id in steps)
-    result = api.apply(db.conninfo, CONFIG, include="users", missing_users=mode)
+    result = api.apply(db.conninfo, CONFIG, options=api.FixOptions(include="users", missing_users=mode))
     assert result.ok, (result.problems, [o.to_dict() for o in result.outcomes])
     for t in TABLES:
         assert user_fks(db, t) == [(True, "a")], t          # validated, ON DELETE NO ACTION
@@ -144,9 +144,9 @@ def test_missing_users_repaired_then_the_fk_everywhere_and_a_second_run_changes_
         assert len(after[t]) + len(moved) == len(before[t])
         assert [m[:3] for m in moved] == [r for r in before[t] if r[2] in (77, 99)]
         assert {m[3] for m in moved} == {"missing user"}
-    again = api.plan(db.conninfo, CONFIG, include="users", missing_users=mode)
+    again = api.plan(db.conninfo, CONFIG, options=api.FixOptions(include="users", missing_users=mode))
     assert user_steps(again) == [] and again.pending == []
-    assert api.apply(db.conninfo, CONFIG, rescan=False, include="users", missing_users=mode).nothing_to_do
+    assert api.apply(db.conninfo, CONFIG, rescan=False, options=api.FixOptions(include="users", missing_users=mode)).nothing_to_do
 
 
 def test_cli_include_users_null_ends_migrated_and_clean(db, tmp_path):

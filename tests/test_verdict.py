@@ -242,7 +242,7 @@ def test_needs_a_decision_then_migrated_with_debt_then_accepted(db, tmp_path):
     # the demo's decisions: users NULL (recorded), the conflicting sessions accepted
     toml = tmp_path / "decisions.toml"
     toml.write_text(DECISIONS)
-    assert api.apply(db.conninfo, decisions_config(), rescan=False, **FIX_OPTIONS).ok
+    assert api.apply(db.conninfo, decisions_config(), rescan=False, options=FIX_OPTIONS).ok
     res = scan_cli(db, tmp_path, "--config", str(toml))
     assert res.exit_code == 0, res.output
     assert res.output.startswith("Verdict: Migrated. Every key table has a validated foreign key to the master; "
