@@ -193,7 +193,7 @@ def plan(target: Target | str | None, config: Config | None = None,
 
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
-          progress: Progress | None = None, before_first_change: Callable[[list[str]], None] | None = None,
+          progress: Progress | None = None, before_first_change: Callable[[list[str]], object] | None = None,
           out_dir: str | Path | None = None, step_hook: StepHook | None = None, rescan: bool = True,
           baseline: ScanResult | None = None, confirm: Confirm | None = None,
           plan: MigrationPlan | None = None) -> ApplyResult:
@@ -226,7 +226,7 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
 
 
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress: Progress | None,
-           before_first_change: Callable[[list[str]], None] | None, step_hook: StepHook | None, rescan: bool,
+           before_first_change: Callable[[list[str]], object] | None, step_hook: StepHook | None, rescan: bool,
            baseline: ScanResult | None, confirm: Confirm | None, plan: MigrationPlan | None) -> ApplyResult:
     from .engine.executor import Executor, refuse_if_running
     from .fix.make import make_plan
@@ -252,7 +252,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         if out is not None and partial is not None:
             (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str), encoding="utf-8")
     result.before = before
-    if rescan:
+    if before is not None:      # rescan: the scans before and after
         result.after = _live_scan(target, config)
         result.problems.extend(unrepaired(result.after, the_plan))
         plan_dict = the_plan.to_dict()

@@ -19,12 +19,12 @@ SCHEMA = "yumai_audit"
 LOG = QualifiedName(SCHEMA, "bridge_log")
 TRIGGER = "yumai_audit_bridge"
 
-Execute = Callable[[sql.Composable], Sequence[Sequence[Any]]]   # a query -> its rows
+Execute = Callable[[sql.Composed], Sequence[Sequence[Any]]]   # a query -> its rows
 
 
 # --- status and removal ----------------------------------------------------------------------------
 
-def installed_query() -> sql.Composable:
+def installed_query() -> sql.Composed:
     """(schema, table, function's schema, function) of every bridge trigger, a partition's clone of its
     parent's left out."""
     return sql.SQL(
@@ -36,23 +36,23 @@ def installed_query() -> sql.Composable:
         "ORDER BY 1, 2").format(name=sql.Literal(TRIGGER))
 
 
-def log_exists_query() -> sql.Composable:
+def log_exists_query() -> sql.Composed:
     return sql.SQL("SELECT to_regclass({}) IS NOT NULL").format(sql.Literal(table_ref(LOG).as_string(None)))
 
 
-def hourly_query() -> sql.Composable:
+def hourly_query() -> sql.Composed:
     """Sessions the bridge registered per hour of the last 24 hours (hours with none left out)."""
     return sql.SQL(
         "SELECT date_trunc('hour', registered_at) AS hour, count(*) FROM {} "
         "WHERE registered_at >= now() - interval '24 hours' GROUP BY 1 ORDER BY 1").format(table_ref(LOG))
 
 
-def recent_query(interval: str) -> sql.Composable:
+def recent_query(interval: str) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {} WHERE registered_at >= now() - {}::interval").format(
         table_ref(LOG), sql.Literal(interval))
 
 
-def drop_statements(installed: list[tuple[str, str, str, str]]) -> tuple[sql.Composable, ...]:
+def drop_statements(installed: list[tuple[str, str, str, str]]) -> tuple[sql.Composed, ...]:
     """DROP TRIGGER on each table (a parent's drops its partitions' clones), then the functions."""
     out = [sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), sql.Identifier(s, t))
            for s, t, _fs, _fn in installed]

@@ -129,14 +129,15 @@ def resolve_target(dsn: str | None) -> Target:
     except psycopg.ProgrammingError as exc:
         reason = (str(exc).strip().splitlines() or [""])[0]
         raise ConfigError(f"--dsn: not a valid {what}" + (f": {scrub(reason, secrets)}" if reason else "")) from None
-    secrets += tuple(params[k] for k in SECRET_KEYS if params.get(k))
+    secrets += tuple(str(params[k]) for k in SECRET_KEYS if params.get(k))
     _check_ports(params, secrets)
     if url:
         display = _url_display(params)
     else:
-        display = make_conninfo(**{k: ("***" if k in SECRET_KEYS else v) for k, v in params.items()})
-    return Target(conninfo=make_conninfo(**params), display=display, password=params.get("password"),
-                  secrets=secrets)
+        display = make_conninfo("", **{k: ("***" if k in SECRET_KEYS else v) for k, v in params.items()})
+    password = params.get("password")
+    return Target(conninfo=make_conninfo("", **params), display=display,
+                  password=str(password) if password is not None else None, secrets=secrets)
 
 
 def connect(target: Target, *, autocommit: bool = False, application_name: str = "yumai-audit") -> psycopg.Connection:

@@ -41,7 +41,9 @@ def database_error_line(exc: BaseException) -> str:
     """One line for a database error: a recovery conflict on a standby is named with its remedy,
     whatever the error finally raised was (a conflict in a savepoint ends the connection, so the
     error that surfaces is often "the connection is lost", with the conflict as its cause)."""
-    seen, chain, current = set(), [], exc
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         chain.append(current)

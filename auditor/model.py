@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 class Severity(str, enum.Enum):
@@ -42,7 +43,7 @@ class Finding:
 
     @classmethod
     def from_dict(cls, data: dict) -> Finding:
-        known = {k: data.get(k) for k in ("check", "table", "column", "message", "rows", "keys", "references")}
+        known: dict[str, Any] = {k: data.get(k) for k in ("check", "table", "column", "message", "rows", "keys", "references")}
         return cls(severity=Severity(data["severity"]), sample=list(data.get("sample") or []),
                    details=dict(data.get("details") or {}), **known)
 

@@ -103,8 +103,11 @@ class Check:
 
     def finding(self, target: KeyTable | None, *, table: str | None = None, column: str | None = None,
                 message: str, **kw) -> Finding:
+        if not table and target is None:
+            raise ValueError(f"{self.id}: a finding names its table or its target")
         return Finding(check=self.id, severity=kw.pop("severity", self.severity),
-                       table=table or str(target.name), column=column if column is not None else
+                       table=table or str(target.name if target is not None else ""),
+                       column=column if column is not None else
                        (target.key.name if target else None), message=message, **kw)
 
 

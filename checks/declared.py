@@ -45,7 +45,7 @@ class Relation:
     name: QualifiedName
     only: bool
 
-    def ref(self) -> sql.Composable:
+    def ref(self) -> sql.Composed:
         return sql.SQL("ONLY {}" if self.only else "{}").format(table_ref(self.name))
 
 
@@ -101,7 +101,7 @@ def declared_fks(ctx: AuditContext, verify_declared: bool) -> list[DeclaredFk]:
     return out
 
 
-def violation_query(ctx: AuditContext, fk: DeclaredFk, sample_size: int) -> sql.Composable:
+def violation_query(ctx: AuditContext, fk: DeclaredFk, sample_size: int) -> sql.Composed:
     """Rows that violate the FK under MATCH SIMPLE (a row with any NULL key column is not checked):
     `count(*)`, distinct keys, and a sample of the keys as text."""
     sig = fk.signature
@@ -114,6 +114,7 @@ def violation_query(ctx: AuditContext, fk: DeclaredFk, sample_size: int) -> sql.
         selects.append(sql.SQL("SELECT {cols} FROM {rel} t WHERE {nn} AND NOT EXISTS (SELECT 1 FROM {ref} r WHERE {m})").format(
             cols=sql.SQL(", ").join(sql.Identifier("t", c) for c in sig.columns), rel=rel.ref(), nn=not_null,
             ref=ref, m=match))
+    key: sql.Composable
     if len(sig.columns) == 1:
         key = sql.Identifier("v", sig.columns[0])
     else:

@@ -78,8 +78,9 @@ class Candidate:
         return self.table.primary_key == (self.column.name,)
 
 
-def _ignored(ctx: AuditContext) -> tuple[set, set]:
-    tables, columns = set(), set()
+def _ignored(ctx: AuditContext) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+    tables: set[tuple[str, ...]] = set()
+    columns: set[tuple[str, ...]] = set()
     for entry in ctx.config.ignore:
         parts = tuple(split_dotted(entry, "ignore"))
         (tables if len(parts) == 2 else columns).add(parts)
@@ -178,11 +179,11 @@ def _columns(ctx: AuditContext) -> tuple[list[list[Candidate]], list[tuple[Table
     return named, others
 
 
-def _ref(t: Table) -> sql.Composable:
+def _ref(t: Table) -> sql.Composed:
     return sql.SQL("ONLY {}" if not t.is_partitioned else "{}").format(table_ref(t.name))
 
 
-def share_query(c: Candidate, sample_size: int) -> sql.Composable:
+def share_query(c: Candidate, sample_size: int) -> sql.Composed:
     """The column's distinct non-NULL values, how many of them the parent lacks, a sample of those,
     and whether the table has a row at all."""
     return sql.SQL(
@@ -370,6 +371,8 @@ class Evidence:
             return -math.inf
         if self.kind != "int":
             return None
+        # an integer key's evidence carries its range and counts (`Pass.evidence`)
+        assert self.high is not None and self.low is not None and self.from_one is not None
         width = self.high - min(self.low, 1) + 1
         return _log_choose(self.from_one, self.values) - _log_choose(width, self.values)
 
@@ -379,6 +382,7 @@ class Evidence:
         value): small when the values crowd a corner of a much larger key set (1..12 in ids 1..40)."""
         if self.kind != "int":
             return 0.0
+        assert self.in_range is not None and self.keys is not None
         return _log_choose(self.in_range, self.values) - _log_choose(self.keys, self.values)
 
     @property
@@ -501,7 +505,7 @@ class Inference:
         return sql.SQL("CASE WHEN g.{g} AND (SELECT n FROM vs) BETWEEN 2 AND {most} THEN CASE {whens} END END").format(
             g=g, most=sql.Literal(ROLE_VALUES), whens=sql.SQL(" ").join(whens))
 
-    def query(self) -> sql.Composable:
+    def query(self) -> sql.Composed:
         """Per parent: whether the first rows' values are all there (and, for integers, unlikely there
         by chance, unless the name points at it); if so, in the one hashed pass over the column's
         distinct values: whether every value is there and, for integers, how many keys the parent has
@@ -563,7 +567,7 @@ class Inference:
             contained.append(Evidence(
                 Candidate(self.table, self.column, p.table, "data", "" if p.table.primary_key == (p.column,) else p.column),
                 p.named, self.kind, int(values), int(low) if low is not None else None,
-                int(high) if high is not None else None, *ints, role_in=cells[2]))
+                int(high) if high is not None else None, ints[0], ints[1], ints[2], role_in=cells[2]))
         if not contained:
             return None
         contained.sort(key=lambda e: (not e.unlikely_by_chance, -e.log_consistency, str(e.candidate.parent.name)))

@@ -25,7 +25,7 @@ TRIM_CHARS = " \t\r\n"
 
 
 
-def trimmed(column: Column, alias: str = T) -> sql.Composable:
+def trimmed(column: Column, alias: str = T) -> sql.Composed:
     return sql.SQL("btrim({}::text, {})").format(col(column, alias), sql.Literal(TRIM_CHARS))
 
 
@@ -99,7 +99,7 @@ def valid_key_uuid(column: Column, alias: str = T) -> sql.Composable:
     return sql.SQL("NULL::uuid")
 
 
-def key_null(column: Column, alias: str = T) -> sql.Composable:
+def key_null(column: Column, alias: str = T) -> sql.Composed:
     return sql.SQL("{} IS NULL").format(col(column, alias))
 
 
@@ -142,7 +142,7 @@ class Known:
         return _keys(self.source, self.source_key, "s", False, extra)
 
     # set-based (the scan) ----------------------------------------------------------------------
-    def sessions(self) -> sql.Composable:
+    def sessions(self) -> sql.Composed:
         """One row per valid key of the master or the source table: session_id, in_master, in_source."""
         parts = []
         if self.master is not None:
@@ -166,7 +166,7 @@ class Known:
         return sql.SQL("LEFT JOIN ({}) kn ON kn.session_id = {}").format(
             self.master_keys(not self.master_unique, sql.SQL(", true AS in_master")), key)
 
-    def join_own_source(self, key: sql.Composable) -> sql.Composable:
+    def join_own_source(self, key: sql.Composable) -> sql.Composed:
         """`kn` for a row of the source table itself, without reading the known set: the row's own valid
         key (it is known), in_master looked up in the master alone. The same values `sessions` gives."""
         if self.master is None:
@@ -178,7 +178,7 @@ class Known:
             "{k} IS NOT NULL AS in_source) kn").format(keys=self.master_keys(distinct=True), k=key)
 
     # per row, by key (watch and the planner) ----------------------------------------------------
-    def join_row(self, key: sql.Composable) -> sql.Composable:
+    def join_row(self, key: sql.Composable) -> sql.Composed:
         """`kn` for one row, by key (watch: an index probe per new row): session_id (the key when the
         master or the source table has it) and in_master. COALESCE probes the source table only for
         keys the master lacks, so `in_source` is not computed: `JOINED.unknown` does not need it."""
@@ -196,13 +196,13 @@ class Known:
         return _exists(self.source, self.source_key, "s", key)
 
 
-def _keys(table, column: Column, alias: str, distinct: bool, extra: sql.Composable) -> sql.Composable:
+def _keys(table, column: Column, alias: str, distinct: bool, extra: sql.Composable) -> sql.Composed:
     return sql.SQL("SELECT {}{} AS session_id{} FROM {} {}").format(
         sql.SQL("DISTINCT ") if distinct else sql.SQL(""), key_uuid(column, alias), extra, table_ref(table),
         sql.Identifier(alias))
 
 
-def _first(table, column: Column, alias: str, key: sql.Composable) -> sql.Composable:
+def _first(table, column: Column, alias: str, key: sql.Composable) -> sql.Composed:
     k = key_uuid(column, alias)
     return sql.SQL("(SELECT {k} FROM {t} {a} WHERE {k} = {key} LIMIT 1)").format(
         k=k, t=table_ref(table), a=sql.Identifier(alias), key=key)
@@ -264,31 +264,31 @@ JOINED: Lookup = _Joined()
 OVER_SET: Lookup = _OverSet()
 
 
-def not_in_master(column: Column, alias: str = T, lookup: Lookup = JOINED) -> sql.Composable:
+def not_in_master(column: Column, alias: str = T, lookup: Lookup = JOINED) -> sql.Composed:
     """A valid key the master lacks (the scan counts it, the backfill registers it). The lookup first:
     for a registered key AND stops there."""
     return sql.SQL("({} AND {})").format(lookup.absent_from_master(key_uuid(column, alias)), key_valid(column, alias))
 
 
-def orphaned(column: Column, alias: str = T, lookup: Lookup = JOINED) -> sql.Composable:
+def orphaned(column: Column, alias: str = T, lookup: Lookup = JOINED) -> sql.Composed:
     """A valid key present neither in the master nor in the source table (the scan counts it, the fix
     quarantines, deletes or registers it). The lookup first: for a known key AND stops there."""
     return sql.SQL("({} AND {})").format(lookup.unknown(key_uuid(column, alias)), key_valid(column, alias))
 
 
-def session_not_in_master() -> sql.Composable:
+def session_not_in_master() -> sql.Composed:
     """Over the set itself (one row per session): a session of the source table with no master row.
     Per session, the same as `not_in_master` over the source table's rows."""
     return sql.SQL("(kn.in_source AND {})").format(OVER_SET.absent_from_master(sql.SQL("kn.session_id")))
 
 
-def session_orphaned(rows: sql.Composable) -> sql.Composable:
+def session_orphaned(rows: sql.Composable) -> sql.Composed:
     """Over the set itself: a session that rows of a table carry (`rows`: their count in the set) and
     that neither the master nor the source table knows. Per session, the same as `orphaned`."""
     return sql.SQL("({} > 0 AND {})").format(rows, OVER_SET.unknown(sql.SQL("kn.session_id")))
 
 
-def session_unregistered(rows: sql.Composable) -> sql.Composable:
+def session_unregistered(rows: sql.Composable) -> sql.Composed:
     """Over the set itself: a session that rows of a table carry (`rows`: their count in the set) and
     that the master lacks. Per session, the same as `not_in_master` over that table's rows."""
     return sql.SQL("({} > 0 AND {})").format(rows, OVER_SET.absent_from_master(sql.SQL("kn.session_id")))
@@ -314,5 +314,5 @@ def session_conflicting() -> sql.Composable:
     return sql.SQL("(kn.min_user <> kn.max_user)")
 
 
-def user_orphaned(column: Column, users_key: str, alias: str = T) -> sql.Composable:
+def user_orphaned(column: Column, users_key: str, alias: str = T) -> sql.Composed:
     return sql.SQL("({} IS NOT NULL AND {} IS NULL)").format(col(column, alias), sql.Identifier("u", users_key))

@@ -19,6 +19,7 @@ from yumai_audit.bridge_state import bridge_line
 from yumai_audit.checks import REGISTRY
 from yumai_audit.config import Acceptance
 from yumai_audit.model import Finding, ScanResult, Severity, Status
+from yumai_audit.scan import verdict as scan_verdict
 from yumai_audit.scan.verdict import Judged, State, judge, partition_parents, repairing_steps
 
 MAX_WEEKS_DRAWN = 104
@@ -96,7 +97,7 @@ class Verdict:
     accepted: list[str] = field(default_factory=list)        # accepted findings, with their reasons
     warnings: list[str] = field(default_factory=list)        # stale or expired acceptances
     baseline: dict | None = None        # {"new": [...], "known": n, "gone": [...]} with a baseline
-    judged: object = None               # the auditor.verdict.Verdict behind it
+    judged: scan_verdict.Verdict | None = None   # the auditor/scan/verdict.py verdict behind it
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,8 @@ def hbar_chart(cid: str, title: str, caption: str, items: list[tuple[str, float,
     fmt = fmt or (lambda v: number(int(v)))
     label_w, bar_w, row_h, top = 300, 380, 28, 8
     top_value = nice_max(max((v for _, v, _ in items), default=0))
-    bars, labels = [], []
+    bars: list[Bar] = []
+    labels: list[tuple[float, float, str]] = []
     for i, (label, value, text) in enumerate(items):
         y = top + i * row_h
         width = bar_w * value / top_value if top_value else 0
@@ -471,7 +473,8 @@ def sessions_chart(result: ScanResult) -> Chart:
     top_value = nice_max(max(totals, default=0))
     slot = plot_w / max(len(weeks), 1)
     bar_w = max(min(slot * 0.7, 40), 1)
-    bars, labels = [], []
+    bars: list[Bar] = []
+    labels: list[tuple[float, float, str]] = []
     every = max(1, len(weeks) // 10)
     for i, w in enumerate(weeks):
         x = left + i * slot + (slot - bar_w) / 2
@@ -591,7 +594,9 @@ def template_context(result: ScanResult, *, plan: dict | None = None, before: Sc
     matching = plan if plan is not None else repair_plan
     mv = pv if pv is not None else (plan_view(matching) if matching is not None else None)
     the_verdict = verdict(result, pv, matching, baseline)
-    sections = check_sections(result, mv, matching, {id(j.finding): j for j in the_verdict.judged.findings})
+    judged = the_verdict.judged
+    assert judged is not None     # verdict() always keeps the judgement it shows
+    sections = check_sections(result, mv, matching, {id(j.finding): j for j in judged.findings})
     cfg = result.config or {}
     settings = [(label, str(cfg[key])) for key, label in (
         ("key_column", "Session key column"), ("master", "Master table"), ("source", "Source table"),

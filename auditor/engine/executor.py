@@ -144,7 +144,7 @@ def refuse_if_running(conn: psycopg.Connection, *, always: bool = False) -> None
 
 class Executor:
     def __init__(self, target: Target, plan: Plan, *, progress: Progress | None = None,
-                 before_first_change: Callable[[list[str]], None] | None = None,
+                 before_first_change: Callable[[list[str]], object] | None = None,
                  step_hook: StepHook | None = None, results: ResultHook | None = None,
                  command: str = "fix --apply", max_tries: int = 6, backoff: float = 0.25):
         """`results`: called with the cursor of a transactional step's last statement, inside its

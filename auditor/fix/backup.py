@@ -33,6 +33,7 @@ from ..connection import Target, connect, resolve_target
 from ..errors import AuditError
 from ..pgversion import TRANSACTION_TIMEOUT
 from ..pgversion import major as pg_major
+from ..rows import one_row
 
 LOCK_WAIT_SECONDS = 60     # pg_dump waits at most this long for each table's ACCESS SHARE lock
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -81,7 +82,7 @@ NEWEST_VERIFIED_TOOL = 18
 
 def _wheel_bins() -> list[Path]:
     """bin folders of the installed packages that ship PostgreSQL binaries (none is imported)."""
-    out = []
+    out: list[Path] = []
     for package in WHEEL_PACKAGES:
         try:
             spec = importlib.util.find_spec(package)
@@ -208,7 +209,7 @@ def _without_password(target: Target) -> tuple[str, str | None]:
         return "", None
     params = conninfo_to_dict(target.conninfo)
     password = params.pop("password", None) or target.password
-    return make_conninfo(**params), password
+    return make_conninfo("", **params), str(password) if password is not None else None
 
 
 def _inspect(target: Target, tables: list[str | QualifiedName], skip_missing: bool):
@@ -222,8 +223,8 @@ def _inspect(target: Target, tables: list[str | QualifiedName], skip_missing: bo
             skipped, names = [n for n in names if n not in present], present
             if not names:
                 return None, None, None, [], skipped
-        server_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
-        database = conn.execute("SELECT current_database()").fetchone()[0]
+        server_num = int(one_row(conn.execute("SHOW server_version_num"))[0])
+        database = one_row(conn.execute("SELECT current_database()"))[0]
         drop = sql.SQL("DROP TABLE IF EXISTS {};").format(
             sql.SQL(", ").join(sql.Identifier(n.schema, n.name) for n in names)).as_string(conn)
         return server_num, database, drop, _expand(conn, names), skipped
@@ -345,14 +346,15 @@ def backup_hook(target: Target | str | None, out_dir: str | Path, echo: Callable
     Tables the fix will create (they do not exist yet) are skipped. `throwaway`: the server stops when the
     command ends (the demo's), so its restore command is shown as it would read on a real server.
     """
-    def before_first_change(tables: list) -> BackupResult:
+    def before_first_change(tables: list[str]) -> BackupResult:
         result = backup_tables(target, tables, out_dir, missing="skip", pg_bin=pg_bin)
         if result.path is None:
             echo(f"Backup: nothing to back up ({', '.join(result.skipped)} do not exist yet)")
             return result
         echo(f"Backup of {len(result.tables)} table(s): {result.path}")
         example = ""
-        if throwaway and result.restore_command:
+        if (throwaway and result.restore_command and result.pg_dump is not None and result.server_major is not None
+                and result.pg_dump_major is not None):
             example = restore_command(result.pg_dump, result.path, "YOUR_DSN", result.drop,
                                       server_major=result.server_major, tool_major=result.pg_dump_major)
         if example:

@@ -36,7 +36,7 @@ from yumai_audit.checks.predicates import key_uuid, key_valid, valid_key_uuid
 from ..bridge_state import LOG, SCHEMA, TRIGGER
 from ..catalog import QualifiedName
 from ..context import AuditContext, KeyTable
-from ..engine.steps import Kind, LockMode, Step
+from ..engine.steps import Kind, LockMode, Query, Step
 from ..operations import Operation
 from ..pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
 from ..sqlparts import table_ref
@@ -69,7 +69,7 @@ class Registration:
     users_key: str = "id"
     active_window_minutes: int = 30
 
-    def insert(self) -> sql.Composable:
+    def insert(self) -> sql.Composed:
         """The master insert of NEW's session, logging it only when this insert made it."""
         new = lambda c: sql.SQL("NEW.{}").format(sql.Identifier(c))   # noqa: E731
         cols, values = [sql.Identifier(self.master_key)], [new(self.key)]
@@ -108,7 +108,7 @@ class Registration:
                           mk=sql.Identifier(self.master_key), insert=self.insert()).as_string(None)
 
 
-def log_statements() -> tuple[sql.Composable, ...]:
+def log_statements() -> tuple[Query, ...]:
     return (
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)),
         sql.SQL("CREATE TABLE IF NOT EXISTS {} (session_id uuid NOT NULL, table_name text NOT NULL, "
@@ -118,7 +118,7 @@ def log_statements() -> tuple[sql.Composable, ...]:
     )
 
 
-def function_statements(reg: Registration, owner: str, current_user: str) -> tuple[sql.Composable, ...]:
+def function_statements(reg: Registration, owner: str, current_user: str) -> tuple[Query, ...]:
     fn = function_name(reg.table)
     out = [sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
                    "SET search_path = pg_catalog, pg_temp AS {}").format(_fn(fn), sql.Literal(reg.body()))]
@@ -135,12 +135,12 @@ def function_statements(reg: Registration, owner: str, current_user: str) -> tup
     return tuple(out)
 
 
-def trigger_exists(table: QualifiedName) -> sql.Composable:
+def trigger_exists(table: QualifiedName) -> sql.Composed:
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = {} AND t.tgname = {})").format(
         relid(table), sql.Literal(TRIGGER))
 
 
-def create_trigger(on: QualifiedName, key: str, fn: QualifiedName) -> sql.Composable:
+def create_trigger(on: QualifiedName, key: str, fn: QualifiedName) -> sql.Composed:
     return sql.SQL("CREATE TRIGGER {} BEFORE INSERT OR UPDATE OF {} ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
         sql.Identifier(TRIGGER), sql.Identifier(key), table_ref(on), _fn(fn))
 
@@ -206,10 +206,10 @@ def probes(ctx: AuditContext) -> list[Probe]:
     bridge on the source table only, such a write fails once the table's FK exists). The source's first rows
     are grouped once (a MATERIALIZED CTE) for all the tables."""
     tables = _early_candidates(ctx)
-    if not tables:
+    src = ctx.source
+    if not tables or src is None:     # candidates need the source (_early_candidates)
         return []
     created = sql.Identifier(ctx.config.created_at_column)
-    src = ctx.source
     firsts = sql.SQL("SELECT {k} AS sid, min(s.{c}) AS first_at FROM {t} s WHERE {valid} GROUP BY 1").format(
         k=valid_key_uuid(src.key, "s"), c=created, t=table_ref(src.name), valid=key_valid(src.key, "s"))
     counts = [sql.SQL("(SELECT count(*) FROM (SELECT {k} AS sid, min(t.{c}) AS first_at FROM {t} t WHERE {valid} "
@@ -256,8 +256,8 @@ def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: in
         for k in bridged:
             if not k.is_source:
                 notes.append(
-                    f"--bridge auto: {early[str(k.name)]} session(s) have a row in {k.name} earlier than their first "
-                    f"message in {ctx.source.name}: the application writes {k.name} before a session's first message, "
+                    f"--bridge auto: {(early or {})[str(k.name)]} session(s) have a row in {k.name} earlier than their "
+                    f"first message in {ctx.config.source}: the application writes {k.name} before a session's first message, "
                     f"and such a write would fail once its foreign key exists. {k.name} gets the bridge too: a new "
                     f"row naming a session the master lacks registers it (made-up session ids are then registered "
                     f"rather than refused; --bridge source refuses them, and those writes)")
@@ -273,7 +273,7 @@ def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: in
 
 # --- the gate (--bridge none) ----------------------------------------------------------------------
 
-def gate_step(k: KeyTable, master: QualifiedName, key_after, not_in_master, sweep: tuple[sql.Composable, ...],
+def gate_step(k: KeyTable, master: QualifiedName, key_after, not_in_master, sweep: tuple[Query, ...],
               depends_on: list[str]) -> Step:
     """A gate before `k`'s FK. Its first statement measures: the sessions of `k` the master lacks. The
     others are the sweep (the catch-up's statements: register them, or the orphans' mode). The executor

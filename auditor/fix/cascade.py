@@ -41,7 +41,7 @@ from psycopg import sql
 from yumai_audit.checks.predicates import Exists, Known, orphaned
 
 from ..catalog import Catalog, QualifiedName, Reference, Table
-from ..engine.steps import LockMode, Step
+from ..engine.steps import LockMode, Query, Step
 from ..errors import AuditError
 from ..sqlparts import table_ref
 from .preflight_checks import columns_unchanged, quarantine_catch_up
@@ -172,7 +172,7 @@ def graph(references: list[Reference], root: QualifiedName, root_columns: tuple[
 
 # --- SQL ---------------------------------------------------------------------------------------------
 
-def _regclass(table: QualifiedName) -> sql.Composable:
+def _regclass(table: QualifiedName) -> sql.Composed:
     """The table's oid, looked up in the catalog (no error for a schema without USAGE, unlike ::regclass)."""
     return sql.SQL("(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                    "WHERE n.nspname = {} AND c.relname = {})::regclass").format(
@@ -205,7 +205,7 @@ class _Sets:
             return sql.SQL("true")
         return sql.SQL("d.relid IN (SELECT relid FROM pg_partition_tree({}))").format(_regclass(e.ref.ref_table))
 
-    def references(self, e: Edge, alias: str = "c") -> sql.Composable:
+    def references(self, e: Edge, alias: str = "c") -> sql.Composed:
         """Rows of e.child (as `alias`) that reference a deleted row of e.parent."""
         return sql.SQL("({}) IN (SELECT {} FROM {} d WHERE {})").format(
             sql.SQL(", ").join(sql.Identifier(alias, c) for c in e.ref.columns),
@@ -218,12 +218,13 @@ class _Sets:
         return sql.SQL("NOT EXISTS (SELECT 1 FROM {} x WHERE x.relid = {a}.tableoid AND x.tid = {a}.ctid)").format(
             self.name(table), a=sql.Identifier(alias))
 
-    def _select(self, table: QualifiedName, alias: str) -> sql.Composable:
-        cols = [sql.SQL("{}.tableoid").format(sql.Identifier(alias)), sql.SQL("{}.ctid").format(sql.Identifier(alias))]
+    def _select(self, table: QualifiedName, alias: str) -> sql.Composed:
+        cols: list[sql.Composable] = [sql.SQL("{}.tableoid").format(sql.Identifier(alias)),
+                                      sql.SQL("{}.ctid").format(sql.Identifier(alias))]
         cols += [sql.Identifier(alias, c) for c in self.keys[table]]
         return sql.SQL("SELECT {} FROM {} {}").format(sql.SQL(", ").join(cols), table_ref(table), sql.Identifier(alias))
 
-    def deleted_cte(self, table: QualifiedName) -> sql.Composable:
+    def deleted_cte(self, table: QualifiedName) -> sql.Composed:
         names = ["relid", "tid"] + [f"k{i}" for i in range(len(self.keys[table]))]
         if table == self.g.root:
             base = sql.SQL("{} WHERE {}").format(self._select(table, "t"), self.predicate)
@@ -240,12 +241,12 @@ class _Sets:
             base = sql.SQL("{} UNION {} JOIN {} d ON {}").format(base, self._select(table, "c"), self.name(table), on)
         return sql.SQL("{}({}) AS ({})").format(self.name(table), sql.SQL(", ").join(map(sql.Identifier, names)), base)
 
-    def changed_condition(self, table: QualifiedName) -> sql.Composable:
+    def changed_condition(self, table: QualifiedName) -> sql.Composed:
         edges = [e for e in self.g.changes if e.child == table]
         return sql.SQL("({}) AND {}").format(sql.SQL(" OR ").join(self.references(e) for e in edges),
                                              self.not_deleted(table))
 
-    def with_(self) -> sql.Composable:
+    def with_(self) -> sql.Composed:
         return sql.SQL("WITH RECURSIVE {}").format(sql.SQL(", ").join(self.deleted_cte(t) for t in self.g.deleted))
 
 
@@ -253,7 +254,7 @@ def _reason(e: Edge, reason: str) -> str:
     return f"{reason}: {e.ref.name} ON DELETE {e.action} from {e.parent}"
 
 
-def quarantine_statements(g: Graph, predicate: sql.Composable, reason: str) -> tuple[sql.Composable, ...]:
+def quarantine_statements(g: Graph, predicate: sql.Composable, reason: str) -> tuple[Query, ...]:
     """The statements that move the rows of g.root matching `predicate` (over alias `t`) to quarantine,
     with every row a cascade would delete, in one transaction: create what they need, lock, move."""
     out = [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(QUARANTINE_SCHEMA))]
@@ -282,7 +283,7 @@ def quarantine_statements(g: Graph, predicate: sql.Composable, reason: str) -> t
     return tuple(out)
 
 
-def _copy(table: QualifiedName, g: Graph, source: str, reason: str) -> sql.Composable:
+def _copy(table: QualifiedName, g: Graph, source: str, reason: str) -> sql.Composed:
     names = sql.SQL(", ").join(sql.Identifier(c) for c in g.columns_of(table))
     return sql.SQL("INSERT INTO {q} ({names}, {os}, {ot}, {r}) SELECT {names}, {s}, {t}, {reason} FROM {src}").format(
         q=table_ref(quarantine_name(table)), names=names, os=sql.Identifier(ORIGIN_SCHEMA),
@@ -290,7 +291,7 @@ def _copy(table: QualifiedName, g: Graph, source: str, reason: str) -> sql.Compo
         t=sql.Literal(table.name), reason=sql.Literal(reason), src=sql.Identifier(source))
 
 
-def move_statement(g: Graph, predicate: sql.Composable, reason: str) -> sql.Composable:
+def move_statement(g: Graph, predicate: sql.Composable, reason: str) -> sql.Composed:
     if g.quiet:
         return sql.SQL("WITH moved AS (DELETE FROM {t} AS t WHERE {pred} RETURNING t.*) {copy}").format(
             t=table_ref(g.root), pred=predicate, copy=_copy(g.root, g, "moved", reason))
@@ -316,7 +317,7 @@ def move_statement(g: Graph, predicate: sql.Composable, reason: str) -> sql.Comp
     return sql.SQL("{}, {} {}").format(parts[0], sql.SQL(", ").join(ctes), _copy(g.root, g, "m0", reason))
 
 
-def count_query(g: Graph, predicate: sql.Composable) -> sql.Composable:
+def count_query(g: Graph, predicate: sql.Composable) -> sql.Composed:
     """One row per table the delete reaches: (what, schema, table, rows): what is "delete" (the root and
     every table a cascade deletes from), "change" (SET NULL / SET DEFAULT) or "block" (RESTRICT / NO ACTION)."""
     sets = _Sets(g, predicate)
@@ -329,12 +330,12 @@ def count_query(g: Graph, predicate: sql.Composable) -> sql.Composable:
     return sql.SQL("{} {}").format(sets.with_(), sql.SQL(" UNION ALL ").join(rows))
 
 
-def _blocked(sets: _Sets, e: Edge, select: sql.Composable) -> sql.Composable:
+def _blocked(sets: _Sets, e: Edge, select: sql.Composable) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {} c WHERE {} AND {}").format(
         select, table_ref(e.child), sets.references(e), sets.not_deleted(e.child))
 
 
-def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True) -> list[sql.Composable]:
+def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True) -> list[sql.Composed]:
     """Preflight parts (queries whose rows are reasons not to start) for the delete of `what`: rows of a
     RESTRICT / NO ACTION key that would make it fail; when it `moves` the rows (quarantine), what its own
     statements need on the reached tables: privileges, and no row security hiding rows."""
@@ -367,7 +368,7 @@ def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True)
     return out
 
 
-def _not_null_refusal(sets: _Sets, e: Edge, what: str) -> sql.Composable:
+def _not_null_refusal(sets: _Sets, e: Edge, what: str) -> sql.Composed:
     """A preflight part: rows of a SET NULL / SET DEFAULT child that the delete would change, when a column
     the key sets is NOT NULL (SET DEFAULT: and has no default), so the delete would fail. The columns set
     are the key's columns, or the ones `ON DELETE SET NULL (col, ...)` names (PostgreSQL 15 and later:
@@ -392,7 +393,7 @@ def _not_null_refusal(sets: _Sets, e: Edge, what: str) -> sql.Composable:
         rel=_regclass(e.child), con=sql.Literal(e.ref.name))
 
 
-def column_refusal(tables: list[QualifiedName]) -> sql.Composable:
+def column_refusal(tables: list[QualifiedName]) -> sql.Composed:
     """A preflight part: a table to be quarantined that has a column of the quarantine's own names."""
     pairs = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(t.schema), sql.Literal(t.name)) for t in tables)
     return sql.SQL(
@@ -454,7 +455,7 @@ def orphaned_now(ctx, k) -> sql.Composable:
     return orphaned(k.key, lookup=Exists(known))
 
 
-def preflight_parts(removals) -> list[sql.Composable]:
+def preflight_parts(removals) -> list[sql.Composed]:
     """The preflight's refusals for the plan's deletes: (graph, predicate now, label, quarantined?) each."""
     out, quarantined = [], []
     for g, now, label, moves in removals:

@@ -37,21 +37,21 @@ def short_name(*parts: str, suffix: str) -> str:
     return f"{head}_{digest}_{suffix}"
 
 
-def relid(name: QualifiedName) -> sql.Composable:
+def relid(name: QualifiedName) -> sql.Composed:
     return sql.SQL("(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                    "WHERE n.nspname = {} AND c.relname = {})").format(sql.Literal(name.schema), sql.Literal(name.name))
 
 
-def attnum(name: QualifiedName, column: str) -> sql.Composable:
+def attnum(name: QualifiedName, column: str) -> sql.Composed:
     return sql.SQL("(SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = {} AND a.attname = {})").format(
         relid(name), sql.Literal(column))
 
 
 def fk_exists(table: QualifiedName, columns: str | tuple[str, ...], ref_table: QualifiedName, *, validated: bool,
-              ref_columns: tuple[str, ...] = ()) -> sql.Composable:
+              ref_columns: tuple[str, ...] = ()) -> sql.Composed:
     """A foreign key on `table` (these columns, in order) to `ref_table` (and, given, these columns)."""
     columns = (columns,) if isinstance(columns, str) else columns
-    ref = sql.SQL("")
+    ref: sql.Composable = sql.SQL("")
     if ref_columns:
         ref = sql.SQL(" AND k.confkey = ARRAY[{}]::int2[]").format(
             sql.SQL(", ").join(attnum(ref_table, c) for c in ref_columns))
@@ -88,9 +88,9 @@ class FkSpec:
             raise PlanError(f"cannot spell the foreign key ({', '.join(self.columns)}) -> {self.ref_table}: "
                             f"actions {self.on_delete!r}/{self.on_update!r}, match {self.match!r}")
 
-    def definition(self, not_valid: bool) -> sql.Composable:
+    def definition(self, not_valid: bool) -> sql.Composed:
         """`FOREIGN KEY (...) REFERENCES ... [MATCH FULL] [ON DELETE x] [ON UPDATE x] [DEFERRABLE ...] [NOT VALID]`."""
-        out = [sql.SQL("FOREIGN KEY ({}) REFERENCES {} ({})").format(
+        out: list[sql.Composable] = [sql.SQL("FOREIGN KEY ({}) REFERENCES {} ({})").format(
             sql.SQL(", ").join(map(sql.Identifier, self.columns)), table_ref(self.ref_table),
             sql.SQL(", ").join(map(sql.Identifier, self.ref_columns)))]
         if self.match == "f":
@@ -105,12 +105,12 @@ class FkSpec:
             out.append(sql.SQL("NOT VALID"))
         return sql.SQL(" ").join(out)
 
-    def exists(self, table: QualifiedName, *, validated: bool) -> sql.Composable:
+    def exists(self, table: QualifiedName, *, validated: bool) -> sql.Composed:
         return fk_exists(table, self.columns, self.ref_table, validated=validated, ref_columns=self.ref_columns)
 
 
 def leading_index_exists(table: QualifiedName, column: str, name: str | None = None,
-                         ordered: bool = False) -> sql.Composable:
+                         ordered: bool = False) -> sql.Composed:
     """A valid index whose first column is `column` (or, with `name`, that index, valid); `ordered`: a
     btree without WHERE (one a walk in key order can read)."""
     which = sql.SQL("ic.relname = {}").format(sql.Literal(name)) if name else sql.SQL("i.indkey[0] = {}").format(
@@ -122,7 +122,7 @@ def leading_index_exists(table: QualifiedName, column: str, name: str | None = N
                    "WHERE i.indrelid = {} AND i.indisvalid AND {})").format(relid(table), which)
 
 
-def column_is_uuid(table: QualifiedName, column: str) -> sql.Composable:
+def column_is_uuid(table: QualifiedName, column: str) -> sql.Composed:
     return sql.SQL("(SELECT a.atttypid = 'uuid'::regtype FROM pg_attribute a WHERE a.attrelid = {} AND a.attname = {})"
                    ).format(relid(table), sql.Literal(column))
 

@@ -16,7 +16,7 @@ from ..catalog import QualifiedName
 from .ddl import relid
 
 
-def _tables(names: list[QualifiedName]) -> sql.Composable:
+def _tables(names: list[QualifiedName]) -> sql.Composed:
     """`tbl(oid, root)`: each named table and every partition below it (a table absent: no row)."""
     values = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n.schema), sql.Literal(n.name))
                                 for n in names)
@@ -27,7 +27,7 @@ def _tables(names: list[QualifiedName]) -> sql.Composable:
     ).format(values)
 
 
-def partition_owners(names: list[QualifiedName]) -> list[sql.Composable]:
+def partition_owners(names: list[QualifiedName]) -> list[sql.Composed]:
     """Every partition of a table the plan alters must be ours too (ALTER on a parent recurses)."""
     if not names:
         return []
@@ -38,7 +38,7 @@ def partition_owners(names: list[QualifiedName]) -> list[sql.Composable]:
         "WHERE tbl.oid <> tbl.root AND NOT pg_has_role(current_user, p.relowner, 'MEMBER')").format(_tables(names))]
 
 
-def master_shape(master: QualifiedName, key: str, filled: tuple[str, ...]) -> list[sql.Composable]:
+def master_shape(master: QualifiedName, key: str, filled: tuple[str, ...]) -> list[sql.Composed]:
     """An existing master must take the backfill and be the target of the foreign keys: a unique,
     immediate, non-partial index on exactly the key; no NOT NULL column without a default that the
     backfill does not fill (`filled`: the columns it inserts)."""
@@ -61,7 +61,7 @@ def master_shape(master: QualifiedName, key: str, filled: tuple[str, ...]) -> li
     ]
 
 
-def type_change_blockers(columns: list[tuple[QualifiedName, str]]) -> list[sql.Composable]:
+def type_change_blockers(columns: list[tuple[QualifiedName, str]]) -> list[sql.Composed]:
     """Objects that make ALTER COLUMN ... TYPE uuid fail on these (table, column) pairs, partitions
     included: views, materialized views and rules using the column, policies, trigger conditions,
     generated columns, a partition key."""
@@ -94,7 +94,7 @@ def type_change_blockers(columns: list[tuple[QualifiedName, str]]) -> list[sql.C
     ]
 
 
-def row_triggers(names: list[QualifiedName], event: str) -> list[sql.Composable]:
+def row_triggers(names: list[QualifiedName], event: str) -> list[sql.Composed]:
     """Enabled BEFORE row triggers (and DO INSTEAD rules) for `event` ("DELETE" or "INSERT") on these
     tables and their partitions: they can turn the quarantine's DELETE (or the backfill's INSERT) into
     nothing, leaving rows that the foreign key then refuses, or rows in two places."""
@@ -117,7 +117,7 @@ def row_triggers(names: list[QualifiedName], event: str) -> list[sql.Composable]
 
 # --- what only the step can know -----------------------------------------------------------------
 
-def columns_unchanged(table: QualifiedName, columns: list[str]) -> sql.Composable:
+def columns_unchanged(table: QualifiedName, columns: list[str]) -> sql.Composed:
     """A statement that fails (before anything changes) when `table`'s columns are no longer the ones
     the plan was made with: a column added since would not be copied to the quarantine."""
     body = sql.SQL(
@@ -130,7 +130,7 @@ def columns_unchanged(table: QualifiedName, columns: list[str]) -> sql.Composabl
     return sql.SQL("DO {}").format(sql.Literal(body.as_string(None)))
 
 
-def quarantine_catch_up(quarantine: QualifiedName, table: QualifiedName) -> sql.Composable:
+def quarantine_catch_up(quarantine: QualifiedName, table: QualifiedName) -> sql.Composed:
     """Adds to the quarantine table every column `table` has that it lacks: columns the table gained
     since an earlier attempt created it (nullable: rows quarantined before have no value). Read from
     the catalog when the step runs, so it holds for any table a quarantine reaches."""
@@ -158,7 +158,7 @@ def backfill_columns(ctx, origin) -> tuple[str, ...]:
     return tuple(out)
 
 
-def refusals(ctx, options, tables: list, altered: list[QualifiedName]) -> list[sql.Composable]:
+def refusals(ctx, options, tables: list, altered: list[QualifiedName]) -> list[sql.Composed]:
     """Every refusal for a plan migrating `tables` (KeyTables) and altering `altered` (schema steps)."""
     names = [k.name for k in tables]
     parts = partition_owners(names + [n for n in altered if n not in names])

@@ -27,7 +27,7 @@ from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 from ..catalog import Column, ForeignKey, QualifiedName
 from ..context import KeyTable
 from ..engine.guards import no_rows
-from ..engine.steps import Kind, LockMode, Step
+from ..engine.steps import Kind, LockMode, Query, Step
 from ..operations import Operation
 from ..sqlparts import table_ref
 from . import bridge, cascade
@@ -96,7 +96,7 @@ def master_columns(d: Draft) -> set[str]:
     return {d.key, "user_id", "session_start", "session_end", "is_active"}
 
 
-def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.Composable:
+def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.Composed:
     """INSERT into the master the sessions picked by `pick` (a SELECT of `sid`), described from `origin`.
 
     session_start/end: the earliest/latest created_at of the session's rows in `origin`; user: the
@@ -107,8 +107,9 @@ def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.C
     table = origin.table
     created = table.columns.get(cfg.created_at_column)
     have = master_columns(d)
-    cols, values = [sql.Identifier(d.key)], [sql.SQL("b.sid")]
-    joins = []
+    cols: list[sql.Composable] = [sql.Identifier(d.key)]
+    values: list[sql.Composable] = [sql.SQL("b.sid")]
+    joins: list[sql.Composable] = []
     if created is not None and {"session_start", "session_end"} & have:
         joins.append(sql.SQL("CROSS JOIN LATERAL (SELECT min(o.{c}) AS first_at, max(o.{c}) AS last_at "
                              "FROM {t} o WHERE {k} = b.sid) a").format(
@@ -140,15 +141,22 @@ def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.C
         pick=pick, joins=sql.SQL(" ").join(joins))
 
 
-def missing_from_master(d: Draft, relation: sql.Composable, key: Column) -> sql.Composable:
+def missing_from_master(d: Draft, relation: sql.Composable, key: Column) -> sql.Composed:
     """SELECT DISTINCT sid: the valid keys of `relation` (a table, or a subquery in parentheses) with no
     master row."""
     return sql.SQL("SELECT DISTINCT {k} AS sid FROM {t} t WHERE {missing}").format(
         k=key_uuid(key), t=relation, missing=not_in_master(d, key))
 
 
-def backfill_all(d: Draft) -> sql.Composable:
-    src = d.ctx.source
+def source(d: Draft) -> KeyTable:
+    """The source table (the backfill registers its sessions; planned only when it exists)."""
+    if d.ctx.source is None:
+        raise PlanError(f"{d.ctx.config.source} does not exist: nothing to register sessions from")
+    return d.ctx.source
+
+
+def backfill_all(d: Draft) -> sql.Composed:
+    src = source(d)
     return register_sessions(d, src, missing_from_master(d, table_ref(src.name), key_after(src)))
 
 
@@ -162,7 +170,7 @@ def backfill_all(d: Draft) -> sql.Composable:
 PROGRESS = QualifiedName(BRIDGE_SCHEMA, "backfill_progress")
 
 
-def progress_statements() -> tuple[sql.Composable, ...]:
+def progress_statements() -> tuple[Query, ...]:
     """The walks' table, created by each batch when missing (as the bridge's log and the quarantine are by
     their steps); the IF NOT EXISTS notices kept out of every batch's output."""
     return (sql.SQL("SET LOCAL client_min_messages = warning"),
@@ -171,7 +179,7 @@ def progress_statements() -> tuple[sql.Composable, ...]:
                     "moved_at timestamptz NOT NULL DEFAULT now())").format(table_ref(PROGRESS)))
 
 
-def walk_batch(d: Draft, relation: QualifiedName, key: Column, walk: str) -> sql.Composable:
+def walk_batch(d: Draft, relation: QualifiedName, key: Column, walk: str) -> sql.Composed:
     """One batch of the walk of `relation` (its `key` a uuid with a btree index leading with it): the
     next `batch_size` keys after the walk's position (none yet: from the first), each found by one
     probe of the index (a loose index scan: no session's rows are read to find it), registered when the
@@ -198,26 +206,26 @@ def walk_batch(d: Draft, relation: QualifiedName, key: Column, walk: str) -> sql
         "ended AS (DELETE FROM {progress} p USING walked w WHERE p.walk = {walk} AND w.sessions < {n}) "
         "{register}").format(
         progress=table_ref(PROGRESS), walk=sql.Literal(walk), k=k, rel=rel, n=n,
-        register=register_sessions(d, d.ctx.source, missing_from_master(d, walked, key)))
+        register=register_sessions(d, source(d), missing_from_master(d, walked, key)))
 
 
-def drop_progress() -> sql.Composable:
+def drop_progress() -> sql.Composed:
     """The catch-ups' last statement: every session the master lacked is registered, so no walk's position
     matters any more (nor one a run cut off and never resumed, its partition done by other means)."""
     return sql.SQL("DROP TABLE IF EXISTS {}").format(table_ref(PROGRESS))
 
 
-def progress_gone() -> sql.Composable:
+def progress_gone() -> sql.Composed:
     return sql.SQL("SELECT to_regclass({}) IS NULL").format(sql.Literal(table_ref(PROGRESS).as_string(None)))
 
 
-def walk_ended(walk: str) -> sql.Composable:
+def walk_ended(walk: str) -> sql.Composed:
     """The walk's `until`: its row is gone (the batch that reached the end deleted it)."""
     return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} p WHERE p.walk = {})").format(
         table_ref(PROGRESS), sql.Literal(walk))
 
 
-def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Composable:
+def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Composed:
     return no_rows(table_ref(relation), not_in_master(d, key))
 
 
@@ -228,7 +236,7 @@ def quarantine_name(k: KeyTable) -> QualifiedName:
 
 
 def move_rows(d: Draft, k: KeyTable, predicate: sql.Composable, reason: str,
-              now: sql.Composable | None = None) -> tuple[sql.Composable, ...]:
+              now: sql.Composable | None = None) -> tuple[Query, ...]:
     """Statements that move the rows matching `predicate` to the quarantine table, with every row a
     cascade would delete, each to its own (one transaction; auditor/fix/cascade.py). `now`: the predicate
     as the database is when the plan is made (counts, preflight), when it differs."""
@@ -238,7 +246,7 @@ def move_rows(d: Draft, k: KeyTable, predicate: sql.Composable, reason: str,
     return cascade.quarantine_statements(g, predicate, reason)
 
 
-def orphan_statements(d: Draft, k: KeyTable) -> tuple[sql.Composable, ...]:
+def orphan_statements(d: Draft, k: KeyTable) -> tuple[Query, ...]:
     key = key_after(k)
     pred = orphaned(d, key)
     mode = d.options.orphans
@@ -253,7 +261,7 @@ def orphan_statements(d: Draft, k: KeyTable) -> tuple[sql.Composable, ...]:
     return (sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_ref(k.name), pred),)
 
 
-def orphan_guard(d: Draft, k: KeyTable) -> sql.Composable:
+def orphan_guard(d: Draft, k: KeyTable) -> sql.Composed:
     return no_rows(table_ref(k.name), orphaned(d, key_after(k)))
 
 
@@ -372,7 +380,7 @@ def create_master(d: Draft, after: str) -> Step:
     created = src.table.columns.get(cfg.created_at_column) if src is not None else None
     ts = sql.SQL(created.type if created is not None and created.typname in ("timestamptz", "timestamp")
                  else "timestamptz")
-    user_ref = sql.SQL("")
+    user_ref: sql.Composable = sql.SQL("")
     tables: tuple[str, ...] = ()
     if d.ctx.users is not None:
         # ON DELETE SET NULL (default): the application's deletes of users keep working after the cutover
@@ -384,7 +392,7 @@ def create_master(d: Draft, after: str) -> Step:
                    "user_id int{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "
                    "is_active boolean DEFAULT true)").format(
         table_ref(d.master), sql.Identifier(d.key), user_ref, ts=ts)
-    statements = (stmt,)
+    statements: tuple[Query, ...] = (stmt,)
     if d.ctx.users is not None:
         # the new table's user_id FK gets its index at once (the table is empty: no cost)
         statements += (sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id)").format(
@@ -411,11 +419,11 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
     key = k.key.name
     fk_name = short_name(k.name.name, key, suffix="fkey")
     source_known = d.ctx.source is not None and d.ctx.source.key_checkable
-    catchup_stmts = (backfill_all(d), drop_progress()) if source_known else ()
+    catchup_stmts: tuple[Query, ...] = (backfill_all(d), drop_progress()) if source_known else ()
     if not k.is_source:
         catchup_stmts += orphan_statements(d, k)
     # the cheap test first: while the walks' table is there (the backfills ran), the catch-up runs to drop it
-    guards = [progress_gone(), backfill_guard(d, d.ctx.source.name, key_after(d.ctx.source))] if source_known else []
+    guards = [progress_gone(), backfill_guard(d, source(d).name, key_after(source(d)))] if source_known else []
     if not k.is_source:
         guards.append(orphan_guard(d, k))
 
@@ -451,7 +459,7 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
     return d.take(built)[-1]
 
 
-def verify_query(d: Draft, tables: list[KeyTable]) -> sql.Composable:
+def verify_query(d: Draft, tables: list[KeyTable]) -> sql.Composed:
     parts = [sql.SQL("SELECT {} WHERE NOT ({})").format(
         sql.Literal(f"{k.name}.{k.key.name} has no validated foreign key to {d.master}"),
         fk_exists(k.name, k.key.name, d.master, validated=True)) for k in tables]
@@ -477,7 +485,7 @@ def add_gate(d, k: KeyTable, before_fk: list[str]) -> list[str]:
     if d.options.bridge != "none" or existing_fk(d, k.table.foreign_keys, k.name) is not None:
         return []
     src = d.ctx.source
-    sweep = (backfill_all(d),) if src is not None and src.key_checkable else ()
+    sweep: tuple[Query, ...] = (backfill_all(d),) if src is not None and src.key_checkable else ()
     if not k.is_source:
         sweep += orphan_statements(d, k)
     return [d.add(bridge.gate_step(k, d.master, key_after, lambda key: not_in_master(d, key), sweep, before_fk)).id]

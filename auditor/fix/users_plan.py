@@ -27,6 +27,8 @@ written in between). A second run plans nothing: the foreign keys exist and are 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from psycopg import sql
 
 from yumai_audit.checks.base import Probe
@@ -34,8 +36,9 @@ from yumai_audit.checks.orphaned_user_ids import OrphanedUserIds
 from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 
+from ..catalog import Column, Table
 from ..context import AuditContext, KeyTable
-from ..engine.steps import LockMode, Step
+from ..engine.steps import LockMode, Query, Step
 from ..operations import Operation
 from ..sqlparts import col, table_ref
 from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name, verify_fks
@@ -48,15 +51,29 @@ REPAIRS = (OrphanedUserIds.id,)   # check ids, named through the check classes
 REPAIRS_FK = (UnconstrainedFk.id, UnvalidatedFk.id)
 
 
+def _user(k: KeyTable) -> Column:
+    """The user column of a candidate table (`candidates` keeps only tables with one)."""
+    if k.user is None:
+        raise ValueError(f"{k.name} has no user column")
+    return k.user
+
+
+def _users(ctx: AuditContext) -> Table:
+    """The users table (`candidates` is empty without one)."""
+    if ctx.users is None:
+        raise ValueError(f"{ctx.config.users} does not exist")
+    return ctx.users
+
+
 def _key(k: KeyTable) -> str:
     return f"users-fix:missing:{k.name.schema}.{k.name.name}"
 
 
-def missing_user(ctx: AuditContext, k: KeyTable) -> sql.Composable:
+def missing_user(ctx: AuditContext, k: KeyTable) -> sql.Composed:
     """Rows of `k` (alias t) whose user column is set and names no row of the users table (what
     `orphaned_user_ids` counts: NULL is not missing)."""
     return sql.SQL("({c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {u} u WHERE {uk} = {c}))").format(
-        c=col(k.user), u=table_ref(ctx.users.name), uk=sql.Identifier("u", ctx.config.users_key))
+        c=col(_user(k)), u=table_ref(_users(ctx).name), uk=sql.Identifier("u", ctx.config.users_key))
 
 
 def candidates(ctx: AuditContext) -> list[KeyTable]:
@@ -76,13 +93,13 @@ def candidates(ctx: AuditContext) -> list[KeyTable]:
 
 def _existing(ctx: AuditContext, fks, k: KeyTable, table=None):
     table = table or k.name
-    return next((fk for fk in fks if fk.table == table and fk.columns == (k.user.name,) and ctx.is_user_fk(fk)),
+    return next((fk for fk in fks if fk.table == table and fk.columns == (_user(k).name,) and ctx.is_user_fk(fk)),
                 None)
 
 
 def probes(ctx: AuditContext) -> list[Probe]:
     """The rows naming a missing user, per candidate table (one count each)."""
-    return [Probe(_key(k), f"{k.name}.{k.user.name}: rows naming a missing user",
+    return [Probe(_key(k), f"{k.name}.{_user(k).name}: rows naming a missing user",
                   sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(table_ref(k.name), missing_user(ctx, k)))
             for k in candidates(ctx)]
 
@@ -91,7 +108,7 @@ def nulled_table() -> sql.Composable:
     return sql.Identifier(AUDIT_SCHEMA, NULLED_TABLE)
 
 
-def null_statements(ctx: AuditContext, k: KeyTable) -> tuple[sql.Composable, ...]:
+def null_statements(ctx: AuditContext, k: KeyTable) -> tuple[Query, ...]:
     """Record every original (table, primary key, old user id), then set the user column NULL: one
     transaction, the same rows (locked FOR UPDATE by the first statement's CTE)."""
     pk = k.table.primary_key
@@ -106,10 +123,10 @@ def null_statements(ctx: AuditContext, k: KeyTable) -> tuple[sql.Composable, ...
                 "recorded AS (INSERT INTO {undo} (table_schema, table_name, primary_key, user_column, old_user_id) "
                 "SELECT {schema}, {name}, {pk_json}, {column}, old.yumai_old_user::text FROM old) "
                 "UPDATE {t} AS t SET {user} = NULL FROM old WHERE ({tpk}) = ({oldpk})").format(
-            pkcols=sql.SQL(", ").join(col(c) for c in pk), c=col(k.user), t=table_ref(k.name),
+            pkcols=sql.SQL(", ").join(col(c) for c in pk), c=col(_user(k)), t=table_ref(k.name),
             pred=missing_user(ctx, k), undo=nulled_table(), schema=sql.Literal(k.name.schema),
-            name=sql.Literal(k.name.name), pk_json=pk_json, column=sql.Literal(k.user.name),
-            user=sql.Identifier(k.user.name), tpk=sql.SQL(", ").join(col(c) for c in pk),
+            name=sql.Literal(k.name.name), pk_json=pk_json, column=sql.Literal(_user(k).name),
+            user=sql.Identifier(_user(k).name), tpk=sql.SQL(", ").join(col(c) for c in pk),
             oldpk=sql.SQL(", ").join(sql.Identifier("old", c) for c in pk)),
     )
 
@@ -128,9 +145,9 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
     last: list[str] = []
     for k in candidates(ctx):
         name = str(k.name)
-        what = f"{name}.{k.user.name} -> {ctx.config.users_reference}"
-        if k.user.type != users_key.type:
-            draft.notes.append(f"user foreign key {what}: {k.user.type} does not match {users_key.type}: not planned")
+        what = f"{name}.{_user(k).name} -> {ctx.config.users_reference}"
+        if _user(k).type != users_key.type:
+            draft.notes.append(f"user foreign key {what}: {_user(k).type} does not match {users_key.type}: not planned")
             continue
         if k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
             draft.notes.append(f"user foreign key {what}: {name} has sub-partitions: not planned")
@@ -139,7 +156,7 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
             draft.notes.append(f"user foreign key {what}: rows naming missing users not measured: not planned")
             continue
         missing = int(evidence[_key(k)][0][0] or 0)
-        repair = None
+        repair: Callable[[str, list[str]], Built] | None = None
         if missing and mode == "keep":
             draft.notes.append(
                 f"user foreign key {what}: {missing} rows name a user missing from {ctx.config.users}: "
@@ -152,14 +169,15 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
         if missing:
             pred = missing_user(ctx, k)
             statements = null_statements(ctx, k) if mode == "null" else move_rows(draft, k, pred, "missing user")
-            description = (f"Set {name}.{k.user.name} to NULL where the user does not exist, each original "
+            description = (f"Set {name}.{_user(k).name} to NULL where the user does not exist, each original "
                            f"recorded first in {AUDIT_SCHEMA}.{NULLED_TABLE} (same transaction)" if mode == "null"
                            else f"Move rows of {name} naming a missing user to {quarantine_name(k)} "
                                 "(same transaction as the delete)")
             guard = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(table_ref(k.name), pred)
 
-            def repair(step_id, deps, statements=statements, description=description, guard=guard, name=name,
-                       column=k.user.name) -> Built:
+            def repair_step(step_id: str, deps: list[str], statements: tuple[Query, ...] = statements,
+                            description: str = description, guard: sql.Composed = guard, name: str = name,
+                            column: str = _user(k).name) -> Built:
                 out = Built()
                 out.last = [out.add(Step(
                     id=step_id, operation=Operation.MISSING_USERS, description=description, statements=statements,
@@ -167,15 +185,17 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
                     changes=(name,), target=name, column=column, repairs=REPAIRS)).id]
                 return out
 
-        suffix = f".{k.user.name}"
-        spec = FkSpec((k.user.name,), ctx.users.name, (ctx.config.users_key,))   # ON DELETE NO ACTION
+            repair = repair_step
+
+        suffix = f".{_user(k).name}"
+        spec = FkSpec((_user(k).name,), ctx.users.name, (ctx.config.users_key,))   # ON DELETE NO ACTION
         draft.altered.append(k.name)
         draft.referenced.append(ctx.users.name)
-        pre = [*after, *draft.take(leading_index_steps(k.table, k.user.name, after, suffix))]
+        pre = [*after, *draft.take(leading_index_steps(k.table, _user(k).name, after, suffix))]
         if repair is not None:
             pre = draft.take(repair(f"missing-users:{name}", pre))
         existing = _existing(ctx, k.table.foreign_keys, k)
-        constraint = existing.name if existing is not None else short_name(k.name.name, k.user.name, suffix="fkey")
+        constraint = existing.name if existing is not None else short_name(k.name.name, _user(k).name, suffix="fkey")
 
         def partition_constraint(p, k=k, constraint=constraint):
             found = _existing(ctx, k.table.partition_foreign_keys, k, p.name)

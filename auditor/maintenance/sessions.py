@@ -28,6 +28,7 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import key_uuid
 
+from ..catalog import Table
 from ..config import Config
 from ..connection import Target, connect, resolve_target
 from ..context import AuditContext, KeyTable, audit_context
@@ -38,6 +39,7 @@ from ..engine.steps import Kind, LockMode, Step
 from ..errors import AuditError
 from ..fix import cascade as fk_cascade
 from ..operations import Operation
+from ..rows import one_row
 from ..sqlparts import col, table_ref
 
 Progress = Callable[[str], None]
@@ -83,15 +85,20 @@ def _target(target: Target | str | None) -> Target:
 
 def _check_master(ctx: AuditContext, *columns: str) -> None:
     master = ctx.config.master
-    if ctx.master is None:
-        raise MaintenanceError(f"the session master {master} does not exist (run the migration first)")
     needed = (ctx.key, *columns)
-    missing = [c for c in needed if c not in ctx.master.columns]
+    missing = [c for c in needed if c not in _master(ctx).columns]
     if missing:
         raise MaintenanceError(f"the session master {master} has no column {missing[0]!r}")
 
 
-def _matches(kt: KeyTable, ctx: AuditContext) -> sql.Composable:
+def _master(ctx: AuditContext) -> Table:
+    """The session master table (MaintenanceError when it does not exist)."""
+    if ctx.master is None:
+        raise MaintenanceError(f"the session master {ctx.config.master} does not exist (run the migration first)")
+    return ctx.master
+
+
+def _matches(kt: KeyTable, ctx: AuditContext) -> sql.Composed:
     """`t` (a key table row) belongs to `m` (a master row); a plain equality where both keys are uuid."""
     return sql.SQL("{} = {}").format(key_uuid(kt.key, "t"), key_uuid(ctx.master_key, "m"))
 
@@ -110,7 +117,9 @@ def _activity_tables(ctx: AuditContext) -> tuple[list[KeyTable], list[str]]:
 
 
 def _cutoff(conn: psycopg.Connection, age: timedelta) -> datetime:
-    return conn.execute("SELECT now() - %s", (age,)).fetchone()[0]
+    row = conn.execute("SELECT now() - %s", (age,)).fetchone()
+    assert row is not None      # a SELECT without FROM returns its row
+    return row[0]
 
 
 def _lock_timeout(conn: psycopg.Connection, seconds: float, local: bool = True) -> None:
@@ -175,10 +184,10 @@ def _execute(target: Target | str | None, plan: Plan, command: str, what: str, s
 
 # --- close idle sessions -------------------------------------------------------------------------
 
-def _idle_predicate(ctx: AuditContext, tables: list[KeyTable], cutoff: datetime) -> sql.Composable:
+def _idle_predicate(ctx: AuditContext, tables: list[KeyTable], cutoff: datetime) -> sql.Composed:
     created = ctx.config.created_at_column
-    parts = [sql.SQL("m.is_active IS NOT FALSE")]
-    if "session_start" in ctx.master.columns:
+    parts: list[sql.Composable] = [sql.SQL("m.is_active IS NOT FALSE")]
+    if "session_start" in _master(ctx).columns:
         parts.append(sql.SQL("coalesce(m.session_start < {c}, true)").format(c=sql.Literal(cutoff)))
     for kt in tables:
         parts.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {t} t WHERE {match} AND {created} >= {c})").format(
@@ -186,11 +195,11 @@ def _idle_predicate(ctx: AuditContext, tables: list[KeyTable], cutoff: datetime)
     return sql.SQL(" AND ").join(parts)
 
 
-def _last_activity(ctx: AuditContext, tables: list[KeyTable]) -> sql.Composable:
+def _last_activity(ctx: AuditContext, tables: list[KeyTable]) -> sql.Composed:
     created = ctx.config.created_at_column
-    parts = [sql.SQL("(SELECT max({created}) FROM {t} t WHERE {match})").format(
+    parts: list[sql.Composable] = [sql.SQL("(SELECT max({created}) FROM {t} t WHERE {match})").format(
         created=col(created), t=table_ref(kt.name), match=_matches(kt, ctx)) for kt in tables]
-    if "session_start" in ctx.master.columns:
+    if "session_start" in _master(ctx).columns:
         parts.append(sql.SQL("m.session_start"))
     return sql.SQL("greatest({})").format(sql.SQL(", ").join(parts))
 
@@ -205,16 +214,16 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
         ctx = audit_context(conn, config)
         _check_master(ctx, "is_active", "session_end")
         tables, notes = _activity_tables(ctx)
-        if not tables and "session_start" not in ctx.master.columns:
+        if not tables and "session_start" not in _master(ctx).columns:
             raise MaintenanceError("no key table has a column "
                                  f"{config.created_at_column!r} and the master has no session_start: "
                                  "no way to tell when a session was last active")
         cutoff = _cutoff(conn, idle)
-        master, key = table_ref(ctx.master.name), sql.Identifier(ctx.key)
+        master, key = table_ref(_master(ctx).name), sql.Identifier(ctx.key)
         idle_pred = _idle_predicate(ctx, tables, cutoff)
-        active, n_idle = conn.execute(sql.SQL(
+        active, n_idle = one_row(conn.execute(sql.SQL(
             "SELECT count(*) FILTER (WHERE m.is_active IS NOT FALSE), count(*) FILTER (WHERE {}) FROM {} m"
-        ).format(idle_pred, master)).fetchone()
+        ).format(idle_pred, master)))
         update = sql.SQL(
             "WITH batch AS (SELECT m.{key} FROM {master} m WHERE {idle} ORDER BY m.{key} LIMIT {n} "
             "FOR UPDATE SKIP LOCKED) "
@@ -223,11 +232,11 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
             "FROM batch WHERE m.{key} = batch.{key}"
         ).format(key=key, master=master, idle=idle_pred, n=sql.Literal(batch_size), last=_last_activity(ctx, tables))
         step = Step(id="close-idle", operation=Operation.CLOSE_IDLE, kind=Kind.BATCHED,
-                    description=f"Close the sessions of {ctx.master.name} idle since {cutoff.isoformat()} "
+                    description=f"Close the sessions of {_master(ctx).name} idle since {cutoff.isoformat()} "
                                 f"(batches of {batch_size})",
-                    statements=(update,), lock=LockMode.ROW_EXCLUSIVE, tables=(str(ctx.master.name),),
-                    guard=no_rows(master, idle_pred, "m"), changes=(str(ctx.master.name),),
-                    target=str(ctx.master.name))
+                    statements=(update,), lock=LockMode.ROW_EXCLUSIVE, tables=(str(_master(ctx).name),),
+                    guard=no_rows(master, idle_pred, "m"), changes=(str(_master(ctx).name),),
+                    target=str(_master(ctx).name))
         plan = _plan(conn, step, batch_size, lock_timeout)
         result = CloseIdleResult(cutoff=cutoff, active=active, idle=n_idle, applied=apply, notes=notes, plan=plan)
     if not apply or not n_idle:
@@ -265,21 +274,21 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
         _check_master(ctx, "is_active", "session_end")
         _check_cascades(ctx)
         cutoff = _cutoff(conn, older_than)
-        master, key = table_ref(ctx.master.name), sql.Identifier(ctx.key)
+        master, key = table_ref(_master(ctx).name), sql.Identifier(ctx.key)
         candidate = sql.SQL("m.is_active IS FALSE AND m.session_end < {}").format(sql.Literal(cutoff))
-        g = fk_cascade.of_table(ctx.catalog, ctx.master)
+        g = fk_cascade.of_table(ctx.catalog, _master(ctx))
 
         def reach(predicate: sql.Composable) -> dict[str, dict[str, int]]:
             """Rows per table the delete of the master rows matching `predicate` (alias t) deletes, changes, meets."""
             out: dict[str, dict[str, int]] = {"delete": {}, "change": {}, "block": {}}
             for what, schema, table, n in conn.execute(fk_cascade.count_query(g, predicate)).fetchall():
                 name = f"{schema}.{table}"
-                if (schema, table) != (ctx.master.name.schema, ctx.master.name.name) or what != "delete":
+                if (schema, table) != (_master(ctx).name.schema, _master(ctx).name.name) or what != "delete":
                     out[what][name] = out[what].get(name, 0) + n
             return out
 
         with conn.transaction():   # one snapshot for the preview
-            sessions = conn.execute(sql.SQL("SELECT count(*) FROM {} m WHERE {}").format(master, candidate)).fetchone()[0]
+            sessions = one_row(conn.execute(sql.SQL("SELECT count(*) FROM {} m WHERE {}").format(master, candidate)))[0]
             preview = reach(sql.SQL("t.is_active IS FALSE AND t.session_end < {}").format(sql.Literal(cutoff)))
         # one batch, one statement: the sessions picked (locked FOR UPDATE: no new row can reference them
         # meanwhile), what deleting them reaches counted on the statement's snapshot (before the cascades,
@@ -298,7 +307,7 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
         lock = [t for t in g.locked if t not in direct or t in deeper]
         statements = (sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.SQL(", ").join(map(table_ref, lock))),) \
             if lock else ()
-        name = str(ctx.master.name)
+        name = str(_master(ctx).name)
         step = Step(id="prune", operation=Operation.PRUNE, kind=Kind.BATCHED,
                     description=f"Delete the inactive sessions of {name} that ended before {cutoff.isoformat()}, "
                                 f"with their rows (ON DELETE CASCADE; batches of {batch_size})",
@@ -320,9 +329,9 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
     def batch_done(cur: psycopg.Cursor) -> int:
         """A batch's deleted sessions (one returned row each) and what they took with them."""
         rows = cur.fetchall()
-        counted = {"delete": {}, "change": {}, "block": {}}
+        counted: dict[str, dict[str, int]] = {"delete": {}, "change": {}, "block": {}}
         for what, schema, table, n in (rows[0][0] or []) if rows else []:
-            if (schema, table) != (ctx.master.name.schema, ctx.master.name.name) or what != "delete":
+            if (schema, table) != (_master(ctx).name.schema, _master(ctx).name.name) or what != "delete":
                 counted[what][f"{schema}.{table}"] = counted[what].get(f"{schema}.{table}", 0) + n
         for table, n in counted["delete"].items():
             result.deleted_rows[table] = result.deleted_rows.get(table, 0) + n

@@ -11,6 +11,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from textwrap import dedent
+from typing import Any
 
 from .. import __version__
 from ..model import Finding, ScanResult, Severity, Status
@@ -79,7 +80,7 @@ def junit(result: ScanResult, judged=None) -> str:
                 ET.SubElement(case, "system-out").text = f"[{f.severity.value}] {f.message}"
     for key, value in counts.items():
         suite.set(key, str(value))
-    suites = ET.Element("testsuites", name="yumai-audit", **{k: str(v) for k, v in counts.items()})
+    suites = ET.Element("testsuites", {"name": "yumai-audit", **{k: str(v) for k, v in counts.items()}})
     suites.append(suite)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -105,7 +106,8 @@ def sarif(result: ScanResult, judged=None) -> str:
     """One run; the rules are the checks that ran (id, description, documentation = the docstring); one
     result per finding, ruleId = the check id, located logically at the table (or column) it is about."""
     docs = check_docs()
-    rules, index = [], {}
+    rules: list[dict[str, Any]] = []
+    index: dict[str, int] = {}
     for c in result.checks:
         index[c.check] = len(rules)
         rules.append({"id": c.check, "name": c.check,
@@ -124,7 +126,7 @@ def sarif(result: ScanResult, judged=None) -> str:
                                         ("sample", f.sample)) if v not in (None, [])}
         results.append({"ruleId": f.check, "ruleIndex": index[f.check], "level": _LEVEL[f.severity],
                         "message": {"text": f.message}, "locations": [location], "properties": properties})
-    invocation = {"executionSuccessful": not any(c.status is Status.ERROR for c in result.checks)}
+    invocation: dict[str, Any] = {"executionSuccessful": not any(c.status is Status.ERROR for c in result.checks)}
     notes = [{"level": "error", "message": {"text": f"{c.check}: {c.reason or 'error'}"}}
              for c in result.checks if c.status is Status.ERROR]
     if notes:

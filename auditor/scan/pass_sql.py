@@ -151,7 +151,7 @@ def _hoisted(columns: list[sql.Composable], from_parts: list[sql.Composable]) ->
     return cols, sql.SQL(" ").join([table + lateral, *rest])
 
 
-def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
+def sample_aggregate(sample: Sample, limit: int) -> sql.Composed:
     """The sample as an aggregate inside a pass (jsonb array of the first `limit` values, or null):
     no second read of the table. Its cost grows with the failing rows only (none: nothing), and only
     `limit` values leave the server."""
@@ -161,7 +161,7 @@ def sample_aggregate(sample: Sample, limit: int) -> sql.Composable:
         n=sql.Literal(limit))
 
 
-def sample_pass(ctx: AuditContext, target: KeyTable, samples: list[Sample], limit: int) -> sql.Composable:
+def sample_pass(ctx: AuditContext, target: KeyTable, samples: list[Sample], limit: int) -> sql.Composed:
     """The samples of one table's failing checks in one statement, restricted to the rows they come from
     (the server filters the table in parallel; only those rows are sorted): one column per sample."""
     joins = frozenset().union(*(s.joins for s in samples))
@@ -191,7 +191,7 @@ def _user_value(ctx: AuditContext, column, alias: str) -> sql.Composable:
     return sql.SQL('({}::text COLLATE "C")').format(col(column, alias))
 
 
-def first_at_value(created, alias: str) -> sql.Composable:
+def first_at_value(created, alias: str) -> sql.Composed:
     """A row's time as a UTC timestamp, NULL where it is NULL or infinite (as the report's weeks count it)."""
     raw = col(created, alias)
     utc = sql.SQL("({} AT TIME ZONE 'UTC')").format(raw) if created.typname == "timestamptz" else \
@@ -199,7 +199,7 @@ def first_at_value(created, alias: str) -> sql.Composable:
     return sql.SQL("CASE WHEN isfinite({}) THEN {} END").format(raw, utc)
 
 
-def _finite(created, alias: str) -> sql.Composable:
+def _finite(created, alias: str) -> sql.Composed:
     """A timestamptz as it is, NULL where it is NULL or infinite."""
     return sql.SQL("CASE WHEN isfinite({c}) THEN {c} END").format(c=col(created, alias))
 
@@ -231,7 +231,7 @@ def _row_slots(rows_for: list[KeyTable]) -> list[list[KeyTable]]:
 
 
 def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
-                first_at: dict | None = None, key_range: tuple | None = None) -> sql.Composable:
+                first_at: dict | None = None, key_range: tuple | None = None) -> sql.Composed:
     """One row per valid session id of the master, the source table and the tables in `rows_for`
     (and, with `users`, of every table with a user column; with `first_at`, a {table name: time
     column} map, of those tables): in_master, in_source, rows_<i> (rows of key table i, for each of
@@ -328,7 +328,7 @@ class SetSample:
 
 
 def set_statement(ctx: AuditContext, columns: list, rows_for: list[KeyTable] = (), users: bool = False,
-                  first_at: dict | None = None, key_range: tuple | None = None) -> sql.Composable:
+                  first_at: dict | None = None, key_range: tuple | None = None) -> sql.Composed:
     """One statement, one row: a jsonb array of the number of known sessions (those of the master or the
     source table) and `columns`, each over the set of sessions (`session_set`, alias `kn`). A column is
     an additive aggregate over the set (a count or a sum: a measure), a `Sample` over the set (its first

@@ -56,6 +56,7 @@ from yumai_audit.checks.base import (
 from ..context import AuditContext, KeyTable
 from ..model import Finding
 from ..pgversion import PRESORTED_AGGREGATE
+from ..rows import one_row
 from .key_ranges import key_ranges
 from .pass_sql import SetSample, Weeks, merge_set_rows, sample_aggregate, sample_pass, set_statement, table_pass
 
@@ -119,7 +120,7 @@ def statement_settings(conn: psycopg.Connection, settings: dict[str, str]):
     with conn.transaction():
         before = {}
         for name, value in settings.items():
-            before[name] = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0]
+            before[name] = one_row(conn.execute("SELECT current_setting(%s)", (name,)))[0]
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
         yield
         for name, value in before.items():

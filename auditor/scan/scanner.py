@@ -24,6 +24,7 @@ from ..config import Config
 from ..context import AuditContext, audit_context
 from ..errors import ConfigError
 from ..model import CheckResult, Finding, ScanResult, Status, TableInventory
+from ..rows import one_row
 from .passes import TablePasses, execute_in_savepoint
 from .stats import MAX_WEEKS, collect_stats, count_partitions, week_tables
 
@@ -60,7 +61,7 @@ SCAN_WORK_MEM_KB = 256 * 1024
 
 
 def session_settings(conn: psycopg.Connection) -> None:
-    current = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'work_mem'").fetchone()[0])
+    current = int(one_row(conn.execute("SELECT setting FROM pg_settings WHERE name = 'work_mem'"))[0])
     if current < SCAN_WORK_MEM_KB:
         conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(f"{SCAN_WORK_MEM_KB}kB")))
     # The aggregates' cost estimates are huge (row estimates of the known set are poor), which makes
@@ -89,7 +90,7 @@ def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Conn
     opened: list[psycopg.Connection] = []
     try:
         if helpers > 0 and connect is not None:
-            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            snapshot = one_row(conn.execute("SELECT pg_export_snapshot()"))[0]
             for _ in range(helpers):
                 try:
                     helper = connect()

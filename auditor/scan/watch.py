@@ -24,6 +24,7 @@ from ..config import Config
 from ..connection import Target, connect, resolve_target
 from ..context import AuditContext, KeyTable
 from ..model import CheckResult, Finding, ScanResult, Status
+from ..rows import one_row
 from ..sqlparts import col, table_ref
 from .scanner import audit_context, select_checks
 
@@ -31,7 +32,7 @@ Progress = Callable[[str], None]
 NOT_INCREMENTAL = "not incremental (database-wide, catalog or whole-session check): run scan"
 
 
-def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql.Composable) -> sql.Composable:
+def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql.Composable) -> sql.Composed:
     # The new rows first, behind an optimisation fence (OFFSET 0), so that the planner cannot run a
     # per-row lookup before the created_at filter; partitions are pruned inside.
     parts = [sql.SQL("FROM (SELECT t0.*, t0.tableoid, t0.ctid FROM {} t0 WHERE {} >= {} OFFSET 0) t").format(
@@ -49,7 +50,7 @@ def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql
     return sql.SQL(" ").join(parts)
 
 
-def since_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], since: sql.Composable) -> sql.Composable:
+def since_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], since: sql.Composable) -> sql.Composed:
     """`count(*)` of the new rows, then every measure, over the rows created since `since`."""
     joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
     columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
@@ -62,7 +63,7 @@ def watch_query(ctx: AuditContext, target: KeyTable, checks: list[Check], since:
                                     for m, v in (c.row_measures(ctx, target) or {}).items()}, since)
 
 
-def sample_since_query(ctx: AuditContext, target: KeyTable, sample, since: sql.Composable, limit: int) -> sql.Composable:
+def sample_since_query(ctx: AuditContext, target: KeyTable, sample, since: sql.Composable, limit: int) -> sql.Composed:
     """The finding's sample values among the new rows."""
     return sql.SQL("SELECT {d}({v})::text {from_} AND ({p}) ORDER BY 1 LIMIT {n}").format(
         d=sql.SQL("DISTINCT ") if sample.distinct else sql.SQL(""), v=sample.value,
@@ -73,9 +74,9 @@ def since_literal(conn: psycopg.Connection, target: KeyTable, column: str, since
     """`since` as a constant of the column's own type, so the planner prunes partitions at plan time."""
     typname = target.table.columns[column].typname
     if typname == "timestamp":   # without time zone: the server's TimeZone decides, as for the rows
-        return sql.Literal(conn.execute("SELECT %s::timestamptz::timestamp", (since,)).fetchone()[0])
+        return sql.Literal(one_row(conn.execute("SELECT %s::timestamptz::timestamp", (since,)))[0])
     if typname == "date":
-        return sql.Literal(conn.execute("SELECT %s::timestamptz::date", (since,)).fetchone()[0])
+        return sql.Literal(one_row(conn.execute("SELECT %s::timestamptz::date", (since,)))[0])
     return sql.SQL("{}::timestamptz").format(sql.Literal(since.isoformat()))
 
 
