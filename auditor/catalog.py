@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .errors import ConfigError
+from .rows import one_row
 
 # A dotted name: parts separated by dots, a part in double quotes may contain dots and keeps its case.
 _DOTTED = re.compile(r'^(?:"[^"]+"|[^."]+)(?:\.(?:"[^"]+"|[^."]+))*$')
@@ -281,11 +282,11 @@ def _qn(schema: str, name: str) -> QualifiedName:
 def read_catalog(conn: psycopg.Connection, schemas: tuple[str, ...] = ()) -> Catalog:
     """Take one snapshot of the catalog. Needs no privilege beyond CONNECT."""
     cur = conn.cursor()
-    db, version, version_num, user, superuser, recovery = cur.execute(
+    db, version, version_num, user, superuser, recovery = one_row(cur.execute(
         "SELECT current_database(), current_setting('server_version'), "
         "current_setting('server_version_num')::int, current_user, "
         "coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false), pg_is_in_recovery()"
-    ).fetchone()
+    ))
     params = {"tool_schemas": list(TOOL_SCHEMAS), "schemas": list(schemas)}
     tables: dict[QualifiedName, Table] = {}
     by_oid: dict[int, Table] = {}

@@ -499,7 +499,7 @@ def version_text(num: int) -> str:
     return f"{num // 10000}.{num % 10000}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}.{num % 100}"
 
 
-def size_text(n: int) -> str:
+def size_text(n: float) -> str:
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
             return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"

@@ -32,11 +32,13 @@ def _master(master: str | QualifiedName) -> QualifiedName:
 
 def _run(conn: Any, query: sql.Composable, params: dict) -> list[tuple]:
     """Execute on a psycopg connection or a SQLAlchemy Connection; return the rows."""
+    sa_connections: tuple[type, ...]
     try:
         from sqlalchemy.engine import Connection as SAConnection
+        sa_connections = (SAConnection,)
     except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
-        SAConnection = ()
-    if isinstance(conn, SAConnection):
+        sa_connections = ()
+    if isinstance(conn, sa_connections):
         driver = conn.connection.driver_connection
         text = query.as_string(driver if hasattr(driver, "adapters") else None)
         return [tuple(r) for r in conn.exec_driver_sql(text, params).fetchall()]

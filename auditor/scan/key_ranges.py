@@ -35,12 +35,14 @@ def even_split(parts: int) -> list[str]:
 
 def _bounds(conn: psycopg.Connection, ctx: AuditContext) -> list[uuid.UUID]:
     """The histogram bounds of the session key of the source table (and its partitions) and the master."""
-    tables = []
+    tables: list[tuple[str, str, str]] = []
     if ctx.source is not None and ctx.source.key_checkable:
         leaves = ctx.source.table.leaf_partitions if ctx.source.table.is_partitioned else []
-        tables += [(str(t.name.schema), str(t.name.name), ctx.source.key.name) for t in [ctx.source.table, *leaves]]
-    if ctx.master is not None and ctx.master_key is not None:
-        tables.append((str(ctx.master.name.schema), str(ctx.master.name.name), ctx.master_key.name))
+        names = [ctx.source.table.name, *(p.name for p in leaves)]
+        tables += [(str(n.schema), str(n.name), ctx.source.key.name) for n in names]
+    master_key = ctx.master_key
+    if ctx.master is not None and master_key is not None:
+        tables.append((str(ctx.master.name.schema), str(ctx.master.name.name), master_key.name))
     if not tables:
         return []
     rows = conn.execute(sql.SQL(

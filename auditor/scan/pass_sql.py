@@ -17,7 +17,9 @@ membership in the master is looked up.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import sql
 
@@ -59,7 +61,7 @@ def master_join(ctx: AuditContext, target: KeyTable) -> sql.Composable:
 
 def _from_parts(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> list[sql.Composable]:
     """`FROM <table> t`, then the joins `joins` ask for."""
-    parts = [sql.SQL("FROM {} t").format(table_ref(target.name))]
+    parts: list[sql.Composable] = [sql.SQL("FROM {} t").format(table_ref(target.name))]
     if USES_KNOWN in joins and target.is_source:
         parts.append(_source_known(ctx, target))
     elif USES_KNOWN in joins:
@@ -109,13 +111,14 @@ def hoist_shared(parts: list[sql.Composable]) -> tuple[list[sql.Composable], sql
             repeated.append(node)
     if not repeated:
         return parts, sql.SQL("")
-    names = [(node, sql.Identifier("h", f"s{i}")) for i, node in enumerate(repeated)]
+    names: list[tuple[sql.Composable, sql.Composable]] = [(node, sql.Identifier("h", f"s{i}"))
+                                                          for i, node in enumerate(repeated)]
     lateral = sql.SQL(" CROSS JOIN LATERAL (SELECT {} OFFSET 0) h").format(sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(node, sql.Identifier(f"s{i}")) for i, node in enumerate(repeated)))
     return [_replace(p, names) for p in parts], lateral
 
 
-def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], hoist: bool = False) -> sql.Composable:
+def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], hoist: bool = False) -> sql.Composed:
     """One SELECT computing every measure over one table: `count(*)` first, then the measures in order.
     With `hoist` (a pass run without parallel workers), repeated `Shared` expressions are computed once
     per row (`hoist_shared`); not otherwise: PostgreSQL plans the lateral subquery above its Gather (in
@@ -293,7 +296,8 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
             sql.SQL(", NULL::bigint AS uid") if users else sql.SQL(""),
             (sql.SQL(", NULL::timestamptz AS first_at") if raw_tz else sql.SQL(", NULL::timestamp AS first_at"))
             if first_at else sql.SQL("")))
-    columns = [sql.SQL("(bit_or(fl) & 1) <> 0 AS in_master"), sql.SQL("(bit_or(fl) & 2) <> 0 AS in_source")]
+    columns: list[sql.Composable] = [sql.SQL("(bit_or(fl) & 1) <> 0 AS in_master"),
+                                     sql.SQL("(bit_or(fl) & 2) <> 0 AS in_source")]
     for j, slot in enumerate(slots):
         total = sql.SQL("sum({})").format(sql.Identifier(f"w{j}"))
         for place, k in enumerate(slot):
@@ -327,7 +331,7 @@ class SetSample:
     limit: int
 
 
-def set_statement(ctx: AuditContext, columns: list, rows_for: list[KeyTable] = (), users: bool = False,
+def set_statement(ctx: AuditContext, columns: list, rows_for: Sequence[KeyTable] = (), users: bool = False,
                   first_at: dict | None = None, key_range: tuple | None = None) -> sql.Composed:
     """One statement, one row: a jsonb array of the number of known sessions (those of the master or the
     source table) and `columns`, each over the set of sessions (`session_set`, alias `kn`). A column is
@@ -341,9 +345,9 @@ def set_statement(ctx: AuditContext, columns: list, rows_for: list[KeyTable] = (
     sample is the first values of its candidates (top-N). Materializing the 1M-session set and reading
     it again per sample and for the weeks cost as much as grouping it (scale 50)."""
     week = sql.SQL("date_trunc('week', kn.first_at)") if first_at else sql.SQL("NULL::timestamp")
-    inner = [sql.SQL("{} AS wk").format(week),
-             sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source) AS c0")]
-    outer = [sql.SQL("(SELECT coalesce(sum(w.c0), 0) FROM w)")]
+    inner: list[sql.Composable] = [sql.SQL("{} AS wk").format(week),
+                                   sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source) AS c0")]
+    outer: list[sql.Composable] = [sql.SQL("(SELECT coalesce(sum(w.c0), 0) FROM w)")]
     for i, c in enumerate(columns, start=1):
         name = sql.Identifier(f"c{i}")
         if isinstance(c, Weeks):
@@ -391,7 +395,7 @@ def merge_set_rows(columns: list, rows: list[list]) -> list:
     keep the most recent `limit`. One part: its row as it is."""
     if len(rows) == 1:
         return rows[0]
-    merged = [sum(int(r[0] or 0) for r in rows)]
+    merged: list[Any] = [sum(int(r[0] or 0) for r in rows)]
     for i, c in enumerate(columns, start=1):
         values = [r[i] for r in rows]
         if isinstance(c, Weeks):

@@ -31,10 +31,13 @@ set, a table's pass, the report's row counts per partition) until none is left.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -84,8 +87,10 @@ class _Pass:
     """One statement's worth of work: a table (or the known set when `target` is None)."""
 
     target: KeyTable | None
-    # (entry, measure name or SAMPLE, expression, joins it needs)
-    columns: list[tuple[_Entry, str, sql.Composable, frozenset]] = field(default_factory=list)
+    # (entry, measure name or SAMPLE, expression, joins it needs); the set's weeks have no entry, and the
+    # set's samples and weeks are declarations (SetSample, Weeks) that pass_sql.set_statement renders
+    columns: list[tuple[_Entry | None, str, sql.Composable | SetSample | Weeks, frozenset]] = field(
+        default_factory=list)
 
     @property
     def joins(self) -> frozenset:
@@ -94,6 +99,22 @@ class _Pass:
     @property
     def name(self) -> str:
         return str(self.target.name) if self.target is not None else SESSIONS
+
+    @property
+    def key_table(self) -> KeyTable:
+        """The table of a table's pass (the set's pass has none)."""
+        if self.target is None:
+            raise TypeError(f"{SESSIONS} is not a table")
+        return self.target
+
+    def checks_columns(self) -> list[tuple[_Entry, str, sql.Composable, frozenset]]:
+        """The columns of a table's pass: each a check's measure or gate, an SQL expression."""
+        out = []
+        for entry, key, expression, joins in self.columns:
+            if entry is None or not isinstance(expression, sql.Composable):
+                raise TypeError(f"{self.name}: a table's pass holds the checks' expressions only")
+            out.append((entry, key, expression, joins))
+        return out
 
     @property
     def owners(self) -> list[str]:
@@ -145,11 +166,19 @@ SERIAL = {"max_parallel_workers_per_gather": "0"}
 NO_PRESORT = {"enable_presorted_aggregate": "off"}
 
 
-def execute_in_savepoint(conn: psycopg.Connection, query: sql.Composable, timeout: float | None):
+def execute_in_savepoint(conn: psycopg.Connection, query: sql.SQL | sql.Composed,
+                         timeout: float | None) -> list[tuple[Any, ...]]:
     """Run one query inside a savepoint, so that a timeout leaves the scan's transaction usable."""
     with conn.transaction():
         _set_timeout(conn, timeout)
         return conn.execute(query).fetchall()
+
+
+def _table_sample(entry: _Entry) -> Sample:
+    """The sample of a check whose table pass counted the rows it comes from (its gate)."""
+    if entry.table_sample is None:
+        raise TypeError(f"{entry.check.id}: no sample over its table")
+    return entry.table_sample
 
 
 class TablePasses:
@@ -193,9 +222,9 @@ class TablePasses:
                 # itself is read by a second statement, restricted to those rows, when there are any.
                 e.table_sample = sample
                 table.columns.append((e, GATE, count_where(sample.predicate).expression, sample.joins))
-        for e, _, _, joins in self.sessions.columns:
-            if USES_SESSION_ROWS in joins and e.target not in self.rows_for:
-                self.rows_for.append(e.target)
+        for owner, _, _, joins in self.sessions.columns:
+            if owner is not None and USES_SESSION_ROWS in joins and owner.target not in self.rows_for:
+                self.rows_for.append(owner.target)
         self.set_users = any(USES_SESSION_USERS in c[3] for c in self.sessions.columns)
         self.first_at = {str(k.name): created for k, created in weeks[0]} if weeks and weeks[0] else None
         self.weeks_rows: list[tuple] | None = None
@@ -203,7 +232,8 @@ class TablePasses:
             self.sessions.columns.append((None, WEEKS, Weeks(weeks[1]), frozenset({USES_KNOWN})))
 
     # -- running ------------------------------------------------------------------------------------
-    def run(self, helpers: list = (), extra: list = ()) -> None:
+    def run(self, helpers: Sequence[psycopg.Connection] = (),
+            extra: Sequence[Callable[[psycopg.Connection], None]] = ()) -> None:
         """The per-table passes, the set of sessions and `extra` work (callables taking a connection:
         the scanner's report statistics). With `helpers` (more connections in the same snapshot), the set
         is built in as many parts as there are connections, one key range each (`key_ranges`), and every
@@ -211,8 +241,9 @@ class TablePasses:
         largest first. Each statement then runs without parallel workers (the connections are the
         parallelism). A part reads every key table (scale 50: 0.8 s of the whole set's 2.9 s alone), so
         two parts cost more server time than one, but on two free cores they end sooner."""
-        known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.target.is_source]
-        plain = sorted((p for p in self.tables.values() if p not in known), key=lambda p: -int(p.target.table.bytes or 0))
+        known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.key_table.is_source]
+        plain = sorted((p for p in self.tables.values() if p not in known),
+                       key=lambda p: -int(p.key_table.table.bytes or 0))
         conns = [self.conn, *helpers]
         self.serial = len(conns) > 1
         wanted = bool(known or self.sessions.columns)
@@ -222,8 +253,24 @@ class TablePasses:
             self.set_memory = {"work_mem": f"{SET_WORK_MEM_KB}kB"} if work_mem < SET_WORK_MEM_KB else {}
             self.say(f"building {SESSIONS}" + (f" in {len(ranges)} key ranges" if len(ranges) > 1 else "")
                      + " (reads the key tables once more)")
-        work_items = [("set", r) for r in ranges] + [("table", p) for p in plain] + [("extra", f) for f in extra]
         parts: dict[int, list] = {}
+        serial_settings = SERIAL if self.serial else {}
+
+        def set_part(key_range: tuple, conn: psycopg.Connection) -> None:
+            self._run_set_part(key_range, ranges.index(key_range), len(ranges), conn, parts)
+
+        def table(p: _Pass, conn: psycopg.Connection) -> None:
+            self._run_plain(p, conn, serial=self.serial)
+
+        def more(f: Callable[[psycopg.Connection], None], conn: psycopg.Connection) -> None:
+            with statement_settings(conn, serial_settings):
+                f(conn)
+
+        # each piece of work as a call on a connection: the parts of the set, the tables, the extra work
+        work_items: list[Callable[[psycopg.Connection], None]] = []
+        work_items += [functools.partial(set_part, r) for r in ranges]
+        work_items += [functools.partial(table, p) for p in plain]
+        work_items += [functools.partial(more, f) for f in extra]
         failures: list[BaseException] = []
         started = time.monotonic()      # the parts are the first pieces of work: each starts on a connection now
 
@@ -233,14 +280,8 @@ class TablePasses:
                     with self._lock:
                         if not work_items or failures:
                             return
-                        kind, item = work_items.pop(0)
-                    if kind == "set":
-                        self._run_set_part(item, ranges.index(item), len(ranges), conn, parts)
-                    elif kind == "table":
-                        self._run_plain(item, conn, serial=self.serial)
-                    else:
-                        with statement_settings(conn, SERIAL if self.serial else {}):
-                            item(conn)
+                        item = work_items.pop(0)
+                    item(conn)
             except BaseException as exc:      # re-raised by the scan's thread: a lost connection is not a finding
                 failures.append(exc)
 
@@ -340,7 +381,10 @@ class TablePasses:
         for (entry, key, _, _), value in zip(p.columns, values):
             if key == WEEKS:
                 self.weeks_rows = [tuple(w) for w in value or []]
-            elif key == SAMPLE:
+                continue
+            if entry is None:
+                raise TypeError(f"{p.name}: a column other than the weeks without its check")
+            if key == SAMPLE:
                 entry.sample = [str(v) for v in value or []]
             elif key == GATE:
                 entry.gate = int(value or 0)
@@ -366,30 +410,31 @@ class TablePasses:
         self.say(f"scanning {p.name}")
         started = time.monotonic()
         if serial:
-            p = _Pass(p.target, [(e, SAMPLE, sample_aggregate(e.table_sample, self.limit), joins) if key == GATE
-                                 else (e, key, expr, joins) for e, key, expr, joins in p.columns])
-        measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.columns}
+            p = _Pass(p.target, [(e, SAMPLE, sample_aggregate(_table_sample(e), self.limit), joins) if key == GATE
+                                 else (e, key, expr, joins) for e, key, expr, joins in p.checks_columns()])
+        measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.checks_columns()}
         settings = {}
         if serial:
             settings = {**SERIAL, **(NO_PRESORT if self.ctx.catalog.server_version_num >= PRESORTED_AGGREGATE else {})}
         try:
             with statement_settings(conn, settings):
-                row = execute_in_savepoint(conn, table_pass(self.ctx, p.target, measures, hoist=serial), self.timeout)[0]
+                row = execute_in_savepoint(conn, table_pass(self.ctx, p.key_table, measures, hoist=serial),
+                                           self.timeout)[0]
         except pgerrors.QueryCanceled:
             self._fail(p, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
             self.say(f"timed out on {p.name}")
             return
         self._record(p, list(row), time.monotonic() - started)
-        wanted = [e for e, key, _, _ in p.columns if key == GATE and e.gate]
+        wanted = [e for e, key, _, _ in p.checks_columns() if key == GATE and e.gate]
         if wanted:
-            self._run_samples(p.target, wanted, conn)
+            self._run_samples(p.key_table, wanted, conn)
         self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
 
     def _run_samples(self, target: KeyTable, entries: list[_Entry], conn) -> None:
         """One statement for the samples of a table's failing checks, over the rows they come from."""
         started = time.monotonic()
-        p = _Pass(target, [(e, SAMPLE, sql.SQL(""), e.table_sample.joins) for e in entries])
-        statement = sample_pass(self.ctx, target, [e.table_sample for e in entries], self.limit)
+        p = _Pass(target, [(e, SAMPLE, sql.SQL(""), _table_sample(e).joins) for e in entries])
+        statement = sample_pass(self.ctx, target, [_table_sample(e) for e in entries], self.limit)
         try:
             row = execute_in_savepoint(conn, statement, self.timeout)[0]
         except pgerrors.QueryCanceled:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -126,7 +127,7 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
             session_settings(conn)
             ctx = audit_context(conn, config)
             # the report's sessions per week are counted over the scan's one set of sessions
-            weeks = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
+            weeks: dict[str, Any] = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
             partitions: dict = {}
 
             def partition_rows(on: psycopg.Connection) -> None:
@@ -144,7 +145,8 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
 
 
 def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None,
-         helpers: list = (), extra: list = ()) -> ScanResult:
+         helpers: Sequence[psycopg.Connection] = (),
+         extra: Sequence[Callable[[psycopg.Connection], None]] = ()) -> ScanResult:
     timer = _Timer()
     findings: dict[str, list[Finding]] = defaultdict(list)
     errors: dict[str, str] = {}

@@ -23,7 +23,7 @@ from ..bridge_state import scan_stats
 from ..context import AuditContext
 from ..sqlparts import col, table_ref
 
-Execute = Callable[[sql.Composable], list[tuple]]
+Execute = Callable[[sql.Composed], list[tuple]]
 
 MAX_WEEKS = 260
 TIME_TYPES = {"timestamp", "timestamptz", "date"}

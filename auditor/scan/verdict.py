@@ -308,7 +308,7 @@ def judge(result: ScanResult, plan: dict | None = None, *, accept=(), baseline: 
         judged.append(Judged(f, steps, acceptance_for(f, accept, today),
                              baseline_status(f, baseline) if baseline is not None else None))
     failed = tuple(c for c in result.checks if c.status is Status.ERROR)
-    gone = ()
+    gone: tuple[Finding, ...] = ()
     if baseline is not None:
         now = {_identity(f) for f in result.findings}
         gone = tuple(f for f in baseline.findings if _identity(f) not in now)
@@ -355,7 +355,8 @@ def summary_lines(v: Verdict, *, repaired: bool = False) -> list[str]:
                      "(a longer --timeout)")
     for j in v.accepted:
         f = j.finding
-        lines.append(f"  accepted: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {j.accepted.reason}")
+        reason = j.accepted.reason if j.accepted is not None else ""   # v.accepted: the judged with one
+        lines.append(f"  accepted: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {reason}")
     if v.has_baseline:
         new = sum(1 for j in v.findings if j.baseline == "new")
         known = sum(1 for j in v.findings if j.baseline == "known")

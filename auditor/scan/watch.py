@@ -35,7 +35,8 @@ NOT_INCREMENTAL = "not incremental (database-wide, catalog or whole-session chec
 def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql.Composable) -> sql.Composed:
     # The new rows first, behind an optimisation fence (OFFSET 0), so that the planner cannot run a
     # per-row lookup before the created_at filter; partitions are pruned inside.
-    parts = [sql.SQL("FROM (SELECT t0.*, t0.tableoid, t0.ctid FROM {} t0 WHERE {} >= {} OFFSET 0) t").format(
+    parts: list[sql.Composable] = [sql.SQL(
+        "FROM (SELECT t0.*, t0.tableoid, t0.ctid FROM {} t0 WHERE {} >= {} OFFSET 0) t").format(
         table_ref(target.name), sql.Identifier("t0", ctx.config.created_at_column), since)]
     if USES_KNOWN in joins:
         parts.append(Known.of(ctx).join_row(key_uuid(target.key, "t")))
