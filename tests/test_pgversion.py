@@ -13,7 +13,7 @@ from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.executor import Executor
 from yumai_audit.fix.backup import header_filter
-from yumai_audit.fix.ddl import PG_NOT_VALID_ON_PARTITIONED
+from yumai_audit.fix.ops.foreign_key import PG_NOT_VALID_ON_PARTITIONED
 
 PARTITIONED = """
 CREATE TABLE parent_t (id int PRIMARY KEY);

@@ -2,48 +2,32 @@
 
 `fix --sql` and plan.sql are what a reviewer puts in front of Squawk (`squawk plan.sql`). A statement
 that breaks one of its rules deliberately gets, right above it, a comment with the reason and Squawk's
-`-- squawk-ignore RULE` line. The table below is the whole list: a statement matches an entry by its
-step's `Operation` and its text; anything else Squawk finds is a real finding (a test runs Squawk on
-the demo's plan and expects none).
+`-- squawk-ignore RULE` line. The table below is the whole list (an operation of fix/ops/ declares its
+own entries, `LINT`, next to its builder): a statement matches an entry by its step's `Operation` and
+its text; anything else Squawk finds is a real finding (a test runs Squawk on the demo's plan and
+expects none).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..engine.steps import LintException, Step
 from ..operations import Operation
+from .ops import Deliberate, foreign_key, index
 from .session_plan import PROGRESS
 
-
-@dataclass(frozen=True)
-class Deliberate:
-    rules: tuple[str, ...]
-    operation: Operation
-    statement: re.Pattern[str]          # matched against the rendered statement
-    reason: str
-    applies: Callable[[Step], bool] = lambda _step: True
+__all__ = ["DELIBERATE", "Deliberate", "with_lint_exceptions"]
 
 
 DELIBERATE: tuple[Deliberate, ...] = (
     Deliberate(("prefer-bigint-over-int",), Operation.CREATE_MASTER, re.compile(r"^CREATE TABLE .*\buser_id int\b", re.S),
                "user_id takes the users table's key type (int), so its foreign key matches"),
-    Deliberate(("require-concurrent-index-creation",), Operation.INDEX_PARENT, re.compile(r"^CREATE INDEX .* ON ONLY ", re.S),
-               "ON ONLY the partitioned parent: a catalog entry with no rows (PostgreSQL cannot build it "
-               "CONCURRENTLY); each partition's index is built CONCURRENTLY and attached to it"),
-    Deliberate(("prefer-robust-stmts",), Operation.INDEX, re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY \"", re.S),
-               "rerunnable: the DROP INDEX CONCURRENTLY IF EXISTS before it removes the invalid leftover of an "
-               "interrupted build, which IF NOT EXISTS would keep"),
+    *index.LINT,
     Deliberate(("changing-column-type",), Operation.CONVERT_TO_UUID, re.compile(r"ALTER COLUMN .* TYPE uuid USING ", re.S),
                "the text key becomes uuid: a rewrite under ACCESS EXCLUSIVE, with its table's size in the plan "
                "and the --apply confirmation; malformed values were quarantined first"),
-    Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
-               re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
-               "on the partitioned parent after every partition's NOT VALID key was validated: PostgreSQL "
-               "before 18 refuses NOT VALID here, and the parent's key attaches the validated ones without a scan",
-               lambda step: any(d.startswith("fk-validate:") for d in step.depends_on)),
+    *foreign_key.LINT,
     Deliberate(("ban-drop-table",), Operation.CATCHUP,
                re.compile(r"^DROP TABLE IF EXISTS " + re.escape(f'"{PROGRESS.schema}"."{PROGRESS.name}"')),
                "the backfill's own bookkeeping in the tool's schema, never the application's: once the catch-up "

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from ..context import AuditContext
 from ..engine.plan import order_steps
-from .ddl import PG_NOT_VALID_ON_PARTITIONED, FkSpec, short_name
+from .ddl import short_name
 from .draft import Draft
 from .lint import with_lint_exceptions
+from .ops.foreign_key import PG_NOT_VALID_ON_PARTITIONED, FkSpec
 from .plan import FixOptions, MigrationPlan, PlanError
 from .preflight import preflight
 from .session_plan import plan_sessions

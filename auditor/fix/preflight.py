@@ -13,6 +13,7 @@ from ..operations import Operation
 from . import cascade
 from .ddl import relid
 from .draft import Draft
+from .ops import foreign_key, index
 from .preflight_checks import refusals
 
 
@@ -47,24 +48,9 @@ def preflight(d: Draft) -> Step:
     if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
         parts = parts[1:4]
     parts += refusals(d.ctx, d.options, tables, list(dict.fromkeys(d.altered)))   # auditor/fix/preflight_checks.py
-    if d.index_claims:
-        # An index step drops an invalid index of its own name before building it: that name must not
-        # belong to an index on another table or column (which would be dropped).
-        claims = sql.SQL(", ").join(sql.SQL("({}, {}, {}, {})").format(*map(sql.Literal, c))
-                                    for c in d.index_claims)
-        parts.append(sql.SQL(
-            "SELECT format('index %I.%I already exists on %s for something else: rename it, then run again', "
-            "c.nsp, c.idx, i.indrelid::regclass) FROM (VALUES {}) AS c(nsp, idx, tbl, col) "
-            "JOIN pg_namespace n ON n.nspname = c.nsp JOIN pg_class ic ON ic.relnamespace = n.oid "
-            "AND ic.relname = c.idx JOIN pg_index i ON i.indexrelid = ic.oid "
-            "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
-            "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
-            "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
+    parts += index.refusals(d.index_claims)             # fix/ops/index.py
     parts += cascade.preflight_parts(d.removals.values())
-    for ref in dict.fromkeys(d.referenced):
-        parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
-            sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
-            relid(ref), relid(ref)))
+    parts += foreign_key.refusals(d.referenced)         # fix/ops/foreign_key.py
     return Step(id="preflight", operation=Operation.PREFLIGHT, description="Server version, privileges, no invalid index left behind",
                 statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
                 kind=Kind.CHECK, precondition=True)

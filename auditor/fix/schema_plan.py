@@ -44,8 +44,10 @@ from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 
 from ..catalog import ForeignKey, Partition, Table
 from ..context import AuditContext
-from .ddl import FkSpec, add_fk, fk_sequence, leading_index_steps, short_name, validate_fk, verify_fks
+from .ddl import short_name
 from .draft import Draft
+from .ops.foreign_key import FkSpec, add_fk, fk_sequence, validate_fk, verify_fks
+from .ops.index import leading_index_steps
 
 SAMPLE = 5   # missing values named in a plan note
 

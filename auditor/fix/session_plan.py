@@ -20,9 +20,6 @@ from yumai_audit.checks.missing_master_rows import MissingMasterRows
 from yumai_audit.checks.noncanonical_session_ids import NoncanonicalSessionIds
 from yumai_audit.checks.orphaned_session_ids import OrphanedSessionIds
 from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, trimmed
-from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
-from yumai_audit.checks.unindexed_fk_columns import UnindexedFkColumns
-from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 
 from ..catalog import Column, ForeignKey, QualifiedName
 from ..context import KeyTable
@@ -32,8 +29,11 @@ from ..operations import Operation
 from ..sqlparts import table_ref
 from . import bridge, cascade
 from .bridge import SCHEMA as BRIDGE_SCHEMA
-from .ddl import Built, FkSpec, column_is_uuid, fk_exists, fk_sequence, leading_index_steps, relid, short_name
+from .ddl import Built, column_is_uuid, relid, short_name
 from .draft import Draft
+from .ops import foreign_key, index
+from .ops.foreign_key import FkSpec, fk_exists, fk_sequence
+from .ops.index import leading_index_steps
 from .plan import PlanError
 
 QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
@@ -45,8 +45,6 @@ REPAIRS_KEY_TYPE = (KeyTypeMismatch.id, NoncanonicalSessionIds.id, MalformedSess
 REPAIRS_MALFORMED = (MalformedSessionIds.id,)
 REPAIRS_MASTER = (MissingMasterRows.id,)
 REPAIRS_ORPHANS = (OrphanedSessionIds.id,)
-REPAIRS_INDEX = (UnindexedFkColumns.id,)
-REPAIRS_FK = (UnconstrainedFk.id, UnvalidatedFk.id)
 
 
 def migratable(d: Draft) -> list[KeyTable]:
@@ -324,7 +322,7 @@ def plan_sessions(d: Draft) -> list[str]:
             ready[name] = [convert.id]
     # the source's index must be one the backfill can walk in key order (btree, not partial)
     indexed = {str(k.name): d.take(leading_index_steps(k.table, k.key.name, ready[str(k.name)],
-                                                       repairs=REPAIRS_INDEX, ordered=k.is_source)) for k in tables}
+                                                       repairs=index.REPAIRS, ordered=k.is_source)) for k in tables}
     backfills = []
     if src is not None:
         parts = [p.name for p in src.table.leaf_partitions] if src.table.is_partitioned else [src.name]
@@ -455,7 +453,7 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
     built = fk_sequence(
         d.version, k.table, spec, existing.name if existing is not None else fk_name, pre, whole=existing is not None,
         settle=lambda deps: catchup(f"settle:{name}", deps, "after NOT VALID, before VALIDATE"),
-        partition_constraint=partition_constraint, repairs=REPAIRS_FK)
+        partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS)
     return d.take(built)[-1]
 
 

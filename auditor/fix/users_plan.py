@@ -33,22 +33,22 @@ from psycopg import sql
 
 from yumai_audit.checks.base import Probe
 from yumai_audit.checks.orphaned_user_ids import OrphanedUserIds
-from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
-from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 
 from ..catalog import Column, Table
 from ..context import AuditContext, KeyTable
 from ..engine.steps import LockMode, Query, Step
 from ..operations import Operation
 from ..sqlparts import col, table_ref
-from .ddl import Built, FkSpec, fk_sequence, leading_index_steps, short_name, verify_fks
+from .ddl import Built, short_name
 from .draft import Draft
+from .ops import foreign_key
+from .ops.foreign_key import FkSpec, fk_sequence, verify_fks
+from .ops.index import leading_index_steps
 from .session_plan import move_rows, quarantine_name
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"
 REPAIRS = (OrphanedUserIds.id,)   # check ids, named through the check classes
-REPAIRS_FK = (UnconstrainedFk.id, UnvalidatedFk.id)
 
 
 def _user(k: KeyTable) -> Column:
@@ -204,7 +204,7 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
         settle = (lambda deps, name=name, repair=repair: repair(f"settle-users:{name}", deps)) if repair else None
         last += draft.take(fk_sequence(draft.version, k.table, spec, constraint, pre, suffix=suffix,
                                        whole=existing is not None, settle=settle,
-                                       partition_constraint=partition_constraint, repairs=REPAIRS_FK))
+                                       partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS))
         planned.append((what, spec.exists(k.name, validated=True)))
     if planned:
         draft.add(verify_fks("verify-users", "Every user foreign key planned is there and validated", planned, last))

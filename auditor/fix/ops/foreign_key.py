@@ -1,0 +1,187 @@
+"""Operation: a foreign key added without a long lock, then validated.
+
+ADD CONSTRAINT ... NOT VALID (new rows checked, no scan), then VALIDATE CONSTRAINT in a transaction
+of its own; on a partitioned table before PostgreSQL 18 (which refuses NOT VALID there): per partition,
+then the parent's key, which attaches the validated ones without a scan (`fk_sequence`). Guard: the key
+exists (validated, for VALIDATE: `fk_exists`). The plan needs REFERENCES on each referenced table
+(`refusals`). A last check step confirms every key planned is there and validated (`verify_fks`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
+from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
+
+from ...catalog import ForeignKey, QualifiedName, Table
+from ...engine.steps import Kind, LockMode, Step
+from ...operations import Operation
+from ...pgversion import NOT_VALID_FK_ON_PARTITIONED
+from ...sqlparts import table_ref
+from ..ddl import Built, attnum, relid
+from ..plan import PlanError
+from . import Deliberate
+
+REPAIRS = (UnconstrainedFk.id, UnvalidatedFk.id)   # a key column without a (validated) foreign key
+
+LINT = (
+    Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
+               re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
+               "on the partitioned parent after every partition's NOT VALID key was validated: PostgreSQL "
+               "before 18 refuses NOT VALID here, and the parent's key attaches the validated ones without a scan",
+               lambda step: any(d.startswith("fk-validate:") for d in step.depends_on)),
+)
+
+# PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
+PG_NOT_VALID_ON_PARTITIONED = NOT_VALID_FK_ON_PARTITIONED
+
+
+def fk_exists(table: QualifiedName, columns: str | tuple[str, ...], ref_table: QualifiedName, *, validated: bool,
+              ref_columns: tuple[str, ...] = ()) -> sql.Composed:
+    """A foreign key on `table` (these columns, in order) to `ref_table` (and, given, these columns)."""
+    columns = (columns,) if isinstance(columns, str) else columns
+    ref: sql.Composable = sql.SQL("")
+    if ref_columns:
+        ref = sql.SQL(" AND k.confkey = ARRAY[{}]::int2[]").format(
+            sql.SQL(", ").join(attnum(ref_table, c) for c in ref_columns))
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = {} "
+                   "AND k.confrelid = {} AND k.conkey = ARRAY[{}]::int2[]{}{})").format(
+        relid(table), relid(ref_table), sql.SQL(", ").join(attnum(table, c) for c in columns), ref,
+        sql.SQL(" AND k.convalidated") if validated else sql.SQL(""))
+
+
+# pg_constraint's letters, as ADD CONSTRAINT spells them
+FK_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+@dataclass(frozen=True)
+class FkSpec:
+    """What a foreign key enforces, independent of the table it is added to (a parent or a partition)."""
+
+    columns: tuple[str, ...]
+    ref_table: QualifiedName
+    ref_columns: tuple[str, ...]
+    on_delete: str = "a"        # pg_constraint letters (FK_ACTIONS)
+    on_update: str = "a"
+    match: str = "s"            # s=simple, f=full
+    deferrable: bool = False
+    deferred: bool = False
+
+    @classmethod
+    def of(cls, fk: ForeignKey) -> FkSpec:
+        return cls(fk.columns, fk.ref_table, fk.ref_columns, fk.on_delete, fk.on_update, fk.match,
+                   fk.deferrable, fk.deferred)
+
+    def __post_init__(self):
+        if self.on_delete not in FK_ACTIONS or self.on_update not in FK_ACTIONS or self.match not in "sf":
+            raise PlanError(f"cannot spell the foreign key ({', '.join(self.columns)}) -> {self.ref_table}: "
+                            f"actions {self.on_delete!r}/{self.on_update!r}, match {self.match!r}")
+
+    def definition(self, not_valid: bool) -> sql.Composed:
+        """`FOREIGN KEY (...) REFERENCES ... [MATCH FULL] [ON DELETE x] [ON UPDATE x] [DEFERRABLE ...] [NOT VALID]`."""
+        out: list[sql.Composable] = [sql.SQL("FOREIGN KEY ({}) REFERENCES {} ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.columns)), table_ref(self.ref_table),
+            sql.SQL(", ").join(map(sql.Identifier, self.ref_columns)))]
+        if self.match == "f":
+            out.append(sql.SQL("MATCH FULL"))
+        if self.on_delete != "a":
+            out.append(sql.SQL("ON DELETE " + FK_ACTIONS[self.on_delete]))
+        if self.on_update != "a":
+            out.append(sql.SQL("ON UPDATE " + FK_ACTIONS[self.on_update]))
+        if self.deferrable:
+            out.append(sql.SQL("DEFERRABLE INITIALLY DEFERRED" if self.deferred else "DEFERRABLE"))
+        if not_valid:
+            out.append(sql.SQL("NOT VALID"))
+        return sql.SQL(" ").join(out)
+
+    def exists(self, table: QualifiedName, *, validated: bool) -> sql.Composed:
+        return fk_exists(table, self.columns, self.ref_table, validated=validated, ref_columns=self.ref_columns)
+
+
+def add_fk(step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps, not_valid: bool = True, *,
+           target: str = "", repairs: tuple[str, ...] = ()) -> Step:
+    """ADD CONSTRAINT ... NOT VALID (new rows checked, no scan; a brief lock), or without NOT VALID on a
+    partitioned parent whose partitions all hold the validated FK already (attached, no scan)."""
+    ref = str(spec.ref_table)
+    return Step(
+        id=step_id, operation=Operation.FK_ADD,
+        description=f"Foreign key {constraint} {table}({', '.join(spec.columns)}) -> {ref} "
+        f"ON DELETE {FK_ACTIONS[spec.on_delete]}"
+        + (" NOT VALID (checks new rows only; brief lock)" if not_valid else
+           f" on the parent (attaches the validated partition keys, no scan; a brief ACCESS EXCLUSIVE on {ref} "
+           "while its triggers are re-created)"),
+        statements=(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            table_ref(table), sql.Identifier(constraint), spec.definition(not_valid)),),
+        # attaching the partitions' keys re-creates the referenced table's triggers: PostgreSQL takes
+        # ACCESS EXCLUSIVE on it for that instant (catalog work only, under lock_timeout)
+        lock=LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE,
+        tables=(str(table), ref) if not_valid else (ref,), depends_on=tuple(deps),
+        guard=spec.exists(table, validated=False), changes=(str(table),), target=target or str(table),
+        column=",".join(spec.columns), repairs=repairs)
+
+
+def validate_fk(step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps, *,
+                target: str = "", repairs: tuple[str, ...] = ()) -> Step:
+    return Step(
+        id=step_id, operation=Operation.FK_VALIDATE,
+        description=f"VALIDATE CONSTRAINT {constraint} on {table} (reads every row; writers keep going)",
+        statements=(sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+            table_ref(table), sql.Identifier(constraint)),),
+        lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(table),), depends_on=tuple(deps),
+        guard=spec.exists(table, validated=True), changes=(str(table),), target=target or str(table),
+        column=",".join(spec.columns), repairs=repairs)
+
+
+def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: list[str], *, suffix: str = "",
+                whole: bool = False, settle: Callable[[list[str]], Built] | None = None,
+                partition_constraint: Callable | None = None, repairs: tuple[str, ...] = ()) -> Built:
+    """FK NOT VALID, then VALIDATE in a transaction of its own; on a partitioned table before
+    PostgreSQL 18 (which refuses NOT VALID there): per partition, then the FK on the parent, which
+    attaches them. `whole`: on the table itself whatever the version (its NOT VALID FK exists).
+    `settle(deps)` makes steps that run between NOT VALID and VALIDATE. `last` is the final step."""
+    out = Built()
+    name = str(table.name)
+
+    def settled(deps: list[str]) -> list[str]:
+        if settle is None:
+            return deps
+        between = out.extend(settle(deps))
+        return between.last or deps
+
+    if not table.is_partitioned or version >= PG_NOT_VALID_ON_PARTITIONED or whole:
+        added = out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, pre, target=name,
+                               repairs=repairs))
+        out.last = [out.add(validate_fk(f"fk-validate:{name}{suffix}", table.name, spec, constraint,
+                                        settled([added.id]), target=name, repairs=repairs)).id]
+        return out
+    names = {p.name: partition_constraint(p) if partition_constraint else constraint
+             for p in table.leaf_partitions}
+    adds = [out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre, target=name,
+                           repairs=repairs)).id for p in table.leaf_partitions]
+    after = settled(adds)
+    validated = [out.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], after,
+                                     target=name, repairs=repairs)).id for p in table.leaf_partitions]
+    out.last = [out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated, not_valid=False,
+                               target=name, repairs=repairs)).id]
+    return out
+
+
+def verify_fks(step_id: str, description: str, planned: list[tuple[str, sql.Composable]], after: list[str]) -> Step:
+    """A check step, last: every foreign key planned (what, "validated FK exists" query) is there and valid."""
+    return Step(
+        id=step_id, operation=Operation.VERIFY, description=description,
+        statements=(sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {} WHERE NOT ({})").format(sql.Literal(f"{what}: no validated foreign key"), exists)
+            for what, exists in planned),),
+        lock=LockMode.ACCESS_SHARE, tables=(), depends_on=tuple(after), kind=Kind.CHECK)
+
+
+def refusals(referenced: list[QualifiedName]) -> list[sql.Composed]:
+    """A referenced table the role may not reference: the key cannot be added."""
+    return [sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
+        sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"), relid(ref), relid(ref))
+        for ref in dict.fromkeys(referenced)]

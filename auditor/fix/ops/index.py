@@ -1,0 +1,124 @@
+"""Operation: an index leading with a column, built without blocking writers.
+
+CONCURRENTLY on an ordinary table; on a partitioned one: ON ONLY the parent (a catalog entry),
+CONCURRENTLY on each partition, then ATTACH each to the parent's. Guard: a valid index leading with
+the column (`leading_index_exists`). The index names a plan claims must be free, or name an index on
+the same table and column (`refusals`): a step drops an invalid index of its own name before building it.
+"""
+from __future__ import annotations
+
+import re
+
+from psycopg import sql
+
+from yumai_audit.checks.unindexed_fk_columns import UnindexedFkColumns
+
+from ...catalog import QualifiedName, Table
+from ...engine.steps import LockMode, Step
+from ...operations import Operation
+from ...sqlparts import table_ref
+from ..ddl import Built, attnum, relid, short_name
+from . import Deliberate
+
+REPAIRS = (UnindexedFkColumns.id,)   # a key column without an index leading with it
+
+LINT = (
+    Deliberate(("require-concurrent-index-creation",), Operation.INDEX_PARENT, re.compile(r"^CREATE INDEX .* ON ONLY ", re.S),
+               "ON ONLY the partitioned parent: a catalog entry with no rows (PostgreSQL cannot build it "
+               "CONCURRENTLY); each partition's index is built CONCURRENTLY and attached to it"),
+    Deliberate(("prefer-robust-stmts",), Operation.INDEX, re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY \"", re.S),
+               "rerunnable: the DROP INDEX CONCURRENTLY IF EXISTS before it removes the invalid leftover of an "
+               "interrupted build, which IF NOT EXISTS would keep"),
+)
+
+
+def leading_index_exists(table: QualifiedName, column: str, name: str | None = None,
+                         ordered: bool = False) -> sql.Composed:
+    """A valid index whose first column is `column` (or, with `name`, that index, valid); `ordered`: a
+    btree without WHERE (one a walk in key order can read)."""
+    which = sql.SQL("ic.relname = {}").format(sql.Literal(name)) if name else sql.SQL("i.indkey[0] = {}").format(
+        attnum(table, column))
+    if ordered:
+        which = sql.SQL("{} AND i.indpred IS NULL AND ic.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')").format(
+            which)
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+                   "WHERE i.indrelid = {} AND i.indisvalid AND {})").format(relid(table), which)
+
+
+def concurrent_index(step_id: str, table: QualifiedName, column: str, idx: str, after, guard, *,
+                     target: str, repairs: tuple[str, ...]) -> Step:
+    return Step(
+        id=step_id, operation=Operation.INDEX,
+        description=f"CREATE INDEX CONCURRENTLY {idx} on {table} ({column}); writers keep going",
+        statements=(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(table.schema, idx)),
+                    sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({})").format(
+                        sql.Identifier(idx), table_ref(table), sql.Identifier(column))),
+        lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(table),), depends_on=tuple(after),
+        transactional=False, guard=guard, changes=(str(table),), target=target, column=column, repairs=repairs)
+
+
+def leading_index_steps(table: Table, column: str, after: list[str], suffix: str = "",
+                        repairs: tuple[str, ...] = (), ordered: bool = False) -> Built:
+    """Steps that leave a valid index on `table` leading with `column` (none when there is one):
+    CONCURRENTLY on an ordinary table; ON ONLY the parent, CONCURRENTLY per partition and ATTACH on
+    a partitioned one. `suffix` keeps step ids apart when one table gets several such indexes.
+    `ordered`: an index that can be read in key order (btree, no WHERE); another kind does not count."""
+    out = Built()
+    if table.has_leading_index(column, ordered):
+        return out
+    tname = table.name
+    name = str(tname)
+    idx = short_name(tname.name, column, suffix="idx")
+    out.claims.append((tname.schema, idx, tname.name, column))
+    if not table.is_partitioned:
+        out.last = [out.add(concurrent_index(f"index:{name}{suffix}", tname, column, idx, after,
+                                             leading_index_exists(tname, column, ordered=ordered), target=name,
+                                             repairs=repairs)).id]
+        return out
+    parent = out.add(Step(
+        id=f"index:{name}{suffix}", operation=Operation.INDEX_PARENT,
+        description=f"Index on {name} ({column}) ON ONLY the parent (attached below)",
+        statements=(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY {} ({})").format(
+            sql.Identifier(idx), table_ref(tname), sql.Identifier(column)),),
+        lock=LockMode.SHARE, tables=(name,), depends_on=tuple(after),
+        guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_class ic JOIN pg_index i ON i.indexrelid = ic.oid "
+                      "WHERE i.indrelid = {} AND ic.relname = {}) OR ({})").format(
+            relid(tname), sql.Literal(idx), leading_index_exists(tname, column, ordered=ordered)),
+        changes=(name,), target=name, column=column, repairs=repairs))
+    out.last = [parent.id]
+    for p in table.leaf_partitions:
+        pidx = short_name(p.name.name, column, suffix="idx")
+        out.claims.append((p.name.schema, pidx, p.name.name, column))
+        build = out.add(concurrent_index(f"index:{p.name}{suffix}", p.name, column, pidx, [parent.id],
+                                         leading_index_exists(p.name, column, pidx), target=name, repairs=repairs))
+        attach = out.add(Step(
+            id=f"attach-index:{p.name}{suffix}", operation=Operation.ATTACH_INDEX,
+            description=f"Attach index {pidx} to {idx} (the tables: ACCESS SHARE; the indexes: "
+            "SHARE UPDATE EXCLUSIVE and ACCESS EXCLUSIVE, on the index only)",
+            statements=(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+                sql.Identifier(tname.schema, idx), sql.Identifier(p.name.schema, pidx)),),
+            lock=LockMode.ACCESS_SHARE, tables=(name, str(p.name)), depends_on=(build.id,),
+            guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
+                          "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
+                          "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {})) OR ({})").format(
+                sql.Literal(pidx), sql.Literal(idx), sql.Literal(p.name.schema),
+                leading_index_exists(tname, column, ordered=ordered)),
+            changes=(name,), target=name, column=column, repairs=repairs))
+        out.last.append(attach.id)
+    return out
+
+
+def refusals(claims: list[tuple[str, str, str, str]]) -> list[sql.Composed]:
+    """An index name the plan claims ((schema, index, table, column)) that belongs to an index on another
+    table or column: the step would drop it."""
+    if not claims:
+        return []
+    values = sql.SQL(", ").join(sql.SQL("({}, {}, {}, {})").format(*map(sql.Literal, c)) for c in claims)
+    return [sql.SQL(
+        "SELECT format('index %I.%I already exists on %s for something else: rename it, then run again', "
+        "c.nsp, c.idx, i.indrelid::regclass) FROM (VALUES {}) AS c(nsp, idx, tbl, col) "
+        "JOIN pg_namespace n ON n.nspname = c.nsp JOIN pg_class ic ON ic.relnamespace = n.oid "
+        "AND ic.relname = c.idx JOIN pg_index i ON i.indexrelid = ic.oid "
+        "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
+        "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
+        "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(values)]
