@@ -13,7 +13,7 @@ from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.sqlscript import render_block, render_script
-from yumai_audit.engine.steps import Kind, session_settings, step_block
+from yumai_audit.engine.steps import Kind, run_settings, step_block
 
 
 def test_the_script_holds_exactly_what_the_executor_sends(db):
@@ -43,7 +43,7 @@ def test_the_script_holds_exactly_what_the_executor_sends(db):
                 assert all(sent[i + len(statements)] == block.until.as_string(None) for i in runs), step.id
         checked += 1
     assert checked == len(ran) > 20
-    for setting in session_settings(plan.server_version_num):
+    for setting in run_settings(plan.server_version_num):
         assert setting.as_string(None) + ";" in script
         assert setting.as_string(None) in sent
 

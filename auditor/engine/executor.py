@@ -22,7 +22,7 @@ from psycopg import sql
 from ..connection import Target, connect
 from ..errors import AuditError, GateClosed  # GateClosed: defined in errors (the CLI catches it)
 from .plan import Plan
-from .steps import Block, Kind, Step, session_settings, step_block
+from .steps import Block, Kind, Step, run_settings, step_block
 from .waits import Watcher, bound_session
 
 JOURNAL = ("yumai_audit", "journal")
@@ -169,7 +169,7 @@ class Executor:
 
     def _open(self) -> psycopg.Connection:
         conn = self._connect()
-        for setting in session_settings(conn.info.server_version):
+        for setting in run_settings(conn.info.server_version):
             conn.execute(setting)
         bound_session(conn, self.plan.options.lock_timeout)   # guards, checks and the journal too
         return conn

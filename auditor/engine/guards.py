@@ -4,7 +4,7 @@
 planner optimise for the first row: it expects an early hit and picks nested-loop anti-joins over
 materialized rows, which is what a resumed run meets when no row matches (the guard of a done step)
 and an index is still missing (a run cut off during the per-partition CREATE INDEX CONCURRENTLY):
-rows x rows comparisons, over 500 s at generator scale 10. Counting the matches instead is planned
+rows x rows comparisons (minutes on a large table). Counting the matches instead is planned
 for the whole result: the anti-joins become index lookups when the indexes exist, one hashed pass
 over each table when they do not.
 """

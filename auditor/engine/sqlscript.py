@@ -1,7 +1,7 @@
 """Render a plan as the annotated SQL script that `fix --apply` runs (`fix --sql FILE`).
 
 The statements come from `steps.step_block`, the function the executor runs them with, and the
-session settings from `steps.session_settings`: the script is what the online run sends. Each step
+session settings from `steps.run_settings`: the script is what the online run sends. Each step
 is a block: its id, description, lock and tables as comments, its guard (the step is skipped when
 the guard is true), then its statements: in BEGIN/COMMIT when transactional, a batched step as a
 DO block that commits each batch and stops after a short one (a walk: once its `until` query says the
@@ -12,7 +12,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from .plan import Plan
-from .steps import Block, Step, session_settings, step_block
+from .steps import Block, Step, run_settings, step_block
 
 
 def _comment(text: str) -> str:
@@ -102,7 +102,7 @@ def render_script(plan: Plan, title: str | None = None, options: tuple[str, ...]
     ]
     head += [f"-- note: {n}" for n in plan.notes]
     head += ["-- the migration session's settings"] + [s.as_string(None) + ";"
-                                                       for s in session_settings(plan.server_version_num)]
+                                                       for s in run_settings(plan.server_version_num)]
     total = len(plan.steps)
     opts = plan.options
     blocks = [render_step(s, i, total, step_block(s, opts.lock_timeout, opts.batch_size), plan.done.get(s.id))

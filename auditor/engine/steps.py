@@ -162,7 +162,7 @@ class Block:
         return self.repeat_below is not None or self.until is not None
 
 
-def session_settings(server_version_num: int) -> tuple[Query, ...]:
+def run_settings(server_version_num: int) -> tuple[Query, ...]:
     """The migration session's settings, before its first step (the script's head, the executor's connect)."""
     out: list[Query] = [sql.SQL("SET statement_timeout = 0"),             # batches and VALIDATE may take long
            sql.SQL("SET idle_in_transaction_session_timeout = 0"),

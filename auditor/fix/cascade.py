@@ -34,8 +34,11 @@ from __future__ import annotations
 import dataclasses
 import graphlib
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import psycopg
 from psycopg import sql
 
 from yumai_audit.checks.predicates import Exists, Known, orphaned
@@ -455,9 +458,20 @@ def orphaned_now(ctx, k) -> sql.Composable:
     return orphaned(k.key, lookup=Exists(known))
 
 
-def preflight_parts(removals) -> list[sql.Composed]:
-    """The preflight's refusals for the plan's deletes: (graph, predicate now, label, quarantined?) each."""
-    out, quarantined = [], []
+class Removal(NamedTuple):
+    """A delete of the plan: what it reaches through foreign keys, counted when the plan is made
+    (`measure`) and refused by the preflight when it cannot be done (`preflight_parts`)."""
+
+    graph: Graph
+    predicate: sql.Composable      # the rows it deletes, as the database is when the plan is made
+    label: str                     # "the quarantine of orphaned rows of s.t"
+    moves: bool                    # moved to the quarantine (True) or deleted for good
+
+
+def preflight_parts(removals: Iterable[Removal]) -> list[sql.Composed]:
+    """The preflight's refusals for the plan's deletes."""
+    out: list[sql.Composed] = []
+    quarantined: list[QualifiedName] = []
     for g, now, label, moves in removals:
         out += refusals(g, now, label, moves)
         if moves:
@@ -467,10 +481,8 @@ def preflight_parts(removals) -> list[sql.Composed]:
     return out
 
 
-def measure(conn, removals) -> list[str]:
+def measure(conn: psycopg.Connection, removals: Iterable[Removal]) -> list[str]:
     """Plan notes: per delete, the rows it takes or changes in every table its foreign keys reach."""
-    import psycopg
-
     notes = []
     for g, now, label, _moves in removals:
         if g.quiet:

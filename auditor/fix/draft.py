@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..catalog import QualifiedName
 from ..context import AuditContext
 from ..engine.steps import Step
+from .cascade import Removal
 from .ddl import Built
 from .plan import FixOptions
 
@@ -28,9 +29,8 @@ class Draft:
     referenced: list[QualifiedName] = field(default_factory=list)  # tables FKs reference (REFERENCES needed)
     migrated: list = field(default_factory=list)    # the key tables the session migration covers
     session_last: list[str] = field(default_factory=list)   # the session migration's last changes
-    # (table, reason) -> (cascade graph, the predicate as the database is now, label, moves rows?): each
-    # delete of the plan, for its counts and the preflight's refusals (auditor/fix/cascade.py)
-    removals: dict[tuple, tuple] = field(default_factory=dict)
+    # (table, reason) -> each delete of the plan, for its counts and the preflight's refusals
+    removals: dict[tuple[QualifiedName, str], Removal] = field(default_factory=dict)
     # what the data said, by probe key (`measure_probes`): implied FKs, missing users, early writes
     evidence: dict[str, list[tuple]] = field(default_factory=dict)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..engine.limits import RUN_RANGES, check_ranges
 from ..engine.plan import Plan, PlanError
+from .cascade import Removal
 
 __all__ = ["FixOptions", "MigrationPlan", "PlanError", "FIX_RANGES"]
 
@@ -111,6 +112,6 @@ class MigrationPlan(Plan):
     """The migration's plan: the engine's `Plan` with its `FixOptions` and what its deletes reach."""
 
     options: FixOptions
-    # what each delete of the plan reaches through foreign keys: (graph, predicate now, label, moves?),
-    # counted into the notes when the plan is made (fix/make.py, cascade.measure)
-    removals: list[tuple] = field(default_factory=list)
+    # each delete of the plan: what it reaches through foreign keys, counted into the notes when the plan
+    # is made (fix/make.py, cascade.measure)
+    removals: list[Removal] = field(default_factory=list)

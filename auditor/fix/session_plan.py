@@ -239,8 +239,8 @@ def move_rows(d: Draft, k: KeyTable, predicate: sql.Composable, reason: str,
     cascade would delete, each to its own (one transaction; auditor/fix/cascade.py). `now`: the predicate
     as the database is when the plan is made (counts, preflight), when it differs."""
     g = cascade.of_table(d.ctx.catalog, k.table)
-    d.removals.setdefault((k.name, reason), (g, now if now is not None else predicate,
-                                             f"the quarantine of {reason} rows of {k.name}", True))
+    d.removals.setdefault((k.name, reason), cascade.Removal(g, now if now is not None else predicate,
+                                                            f"the quarantine of {reason} rows of {k.name}", True))
     return cascade.quarantine_statements(g, predicate, reason)
 
 
@@ -253,7 +253,7 @@ def orphan_statements(d: Draft, k: KeyTable) -> tuple[Query, ...]:
     if mode == "register":
         return (register_sessions(d, k, sql.SQL("SELECT DISTINCT {} AS sid FROM {} t WHERE {}").format(
             key_uuid(key), table_ref(k.name), pred)),)
-    d.removals.setdefault((k.name, "orphaned"), (
+    d.removals.setdefault((k.name, "orphaned"), cascade.Removal(
         cascade.of_table(d.ctx.catalog, k.table), cascade.orphaned_now(d.ctx, k),
         f"the delete of orphaned rows of {k.name}", False))
     return (sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_ref(k.name), pred),)
