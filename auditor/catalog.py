@@ -170,9 +170,10 @@ class Table:
         return [fk for fk in self.foreign_keys if fk.columns == (column,)]
 
     def has_leading_index(self, column: str, ordered: bool = False) -> bool:
-        """A valid index leading with `column`; `ordered`: one that can be read in its order, whole (btree, no WHERE)."""
-        return any(ix.valid and ix.columns[:1] == (column,) and (not ordered or (ix.method == "btree" and not ix.partial))
-                   for ix in self.indexes)
+        """A valid index leading with `column`; `ordered`: one that can be read in its order, whole (btree,
+        no WHERE)."""
+        return any(ix.valid and ix.columns[:1] == (column,)
+                   and (not ordered or (ix.method == "btree" and not ix.partial)) for ix in self.indexes)
 
 
 @dataclass

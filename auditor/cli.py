@@ -232,7 +232,8 @@ def baseline_option(fn):
 @selection_options
 @output_options
 @format_option("text = a summary and the report's path;")
-@click.option("--progress/--no-progress", default=None, help="Show per-table progress on stderr (default: on a terminal).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show per-table progress on stderr (default: on a terminal).")
 @click.option("--verify-declared", is_flag=True, default=False,
               help="Also count rows violating valid foreign keys (reads every referencing table; "
                    "config: verify_declared = true).")
@@ -387,7 +388,8 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_f
     r = prune(target, config, older_than, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
               progress=progress_printer(True))
     _write_sql(sql_file, r.plan, "prune")
-    click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; with them, ON DELETE CASCADE removes:")
+    click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; "
+               "with them, ON DELETE CASCADE removes:")
     for table, rows in r.cascade.items():
         click.echo(f"  {table}: {rows} row(s)")
     for table, rows in r.changed.items():
@@ -406,7 +408,8 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_f
 @connection_options
 @selection_options
 @click.option("--since", "since_text", required=True, metavar="TIMESTAMP|DURATION",
-              help="Check rows created at or after this: an ISO timestamp (UTC if no zone) or a duration back from now (24h).")
+              help="Check rows created at or after this: an ISO timestamp (UTC if no zone) or a duration back "
+                   "from now (24h).")
 @format_option("text = the new rows and a summary;")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Also write findings.json, CSV, report.html and the CI files here (default: write nothing).")
@@ -698,8 +701,8 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
-        click.echo(applied_text(result) +
-                   (f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""))
+        resumed = f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""
+        click.echo(applied_text(result) + resumed)
     for problem in result.problems:
         click.echo(f"  still wrong: {problem}")
     click.echo(summary_text(result.after, result.verdict))

@@ -43,7 +43,8 @@ class Finding:
 
     @classmethod
     def from_dict(cls, data: dict) -> Finding:
-        known: dict[str, Any] = {k: data.get(k) for k in ("check", "table", "column", "message", "rows", "keys", "references")}
+        fields = ("check", "table", "column", "message", "rows", "keys", "references")
+        known: dict[str, Any] = {k: data.get(k) for k in fields}
         return cls(severity=Severity(data["severity"]), sample=list(data.get("sample") or []),
                    details=dict(data.get("details") or {}), **known)
 

@@ -166,7 +166,8 @@ def write_csv(result: ScanResult, out: Path) -> list[Path]:
     for f in result.findings:
         for value in f.sample:
             by_check.setdefault(f.check, []).append(
-                {"table": f.table, "column": f.column, "sample_of": f.details.get("sample_of", "session id"), "value": value})
+                {"table": f.table, "column": f.column, "sample_of": f.details.get("sample_of", "session id"),
+                 "value": value})
     for check, rows in by_check.items():
         path = out / f"samples-{re.sub(r'[^a-z0-9_]', '_', check)}.csv"
         _write_rows(path, ["table", "column", "sample_of", "value"], rows)

@@ -87,7 +87,8 @@ def declared_fks(ctx: AuditContext, verify_declared: bool) -> list[DeclaredFk]:
         own = [fk for fk in table.foreign_keys if not fk.inherited]
         for fk in own:
             if wanted(fk) and (fk.table, fk.name) not in covered:
-                out.append(DeclaredFk(table, signature(fk), (fk.name,), (Relation(table.name, not table.is_partitioned),),
+                out.append(DeclaredFk(table, signature(fk), (fk.name,),
+                                      (Relation(table.name, not table.is_partitioned),),
                                       (), fk.validated))
         on_parent = {signature(fk) for fk in own}
         groups: dict[Signature, list[ForeignKey]] = {}
@@ -96,7 +97,8 @@ def declared_fks(ctx: AuditContext, verify_declared: bool) -> list[DeclaredFk]:
                 groups.setdefault(signature(fk), []).append(fk)
         for sig, fks in sorted(groups.items()):
             fks.sort(key=lambda f: (f.table, f.name))
-            out.append(DeclaredFk(table, sig, tuple(sorted({f.name for f in fks})), tuple(Relation(f.table, False) for f in fks),
+            out.append(DeclaredFk(table, sig, tuple(sorted({f.name for f in fks})),
+                                  tuple(Relation(f.table, False) for f in fks),
                                   tuple(str(f.table) for f in fks), all(f.validated for f in fks)))
     return out
 
@@ -111,7 +113,8 @@ def violation_query(ctx: AuditContext, fk: DeclaredFk, sample_size: int) -> sql.
         not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier("t", c)) for c in sig.columns)
         match = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier("r", rc), sql.Identifier("t", c))
                                       for c, rc in zip(sig.columns, sig.ref_columns))
-        selects.append(sql.SQL("SELECT {cols} FROM {rel} t WHERE {nn} AND NOT EXISTS (SELECT 1 FROM {ref} r WHERE {m})").format(
+        selects.append(sql.SQL(
+            "SELECT {cols} FROM {rel} t WHERE {nn} AND NOT EXISTS (SELECT 1 FROM {ref} r WHERE {m})").format(
             cols=sql.SQL(", ").join(sql.Identifier("t", c) for c in sig.columns), rel=rel.ref(), nn=not_null,
             ref=ref, m=match))
     key: sql.Composable

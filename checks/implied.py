@@ -115,7 +115,8 @@ def key_columns(t: Table) -> list[str]:
     """The single-column keys a foreign key may reference: the primary key, valid non-partial unique indexes."""
     out = [t.primary_key[0]] if len(t.primary_key) == 1 else []
     for ix in t.indexes:
-        if ix.unique and ix.valid and not ix.partial and len(ix.columns) == 1 and ix.columns[0] and ix.columns[0] not in out:
+        if (ix.unique and ix.valid and not ix.partial and len(ix.columns) == 1 and ix.columns[0]
+                and ix.columns[0] not in out):
             out.append(ix.columns[0])
     return out
 
@@ -303,7 +304,8 @@ def verdicts(ctx: AuditContext, results: dict[str, list[tuple]]) -> list:
         if inference.key in results:
             judged = inference.judge(results[inference.key][0])
             where = by_column.get((inference.table.name, inference.column.name))
-            if judged is None or (where is not None and (out[where].is_unconstrained_fk or not judged.is_unconstrained_fk)):
+            if judged is None or (where is not None
+                                  and (out[where].is_unconstrained_fk or not judged.is_unconstrained_fk)):
                 continue     # a softer name rule's verdict stands unless the data confirm another parent
             if where is None:
                 out.append(judged)
@@ -360,8 +362,9 @@ class Evidence:
     keys: int | None             # the parent's keys (integers)
     in_range: int | None         # of them, between the column's smallest and largest value
     from_one: int | None         # of them, between min(1, smallest) and the largest value
-    role_in: str | None = None   # the parent's text column where every row pointed at, and not every other
-                                 # row, has a word of the column's name (`support_rep_id` -> Title 'Sales Support Agent')
+    # the parent's text column where every row pointed at, and not every other row, has a word of the
+    # column's name (`support_rep_id` -> Title 'Sales Support Agent')
+    role_in: str | None = None
 
     @property
     def log_chance(self) -> float | None:
@@ -499,7 +502,8 @@ class Inference:
         pattern = sql.Literal(self.role_pattern())
         whens = [sql.SQL(
             "WHEN NOT EXISTS (SELECT 1 FROM v, {parent} p WHERE {pk} = v.k AND ({c} IS NULL OR {c} !~* {pat})) "
-            "AND EXISTS (SELECT 1 FROM {parent} p WHERE {c} !~* {pat} AND NOT EXISTS (SELECT 1 FROM v WHERE v.k = {pk})) "
+            "AND EXISTS (SELECT 1 FROM {parent} p WHERE {c} !~* {pat} "
+            "AND NOT EXISTS (SELECT 1 FROM v WHERE v.k = {pk})) "
             "THEN {name}").format(parent=parent, pk=pk, c=sql.Identifier("p", c), pat=pattern, name=sql.Literal(c))
             for c in p.texts]
         return sql.SQL("CASE WHEN g.{g} AND (SELECT n FROM vs) BETWEEN 2 AND {most} THEN CASE {whens} END END").format(
@@ -535,15 +539,20 @@ class Inference:
             if self.kind == "int":
                 outs.append(sql.SQL(
                     "CASE WHEN g.{g} THEN (SELECT count(*) FROM {parent} p) END, "
-                    "CASE WHEN g.{g} THEN (SELECT count(*) FROM {parent} p, vs WHERE {pk} BETWEEN vs.lo AND vs.hi) END, "
-                    "CASE WHEN g.{g} THEN (SELECT count(*) FROM {parent} p, vs WHERE {pk} BETWEEN least(1, vs.lo) AND vs.hi) END"
+                    "CASE WHEN g.{g} THEN (SELECT count(*) FROM {parent} p, vs "
+                    "WHERE {pk} BETWEEN vs.lo AND vs.hi) END, "
+                    "CASE WHEN g.{g} THEN (SELECT count(*) FROM {parent} p, vs "
+                    "WHERE {pk} BETWEEN least(1, vs.lo) AND vs.hi) END"
                 ).format(g=g, parent=parent, pk=pk))
-        any_gate = sql.SQL(" OR ").join(sql.SQL("g.{}").format(sql.Identifier(f"g{i}")) for i in range(len(self.parents)))
-        bounds = (sql.SQL("CASE WHEN {a} THEN (SELECT lo::text FROM vs) END, CASE WHEN {a} THEN (SELECT hi::text FROM vs) END")
+        any_gate = sql.SQL(" OR ").join(sql.SQL("g.{}").format(sql.Identifier(f"g{i}"))
+                                        for i in range(len(self.parents)))
+        bounds = (sql.SQL("CASE WHEN {a} THEN (SELECT lo::text FROM vs) END, "
+                          "CASE WHEN {a} THEN (SELECT hi::text FROM vs) END")
                   if self.kind == "int" else sql.SQL("NULL::text, NULL::text")).format(a=any_gate)
         bound = sql.SQL("min(k) AS lo, max(k) AS hi" if self.kind == "int" else "NULL AS lo, NULL AS hi")
         return sql.SQL(
-            "WITH h AS MATERIALIZED (SELECT DISTINCT s.k FROM (SELECT {col} AS k FROM {child} t WHERE {col} IS NOT NULL "
+            "WITH h AS MATERIALIZED (SELECT DISTINCT s.k FROM (SELECT {col} AS k FROM {child} t "
+            "WHERE {col} IS NOT NULL "
             "LIMIT {head}) s), "
             "hs AS MATERIALIZED (SELECT count(*) AS n, {bound} FROM h), "
             "g AS MATERIALIZED (SELECT {gates} FROM hs), "
@@ -565,7 +574,8 @@ class Inference:
                 continue
             ints = [int(x) for x in cells[3:]] if self.kind == "int" else [None, None, None]
             contained.append(Evidence(
-                Candidate(self.table, self.column, p.table, "data", "" if p.table.primary_key == (p.column,) else p.column),
+                Candidate(self.table, self.column, p.table, "data",
+                          "" if p.table.primary_key == (p.column,) else p.column),
                 p.named, self.kind, int(values), int(low) if low is not None else None,
                 int(high) if high is not None else None, ints[0], ints[1], ints[2], role_in=cells[2]))
         if not contained:
@@ -636,7 +646,8 @@ def inferences(ctx: AuditContext, others: list[tuple[Table, Column]]) -> list[In
             continue
         ws = [w for w in words(column.name) if len(w) >= 4]
         role = len(words(column.name)) > 1 and words(column.name)[-1] == "id"
-        role_words = tuple(dict.fromkeys(w for w in words(column.name) if len(w) >= 3 and w != "id" and not w.isdigit()))
+        role_words = tuple(dict.fromkeys(w for w in words(column.name)
+                                         if len(w) >= 3 and w != "id" and not w.isdigit()))
         parents = []
         for p, k in keys:
             if (p is t and k == column.name) or _kind(p.columns[k]) != kind:

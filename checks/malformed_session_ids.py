@@ -31,7 +31,8 @@ class MalformedSessionIds(TableCheck):
         if not values["rows"]:
             return []
         return [self.finding(target, rows=values["rows"],
-                             message=f"{plural(values['rows'], 'row')} in {target.name} have a session id that is not a uuid")]
+                             message=f"{plural(values['rows'], 'row')} in {target.name} have a session id "
+                                     "that is not a uuid")]
 
     def sample(self, ctx, target, finding):
         return Sample(col(target.key), key_malformed(target.key))

@@ -39,7 +39,8 @@ class MissingMasterRows(TableCheck):
         where = "" if ctx.master is not None else " (the master table does not exist yet)"
         return [self.finding(target, table=str(ctx.config.master), column=ctx.key, keys=keys,
                              references=str(target.name),
-                             message=f"{plural(keys, 'session')} of {target.name} missing from {ctx.config.master}{where}")]
+                             message=f"{plural(keys, 'session')} of {target.name} missing from "
+                                     f"{ctx.config.master}{where}")]
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_not_in_master(), frozenset({USES_KNOWN}),

@@ -30,7 +30,8 @@ class NoncanonicalSessionIds(TableCheck):
         if not values["rows"]:
             return []
         return [self.finding(target, rows=values["rows"],
-                             message=f"{plural(values['rows'], 'row')} in {target.name} spell a uuid in a non-canonical form")]
+                             message=f"{plural(values['rows'], 'row')} in {target.name} spell a uuid "
+                                     "in a non-canonical form")]
 
     def sample(self, ctx, target, finding):
         return Sample(col(target.key), key_noncanonical(target.key))

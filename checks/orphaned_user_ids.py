@@ -38,8 +38,10 @@ class OrphanedUserIds(TableCheck):
     def judge(self, ctx, target, values):
         if not values["rows"]:
             return []
-        return [self.finding(target, column=target.user.name, rows=values["rows"], references=ctx.config.users_reference,
-                             message=f"{plural(values['rows'], 'row')} in {target.name} name a user that does not exist")]
+        return [self.finding(target, column=target.user.name, rows=values["rows"],
+                             references=ctx.config.users_reference,
+                             message=f"{plural(values['rows'], 'row')} in {target.name} name a user "
+                                     "that does not exist")]
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("{}::text").format(col(target.user)), user_orphaned(target.user, ctx.config.users_key),

@@ -41,7 +41,8 @@ class UnconstrainedFk(CatalogCheck, ProbeCheck):
         for ref in wanted_references(ctx):
             if not matching_fks(ctx, ref):
                 findings.append(self.finding(ref.target, column=ref.column, references=ref.references,
-                                             message=f"{ref.target.name}.{ref.column} has no foreign key to {ref.references}"))
+                                             message=f"{ref.target.name}.{ref.column} has no foreign key to "
+                                                     f"{ref.references}"))
         return findings
 
     # implied foreign keys on any table, confirmed by data

@@ -374,7 +374,8 @@ def severity_groups(sections: list[CheckSection]) -> list[SeverityGroup]:
     for sev in Severity:
         failing = [s for s in sections if s.findings and s.severity == sev.value]
         if failing:
-            groups.append(SeverityGroup(sev.value, SEVERITY_TITLES[sev], sum(len(s.findings) for s in failing), failing))
+            groups.append(SeverityGroup(sev.value, SEVERITY_TITLES[sev], sum(len(s.findings) for s in failing),
+                                        failing))
     return groups
 
 
@@ -527,7 +528,8 @@ def partitions_chart(result: ScanResult) -> Chart:
            else "this findings.json was written without partition statistics.")
     return hbar_chart("chart-partitions", "Partition sizes",
                       "On-disk size of each leaf partition of the partitioned key tables (indexes and TOAST included).",
-                      items, ["Partition", "Table", "Bound", "Size", "Rows"], rows, f"Nothing to draw: {why}", "partition",
+                      items, ["Partition", "Table", "Bound", "Size", "Rows"], rows, f"Nothing to draw: {why}",
+                      "partition",
                       fmt=lambda v: f"{v:g} {unit_name}" if v else "0")
 
 
@@ -548,7 +550,8 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
         out = {}
         for c in result.checks:
             fs = [f for f in result.findings if f.check == c.check]
-            rows = [f.rows for f in fs if f.rows is not None] + [f.keys for f in fs if f.rows is None and f.keys is not None]
+            rows = ([f.rows for f in fs if f.rows is not None]
+                    + [f.keys for f in fs if f.rows is None and f.keys is not None])
             out[c.check] = (c.status.value, len(fs), sum(rows) if rows else None)
         return out
 

@@ -165,7 +165,8 @@ class Executor:
 
     # session ------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
-        return connect(self.target, autocommit=True, application_name="yumai-audit " + self.command.removesuffix(" --apply"))
+        return connect(self.target, autocommit=True,
+                       application_name="yumai-audit " + self.command.removesuffix(" --apply"))
 
     def _open(self) -> psycopg.Connection:
         conn = self._connect()
@@ -307,8 +308,8 @@ class Executor:
             if sweep.statements:
                 self._with_retries(conn, sweep, outcome)
             outcome.outcome = "stopped"
-            outcome.detail = (step.stop_message(count, seconds) if step.stop_message is not None
-                              else f"gate {step.id}: {count} problem{'s' if count != 1 else ''} counted; the run stops here")
+            outcome.detail = (step.stop_message(count, seconds) if step.stop_message is not None else
+                              f"gate {step.id}: {count} problem{'s' if count != 1 else ''} counted; the run stops here")
         self._last_sweep = time.monotonic()
         outcome.seconds = time.monotonic() - started
         self._journal_end(conn, entry, outcome)
@@ -400,4 +401,5 @@ class Executor:
             outcome.seconds = time.monotonic() - started
             self._journal_end(conn, entry, outcome)
             result.outcomes.append(outcome)
-            self.say(f"    {step.id}: done in {outcome.seconds:.1f}s" + (f", {outcome.rows} rows" if outcome.rows else ""))
+            rows = f", {outcome.rows} rows" if outcome.rows else ""
+            self.say(f"    {step.id}: done in {outcome.seconds:.1f}s{rows}")

@@ -7,8 +7,8 @@ on the source table and on every key table whose data shows the application writ
 session's first message: `probes`, `early_writes`; `--bridge source`: the source table only; `--bridge
 all`: every key table) whose function inserts the missing session into the master (`ON CONFLICT DO
 NOTHING`; user id and start taken from the row, as the backfill does; a user missing from the users
-table gives user id NULL) and logs each session it actually inserted into `yumai_audit.bridge_log`, so `bridge status` counts the bridge's
-registrations and not the application's own.
+table gives user id NULL) and logs each session it actually inserted into `yumai_audit.bridge_log`, so
+`bridge status` counts the bridge's registrations and not the application's own.
 
 The function pins `search_path`, runs as its owner (SECURITY DEFINER), and is owned by the table's
 owner. PostgreSQL 13 and later take the trigger on a partitioned parent (partitions created later
@@ -257,7 +257,8 @@ def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: in
             if not k.is_source:
                 notes.append(
                     f"--bridge auto: {(early or {})[str(k.name)]} session(s) have a row in {k.name} earlier than their "
-                    f"first message in {ctx.config.source}: the application writes {k.name} before a session's first message, "
+                    f"first message in {ctx.config.source}: the application writes {k.name} before a session's "
+                    "first message, "
                     f"and such a write would fail once its foreign key exists. {k.name} gets the bridge too: a new "
                     f"row naming a session the master lacks registers it (made-up session ids are then registered "
                     f"rather than refused; --bridge source refuses them, and those writes)")

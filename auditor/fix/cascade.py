@@ -355,8 +355,8 @@ def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True)
     if not moves:
         return out
     for t, need in [(t, "DELETE") for t in g.deleted[1:]] + [(t, "UPDATE") for t in g.changed]:
-        out.append(sql.SQL("SELECT {} WHERE NOT (has_schema_privilege({s}, 'USAGE') AND has_table_privilege({r}, 'SELECT') "
-                           "AND has_table_privilege({r}, {p}))").format(
+        out.append(sql.SQL("SELECT {} WHERE NOT (has_schema_privilege({s}, 'USAGE') "
+                           "AND has_table_privilege({r}, 'SELECT') AND has_table_privilege({r}, {p}))").format(
             sql.Literal(f"no USAGE on its schema, or no SELECT and {need} privilege on {t}, whose rows {what} reaches "
                         "through a foreign key"), s=sql.Literal(t.schema), r=_regclass(t), p=sql.Literal(need)))
     for t in g.reached:

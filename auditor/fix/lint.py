@@ -21,10 +21,12 @@ __all__ = ["DELIBERATE", "Deliberate", "with_lint_exceptions"]
 
 
 DELIBERATE: tuple[Deliberate, ...] = (
-    Deliberate(("prefer-bigint-over-int",), Operation.CREATE_MASTER, re.compile(r"^CREATE TABLE .*\buser_id int\b", re.S),
+    Deliberate(("prefer-bigint-over-int",), Operation.CREATE_MASTER,
+               re.compile(r"^CREATE TABLE .*\buser_id int\b", re.S),
                "user_id takes the users table's key type (int), so its foreign key matches"),
     *index.LINT,
-    Deliberate(("changing-column-type",), Operation.CONVERT_TO_UUID, re.compile(r"ALTER COLUMN .* TYPE uuid USING ", re.S),
+    Deliberate(("changing-column-type",), Operation.CONVERT_TO_UUID,
+               re.compile(r"ALTER COLUMN .* TYPE uuid USING ", re.S),
                "the text key becomes uuid: a rewrite under ACCESS EXCLUSIVE, with its table's size in the plan "
                "and the --apply confirmation; malformed values were quarantined first"),
     *foreign_key.LINT,

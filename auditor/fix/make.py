@@ -73,8 +73,8 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
         options = dataclasses.replace(options, lock_timeout=cap)
     plan = build_plan(ctx, options, evidence)
     if capped:
-        plan.notes.append(f"lock waits capped at {cap:g}s, below the server's deadlock_timeout ({deadlock_ms} ms): when "
-                          "a statement of the migration and an application transaction wait for each other, the "
+        plan.notes.append(f"lock waits capped at {cap:g}s, below the server's deadlock_timeout ({deadlock_ms} ms): "
+                          "when a statement of the migration and an application transaction wait for each other, the "
                           "migration's gives way and is retried, never the application's write")
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
     plan.notes += cascade.measure(conn, plan.removals)

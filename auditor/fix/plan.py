@@ -87,7 +87,8 @@ class FixOptions:
         if unknown:
             raise PlanError(f"--include must be one of {', '.join(INCLUDES)}, not {unknown[0]!r}")
         if self.missing_users not in MISSING_USERS_MODES:
-            raise PlanError(f"--missing-users must be one of {', '.join(MISSING_USERS_MODES)}, not {self.missing_users!r}")
+            raise PlanError(f"--missing-users must be one of {', '.join(MISSING_USERS_MODES)}, "
+                            f"not {self.missing_users!r}")
         if self.master_user_delete not in MASTER_USER_DELETE_MODES:
             raise PlanError(f"--master-user-delete must be one of {', '.join(MASTER_USER_DELETE_MODES)}, "
                             f"not {self.master_user_delete!r}")

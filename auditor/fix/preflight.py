@@ -51,6 +51,7 @@ def preflight(d: Draft) -> Step:
     parts += index.refusals(d.index_claims)             # fix/ops/index.py
     parts += cascade.preflight_parts(d.removals.values())
     parts += foreign_key.refusals(d.referenced)         # fix/ops/foreign_key.py
-    return Step(id="preflight", operation=Operation.PREFLIGHT, description="Server version, privileges, no invalid index left behind",
+    return Step(id="preflight", operation=Operation.PREFLIGHT,
+                description="Server version, privileges, no invalid index left behind",
                 statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
                 kind=Kind.CHECK, precondition=True)

@@ -2,17 +2,18 @@
 
 Off by default (the schema-wide checks only report). With the option, the plan also gets:
 
-- every confirmed implied foreign key (an `unconstrained_fk` finding of the implied part: named like
-  a reference with one parent holding at least 99% of the column's distinct values, or inferred from
-  the data, every value in the one key that the evidence rule accepts; the key may be a unique one
-  rather than the primary key). Only a column whose values are *all* in the parent gets steps: an index leading with the column when none exists (CONCURRENTLY; ON ONLY the
-  parent, CONCURRENTLY per partition and ATTACH for a partitioned table), then the FK NOT VALID and
-  VALIDATE in a transaction of its own (PostgreSQL 18: on the parent; 12-17: per partition, then on
-  the parent, which attaches them). The FK is `ON DELETE NO ACTION`: a relationship inferred from
-  names and data never gets CASCADE (deleting a parent row must not silently delete rows nobody
-  declared dependent) nor SET NULL. A column with values missing from the parent gets nothing, and
-  the plan notes how many and which: deleting them is a decision about data the tool does not take,
-  and a NOT VALID FK over them would start refusing writes the application may still make.
+- every confirmed implied foreign key (an `unconstrained_fk` finding of the implied part: named like a
+  reference with one parent holding at least 99% of the column's distinct values, or inferred from the
+  data, every value in the one key that the evidence rule accepts; the key may be a unique one rather
+  than the primary key). Only a column whose values are *all* in the parent gets steps: an index
+  leading with the column when none exists (CONCURRENTLY; ON ONLY the parent, CONCURRENTLY per
+  partition and ATTACH for a partitioned table), then the FK NOT VALID and VALIDATE in a transaction
+  of its own (PostgreSQL 18: on the parent; 12-17: per partition, then on the parent, which attaches
+  them). The FK is `ON DELETE NO ACTION`: a relationship inferred from names and data never gets
+  CASCADE (deleting a parent row must not silently delete rows nobody declared dependent) nor SET
+  NULL. A column with values missing from the parent gets nothing, and the plan notes how many and
+  which: deleting them is a decision about data the tool does not take, and a NOT VALID FK over them
+  would start refusing writes the application may still make.
 - every `partition_fk_drift`: the FK its siblings have, added to each partition that lacks it (NOT
   VALID, then VALIDATE), the siblings' NOT VALID copies validated, then the FK on the parent, which
   attaches the partitions' identical, validated constraints without reading the rows again. The
@@ -158,7 +159,8 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         draft.altered.append(c.table.name)
         draft.referenced.append(c.parent.name)
         indexed = draft.take(leading_index_steps(c.table, column, after, suffix))
-        last += draft.take(fk_sequence(draft.version, c.table, spec, short_name(c.table.name.name, column, suffix="fkey"),
+        last += draft.take(fk_sequence(draft.version, c.table, spec,
+                                       short_name(c.table.name.name, column, suffix="fkey"),
                                        [*after, *indexed], suffix=suffix, repairs=(UnconstrainedFk.id,)))
         planned.append((what, spec.exists(c.table.name, validated=True)))
 

@@ -22,8 +22,9 @@ Rows naming a user the users table lacks would make VALIDATE fail. What happens 
   delete, exactly as orphaned session rows do (the planner's `move_rows`), reason `missing user`.
 
 Every step declares its `target` (the key table), `column` (the user column) and `repairs`, so the
-verdict tells these findings from the session ones of the same table. The repair runs once before the NOT VALID foreign key and once more between it and VALIDATE (rows
-written in between). A second run plans nothing: the foreign keys exist and are validated.
+verdict tells these findings from the session ones of the same table. The repair runs once before the
+NOT VALID foreign key and once more between it and VALIDATE (rows written in between). A second run
+plans nothing: the foreign keys exist and are validated.
 """
 from __future__ import annotations
 

@@ -178,7 +178,8 @@ def _execute(target: Target | str | None, plan: Plan, command: str, what: str, s
     except LockBusy as exc:
         raise AuditError(
             f"batch {len(done) + 1} waited more than {plan.options.lock_timeout:g}s for a lock and was rolled back "
-            f"({exc}); {sum(done)} {what} in {len(done)} earlier batch(es) are committed; run again to resume") from None
+            f"({exc}); {sum(done)} {what} in {len(done)} earlier batch(es) are committed; run again to resume"
+        ) from None
     return done
 
 
@@ -294,7 +295,8 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
         # meanwhile), what deleting them reaches counted on the statement's snapshot (before the cascades,
         # which run at its end), the delete, each deleted session returning those counts
         batch = sql.SQL("SELECT m.{key} AS sid FROM {master} m WHERE {cand} ORDER BY m.{key} LIMIT {n} "
-                        "FOR UPDATE SKIP LOCKED").format(key=key, master=master, cand=candidate, n=sql.Literal(batch_size))
+                        "FOR UPDATE SKIP LOCKED").format(key=key, master=master, cand=candidate,
+                                                         n=sql.Literal(batch_size))
         delete = sql.SQL(
             "WITH batch AS MATERIALIZED ({batch}), reached (what, schema_name, table_name, n) AS ({reach}) "
             "DELETE FROM {master} d USING batch b WHERE d.{key} = b.sid "

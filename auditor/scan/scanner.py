@@ -182,7 +182,8 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
             status, reason = Status.FAIL, None
         else:
             status, reason = Status.PASS, None
-        results.append(CheckResult(check.id, status, timer.seconds[check.id], check.severity, check.description, reason))
+        results.append(CheckResult(check.id, status, timer.seconds[check.id], check.severity, check.description,
+                                   reason))
     ordered = [f for check in checks for f in findings[check.id]]
     ordered.sort(key=lambda f: (f.severity.rank, f.check, f.table, f.column or ""))
     catalog = ctx.catalog

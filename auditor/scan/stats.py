@@ -2,8 +2,8 @@
 
 - `sessions_by_week`: every distinct valid session key seen in any key table that has the
   `created_at_column`, counted once in the week (ISO, Monday start, UTC for timestamptz) of its
-  first row (NULL and infinite timestamps ignored), split into registered (in the master), missing from the master (known from the
-  source table only) and orphaned (in neither). Malformed and NULL keys are not sessions.
+  first row (NULL and infinite timestamps ignored), split into registered (in the master), missing from
+  the master (known from the source table only) and orphaned (in neither). Malformed and NULL keys are not sessions.
 - `partitions`: per partitioned key table, each leaf partition's bound, size and exact row count.
 
 Pure SQL building plus interpretation of rows: the caller executes (`execute(query) -> rows`), so
@@ -61,7 +61,8 @@ def sessions_by_week_query(ctx: AuditContext, tables: list) -> sql.Composed:
         "count(*) FILTER (WHERE {orphaned}) AS orphaned "
         "FROM sessions s LEFT JOIN known kn ON kn.session_id = s.session_id "
         "GROUP BY 1 ORDER BY 1 DESC LIMIT {limit}").format(
-        known=Known.of(ctx).sessions(), orphaned=JOINED.unknown(sql.SQL("s.session_id")), firsts=firsts, limit=sql.Literal(MAX_WEEKS + 1))
+        known=Known.of(ctx).sessions(), orphaned=JOINED.unknown(sql.SQL("s.session_id")), firsts=firsts,
+        limit=sql.Literal(MAX_WEEKS + 1))
 
 
 def partition_rows_query(table) -> sql.Composed:

@@ -51,7 +51,8 @@ def _from(ctx: AuditContext, target: KeyTable, joins: frozenset[str], since: sql
     return sql.SQL(" ").join(parts)
 
 
-def since_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], since: sql.Composable) -> sql.Composed:
+def since_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure],
+               since: sql.Composable) -> sql.Composed:
     """`count(*)` of the new rows, then every measure, over the rows created since `since`."""
     joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
     columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
@@ -141,7 +142,8 @@ def _run(conn, ctx: AuditContext, checks: list[Check], since: datetime, say: Pro
                 findings[check.id].append(finding)
     results = []
     for check in checks:
-        if not isinstance(check, TableCheck) or not any(check.row_measures(ctx, t) is not None for t in check.targets(ctx)):
+        if not isinstance(check, TableCheck) or not any(check.row_measures(ctx, t) is not None
+                                                        for t in check.targets(ctx)):
             status, reason = Status.SKIPPED, NOT_INCREMENTAL
         elif not targets[check.id]:
             status, reason = Status.SKIPPED, check.skip_reason

@@ -23,7 +23,8 @@ from . import Deliberate
 REPAIRS = (UnindexedFkColumns.id,)   # a key column without an index leading with it
 
 LINT = (
-    Deliberate(("require-concurrent-index-creation",), Operation.INDEX_PARENT, re.compile(r"^CREATE INDEX .* ON ONLY ", re.S),
+    Deliberate(("require-concurrent-index-creation",), Operation.INDEX_PARENT,
+               re.compile(r"^CREATE INDEX .* ON ONLY ", re.S),
                "ON ONLY the partitioned parent: a catalog entry with no rows (PostgreSQL cannot build it "
                "CONCURRENTLY); each partition's index is built CONCURRENTLY and attached to it"),
     Deliberate(("prefer-robust-stmts",), Operation.INDEX, re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY \"", re.S),
@@ -39,8 +40,8 @@ def leading_index_exists(table: QualifiedName, column: str, name: str | None = N
     which = sql.SQL("ic.relname = {}").format(sql.Literal(name)) if name else sql.SQL("i.indkey[0] = {}").format(
         attnum(table, column))
     if ordered:
-        which = sql.SQL("{} AND i.indpred IS NULL AND ic.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')").format(
-            which)
+        which = sql.SQL("{} AND i.indpred IS NULL "
+                        "AND ic.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')").format(which)
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
                    "WHERE i.indrelid = {} AND i.indisvalid AND {})").format(relid(table), which)
 
