@@ -5,7 +5,7 @@ first per-partition CREATE INDEX CONCURRENTLY of chatbot.conversations, so the m
 and most partitions have no index on the key yet. Planning the resume (`api.plan`, what a dry `fix`
 and the next `--apply` do first) evaluates every step's guard. Timed, alternating runs:
 
-- now: the guards as the planner writes them (auditor/fix/guards.py: counted, planned for the whole result);
+- now: the guards as the planner writes them (auditor/engine/guards.py: counted, planned for the whole result);
 - baseline: the same guards written as `SELECT NOT EXISTS (SELECT 1 ... NOT EXISTS ... NOT EXISTS ...)`,
   cut off by statement_timeout after --bound seconds (reported as "> bound").
 
