@@ -228,6 +228,10 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     from .fix.cascade import measure
 
     plan.notes += measure(conn, plan.removals)
+    from .fix import shares
+
+    plan.shares, unmeasured = shares.measure(conn, plan.removals, plan.nulled)
+    plan.notes += unmeasured
     plan.done = evaluate_guards(conn, plan)
     return plan
 
@@ -285,6 +289,11 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_opts)
+    if the_plan.refused():
+        # before the question, the backup and the plan files: the preflight would refuse it (shares.py)
+        from .fix.executor import PreflightFailed
+
+        raise PreflightFailed("\n".join(the_plan.refused()))
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
     if out is not None:

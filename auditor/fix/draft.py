@@ -31,6 +31,9 @@ class Draft:
     # (table, reason) -> (cascade graph, the predicate as the database is now, label, moves rows?): each
     # delete of the plan, for its counts and the preflight's refusals (auditor/fix/cascade.py)
     removals: dict[tuple, tuple] = field(default_factory=dict)
+    # (table, column) -> (table, the predicate as the database is now, label): each null-out of the plan
+    # (user ids set NULL), for the share each table loses (auditor/fix/shares.py)
+    nulled: dict[tuple, tuple] = field(default_factory=dict)
     # what the data said, by probe key (`measure_probes`): implied FKs, missing users, early writes
     evidence: dict[str, list[tuple]] = field(default_factory=dict)
 

@@ -40,4 +40,5 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: d
         plan_users(draft, evidence or {}, draft.session_last or ["preflight"])
     draft.steps.insert(0, preflight(draft))
     return Plan(steps=order_steps(draft.steps), server_version_num=ctx.catalog.server_version_num, options=options,
-                notes=list(ctx.notes) + draft.notes, removals=list(draft.removals.values()))
+                notes=list(ctx.notes) + draft.notes, removals=list(draft.removals.values()),
+                nulled=list(draft.nulled.values()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from . import cascade
+from . import cascade, shares
 from ..catalog import QualifiedName
 from .ddl import relid
 from .draft import Draft
@@ -60,6 +60,7 @@ def preflight(d: Draft) -> Step:
             "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
             "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
     parts += cascade.preflight_parts(d.removals.values())
+    parts += shares.refusal(d.removals.values(), d.nulled.values(), d.options.max_removed_share)
     for ref in dict.fromkeys(d.referenced):
         parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
             sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
