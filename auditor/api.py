@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from psycopg import errors as pgerrors
 
+from . import lockbudget
 from .catalog import QualifiedName
 from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
 from .connection import Target, connect, resolve_target, scrub
@@ -247,8 +248,10 @@ def plan(target: Target | str | None, config: Config | None = None, options: Fix
     opts = fix_options(options, **overrides)   # bad options: one line before any connection
     if not isinstance(target, Target):
         target = resolve_target(target)
+    config = config or Config()
     with connect(target, autocommit=True) as conn:
-        return _build_plan(conn, config or Config(), opts)
+        lockbudget.check(conn, config.schemas, 1, "fix", fewer=None)   # the catalog read locks every relation
+        return _build_plan(conn, config, opts)
 
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
@@ -286,6 +289,8 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
 
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
+        # one transaction at a time, the largest locking a partitioned table whole (auditor/lockbudget.py)
+        lockbudget.check(conn, config.schemas, 1, "fix --apply", fewer=None)
     before = _live_scan(target, config) if rescan else None
     with connect(target, autocommit=True) as conn:
         the_plan = _build_plan(conn, config, fix_opts)

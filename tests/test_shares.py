@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-
+from fixtures import BASE, master_with
 from yumai_audit import api
 from yumai_audit.cli import cli
 from yumai_audit.config import Config, load_config
@@ -14,8 +14,6 @@ from yumai_audit.demo import build_demo_database
 from yumai_audit.errors import ConfigError
 from yumai_audit.fix.executor import Executor, PreflightFailed
 from yumai_audit.fix.shares import Share, exceeds, share_text
-
-from fixtures import BASE, master_with
 
 # a CRM table beside the yumai schema whose session_id holds order numbers: 719 rows of digits
 CRM = BASE + master_with() + """
@@ -35,7 +33,8 @@ def state(db) -> tuple:
             db.scalar("SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'chatbot.crm_notes'::regclass "
                       "AND attname = 'session_id'"),
             db.scalar(f"SELECT count(*) FROM pg_namespace WHERE nspname IN {OURS}"),
-            db.scalar("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = 'chatbot'::regnamespace"),
+            db.scalar("SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
+                      "AND connamespace = 'chatbot'::regnamespace"),
             db.scalar("SELECT count(*) FROM pg_class WHERE relnamespace = 'chatbot'::regnamespace"))
 
 
@@ -84,10 +83,10 @@ def test_a_text_key_of_digits_is_refused_before_any_change(db, tmp_path):
     assert res.exit_code == 2, res.output
     refusal = [ln for ln in res.output.splitlines() if ln.startswith("yumai-audit: error: ")]
     assert refusal == ["yumai-audit: error: chatbot.crm_notes: 719 of its 719 rows (100.0%) would be taken out or "
-                       "changed (719 by the quarantine of malformed rows of chatbot.crm_notes), more than --max-removed-share "
-                       "5% allows: a step that takes that much of a table is most often a configuration error (the "
-                       "key column, the master, the source table); check it, or raise --max-removed-share (or [fix] "
-                       "max_removed_share in yumai-audit.toml) to allow it"]
+                       "changed (719 by the quarantine of malformed rows of chatbot.crm_notes), more than "
+                       "--max-removed-share 5% allows: a step that takes that much of a table is most often a "
+                       "configuration error (the key column, the master, the source table); check it, or raise "
+                       "--max-removed-share (or [fix] max_removed_share in yumai-audit.toml) to allow it"]
     assert "Traceback" not in res.output
     assert state(db) == before                     # no row moved, no type changed, no schema, FK or table made
     assert not list((tmp_path / "run").glob("*.json")) and not list((tmp_path / "run").glob("*.dump"))

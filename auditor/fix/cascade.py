@@ -332,7 +332,8 @@ def touched(g: Graph, predicate: sql.Composable) -> list[tuple[QualifiedName, st
     """Per table the delete takes rows from or changes: (table, "delete" or "change", a query of the
     (tableoid, ctid) of those rows), for counting each row once however many deletes reach it."""
     sets = _Sets(g, predicate)
-    out = [(t, "delete", sql.SQL("{} SELECT relid, tid FROM {}").format(sets.with_(), sets.name(t))) for t in g.deleted]
+    out: list[tuple[QualifiedName, str, sql.Composable]] = [
+        (t, "delete", sql.SQL("{} SELECT relid, tid FROM {}").format(sets.with_(), sets.name(t))) for t in g.deleted]
     out += [(t, "change", sql.SQL("{} SELECT c.tableoid, c.ctid FROM {} c WHERE {}").format(
         sets.with_(), table_ref(t), sets.changed_condition(t))) for t in g.changed]
     return out
