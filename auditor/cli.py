@@ -571,7 +571,9 @@ def removals_text(plan) -> list[str]:
 
 def confirmation_text(plan, before, target, backup: str | None, orphans: str) -> str:
     """The question before `fix --apply` changes anything: how many steps, the backup's file, the rows that
-    leave their tables (from the scan just made), and every ACCESS EXCLUSIVE rewrite with its table's size."""
+    leave their tables or change, per table with its share, the largest first (counted when the plan was
+    made, foreign keys' actions included), and every ACCESS EXCLUSIVE rewrite with its table's size.
+    `before` (the scan just made) is not read: the plan's own counts are."""
     c = step_counts(plan)
     lines = [f"fix --apply will run {c['pending']} steps on {target.display} ({counts_text(plan)})."]
     lines.append(f"  Backup first: {backup}" if backup else "  No backup (--no-backup).")
