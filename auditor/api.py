@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import lockbudget
 from .catalog import QualifiedName
 from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
 from .connection import Target, connect, resolve_target, scrub
@@ -188,8 +189,10 @@ def plan(target: Target | str | None, config: Config | None = None,
 
     if not isinstance(target, Target):
         target = resolve_target(target)
+    config = config or Config()
     with connect(target, autocommit=True) as conn:
-        return make_plan(conn, config or Config(), options or FixOptions())
+        lockbudget.check(conn, config.schemas, 1, "fix", fewer=None)   # the catalog read locks every relation
+        return make_plan(conn, config, options or FixOptions())
 
 
 def apply(target: Target | str | None, config: Config | None = None, options: FixOptions | None = None, *,
@@ -228,16 +231,21 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress: Progress | None,
            before_first_change: Callable[[list[str]], object] | None, step_hook: StepHook | None, rescan: bool,
            baseline: ScanResult | None, confirm: Confirm | None, plan: MigrationPlan | None) -> ApplyResult:
-    from .engine.executor import Executor, refuse_if_running
+    from .engine.executor import Executor, PreflightFailed, refuse_if_running
     from .fix.make import make_plan
 
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
+        # one transaction at a time, the largest locking a partitioned table whole (auditor/lockbudget.py)
+        lockbudget.check(conn, config.schemas, 1, "fix --apply", fewer=None)
     before = _live_scan(target, config) if rescan else None
     if plan is None:
         with connect(target, autocommit=True) as conn:
             plan = make_plan(conn, config, fix_opts)
     the_plan = plan
+    if the_plan.refused():
+        # before the question, the backup and the plan files: the preflight would refuse it (shares.py)
+        raise PreflightFailed("\n".join(the_plan.refused()))
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
     if out is not None:

@@ -556,35 +556,35 @@ def plan_summary(plan) -> str:
         if step.repairs:
             lines.append(f"         repairs: {', '.join(step.repairs)}")
     lines += [f"  note: {n}" for n in plan.notes]
+    lines += removals_text(plan)
     return "\n".join(lines)
 
 
-QUARANTINED_BY = {"malformed_session_ids": "malformed session id"}
+def removals_text(plan) -> list[str]:
+    """The tables the plan takes rows out of (or changes rows in), the largest share first, and the
+    refusal of each one over --max-removed-share (what `fix --apply` would refuse before any change)."""
+    if not plan.shares:
+        return ["  Rows taken out of their tables or changed: none"]
+    limit = plan.options.max_removed_share
+    total = sum(s.rows for s in plan.shares)
+    lines = [f"  Rows taken out of their tables or changed (counted when the plan was made): {total:,}; the largest "
+             f"share first (limit {limit:g}% of a table, --max-removed-share):"]
+    lines += [f"    {'REFUSED ' if s.over(limit) else ''}{s.summary()}" for s in plan.shares]
+    lines += [f"  fix --apply refuses: {line}" for line in plan.refused()]
+    return lines
 
 
 def confirmation_text(plan, before, target, backup: str | None, orphans: str) -> str:
     """The question before `fix --apply` changes anything: how many steps, the backup's file, the rows that
-    leave their tables (from the scan just made), and every ACCESS EXCLUSIVE rewrite with its table's size."""
+    leave their tables or change, per table with its share, the largest first (counted when the plan was
+    made, foreign keys' actions included), and every ACCESS EXCLUSIVE rewrite with its table's size.
+    `before` (the scan just made) is not read: the plan's own counts are."""
     c = step_counts(plan)
     lines = [f"fix --apply will run {c['pending']} steps on {target.display} ({counts_text(plan)})."]
     lines.append(f"  Backup first: {backup}" if backup else "  No backup (--no-backup).")
-    moved: dict[str, dict[str, int]] = {}
-    checks = dict(QUARANTINED_BY)
-    if orphans != "register":
-        checks["orphaned_session_ids"] = "orphaned session"
-    for f in (before.findings if before is not None else []):
-        if f.check in checks and f.rows:
-            moved.setdefault(f.table, {}).setdefault(checks[f.check], 0)
-            moved[f.table][checks[f.check]] += f.rows
-    verb = "deleted for good" if orphans == "delete" else "quarantined"
-    if moved:
-        total = sum(n for by in moved.values() for n in by.values())
-        lines.append(f"  Rows to be moved out ({'quarantined; orphans ' + verb if orphans == 'delete' else verb}, "
-                     f"from the scan just made): {total:,}")
-        for table, by in sorted(moved.items()):
-            lines.append(f"    {table}: " + ", ".join(f"{n:,} ({why})" for why, n in by.items()))
-    else:
-        lines.append("  Rows to be quarantined: none")
+    if orphans == "delete":
+        lines.append("  Orphaned rows are deleted for good (--orphans delete); other rows taken out are quarantined.")
+    lines += removals_text(plan)    # counted when the plan was made, the largest share first
     rewrites = [s for s in plan.pending if s.rewrites or s.lock.name == "ACCESS_EXCLUSIVE"]
     for s in rewrites:
         sizes = ", ".join(f"{t} ({size_text(b)})" for t, b in s.table_bytes) or ", ".join(s.tables)
@@ -609,19 +609,27 @@ def fix_options(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kw):
         values = {f.name: kw.pop(f.name) for f in fields}
+        for f in fields:
+            # flag > environment (click reads it) > config file ([fix]) > default
+            if "config" in f.metadata and values[f.name] is None:
+                from_file = getattr(kw.get("config"), f.metadata["config"], None)
+                values[f.name] = from_file if from_file is not None else f.default
         return fn(*args, options=FixOptions(**values), **kw)
 
     for f in reversed(fields):
         meta = dict(f.metadata)
         flag, help_text, choices = meta.pop("flag"), meta.pop("help"), meta.pop("choices", None)
+        if meta.pop("config", None) is not None:
+            # no click default: a missing flag and variable leave the config file's value, else the default
+            meta.update(default=None, show_default=f"{f.default:g}")
         if f.type in ("bool", bool):
             wrapper = click.option(flag, f.name, is_flag=True, default=f.default, help=help_text)(wrapper)
         elif f.type in ("tuple[str, ...]",):
             wrapper = click.option(flag, f.name, default=",".join(f.default), help=help_text, **meta)(wrapper)
         else:
             kind = click.Choice(list(choices)) if choices else {"int": int, "float": float}.get(f.type, str)
-            wrapper = click.option(flag, f.name, type=kind, default=f.default, show_default=True, help=help_text,
-                                   **meta)(wrapper)
+            wrapper = click.option(flag, f.name, type=kind, **{"default": f.default, "show_default": True, **meta},
+                                   help=help_text)(wrapper)
     return wrapper
 
 

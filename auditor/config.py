@@ -82,6 +82,8 @@ class Config:
     # schema.table glob patterns (catalog spelling) of tables no check measures and no fix touches;
     # pg_partman's template tables are not key tables (they would get index and FK steps)
     exclude_tables: tuple[str, ...] = DEFAULT_EXCLUDE_TABLES
+    # [fix] max_removed_share: the --max-removed-share of `fix` when neither the flag nor the variable is given
+    max_removed_share: float | None = None
 
     def excludes_table(self, name: QualifiedName) -> bool:
         text = f"{name.schema}.{name.name}"
@@ -161,7 +163,23 @@ def _coerce(key: str, value, origin: str):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
             raise ConfigError(f"{origin}: exclude_tables must be a list of \"schema.table\" patterns (* and ? match)")
         return tuple(v.strip() for v in value)
+    if key == "max_removed_share":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
+            raise ConfigError(f"{origin}: [fix] max_removed_share must be a percent from 0 to 100, not {value!r}")
+        return float(value)
     raise ConfigError(f"{origin}: unknown setting {key!r}")
+
+
+FIX_SETTINGS = ("max_removed_share",)   # the keys of the [fix] table
+
+
+def _fix_settings(value, origin: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: [fix] must be a table ({', '.join(FIX_SETTINGS)})")
+    unknown = sorted(set(value) - set(FIX_SETTINGS))
+    if unknown:
+        raise ConfigError(f"{origin}: [fix]: unknown setting {unknown[0]!r} (known: {', '.join(FIX_SETTINGS)})")
+    return {k: _coerce(k, v, origin) for k, v in value.items()}
 
 
 def _check_ids() -> set[str]:
@@ -234,7 +252,12 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not isinstance(section, dict):
             raise ConfigError(f"config file {file}: [yumai-audit] must be a table")
         for key, value in section.items():
-            values[key] = _coerce(key, value, str(file))
+            if key == "fix":
+                values.update(_fix_settings(value, str(file)))
+            elif key in FIX_SETTINGS:
+                raise ConfigError(f"{file}: {key} belongs under [fix]")
+            else:
+                values[key] = _coerce(key, value, str(file))
     for key, value in (overrides or {}).items():
         coerced = _coerce(key, value, "option")
         if coerced is not None and coerced != ():

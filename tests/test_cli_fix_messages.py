@@ -53,11 +53,20 @@ def test_the_confirmation_names_backup_rows_and_rewrites_and_declining_changes_n
     orphaned = {f.table: f.rows for f in before.findings if f.check == "orphaned_session_ids"}
     total = sum(malformed.values()) + sum(orphaned.values())
     assert total > 0
-    assert f"from the scan just made): {total:,}" in out
+    assert f"Rows taken out of their tables or changed (counted when the plan was made): {total:,}; " in out
     for table, rows in orphaned.items():
-        assert re.search(rf"    {re.escape(table)}: .*{rows:,} \(orphaned session\)", out), table
+        assert re.search(rf"    {re.escape(table)}: .*{rows:,} by the quarantine of orphaned rows of {re.escape(table)}",
+                         out), table
     for table, rows in malformed.items():
-        assert re.search(rf"    {re.escape(table)}: .*{rows:,} \(malformed session id\)", out), table
+        assert re.search(rf"    {re.escape(table)}: .*{rows:,} by the quarantine of malformed rows of {re.escape(table)}",
+                         out), table
+    # each table once, with its rows out of all its rows, the largest share first
+    listed = re.findall(r"^    (\S+): (\d+) of (\d+) rows", out.split("fix --apply will run")[1], re.M)
+    assert sorted(t for t, _n, _all in listed) == sorted(set(malformed) | set(orphaned))
+    for t, n, _all in listed:
+        assert int(n) == malformed.get(t, 0) + orphaned.get(t, 0)
+    shares = [int(n) / int(of) for _t, n, of in listed]
+    assert shares == sorted(shares, reverse=True)
     # the text key column's type change rewrites its table under ACCESS EXCLUSIVE: named, with its size
     assert re.search(r"rewrites \S+ \([\d.,]+ (bytes|kB|MB|GB)\) under ACCESS EXCLUSIVE", out), out
     # declined: nothing changed, no file written

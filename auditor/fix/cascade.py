@@ -333,6 +333,17 @@ def count_query(g: Graph, predicate: sql.Composable) -> sql.Composed:
     return sql.SQL("{} {}").format(sets.with_(), sql.SQL(" UNION ALL ").join(rows))
 
 
+def touched(g: Graph, predicate: sql.Composable) -> list[tuple[QualifiedName, str, sql.Composable]]:
+    """Per table the delete takes rows from or changes: (table, "delete" or "change", a query of the
+    (tableoid, ctid) of those rows), for counting each row once however many deletes reach it."""
+    sets = _Sets(g, predicate)
+    out: list[tuple[QualifiedName, str, sql.Composable]] = [
+        (t, "delete", sql.SQL("{} SELECT relid, tid FROM {}").format(sets.with_(), sets.name(t))) for t in g.deleted]
+    out += [(t, "change", sql.SQL("{} SELECT c.tableoid, c.ctid FROM {} c WHERE {}").format(
+        sets.with_(), table_ref(t), sets.changed_condition(t))) for t in g.changed]
+    return out
+
+
 def _blocked(sets: _Sets, e: Edge, select: sql.Composable) -> sql.Composed:
     return sql.SQL("SELECT {} FROM {} c WHERE {} AND {}").format(
         select, table_ref(e.child), sets.references(e), sets.not_deleted(e.child))

@@ -31,6 +31,9 @@ class Draft:
     session_last: list[str] = field(default_factory=list)   # the session migration's last changes
     # (table, reason) -> each delete of the plan, for its counts and the preflight's refusals
     removals: dict[tuple[QualifiedName, str], Removal] = field(default_factory=dict)
+    # (table, column) -> (table, the predicate as the database is now, label): each null-out of the plan
+    # (user ids set NULL), for the share each table loses (fix/shares.py)
+    nulled: dict[tuple, tuple] = field(default_factory=dict)
     # what the data said, by probe key (`measure_probes`): implied FKs, missing users, early writes
     evidence: dict[str, list[tuple]] = field(default_factory=dict)
 

@@ -18,7 +18,7 @@ from ..engine.executor import evaluate_guards
 from ..engine.waits import bound_session
 from ..pgversion import CLIENT_CONNECTION_CHECK
 from ..scan.scanner import measure_probes
-from . import bridge, cascade, schema_plan, users_plan
+from . import bridge, cascade, schema_plan, shares, users_plan
 from .plan import FixOptions, MigrationPlan, PlanError
 from .planner import build_plan
 
@@ -78,5 +78,7 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
                           "migration's gives way and is retried, never the application's write")
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
     plan.notes += cascade.measure(conn, plan.removals)
+    plan.shares, unmeasured = shares.measure(conn, plan.removals, plan.nulled)
+    plan.notes += unmeasured
     plan.done = evaluate_guards(conn, plan)
     return plan

@@ -26,6 +26,7 @@ MASTER_USER_DELETE_MODES = ("set-null", "no-action")
 FIX_RANGES = {
     "active_window_minutes": ("--active-window", 0, 10 * 366 * 24 * 60, True, "minutes"),   # ten years
     **RUN_RANGES,
+    "max_removed_share": ("--max-removed-share", 0, 100, True, "percent"),
 }
 
 
@@ -74,6 +75,12 @@ class FixOptions:
         "who has sessions fails).", default="set-null", choices=MASTER_USER_DELETE_MODES)
     gate_window: float = option("--gate-window", "With --bridge none: seconds the first gate watches the "
                                 "application's writes before the first FK.", default=30.0)
+    max_removed_share: float = option(
+        "--max-removed-share", "Percent of a table's rows the plan may take out of it or change (quarantine, "
+        "delete, user ids set NULL, and what other tables' ON DELETE actions do with them): more is refused before "
+        "any change, naming the table; up to 10 rows of a table are always allowed. Also $YUMAI_MAX_REMOVED_SHARE, "
+        "or max_removed_share under [fix] in yumai-audit.toml.", default=5.0, metavar="PCT",
+        envvar="YUMAI_MAX_REMOVED_SHARE", config="max_removed_share")
 
     def __post_init__(self):
         if self.bridge not in BRIDGE_MODES:
@@ -116,3 +123,12 @@ class MigrationPlan(Plan):
     # each delete of the plan: what it reaches through foreign keys, counted into the notes when the plan
     # is made (fix/make.py, cascade.measure)
     removals: list[Removal] = field(default_factory=list)
+    # the null-outs of the plan: (table, predicate now, label) each (fix/shares.py)
+    nulled: list[tuple] = field(default_factory=list)
+    # per table, the rows the plan takes out or changes, largest share first (shares.measure)
+    shares: list = field(default_factory=list)
+
+    def refused(self) -> list[str]:
+        """The refusal lines of the tables the plan would take more than --max-removed-share of."""
+        return [s.line(self.options.max_removed_share) for s in self.shares
+                if s.over(self.options.max_removed_share)]

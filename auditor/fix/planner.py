@@ -47,4 +47,5 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None,
              + (" (and the schema's implied and drifting foreign keys)" if schema else ""))
     return MigrationPlan(steps=order_steps([with_lint_exceptions(s) for s in draft.steps]),
                          server_version_num=ctx.catalog.server_version_num, options=options,
-                         notes=list(ctx.notes) + draft.notes, title=title, removals=list(draft.removals.values()))
+                         notes=list(ctx.notes) + draft.notes, title=title, removals=list(draft.removals.values()),
+                         nulled=list(draft.nulled.values()))

@@ -170,6 +170,9 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
         if missing:
             pred = missing_user(ctx, k)
             statements = null_statements(ctx, k) if mode == "null" else move_rows(draft, k, pred, "missing user")
+            if mode == "null":
+                draft.nulled.setdefault((k.name, _user(k).name), (
+                    k.name, pred, f"{_user(k).name} set NULL where it names a missing user"))
             description = (f"Set {name}.{_user(k).name} to NULL where the user does not exist, each original "
                            f"recorded first in {AUDIT_SCHEMA}.{NULLED_TABLE} (same transaction)" if mode == "null"
                            else f"Move rows of {name} naming a missing user to {quarantine_name(k)} "

@@ -21,6 +21,7 @@ from psycopg import sql
 from yumai_audit.checks import all_checks
 from yumai_audit.checks.base import CatalogCheck, Check, probes_of
 
+from .. import lockbudget
 from ..config import Config
 from ..context import AuditContext, audit_context
 from ..errors import ConfigError
@@ -121,6 +122,8 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
     more connections, in the same snapshot (`shared_snapshot`; TablePasses.run says what runs where)."""
     say = progress or (lambda _msg: None)
     checks = select_checks(config)
+    # before the first lock: every connection of the scan may lock every relation it reads
+    lockbudget.check(conn, config.schemas, jobs if connect is not None else 1, "the scan")
     _read_only(conn)
     try:
         with conn.transaction():
