@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from psycopg import errors as pgerrors
 
 from .catalog import QualifiedName
-from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
+from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, find_config, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
 from .errors import AuditError, ConfigError
@@ -44,6 +44,7 @@ __all__ = [
     "load_config", "env_dsn", "resolve_target", "scrub", "MAX_TIMEOUT_SECONDS", "parse_duration", "parse_since",
     "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
     "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
+    "check_documentation", "find_config", "FIX_RANGES",
 ]
 
 
@@ -51,7 +52,7 @@ __all__ = [
 # for it (the scan command builds its repair plan on another thread, which imports it meanwhile).
 _LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".fix.bridge", "ApplyResult": ".fix.executor",
          "FixOptions": ".fix.plan", "Plan": ".fix.plan", "PlanError": ".fix.plan",
-         "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions"}
+         "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions", "FIX_RANGES": ".fix.limits"}
 
 
 def __getattr__(name: str):
@@ -454,3 +455,14 @@ def demo_config() -> Config:
     from .demo import decisions_config
 
     return decisions_config()
+
+
+def check_documentation() -> list[dict]:
+    """Every registered check, in the registry's order: id, severity, one-line description and the whole
+    documentation (the check class's docstring), for `yumai-audit checks`."""
+    import inspect
+
+    from yumai_audit.checks import REGISTRY
+
+    return [{"id": c.id, "severity": str(getattr(c.severity, "value", c.severity)), "description": c.description,
+             "documentation": inspect.cleandoc(c.documentation())} for c in REGISTRY]
