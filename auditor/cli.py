@@ -477,17 +477,30 @@ def watch(target, config, since_text, formats, out_dir):
 
 @cli.command()
 @output_options
-def demo(out_dir):
+@click.option("--keep", is_flag=True, help="Leave the embedded server running afterwards and print its databases' "
+              "DATABASE_URL (before and after the migration), to run scan and fix on by hand.")
+@click.option("--stop", "stop_dir", metavar="DATA_DIR", type=click.Path(file_okay=False), default=None,
+              help="Stop the server an earlier `demo --keep` left running (the data directory it printed) "
+                   "and remove it.")
+def demo(out_dir, keep, stop_dir):
     """Start an embedded PostgreSQL, build a sample yumai database with typical defects, scan it,
     apply the migration, and write the reports before and after.
 
     \b
-    Example:
+    Examples:
       yumai-audit demo --out ./demo-report
+      yumai-audit demo --keep                  # then scan and fix by hand on the printed DATABASE_URL
+      yumai-audit demo --stop /tmp/yumai-audit-pg-XXXX/data
     """
+    if stop_dir:
+        from .api import stop_demo
+
+        stop_demo(stop_dir)
+        click.echo(f"Stopped the demo's server and removed {stop_dir}.")
+        return 0
     from .api import demo as api_demo
 
-    result, out = api_demo(out_dir, progress=click.echo)
+    result, out, kept = api_demo(out_dir, progress=click.echo, keep=keep)
     from .api import demo_config, verdict as api_verdict
 
     click.echo("Before the migration:")
@@ -498,6 +511,13 @@ def demo(out_dir):
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
     click.echo(f"Report after:  {out / 'report.html'}")
+    if kept is not None:
+        click.echo("")
+        click.echo("The demo's server is still running (--keep). Its databases:")
+        click.echo(f"  before the migration: export DATABASE_URL='{kept.before_dsn}'")
+        click.echo(f"  after the migration:  export DATABASE_URL='{kept.after_dsn}'")
+        click.echo("Then, for example: yumai-audit scan --dsn \"$DATABASE_URL\"")
+        click.echo(f"Stop it: yumai-audit demo --stop {kept.data_dir}")
     return result.verdict.exit_code() if result.ok else 1
 
 

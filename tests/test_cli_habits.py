@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-
 from yumai_audit import __version__
 from yumai_audit.checks import CHECK_IDS
 from yumai_audit.cli import cli
