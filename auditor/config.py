@@ -245,7 +245,7 @@ def find_config(start: str | Path | None = None) -> Path | None:
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         own = folder / CONFIG_FILE
-        if own.is_file():
+        if own.exists():   # a directory of that name is reported when it is read, not passed over
             return own
         pyproject = folder / PYPROJECT
         if pyproject.is_file():
