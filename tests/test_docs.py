@@ -209,3 +209,30 @@ def test_a_failing_block_fails(block_database, tmp_path):
     assert (scan.returncode, scan.stdout.strip().splitlines()[-1]) == (0, "after")
     assert run_block(block("sql", "SELECT * FROM chatbot.nope;\n"), conninfo, tmp_path).returncode == 3
     assert run_block(block("sql", "SELECT count(*) FROM chatbot.users;\n"), conninfo, tmp_path).returncode == 0
+
+
+# --- the front page ------------------------------------------------------------------------------------
+
+def test_the_readme_is_a_front_page():
+    """Under 1,500 words, and a newcomer meets the first `scan --dsn` within the first 400."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.split()) < 1500
+    assert len(text[:text.index("yumai-audit scan --dsn")].split()) <= 400
+
+
+# pages other branches write (docs/production-topologies.md, ...): linked from here, present after the merge
+LINKED_FROM_OTHER_BRANCHES = {"docs/production-topologies.md", "docs/safety-limits.md",
+                              "docs/performance-partitions.md"}
+_LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
+
+
+def test_every_relative_link_resolves():
+    missing = []
+    for page in doc_files():
+        for target, _anchor in _LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"^[a-z]+:", target):
+                continue
+            path = (page.parent / target).resolve()
+            if not path.exists() and path.relative_to(ROOT).as_posix() not in LINKED_FROM_OTHER_BRANCHES:
+                missing.append(f"{page.relative_to(ROOT).as_posix()}: {target}")
+    assert missing == []
