@@ -656,6 +656,20 @@ def confirmation_text(plan, before, target, backup: str | None, orphans: str) ->
     return "\n".join(lines)
 
 
+class _ShownIntRange(click.IntRange):
+    """A range shown in --help; the value is checked by FixOptions (one message, the API's and the CLI's)."""
+
+    def convert(self, value, param, ctx):
+        return click.INT.convert(value, param, ctx)
+
+
+class _ShownFloatRange(click.FloatRange):
+    """A range shown in --help; the value is checked by FixOptions (one message, the API's and the CLI's)."""
+
+    def convert(self, value, param, ctx):
+        return click.FLOAT.convert(value, param, ctx)
+
+
 def fix_options(fn):
     """The options of `fix`, made from `FixOptions`' fields (their defaults, help and choices): the
     command passes one `FixOptions` on, so the API and the CLI cannot disagree."""
@@ -683,7 +697,7 @@ def fix_options(fn):
             kind = click.Choice(list(choices)) if choices else {"int": int, "float": float}.get(f.type, str)
             if f.name in FIX_RANGES:   # shown in --help as `sessions` shows its ranges ([1<=x<=100000])
                 _, low, high, low_ok, _unit = FIX_RANGES[f.name]
-                kind = (click.IntRange if f.type in ("int", int) else click.FloatRange)(
+                kind = (_ShownIntRange if f.type in ("int", int) else _ShownFloatRange)(
                     min=low, max=high, min_open=not low_ok)
             wrapper = click.option(flag, f.name, type=kind, default=f.default, show_default=True, help=help_text,
                                    **meta)(wrapper)
