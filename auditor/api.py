@@ -7,6 +7,7 @@ sections at the end of this file.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import lockbudget
 from .catalog import QualifiedName
-from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
+from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, find_config, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
 from .errors import AuditError
@@ -44,6 +45,7 @@ __all__ = [
     # scan, plan, apply, report and the demo
     "scan", "repair_plan", "verdict", "read_baseline", "write_scan", "report", "plan", "apply",
     "unrepaired", "demo", "demo_config", "plan_script", "render_format", "FixOptions", "Plan", "PlanError",
+    "stop_demo", "KeptDemo",
     "ApplyResult", "DEFAULT_JOBS", "Progress",
     # the cutover bridge
     "bridge_status", "bridge_remove", "BridgeInUse", "bridge_line",
@@ -51,6 +53,7 @@ __all__ = [
     "load_config", "env_dsn", "resolve_target", "scrub", "MAX_TIMEOUT_SECONDS", "parse_duration", "parse_since",
     "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
     "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
+    "check_documentation", "find_config", "FIX_RANGES",
 ]
 
 
@@ -58,7 +61,8 @@ __all__ = [
 # for it (the scan command builds its repair plan on another thread, which imports it meanwhile).
 _LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".bridge_state", "ApplyResult": ".engine.executor",
          "FixOptions": ".fix.plan", "Plan": ".engine.plan", "PlanError": ".engine.plan",
-         "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions"}
+         "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions",
+         "FIX_RANGES": ".fix.plan"}
 
 
 def __getattr__(name: str):
@@ -295,28 +299,53 @@ def unrepaired(result: ScanResult, plan) -> list[str]:
                    for s in plan.steps)]
 
 
-def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyResult, Path]:
+@dataclasses.dataclass(frozen=True)
+class KeptDemo:
+    """`demo --keep`: the server left running, its databases and how to stop it."""
+
+    before_dsn: str      # the demo database as it was before its migration (yumai_before)
+    after_dsn: str       # the demo database the demo migrated (yumai)
+    data_dir: Path       # `yumai-audit demo --stop DATA_DIR` stops the server and removes it
+
+
+def demo(out_dir: str | Path, progress: Progress | None = None, *,
+         keep: bool = False) -> tuple[ApplyResult, Path, KeptDemo | None]:
     """`yumai-audit demo`: an embedded PostgreSQL, a sample yumai database with typical defects, the
     migration applied with its backup and the demo's decisions (`demo.DECISIONS`, written to
-    `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`."""
+    `out_dir/yumai-audit.toml`; `demo.FIX_OPTIONS`), and the reports before and after in `out_dir`.
+    With `keep`, the server stays up afterwards with the migrated database and a copy made before the
+    migration (`yumai_before`), to run the commands on by hand; a failed demo stops it all the same."""
     from .demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
-    from .embedded import embedded_server
+    from .embedded import data_dir, embedded_server
     from .fix.backup import backup_hook
 
     say = progress or (lambda _m: None)
     out = Path(out_dir)
-    with embedded_server() as uri:
+    kept = None
+    with embedded_server(keep=keep) as uri:
         with connect(resolve_target(uri), autocommit=True) as conn:
             conn.execute("CREATE DATABASE yumai")
         target = resolve_target(uri.replace("/postgres?", "/yumai?"))
         say("Building the sample database (embedded PostgreSQL)...")
         build_demo_database(target.conninfo)
+        if keep:
+            with connect(resolve_target(uri), autocommit=True) as conn:
+                conn.execute("CREATE DATABASE yumai_before TEMPLATE yumai")
+            kept = KeptDemo(uri.replace("/postgres?", "/yumai_before?"), uri.replace("/postgres?", "/yumai?"),
+                            data_dir(uri))
         say("Scanning, then applying the migration (yumai-audit fix --apply --include users --missing-users null)...")
         ensure_dir(out)
         (out / "yumai-audit.toml").write_text(DECISIONS, encoding="utf-8")
         result = apply(target, decisions_config(), out_dir=out,
-                       before_first_change=backup_hook(target, out, say, throwaway=True), options=FIX_OPTIONS)
-    return result, out
+                       before_first_change=backup_hook(target, out, say, throwaway=not keep), options=FIX_OPTIONS)
+    return result, out, kept
+
+
+def stop_demo(data_dir: str | Path) -> None:
+    """Stop the server `demo --keep` left running (its data directory) and remove it."""
+    from .embedded import stop_kept_server
+
+    stop_kept_server(data_dir)
 
 
 # --- the cutover bridge (auditor/fix/bridge.py) ---------------------------------------------------------
@@ -415,3 +444,14 @@ def demo_config() -> Config:
     from .demo import decisions_config
 
     return decisions_config()
+
+
+def check_documentation() -> list[dict]:
+    """Every registered check, in the registry's order: id, severity, one-line description and the whole
+    documentation (the check class's docstring), for `yumai-audit checks`."""
+    import inspect
+
+    from yumai_audit.checks import REGISTRY
+
+    return [{"id": c.id, "severity": str(getattr(c.severity, "value", c.severity)), "description": c.description,
+             "documentation": inspect.cleandoc(c.documentation())} for c in REGISTRY]

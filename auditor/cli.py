@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,29 @@ from .model import ScanResult, Severity, Status
 
 DEFAULT_OUT = "./yumai-audit-report"
 _SECRETS: set[str] = set()   # the secrets of the DSN in use, for the last line of defence in AuditGroup
+_VERBOSITY = {"level": 0}    # -q: -1, default 0, -v: 1 (set by the group for the command it runs)
+# the verdict's colour on a terminal: green where the database stands well, yellow where a run of fix gets
+# it there, red where someone must decide
+VERDICT_COLOURS = {"ready": "green", "ready-once-fix": "yellow", "needs-decision": "red", "migrated": "green",
+                   "migrated-clean": "green"}
+
+
+def verbosity() -> int:
+    return _VERBOSITY["level"]
+
+
+def colour_on(stream=None) -> bool:
+    """Colour only on a terminal, and never under NO_COLOR (https://no-color.org: set and not empty)."""
+    return not os.environ.get("NO_COLOR") and (stream or sys.stdout).isatty()
+
+
+def paint(text: str, colour: str, bold: bool = False) -> str:
+    return click.style(text, fg=colour, bold=bold) if colour_on() else text
+
+
+def verdict_text(verdict) -> str:
+    """The verdict's line, coloured by its state on a terminal."""
+    return paint(summary_line(verdict), VERDICT_COLOURS.get(verdict.state.value, "red"), bold=True)
 
 
 class AuditGroup(click.Group):
@@ -71,7 +95,8 @@ def connection_options(fn):
     @click.option("--dsn", metavar="DSN", help="postgresql:// URL or libpq 'key=value' string "
                   "(default: $DATABASE_URL, else libpq's PG* variables).")
     @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                  help="Configuration file (default: ./yumai-audit.toml if present).")
+                  help="Configuration file (default: the nearest yumai-audit.toml, or pyproject.toml with a "
+                       "[tool.yumai-audit] table, in this directory or a parent).")
     @functools.wraps(fn)
     def wrapper(*args, dsn=None, **kw):
         kw["target"] = target = resolve_target(dsn or env_dsn())
@@ -89,6 +114,11 @@ def selection_options(fn=None, *, checks: bool = True):
     @functools.wraps(fn)
     def wrapper(*args, config_file=None, key_column=None, master=None, source=None, users=None, schemas=(),
                 checks=None, exclude=None, sample_size=None, timeout_seconds=None, **kw):
+        if verbosity() > 0:
+            from .api import find_config
+
+            found = config_file or find_config()
+            click.echo(f"yumai-audit: configuration: {found or 'none found (the defaults)'}", err=True)
         kw["config"] = load_config(config_file, {
             "key_column": key_column, "master": master, "source": source, "users": users,
             "schemas": tuple(schemas), "checks": checks, "exclude": exclude, "sample_size": sample_size,
@@ -156,14 +186,21 @@ def output_options(fn):
 
 
 @click.group(cls=AuditGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="yumai-audit")
-def cli():
+@click.version_option(__version__, "-V", "--version", prog_name="yumai-audit")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the verdict (and the report's path); errors still go "
+              "to stderr.")
+@click.option("-v", "--verbose", is_flag=True, help="Also say on stderr which configuration file was read.")
+def cli(quiet, verbose):
     """Audit and repair session-id referential integrity in a PostgreSQL database.
 
     \b
     Example:
       yumai-audit scan --dsn postgresql://auditor@db.example/yumai
+      yumai-audit checks                       # every check and its documentation
     """
+    if quiet and verbose:
+        raise click.UsageError("-q and -v cannot be used together")
+    _VERBOSITY["level"] = -1 if quiet else (1 if verbose else 0)
 
 
 def progress_printer(enabled: bool):
@@ -179,14 +216,19 @@ def progress_printer(enabled: bool):
 def summary_text(result: ScanResult, verdict=None) -> str:
     """The terminal summary; with a verdict (auditor/scan/verdict.py), its first line names it."""
     lines = []
+    if verdict is not None and verbosity() < 0:
+        return verdict_text(verdict)
     if verdict is not None:
-        lines += [summary_line(verdict), *summary_lines(verdict)]
+        lines += [verdict_text(verdict), *summary_lines(verdict)]
     lines.append(f"Database {result.database.get('name')} (PostgreSQL {result.database.get('server_version')})")
     for c in result.checks:
         count = sum(1 for f in result.findings if f.check == c.check)
         extra = f" ({count} finding{'s' if count != 1 else ''})" if count else ""
         reason = f": {c.reason}" if c.reason and c.status is not Status.FAIL else ""
-        lines.append(f"  {c.status.value.upper():7} {c.check}{extra}{reason}")
+        status = f"{c.status.value.upper():7}"
+        if c.status is Status.FAIL:
+            status = paint(status, "red", bold=True)
+        lines.append(f"  {status} {c.check}{extra}{reason}")
     if result.findings:
         lines.append("")
         lines.append("Findings:")
@@ -211,6 +253,8 @@ def summary_text(result: ScanResult, verdict=None) -> str:
     lines.append("")
     counted = f", {len(verdict.counted)} counting for the exit code" if verdict is not None else ""
     lines.append(f"{errors} error(s), {warnings} warning(s){counted}")
+    if verbosity() < 0:   # -q without a verdict (watch): the counts
+        return lines[-1]
     return "\n".join(lines)
 
 
@@ -437,17 +481,30 @@ def watch(target, config, since_text, formats, out_dir):
 
 @cli.command()
 @output_options
-def demo(out_dir):
+@click.option("--keep", is_flag=True, help="Leave the embedded server running afterwards and print its databases' "
+              "DATABASE_URL (before and after the migration), to run scan and fix on by hand.")
+@click.option("--stop", "stop_dir", metavar="DATA_DIR", type=click.Path(file_okay=False), default=None,
+              help="Stop the server an earlier `demo --keep` left running (the data directory it printed) "
+                   "and remove it.")
+def demo(out_dir, keep, stop_dir):
     """Start an embedded PostgreSQL, build a sample yumai database with typical defects, scan it,
     apply the migration, and write the reports before and after.
 
     \b
-    Example:
+    Examples:
       yumai-audit demo --out ./demo-report
+      yumai-audit demo --keep                  # then scan and fix by hand on the printed DATABASE_URL
+      yumai-audit demo --stop /tmp/yumai-audit-pg-XXXX/data
     """
+    if stop_dir:
+        from .api import stop_demo
+
+        stop_demo(stop_dir)
+        click.echo(f"Stopped the demo's server and removed {stop_dir}.")
+        return 0
     from .api import demo as api_demo
 
-    result, out = api_demo(out_dir, progress=click.echo)
+    result, out, kept = api_demo(out_dir, progress=click.echo, keep=keep)
     from .api import demo_config
     from .api import verdict as api_verdict
 
@@ -459,6 +516,13 @@ def demo(out_dir):
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
     click.echo(f"Report after:  {out / 'report.html'}")
+    if kept is not None:
+        click.echo("")
+        click.echo("The demo's server is still running (--keep). Its databases:")
+        click.echo(f"  before the migration: export DATABASE_URL='{kept.before_dsn}'")
+        click.echo(f"  after the migration:  export DATABASE_URL='{kept.after_dsn}'")
+        click.echo("Then, for example: yumai-audit scan --dsn \"$DATABASE_URL\"")
+        click.echo(f"Stop it: yumai-audit demo --stop {kept.data_dir}")
     return result.verdict.exit_code() if result.ok else 1
 
 
@@ -489,7 +553,7 @@ def report(findings, compare, plan, out_dir, baseline, formats):
     from .api import report as api_report
 
     result, paths, verdict = api_report(findings, out_dir, compare=compare, plan=plan, baseline=baseline)
-    print_formats(result, formats, lambda: f"{summary_line(verdict)}\nReport: {paths['html']}", verdict)
+    print_formats(result, formats, lambda: f"{verdict_text(verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
 
 def interactive() -> bool:
@@ -597,12 +661,26 @@ def confirmation_text(plan, before, target, backup: str | None, orphans: str) ->
     return "\n".join(lines)
 
 
+class _ShownIntRange(click.IntRange):
+    """A range shown in --help; the value is checked by FixOptions (one message, the API's and the CLI's)."""
+
+    def convert(self, value, param, ctx):
+        return click.INT.convert(value, param, ctx)
+
+
+class _ShownFloatRange(click.FloatRange):
+    """A range shown in --help; the value is checked by FixOptions (one message, the API's and the CLI's)."""
+
+    def convert(self, value, param, ctx):
+        return click.FLOAT.convert(value, param, ctx)
+
+
 def fix_options(fn):
     """The options of `fix`, made from `FixOptions`' fields (their defaults, help and choices): the
     command passes one `FixOptions` on, so the API and the CLI cannot disagree."""
     import dataclasses
 
-    from .api import FixOptions
+    from .api import FIX_RANGES, FixOptions
 
     fields = [f for f in dataclasses.fields(FixOptions) if "flag" in f.metadata]
 
@@ -628,6 +706,10 @@ def fix_options(fn):
             wrapper = click.option(flag, f.name, default=",".join(f.default), help=help_text, **meta)(wrapper)
         else:
             kind = click.Choice(list(choices)) if choices else {"int": int, "float": float}.get(f.type, str)
+            if f.name in FIX_RANGES:   # shown in --help as `sessions` shows its ranges ([1<=x<=100000])
+                _, low, high, low_ok, _unit = FIX_RANGES[f.name]
+                kind = (_ShownIntRange if f.type in ("int", int) else _ShownFloatRange)(
+                    min=low, max=high, min_open=not low_ok)
             wrapper = click.option(flag, f.name, type=kind, **{"default": f.default, "show_default": True, **meta},
                                    help=help_text)(wrapper)
     return wrapper
@@ -673,12 +755,14 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     verdict = None
     if not do_apply:
         verdict = api_verdict(api_scan(target, config), config, the_plan.to_dict(), baseline)
-        click.echo(summary_line(verdict))
-        click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
+        click.echo(verdict_text(verdict))
+        if verbosity() >= 0:
+            click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
     if sql_file:
         write_text(Path(sql_file), plan_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
-    click.echo(plan_summary(the_plan))
+    if verbosity() >= 0 or do_apply:
+        click.echo(plan_summary(the_plan))
     if verdict is not None:
         return verdict.exit_code(planned=True)
     if the_plan.pending and not yes and not interactive():
@@ -777,6 +861,39 @@ def bridge_remove_cmd(target, config, force, lock_timeout):
 
     removed = bridge_remove(target, config, force=force, lock_timeout=lock_timeout)
     click.echo("Bridge removed from " + ", ".join(removed) if removed else "No bridge installed: nothing removed.")
+    return 0
+
+
+@cli.command("checks")
+@click.argument("check_ids", metavar="[CHECK]...", nargs=-1)
+def checks_cmd(check_ids):
+    """List every check with its severity and what it counts; with check ids, their whole documentation
+    (what is wrong, why it matters, what the fix does).
+
+    \b
+    Examples:
+      yumai-audit checks
+      yumai-audit checks orphaned_session_ids
+    """
+    from .api import check_documentation
+
+    docs = check_documentation()
+    known = {d["id"]: d for d in docs}
+    unknown = [c for c in check_ids if c not in known]
+    if unknown:
+        raise click.UsageError(f"no check {unknown[0]!r} (yumai-audit checks lists them)")
+    if not check_ids:
+        width = max(len(d["id"]) for d in docs)
+        for d in docs:
+            click.echo(f"{d['id']:{width}}  {d['severity']:7}  {d['description']}")
+        click.echo("\nyumai-audit checks CHECK shows a check's whole documentation.")
+        return 0
+    for i, cid in enumerate(check_ids):
+        d = known[cid]
+        if i:
+            click.echo("")
+        click.echo(paint(f"{d['id']} ({d['severity']})", "cyan", bold=True))
+        click.echo(d["documentation"])
     return 0
 
 

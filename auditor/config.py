@@ -1,4 +1,5 @@
-"""Configuration: the guide's defaults, overridden by `yumai-audit.toml`, then the environment, then flags.
+"""Configuration: the guide's defaults, overridden by `yumai-audit.toml` (or `[tool.yumai-audit]` in
+pyproject.toml, found in the current directory or a parent), then the environment, then flags.
 
 Precedence is flag > environment > config file > default. Only `DATABASE_URL` (and libpq's `PG*`
 variables, read by libpq itself) come from the environment; the rest are flags or the file.
@@ -233,22 +234,59 @@ def _severities(value, origin: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+PYPROJECT = "pyproject.toml"
+PYPROJECT_TABLE = "yumai-audit"   # [tool.yumai-audit]
+
+
+def _read_toml(file: Path) -> dict:
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {file} is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
+
+
+def _tool_table(data: dict) -> dict | None:
+    tool = data.get("tool")
+    return tool.get(PYPROJECT_TABLE) if isinstance(tool, dict) else None
+
+
+def find_config(start: str | Path | None = None) -> Path | None:
+    """The configuration file that applies in `start` (default: the current directory): the first directory,
+    going up from `start` to the root, that holds `yumai-audit.toml` or a pyproject.toml with a
+    `[tool.yumai-audit]` table (yumai-audit.toml first), as sqlfluff and Squawk look for theirs."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        own = folder / CONFIG_FILE
+        if own.exists():   # a directory of that name is reported when it is read, not passed over
+            return own
+        pyproject = folder / PYPROJECT
+        if pyproject.is_file():
+            try:
+                ours = _tool_table(_read_toml(pyproject)) is not None
+            except ConfigError:   # another tool's broken pyproject.toml is not ours to judge
+                ours = False
+            if ours:
+                return pyproject
+    return None
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Build the configuration: defaults, then the file (explicit path, or ./yumai-audit.toml), then flags."""
+    """Build the configuration: defaults, then the file (explicit path, else the one `find_config` finds), then
+    flags. A pyproject.toml is read from its `[tool.yumai-audit]` table."""
     values: dict = {}
-    file = Path(path) if path else Path(CONFIG_FILE)
-    if path or file.exists():
-        try:
-            data = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {file} does not exist") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {file} is a directory, not a file") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {file} cannot be read: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
-        section = data.get("yumai-audit", data)
+    file = Path(path) if path else find_config()
+    if file is not None:
+        data = _read_toml(file)
+        if file.name == PYPROJECT and _tool_table(data) is not None:
+            section = _tool_table(data)
+        else:
+            section = data.get("yumai-audit", data)
         if not isinstance(section, dict):
             raise ConfigError(f"config file {file}: [yumai-audit] must be a table")
         for key, value in section.items():

@@ -9,6 +9,7 @@ shown as `***` and scrubbed from every message a library produces.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
@@ -140,11 +141,21 @@ def resolve_target(dsn: str | None) -> Target:
                   password=str(password) if password is not None else None, secrets=secrets)
 
 
+# connect_timeout when neither the DSN nor PGCONNECT_TIMEOUT gives one (seconds per host, libpq's rule)
+DEFAULT_CONNECT_TIMEOUT = 10
+
+
 def connect(target: Target, *, autocommit: bool = False, application_name: str = "yumai-audit") -> psycopg.Connection:
+    """A connection to `target`. `application_name` is libpq's fallback: the DSN's own `application_name`
+    (or PGAPPNAME) wins; so do the DSN's `connect_timeout` and PGCONNECT_TIMEOUT over the default."""
+    given = conninfo_to_dict(target.conninfo)
+    extra: dict[str, str | int] = {}
+    if "fallback_application_name" not in given:
+        extra["fallback_application_name"] = application_name
+    if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
+        extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
     try:
-        return psycopg.connect(
-            target.conninfo, autocommit=autocommit, application_name=application_name, connect_timeout=10
-        )
+        return psycopg.connect(make_conninfo(target.conninfo, **extra), autocommit=autocommit)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConnectionFailed(f"cannot connect to {target.display}: {target.scrub(first)}") from None

@@ -149,9 +149,7 @@ reason = "the master keeps the user of each session's earliest row; the other ro
 
 def decisions_config():
     """The demo's configuration: the defaults plus DECISIONS."""
-    import tomllib
-
-    from .config import Config, _coerce
+    from .config import Config, _coerce, tomllib  # tomllib, or tomli on Python 3.10
 
     data = tomllib.loads(DECISIONS)
     return Config(accept=_coerce("accept", data["accept"], "demo decisions"))

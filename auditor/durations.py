@@ -7,22 +7,28 @@ from datetime import datetime, timedelta, timezone
 from .errors import ConfigError
 
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_PART = r"\d+\s*[smhdw]"
+# one or more parts, each unit at most once and from the largest down (1d12h, 1h30m), as Go and systemd write them
+_DURATION = re.compile(rf"^\s*(?:{_PART}\s*)+$")
+_PARTS = re.compile(r"(\d+)\s*([smhdw])")
+_ORDER = "wdhms"
 
 
 def parse_duration(text: str, what: str = "duration") -> timedelta:
-    """`90s`, `30m`, `12h`, `180d`, `2w` -> timedelta; anything else (or zero) is a ConfigError."""
-    match = _DURATION.match(text or "")
-    if not match:
-        raise ConfigError(f"{what}: {text!r} is not a duration like 30m, 12h or 180d "
-                          "(a whole number and one of s, m, h, d, w)")
-    value = int(match.group(1))
-    if value <= 0:
-        raise ConfigError(f"{what}: {text!r} must be longer than zero")
+    """`90s`, `30m`, `12h`, `180d`, `2w`, or parts of them added up (`1h30m`, `1d12h`) -> timedelta;
+    anything else (or zero) is a ConfigError."""
+    parts = _PARTS.findall(text or "") if _DURATION.match(text or "") else []
+    units = [unit for _, unit in parts]
+    if not parts or units != sorted(set(units), key=_ORDER.index):
+        raise ConfigError(f"{what}: {text!r} is not a duration like 30m, 12h, 180d or 1h30m "
+                          "(whole numbers, each with one of w, d, h, m, s, largest first)")
     try:
-        return timedelta(**{_UNITS[match.group(2)]: value})
+        total = sum((timedelta(**{_UNITS[unit]: int(value)}) for value, unit in parts), timedelta())
     except OverflowError:
         raise ConfigError(f"{what}: {text!r} is too long") from None
+    if total <= timedelta(0):
+        raise ConfigError(f"{what}: {text!r} must be longer than zero")
+    return total
 
 
 def parse_since(text: str, now: datetime | None = None, what: str = "--since") -> datetime:

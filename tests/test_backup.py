@@ -30,7 +30,7 @@ from yumai_audit.fix.backup import (
     verified,
 )
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+BACKUP_DOC = Path(__file__).resolve().parent.parent / "docs" / "migration.md"   # "Backup before the first change"
 SETTING_LINE = "SET transaction_timeout = 0;"   # a value in the data that looks like the header's setting
 
 TABLES = ["chatbot.users", "chatbot.session_master", "chatbot.conversations", "chatbot.user_interactions",
@@ -136,14 +136,15 @@ def test_printed_restore_command_puts_the_tables_back(db, pg_server, tmp_path):
 
 
 def _readme_scratch_route() -> str:
-    text = README.read_text(encoding="utf-8")
-    block = re.search(r"<!-- scratch-restore -->\n```sh\n(.*?)```", text, re.S)
-    assert block, "README: the scratch-database route is a ```sh block after <!-- scratch-restore -->"
+    text = BACKUP_DOC.read_text(encoding="utf-8")
+    block = re.search(r"<!-- run-by: tests/test_backup.py::test_readme_scratch_database_route_works_with_every_pg_dump -->"
+                      r"\n```sh\n(.*?)```", text, re.S)
+    assert block, "docs/migration.md: the scratch-database route is a ```sh block marked run-by this test"
     return block.group(1)
 
 
 def test_readme_scratch_database_route_works_with_every_pg_dump(db, pg_server, tmp_path):
-    """The README's way to look at a backup without touching the live tables, run as written (with the
+    """The docs' way (docs/migration.md) to look at a backup without touching the live tables, run as written (with the
     server in PG* variables, the programs of the pg_dump that made the backup first on PATH)."""
     _data(db)
     before = _counts(db.conninfo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from yumai_audit.catalog import QualifiedName
-from yumai_audit.config import Config, load_config
+from yumai_audit.config import Config, find_config, load_config
 from yumai_audit.connection import resolve_target
 from yumai_audit.errors import ConfigError
 
@@ -28,6 +28,43 @@ def test_file_then_flags(tmp_path, monkeypatch):
     assert load_config().key_column == "sid"
     c = load_config(None, {"key_column": "other", "sample_size": None})
     assert (c.key_column, c.sample_size) == ("other", 5)
+
+
+def test_config_is_found_in_a_parent_directory(tmp_path, monkeypatch):
+    """As sqlfluff and Squawk do: the nearest yumai-audit.toml going up from the current directory."""
+    (tmp_path / "yumai-audit.toml").write_text("sample_size = 7\n")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    assert find_config() == tmp_path / "yumai-audit.toml"
+    assert load_config().sample_size == 7
+    (tmp_path / "a" / "yumai-audit.toml").write_text("sample_size = 3\n")   # nearer wins
+    assert load_config().sample_size == 3
+
+
+def test_pyproject_tool_table(tmp_path, monkeypatch):
+    """[tool.yumai-audit] in pyproject.toml, with its accept tables; a pyproject.toml without the table (or
+    broken: another tool's) is passed over; yumai-audit.toml wins in the same directory."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "app"\n\n[tool.yumai-audit]\nsample_size = 9\nmaster = "app.sessions"\n\n'
+        '[[tool.yumai-audit.accept]]\ncheck = "null_session_ids"\nreason = "legacy rows"\n')
+    inner = tmp_path / "svc"
+    inner.mkdir()
+    (inner / "pyproject.toml").write_text('[project]\nname = "svc"\n')
+    monkeypatch.chdir(inner)
+    assert find_config() == tmp_path / "pyproject.toml"
+    c = load_config()
+    assert (c.sample_size, str(c.master), [a.check for a in c.accept]) == (9, "app.sessions", ["null_session_ids"])
+    (inner / "pyproject.toml").write_text("= broken")
+    assert find_config() == tmp_path / "pyproject.toml"
+    (tmp_path / "yumai-audit.toml").write_text("sample_size = 4\n")
+    assert load_config().sample_size == 4
+
+
+def test_no_config_file_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_config() is None or not str(find_config()).startswith(str(tmp_path))
+    assert load_config(None, {"sample_size": 2}).sample_size == 2
 
 
 @pytest.mark.parametrize("text,error", [

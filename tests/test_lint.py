@@ -2,6 +2,7 @@
 comment (auditor/fix/lint.py); anything else is a finding (issue 15 §3)."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,31 @@ def test_the_demo_plan_passes_squawk(db, tmp_path):
     for i in ignores:
         assert lines[i - 1].startswith("-- deliberate (") and len(lines[i - 1]) > 60   # with its reason
         assert not lines[i + 1].startswith("--")                                       # right above the statement
+
+
+@needs_squawk
+def test_the_demos_own_plan_sql_has_no_squawk_warning(db, tmp_path):
+    """The plan.sql `yumai-audit demo` writes (its options: --include users --missing-users null, its
+    decisions), linted by the pinned Squawk: not one warning, not one error."""
+    from yumai_audit.api import apply, demo_config
+    from yumai_audit.demo import FIX_OPTIONS
+
+    build_demo_database(db.conninfo)
+    result = apply(db.conninfo, demo_config(), out_dir=tmp_path, options=FIX_OPTIONS)
+    assert result.ok
+    text = (tmp_path / "plan.sql").read_text()
+    assert "nulled_user_ids" in text and "missing-users:chatbot.conversations" in text   # the users' steps are in it
+    proc = squawk(tmp_path / "plan.sql", db.server.version_num)
+    assert (proc.returncode, proc.stdout.strip()) == (0, ""), proc.stdout + proc.stderr
+
+
+@needs_squawk
+def test_the_pinned_squawk_runs():
+    """The test extra pins squawk-cli: a later release's new rule cannot change the claim unnoticed."""
+    pinned = re.search(r'"squawk-cli==([0-9.]+)"', (Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert pinned, "pyproject.toml: the test extra pins squawk-cli=="
+    version = subprocess.run([SQUAWK, "--version"], capture_output=True, text=True, timeout=60).stdout.split()
+    assert version == ["squawk", pinned.group(1)]
 
 
 @needs_squawk
