@@ -44,6 +44,8 @@ __all__ = [
     "load_config", "env_dsn", "resolve_target", "scrub", "MAX_TIMEOUT_SECONDS", "parse_duration", "parse_since",
     "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
     "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
+    # logical replication (auditor/fix/replication.py, auditor/fix/subscriber.py)
+    "write_subscriber_scripts",
 ]
 
 
@@ -229,6 +231,11 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
 
     plan.notes += measure(conn, plan.removals)
     plan.done = evaluate_guards(conn, plan)
+    if plan.pending:   # the publications and slots the apply would reach (auditor/fix/replication.py)
+        from .fix import replication
+
+        rows = conn.execute(replication.reached(replication.touched(plan.steps), plan.server_version_num)).fetchall()
+        plan.notes += replication.dry_run_notes([r[0] for r in rows], fix_options.subscribers_ready)
     return plan
 
 
@@ -356,6 +363,18 @@ def demo(out_dir: str | Path, progress: Progress | None = None) -> tuple[ApplyRe
         result = apply(target, decisions_config(), out_dir=out,
                        before_first_change=backup_hook(target, out, say, throwaway=True), **FIX_OPTIONS)
     return result, out
+
+
+def write_subscriber_scripts(plan: Plan, path: str | Path) -> list[Path]:
+    """`fix --subscriber-sql FILE`: the script each logical-replication subscriber runs before the apply
+    (FILE) and, when the plan converts key columns, the one it runs after (FILE-after); returns the paths."""
+    from .fix.subscriber import subscriber_scripts
+
+    written = []
+    for target_path, text in subscriber_scripts(plan, path).items():
+        write_text(target_path, text)
+        written.append(target_path)
+    return written
 
 
 # --- the cutover bridge (auditor/fix/bridge.py) ---------------------------------------------------------

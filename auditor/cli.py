@@ -628,6 +628,9 @@ def fix_options(fn):
 @baseline_option
 @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
               help="Write the annotated SQL script that --apply would run to FILE.")
+@click.option("--subscriber-sql", "subscriber_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the script each logical-replication subscriber runs before the apply to FILE (and, "
+                   "when key columns become uuid, FILE-after for after it); then --apply --subscribers-ready.")
 @fix_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
@@ -637,7 +640,7 @@ def fix_options(fn):
 @click.option("--pg-bin", "pg_bin", type=click.Path(file_okay=False), default=None, envvar="YUMAI_PG_BIN",
               help="Folder of the pg_dump/pg_restore/psql to back up with (default: one of the server's major "
                    "from PATH, the system or an installed wheel, else the nearest newer one).")
-def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg_bin, baseline):
+def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_dir, no_backup, pg_bin, baseline):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -647,12 +650,15 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
       yumai-audit fix --dsn ... --apply --yes --out ./migration    # run it
       yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
       yumai-audit fix --dsn ... --include users --missing-users null   # user_id -> users(id) too
+      yumai-audit fix --dsn ... --subscriber-sql subscriber.sql    # for logical-replication subscribers
     """
     from .api import apply as api_apply, plan as api_plan, scan as api_scan, verdict as api_verdict
-    from .api import check_writable_file, plan_script, write_text
+    from .api import check_writable_file, plan_script, write_subscriber_scripts, write_text
 
     if sql_file:
         check_writable_file(sql_file, "--sql")
+    if subscriber_file:
+        check_writable_file(subscriber_file, "--subscriber-sql")
     the_plan = api_plan(target, config, options)
     verdict = None
     if not do_apply:
@@ -662,6 +668,10 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     if sql_file:
         write_text(Path(sql_file), plan_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
+    if subscriber_file:
+        written = write_subscriber_scripts(the_plan, subscriber_file)
+        click.echo("Subscriber script: " + " (before the apply); ".join(map(str, written))
+                   + (" (after the apply, once caught up)" if len(written) > 1 else ""))
     click.echo(plan_summary(the_plan))
     if verdict is not None:
         return verdict.exit_code(planned=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from . import cascade
+from . import cascade, replication
 from ..catalog import QualifiedName
 from .ddl import relid
 from .draft import Draft
@@ -46,6 +46,8 @@ def preflight(d: Draft) -> Step:
     if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
         parts = parts[1:4]
     parts += refusals(d.ctx, d.options, tables, list(dict.fromkeys(d.altered)))   # auditor/fix/preflight_checks.py
+    if not d.options.subscribers_ready:   # publications and slots that would carry the new tables' changes
+        parts.append(replication.refusal(replication.touched(d.steps), d.version))
     if d.index_claims:
         # An index step drops an invalid index of its own name before building it: that name must not
         # belong to an index on another table or column (which would be dropped).

@@ -108,6 +108,9 @@ class Step:
     # a batched step that walks a table: SELECT one boolean, true once the walk has ended (the last query
     # of each batch's transaction; the batches' count of rows then no longer ends the step)
     until: sql.Composable | None = None
+    # what a logical-replication subscriber must create before this step's changes arrive there
+    # (auditor/fix/replication.py); None: the step's own CREATE SCHEMA / CREATE TABLE IF NOT EXISTS
+    replica_ddl: tuple[sql.Composable, ...] | None = None
 
     def __post_init__(self):
         if self.kind is Kind.BATCHED and not self.statements:

@@ -139,6 +139,7 @@ class BatchOptions:
     lock_timeout: float
     wait_timeout: float = FixOptions.wait_timeout   # no CONCURRENTLY step here: never waited on
     gate_window: float = 0.0                        # no gate here
+    max_replica_lag: float = FixOptions.max_replica_lag   # between batches: standbys and logical slots
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
