@@ -13,7 +13,9 @@ keeps receiving WAL, so only its replay position tells. The throttle keeps the p
 at each of its measures (a clock: at time t the primary had written up to LSN l); a standby that has
 replayed up to position P is as far behind as the time since the primary was at P (interpolated
 between two measures). So a standby that stops replaying is seen falling behind second by second as
-soon as anything is written past its position, and one that is merely idle is 0 s behind.
+soon as anything is written past its position, and one that is merely idle is 0 s behind. A standby
+already behind when the run starts (before the first measure) counts as behind since then, or by
+`replay_lag` when that says more (the walsender's own estimate, growing while WAL is being sent).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from .errors import AuditError
 # The physical standbys: walsenders that no logical slot uses (logical walsenders are measured by their slot).
 STANDBYS = """
 SELECT coalesce(nullif(r.application_name, ''), 'walsender ' || r.pid) AS name, host(r.client_addr),
-       pg_wal_lsn_diff(r.replay_lsn, '0/0')::bigint, pg_wal_lsn_diff(r.sent_lsn, '0/0')::bigint
+       pg_wal_lsn_diff(r.replay_lsn, '0/0')::bigint, extract(epoch FROM r.replay_lag)::float8
 FROM pg_stat_replication r
 WHERE r.pid NOT IN (SELECT s.active_pid FROM pg_replication_slots s WHERE s.slot_type = 'logical'
                     AND s.active_pid IS NOT NULL)
@@ -57,7 +59,7 @@ class Behind:
     bytes: int
 
     def describe(self) -> str:
-        return f"{self.what} is {self.seconds:.1f}s ({_size(self.bytes)}) behind"
+        return f"{self.what}: {self.seconds:.1f}s ({_size(self.bytes)}) behind"
 
 
 def _size(n: int) -> str:
@@ -85,14 +87,14 @@ class WalClock:
             del self.times[: len(self.times) - self.limit]
             del self.positions[: len(self.positions) - self.limit]
 
-    def seconds_behind(self, position: int, now: float) -> float:
+    def seconds_behind(self, position: int, now: float, reported: float | None = None) -> float:
         """How long ago the primary was at `position` (0 when it is not past it now); a position older
-        than the first measure: at least since the first measure."""
+        than the first measure: since the first measure, or the server's `reported` lag when longer."""
         if not self.positions or position >= self.positions[-1]:
             return 0.0
         i = bisect.bisect_right(self.positions, position) - 1     # the last measure at or before it
         if i < 0:
-            return now - self.times[0]
+            return max(now - self.times[0], reported or 0.0)
         t0, p0, t1, p1 = self.times[i], self.positions[i], self.times[i + 1], self.positions[i + 1]
         written_at = t0 + (position - p0) / (p1 - p0) * (t1 - t0)
         return max(0.0, now - written_at)
@@ -121,12 +123,12 @@ def measure(conn: psycopg.Connection, clock: WalClock, now: float) -> tuple[list
     position = int(conn.execute(POSITION).fetchone()[0])
     clock.add(now, position)
     out, hidden = [], False
-    for name, host, replay, _sent in conn.execute(STANDBYS).fetchall():
+    for name, host, replay, reported in conn.execute(STANDBYS).fetchall():
         if replay is None:
             hidden = True
             continue
         where = f" ({host})" if host else ""
-        out.append(Behind(f"standby {name!r}{where}", clock.seconds_behind(int(replay), now),
+        out.append(Behind(f"standby {name!r}{where}", clock.seconds_behind(int(replay), now, reported),
                           max(0, position - int(replay))))
     for slot, active, flushed in conn.execute(SLOTS).fetchall():
         if flushed is None:
@@ -192,20 +194,21 @@ class Throttle:
             return
         started = reported = self.now()
         self.summary.waits += 1
-        self.say(f"    {label}: waiting for {self._line(late)} (--max-replica-lag {self.max_lag:g}s)")
+        bound = f"--max-replica-lag {self.max_lag:g}s"
+        self.say(f"    {label}: waiting for replicas to catch up ({bound}): {self._line(late)}")
         while late:
             waited = self.now() - started
             if waited >= self.wait_timeout:
                 self.summary.waited_seconds += waited
                 raise LagTimeout(
-                    f"{label}: stopped after waiting {waited:.0f}s (--wait-timeout {self.wait_timeout:g}) for "
-                    f"{self._line(late)} (--max-replica-lag {self.max_lag:g}s); the batches done stay done: run "
+                    f"{label}: stopped after waiting {waited:.0f}s (--wait-timeout {self.wait_timeout:g}) for replicas "
+                    f"to catch up ({bound}): {self._line(late)}; the batches done stay done: run "
                     f"{self.command} again once it has caught up, it resumes")
             time.sleep(self.poll)
             late = self._measure(conn)
             if late and self.now() - reported >= self.report_every:
                 reported = self.now()
-                self.say(f"    {label}: still waiting ({self.now() - started:.0f}s) for {self._line(late)}")
+                self.say(f"    {label}: still waiting ({self.now() - started:.0f}s): {self._line(late)}")
         waited = self.now() - started
         self.summary.waited_seconds += waited
         self.say(f"    {label}: replicas caught up after {waited:.1f}s; going on")
