@@ -5,7 +5,8 @@ replication target relation ... does not exist", retried every few seconds) and,
 nothing more of any table while the slot keeps the primary's WAL. A publication `FOR ALL TABLES`
 publishes every table created later too (the tool's journal, its quarantine, the master); one
 `FOR TABLES IN SCHEMA s` every table created in `s` later (the master in the application's schema);
-PostgreSQL up to 18 cannot leave a schema out of `FOR ALL TABLES`. So the tool's tables cannot be kept
+PostgreSQL up to 18 cannot leave a table out of `FOR ALL TABLES` (19's EXCEPT names tables, not a
+schema). So the tool's tables cannot be kept
 out of such a publication; instead each subscriber creates them first, from the script
 `fix --subscriber-sql FILE` writes (auditor/fix/subscriber.py): every schema and table the plan creates,
 in the order the plan creates them, plain (columns and primary key: the apply needs the key to find a row to update or
