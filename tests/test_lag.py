@@ -119,3 +119,11 @@ def test_a_pause_held_past_wait_timeout_stops_with_one_line_and_the_next_run_res
         assert backfilled["outcome"] == "done" and backfilled["rows"] > 0
         plan = api.plan(dsn, Config())
         assert plan.pending == []
+
+
+@pytest.mark.parametrize("value, exit_code", [("-1", 2), ("nan", 2)])
+def test_max_replica_lag_out_of_range_is_one_line_before_connecting(value, exit_code):
+    res = invoke("fix", "--dsn", "postgresql://nobody@127.0.0.1:1/none", "--apply", "--yes", "--max-replica-lag", value)
+    assert res.exit_code == exit_code, res.output
+    assert "--max-replica-lag must be from 0 up to 604800 seconds" in res.output
+    assert "Traceback" not in res.output

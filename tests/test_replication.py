@@ -194,3 +194,38 @@ def test_subscriber_scripts_follow_the_plan_and_leave_out_fks(db, tmp_path):
     assert "REFERENCES" not in text and "INDEX" not in text
     converted = written[1].read_text(encoding="utf-8")
     assert converted.count("TYPE uuid USING") == 1 and '"chatbot"."recommendations_log"' in converted
+
+
+# --- which publications the preflight names (no subscriber needed: a publication exists at any wal_level) ---
+
+def _preflight_rows(db, **options) -> list[str]:
+    from yumai_audit import api
+    from yumai_audit.config import Config
+
+    plan = api.plan(db.conninfo, Config(), **options)
+    with psycopg.connect(db.conninfo, autocommit=True) as conn:
+        return [r[0] for r in conn.execute(plan.step("preflight").statements[0]).fetchall()]
+
+
+@pytest.mark.parametrize("publication, named", [
+    ("FOR TABLE chatbot.conversations_2026_08", "publication p (FOR TABLE chatbot.conversations_2026_08)"),
+    ("FOR TABLE chatbot.conversations WITH (publish_via_partition_root = true)",
+     "publication p (FOR TABLE chatbot.conversations (publish_via_partition_root))"),
+    ("FOR TABLE chatbot.user_feedback, chatbot.users", "publication p (FOR TABLE chatbot.user_feedback, chatbot.users)"),
+])
+def test_explicit_lists_name_a_table_the_plan_writes_or_its_partition(db, publication, named):
+    build_demo_database(db.conninfo)
+    db.execute(f"CREATE PUBLICATION p {publication}")
+    rows = [r for r in _preflight_rows(db) if r.startswith("logical replication")]
+    assert len(rows) == 1 and named in rows[0] and "--subscribers-ready" in rows[0]
+    assert not [r for r in _preflight_rows(db, subscribers_ready=True) if r.startswith("logical replication")]
+
+
+def test_a_publication_of_other_tables_is_not_named(db):
+    build_demo_database(db.conninfo)
+    db.execute("CREATE SCHEMA other; CREATE TABLE other.t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE other.t")
+    assert not [r for r in _preflight_rows(db) if r.startswith("logical replication")]
+    from yumai_audit import api
+    from yumai_audit.config import Config
+
+    assert not [n for n in api.plan(db.conninfo, Config()).notes if n.startswith("logical replication")]
