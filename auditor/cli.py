@@ -295,6 +295,8 @@ def lifecycle_options(fn):
                   help="Sessions per transaction.")
     @click.option("--lock-timeout", type=Seconds(), default=5.0, show_default=True,
                   help="Seconds a batch waits for a lock before it rolls back (run again to resume).")
+    @click.option("--max-replica-lag", type=click.FloatRange(0, 7 * 24 * 3600), default=10.0, show_default=True,
+                  help="Between batches, wait while a standby or a logical slot is more seconds behind (0: off).")
     @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
                   help="Write the annotated SQL script that --apply would run to FILE.")
     @functools.wraps(fn)
@@ -336,7 +338,7 @@ def sessions():
 @lifecycle_options
 @click.option("--idle", type=_Duration(), default="30m", show_default=True,
               help="Close sessions with no activity for longer than this (30m, 12h, 7d).")
-def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_file):
+def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, max_replica_lag, sql_file):
     """Set session_end and is_active = false on sessions idle for longer than --idle.
 
     Last activity is the latest created_at over every key table (or session_start).
@@ -351,7 +353,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_fi
 
     _check_sql_file(sql_file)
     r = close_idle(target, config, idle, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
-                   progress=progress_printer(True))
+                   progress=progress_printer(True), max_replica_lag=max_replica_lag)
     _write_sql(sql_file, r.plan, "close-idle")
     for note in r.notes:
         click.echo(f"note: {note}", err=True)
@@ -369,7 +371,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_fi
 @lifecycle_options
 @click.option("--older-than", type=_Duration(), required=True,
               help="Delete inactive sessions that ended longer ago than this (e.g. 180d).")
-def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_file):
+def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, max_replica_lag, sql_file):
     """Delete inactive sessions that ended before the cutoff; ON DELETE CASCADE removes their rows.
 
     The dry run shows how many rows each key table would lose. The apply deletes --batch-size
@@ -385,7 +387,7 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_f
 
     _check_sql_file(sql_file)
     r = prune(target, config, older_than, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
-              progress=progress_printer(True))
+              progress=progress_printer(True), max_replica_lag=max_replica_lag)
     _write_sql(sql_file, r.plan, "prune")
     click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; with them, ON DELETE CASCADE removes:")
     for table, rows in r.cascade.items():

@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -127,3 +128,42 @@ def test_max_replica_lag_out_of_range_is_one_line_before_connecting(value, exit_
     assert res.exit_code == exit_code, res.output
     assert "--max-replica-lag must be from 0 up to 604800 seconds" in res.output
     assert "Traceback" not in res.output
+
+
+class _Primary:
+    """What tests/migrated.py's builders use of the `db` fixture, on the throw-away primary."""
+
+    def __init__(self, conninfo: str):
+        self.conninfo = conninfo
+
+    def execute(self, query, params=None) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(query, params)
+
+
+@pytest.mark.skipif(not bin_dirs(), reason="no PostgreSQL binaries (initdb, pg_basebackup) on this machine")
+def test_sessions_prune_waits_between_batches_for_a_paused_standby():
+    from migrated import add_rows, add_session, build
+
+    from yumai_audit.maintenance.sessions import prune
+
+    with primary_and_standby(STANDBY) as (primary, standby):
+        db = _Primary(primary)
+        build(db)
+        for n in range(1, 5):
+            add_session(db, n, start_ago="201 days", ended_ago="200 days", active=False)
+            add_rows(db, "chatbot.conversations", n, 3, "200 days")
+        _pause(standby)
+        db.execute("CREATE TABLE scratch AS SELECT g FROM generate_series(1, 10000) g")   # WAL not replayed
+        time.sleep(2.5)
+        resume = threading.Timer(3.0, _resume, (standby,))
+        resume.start()
+        said: list[str] = []
+        try:
+            r = prune(primary, None, timedelta(days=180), apply=True, batch_size=1, max_replica_lag=0.5,
+                      progress=said.append)
+        finally:
+            resume.join()
+    assert (r.deleted_sessions, r.batches) == (4, [1, 1, 1, 1])
+    assert any("prune: waiting for replicas to catch up (--max-replica-lag 0.5s): standby" in m for m in said), said
+    assert any("prune: replicas caught up after" in m for m in said), said

@@ -211,7 +211,8 @@ def _preflight_rows(db, **options) -> list[str]:
     ("FOR TABLE chatbot.conversations_2026_08", "publication p (FOR TABLE chatbot.conversations_2026_08)"),
     ("FOR TABLE chatbot.conversations WITH (publish_via_partition_root = true)",
      "publication p (FOR TABLE chatbot.conversations (publish_via_partition_root))"),
-    ("FOR TABLE chatbot.user_feedback, chatbot.users", "publication p (FOR TABLE chatbot.user_feedback, chatbot.users)"),
+    ("FOR TABLE chatbot.user_feedback, chatbot.users",
+     "publication p (FOR TABLE chatbot.user_feedback, chatbot.users)"),
 ])
 def test_explicit_lists_name_a_table_the_plan_writes_or_its_partition(db, publication, named):
     build_demo_database(db.conninfo)

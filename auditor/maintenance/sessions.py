@@ -145,9 +145,11 @@ class BatchOptions:
         return dataclasses.asdict(self)
 
 
-def _plan(conn: psycopg.Connection, step: Step, batch_size: int, lock_timeout: float) -> Plan:
+def _plan(conn: psycopg.Connection, step: Step, batch_size: int, lock_timeout: float,
+          max_replica_lag: float = FixOptions.max_replica_lag) -> Plan:
     """A plan of the one batched step, with the options the executor reads (batch size, lock_timeout)."""
-    return Plan([step], conn.info.server_version, BatchOptions(batch_size, lock_timeout))
+    return Plan([step], conn.info.server_version,
+                BatchOptions(batch_size, lock_timeout, max_replica_lag=max_replica_lag))
 
 
 def _execute(target: Target | str | None, plan: Plan, command: str, what: str, say: Progress,
@@ -195,7 +197,8 @@ def _last_activity(ctx: AuditContext, tables: list[KeyTable]) -> sql.Composable:
 
 def close_idle(target: Target | str | None, config: Config | None, idle: timedelta, *, apply: bool = False,
                batch_size: int = DEFAULT_BATCH, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-               progress: Progress | None = None) -> CloseIdleResult:
+               progress: Progress | None = None,
+               max_replica_lag: float = FixOptions.max_replica_lag) -> CloseIdleResult:
     """Count (and with apply=True close) active sessions with no activity for longer than `idle`."""
     say = progress or (lambda _m: None)
     config = config or Config()
@@ -226,7 +229,7 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
                     statements=(update,), lock=LockMode.ROW_EXCLUSIVE, tables=(str(ctx.master.name),),
                     guard=no_rows(master, idle_pred, "m"), changes=(str(ctx.master.name),),
                     target=str(ctx.master.name))
-        plan = _plan(conn, step, batch_size, lock_timeout)
+        plan = _plan(conn, step, batch_size, lock_timeout, max_replica_lag)
         result = CloseIdleResult(cutoff=cutoff, active=active, idle=n_idle, applied=apply, notes=notes, plan=plan)
     if not apply or not n_idle:
         return result
@@ -252,7 +255,7 @@ def _check_cascades(ctx: AuditContext) -> None:
 
 def prune(target: Target | str | None, config: Config | None, older_than: timedelta, *, apply: bool = False,
           batch_size: int = DEFAULT_BATCH, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-          progress: Progress | None = None) -> PruneResult:
+          progress: Progress | None = None, max_replica_lag: float = FixOptions.max_replica_lag) -> PruneResult:
     """Count (and with apply=True delete, in batches) inactive sessions that ended more than `older_than` ago."""
     if batch_size < 1:
         raise AuditError("batch size must be at least 1")
@@ -303,7 +306,7 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
                     statements=statements + (delete,), lock=LockMode.SHARE if lock else LockMode.ROW_EXCLUSIVE,
                     tables=(name, *map(str, lock)), guard=no_rows(master, candidate, "m"),
                     changes=(name, *map(str, g.reached)), target=name)
-        plan = _plan(conn, step, batch_size, lock_timeout)
+        plan = _plan(conn, step, batch_size, lock_timeout, max_replica_lag)
     result = PruneResult(cutoff=cutoff, sessions=sessions, cascade=preview["delete"], applied=apply,
                          changed=preview["change"], blocked={t: n for t, n in preview["block"].items() if n}, plan=plan)
     if not apply or not sessions:
