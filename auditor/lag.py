@@ -63,11 +63,21 @@ class Behind:
 
 
 def _size(n: int) -> str:
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    if n < 1024:
+        return f"{n} bytes"
+    size = float(n)
+    for unit in ("kB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def position(conn: psycopg.Connection) -> int:
+    """The primary's WAL position now, in bytes."""
+    row = conn.execute(POSITION).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @dataclass
@@ -120,8 +130,8 @@ class LagSummary:
 def measure(conn: psycopg.Connection, clock: WalClock, now: float) -> tuple[list[Behind], bool]:
     """Every standby and logical slot, how far behind; and whether some standby's position was hidden
     (pg_stat_replication shows positions only to superusers and members of pg_read_all_stats)."""
-    position = int(conn.execute(POSITION).fetchone()[0])
-    clock.add(now, position)
+    at = position(conn)
+    clock.add(now, at)
     out, hidden = [], False
     for name, host, replay, reported in conn.execute(STANDBYS).fetchall():
         if replay is None:
@@ -129,13 +139,13 @@ def measure(conn: psycopg.Connection, clock: WalClock, now: float) -> tuple[list
             continue
         where = f" ({host})" if host else ""
         out.append(Behind(f"standby {name!r}{where}", clock.seconds_behind(int(replay), now, reported),
-                          max(0, position - int(replay))))
+                          max(0, at - int(replay))))
     for slot, active, flushed in conn.execute(SLOTS).fetchall():
         if flushed is None:
             continue
         state = "" if active else ", no consumer connected"
         out.append(Behind(f"logical slot {slot!r}{state}", clock.seconds_behind(int(flushed), now),
-                          max(0, position - int(flushed))))
+                          max(0, at - int(flushed))))
     return out, hidden
 
 
@@ -161,7 +171,7 @@ class Throttle:
 
     def start(self, conn: psycopg.Connection) -> None:
         """At the start of the run: where the WAL is (for the bytes written) and the first measure."""
-        self.start_position = int(conn.execute(POSITION).fetchone()[0])
+        self.start_position = position(conn)
         if self.enabled:
             self._measure(conn)
 
@@ -170,7 +180,7 @@ class Throttle:
         if self.start_position is None or conn.closed:
             return
         try:
-            self.summary.wal_bytes = int(conn.execute(POSITION).fetchone()[0]) - self.start_position
+            self.summary.wal_bytes = position(conn) - self.start_position
         except psycopg.Error:   # the connection broke: the run's own error is the one to report
             pass
 
