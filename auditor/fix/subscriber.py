@@ -59,7 +59,7 @@ def subscriber_scripts(plan: Plan, path: str | Path) -> dict[Path, str]:
     if converted:
         out[after_path(path)] = "\n".join([
             "-- yumai-audit: run on each subscriber AFTER `fix --apply` has finished on the publisher and the",
-            "-- subscriber has caught up (pg_stat_subscription.latest_end_lsn at or past the publisher's",
+            "-- subscriber has caught up (on the publisher, its slot's confirmed_flush_lsn at or past the",
             "-- pg_current_wal_lsn() taken after the apply). The publisher converted these columns by a table",
             "-- rewrite, which is not replicated; its deletes of the rows that were not uuids are, so the same",
             "-- conversion succeeds here. Each rewrites its table under ACCESS EXCLUSIVE (the apply waits meanwhile).",
