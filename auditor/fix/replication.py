@@ -4,16 +4,16 @@ A subscription's apply worker stops at the first change of a table it does not h
 replication target relation ... does not exist", retried every few seconds) and, stopped, applies
 nothing more of any table while the slot keeps the primary's WAL. A publication `FOR ALL TABLES`
 publishes every table created later too (the tool's journal, its quarantine, the master); one
-`FOR TABLES IN SCHEMA s` every table created in `s` later (the master in the application's schema);
-PostgreSQL up to 18 cannot leave a table out of `FOR ALL TABLES` (19's EXCEPT names tables, not a
-schema). So the tool's tables cannot be kept
-out of such a publication; instead each subscriber creates them first, from the script
-`fix --subscriber-sql FILE` writes (auditor/fix/subscriber.py): every schema and table the plan creates,
-in the order the plan creates them, plain (columns and primary key: the apply needs the key to find a row to update or
-delete; no foreign key, trigger or other index: the apply worker runs as a replica, where foreign
-keys and triggers do not fire, and the publisher enforces them). A table a subscriber has but its
-subscription does not list yet gets no changes (no error) until `ALTER SUBSCRIPTION ... REFRESH
-PUBLICATION`, which then copies it whole.
+`FOR TABLES IN SCHEMA s` every table created in `s` later (the master in the application's schema).
+PostgreSQL up to 18 cannot leave a table out of `FOR ALL TABLES` (19's EXCEPT names tables one by
+one, not a schema), so the tool's tables cannot be kept out of such a publication. Instead each
+subscriber creates them first, from the script `fix --subscriber-sql FILE` writes
+(auditor/fix/subscriber.py): every schema and table the plan creates, in the order the plan creates
+them, plain: columns and primary key (the apply finds the row to update or delete by it); no foreign
+key, trigger or other index (the apply worker runs as a replica, where foreign keys and triggers do
+not fire, and the publisher enforces them). A table a subscriber has but its subscription does not
+list yet gets no changes (and no error) until `ALTER SUBSCRIPTION ... REFRESH PUBLICATION`, which
+then copies it whole.
 
 A text key converted to uuid is rewritten on the publisher, and a rewrite is not replicated: the
 subscriber's column stays text (it takes the uuids as text) until the second script, run after the
