@@ -54,6 +54,8 @@ __all__ = [
     "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
     "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
     "check_documentation", "find_config", "FIX_RANGES",
+    # logical replication (auditor/fix/replication.py, auditor/fix/subscriber.py)
+    "write_subscriber_scripts",
 ]
 
 
@@ -346,6 +348,18 @@ def stop_demo(data_dir: str | Path) -> None:
     from .embedded import stop_kept_server
 
     stop_kept_server(data_dir)
+
+
+def write_subscriber_scripts(plan: MigrationPlan, path: str | Path) -> list[Path]:
+    """`fix --subscriber-sql FILE`: the script each logical-replication subscriber runs before the apply
+    (FILE) and, when the plan converts key columns, the one it runs after (FILE-after); returns the paths."""
+    from .fix.subscriber import subscriber_scripts
+
+    written = []
+    for target_path, text in subscriber_scripts(plan, path).items():
+        write_text(target_path, text)
+        written.append(target_path)
+    return written
 
 
 # --- the cutover bridge (auditor/fix/bridge.py) ---------------------------------------------------------

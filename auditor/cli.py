@@ -340,6 +340,8 @@ def lifecycle_options(fn):
                   help="Sessions per transaction.")
     @click.option("--lock-timeout", type=Seconds(), default=5.0, show_default=True,
                   help="Seconds a batch waits for a lock before it rolls back (run again to resume).")
+    @click.option("--max-replica-lag", type=click.FloatRange(0, 7 * 24 * 3600), default=10.0, show_default=True,
+                  help="Between batches, wait while a standby or a logical slot is more seconds behind (0: off).")
     @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
                   help="Write the annotated SQL script that --apply would run to FILE.")
     @functools.wraps(fn)
@@ -381,7 +383,7 @@ def sessions():
 @lifecycle_options
 @click.option("--idle", type=_Duration(), default="30m", show_default=True,
               help="Close sessions with no activity for longer than this (30m, 12h, 7d).")
-def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_file):
+def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, max_replica_lag, sql_file):
     """Set session_end and is_active = false on sessions idle for longer than --idle.
 
     Last activity is the latest created_at over every key table (or session_start).
@@ -396,7 +398,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_fi
 
     _check_sql_file(sql_file)
     r = close_idle(target, config, idle, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
-                   progress=progress_printer(True))
+                   progress=progress_printer(True), max_replica_lag=max_replica_lag)
     _write_sql(sql_file, r.plan, "close-idle")
     for note in r.notes:
         click.echo(f"note: {note}", err=True)
@@ -414,7 +416,7 @@ def close_idle_cmd(target, config, idle, apply, batch_size, lock_timeout, sql_fi
 @lifecycle_options
 @click.option("--older-than", type=_Duration(), required=True,
               help="Delete inactive sessions that ended longer ago than this (e.g. 180d).")
-def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_file):
+def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, max_replica_lag, sql_file):
     """Delete inactive sessions that ended before the cutoff; ON DELETE CASCADE removes their rows.
 
     The dry run shows how many rows each key table would lose. The apply deletes --batch-size
@@ -430,7 +432,7 @@ def prune_cmd(target, config, older_than, apply, batch_size, lock_timeout, sql_f
 
     _check_sql_file(sql_file)
     r = prune(target, config, older_than, apply=apply, batch_size=batch_size, lock_timeout=lock_timeout,
-              progress=progress_printer(True))
+              progress=progress_printer(True), max_replica_lag=max_replica_lag)
     _write_sql(sql_file, r.plan, "prune")
     click.echo(f"{r.sessions} inactive session(s) ended before {r.cutoff.isoformat()}; "
                "with them, ON DELETE CASCADE removes:")
@@ -723,6 +725,9 @@ def fix_options(fn):
 @baseline_option
 @click.option("--sql", "sql_file", type=click.Path(dir_okay=False), default=None,
               help="Write the annotated SQL script that --apply would run to FILE.")
+@click.option("--subscriber-sql", "subscriber_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the script each logical-replication subscriber runs before the apply to FILE (and, "
+                   "when key columns become uuid, FILE-after for after it); then --apply --subscribers-ready.")
 @fix_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
@@ -732,7 +737,7 @@ def fix_options(fn):
 @click.option("--pg-bin", "pg_bin", type=click.Path(file_okay=False), default=None, envvar="YUMAI_PG_BIN",
               help="Folder of the pg_dump/pg_restore/psql to back up with (default: one of the server's major "
                    "from PATH, the system or an installed wheel, else the nearest newer one).")
-def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg_bin, baseline):
+def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_dir, no_backup, pg_bin, baseline):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
     \b
@@ -742,15 +747,18 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
       yumai-audit fix --dsn ... --apply --yes --out ./migration    # run it
       yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
       yumai-audit fix --dsn ... --include users --missing-users null   # user_id -> users(id) too
+      yumai-audit fix --dsn ... --subscriber-sql subscriber.sql    # for logical-replication subscribers
     """
     from .api import apply as api_apply
-    from .api import check_writable_file, plan_script, write_text
+    from .api import check_writable_file, plan_script, write_subscriber_scripts, write_text
     from .api import plan as api_plan
     from .api import scan as api_scan
     from .api import verdict as api_verdict
 
     if sql_file:
         check_writable_file(sql_file, "--sql")
+    if subscriber_file:
+        check_writable_file(subscriber_file, "--subscriber-sql")
     the_plan = api_plan(target, config, options)
     verdict = None
     if not do_apply:
@@ -761,6 +769,10 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     if sql_file:
         write_text(Path(sql_file), plan_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
+    if subscriber_file:
+        written = write_subscriber_scripts(the_plan, subscriber_file)
+        click.echo("Subscriber script: " + " (before the apply); ".join(map(str, written))
+                   + (" (after the apply, once caught up)" if len(written) > 1 else ""))
     if verbosity() >= 0 or do_apply:
         click.echo(plan_summary(the_plan))
     if verdict is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 BEFORE_ROW_TRIGGERS_ON_PARTITIONED = 130000
 # the client_connection_check_interval setting: a killed client's backend notices and rolls back
 CLIENT_CONNECTION_CHECK = 140000
+# publications FOR TABLES IN SCHEMA (pg_publication_namespace)
+SCHEMA_PUBLICATIONS = 150000
 # pg_input_is_valid(text, type): test an input without raising
 INPUT_IS_VALID = 160000
 # the enable_presorted_aggregate setting (16 also began sorting an aggregate's input for its ORDER BY)

@@ -100,3 +100,21 @@ def test_presorted_aggregate_setting_and_the_serial_pass_that_turns_it_off(db):
     assert not [c.check for c in serial.checks if c.status.value == "error"]
     assert [(f.check, f.table, f.rows, f.keys) for f in serial.findings] == \
         [(f.check, f.table, f.rows, f.keys) for f in one.findings]
+
+
+def test_schema_publications_and_the_query_that_reads_them(db):
+    from yumai_audit.fix import replication
+
+    version = db.server.version_num
+    with db.connect() as conn:
+        try:
+            conn.execute("CREATE PUBLICATION probe FOR TABLES IN SCHEMA public")
+            accepts = True
+        except psycopg.errors.SyntaxError:
+            accepts = False
+        finally:
+            conn.rollback()
+    assert accepts == (version >= pgversion.SCHEMA_PUBLICATIONS)
+    # the preflight's query reads pg_publication_namespace exactly where it exists: it runs on this server
+    with db.connect() as conn:
+        assert conn.execute(replication.reached(["public.t"], version)).fetchall() == []

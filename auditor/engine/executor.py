@@ -21,6 +21,7 @@ from psycopg import sql
 
 from ..connection import Target, connect
 from ..errors import AuditError, GateClosed  # GateClosed: defined in errors (the CLI catches it)
+from .lag import LagTimeout, Throttle
 from .plan import Plan
 from .steps import Block, Kind, Step, run_settings, step_block
 from .waits import Watcher, bound_session
@@ -79,6 +80,7 @@ class ApplyResult:
     verdict: object | None = None                          # auditor.verdict.Verdict of `after` (set by the API)
     started_at: str = ""
     finished_at: str = ""
+    replication: dict = field(default_factory=dict)          # WAL written, worst replica lag (auditor/engine/lag.py)
 
     @property
     def ok(self) -> bool:
@@ -92,7 +94,7 @@ class ApplyResult:
         return {"started_at": self.started_at, "finished_at": self.finished_at, "ok": self.ok,
                 "nothing_to_do": self.nothing_to_do, "interrupted_earlier": self.interrupted,
                 "problems": self.problems, "steps": [o.to_dict() for o in self.outcomes],
-                "plan": self.plan.to_dict()}
+                "replication": self.replication, "plan": self.plan.to_dict()}
 
 
 def _now() -> str:
@@ -142,6 +144,16 @@ def refuse_if_running(conn: psycopg.Connection, *, always: bool = False) -> None
                           "wait for it to finish, then run again")
 
 
+def journal_ddl() -> tuple[sql.Composable, ...]:
+    """The journal's schema and table (also what a logical subscriber creates: auditor/fix/replication.py)."""
+    schema, table = JOURNAL
+    return (sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, run_started_at timestamptz NOT NULL, "
+                    "step text NOT NULL, started_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+                    "finished_at timestamptz, outcome text, rows bigint, tries int, detail text)").format(
+                sql.Identifier(schema, table)))
+
+
 class Executor:
     def __init__(self, target: Target, plan: Plan, *, progress: Progress | None = None,
                  before_first_change: Callable[[list[str]], object] | None = None,
@@ -162,6 +174,8 @@ class Executor:
         self.watcher = Watcher(target, self.say)   # what a step waits for, and the bound of CONCURRENTLY
         self._gate_watched = False                 # the run's first gate has watched the writes
         self._last_sweep: float | None = None      # when a gate last swept
+        # between batches: no standby or logical slot further behind than --max-replica-lag (engine/lag.py)
+        self.throttle = Throttle(plan.options.max_replica_lag, plan.options.wait_timeout, self.say, command)
 
     # session ------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
@@ -184,12 +198,8 @@ class Executor:
     # journal ------------------------------------------------------------------------------------
     def _ensure_journal(self, conn) -> list[str]:
         schema, table = JOURNAL
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, run_started_at timestamptz NOT NULL, "
-            "step text NOT NULL, started_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
-            "finished_at timestamptz, outcome text, rows bigint, tries int, detail text)").format(
-            sql.Identifier(schema, table)))
+        for statement in journal_ddl():
+            conn.execute(statement)
         rows = conn.execute(sql.SQL(
             "UPDATE {} SET outcome = 'interrupted', finished_at = clock_timestamp() "
             "WHERE finished_at IS NULL RETURNING step").format(sql.Identifier(schema, table))).fetchall()
@@ -272,6 +282,10 @@ class Executor:
         if self.block(step).batched:
             batch = 0
             while True:
+                try:
+                    self.throttle.between_batches(conn, step.id)
+                except LagTimeout as exc:
+                    raise StepFailed(str(exc)) from None
                 n, last = self._with_retries(conn, step, outcome)
                 batch += 1
                 outcome.rows += n
@@ -329,6 +343,9 @@ class Executor:
             try:
                 self._run(conn, result)
             finally:
+                if self.throttle.start_position is not None:
+                    self.throttle.finish(conn)
+                    result.replication = self.throttle.summary.to_dict()
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
         finally:
             conn.close()
@@ -352,6 +369,7 @@ class Executor:
                                for p in run_check(conn, s)]
             self.say("nothing to do: every step is already done; the database was not changed")
             return
+        self.throttle.start(conn)   # the WAL position before the first change
         if self.before_first_change is not None:
             # before anything is written, the journal included: a failed backup leaves no trace
             tables = sorted({t for s in pending for t in s.changes})

@@ -17,6 +17,7 @@ RUN_RANGES: dict[str, Range] = {
     "batch_size": ("--batch-size", 1, 10_000_000, True, "sessions"),
     "lock_timeout": ("--lock-timeout", 0, 3600, False, "seconds"),                           # an hour
     "wait_timeout": ("--wait-timeout", 0, 7 * 24 * 3600, False, "seconds"),                  # a week
+    "max_replica_lag": ("--max-replica-lag", 0, 7 * 24 * 3600, True, "seconds"),             # 0: no throttle
 }
 
 

@@ -33,6 +33,9 @@ class RunOptions(Protocol):
     @property
     def gate_window(self) -> float: ...       # seconds the first gate watches the writes
 
+    @property
+    def max_replica_lag(self) -> float: ...   # seconds a standby or logical slot may be behind between batches
+
     def to_dict(self) -> dict[str, Any]: ...
 
 

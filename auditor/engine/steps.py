@@ -112,6 +112,9 @@ class Step:
     stop_message: StopMessage | None = field(default=None, compare=False, repr=False)
     # the linter rules its statements break on purpose (auditor/fix/lint.py attaches them)
     lint_exceptions: tuple[LintException, ...] = ()
+    # what a logical-replication subscriber must create before this step's changes arrive there
+    # (auditor/fix/replication.py); None: the step's own CREATE SCHEMA / CREATE TABLE IF NOT EXISTS
+    replica_ddl: tuple[Query, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind is Kind.BATCHED and not self.statements:

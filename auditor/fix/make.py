@@ -18,7 +18,7 @@ from ..engine.executor import evaluate_guards
 from ..engine.waits import bound_session
 from ..pgversion import CLIENT_CONNECTION_CHECK
 from ..scan.scanner import measure_probes
-from . import bridge, cascade, schema_plan, shares, users_plan
+from . import bridge, cascade, replication, schema_plan, shares, users_plan
 from .plan import FixOptions, MigrationPlan, PlanError
 from .planner import build_plan
 
@@ -81,4 +81,7 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
     plan.shares, unmeasured = shares.measure(conn, plan.removals, plan.nulled)
     plan.notes += unmeasured
     plan.done = evaluate_guards(conn, plan)
+    if plan.pending:   # the publications and slots the apply would reach (fix/replication.py)
+        rows = conn.execute(replication.reached(replication.touched(plan.steps), plan.server_version_num)).fetchall()
+        plan.notes += replication.dry_run_notes([r[0] for r in rows], options.subscribers_ready)
     return plan

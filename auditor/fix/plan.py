@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.lag import DEFAULT_MAX_REPLICA_LAG
 from ..engine.limits import RUN_RANGES, check_ranges
 from ..engine.plan import Plan, PlanError
 from .cascade import Removal
@@ -52,7 +53,8 @@ class FixOptions:
                                  "before backing off and retrying.", default=2.0)
     wait_timeout: float = option("--wait-timeout", "Seconds an index build (CONCURRENTLY) may wait for other "
                                  "transactions before it is cancelled and the blocking backend named (run again to "
-                                 "resume).", default=300.0)
+                                 "resume); also the longest a batched step waits for a standby (--max-replica-lag).",
+                                 default=300.0)
     include: tuple[str, ...] = option(
         "--include", "Also plan `schema`: the implied foreign keys confirmed by data and the partition FK drift; "
         "`users`: an FK from each key table's user column to the users table (index CONCURRENTLY, NOT VALID, "
@@ -81,6 +83,14 @@ class FixOptions:
         "any change, naming the table; up to 10 rows of a table are always allowed. Also $YUMAI_MAX_REMOVED_SHARE, "
         "or max_removed_share under [fix] in yumai-audit.toml.", default=5.0, metavar="PCT",
         envvar="YUMAI_MAX_REMOVED_SHARE", config="max_removed_share")
+    max_replica_lag: float = option(
+        "--max-replica-lag", "Seconds a standby (replay) or a logical slot (confirmed flush) may be behind: between "
+        "batches the apply waits, at most --wait-timeout, while one is further behind; 0 turns the throttle off.",
+        default=DEFAULT_MAX_REPLICA_LAG)
+    subscribers_ready: bool = option(
+        "--subscribers-ready", "Logical replication: each subscriber has run the script of --subscriber-sql (the "
+        "tables the migration creates); without it the apply refuses while a publication covers a table it "
+        "creates or changes, or a logical slot decodes this database.", default=False)
 
     def __post_init__(self):
         if self.bridge not in BRIDGE_MODES:

@@ -10,7 +10,7 @@ from psycopg import sql
 from ..catalog import QualifiedName
 from ..engine.steps import Kind, LockMode, Step
 from ..operations import Operation
-from . import cascade, shares
+from . import cascade, replication, shares
 from .ddl import relid
 from .draft import Draft
 from .ops import foreign_key, index
@@ -49,6 +49,8 @@ def preflight(d: Draft) -> Step:
         parts = parts[1:4]
     parts += refusals(d.ctx, d.options, tables, list(dict.fromkeys(d.altered)))   # auditor/fix/preflight_checks.py
     parts += index.refusals(d.index_claims)             # fix/ops/index.py
+    if not d.options.subscribers_ready:   # publications and slots that would carry the new tables' changes
+        parts.append(replication.refusal(replication.touched(d.steps), d.version))
     parts += cascade.preflight_parts(d.removals.values())
     parts += shares.refusal(d.removals.values(), d.nulled.values(), d.options.max_removed_share)
     parts += foreign_key.refusals(d.referenced)         # fix/ops/foreign_key.py

@@ -386,11 +386,13 @@ def create_master(d: Draft, after: str) -> Step:
         user_ref = sql.SQL(" REFERENCES {} ({})" + on_delete).format(
             table_ref(d.ctx.users.name), sql.Identifier(cfg.users_key))
         tables = (str(d.ctx.users.name),)
-    stmt = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
-                   "user_id int{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "
-                   "is_active boolean DEFAULT true)").format(
-        table_ref(d.master), sql.Identifier(d.key), user_ref, ts=ts)
-    statements: tuple[Query, ...] = (stmt,)
+    def table(reference: sql.Composable) -> sql.Composed:
+        return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+                       "user_id int{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "
+                       "is_active boolean DEFAULT true)").format(
+            table_ref(d.master), sql.Identifier(d.key), reference, ts=ts)
+
+    statements: tuple[Query, ...] = (table(user_ref),)
     if d.ctx.users is not None:
         # the new table's user_id FK gets its index at once (the table is empty: no cost)
         statements += (sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id)").format(
@@ -400,7 +402,10 @@ def create_master(d: Draft, after: str) -> Step:
                 statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
                 tables=tables, depends_on=(after,),
                 guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(d.master)), changes=(str(d.master),),
-                target=str(d.master), repairs=REPAIRS_MASTER)
+                target=str(d.master), repairs=REPAIRS_MASTER,
+                # a subscriber gets the table and its key (the replica identity), not the publisher's FK
+                replica_ddl=(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(d.master.schema)),
+                             table(sql.SQL(""))))
 
 
 def existing_fk(d: Draft, fks: list[ForeignKey], table: QualifiedName) -> ForeignKey | None:

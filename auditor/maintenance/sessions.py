@@ -34,6 +34,7 @@ from ..connection import Target, connect, resolve_target
 from ..context import AuditContext, KeyTable, audit_context
 from ..engine.executor import Executor, LockBusy
 from ..engine.guards import no_rows
+from ..engine.lag import DEFAULT_MAX_REPLICA_LAG
 from ..engine.plan import Plan
 from ..engine.steps import Kind, LockMode, Step
 from ..errors import AuditError
@@ -151,14 +152,17 @@ class BatchOptions:
     lock_timeout: float
     wait_timeout: float = 300.0     # no CONCURRENTLY step here: never waited on
     gate_window: float = 0.0                        # no gate here
+    max_replica_lag: float = DEFAULT_MAX_REPLICA_LAG   # between batches: standbys and logical slots
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _plan(conn: psycopg.Connection, step: Step, batch_size: int, lock_timeout: float) -> Plan:
+def _plan(conn: psycopg.Connection, step: Step, batch_size: int, lock_timeout: float,
+          max_replica_lag: float = DEFAULT_MAX_REPLICA_LAG) -> Plan:
     """A plan of the one batched step, with the options the executor reads (batch size, lock_timeout)."""
-    return Plan([step], conn.info.server_version, BatchOptions(batch_size, lock_timeout))
+    return Plan([step], conn.info.server_version,
+                BatchOptions(batch_size, lock_timeout, max_replica_lag=max_replica_lag))
 
 
 def _execute(target: Target | str | None, plan: Plan, command: str, what: str, say: Progress,
@@ -207,7 +211,8 @@ def _last_activity(ctx: AuditContext, tables: list[KeyTable]) -> sql.Composed:
 
 def close_idle(target: Target | str | None, config: Config | None, idle: timedelta, *, apply: bool = False,
                batch_size: int = DEFAULT_BATCH, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-               progress: Progress | None = None) -> CloseIdleResult:
+               progress: Progress | None = None,
+               max_replica_lag: float = DEFAULT_MAX_REPLICA_LAG) -> CloseIdleResult:
     """Count (and with apply=True close) active sessions with no activity for longer than `idle`."""
     say = progress or (lambda _m: None)
     config = config or Config()
@@ -238,7 +243,7 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
                     statements=(update,), lock=LockMode.ROW_EXCLUSIVE, tables=(str(_master(ctx).name),),
                     guard=no_rows(master, idle_pred, "m"), changes=(str(_master(ctx).name),),
                     target=str(_master(ctx).name))
-        plan = _plan(conn, step, batch_size, lock_timeout)
+        plan = _plan(conn, step, batch_size, lock_timeout, max_replica_lag)
         result = CloseIdleResult(cutoff=cutoff, active=active, idle=n_idle, applied=apply, notes=notes, plan=plan)
     if not apply or not n_idle:
         return result
@@ -264,7 +269,7 @@ def _check_cascades(ctx: AuditContext) -> None:
 
 def prune(target: Target | str | None, config: Config | None, older_than: timedelta, *, apply: bool = False,
           batch_size: int = DEFAULT_BATCH, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-          progress: Progress | None = None) -> PruneResult:
+          progress: Progress | None = None, max_replica_lag: float = DEFAULT_MAX_REPLICA_LAG) -> PruneResult:
     """Count (and with apply=True delete, in batches) inactive sessions that ended more than `older_than` ago."""
     if batch_size < 1:
         raise AuditError("batch size must be at least 1")
@@ -316,7 +321,7 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
                     statements=statements + (delete,), lock=LockMode.SHARE if lock else LockMode.ROW_EXCLUSIVE,
                     tables=(name, *map(str, lock)), guard=no_rows(master, candidate, "m"),
                     changes=(name, *map(str, g.reached)), target=name)
-        plan = _plan(conn, step, batch_size, lock_timeout)
+        plan = _plan(conn, step, batch_size, lock_timeout, max_replica_lag)
     result = PruneResult(cutoff=cutoff, sessions=sessions, cascade=preview["delete"], applied=apply,
                          changed=preview["change"], blocked={t: n for t, n in preview["block"].items() if n}, plan=plan)
     if not apply or not sessions:
