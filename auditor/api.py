@@ -26,7 +26,8 @@ from .pgversion import CLIENT_CONNECTION_CHECK
 from .progress import LiveProgress
 from .scan.formats import FORMATS, RENDERERS
 from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
-from .scan.verdict import apply_severity, judge, partition_parents, step_repairs, summary_line, summary_lines
+from .scan.verdict import (Verdict, acceptances_from, apply_severity, judge, partition_parents, step_repairs,
+                           summary_line, summary_lines)
 from .scan.watch import watch
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
@@ -35,7 +36,7 @@ if TYPE_CHECKING:     # annotations only: see _LAZY
 
 __all__ = [
     # scan, plan, apply, report and the demo
-    "scan", "repair_plan", "verdict", "read_baseline", "write_scan", "report", "fix_options", "plan", "apply",
+    "scan", "repair_plan", "judge_scan", "read_baseline", "write_plan", "write_scan", "report", "fix_options", "plan", "apply",
     "unrepaired", "demo", "demo_config", "plan_script", "render_format", "FixOptions", "Plan", "PlanError",
     "ApplyResult", "DEFAULT_JOBS", "Progress",
     # the cutover bridge
@@ -98,8 +99,8 @@ def repair_plan(target: Target | str | None, config: Config | None = None, optio
         return None
 
 
-def verdict(result: ScanResult, config: Config | None = None, plan: dict | None = None,
-            baseline: ScanResult | None = None):
+def judge_scan(result: ScanResult, config: Config | None = None, plan: dict | None = None,
+               baseline: ScanResult | None = None) -> Verdict:
     """The verdict (auditor/scan/verdict.py) of a scan, with the configuration's acceptances."""
     return judge(result, plan, accept=(config or Config()).accept, baseline=baseline)
 
@@ -124,19 +125,34 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
 
 
 def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
-               baseline: ScanResult | None = None, verdict=None) -> dict[str, Path]:
+               plan: dict | None = None, baseline: ScanResult | None = None,
+               verdict: Verdict | None = None) -> dict[str, Path]:
     """Write findings.json, findings.csv, samples-*.csv, report.html, junit.xml, results.sarif and
-    summary.md into `out_dir`. `repair_plan`: the plan whose steps the report names next to the
-    findings they repair (not shown as a plan); `verdict`: the scan's, for the CI files."""
+    summary.md into `out_dir`, all with one verdict: `verdict` (the scan's), else the scan judged
+    here with the plan and the acceptances its config carries. `plan`: the plan that runs (shown
+    in the report's plan section); `repair_plan`: the plan `fix` would make (shown as such)."""
     from yumai_audit.reports.render import write_html
 
+    shown = plan if plan is not None else repair_plan
+    if verdict is None:
+        verdict = judge(result, shown, accept=acceptances_from(result.config), baseline=baseline)
     out = ensure_dir(out_dir)
-    paths = {"json": write_json(result, out / "findings.json")}
+    paths = {"json": write_json(result, out / "findings.json", verdict)}
     csvs = write_csv(result, out)
     paths["csv"] = csvs[0]
     paths.update(write_formats(result, out, verdict))
-    paths["html"] = write_html(result, out / "report.html", repair_plan=repair_plan, baseline=baseline)
+    paths["html"] = write_html(result, out / "report.html", plan=plan, repair_plan=repair_plan, baseline=baseline,
+                               verdict=verdict)
     return paths
+
+
+def write_plan(the_plan: Plan, out_dir: str | Path) -> dict[str, Path]:
+    """plan.sql (the annotated script --apply runs) and plan.json (what `report --plan` shows) in `out_dir`."""
+    from .fix.sqlscript import render_script
+
+    out = ensure_dir(out_dir)
+    return {"sql": write_text(out / "plan.sql", render_script(the_plan)),
+            "plan": write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2) + "\n")}
 
 
 def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | None = None,
@@ -156,12 +172,10 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     plan_data = read_plan(plan) if plan is not None else None
     known = read_json(baseline) if baseline is not None else None
     out = ensure_dir(out_dir)
+    judged = judge(result, plan_data, accept=acceptances_from(result.config), baseline=known)
     csvs = write_csv(result, out)
     paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before,
-                                                baseline=known)}
-    from yumai_audit.reports.render import acceptances
-
-    judged = judge(result, plan_data, accept=acceptances(result.config), baseline=known)
+                                                baseline=known, verdict=judged)}
     paths.update(write_formats(result, out, judged))
     return result, paths, judged
 
@@ -278,7 +292,6 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, *, progress, before_first_change,
            step_hook, rescan: bool, baseline: ScanResult | None, confirm) -> ApplyResult:
     from .fix.executor import Executor, refuse_if_running
-    from .fix.sqlscript import render_script
 
     with connect(target, autocommit=True) as conn:
         refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
@@ -288,8 +301,11 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
     if out is not None:
-        write_text(out / "plan.sql", render_script(the_plan))
-        write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2))
+        write_plan(the_plan, out)
+        if before is not None:   # the report reviewers decide on: written before the first change
+            plan_dict = the_plan.to_dict()
+            write_scan(before, out / "before", plan=plan_dict,
+                       verdict=judge(before, plan_dict, accept=config.accept, baseline=baseline))
     executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
                         step_hook=step_hook)
     try:
@@ -305,7 +321,6 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         plan_dict = the_plan.to_dict()
         result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
         if out is not None:
-            write_scan(before, out / "before", repair_plan=plan_dict)
             write_scan(result.after, out, verdict=result.verdict)
             _write_fix_report(result, out / "report.html", baseline)
     return result
@@ -322,7 +337,7 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) ->
         # a check step (preflight, verify) that the run got past has passed
         passed = step.get("kind") in ("check", "gate") and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
-    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline)
+    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline, verdict=result.verdict)
 
 
 def unrepaired(result: ScanResult, plan) -> list[str]:

@@ -248,7 +248,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     Example:
       yumai-audit scan --dsn "host=db dbname=yumai user=auditor" --out ./audit
     """
-    from .api import repair_plan, scan as api_scan, verdict as api_verdict, write_scan
+    from .api import judge_scan, repair_plan, scan as api_scan, write_scan
 
     from .api import ensure_dir
 
@@ -268,7 +268,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
             if printer is not None:
                 printer.close()
         plan = planned.result()
-    verdict = api_verdict(result, config, plan, baseline)
+    verdict = judge_scan(result, config, plan, baseline)
     paths = write_scan(result, out_dir, repair_plan=plan, baseline=baseline, verdict=verdict)
     print_formats(result, formats, lambda: f"{summary_text(result, verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
@@ -444,10 +444,10 @@ def demo(out_dir):
     from .api import demo as api_demo
 
     result, out = api_demo(out_dir, progress=click.echo)
-    from .api import demo_config, verdict as api_verdict
+    from .api import demo_config, judge_scan
 
     click.echo("Before the migration:")
-    click.echo(summary_text(result.before, api_verdict(result.before, demo_config(), result.plan.to_dict())))
+    click.echo(summary_text(result.before, judge_scan(result.before, demo_config(), result.plan.to_dict())))
     click.echo("")
     click.echo(f"{applied_text(result)}; after the migration, with the decisions in {out / 'yumai-audit.toml'}:")
     click.echo(summary_text(result.after, result.verdict))
@@ -630,7 +630,8 @@ def fix_options(fn):
               help="Write the annotated SQL script that --apply would run to FILE.")
 @fix_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
+              help=f"Without --apply: write the plan (plan.json, plan.sql) and the scan with its report here. "
+                   f"With --apply: directory for the backup, the plan, apply-log.json and the reports "
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
@@ -648,7 +649,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
       yumai-audit fix --dsn ... --include schema                  # also the implied and drifting FKs
       yumai-audit fix --dsn ... --include users --missing-users null   # user_id -> users(id) too
     """
-    from .api import apply as api_apply, plan as api_plan, scan as api_scan, verdict as api_verdict
+    from .api import apply as api_apply, judge_scan, plan as api_plan, scan as api_scan
     from .api import check_writable_file, plan_script, write_text
 
     if sql_file:
@@ -656,9 +657,16 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     the_plan = api_plan(target, config, options)
     verdict = None
     if not do_apply:
-        verdict = api_verdict(api_scan(target, config), config, the_plan.to_dict(), baseline)
+        before = api_scan(target, config)
+        verdict = judge_scan(before, config, the_plan.to_dict(), baseline)
         click.echo(summary_line(verdict))
         click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
+        if out_dir:
+            from .api import write_plan, write_scan
+
+            write_plan(the_plan, out_dir)
+            paths = write_scan(before, out_dir, plan=the_plan.to_dict(), baseline=baseline, verdict=verdict)
+            click.echo(f"Plan: {Path(out_dir) / 'plan.json'}, {Path(out_dir) / 'plan.sql'}; report: {paths['html']}")
     if sql_file:
         write_text(Path(sql_file), plan_script(the_plan))
         click.echo(f"SQL script: {sql_file}")

@@ -17,9 +17,9 @@ from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUn
 
 from yumai_audit.fix.bridge import bridge_line
 from yumai_audit.checks import REGISTRY
-from yumai_audit.config import Acceptance
+from yumai_audit.pgversion import version_text
 from yumai_audit.model import Finding, ScanResult, Severity, Status
-from yumai_audit.scan.verdict import Judged, State, judge, partition_parents, repairing_steps
+from yumai_audit.scan.verdict import Judged, State, Verdict, acceptances_from, judge, partition_parents, repairing_steps
 
 MAX_WEEKS_DRAWN = 104
 SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNING: "Warnings",
@@ -49,6 +49,7 @@ def environment() -> Environment:
     )
     env.filters["bytes"] = human_bytes
     env.filters["num"] = number
+    env.filters["code"] = code_segments
     return env
 
 
@@ -86,7 +87,9 @@ class DocPart:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class VerdictView:
+    """The verdict (auditor/scan/verdict.py's `Verdict`) as the report's verdict box shows it."""
+
     ready: bool                         # not "Needs a decision"
     headline: str                       # one sentence
     reasons: list[str]                  # one sentence per finding that decides the state
@@ -96,7 +99,7 @@ class Verdict:
     accepted: list[str] = field(default_factory=list)        # accepted findings, with their reasons
     warnings: list[str] = field(default_factory=list)        # stale or expired acceptances
     baseline: dict | None = None        # {"new": [...], "known": n, "gone": [...]} with a baseline
-    judged: object = None               # the auditor.verdict.Verdict behind it
+    judged: Verdict | None = None       # the verdict behind it
 
 
 @dataclass(frozen=True)
@@ -118,12 +121,15 @@ class PlanStep:
 class PlanView:
     steps: list[PlanStep]
     server_version_num: int | None
+    server_version: str                 # as PostgreSQL spells it (18.6), "" when the plan does not say
     options: list[tuple[str, str]]
     exclusive_steps: int
     rewriting_steps: int
     concurrent_steps: int
     rewritten_bytes: int
     numbers: dict[str, str]             # step id -> "#n", for "after step"
+    notes: list[str] = field(default_factory=list)   # the plan's notes (what it leaves out, and why)
+    proposed: bool = False              # the plan `fix` would make (a scan's), not the one that ran
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,7 @@ class ReportContext:
     server_version: str
     generated_at: str
     settings: list[tuple[str, str]]
-    verdict: Verdict
+    verdict: VerdictView
     inventory: list
     groups: list[SeverityGroup]
     passed: list[CheckSection]
@@ -228,11 +234,14 @@ def documentation(check_id: str) -> tuple[str, list[DocPart]]:
     return " ".join(first.split()), parts
 
 
-def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None,
-            baseline: ScanResult | None = None, today: date | None = None) -> Verdict:
-    """The verdict (auditor/scan/verdict.py) as the report shows it: state, headline, one sentence per
-    finding that decides it, accepted findings with their reasons, warnings, and the baseline's tally."""
-    v = judge(result, raw_plan, accept=acceptances(result.config), baseline=baseline, today=today)
+def verdict_view(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None,
+                 baseline: ScanResult | None = None, today: date | None = None,
+                 judged: Verdict | None = None) -> VerdictView:
+    """The verdict (auditor/scan/verdict.py; `judged` when the caller has it, so that every output of a
+    run shows the same one) as the report shows it: state, headline, one sentence per finding that
+    decides it, accepted findings with their reasons, warnings, and the baseline's tally."""
+    v = judged if judged is not None else judge(result, raw_plan, accept=acceptances_from(result.config),
+                                                baseline=baseline, today=today)
     numbers = plan.numbers if plan is not None else {}
     descriptions = {c.check: c.description or c.check for c in result.checks}
 
@@ -270,23 +279,9 @@ def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | N
                                  for j in v.findings if j.baseline == "new"],
                          "known": sum(1 for j in v.findings if j.baseline == "known"),
                          "gone": [f"{f.check} on {where(f)}: {f.message}" for f in v.gone]}
-    return Verdict(ready=v.state.good, headline=v.headline, reasons=reasons, state=v.state.value, label=v.label,
+    return VerdictView(ready=v.state.good, headline=v.headline, reasons=reasons, state=v.state.value, label=v.label,
                    choices=choices, accepted=accepted, warnings=list(v.warnings), baseline=baseline_view,
                    judged=v)
-
-
-def acceptances(config: dict | None) -> tuple[Acceptance, ...]:
-    """The `[[accept]]` entries a findings.json carries in its config (as the scan had them)."""
-    out = []
-    for a in (config or {}).get("accept") or []:
-        if isinstance(a, dict) and a.get("check") and a.get("reason"):
-            until = a.get("until")
-            try:
-                until = date.fromisoformat(until) if isinstance(until, str) else None
-            except ValueError:
-                until = None
-            out.append(Acceptance(str(a["check"]), str(a["reason"]), a.get("table"), a.get("column"), until))
-    return tuple(out)
 
 
 def lock_level(lock: str) -> str:
@@ -300,7 +295,7 @@ def lock_level(lock: str) -> str:
     return "low"
 
 
-def plan_view(plan: dict) -> PlanView:
+def plan_view(plan: dict, *, proposed: bool = False) -> PlanView:
     steps = []
     for i, s in enumerate(plan.get("steps", []), 1):
         sizes = s.get("table_bytes") or {}
@@ -313,11 +308,13 @@ def plan_view(plan: dict) -> PlanView:
     options = [(str(k), str(v)) for k, v in sorted((plan.get("options") or {}).items())]
     return PlanView(
         steps=steps, server_version_num=plan.get("server_version_num"), options=options,
+        server_version=version_text(num) if isinstance(num := plan.get("server_version_num"), int) else "",
         exclusive_steps=sum(1 for s in steps if s.lock_level == "high"),
         rewriting_steps=sum(1 for s in steps if s.rewrites),
         concurrent_steps=sum(1 for s in steps if not s.transactional),
         rewritten_bytes=sum(b or 0 for s in steps if s.rewrites for _, b in s.tables),
-        numbers={s.id: f"#{s.number}" for s in steps})
+        numbers={s.id: f"#{s.number}" for s in steps}, notes=[str(n) for n in plan.get("notes") or []],
+        proposed=proposed)
 
 
 def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None,
@@ -584,14 +581,15 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
 
 def template_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
                      title: str = "Session integrity audit", repair_plan: dict | None = None,
-                     baseline: ScanResult | None = None) -> ReportContext:
-    """`plan` is shown in the plan section and decides the verdict; `repair_plan` (when there is no
-    `plan`, e.g. the scan's report) only says which steps would repair each finding."""
-    pv = plan_view(plan) if plan is not None else None
+                     baseline: ScanResult | None = None, verdict: Verdict | None = None) -> ReportContext:
+    """`plan` (the plan that runs or ran) and, without it, `repair_plan` (the plan `fix` would make, e.g.
+    the scan's) are shown in the plan section and decide the verdict; `verdict`: the run's own, so
+    that the report says what its other outputs say."""
     matching = plan if plan is not None else repair_plan
-    mv = pv if pv is not None else (plan_view(matching) if matching is not None else None)
-    the_verdict = verdict(result, pv, matching, baseline)
-    sections = check_sections(result, mv, matching, {id(j.finding): j for j in the_verdict.judged.findings})
+    pv = plan_view(matching, proposed=plan is None) if matching is not None else None
+    the_verdict = verdict_view(result, pv, matching, baseline, judged=verdict)
+    assert the_verdict.judged is not None
+    sections = check_sections(result, pv, matching, {id(j.finding): j for j in the_verdict.judged.findings})
     cfg = result.config or {}
     settings = [(label, str(cfg[key])) for key, label in (
         ("key_column", "Session key column"), ("master", "Master table"), ("source", "Source table"),
@@ -610,11 +608,12 @@ def template_context(result: ScanResult, *, plan: dict | None = None, before: Sc
 
 def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
                 title: str = "Session integrity audit", repair_plan: dict | None = None,
-                baseline: ScanResult | None = None) -> str:
+                baseline: ScanResult | None = None, verdict: Verdict | None = None) -> str:
     """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`;
-    `repair_plan`: a plan not shown, only matched to the findings; `baseline`: an older scan whose findings
-    are known (new / known / gone)."""
-    ctx = template_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline)
+    `repair_plan`: the plan `fix` would make (shown as such when there is no `plan`); `baseline`: an older
+    scan whose findings are known (new / known / gone); `verdict`: the run's verdict of `result`."""
+    ctx = template_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline,
+                           verdict=verdict)
     return environment().get_template("report.html").render(r=ctx)
 
 

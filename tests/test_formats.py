@@ -127,9 +127,9 @@ def test_github_annotation_escaping():
 
 def test_markdown_summary_escapes_and_counts():
     text = markdown(hostile_result())
-    assert text.startswith("## yumai-audit: ❌ blocked")
-    assert "| `orphaned_session_ids` | error | fail | 1 | 7 |" in text
-    assert "| `duplicate_foreign_keys` | warning | pass | 0 | 0 |" in text
+    assert text.startswith("## yumai-audit: ❌ Needs a decision\n")   # the verdict, as the report states it
+    assert "| `orphaned_session_ids` | error | fail | 1 | 7 rows |" in text
+    assert "| `duplicate_foreign_keys` | warning | pass | 0 | – |" in text
     assert "<schema>" not in text and "&lt;schema&gt;" in text
     assert "\r" not in text
     assert "### Top findings (2 of 2)" in text

@@ -91,9 +91,9 @@ def test_plan_section_lists_steps_in_order_with_locks_sizes_and_rewrites():
     rows = re.findall(r'<tr id="step-(\d+)"', plan)
     assert rows == ["1", "2", "3", "4"]
     text = text_of(plan)
-    assert "4 steps in the order they run, for server version 180001" in text
-    assert "1 under an exclusive lock" in text and "1 rewrites a table (3.0 MB)" in text
-    assert "1 outside a transaction" in text
+    assert "4 steps in the order they run, for PostgreSQL 18.1" in text
+    assert "1 step under an exclusive lock" in text and "1 step rewrites a table (3.0 MB)" in text
+    assert "1 step outside a transaction" in text
     assert text.index("create_session_master") < text.index("quarantine_orphaned_session_ids") \
         < text.index("convert_key:chatbot.recommendations_log")
     assert "ACCESS EXCLUSIVE" in text and "rewrites the table" in text and "no transaction (CONCURRENTLY)" in text
@@ -106,7 +106,7 @@ def test_plan_section_lists_steps_in_order_with_locks_sizes_and_rewrites():
     assert "DELETE FROM chatbot.user_interactions t WHERE t.session_id NOT IN (SELECT 1) RETURNING *;" in article
     assert "CREATE INDEX CONCURRENTLY" not in article
     verdict = text_of(section(html, "verdict"))
-    assert "Verdict: Ready once `fix` runs" in verdict
+    assert "Verdict: Ready once fix runs" in verdict
     assert "7 rows in chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)." in verdict
     assert "repaired by step #2" in text_of(article)
 
@@ -250,7 +250,7 @@ def test_the_declared_repairs_decide_ready_once_fix_runs():
     ctx = template_context(scan_result(), plan=plan)
     assert ctx.verdict.ready and ctx.verdict.state == "ready-once-fix"
     assert ctx.verdict.headline == ("Every error finding is repaired by a step of the plan (1 finding): "
-                                    "run `fix --apply`.")
+                                    "run fix --apply.")
     assert ctx.verdict.reasons == ["Rows whose session id is in neither the master nor the source table: 7 rows in "
                                    "chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)."]
     plan["steps"][1]["repairs"] = ["null_session_ids"]

@@ -53,7 +53,7 @@ def test_report_loads_without_console_errors_and_shows_verdict(tmp_path):
     dom = run.stdout
     verdict = re.search(r'<section id="verdict".*?</section>', dom, re.S).group(0)
     text = " ".join(re.sub(r"<[^>]+>", " ", verdict).split())
-    assert text.startswith("Verdict: Ready once `fix` runs Every error finding is repaired by a step of the plan")
+    assert text.startswith("Verdict: Ready once fix runs Every error finding is repaired by a step of the plan")
     assert dom.count("<svg") == 3
 
     shot = tmp_path / "report.png"

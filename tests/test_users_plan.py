@@ -163,7 +163,7 @@ def test_cli_include_users_null_ends_migrated_and_clean(db, tmp_path):
     base = ["--dsn", db.conninfo, "--config", str(toml)]
     dry = CliRunner().invoke(cli, ["fix", *base, "--include", "users", "--missing-users", "null"])
     assert dry.exit_code == 0, dry.output       # every error finding is repaired by a planned step
-    assert dry.output.startswith("Verdict: Ready once `fix` runs.")
+    assert dry.output.startswith("Verdict: Ready once fix runs.")
     res = CliRunner().invoke(cli, ["fix", *base, "--include", "users", "--missing-users", "null", "--apply", "--yes",
                                    "--no-backup", "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output

@@ -204,12 +204,12 @@ def test_ready_once_fix_runs_then_migrated_and_clean(db, tmp_path):
     db.execute(NO_USERS)
     res = scan_cli(db, tmp_path)
     assert res.exit_code == 1, res.output           # not applied yet: the findings count
-    assert res.output.startswith("Verdict: Ready once `fix` runs.")
+    assert res.output.startswith("Verdict: Ready once fix runs.")
     assert "(repaired by orphans:chatbot.clicks, catchup:chatbot.clicks, settle:chatbot.clicks)" in res.output
     html = (tmp_path / "scan" / "report.html").read_text()
-    assert "Ready once `fix` runs" in html and "repaired by step" in html
+    assert "Ready once fix runs" in html and "repaired by step" in html
     dry = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo])
-    assert dry.exit_code == 0, dry.output and dry.output.startswith("Verdict: Ready once `fix` runs.")
+    assert dry.exit_code == 0, dry.output and dry.output.startswith("Verdict: Ready once fix runs.")
     applied = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup",
                                        "--out", str(tmp_path / "run")])
     assert applied.exit_code == 0, applied.output

@@ -6,7 +6,7 @@ connects to a database, prints or reads files.
 
 States, before the migration:
 - **Ready**: no error finding (accepted ones aside) and every check ran;
-- **Ready once `fix` runs**: every error finding left is repaired by a step of the plan;
+- **Ready once fix runs**: every error finding left is repaired by a step of the plan;
 - **Needs a decision**: some error finding no step repairs (each is listed with its choices).
 After it (every key table has a validated foreign key to the master):
 - **Migrated and clean**: no error finding left (warnings may remain);
@@ -58,8 +58,14 @@ class State(str, enum.Enum):
 
     @property
     def label(self) -> str:
-        return {"ready": "Ready", "ready-once-fix": "Ready once `fix` runs", "needs-decision": "Needs a decision",
+        return {"ready": "Ready", "ready-once-fix": "Ready once fix runs", "needs-decision": "Needs a decision",
                 "migrated": "Migrated", "migrated-clean": "Migrated and clean"}[self.value]
+
+    @property
+    def symbol(self) -> str:
+        """The mark a Markdown summary puts before the label."""
+        return {"ready": "✅", "ready-once-fix": "🛠️", "needs-decision": "❌", "migrated": "⚠️",
+                "migrated-clean": "✅"}[self.value]
 
     @property
     def good(self) -> bool:
@@ -173,7 +179,7 @@ class Verdict:
         if self.state is State.READY_ONCE_FIX:
             repaired = sum(1 for j in errors if j.steps and j.accepted is None)
             return (f"Every error finding is repaired by a step of the plan ({repaired} "
-                    f"finding{'s' if repaired != 1 else ''}){acc}: run `fix --apply`.")
+                    f"finding{'s' if repaired != 1 else ''}){acc}: run fix --apply.")
         if self.state is State.NEEDS_DECISION:
             n = len(self.undecided) + len(self.failed_checks)
             return (f"{n} error finding{'s' if n != 1 else ''} no step of the plan repairs: "
@@ -260,6 +266,20 @@ def repairing_steps(finding: Finding, plan: dict | None, parents: dict[str, str]
 
 
 # --- acceptances and the baseline ----------------------------------------------------------------------
+
+def acceptances_from(config: dict | None) -> tuple[Acceptance, ...]:
+    """The `[[accept]]` entries a findings.json carries in its config (as the scan had them)."""
+    out = []
+    for a in (config or {}).get("accept") or []:
+        if isinstance(a, dict) and a.get("check") and a.get("reason"):
+            until = a.get("until")
+            try:
+                until = date.fromisoformat(until) if isinstance(until, str) else None
+            except ValueError:
+                until = None
+            out.append(Acceptance(str(a["check"]), str(a["reason"]), a.get("table"), a.get("column"), until))
+    return tuple(out)
+
 
 def acceptance_for(finding: Finding, accept, today: date) -> Acceptance | None:
     return next((a for a in accept if not a.expired(today) and a.matches(finding.check, finding.table, finding.column)),

@@ -1,0 +1,138 @@
+"""The outputs of one run agree and hold together, on a real database (the demo's defects):
+
+- every report written before the cutover (`scan`'s, `fix --out`'s dry run, `fix --apply`'s before/)
+  has the plan section with its notes, and every in-page link of every report resolves to an id;
+- one verdict everywhere: the terminal, report.html, summary.md, junit.xml, results.sarif and
+  findings.json of one scan say the same one.
+"""
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from yumai_audit.cli import cli
+from yumai_audit.demo import build_demo_database
+
+
+class _Anchors(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(str(a["id"]))
+        href = a.get("href") or ""
+        if tag == "a" and href.startswith("#"):
+            self.links.append(href[1:])
+
+
+def anchors(path: Path) -> _Anchors:
+    parsed = _Anchors()
+    parsed.feed(path.read_text(encoding="utf-8"))
+    return parsed
+
+
+def broken_links(path: Path) -> list[str]:
+    parsed = anchors(path)
+    return sorted({link for link in parsed.links if link not in parsed.ids})
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_every_report_before_the_cutover_has_the_plan_and_every_link_resolves(db, tmp_path):
+    build_demo_database(db.conninfo)
+    scanned, planned, applied = tmp_path / "scan", tmp_path / "plan", tmp_path / "apply"
+    assert run("scan", "--dsn", db.conninfo, "--out", str(scanned)).exit_code == 1
+    dry = run("fix", "--dsn", db.conninfo, "--out", str(planned))
+    assert dry.exit_code == 1, dry.output
+    # the dry run wrote the plan, so `report --plan` works before the cutover
+    assert (planned / "plan.sql").read_text().startswith("--")
+    plan = json.loads((planned / "plan.json").read_text())
+    assert plan["steps"] and plan["notes"]
+    reviewed = tmp_path / "review"
+    res = run("report", str(planned / "findings.json"), "--plan", str(planned / "plan.json"), "--out", str(reviewed))
+    assert res.exit_code == 1, res.output
+    res = run("fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup", "--out", str(applied))
+    assert res.exit_code in (0, 1), res.output
+
+    before_reports = [scanned / "report.html", planned / "report.html", reviewed / "report.html",
+                      applied / "before" / "report.html"]
+    for page in [*before_reports, applied / "report.html"]:
+        parsed = anchors(page)
+        assert "plan" in parsed.ids and "plan" in parsed.links, page
+        assert broken_links(page) == [], page
+    for page in before_reports:
+        parsed = anchors(page)
+        steps = [link for link in parsed.links if link.startswith("step-")]
+        assert steps and all(s in parsed.ids for s in steps), page
+        assert "plan-notes" in parsed.ids, page   # the notes the verdict's choices refer to
+    # the plan that ran is the one the before-report shows: every step of it, in its order
+    shown = re.findall(r'<tr id="step-\d+"[^>]*>\s*<td class="num">\d+</td>\s*<th scope="row"><code>([^<]+)</code>',
+                       (applied / "before" / "report.html").read_text())
+    assert shown == [s["id"] for s in json.loads((applied / "plan.json").read_text())["steps"]]
+
+
+def _verdicts(out: Path) -> dict[str, str]:
+    """The verdict's label as each file in `out` states it."""
+    html = (out / "report.html").read_text()
+    badge = re.search(r'<h2 id="verdict-title">Verdict: <span class="badge [a-z]+">([^<]+)</span>', html)
+    heading = (out / "summary.md").read_text().splitlines()[0]
+    junit = ET.parse(out / "junit.xml").getroot()
+    sarif = json.loads((out / "results.sarif").read_text())
+    findings = json.loads((out / "findings.json").read_text())
+    return {"report.html": badge.group(1) if badge else "",
+            "summary.md": heading.split(" ", 3)[3] if heading.startswith("## yumai-audit: ") else heading,
+            "junit.xml": next(p.get("value") for p in junit.iter("property") if p.get("name") == "verdict"),
+            "results.sarif": sarif["runs"][0]["properties"]["verdict"],
+            "findings.json": findings["verdict"]["label"]}
+
+
+def test_one_verdict_in_every_output_of_one_scan(db, tmp_path):
+    build_demo_database(db.conninfo)
+    out = tmp_path / "scan"
+    res = run("scan", "--dsn", db.conninfo, "--out", str(out))
+    assert res.exit_code == 1, res.output
+    terminal = re.match(r"Verdict: ([^.]+)\.", res.output).group(1)
+    assert terminal == "Needs a decision"     # the demo's user findings: no step of the default plan repairs them
+    assert _verdicts(out) == dict.fromkeys(_verdicts(out), terminal)
+    # `scan --format json` says it the same way as the file
+    printed = run("scan", "--dsn", db.conninfo, "--out", str(tmp_path / "again"), "--format", "json")
+    assert json.loads(printed.output)["verdict"]["label"] == terminal
+
+
+def test_one_verdict_in_every_output_before_and_after_the_apply(db, tmp_path):
+    build_demo_database(db.conninfo)
+    out = tmp_path / "apply"
+    res = run("fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup", "--out", str(out),
+              "--include", "users", "--missing-users", "null")
+    labels = re.findall(r"^Verdict: ([^.]+)\.", res.output, re.M)
+    assert len(labels) == 1, res.output
+    assert _verdicts(out) == dict.fromkeys(_verdicts(out), labels[0])
+    before = _verdicts(out / "before")
+    # the users' findings have a step now; the conflicting users are left for a person to decide
+    assert before == dict.fromkeys(before, "Needs a decision"), before
+
+
+def test_the_summary_counts_findings_in_their_unit(db, tmp_path):
+    """A finding counted in sessions (missing from the master) shows its sessions, not 0 rows."""
+    build_demo_database(db.conninfo)
+    out = tmp_path / "scan"
+    run("scan", "--dsn", db.conninfo, "--out", str(out))
+    findings = json.loads((out / "findings.json").read_text())["findings"]
+    missing = next(f for f in findings if f["check"] == "missing_master_rows")
+    assert missing["rows"] is None and missing["keys"] > 0
+    row = next(line for line in (out / "summary.md").read_text().splitlines() if "`missing_master_rows`" in line)
+    assert row.split("|")[5].strip() == f"{missing['keys']:,} sessions"
+    orphans = [f for f in findings if f["check"] == "orphaned_session_ids"]
+    row = next(line for line in (out / "summary.md").read_text().splitlines() if "`orphaned_session_ids`" in line)
+    assert row.split("|")[5].strip() == f"{sum(f['rows'] for f in orphans):,} rows"
