@@ -1,5 +1,6 @@
 """The command line: options, one call into the API, formatting. Exit codes: 0 clean, 1 findings,
-2 usage / connection / configuration error (one line on stderr, never a traceback)."""
+2 usage / connection / configuration error (one line on stderr, never a traceback), 3 a run that
+changes the database did not finish (`fix --apply`, `sessions ... --apply`: DidNotFinish)."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -454,7 +455,9 @@ def demo(out_dir):
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
     click.echo(f"Report after:  {out / 'report.html'}")
-    return result.verdict.exit_code() if result.ok else 1
+    from .errors import DidNotFinish
+
+    return result.verdict.exit_code() if result.ok else DidNotFinish.exit_code
 
 
 
@@ -641,6 +644,11 @@ def fix_options(fn):
 def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg_bin, baseline):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
 
+    Exit codes of --apply: 0 finished, no error finding left; 1 finished, with error findings it does
+    not repair (the debt, listed); 2 did not start (usage, connection, configuration, preflight,
+    backup: nothing changed); 3 did not finish (a step failed, a lock or a wait ran out, the gate
+    stopped it): what is done stays done, run it again to resume.
+
     \b
     Examples:
       yumai-audit fix --dsn postgresql://owner@db/yumai            # show the plan
@@ -689,7 +697,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     if no_backup:
         click.echo("No backup (--no-backup).")
     hook = None if no_backup else backup_hook(target, out_dir, click.echo, pg_bin=pg_bin)
-    from .errors import GateClosed
+    from .errors import DidNotFinish, GateClosed
 
     try:
         result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
@@ -706,7 +714,9 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
         click.echo(f"  still wrong: {problem}")
     click.echo(summary_text(result.after, result.verdict))
     click.echo(f"Plan, log and reports: {out_dir}")
-    return 0 if result.ok and result.verdict.exit_code() == 0 else 1
+    if not result.ok:   # the verify step found what a step declares it repairs: the migration is not done
+        return DidNotFinish.exit_code
+    return result.verdict.exit_code()   # finished: 0 clean, 1 with error findings left (the debt)
 
 
 # --- the cutover bridge (issue 10) ------------------------------------------------------------------

@@ -20,7 +20,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from ..connection import Target, connect
-from ..errors import AuditError, GateClosed   # GateClosed: defined in errors (the CLI catches it)
+from ..errors import AuditError, DidNotFinish, GateClosed   # defined in errors: the CLI knows them
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from .waits import Watcher, bound_session
@@ -45,7 +45,7 @@ class PreflightFailed(AuditError):
     """The database is not ready for the migration (version, privileges, leftovers)."""
 
 
-class StepFailed(AuditError):
+class StepFailed(DidNotFinish):
     """A step failed; it was rolled back, earlier steps stay done, a rerun resumes."""
 
 

@@ -61,7 +61,7 @@ class FixOptions:
         "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: auto, on the "
         "source table and on every key table whose rows show the application writing it before a session's first "
         "message; source, on the source table only; all, on every key table; none (then a gate stops the apply, "
-        "exit 1, while the application writes unregistered sessions). See auditor/fix/bridge.py.", default="auto",
+        "exit 3, while the application writes unregistered sessions). See auditor/fix/bridge.py.", default="auto",
         choices=BRIDGE_MODES)
     master_user_delete: str = option(
         "--master-user-delete", "The master the fix creates references the users table: when the application "
