@@ -19,6 +19,8 @@ from yumai_audit.fix.bridge import bridge_line
 from yumai_audit.checks import REGISTRY
 from yumai_audit.pgversion import version_text
 from yumai_audit.model import Finding, ScanResult, Severity, Status
+from yumai_audit.reports.totals import plan_totals
+from yumai_audit.scan.formats import count_text
 from yumai_audit.scan.verdict import Judged, State, Verdict, acceptances_from, judge, partition_parents, repairing_steps
 
 MAX_WEEKS_DRAWN = 104
@@ -87,19 +89,30 @@ class DocPart:
 
 
 @dataclass(frozen=True)
+class ReasonGroup:
+    """One kind of finding that decides the verdict: its check, where it is found, what the tool offers."""
+
+    title: str                          # "Needs a decision", "Repaired by the plan", "Debt"
+    items: list[str]                    # one line per check: what, where, how many
+    choices: list[str] = field(default_factory=list)       # what the tool offers, once for the kind
+
+
+@dataclass(frozen=True)
 class VerdictView:
     """The verdict (auditor/scan/verdict.py's `Verdict`) as the report's verdict box shows it."""
 
     ready: bool                         # not "Needs a decision"
     headline: str                       # one sentence
-    reasons: list[str]                  # one sentence per finding that decides the state
+    groups: list[ReasonGroup]           # what decides the state, by kind: each kind (and its choices) once
     state: str = "needs-decision"       # auditor.verdict.State values
     label: str = "Needs a decision"
-    choices: list[list[str]] = field(default_factory=list)   # per reason: what the tool offers
+    totals: list[str] = field(default_factory=list)          # the plan in one line (reports/totals.py)
     accepted: list[str] = field(default_factory=list)        # accepted findings, with their reasons
     warnings: list[str] = field(default_factory=list)        # stale or expired acceptances
     baseline: dict | None = None        # {"new": [...], "known": n, "gone": [...]} with a baseline
     judged: Verdict | None = None       # the verdict behind it
+    tone: str = "error"                 # ok | warning | error: the box's colour
+    to_done: list[str] = field(default_factory=list)         # with the bridge on: the way to done
 
 
 @dataclass(frozen=True)
@@ -238,39 +251,49 @@ def verdict_view(result: ScanResult, plan: PlanView | None = None, raw_plan: dic
                  baseline: ScanResult | None = None, today: date | None = None,
                  judged: Verdict | None = None) -> VerdictView:
     """The verdict (auditor/scan/verdict.py; `judged` when the caller has it, so that every output of a
-    run shows the same one) as the report shows it: state, headline, one sentence per finding that
-    decides it, accepted findings with their reasons, warnings, and the baseline's tally."""
+    run shows the same one) as the report shows it: state, headline, the plan's totals, what decides it
+    grouped by kind (no step ids: those are the plan section's), accepted findings with their reasons,
+    warnings, and the baseline's tally."""
     v = judged if judged is not None else judge(result, raw_plan, accept=acceptances_from(result.config),
                                                 baseline=baseline, today=today)
-    numbers = plan.numbers if plan is not None else {}
     descriptions = {c.check: c.description or c.check for c in result.checks}
 
     def where(f: Finding) -> str:
         return f"{f.table}.{f.column}" if f.column else f.table
 
-    def steps_text(j: Judged) -> str:
-        shown = [numbers.get(s, s) for s in j.steps]
-        return f" (repaired by step{'s' if len(shown) != 1 else ''} {', '.join(shown)})"
+    def by_check(judged_findings: list[Judged]) -> dict[str, list[Judged]]:
+        out: dict[str, list[Judged]] = {}
+        for j in judged_findings:
+            out.setdefault(j.finding.check, []).append(j)
+        return out
 
-    reasons, choices = [], []
+    def line(check: str, js: list[Judged]) -> str:
+        counted = count_text([j.finding for j in js])
+        return (f"{descriptions.get(check, check)} ({check}): {', '.join(where(j.finding) for j in js)}"
+                + (f" ({counted})" if counted != "–" else ""))
+
+    groups: list[ReasonGroup] = []
     if v.state is State.NEEDS_DECISION:
+        # one group per kind of choice: the same choices are offered once, for every finding they concern
+        kinds: dict[tuple[str, ...], list[Judged]] = {}
         for j in v.undecided:
-            reasons.append(f"{descriptions.get(j.finding.check, j.finding.check)}: {j.finding.message}.")
-            choices.append(list(j.choices))
-        for c in v.failed_checks:
-            reasons.append(f"{c.check} could not be verified: {c.reason}.")
-            choices.append(["run the scan again (with a longer --timeout)"])
+            kinds.setdefault(j.choices, []).append(j)
+        for offered, js in kinds.items():
+            groups.append(ReasonGroup("Needs a decision", [line(c, cj) for c, cj in by_check(js).items()],
+                                      list(offered)))
+        if v.failed_checks:
+            groups.append(ReasonGroup("Could not be verified", [f"{c.check}: {c.reason}" for c in v.failed_checks],
+                                      ["run the scan again (with a longer --timeout)"]))
     elif v.state is State.READY_ONCE_FIX:
-        for j in v.findings:
-            if j.is_error and j.accepted is None:
-                reasons.append(f"{descriptions.get(j.finding.check, j.finding.check)}: {j.finding.message}"
-                               f"{steps_text(j)}.")
-                choices.append([])
-    elif v.state is State.MIGRATED:
-        for j in v.debt:
-            if j.accepted is None:
-                reasons.append(f"Debt: {j.finding.check} on {where(j.finding)}: {j.finding.message}.")
-                choices.append(list(j.choices))
+        repaired = [j for j in v.findings if j.is_error and j.accepted is None]
+        groups.append(ReasonGroup("Repaired by the plan", [line(c, js) for c, js in by_check(repaired).items()]))
+    elif v.state in (State.MIGRATED, State.MIGRATED_BRIDGE_ON):
+        debt = [j for j in v.debt if j.accepted is None]
+        kinds = {}
+        for j in debt:
+            kinds.setdefault(j.choices, []).append(j)
+        for offered, js in kinds.items():
+            groups.append(ReasonGroup("Debt", [line(c, cj) for c, cj in by_check(js).items()], list(offered)))
     accepted = [f"{j.finding.check} on {where(j.finding)}: {j.finding.message} — accepted: {j.accepted.reason}"
                 + (f" (until {j.accepted.until})" if j.accepted.until else "") for j in v.accepted]
     baseline_view = None
@@ -279,9 +302,10 @@ def verdict_view(result: ScanResult, plan: PlanView | None = None, raw_plan: dic
                                  for j in v.findings if j.baseline == "new"],
                          "known": sum(1 for j in v.findings if j.baseline == "known"),
                          "gone": [f"{f.check} on {where(f)}: {f.message}" for f in v.gone]}
-    return VerdictView(ready=v.state.good, headline=v.headline, reasons=reasons, state=v.state.value, label=v.label,
-                   choices=choices, accepted=accepted, warnings=list(v.warnings), baseline=baseline_view,
-                   judged=v)
+    return VerdictView(ready=v.state.good, headline=v.headline, groups=groups, state=v.state.value, label=v.label,
+                       totals=plan_totals(result, raw_plan, human_bytes),
+                       accepted=accepted, warnings=list(v.warnings), baseline=baseline_view,
+                       judged=v, tone=v.state.tone, to_done=list(v.to_done))
 
 
 def lock_level(lock: str) -> str:

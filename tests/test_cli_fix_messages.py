@@ -75,7 +75,7 @@ def test_one_step_count_from_the_plan_to_the_end(db, tmp_path):
     build_demo_database(db.conninfo)
     result = invoke("fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path))
     # migrated, with the demo's user findings left undecided (exit 1)
-    assert result.exit_code == 1 and "Verdict: Migrated. " in result.output, result.output + result.stderr
+    assert result.exit_code == 1 and "Verdict: Migrated, bridge on. " in result.output, result.output + result.stderr
     counts = _numbers(result.output)
     assert counts["total"] == counts["pending"] + counts["done"] + counts["checks"]
     # with --yes the run still says what it will do, without the question
@@ -109,6 +109,6 @@ def test_no_library_warning_reaches_the_user(db, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")}
     proc = subprocess.run([sys.executable, "-m", "yumai_audit", "fix", "--dsn", db.conninfo, "--apply", "--yes",
                            "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 1 and "Verdict: Migrated. " in proc.stdout, proc.stderr   # undecided user findings
+    assert proc.returncode == 1 and "Verdict: Migrated, bridge on. " in proc.stdout, proc.stderr   # undecided user findings
     assert "Warning" not in proc.stdout + proc.stderr
     assert "Backup of" in proc.stdout

@@ -4,7 +4,6 @@ not finish (a step could not take its lock in time; the gate's stop is tested in
 from __future__ import annotations
 
 from click.testing import CliRunner
-
 from yumai_audit.cli import cli
 from yumai_audit.demo import DECISIONS, build_demo_database
 

@@ -162,7 +162,7 @@ def test_every_written_findings_json_validates(db, tmp_path):
     assert invoke("watch", "--dsn", db.conninfo, "--since", "3650d", "--out", str(tmp_path / "watch")).exit_code == 1
     result = invoke("fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path / "fix"))
     # migrated, with the demo's user findings left undecided (exit 1)
-    assert result.exit_code == 1 and "Verdict: Migrated. " in result.output, result.output
+    assert result.exit_code == 1 and "Verdict: Migrated, bridge on. " in result.output, result.output
     written = sorted(tmp_path.rglob("findings.json"))
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [
         "fix/before/findings.json", "fix/findings.json", "scan/findings.json", "watch/findings.json"]

@@ -11,7 +11,7 @@ from jinja2 import StrictUndefined
 from report_fixtures import external_references, plan_dict, scan_result
 from yumai_audit.model import Status
 from yumai_audit.reports import render
-from yumai_audit.reports.render import template_context, environment, render_html
+from yumai_audit.reports.render import ReasonGroup, environment, render_html, template_context
 
 TEMPLATES = Path(render.__file__).parent / "templates"
 EVIL = "<script>alert(1)</script>"
@@ -50,8 +50,8 @@ def test_without_a_plan_an_error_finding_needs_a_decision_and_names_its_choices(
     verdict = text_of(section(html, "verdict"))
     assert "Verdict: Needs a decision" in verdict
     assert "1 error finding no step of the plan repairs" in verdict
-    assert ("Rows whose session id is in neither the master nor the source table: "
-            "7 rows in chatbot.user_interactions refer to 3 unknown sessions. Choice: accept it") in verdict
+    assert ("Needs a decision Rows whose session id is in neither the master nor the source table "
+            "(orphaned_session_ids): chatbot.user_interactions.session_id (7 rows) Choice: accept it") in verdict
     # a warning never needs a decision
     assert "no session id" not in verdict
     assert "<title>Session integrity audit · yumai · needs a decision</title>" in html
@@ -70,7 +70,9 @@ def test_check_that_could_not_run_blocks():
     result.checks[0].status, result.checks[0].reason = Status.ERROR, "timed out on chatbot.x after 1s"
     ctx = template_context(result)
     assert not ctx.verdict.ready
-    assert ctx.verdict.reasons == ["orphaned_session_ids could not be verified: timed out on chatbot.x after 1s."]
+    assert ctx.verdict.groups == [ReasonGroup("Could not be verified",
+                                              ["orphaned_session_ids: timed out on chatbot.x after 1s"],
+                                              ["run the scan again (with a longer --timeout)"])]
 
 
 def test_findings_grouped_by_severity_with_documentation_and_samples():
@@ -107,7 +109,10 @@ def test_plan_section_lists_steps_in_order_with_locks_sizes_and_rewrites():
     assert "CREATE INDEX CONCURRENTLY" not in article
     verdict = text_of(section(html, "verdict"))
     assert "Verdict: Ready once fix runs" in verdict
-    assert "7 rows in chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)." in verdict
+    # the verdict says what the plan repairs by kind; the step ids are the plan section's and the finding's
+    assert ("Repaired by the plan Rows whose session id is in neither the master nor the source table "
+            "(orphaned_session_ids): chatbot.user_interactions.session_id (7 rows)") in verdict
+    assert "#2" not in verdict and "repaired by step" not in verdict
     assert "repaired by step #2" in text_of(article)
 
 
@@ -251,12 +256,14 @@ def test_the_declared_repairs_decide_ready_once_fix_runs():
     assert ctx.verdict.ready and ctx.verdict.state == "ready-once-fix"
     assert ctx.verdict.headline == ("Every error finding is repaired by a step of the plan (1 finding): "
                                     "run fix --apply.")
-    assert ctx.verdict.reasons == ["Rows whose session id is in neither the master nor the source table: 7 rows in "
-                                   "chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)."]
+    assert [g.items for g in ctx.verdict.groups] == [[
+        "Rows whose session id is in neither the master nor the source table (orphaned_session_ids): "
+        "chatbot.user_interactions.session_id (7 rows)"]]
     plan["steps"][1]["repairs"] = ["null_session_ids"]
     ctx = template_context(scan_result(), plan=plan)
     assert not ctx.verdict.ready and ctx.verdict.state == "needs-decision"
-    assert ctx.verdict.reasons[0].endswith("refer to 3 unknown sessions.")
+    assert ctx.verdict.groups[0].title == "Needs a decision"
+    assert ctx.verdict.groups[0].items[0].endswith("chatbot.user_interactions.session_id (7 rows)")
     # the right check on another table repairs nothing here
     plan["steps"][1]["repairs"], plan["steps"][1]["tables"] = ["orphaned_session_ids"], ["chatbot.user_feedback"]
     assert template_context(scan_result(), plan=plan).verdict.state == "needs-decision"

@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from click.testing import CliRunner
-
 from yumai_audit.cli import cli
 from yumai_audit.demo import build_demo_database
 
@@ -136,3 +135,41 @@ def test_the_summary_counts_findings_in_their_unit(db, tmp_path):
     orphans = [f for f in findings if f["check"] == "orphaned_session_ids"]
     row = next(line for line in (out / "summary.md").read_text().splitlines() if "`orphaned_session_ids`" in line)
     assert row.split("|")[5].strip() == f"{sum(f['rows'] for f in orphans):,} rows"
+
+
+def test_migrated_with_the_bridge_on_says_so_and_shows_the_way_to_done(db, tmp_path):
+    """After `fix --apply` the bridge is still installed (--bridge auto: on the source table): a made-up
+    session id is registered, not refused. The verdict of every output says "Migrated, bridge on", with
+    the bridge's registrations of the last day, and the way to done; once it is removed, "Migrated"."""
+    build_demo_database(db.conninfo)
+    out = tmp_path / "apply"
+    res = run("fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup", "--out", str(out))
+    assert res.exit_code == 1, res.output      # finished, with the users' findings left as debt
+    assert re.search(r"^Verdict: Migrated, bridge on\. ", res.output, re.M), res.output
+    assert _verdicts(out) == dict.fromkeys(_verdicts(out), "Migrated, bridge on")
+    # what it still accepts: a made-up session id, registered by the bridge
+    made_up = "00000000-0000-4000-8000-00000000dead"
+    db.execute("INSERT INTO chatbot.conversations (session_id, role, message, created_at) "
+               "VALUES (%s, 'user', 'x', '2026-09-02')", (made_up,))
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE session_id = %s", (made_up,)) == 1
+    scanned = tmp_path / "scan"
+    res = run("scan", "--dsn", db.conninfo, "--out", str(scanned))
+    headline = res.output.splitlines()[0]
+    assert headline.startswith("Verdict: Migrated, bridge on. "), res.output
+    assert "a new row of chatbot.conversations naming a session the master lacks" in headline
+    assert "It registered 1 session in the last 24 hours." in headline
+    assert "  the way to done:" in res.output and "    3. run yumai-audit bridge remove" in res.output
+    verdict = json.loads((scanned / "findings.json").read_text())["verdict"]
+    assert verdict["state"] == "migrated-bridge-on"
+    assert verdict["bridge"] == {"tables": ["chatbot.conversations"], "registered_last_day": 1}
+    assert len(verdict["to_done"]) == 3 and "bridge status" in verdict["to_done"][1]
+    summary = (scanned / "summary.md").read_text()
+    assert summary.startswith("## yumai-audit: 🌉 Migrated, bridge on\n") and "The way to done:" in summary
+    html = (scanned / "report.html").read_text()
+    assert "<ol class=\"to-done\">" in html
+    assert html.count("<li>") >= 3 and "bridge remove" in html
+    # done: the bridge removed (it registered a session in the last hour: --force), the verdict is Migrated
+    assert run("bridge", "remove", "--dsn", db.conninfo, "--force").exit_code == 0
+    res = run("scan", "--dsn", db.conninfo, "--out", str(tmp_path / "done"))
+    assert res.output.startswith("Verdict: Migrated. "), res.output
+    assert "the way to done" not in res.output

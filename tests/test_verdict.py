@@ -215,6 +215,10 @@ def test_ready_once_fix_runs_then_migrated_and_clean(db, tmp_path):
     assert applied.exit_code == 0, applied.output
     res = scan_cli(db, tmp_path)
     assert res.exit_code == 0, res.output
+    assert res.output.startswith("Verdict: Migrated, bridge on. ")   # the bridge stays until it is removed
+    assert CliRunner().invoke(cli, ["bridge", "remove", "--dsn", db.conninfo]).exit_code == 0
+    res = scan_cli(db, tmp_path)
+    assert res.exit_code == 0, res.output
     assert res.output.startswith("Verdict: Migrated and clean.")
     # a baseline of the scan before: everything there is gone now
     again = scan_cli(db, tmp_path, "--baseline", str(tmp_path / "run" / "before" / "findings.json"))
@@ -232,7 +236,10 @@ def test_needs_a_decision_then_migrated_with_debt_then_accepted(db, tmp_path):
     baseline = tmp_path / "before.json"
     baseline.write_text((tmp_path / "scan" / "findings.json").read_text())
     result = api.apply(db.conninfo, load_config(None), rescan=True)
-    assert result.ok and result.verdict.state is State.MIGRATED and result.verdict.exit_code() == 1
+    assert result.ok and result.verdict.state is State.MIGRATED_BRIDGE_ON and result.verdict.exit_code() == 1
+    res = scan_cli(db, tmp_path)
+    assert res.exit_code == 1 and res.output.startswith("Verdict: Migrated, bridge on. ")
+    assert api.bridge_remove(db.conninfo) == ["chatbot.conversations"]   # registered nothing in the last hour
     res = scan_cli(db, tmp_path)
     assert res.exit_code == 1 and res.output.startswith("Verdict: Migrated. ")
     # against the scan before the migration, what is left is known: exit 0

@@ -14,7 +14,7 @@ from textwrap import dedent
 
 from .. import __version__
 from ..model import Finding, ScanResult, Severity, Status
-from .verdict import Verdict, acceptances_from, judge
+from .verdict import Verdict, acceptances_from, judge, plural
 
 FORMATS = ("text", "json", "junit", "sarif", "github", "markdown")
 # the files `write_scan` writes beside findings.json, one per CI format
@@ -53,10 +53,6 @@ def count_text(findings: list[Finding]) -> str:
         units[unit] = units.get(unit, 0) + (f.keys or 0)
     parts += [plural(n, unit) for unit, n in units.items()]
     return ", ".join(parts) or "–"
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # --- JUnit XML ----------------------------------------------------------------------------------------
@@ -204,7 +200,10 @@ def markdown(result: ScanResult, judged=None) -> str:
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
     judged = judged_or_judge(result, judged)
-    lines = [f"## yumai-audit: {judged.state.symbol} {md(judged.label)}", "", md(judged.headline), "",
+    lines = [f"## yumai-audit: {judged.state.symbol} {md(judged.label)}", "", md(judged.headline), ""]
+    if judged.to_done:
+        lines += ["The way to done:", ""] + [f"{i}. {md(step)}" for i, step in enumerate(judged.to_done, 1)] + [""]
+    lines += [
              f"Database {md(result.database.get('name', ''))} (PostgreSQL "
              f"{md(result.database.get('server_version', ''))}), {md(result.generated_at)}: "
              f"{plural(errors, 'error')}, {plural(warnings, 'warning')}.", "",
