@@ -22,13 +22,15 @@ from .errors import AuditError, ConfigError
 from .model import ScanResult
 from .outputs import (append_step_summary, check_writable_file, ensure_dir, out_lock, write_csv, write_formats,
                       write_json, write_text)
-from .pgversion import CLIENT_CONNECTION_CHECK
+from .pgversion import CLIENT_CONNECTION_CHECK, version_text
 from .progress import LiveProgress
 from .scan.formats import FORMATS, RENDERERS
 from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
 from .scan.verdict import (Verdict, acceptances_from, apply_severity, judge, partition_parents, step_repairs,
                            summary_line, summary_lines)
 from .scan.watch import watch
+from .terminal import message as terminal_message
+from .terminal import wrap as wrap_text
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
     from .fix.executor import ApplyResult
@@ -44,7 +46,8 @@ __all__ = [
     # what the commands need beyond them (the section at the end of this file)
     "load_config", "env_dsn", "resolve_target", "scrub", "MAX_TIMEOUT_SECONDS", "parse_duration", "parse_since",
     "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
-    "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
+    "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress", "version_text",
+    "terminal_message", "wrap_text",
 ]
 
 
@@ -227,6 +230,7 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
     cap = max(1, deadlock_ms * 4 // 5) / 1000
     capped = deadlock_ms > 0 and fix_options.lock_timeout > cap
+    asked = fix_options.lock_timeout
     if capped:
         # A statement of ours and an application transaction can wait for each other (the FK step holds
         # the key table and waits for the master; an application that registers first holds the master
@@ -235,6 +239,7 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
         fix_options = dataclasses.replace(fix_options, lock_timeout=cap)
     plan = build_plan(ctx, fix_options, evidence)
     if capped:
+        plan.lock_timeout_asked = asked
         plan.notes.append(f"lock waits capped at {cap:g}s, below the server's deadlock_timeout ({deadlock_ms} ms): when "
                           "a statement of the migration and an application transaction wait for each other, the "
                           "migration's gives way and is retried, never the application's write")
@@ -306,7 +311,15 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             plan_dict = the_plan.to_dict()
             write_scan(before, out / "before", plan=plan_dict,
                        verdict=judge(before, plan_dict, accept=config.accept, baseline=baseline))
-    executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
+    backups: list = []     # what the backup hook returned, for the report after
+
+    def backup_first(tables: list[str]):
+        taken = before_first_change(tables)
+        backups.append(taken)
+        return taken
+
+    executor = Executor(target, the_plan, progress=progress,
+                        before_first_change=backup_first if before_first_change is not None else None,
                         step_hook=step_hook)
     try:
         result = executor.run()
@@ -322,11 +335,28 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
         if out is not None:
             write_scan(result.after, out, verdict=result.verdict)
-            _write_fix_report(result, out / "report.html", baseline)
+            _write_fix_report(result, out / "report.html", baseline,
+                              backup_text(backups[0] if backups else None, before_first_change is not None))
     return result
 
 
-def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) -> None:
+def backup_text(taken, hooked: bool) -> str | None:
+    """What the report after `fix --apply` says of the backup taken before the first change."""
+    if not hooked:
+        return "No backup was taken before the first change (no backup hook: --no-backup)."
+    if taken is None:
+        return None                       # nothing was changed, so nothing was backed up
+    path = getattr(taken, "path", None)
+    if path is None:
+        return "No backup was needed: the tables the migration changed did not exist yet."
+    tables = getattr(taken, "tables", ()) or ()
+    restore = getattr(taken, "restore_command", "")
+    return (f"Backup taken before the first change: {Path(path).name} ({len(tables)} table"
+            f"{'s' if len(tables) != 1 else ''}, pg_dump custom format, beside this report)"
+            + (f"; restore with: {restore}" if restore else "") + ".")
+
+
+def _write_fix_report(result, path: Path, baseline: ScanResult | None = None, backup: str | None = None) -> None:
     """The after-scan's report with the plan and the before/after comparison."""
     from yumai_audit.reports.render import write_html
 
@@ -337,7 +367,8 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) ->
         # a check step (preflight, verify) that the run got past has passed
         passed = step.get("kind") in ("check", "gate") and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
-    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline, verdict=result.verdict)
+    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline, verdict=result.verdict,
+               backup=backup)
 
 
 def unrepaired(result: ScanResult, plan) -> list[str]:
@@ -442,6 +473,7 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
 #   fix --apply: backup_hook (auditor/fix/backup.py); the bridge: bridge_line (the scan summary's line)
 #   the verdict's terminal lines: summary_line, summary_lines (auditor/scan/verdict.py)
 #   output: FORMATS, ensure_dir, check_writable_file, write_text, append_step_summary, LiveProgress
+#   the terminal: terminal_message, wrap_text (auditor/terminal.py: long lines wrapped, commands still runnable)
 
 
 def plan_script(plan: Plan) -> str:

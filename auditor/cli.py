@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .api import FORMATS, MAX_TIMEOUT_SECONDS, env_dsn, load_config, resolve_target, scrub, summary_line, summary_lines
+from .api import (FORMATS, MAX_TIMEOUT_SECONDS, env_dsn, load_config, resolve_target, scrub, summary_line, summary_lines,
+                  terminal_message, version_text, wrap_text)
 from .errors import AuditError, DatabaseError, database_error_line
 from .model import ScanResult, Severity, Status
 
@@ -212,7 +213,7 @@ def summary_text(result: ScanResult, verdict=None) -> str:
     lines.append("")
     counted = f", {len(verdict.counted)} counting for the exit code" if verdict is not None else ""
     lines.append(f"{errors} error(s), {warnings} warning(s){counted}")
-    return "\n".join(lines)
+    return wrap_text("\n".join(lines))
 
 
 def baseline_option(fn):
@@ -444,13 +445,14 @@ def demo(out_dir):
     """
     from .api import demo as api_demo
 
-    result, out = api_demo(out_dir, progress=click.echo)
+    result, out = api_demo(out_dir, progress=lambda m: click.echo(terminal_message(m)))
     from .api import demo_config, judge_scan
 
     click.echo("Before the migration:")
     click.echo(summary_text(result.before, judge_scan(result.before, demo_config(), result.plan.to_dict())))
     click.echo("")
-    click.echo(f"{applied_text(result)}; after the migration, with the decisions in {out / 'yumai-audit.toml'}:")
+    click.echo(wrap_text(f"{applied_text(result)}; after the migration, with the decisions in "
+                         f"{out / 'yumai-audit.toml'}:"))
     click.echo(summary_text(result.after, result.verdict))
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
@@ -487,17 +489,12 @@ def report(findings, compare, plan, out_dir, baseline, formats):
     from .api import report as api_report
 
     result, paths, verdict = api_report(findings, out_dir, compare=compare, plan=plan, baseline=baseline)
-    print_formats(result, formats, lambda: f"{summary_line(verdict)}\nReport: {paths['html']}", verdict)
+    print_formats(result, formats, lambda: wrap_text(f"{summary_line(verdict)}\nReport: {paths['html']}"), verdict)
     return verdict.exit_code()
 
 def interactive() -> bool:
     """Whether a person can answer a question (stdin is a terminal)."""
     return sys.stdin.isatty()
-
-
-def version_text(num: int) -> str:
-    """server_version_num as PostgreSQL spells the version: 150020 -> 15.20, 90624 -> 9.6.24."""
-    return f"{num // 10000}.{num % 10000}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}.{num % 100}"
 
 
 def size_text(n: int) -> str:
@@ -532,7 +529,7 @@ def applied_text(result) -> str:
     reached_done = sum(1 for s in pending if outcome.get(s.id) == "skipped")
     failed = sum(1 for s in pending if outcome.get(s.id) == "failed")
     rest = len(pending) - changed - reached_done - failed
-    parts = [f"{reached_done} found already done when reached (an earlier step did them)"]
+    parts = [f"{reached_done} found done by an earlier step"]
     if failed:
         parts.append(f"{failed} failed")
     if rest:
@@ -554,13 +551,13 @@ def plan_summary(plan) -> str:
         if step.repairs:
             lines.append(f"         repairs: {', '.join(step.repairs)}")
     lines += [f"  note: {n}" for n in plan.notes]
-    return "\n".join(lines)
+    return wrap_text("\n".join(lines))
 
 
 QUARANTINED_BY = {"malformed_session_ids": "malformed session id"}
 
 
-def confirmation_text(plan, before, target, backup: str | None, orphans: str) -> str:
+def confirmation_text(plan, before, target, backup: str | None, orphans: str, shown_notes=()) -> str:
     """The question before `fix --apply` changes anything: how many steps, the backup's file, the rows that
     leave their tables (from the scan just made), and every ACCESS EXCLUSIVE rewrite with its table's size."""
     c = step_counts(plan)
@@ -591,8 +588,9 @@ def confirmation_text(plan, before, target, backup: str | None, orphans: str) ->
                      if s.lock.name == "ACCESS_EXCLUSIVE" else f"  {s.id}: rewrites {sizes} under {s.lock.label}")
     if not rewrites:
         lines.append("  No ACCESS EXCLUSIVE rewrite.")
-    lines += [f"  note: {n}" for n in plan.notes]   # among them what deletes reach through foreign keys
-    return "\n".join(lines)
+    # among them what deletes reach through foreign keys; the notes the plan above showed are not repeated
+    lines += [f"  note: {n}" for n in plan.notes if n not in shown_notes]
+    return wrap_text("\n".join(lines))
 
 
 def fix_options(fn):
@@ -667,8 +665,8 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     if not do_apply:
         before = api_scan(target, config)
         verdict = judge_scan(before, config, the_plan.to_dict(), baseline)
-        click.echo(summary_line(verdict))
-        click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
+        click.echo(wrap_text("\n".join([summary_line(verdict), *(summary_lines(verdict, repaired=True)
+                                                                  or ["  (no error finding)"])])))
         if out_dir:
             from .api import write_plan, write_scan
 
@@ -687,8 +685,8 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     def confirm(plan, before):
         """What the run will do (also with --yes, for the log); the question without --yes."""
         backup = None if no_backup else (f"pg_dump of the tables it changes into "
-                                         f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC time>.dump'}")
-        click.echo(confirmation_text(plan, before, target, backup, options.orphans))
+                                         f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC-time>.dump'}")
+        click.echo(confirmation_text(plan, before, target, backup, options.orphans, the_plan.notes))
         if not yes:
             click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
     from .api import backup_hook
@@ -696,7 +694,7 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     out_dir = out_dir or DEFAULT_OUT
     if no_backup:
         click.echo("No backup (--no-backup).")
-    hook = None if no_backup else backup_hook(target, out_dir, click.echo, pg_bin=pg_bin)
+    hook = None if no_backup else backup_hook(target, out_dir, lambda m: click.echo(terminal_message(m)), pg_bin=pg_bin)
     from .errors import DidNotFinish, GateClosed
 
     try:
@@ -708,8 +706,9 @@ def fix(target, config, do_apply, yes, sql_file, options, out_dir, no_backup, pg
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
-        click.echo(applied_text(result) +
-                   (f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""))
+        click.echo(wrap_text(applied_text(result)))
+        if result.interrupted:
+            click.echo(wrap_text(f"  resumed after an interrupted run: {', '.join(result.interrupted)}"))
     for problem in result.problems:
         click.echo(f"  still wrong: {problem}")
     click.echo(summary_text(result.after, result.verdict))

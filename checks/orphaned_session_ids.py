@@ -5,7 +5,7 @@ from psycopg import sql
 from yumai_audit.model import Severity
 
 from .base import (OVER_SESSIONS, USES_KNOWN, USES_SESSION_ROWS, Sample, TableCheck, count_distinct_where, count_where,
-                   count_sessions_where, plural, sum_sessions_where)
+                   count_sessions_where, plural, sum_sessions_where, verb)
 from .predicates import key_uuid, orphaned, session_orphaned, session_rows
 
 
@@ -41,7 +41,7 @@ class OrphanedSessionIds(TableCheck):
         if not values["rows"]:
             return []
         return [self.finding(target, rows=values["rows"], keys=values["keys"], references=ctx.config.master_reference,
-                             message=f"{plural(values['rows'], 'row')} in {target.name} refer to "
+                             message=f"{plural(values['rows'], 'row')} in {target.name} {verb(values['rows'], 'refer', 'refers')} to "
                                      f"{plural(values['keys'], 'unknown session')}")]
 
     def sample(self, ctx, target, finding):

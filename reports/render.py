@@ -16,6 +16,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUndefined
 
 from yumai_audit.fix.bridge import bridge_line
+from yumai_audit.fix.plan import option_flags
 from yumai_audit.checks import REGISTRY
 from yumai_audit.pgversion import version_text
 from yumai_audit.model import Finding, ScanResult, Severity, Status
@@ -135,7 +136,7 @@ class PlanView:
     steps: list[PlanStep]
     server_version_num: int | None
     server_version: str                 # as PostgreSQL spells it (18.6), "" when the plan does not say
-    options: list[tuple[str, str]]
+    options: list[str]                  # the fix options as their flags ("--include users")
     exclusive_steps: int
     rewriting_steps: int
     concurrent_steps: int
@@ -226,6 +227,7 @@ class ReportContext:
     comparison: Comparison | None
     notes: list[str] = field(default_factory=list)
     bridge: str | None = None            # the cutover bridge's line (auditor/fix/bridge.py), when installed
+    backup: str | None = None            # after fix --apply: the backup taken before the first change
 
 
 # --- building the context ---------------------------------------------------------------------------
@@ -329,7 +331,9 @@ def plan_view(plan: dict, *, proposed: bool = False) -> PlanView:
             tables=[(str(t), sizes.get(t)) for t in s.get("tables", [])], rewrites=bool(s.get("rewrites")),
             transactional=bool(s.get("transactional", True)), depends_on=[str(d) for d in s.get("depends_on", [])],
             sql=str(s.get("sql", "")), done=bool(s.get("done"))))
-    options = [(str(k), str(v)) for k, v in sorted((plan.get("options") or {}).items())]
+    asked = plan.get("lock_timeout_asked")
+    options = option_flags(plan.get("options") or {},
+                           lock_timeout_asked=float(asked) if isinstance(asked, (int, float)) else None)
     return PlanView(
         steps=steps, server_version_num=plan.get("server_version_num"), options=options,
         server_version=version_text(num) if isinstance(num := plan.get("server_version_num"), int) else "",
@@ -449,7 +453,11 @@ def orphan_chart(result: ScanResult) -> Chart:
     rows = [[n, number(counts.get(n, (0, 0))[0]), number(counts.get(n, (0, 0))[1])] for n in names]
     caption = "Rows whose session id is in neither the master nor the source table."
     if items and not any(v for _, v, _ in items):
+        # no bar to draw: a sentence, not an empty 0-1 axis
         caption += " None are left in any table."
+        return hbar_chart("chart-orphans", "Orphaned rows per table", caption, [],
+                          ["Table", "Orphaned rows", "Unknown sessions"], rows,
+                          "No orphaned row is left in any key table.", "orphan")
     return hbar_chart("chart-orphans", "Orphaned rows per table", caption,
                       items, ["Table", "Orphaned rows", "Unknown sessions"], rows, f"Nothing to draw: {why}.", "orphan")
 
@@ -493,7 +501,8 @@ def sessions_chart(result: ScanResult) -> Chart:
     slot = plot_w / max(len(weeks), 1)
     bar_w = max(min(slot * 0.7, 40), 1)
     bars, labels = [], []
-    every = max(1, len(weeks) // 10)
+    every = max(1, len(weeks) // 8)
+    shown_year = ""
     for i, w in enumerate(weeks):
         x = left + i * slot + (slot - bar_w) / 2
         y = top + plot_h
@@ -503,7 +512,10 @@ def sessions_chart(result: ScanResult) -> Chart:
                 y -= h
                 bars.append(Bar(f"week of {w['week']}: {text.lower()}", w[key], number(w[key]), x, y, bar_w, h, cls))
         if i % every == 0:
-            labels.append((x + bar_w / 2, top + plot_h + 16, w["week"][5:]))
+            # month-day, with the year on the first label and where the year changes
+            year = w["week"][:4]
+            labels.append((x + bar_w / 2, top + plot_h + 16, w["week"] if year != shown_year else w["week"][5:]))
+            shown_year = year
     ticks = [(top + plot_h * (1 - v / top_value), number(int(v))) for v in tick_values(top_value)]
     rows = [[w["week"]] + [number(w[k]) for k, _, _ in SESSION_SERIES] + [number(t)] for w, t in zip(weeks, totals)]
     if not weeks:
@@ -586,6 +598,8 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
             change = "improved"
         elif an and bn and (an > bn or (ar or 0) > (br or 0)):
             change = "worse"
+        elif not an and not bn and bs == "skipped" and as_ == "pass":
+            change = "passes"           # it could not apply before (e.g. no FK yet), it applies and passes now
         elif bs != as_:
             change = "changed"
         else:
@@ -605,7 +619,8 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
 
 def template_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
                      title: str = "Session integrity audit", repair_plan: dict | None = None,
-                     baseline: ScanResult | None = None, verdict: Verdict | None = None) -> ReportContext:
+                     baseline: ScanResult | None = None, verdict: Verdict | None = None,
+                     backup: str | None = None) -> ReportContext:
     """`plan` (the plan that runs or ran) and, without it, `repair_plan` (the plan `fix` would make, e.g.
     the scan's) are shown in the plan section and decide the verdict; `verdict`: the run's own, so
     that the report says what its other outputs say."""
@@ -627,17 +642,18 @@ def template_context(result: ScanResult, *, plan: dict | None = None, before: Sc
         other_checks=list(result.checks),
         charts=[_safe(orphan_chart, result), _safe(sessions_chart, result), _safe(partitions_chart, result)],
         plan=pv, comparison=comparison(before, result) if before is not None else None,
-        notes=[str(n) for n in (result.stats or {}).get("notes", [])], bridge=bridge_line(result.stats or {}))
+        notes=[str(n) for n in (result.stats or {}).get("notes", [])], bridge=bridge_line(result.stats or {}),
+        backup=backup)
 
 
 def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
                 title: str = "Session integrity audit", repair_plan: dict | None = None,
-                baseline: ScanResult | None = None, verdict: Verdict | None = None) -> str:
+                baseline: ScanResult | None = None, verdict: Verdict | None = None, backup: str | None = None) -> str:
     """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`;
     `repair_plan`: the plan `fix` would make (shown as such when there is no `plan`); `baseline`: an older
     scan whose findings are known (new / known / gone); `verdict`: the run's verdict of `result`."""
     ctx = template_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline,
-                           verdict=verdict)
+                           verdict=verdict, backup=backup)
     return environment().get_template("report.html").render(r=ctx)
 
 

@@ -67,5 +67,6 @@ def plan_totals(result: ScanResult, plan: dict | None, size: Callable[[int | Non
     if changed:
         known = [sizes[t] for t in changed if t in sizes]
         on_disk = f", {size(sum(known))} on disk" if known else ""
-        parts.append(f"backup first (fix --apply, pg_dump): {plural(len(changed), 'table')}{on_disk}")
+        parts.append(f"a pg_dump backup of {plural(len(changed), 'table')}{on_disk} before the first change "
+                     "(fix --apply; --no-backup skips it)")
     return parts

@@ -49,7 +49,8 @@ def test_the_confirmation_names_backup_rows_and_rewrites_and_declining_changes_n
     counts = _numbers(out)
     assert f"fix --apply will run {counts['pending']} steps" in out
     assert f"Apply these {counts['pending']} steps?" in out
-    assert f"Backup first: pg_dump of the tables it changes into {tmp_path}/backup-<database>-<UTC time>.dump" in out
+    words = " ".join(out.split())     # lines longer than 120 columns are wrapped
+    assert f"Backup first: pg_dump of the tables it changes into {tmp_path}/backup-<database>-<UTC-time>.dump" in words
     malformed = {f.table: f.rows for f in before.findings if f.check == "malformed_session_ids"}
     orphaned = {f.table: f.rows for f in before.findings if f.check == "orphaned_session_ids"}
     total = sum(malformed.values()) + sum(orphaned.values())
@@ -60,7 +61,7 @@ def test_the_confirmation_names_backup_rows_and_rewrites_and_declining_changes_n
     for table, rows in malformed.items():
         assert re.search(rf"    {re.escape(table)}: .*{rows:,} \(malformed session id\)", out), table
     # the text key column's type change rewrites its table under ACCESS EXCLUSIVE: named, with its size
-    assert re.search(r"rewrites \S+ \([\d.,]+ (bytes|kB|MB|GB)\) under ACCESS EXCLUSIVE", out), out
+    assert re.search(r"rewrites \S+ \([\d.,]+ (bytes|kB|MB|GB)\) under ACCESS EXCLUSIVE", words), out
     # declined: nothing changed, no file written
     assert db.scalar("SELECT to_regclass('chatbot.session_master') IS NULL")
     assert not (tmp_path / "plan.sql").exists()
@@ -83,7 +84,7 @@ def test_one_step_count_from_the_plan_to_the_end(db, tmp_path):
     # the plan numbers its steps 1..total, and so does the run's progress
     assert re.findall(r"^\s+(\d+)\. \[", result.output, re.M)[-1] == str(counts["total"])
     assert set(re.findall(r"\[\d+/(\d+)\]", result.stderr)) == {str(counts["total"])}
-    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found already done when reached .*; "
+    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found done by an earlier step; "
                         r"(\d+) done before this run, (\d+) checks?; (\d+) steps in all\)", result.output)
     assert applied, result.output
     changed, pending, reached, done, checks, total = map(int, applied.groups())
@@ -96,9 +97,13 @@ def test_demo_restore_command_is_marked_as_the_demos(tmp_path):
     result = invoke("demo", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "Restore with:" not in result.output
-    line = next(line for line in result.output.splitlines() if line.startswith("Restore"))
-    assert "demo's embedded server" in line and "--dbname=YOUR_DSN" in line
-    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found already done", result.output)
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Restore"))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith(" "))
+    paragraph = " ".join(lines[start:end])       # the message, then the command on lines of its own
+    assert "demo's embedded server" in paragraph and "--dbname=YOUR_DSN" in paragraph
+    assert max(len(line) for line in lines if not line.lstrip().startswith("/")) <= 120, result.output
+    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found done by an earlier step", result.output)
     assert applied and int(applied.group(1)) + int(applied.group(3)) == int(applied.group(2))
 
 

@@ -22,6 +22,9 @@ def test_apply_takes_a_backup_first_unless_told_not_to(db, tmp_path):
     dumps = list(out.glob("backup-*.dump"))
     assert len(dumps) == 1 and dumps[0].stat().st_size > 0
     assert "Restore with:" in res.output
+    # both reports say so: the one before, what will be backed up; the one after, the file
+    assert "a pg_dump backup of " in (out / "before" / "report.html").read_text()
+    assert f"Backup taken before the first change: {dumps[0].name} (" in (out / "report.html").read_text()
     # a migrated database: nothing changes, so nothing is backed up either
     again = tmp_path / "again"
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(again)])
@@ -34,6 +37,7 @@ def test_no_backup_flag_skips_it(db, tmp_path):
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup", "--out", str(tmp_path)])
     assert res.exit_code == 1 and "Verdict: Migrated, bridge on. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
     assert "No backup (--no-backup)." in res.output
+    assert "No backup was taken before the first change" in (tmp_path / "report.html").read_text()
     assert list(tmp_path.glob("backup-*.dump")) == []
 
 

@@ -231,6 +231,7 @@ def test_charts_show_their_numbers():
     assert "None are left" not in orphans.caption
     clean = template_context(scan_result(blocked=False)).charts[0]
     assert clean.rows == [["chatbot.user_interactions", "0", "0"]] and clean.caption.endswith("None are left in any table.")
+    assert clean.bars == [] and clean.empty == "No orphaned row is left in any key table."   # no empty axis
     # the missing week (2026-03-09) is drawn as zero
     assert [row[0] for row in sessions.rows] == ["2026-03-02", "2026-03-09", "2026-03-16"]
     assert sessions.rows[1] == ["2026-03-09", "0", "0", "0", "0"]
@@ -343,3 +344,21 @@ def test_a_check_that_no_longer_applies_after_the_fix_counts_as_fixed():
     after.checks[0].status, after.checks[0].reason = Status.SKIPPED, "no text key column left"
     rows = {r["check"]: r for r in template_context(after, before=before).comparison.rows}
     assert (rows["orphaned_session_ids"]["after_status"], rows["orphaned_session_ids"]["change"]) == ("skipped", "fixed")
+
+
+def test_week_labels_carry_the_year_where_it_starts_or_changes():
+    sessions = template_context(scan_result()).charts[1]
+    assert [label for _x, _y, label in sessions.labels] == ["2026-03-02", "03-09", "03-16"]
+    stats = dict(scan_result().stats)
+    stats["sessions_by_week"] = [{"week": "2025-12-22", "registered": 1, "missing_from_master": 0, "orphaned": 0},
+                                 {"week": "2026-01-05", "registered": 2, "missing_from_master": 0, "orphaned": 0}]
+    turn = template_context(scan_result(stats=stats)).charts[1]
+    assert [label for _x, _y, label in turn.labels] == ["2025-12-22", "12-29", "2026-01-05"]
+
+
+def test_a_check_that_could_not_apply_before_and_passes_now_is_not_badged_as_a_problem():
+    before, after = scan_result(blocked=False), scan_result(blocked=False)
+    after.checks[2].status, after.checks[2].reason = Status.PASS, None      # unvalidated_fk: skipped -> pass
+    rows = {r["check"]: r for r in template_context(after, before=before).comparison.rows}
+    assert rows["unvalidated_fk"]["change"] == "passes"
+    assert '<span class="change passes">passes</span>' in render_html(after, before=before)

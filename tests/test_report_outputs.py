@@ -55,7 +55,12 @@ def test_every_report_before_the_cutover_has_the_plan_and_every_link_resolves(db
     dry = run("fix", "--dsn", db.conninfo, "--out", str(planned))
     assert dry.exit_code == 1, dry.output
     # the dry run wrote the plan, so `report --plan` works before the cutover
-    assert (planned / "plan.sql").read_text().startswith("--")
+    header = (planned / "plan.sql").read_text().splitlines()[1]
+    # the version as PostgreSQL spells it, the options as their flags (no Python reprs), the lock
+    # timeout as capped below deadlock_timeout (1 s by default) with the value asked for
+    assert re.match(r"-- PostgreSQL \d+\.\d+; options: --orphans quarantine ", header), header
+    assert "--lock-timeout 0.8 (2 asked: capped below the server's deadlock_timeout)" in header
+    assert "=" not in header and "False" not in header and "(" not in header.split("(2 asked")[0]
     plan = json.loads((planned / "plan.json").read_text())
     assert plan["steps"] and plan["notes"]
     reviewed = tmp_path / "review"
@@ -70,6 +75,8 @@ def test_every_report_before_the_cutover_has_the_plan_and_every_link_resolves(db
         parsed = anchors(page)
         assert "plan" in parsed.ids and "plan" in parsed.links, page
         assert broken_links(page) == [], page
+    options = re.search(r'<p class="meta">Options: (.*?)</p>', (planned / "report.html").read_text()).group(1)
+    assert "<code>--include users</code>" not in options and "<code>--orphans quarantine</code>" in options
     for page in before_reports:
         parsed = anchors(page)
         steps = [link for link in parsed.links if link.startswith("step-")]

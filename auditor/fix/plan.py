@@ -103,6 +103,31 @@ class FixOptions:
         return dataclasses.asdict(self)
 
 
+def option_flags(options: dict, only: tuple[str, ...] | None = None, lock_timeout_asked: float | None = None
+                 ) -> list[str]:
+    """`options` (FixOptions.to_dict(), as plan.json has them) as the flags that ask for them: "--include
+    users", "--lock-timeout 0.8 (2 asked: capped below deadlock_timeout)"; a flag that is off is left out.
+    `only`: the field names to show (default all)."""
+    out = []
+    for f in dataclasses.fields(FixOptions):
+        if "flag" not in f.metadata or f.name not in options or (only is not None and f.name not in only):
+            continue
+        flag, value = f.metadata["flag"], options[f.name]
+        if isinstance(value, bool):
+            if value:
+                out.append(flag)
+            continue
+        if isinstance(value, (list, tuple)):
+            if value:
+                out.append(f"{flag} {','.join(map(str, value))}")
+            continue
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        if f.name == "lock_timeout" and lock_timeout_asked is not None and lock_timeout_asked != value:
+            text += f" ({lock_timeout_asked:g} asked: capped below the server's deadlock_timeout)"
+        out.append(f"{flag} {text}")
+    return out
+
+
 @dataclass
 class Plan:
     steps: list[Step]
@@ -113,6 +138,7 @@ class Plan:
     # what each delete of the plan reaches through foreign keys: (graph, predicate now, label, moves?),
     # counted into the notes when the plan is made (api._build_plan, cascade.measure)
     removals: list[tuple] = field(default_factory=list)
+    lock_timeout_asked: float | None = None   # --lock-timeout as given, when the plan capped it (api._build_plan)
 
     @property
     def pending(self) -> list[Step]:
@@ -124,7 +150,7 @@ class Plan:
     def to_dict(self) -> dict:
         return {"steps": [s.to_dict(self.done.get(s.id)) for s in self.steps],
                 "server_version_num": self.server_version_num, "options": self.options.to_dict(),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "lock_timeout_asked": self.lock_timeout_asked}
 
 
 def order_steps(steps: list[Step]) -> list[Step]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from ..pgversion import version_text
 from .lint import ignore_comments
-from .plan import Plan
+from .plan import Plan, option_flags
 from .steps import Block, Step, session_settings, step_block
 
 
@@ -87,8 +88,8 @@ def render_script(plan: Plan, title: str | None = None, options: tuple[str, ...]
     head = [
         title or ("-- yumai-audit fix: the session_master migration, step by step"
                   + (" (and the schema's implied and drifting foreign keys)" if "schema" in plan.options.include else "")),
-        f"-- server_version_num {plan.server_version_num}; options: "
-        + ", ".join(f"{k}={v}" for k, v in shown.items() if options is None or k in options),
+        f"-- PostgreSQL {version_text(plan.server_version_num)}; options: "
+        + " ".join(option_flags(shown, options, plan.lock_timeout_asked)),
     ]
     head += [f"-- note: {n}" for n in plan.notes]
     head += ["-- the migration session's settings"] + [s.as_string(None) + ";"
