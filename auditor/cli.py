@@ -202,7 +202,9 @@ def summary_text(result: ScanResult, verdict=None) -> str:
                 extra = f"  (repaired by {', '.join(j.steps[:3])}{' ...' if len(j.steps) > 3 else ''})"
             if j is not None and j.baseline:
                 extra += f"  [{j.baseline}]"
-            lines.append(f"  [{f.severity.value}] {f.check}: {f.message}{extra}")
+            lines.append(f"  [{f.severity.value}] {f.check}: {f.message}")
+            if extra:     # on a line of its own: the finding's line stays readable in 120 columns
+                lines.append(f"      {extra.strip()}")
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
     from .api import bridge_line

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -161,8 +162,11 @@ def test_migrated_with_the_bridge_on_says_so_and_shows_the_way_to_done(db, tmp_p
     assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE session_id = %s", (made_up,)) == 1
     scanned = tmp_path / "scan"
     res = run("scan", "--dsn", db.conninfo, "--out", str(scanned))
-    headline = res.output.splitlines()[0]
+    lines = res.output.splitlines()
+    wrapped = [lines[0]] + [line for line in itertools.takewhile(lambda x: x.startswith("    "), lines[1:])]
+    headline = " ".join(" ".join(wrapped).split())    # the verdict's line, wrapped at 120 columns
     assert headline.startswith("Verdict: Migrated, bridge on. "), res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 120
     assert "a new row of chatbot.conversations naming a session the master lacks" in headline
     assert "It registered 1 session in the last 24 hours." in headline
     assert "  the way to done:" in res.output and "    3. run yumai-audit bridge remove" in res.output
