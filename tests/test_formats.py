@@ -11,7 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from yumai_audit.scan.formats import check_docs, escape_data, escape_property, github, junit, markdown, sarif
+from yumai_audit.scan.formats import (check_docs, escape_data, escape_property, findings_json, github, junit, markdown,
+                                       sarif)
 from yumai_audit.model import CheckResult, Finding, ScanResult, Severity, Status
 from yumai_audit.outputs import write_csv
 
@@ -171,8 +172,10 @@ def test_every_written_findings_json_validates(db, tmp_path):
 
 
 def test_the_schema_rejects_what_the_contract_forbids():
-    data = scan_result().to_dict()
+    data = json.loads(findings_json(scan_result()))      # findings.json as it is written: with its verdict
     jsonschema.Draft202012Validator(findings_schema()).validate(data)
+    with pytest.raises(jsonschema.ValidationError):     # a verdict key always
+        jsonschema.Draft202012Validator(findings_schema()).validate(scan_result().to_dict())
     data["findings"][0]["rows"] = "7"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(findings_schema()).validate(data)
