@@ -2,6 +2,7 @@
 The first part needs no database; the last part builds purpose-made databases for each state."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date
 
@@ -15,7 +16,7 @@ from yumai_audit.config import Acceptance, load_config
 from yumai_audit.demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
 from yumai_audit.errors import ConfigError
 from yumai_audit.model import Finding, Severity, Status
-from yumai_audit.scan.verdict import State, apply_severity, judge, repairing_steps
+from yumai_audit.scan.verdict import State, apply_severity, judge, repairing_steps, summary_lines
 
 TODAY = date(2026, 12, 1)
 ORPHANS = ("orphaned_session_ids", "chatbot.user_interactions", "session_id")
@@ -256,3 +257,17 @@ def test_needs_a_decision_then_migrated_with_debt_then_accepted(db, tmp_path):
         "Verdict: Migrated. Every key table has a validated foreign key to the master; 1 error finding is left as "
         "debt (1 accepted).")
     assert "  accepted: conflicting_session_users on chatbot.conversations.user_id: the master keeps" in res.output
+
+
+def test_the_terminal_lists_each_kind_of_choice_once():
+    """Findings offered the same choices are listed together, the choices once after them."""
+    v = judge(scan_result(table="chatbot.a"))
+    two = dataclasses.replace(v, findings=v.findings + tuple(
+        dataclasses.replace(j, finding=dataclasses.replace(j.finding, table="chatbot.b")) for j in v.undecided))
+    lines = summary_lines(two)
+    assert [line for line in lines if line.startswith("  needs a decision")] == [
+        "  needs a decision: orphaned_session_ids on chatbot.a.session_id: 7 rows in chatbot.a refer to 3 unknown "
+        "sessions",
+        "  needs a decision: orphaned_session_ids on chatbot.b.session_id: 7 rows in chatbot.a refer to 3 unknown "
+        "sessions"]
+    assert sum(1 for line in lines if line.startswith("    - accept it")) == 1

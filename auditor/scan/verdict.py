@@ -432,10 +432,14 @@ def summary_lines(v: Verdict, *, repaired: bool = False) -> list[str]:
                 f = j.finding
                 lines.append(f"  repaired by the plan: {f.check} on {f.table}{'.' + f.column if f.column else ''}: "
                              f"{', '.join(j.steps)}")
+    kinds: dict[tuple[str, ...], list[Judged]] = {}    # the same choices are listed once, under their findings
     for j in v.undecided:
-        f = j.finding
-        lines.append(f"  needs a decision: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {f.message}")
-        lines += [f"    - {c}" for c in j.choices]
+        kinds.setdefault(j.choices, []).append(j)
+    for offered, group in kinds.items():
+        for j in group:
+            f = j.finding
+            lines.append(f"  needs a decision: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {f.message}")
+        lines += [f"    - {c}" for c in offered]
     for c in v.failed_checks:
         lines.append(f"  needs a decision: {c.check} could not be verified: {c.reason}; run it again "
                      "(a longer --timeout)")
