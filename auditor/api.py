@@ -30,11 +30,23 @@ from .outputs import (
     write_json,
     write_text,
 )
+from .pgversion import version_text
 from .progress import LiveProgress
 from .scan.formats import FORMATS, RENDERERS
 from .scan.scanner import DEFAULT_JOBS, Progress, run_scan
-from .scan.verdict import apply_severity, judge, partition_parents, step_repairs, summary_line, summary_lines
+from .scan.verdict import (
+    Verdict,
+    acceptances_from,
+    apply_severity,
+    judge,
+    partition_parents,
+    step_repairs,
+    summary_line,
+    summary_lines,
+)
 from .scan.watch import watch
+from .terminal import message as terminal_message
+from .terminal import wrap as wrap_text
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
     from .engine.executor import ApplyResult, StepHook
@@ -43,7 +55,7 @@ if TYPE_CHECKING:     # annotations only: see _LAZY
 
 __all__ = [
     # scan, plan, apply, report and the demo
-    "scan", "repair_plan", "verdict", "read_baseline", "write_scan", "report", "plan", "apply",
+    "scan", "repair_plan", "judge_scan", "read_baseline", "write_plan", "write_scan", "report", "plan", "apply",
     "unrepaired", "demo", "demo_config", "plan_script", "render_format", "FixOptions", "Plan", "PlanError",
     "stop_demo", "KeptDemo",
     "ApplyResult", "DEFAULT_JOBS", "Progress",
@@ -52,7 +64,8 @@ __all__ = [
     # what the commands need beyond them (the section at the end of this file)
     "load_config", "env_dsn", "resolve_target", "scrub", "MAX_TIMEOUT_SECONDS", "parse_duration", "parse_since",
     "close_idle", "prune", "sessions_script", "watch", "backup_hook", "summary_line", "summary_lines", "FORMATS",
-    "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress",
+    "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress", "version_text",
+    "terminal_message", "wrap_text",
     "check_documentation", "find_config", "FIX_RANGES",
     # logical replication (auditor/fix/replication.py, auditor/fix/subscriber.py)
     "write_subscriber_scripts",
@@ -113,8 +126,8 @@ def repair_plan(target: Target | str | None, config: Config | None = None,
             return None
 
 
-def verdict(result: ScanResult, config: Config | None = None, plan: dict | None = None,
-            baseline: ScanResult | None = None):
+def judge_scan(result: ScanResult, config: Config | None = None, plan: dict | None = None,
+               baseline: ScanResult | None = None) -> Verdict:
     """The verdict (auditor/scan/verdict.py) of a scan, with the configuration's acceptances."""
     return judge(result, plan, accept=(config or Config()).accept, baseline=baseline)
 
@@ -139,19 +152,32 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
 
 
 def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
-               baseline: ScanResult | None = None, verdict=None) -> dict[str, Path]:
+               plan: dict | None = None, baseline: ScanResult | None = None,
+               verdict: Verdict | None = None) -> dict[str, Path]:
     """Write findings.json, findings.csv, samples-*.csv, report.html, junit.xml, results.sarif and
-    summary.md into `out_dir`. `repair_plan`: the plan whose steps the report names next to the
-    findings they repair (not shown as a plan); `verdict`: the scan's, for the CI files."""
+    summary.md into `out_dir`, all with one verdict: `verdict` (the scan's), else the scan judged
+    here with the plan and the acceptances its config carries. `plan`: the plan that runs (shown
+    in the report's plan section); `repair_plan`: the plan `fix` would make (shown as such)."""
     from yumai_audit.reports.render import write_html
 
+    shown = plan if plan is not None else repair_plan
+    if verdict is None:
+        verdict = judge(result, shown, accept=acceptances_from(result.config), baseline=baseline)
     out = ensure_dir(out_dir)
-    paths = {"json": write_json(result, out / "findings.json")}
+    paths = {"json": write_json(result, out / "findings.json", verdict)}
     csvs = write_csv(result, out)
     paths["csv"] = csvs[0]
     paths.update(write_formats(result, out, verdict))
-    paths["html"] = write_html(result, out / "report.html", repair_plan=repair_plan, baseline=baseline)
+    paths["html"] = write_html(result, out / "report.html", plan=plan, repair_plan=repair_plan, baseline=baseline,
+                               verdict=verdict)
     return paths
+
+
+def write_plan(the_plan: Plan, out_dir: str | Path) -> dict[str, Path]:
+    """plan.sql (the annotated script --apply runs) and plan.json (what `report --plan` shows) in `out_dir`."""
+    out = ensure_dir(out_dir)
+    return {"sql": write_text(out / "plan.sql", plan_script(the_plan)),
+            "plan": write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2) + "\n")}
 
 
 def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | None = None,
@@ -171,12 +197,10 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     plan_data = read_plan(plan) if plan is not None else None
     known = read_json(baseline) if baseline is not None else None
     out = ensure_dir(out_dir)
+    judged = judge(result, plan_data, accept=acceptances_from(result.config), baseline=known)
     csvs = write_csv(result, out)
     paths = {"csv": csvs[0], "html": write_html(result, out / "report.html", plan=plan_data, before=before,
-                                                baseline=known)}
-    from yumai_audit.reports.render import acceptances
-
-    judged = judge(result, plan_data, accept=acceptances(result.config), baseline=known)
+                                                baseline=known, verdict=judged)}
     paths.update(write_formats(result, out, judged))
     return result, paths, judged
 
@@ -255,9 +279,21 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
     if out is not None:
-        write_text(out / "plan.sql", plan_script(the_plan))
-        write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2))
-    executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
+        write_plan(the_plan, out)
+        if before is not None:   # the report reviewers decide on: written before the first change
+            plan_dict = the_plan.to_dict()
+            write_scan(before, out / "before", plan=plan_dict,
+                       verdict=judge(before, plan_dict, accept=config.accept, baseline=baseline))
+    backups: list = []     # what the backup hook returned, for the report after
+
+    def backup_first(tables: list[str]) -> object:
+        assert before_first_change is not None
+        taken = before_first_change(tables)
+        backups.append(taken)
+        return taken
+
+    executor = Executor(target, the_plan, progress=progress,
+                        before_first_change=backup_first if before_first_change is not None else None,
                         step_hook=step_hook)
     try:
         result = executor.run()
@@ -272,13 +308,29 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         plan_dict = the_plan.to_dict()
         result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
         if out is not None:
-            write_scan(before, out / "before", repair_plan=plan_dict)
             write_scan(result.after, out, verdict=result.verdict)
-            _write_fix_report(result, out / "report.html", baseline)
+            _write_fix_report(result, out / "report.html", baseline,
+                              backup_text(backups[0] if backups else None, before_first_change is not None))
     return result
 
 
-def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) -> None:
+def backup_text(taken, hooked: bool) -> str | None:
+    """What the report after `fix --apply` says of the backup taken before the first change."""
+    if not hooked:
+        return "No backup was taken before the first change (no backup hook: --no-backup)."
+    if taken is None:
+        return None                       # nothing was changed, so nothing was backed up
+    path = getattr(taken, "path", None)
+    if path is None:
+        return "No backup was needed: the tables the migration changed did not exist yet."
+    tables = getattr(taken, "tables", ()) or ()
+    restore = getattr(taken, "restore_command", "")
+    return (f"Backup taken before the first change: {Path(path).name} ({len(tables)} table"
+            f"{'s' if len(tables) != 1 else ''}, pg_dump custom format, beside this report)"
+            + (f"; restore with: {restore}" if restore else "") + ".")
+
+
+def _write_fix_report(result, path: Path, baseline: ScanResult | None = None, backup: str | None = None) -> None:
     """The after-scan's report with the plan and the before/after comparison."""
     from yumai_audit.reports.render import write_html
 
@@ -289,7 +341,8 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) ->
         # a check step (preflight, verify) that the run got past has passed
         passed = step.get("kind") in ("check", "gate") and not failed
         step["done"] = bool(step["done"]) or step["id"] in finished or passed
-    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline)
+    write_html(result.after, path, plan=plan, before=result.before, baseline=baseline, verdict=result.verdict,
+               backup=backup)
 
 
 def unrepaired(result: ScanResult, plan) -> list[str]:
@@ -431,6 +484,7 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
 #   fix --apply: backup_hook (auditor/fix/backup.py); the bridge: bridge_line (the scan summary's line)
 #   the verdict's terminal lines: summary_line, summary_lines (auditor/scan/verdict.py)
 #   output: FORMATS, ensure_dir, check_writable_file, write_text, append_step_summary, LiveProgress
+#   the terminal: terminal_message, wrap_text (auditor/terminal.py: long lines wrapped, commands still runnable)
 
 
 def plan_script(plan: Plan) -> str:

@@ -1,5 +1,6 @@
 """The command line: options, one call into the API, formatting. Exit codes: 0 clean, 1 findings,
-2 usage / connection / configuration error (one line on stderr, never a traceback)."""
+2 usage / connection / configuration error (one line on stderr, never a traceback), 3 a run that
+changes the database did not finish (`fix --apply`, `sessions ... --apply`: DidNotFinish)."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -14,7 +15,19 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .api import FORMATS, MAX_TIMEOUT_SECONDS, env_dsn, load_config, resolve_target, scrub, summary_line, summary_lines
+from .api import (
+    FORMATS,
+    MAX_TIMEOUT_SECONDS,
+    env_dsn,
+    load_config,
+    resolve_target,
+    scrub,
+    summary_line,
+    summary_lines,
+    terminal_message,
+    version_text,
+    wrap_text,
+)
 from .errors import AuditError, DatabaseError, database_error_line
 from .model import ScanResult, Severity, Status
 
@@ -242,7 +255,9 @@ def summary_text(result: ScanResult, verdict=None) -> str:
                 extra = f"  (repaired by {', '.join(j.steps[:3])}{' ...' if len(j.steps) > 3 else ''})"
             if j is not None and j.baseline:
                 extra += f"  [{j.baseline}]"
-            lines.append(f"  [{f.severity.value}] {f.check}: {f.message}{extra}")
+            lines.append(f"  [{f.severity.value}] {f.check}: {f.message}")
+            if extra:     # on a line of its own: the finding's line stays readable in 120 columns
+                lines.append(f"      {extra.strip()}")
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
     from .api import bridge_line
@@ -255,7 +270,7 @@ def summary_text(result: ScanResult, verdict=None) -> str:
     lines.append(f"{errors} error(s), {warnings} warning(s){counted}")
     if verbosity() < 0:   # -q without a verdict (watch): the counts
         return lines[-1]
-    return "\n".join(lines)
+    return wrap_text("\n".join(lines))
 
 
 def baseline_option(fn):
@@ -293,9 +308,8 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     Example:
       yumai-audit scan --dsn "host=db dbname=yumai user=auditor" --out ./audit
     """
-    from .api import ensure_dir, repair_plan, write_scan
+    from .api import ensure_dir, judge_scan, repair_plan, write_scan
     from .api import scan as api_scan
-    from .api import verdict as api_verdict
 
     if verify_declared:
         config = dataclasses.replace(config, verify_declared=True)
@@ -313,7 +327,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
             if printer is not None:
                 printer.close()
         plan = planned.result()
-    verdict = api_verdict(result, config, plan, baseline)
+    verdict = judge_scan(result, config, plan, baseline)
     paths = write_scan(result, out_dir, repair_plan=plan, baseline=baseline, verdict=verdict)
     print_formats(result, formats, lambda: f"{summary_text(result, verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
@@ -506,14 +520,14 @@ def demo(out_dir, keep, stop_dir):
         return 0
     from .api import demo as api_demo
 
-    result, out, kept = api_demo(out_dir, progress=click.echo, keep=keep)
-    from .api import demo_config
-    from .api import verdict as api_verdict
+    result, out, kept = api_demo(out_dir, progress=lambda m: click.echo(terminal_message(m)), keep=keep)
+    from .api import demo_config, judge_scan
 
     click.echo("Before the migration:")
-    click.echo(summary_text(result.before, api_verdict(result.before, demo_config(), result.plan.to_dict())))
+    click.echo(summary_text(result.before, judge_scan(result.before, demo_config(), result.plan.to_dict())))
     click.echo("")
-    click.echo(f"{applied_text(result)}; after the migration, with the decisions in {out / 'yumai-audit.toml'}:")
+    click.echo(wrap_text(f"{applied_text(result)}; after the migration, with the decisions in "
+                         f"{out / 'yumai-audit.toml'}:"))
     click.echo(summary_text(result.after, result.verdict))
     click.echo("")
     click.echo(f"Report before: {out / 'before' / 'report.html'}")
@@ -525,7 +539,9 @@ def demo(out_dir, keep, stop_dir):
         click.echo(f"  after the migration:  export DATABASE_URL='{kept.after_dsn}'")
         click.echo("Then, for example: yumai-audit scan --dsn \"$DATABASE_URL\"")
         click.echo(f"Stop it: yumai-audit demo --stop {kept.data_dir}")
-    return result.verdict.exit_code() if result.ok else 1
+    from .errors import DidNotFinish
+
+    return result.verdict.exit_code() if result.ok else DidNotFinish.exit_code
 
 
 
@@ -563,11 +579,6 @@ def interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def version_text(num: int) -> str:
-    """server_version_num as PostgreSQL spells the version: 150020 -> 15.20, 90624 -> 9.6.24."""
-    return f"{num // 10000}.{num % 10000}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}.{num % 100}"
-
-
 def size_text(n: float) -> str:
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
@@ -600,7 +611,7 @@ def applied_text(result) -> str:
     reached_done = sum(1 for s in pending if outcome.get(s.id) == "skipped")
     failed = sum(1 for s in pending if outcome.get(s.id) == "failed")
     rest = len(pending) - changed - reached_done - failed
-    parts = [f"{reached_done} found already done when reached (an earlier step did them)"]
+    parts = [f"{reached_done} found done by an earlier step"]
     if failed:
         parts.append(f"{failed} failed")
     if rest:
@@ -623,7 +634,7 @@ def plan_summary(plan) -> str:
             lines.append(f"         repairs: {', '.join(step.repairs)}")
     lines += [f"  note: {n}" for n in plan.notes]
     lines += removals_text(plan)
-    return "\n".join(lines)
+    return wrap_text("\n".join(lines))
 
 
 def removals_text(plan) -> list[str]:
@@ -640,7 +651,7 @@ def removals_text(plan) -> list[str]:
     return lines
 
 
-def confirmation_text(plan, before, target, backup: str | None, orphans: str) -> str:
+def confirmation_text(plan, before, target, backup: str | None, orphans: str, shown_notes=()) -> str:
     """The question before `fix --apply` changes anything: how many steps, the backup's file, the rows that
     leave their tables or change, per table with its share, the largest first (counted when the plan was
     made, foreign keys' actions included), and every ACCESS EXCLUSIVE rewrite with its table's size.
@@ -659,8 +670,9 @@ def confirmation_text(plan, before, target, backup: str | None, orphans: str) ->
                      if s.lock.name == "ACCESS_EXCLUSIVE" else f"  {s.id}: rewrites {sizes} under {s.lock.label}")
     if not rewrites:
         lines.append("  No ACCESS EXCLUSIVE rewrite.")
-    lines += [f"  note: {n}" for n in plan.notes]   # among them what deletes reach through foreign keys
-    return "\n".join(lines)
+    # among them what deletes reach through foreign keys; the notes the plan above showed are not repeated
+    lines += [f"  note: {n}" for n in plan.notes if n not in shown_notes]
+    return wrap_text("\n".join(lines))
 
 
 class _ShownIntRange(click.IntRange):
@@ -730,7 +742,8 @@ def fix_options(fn):
                    "when key columns become uuid, FILE-after for after it); then --apply --subscribers-ready.")
 @fix_options
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help=f"With --apply: directory for the backup, plan.sql, apply-log.json and the reports "
+              help=f"Without --apply: write the plan (plan.json, plan.sql) and the scan with its report here. "
+                   f"With --apply: directory for the backup, the plan, apply-log.json and the reports "
                    f"(default {DEFAULT_OUT}).")
 @click.option("--no-backup", is_flag=True,
               help="With --apply: skip the pg_dump backup of the tables the migration changes.")
@@ -739,6 +752,11 @@ def fix_options(fn):
                    "from PATH, the system or an installed wheel, else the nearest newer one).")
 def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_dir, no_backup, pg_bin, baseline):
     """Plan (default) or apply the session_master migration: online, resumable, nothing lost.
+
+    Exit codes of --apply: 0 finished, no error finding left; 1 finished, with error findings it does
+    not repair (the debt, listed); 2 did not start (usage, connection, configuration, preflight,
+    backup: nothing changed); 3 did not finish (a step failed, a lock or a wait ran out, the gate
+    stopped it): what is done stays done, run it again to resume.
 
     \b
     Examples:
@@ -750,10 +768,9 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
       yumai-audit fix --dsn ... --subscriber-sql subscriber.sql    # for logical-replication subscribers
     """
     from .api import apply as api_apply
-    from .api import check_writable_file, plan_script, write_subscriber_scripts, write_text
+    from .api import check_writable_file, judge_scan, plan_script, write_subscriber_scripts, write_text
     from .api import plan as api_plan
     from .api import scan as api_scan
-    from .api import verdict as api_verdict
 
     if sql_file:
         check_writable_file(sql_file, "--sql")
@@ -762,10 +779,17 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
     the_plan = api_plan(target, config, options)
     verdict = None
     if not do_apply:
-        verdict = api_verdict(api_scan(target, config), config, the_plan.to_dict(), baseline)
+        before = api_scan(target, config)
+        verdict = judge_scan(before, config, the_plan.to_dict(), baseline)
         click.echo(verdict_text(verdict))
         if verbosity() >= 0:
-            click.echo("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)")
+            click.echo(wrap_text("\n".join(summary_lines(verdict, repaired=True)) or "  (no error finding)"))
+        if out_dir:
+            from .api import write_plan, write_scan
+
+            write_plan(the_plan, out_dir)
+            paths = write_scan(before, out_dir, plan=the_plan.to_dict(), baseline=baseline, verdict=verdict)
+            click.echo(f"Plan: {Path(out_dir) / 'plan.json'}, {Path(out_dir) / 'plan.sql'}; report: {paths['html']}")
     if sql_file:
         write_text(Path(sql_file), plan_script(the_plan))
         click.echo(f"SQL script: {sql_file}")
@@ -783,8 +807,8 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
     def confirm(plan, before):
         """What the run will do (also with --yes, for the log); the question without --yes."""
         backup = None if no_backup else (f"pg_dump of the tables it changes into "
-                                         f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC time>.dump'}")
-        click.echo(confirmation_text(plan, before, target, backup, options.orphans))
+                                         f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC-time>.dump'}")
+        click.echo(confirmation_text(plan, before, target, backup, options.orphans, the_plan.notes))
         if not yes:
             click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
     from .api import backup_hook
@@ -792,8 +816,8 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
     out_dir = out_dir or DEFAULT_OUT
     if no_backup:
         click.echo("No backup (--no-backup).")
-    hook = None if no_backup else backup_hook(target, out_dir, click.echo, pg_bin=pg_bin)
-    from .errors import GateClosed
+    hook = None if no_backup else backup_hook(target, out_dir, lambda m: click.echo(terminal_message(m)), pg_bin=pg_bin)
+    from .errors import DidNotFinish, GateClosed
 
     try:
         # the plan --sql wrote is the one confirmed, written to plan.sql and run
@@ -805,13 +829,16 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
     if result.nothing_to_do:
         click.echo("Nothing to do: every step was already done; the database was not changed.")
     else:
-        resumed = f" (resumed after an interrupted run: {', '.join(result.interrupted)})" if result.interrupted else ""
-        click.echo(applied_text(result) + resumed)
+        click.echo(wrap_text(applied_text(result)))
+        if result.interrupted:
+            click.echo(wrap_text(f"  resumed after an interrupted run: {', '.join(result.interrupted)}"))
     for problem in result.problems:
         click.echo(f"  still wrong: {problem}")
     click.echo(summary_text(result.after, result.verdict))
     click.echo(f"Plan, log and reports: {out_dir}")
-    return 0 if result.ok and result.verdict.exit_code() == 0 else 1
+    if not result.ok:   # the verify step found what a step declares it repairs: the migration is not done
+        return DidNotFinish.exit_code
+    return result.verdict.exit_code()   # finished: 0 clean, 1 with error findings left (the debt)
 
 
 # --- the cutover bridge (issue 10) ------------------------------------------------------------------

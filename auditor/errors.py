@@ -1,5 +1,6 @@
 """Errors that end a command with exit code 2 and one clear line (usage, connection, configuration),
-the ones a command catches to say more (GateClosed), and the driver's errors the CLI shows as one line."""
+those with exit code 3 (a run that changes the database did not finish: DidNotFinish), and the
+driver's errors the CLI shows as one line. docs/outputs-and-ci.md lists the exit codes."""
 from __future__ import annotations
 
 import psycopg
@@ -26,11 +27,18 @@ class NothingToAudit(AuditError):
     """The database has no table the tool could audit."""
 
 
-class GateClosed(AuditError):
+class DidNotFinish(AuditError):
+    """A run that changes the database stopped before its end (a step failed, a lock or a wait was not
+    had in time, a gate stopped it): what is done stays done, nothing is half-done, a rerun resumes.
+    Exit code 3, apart from 2 (the run could not start: usage, connection, configuration, preflight)
+    and 1 (it finished, with error findings left)."""
+
+    exit_code = 3
+
+
+class GateClosed(DidNotFinish):
     """--bridge none: the application wrote sessions without registering them; the run stopped before
     the foreign key (nothing half-changed), a later run resumes there."""
-
-    exit_code = 1
 
 
 # SQLSTATEs PostgreSQL uses when a hot standby cancels a query or ends a session to go on replaying WAL

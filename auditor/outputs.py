@@ -81,8 +81,11 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
-def write_json(result: ScanResult, path: Path) -> Path:
-    return write_text(path, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+def write_json(result: ScanResult, path: Path, verdict=None) -> Path:
+    """findings.json, with its `verdict` key (`verdict`: the scan's, when judged; else judged on its own)."""
+    from .scan.formats import findings_json
+
+    return write_text(path, findings_json(result, verdict))
 
 
 def load_json(path: str | Path, what: str):

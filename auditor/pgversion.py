@@ -25,3 +25,8 @@ NOT_VALID_FK_ON_PARTITIONED = 180000
 
 def major(version_num: int) -> int:
     return version_num // 10000
+
+
+def version_text(num: int) -> str:
+    """server_version_num as PostgreSQL spells the version: 180006 -> 18.6, 90624 -> 9.6.24."""
+    return f"{num // 10000}.{num % 10000}" if num >= 100000 else f"{num // 10000}.{num // 100 % 100}.{num % 100}"

@@ -165,3 +165,8 @@ def probes_of(check: Check, ctx: AuditContext) -> list[Probe]:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def verb(n: int, many: str, one: str) -> str:
+    """The verb that agrees with `n` things: verb(1, "have", "has") is "has"."""
+    return one if n == 1 else many

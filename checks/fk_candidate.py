@@ -43,7 +43,8 @@ class FkCandidate(ProbeCheck):
             if v.is_unconstrained_fk:
                 continue
             c = v.best.candidate
-            lead = "is named like a reference but" if isinstance(v, implied.Verdict) else "has no foreign key and"
+            lead = ("is named like a reference but" if isinstance(v, implied.NamedReference)
+                    else "has no foreign key and")
             findings.append(self.finding(
                 None, table=str(c.table.name), column=c.column.name, references=c.references,
                 sample=list(v.best.sample), details=v.details(),

@@ -226,7 +226,7 @@ class Measured:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class NamedReference:
     """One column named like a reference and its measured candidate parents, best first."""
 
     measured: tuple[Measured, ...]
@@ -278,7 +278,7 @@ class Verdict:
 
 
 def verdicts(ctx: AuditContext, results: dict[str, list[tuple]]) -> list:
-    """Every column with a measured candidate: a `Verdict` per column named like a reference (one
+    """Every column with a measured candidate: a `NamedReference` per column named like a reference (one
     with no non-NULL value is a candidate with the reason), an `Inferred` per other column whose
     values some key holds."""
     named, others = _columns(ctx)
@@ -294,11 +294,11 @@ def verdicts(ctx: AuditContext, results: dict[str, list[tuple]]) -> list:
             continue
         if all(m.values == 0 for m in measured):
             reason = "has no non-NULL value" if rows[0] else "its table has no row"
-            out.append(Verdict(tuple(sorted(measured, key=lambda m: m.candidate.parent.name)), reason))
+            out.append(NamedReference(tuple(sorted(measured, key=lambda m: m.candidate.parent.name)), reason))
             continue
         measured = [m for m in measured if m.values]
         measured.sort(key=lambda m: (-m.share, m.candidate.parent.name))
-        out.append(Verdict(tuple(measured)))
+        out.append(NamedReference(tuple(measured)))
     by_column = {(v.best.candidate.table.name, v.best.candidate.column.name): i for i, v in enumerate(out)}
     for inference in inferences(ctx, others):
         if inference.key in results:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Sample, TableCheck, count_where, plural
+from .base import Sample, TableCheck, count_where, plural, verb
 from .predicates import col, key_malformed
 
 
@@ -31,8 +31,8 @@ class MalformedSessionIds(TableCheck):
         if not values["rows"]:
             return []
         return [self.finding(target, rows=values["rows"],
-                             message=f"{plural(values['rows'], 'row')} in {target.name} have a session id "
-                                     "that is not a uuid")]
+                             message=f"{plural(values['rows'], 'row')} in {target.name} "
+                                     f"{verb(values['rows'], 'have', 'has')} a session id that is not a uuid")]
 
     def sample(self, ctx, target, finding):
         return Sample(col(target.key), key_malformed(target.key))

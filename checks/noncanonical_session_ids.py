@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Sample, TableCheck, count_where, plural
+from .base import Sample, TableCheck, count_where, plural, verb
 from .predicates import col, key_noncanonical
 
 
@@ -30,8 +30,8 @@ class NoncanonicalSessionIds(TableCheck):
         if not values["rows"]:
             return []
         return [self.finding(target, rows=values["rows"],
-                             message=f"{plural(values['rows'], 'row')} in {target.name} spell a uuid "
-                                     "in a non-canonical form")]
+                             message=f"{plural(values['rows'], 'row')} in {target.name} "
+                                     f"{verb(values['rows'], 'spell', 'spells')} a uuid in a non-canonical form")]
 
     def sample(self, ctx, target, finding):
         return Sample(col(target.key), key_noncanonical(target.key))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Sample, TableCheck, count_where, plural
+from .base import Sample, TableCheck, count_where, plural, verb
 from .predicates import key_null, row_id
 
 
@@ -27,7 +27,8 @@ class NullSessionIds(TableCheck):
         if not values["rows"]:
             return []
         return [self.finding(target, rows=values["rows"],
-                             message=f"{plural(values['rows'], 'row')} in {target.name} have no session id")]
+                             message=f"{plural(values['rows'], 'row')} in {target.name} "
+                                     f"{verb(values['rows'], 'have', 'has')} no session id")]
 
     def sample(self, ctx, target, finding):
         return Sample(row_id(target.table), key_null(target.key), distinct=False, of="primary key")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from yumai_audit.model import Severity
 
-from .base import Probe, ProbeCheck, plural
+from .base import Probe, ProbeCheck, plural, verb
 from .declared import declared_fks, violation_query
 
 
@@ -56,6 +56,7 @@ class OrphanedFkRows(ProbeCheck):
             findings.append(self.finding(
                 None, table=str(fk.table.name), column=sig.column, rows=rows, keys=keys, references=sig.references,
                 sample=list(sample or []), details=details,
-                message=f"{plural(rows, 'row')} of {fk.table.name} ({sig.column}) name {plural(keys, 'key')} "
-                        f"missing from {sig.references}: {state} foreign key {', '.join(fk.constraints)}{where}"))
+                message=f"{plural(rows, 'row')} of {fk.table.name} ({sig.column}) {verb(rows, 'name', 'names')} "
+                        f"{plural(keys, 'key')} missing from "
+                        f"{sig.references}: {state} foreign key {', '.join(fk.constraints)}{where}"))
         return findings

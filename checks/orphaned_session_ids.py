@@ -15,6 +15,7 @@ from .base import (
     count_where,
     plural,
     sum_sessions_where,
+    verb,
 )
 from .predicates import key_uuid, orphaned, session_orphaned, session_rows
 
@@ -51,7 +52,8 @@ class OrphanedSessionIds(TableCheck):
         if not values["rows"]:
             return []
         return [self.finding(target, rows=values["rows"], keys=values["keys"], references=ctx.config.master_reference,
-                             message=f"{plural(values['rows'], 'row')} in {target.name} refer to "
+                             message=f"{plural(values['rows'], 'row')} in {target.name} "
+                                     f"{verb(values['rows'], 'refer', 'refers')} to "
                                      f"{plural(values['keys'], 'unknown session')}")]
 
     def sample(self, ctx, target, finding):

@@ -5,7 +5,7 @@ from psycopg import sql
 from yumai_audit.context import KeyTable
 from yumai_audit.model import Severity
 
-from .base import USES_USERS, Sample, TableCheck, count_where, plural
+from .base import USES_USERS, Sample, TableCheck, count_where, plural, verb
 from .predicates import col, user_orphaned
 
 
@@ -40,8 +40,8 @@ class OrphanedUserIds(TableCheck):
             return []
         return [self.finding(target, column=target.user.name, rows=values["rows"],
                              references=ctx.config.users_reference,
-                             message=f"{plural(values['rows'], 'row')} in {target.name} name a user "
-                                     "that does not exist")]
+                             message=f"{plural(values['rows'], 'row')} in {target.name} "
+                                     f"{verb(values['rows'], 'name', 'names')} a user that does not exist")]
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("{}::text").format(col(target.user)), user_orphaned(target.user, ctx.config.users_key),

@@ -55,7 +55,7 @@ class UnconstrainedFk(CatalogCheck, ProbeCheck):
             if not v.is_unconstrained_fk:
                 continue
             best, c = v.best, v.best.candidate
-            if isinstance(v, implied.Verdict):
+            if isinstance(v, implied.NamedReference):
                 others = f"; other candidates: {v.describe()}" if len(v.measured) > 1 else ""
                 found = f"{best.share:.1%} of {best.values} distinct values found there"
             else:

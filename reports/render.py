@@ -17,10 +17,11 @@ from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUn
 
 from yumai_audit.bridge_state import bridge_line
 from yumai_audit.checks import REGISTRY
-from yumai_audit.config import Acceptance
 from yumai_audit.model import Finding, ScanResult, Severity, Status
-from yumai_audit.scan import verdict as scan_verdict
-from yumai_audit.scan.verdict import Judged, State, judge, partition_parents, repairing_steps
+from yumai_audit.pgversion import version_text
+from yumai_audit.reports.totals import plan_totals
+from yumai_audit.scan.formats import count_text
+from yumai_audit.scan.verdict import Judged, State, Verdict, acceptances_from, judge, partition_parents, repairing_steps
 
 MAX_WEEKS_DRAWN = 104
 SEVERITY_TITLES = {Severity.ERROR: "Errors (block the cutover)", Severity.WARNING: "Warnings",
@@ -50,6 +51,7 @@ def environment() -> Environment:
     )
     env.filters["bytes"] = human_bytes
     env.filters["num"] = number
+    env.filters["code"] = code_segments
     return env
 
 
@@ -87,17 +89,30 @@ class DocPart:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ReasonGroup:
+    """One kind of finding that decides the verdict: its check, where it is found, what the tool offers."""
+
+    title: str                          # "Needs a decision", "Repaired by the plan", "Debt"
+    items: list[str]                    # one line per check: what, where, how many
+    choices: list[str] = field(default_factory=list)       # what the tool offers, once for the kind
+
+
+@dataclass(frozen=True)
+class VerdictView:
+    """The verdict (auditor/scan/verdict.py's `Verdict`) as the report's verdict box shows it."""
+
     ready: bool                         # not "Needs a decision"
     headline: str                       # one sentence
-    reasons: list[str]                  # one sentence per finding that decides the state
+    groups: list[ReasonGroup]           # what decides the state, by kind: each kind (and its choices) once
     state: str = "needs-decision"       # auditor.verdict.State values
     label: str = "Needs a decision"
-    choices: list[list[str]] = field(default_factory=list)   # per reason: what the tool offers
+    totals: list[str] = field(default_factory=list)          # the plan in one line (reports/totals.py)
     accepted: list[str] = field(default_factory=list)        # accepted findings, with their reasons
     warnings: list[str] = field(default_factory=list)        # stale or expired acceptances
     baseline: dict | None = None        # {"new": [...], "known": n, "gone": [...]} with a baseline
-    judged: scan_verdict.Verdict | None = None   # the auditor/scan/verdict.py verdict behind it
+    judged: Verdict | None = None       # the verdict behind it
+    tone: str = "error"                 # ok | warning | error: the box's colour
+    to_done: list[str] = field(default_factory=list)         # with the bridge on: the way to done
 
 
 @dataclass(frozen=True)
@@ -119,12 +134,15 @@ class PlanStep:
 class PlanView:
     steps: list[PlanStep]
     server_version_num: int | None
-    options: list[tuple[str, str]]
+    server_version: str                 # as PostgreSQL spells it (18.6), "" when the plan does not say
+    options: list[str]                  # the fix options as their flags ("--include users")
     exclusive_steps: int
     rewriting_steps: int
     concurrent_steps: int
     rewritten_bytes: int
     numbers: dict[str, str]             # step id -> "#n", for "after step"
+    notes: list[str] = field(default_factory=list)   # the plan's notes (what it leaves out, and why)
+    proposed: bool = False              # the plan `fix` would make (a scan's), not the one that ran
 
 
 @dataclass(frozen=True)
@@ -198,7 +216,7 @@ class ReportContext:
     server_version: str
     generated_at: str
     settings: list[tuple[str, str]]
-    verdict: Verdict
+    verdict: VerdictView
     inventory: list
     groups: list[SeverityGroup]
     passed: list[CheckSection]
@@ -208,6 +226,7 @@ class ReportContext:
     comparison: Comparison | None
     notes: list[str] = field(default_factory=list)
     bridge: str | None = None            # the cutover bridge's line (auditor/bridge_state.py), when installed
+    backup: str | None = None            # after fix --apply: the backup taken before the first change
 
 
 # --- building the context ---------------------------------------------------------------------------
@@ -229,40 +248,53 @@ def documentation(check_id: str) -> tuple[str, list[DocPart]]:
     return " ".join(first.split()), parts
 
 
-def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None,
-            baseline: ScanResult | None = None, today: date | None = None) -> Verdict:
-    """The verdict (auditor/scan/verdict.py) as the report shows it: state, headline, one sentence per
-    finding that decides it, accepted findings with their reasons, warnings, and the baseline's tally."""
-    v = judge(result, raw_plan, accept=acceptances(result.config), baseline=baseline, today=today)
-    numbers = plan.numbers if plan is not None else {}
+def verdict_view(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | None = None,
+                 baseline: ScanResult | None = None, today: date | None = None,
+                 judged: Verdict | None = None) -> VerdictView:
+    """The verdict (auditor/scan/verdict.py; `judged` when the caller has it, so that every output of a
+    run shows the same one) as the report shows it: state, headline, the plan's totals, what decides it
+    grouped by kind (no step ids: those are the plan section's), accepted findings with their reasons,
+    warnings, and the baseline's tally."""
+    v = judged if judged is not None else judge(result, raw_plan, accept=acceptances_from(result.config),
+                                                baseline=baseline, today=today)
     descriptions = {c.check: c.description or c.check for c in result.checks}
 
     def where(f: Finding) -> str:
         return f"{f.table}.{f.column}" if f.column else f.table
 
-    def steps_text(j: Judged) -> str:
-        shown = [numbers.get(s, s) for s in j.steps]
-        return f" (repaired by step{'s' if len(shown) != 1 else ''} {', '.join(shown)})"
+    def by_check(judged_findings: list[Judged]) -> dict[str, list[Judged]]:
+        out: dict[str, list[Judged]] = {}
+        for j in judged_findings:
+            out.setdefault(j.finding.check, []).append(j)
+        return out
 
-    reasons, choices = [], []
+    def line(check: str, js: list[Judged]) -> str:
+        counted = count_text([j.finding for j in js])
+        return (f"{descriptions.get(check, check)} ({check}): {', '.join(where(j.finding) for j in js)}"
+                + (f" ({counted})" if counted != "–" else ""))
+
+    groups: list[ReasonGroup] = []
     if v.state is State.NEEDS_DECISION:
+        # one group per kind of choice: the same choices are offered once, for every finding they concern
+        kinds: dict[tuple[str, ...], list[Judged]] = {}
         for j in v.undecided:
-            reasons.append(f"{descriptions.get(j.finding.check, j.finding.check)}: {j.finding.message}.")
-            choices.append(list(j.choices))
-        for c in v.failed_checks:
-            reasons.append(f"{c.check} could not be verified: {c.reason}.")
-            choices.append(["run the scan again (with a longer --timeout)"])
+            kinds.setdefault(j.choices, []).append(j)
+        for offered, js in kinds.items():
+            groups.append(ReasonGroup("Needs a decision", [line(c, cj) for c, cj in by_check(js).items()],
+                                      list(offered)))
+        if v.failed_checks:
+            groups.append(ReasonGroup("Could not be verified", [f"{c.check}: {c.reason}" for c in v.failed_checks],
+                                      ["run the scan again (with a longer --timeout)"]))
     elif v.state is State.READY_ONCE_FIX:
-        for j in v.findings:
-            if j.is_error and j.accepted is None:
-                reasons.append(f"{descriptions.get(j.finding.check, j.finding.check)}: {j.finding.message}"
-                               f"{steps_text(j)}.")
-                choices.append([])
-    elif v.state is State.MIGRATED:
-        for j in v.debt:
-            if j.accepted is None:
-                reasons.append(f"Debt: {j.finding.check} on {where(j.finding)}: {j.finding.message}.")
-                choices.append(list(j.choices))
+        repaired = [j for j in v.findings if j.is_error and j.accepted is None]
+        groups.append(ReasonGroup("Repaired by the plan", [line(c, js) for c, js in by_check(repaired).items()]))
+    elif v.state in (State.MIGRATED, State.MIGRATED_BRIDGE_ON):
+        debt = [j for j in v.debt if j.accepted is None]
+        kinds = {}
+        for j in debt:
+            kinds.setdefault(j.choices, []).append(j)
+        for offered, js in kinds.items():
+            groups.append(ReasonGroup("Debt", [line(c, cj) for c, cj in by_check(js).items()], list(offered)))
     accepted = [f"{j.finding.check} on {where(j.finding)}: {j.finding.message} — accepted: {j.accepted.reason}"
                 + (f" (until {j.accepted.until})" if j.accepted.until else "") for j in v.accepted]
     baseline_view = None
@@ -271,23 +303,10 @@ def verdict(result: ScanResult, plan: PlanView | None = None, raw_plan: dict | N
                                  for j in v.findings if j.baseline == "new"],
                          "known": sum(1 for j in v.findings if j.baseline == "known"),
                          "gone": [f"{f.check} on {where(f)}: {f.message}" for f in v.gone]}
-    return Verdict(ready=v.state.good, headline=v.headline, reasons=reasons, state=v.state.value, label=v.label,
-                   choices=choices, accepted=accepted, warnings=list(v.warnings), baseline=baseline_view,
-                   judged=v)
-
-
-def acceptances(config: dict | None) -> tuple[Acceptance, ...]:
-    """The `[[accept]]` entries a findings.json carries in its config (as the scan had them)."""
-    out = []
-    for a in (config or {}).get("accept") or []:
-        if isinstance(a, dict) and a.get("check") and a.get("reason"):
-            until = a.get("until")
-            try:
-                until = date.fromisoformat(until) if isinstance(until, str) else None
-            except ValueError:
-                until = None
-            out.append(Acceptance(str(a["check"]), str(a["reason"]), a.get("table"), a.get("column"), until))
-    return tuple(out)
+    return VerdictView(ready=v.state.good, headline=v.headline, groups=groups, state=v.state.value, label=v.label,
+                       totals=plan_totals(result, raw_plan, human_bytes),
+                       accepted=accepted, warnings=list(v.warnings), baseline=baseline_view,
+                       judged=v, tone=v.state.tone, to_done=list(v.to_done))
 
 
 def lock_level(lock: str) -> str:
@@ -301,7 +320,7 @@ def lock_level(lock: str) -> str:
     return "low"
 
 
-def plan_view(plan: dict) -> PlanView:
+def plan_view(plan: dict, *, proposed: bool = False) -> PlanView:
     steps = []
     for i, s in enumerate(plan.get("steps", []), 1):
         sizes = s.get("table_bytes") or {}
@@ -311,14 +330,19 @@ def plan_view(plan: dict) -> PlanView:
             tables=[(str(t), sizes.get(t)) for t in s.get("tables", [])], rewrites=bool(s.get("rewrites")),
             transactional=bool(s.get("transactional", True)), depends_on=[str(d) for d in s.get("depends_on", [])],
             sql=str(s.get("sql", "")), done=bool(s.get("done"))))
-    options = [(str(k), str(v)) for k, v in sorted((plan.get("options") or {}).items())]
+    # the options as their flags (fix's plan.json says them so); another plan's as name=value
+    flags = plan.get("option_flags")
+    options = ([str(f) for f in flags] if isinstance(flags, list)
+               else [f"{k}={v}" for k, v in (plan.get("options") or {}).items()])
     return PlanView(
         steps=steps, server_version_num=plan.get("server_version_num"), options=options,
+        server_version=version_text(num) if isinstance(num := plan.get("server_version_num"), int) else "",
         exclusive_steps=sum(1 for s in steps if s.lock_level == "high"),
         rewriting_steps=sum(1 for s in steps if s.rewrites),
         concurrent_steps=sum(1 for s in steps if not s.transactional),
         rewritten_bytes=sum(b or 0 for s in steps if s.rewrites for _, b in s.tables),
-        numbers={s.id: f"#{s.number}" for s in steps})
+        numbers={s.id: f"#{s.number}" for s in steps}, notes=[str(n) for n in plan.get("notes") or []],
+        proposed=proposed)
 
 
 def steps_for(check_id: str, findings: list[Finding], plan: PlanView | None, raw: dict | None,
@@ -431,7 +455,11 @@ def orphan_chart(result: ScanResult) -> Chart:
     rows = [[n, number(counts.get(n, (0, 0))[0]), number(counts.get(n, (0, 0))[1])] for n in names]
     caption = "Rows whose session id is in neither the master nor the source table."
     if items and not any(v for _, v, _ in items):
+        # no bar to draw: a sentence, not an empty 0-1 axis
         caption += " None are left in any table."
+        return hbar_chart("chart-orphans", "Orphaned rows per table", caption, [],
+                          ["Table", "Orphaned rows", "Unknown sessions"], rows,
+                          "No orphaned row is left in any key table.", "orphan")
     return hbar_chart("chart-orphans", "Orphaned rows per table", caption,
                       items, ["Table", "Orphaned rows", "Unknown sessions"], rows, f"Nothing to draw: {why}.", "orphan")
 
@@ -476,7 +504,8 @@ def sessions_chart(result: ScanResult) -> Chart:
     bar_w = max(min(slot * 0.7, 40), 1)
     bars: list[Bar] = []
     labels: list[tuple[float, float, str]] = []
-    every = max(1, len(weeks) // 10)
+    every = max(1, len(weeks) // 8)
+    shown_year = ""
     for i, w in enumerate(weeks):
         x = left + i * slot + (slot - bar_w) / 2
         y = top + plot_h
@@ -486,7 +515,10 @@ def sessions_chart(result: ScanResult) -> Chart:
                 y -= h
                 bars.append(Bar(f"week of {w['week']}: {text.lower()}", w[key], number(w[key]), x, y, bar_w, h, cls))
         if i % every == 0:
-            labels.append((x + bar_w / 2, top + plot_h + 16, w["week"][5:]))
+            # month-day, with the year on the first label and where the year changes
+            year = w["week"][:4]
+            labels.append((x + bar_w / 2, top + plot_h + 16, w["week"] if year != shown_year else w["week"][5:]))
+            shown_year = year
     ticks = [(top + plot_h * (1 - v / top_value), number(int(v))) for v in tick_values(top_value)]
     rows = [[w["week"]] + [number(w[k]) for k, _, _ in SESSION_SERIES] + [number(t)] for w, t in zip(weeks, totals)]
     if not weeks:
@@ -571,6 +603,8 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
             change = "improved"
         elif an and bn and (an > bn or (ar or 0) > (br or 0)):
             change = "worse"
+        elif not an and not bn and bs == "skipped" and as_ == "pass":
+            change = "passes"           # it could not apply before (e.g. no FK yet), it applies and passes now
         elif bs != as_:
             change = "changed"
         else:
@@ -590,16 +624,16 @@ def comparison(before: ScanResult, after: ScanResult) -> Comparison:
 
 def template_context(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
                      title: str = "Session integrity audit", repair_plan: dict | None = None,
-                     baseline: ScanResult | None = None) -> ReportContext:
-    """`plan` is shown in the plan section and decides the verdict; `repair_plan` (when there is no
-    `plan`, e.g. the scan's report) only says which steps would repair each finding."""
-    pv = plan_view(plan) if plan is not None else None
+                     baseline: ScanResult | None = None, verdict: Verdict | None = None,
+                     backup: str | None = None) -> ReportContext:
+    """`plan` (the plan that runs or ran) and, without it, `repair_plan` (the plan `fix` would make, e.g.
+    the scan's) are shown in the plan section and decide the verdict; `verdict`: the run's own, so
+    that the report says what its other outputs say."""
     matching = plan if plan is not None else repair_plan
-    mv = pv if pv is not None else (plan_view(matching) if matching is not None else None)
-    the_verdict = verdict(result, pv, matching, baseline)
-    judged = the_verdict.judged
-    assert judged is not None     # verdict() always keeps the judgement it shows
-    sections = check_sections(result, mv, matching, {id(j.finding): j for j in judged.findings})
+    pv = plan_view(matching, proposed=plan is None) if matching is not None else None
+    the_verdict = verdict_view(result, pv, matching, baseline, judged=verdict)
+    assert the_verdict.judged is not None
+    sections = check_sections(result, pv, matching, {id(j.finding): j for j in the_verdict.judged.findings})
     cfg = result.config or {}
     settings = [(label, str(cfg[key])) for key, label in (
         ("key_column", "Session key column"), ("master", "Master table"), ("source", "Source table"),
@@ -613,16 +647,18 @@ def template_context(result: ScanResult, *, plan: dict | None = None, before: Sc
         other_checks=list(result.checks),
         charts=[_safe(orphan_chart, result), _safe(sessions_chart, result), _safe(partitions_chart, result)],
         plan=pv, comparison=comparison(before, result) if before is not None else None,
-        notes=[str(n) for n in (result.stats or {}).get("notes", [])], bridge=bridge_line(result.stats or {}))
+        notes=[str(n) for n in (result.stats or {}).get("notes", [])], bridge=bridge_line(result.stats or {}),
+        backup=backup)
 
 
 def render_html(result: ScanResult, *, plan: dict | None = None, before: ScanResult | None = None,
                 title: str = "Session integrity audit", repair_plan: dict | None = None,
-                baseline: ScanResult | None = None) -> str:
+                baseline: ScanResult | None = None, verdict: Verdict | None = None, backup: str | None = None) -> str:
     """The report as one HTML document. `plan`: Plan.to_dict(); `before`: the scan taken before `fix --apply`;
-    `repair_plan`: a plan not shown, only matched to the findings; `baseline`: an older scan whose findings
-    are known (new / known / gone)."""
-    ctx = template_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline)
+    `repair_plan`: the plan `fix` would make (shown as such when there is no `plan`); `baseline`: an older
+    scan whose findings are known (new / known / gone); `verdict`: the run's verdict of `result`."""
+    ctx = template_context(result, plan=plan, before=before, title=title, repair_plan=repair_plan, baseline=baseline,
+                           verdict=verdict, backup=backup)
     return environment().get_template("report.html").render(r=ctx)
 
 

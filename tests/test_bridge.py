@@ -206,7 +206,7 @@ def test_bridge_none_stops_before_the_source_fk_then_resumes_when_the_app_regist
             "--gate-window", "1", "--out", str(tmp_path)]
     with Writers(db.conninfo, existing_sessions(db)) as w:
         stopped = CliRunner().invoke(cli, args)
-    assert stopped.exit_code == 1, stopped.output
+    assert stopped.exit_code == 3, stopped.output     # did not finish (not 1: finished with debt)
     lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("yumai-audit:")]
     assert len(lines) == 1
     assert lines[0].startswith("yumai-audit: stopped before the foreign key: ")
@@ -239,7 +239,7 @@ def test_gate_raises_in_the_api_too(db):
     with Writers(db.conninfo, existing_sessions(db)):
         with pytest.raises(GateClosed) as caught:
             api.apply(db.conninfo, Config(), rescan=False, options=api.FixOptions(bridge="none", gate_window=0.5))
-    assert caught.value.exit_code == 1
+    assert caught.value.exit_code == 3
 
 
 def test_killed_between_the_bridge_and_the_fk_then_resumed(db):

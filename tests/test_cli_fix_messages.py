@@ -48,18 +48,19 @@ def test_the_confirmation_names_backup_rows_and_rewrites_and_declining_changes_n
     counts = _numbers(out)
     assert f"fix --apply will run {counts['pending']} steps" in out
     assert f"Apply these {counts['pending']} steps?" in out
-    assert f"Backup first: pg_dump of the tables it changes into {tmp_path}/backup-<database>-<UTC time>.dump" in out
+    words = " ".join(out.split())     # lines longer than 120 columns are wrapped
+    assert f"Backup first: pg_dump of the tables it changes into {tmp_path}/backup-<database>-<UTC-time>.dump" in words
     malformed = {f.table: f.rows for f in before.findings if f.check == "malformed_session_ids"}
     orphaned = {f.table: f.rows for f in before.findings if f.check == "orphaned_session_ids"}
     total = sum(malformed.values()) + sum(orphaned.values())
     assert total > 0
-    assert f"Rows taken out of their tables or changed (counted when the plan was made): {total:,}; " in out
+    assert f"Rows taken out of their tables or changed (counted when the plan was made): {total:,}; " in words
     for table, rows in orphaned.items():
-        assert re.search(rf"    {re.escape(table)}: .*{rows:,} by the quarantine of orphaned rows of {re.escape(table)}",
-                         out), table
+        assert re.search(rf" {re.escape(table)}: .*?{rows:,} by the quarantine of orphaned rows of {re.escape(table)}",
+                         words), table
     for table, rows in malformed.items():
-        assert re.search(rf"    {re.escape(table)}: .*{rows:,} by the quarantine of malformed rows of {re.escape(table)}",
-                         out), table
+        assert re.search(rf" {re.escape(table)}: .*?{rows:,} by the quarantine of malformed rows of {re.escape(table)}",
+                         words), table
     # each table once, with its rows out of all its rows, the largest share first
     listed = re.findall(r"^    (\S+): (\d+) of (\d+) rows", out.split("fix --apply will run")[1], re.M)
     assert sorted(t for t, _n, _all in listed) == sorted(set(malformed) | set(orphaned))
@@ -68,7 +69,7 @@ def test_the_confirmation_names_backup_rows_and_rewrites_and_declining_changes_n
     shares = [int(n) / int(of) for _t, n, of in listed]
     assert shares == sorted(shares, reverse=True)
     # the text key column's type change rewrites its table under ACCESS EXCLUSIVE: named, with its size
-    assert re.search(r"rewrites \S+ \([\d.,]+ (bytes|kB|MB|GB)\) under ACCESS EXCLUSIVE", out), out
+    assert re.search(r"rewrites \S+ \([\d.,]+ (bytes|kB|MB|GB)\) under ACCESS EXCLUSIVE", words), out
     # declined: nothing changed, no file written
     assert db.scalar("SELECT to_regclass('chatbot.session_master') IS NULL")
     assert not (tmp_path / "plan.sql").exists()
@@ -83,7 +84,7 @@ def test_one_step_count_from_the_plan_to_the_end(db, tmp_path):
     build_demo_database(db.conninfo)
     result = invoke("fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path))
     # migrated, with the demo's user findings left undecided (exit 1)
-    assert result.exit_code == 1 and "Verdict: Migrated. " in result.output, result.output + result.stderr
+    assert result.exit_code == 1 and "Verdict: Migrated, bridge on. " in result.output, result.output + result.stderr
     counts = _numbers(result.output)
     assert counts["total"] == counts["pending"] + counts["done"] + counts["checks"]
     # with --yes the run still says what it will do, without the question
@@ -91,7 +92,7 @@ def test_one_step_count_from_the_plan_to_the_end(db, tmp_path):
     # the plan numbers its steps 1..total, and so does the run's progress
     assert re.findall(r"^\s+(\d+)\. \[", result.output, re.M)[-1] == str(counts["total"])
     assert set(re.findall(r"\[\d+/(\d+)\]", result.stderr)) == {str(counts["total"])}
-    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found already done when reached .*; "
+    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found done by an earlier step; "
                         r"(\d+) done before this run, (\d+) checks?; (\d+) steps in all\)", result.output)
     assert applied, result.output
     changed, pending, reached, done, checks, total = map(int, applied.groups())
@@ -104,9 +105,13 @@ def test_demo_restore_command_is_marked_as_the_demos(tmp_path):
     result = invoke("demo", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "Restore with:" not in result.output
-    line = next(line for line in result.output.splitlines() if line.startswith("Restore"))
-    assert "demo's embedded server" in line and "--dbname=YOUR_DSN" in line
-    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found already done", result.output)
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Restore"))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith(" "))
+    paragraph = " ".join(lines[start:end])       # the message, then the command on lines of its own
+    assert "demo's embedded server" in paragraph and "--dbname=YOUR_DSN" in paragraph
+    assert max(len(line) for line in lines if not line.lstrip().startswith("/")) <= 120, result.output
+    applied = re.search(r"Applied (\d+) of (\d+) pending steps \((\d+) found done by an earlier step", result.output)
     assert applied and int(applied.group(1)) + int(applied.group(3)) == int(applied.group(2))
 
 
@@ -117,6 +122,6 @@ def test_no_library_warning_reaches_the_user(db, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "PYTHONWARNINGS")}
     proc = subprocess.run([sys.executable, "-m", "yumai_audit", "fix", "--dsn", db.conninfo, "--apply", "--yes",
                            "--out", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 1 and "Verdict: Migrated. " in proc.stdout, proc.stderr   # undecided user findings
+    assert proc.returncode == 1 and "Verdict: Migrated, bridge on. " in proc.stdout, proc.stderr   # undecided user findings
     assert "Warning" not in proc.stdout + proc.stderr
     assert "Backup of" in proc.stdout

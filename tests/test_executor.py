@@ -87,14 +87,14 @@ def test_resume_after_the_apply_process_is_killed(db, blocked_step):
         assert db.scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid") >= 1   # left by the killed run
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is not None      # it got somewhere
     done = _apply_until_converged(db)
-    assert done.returncode == 1 and "Verdict: Migrated. " in done.stdout, done.stdout + done.stderr   # the demo's user findings are left undecided: migrated, with debt (exit 1)
+    assert done.returncode == 1 and "Verdict: Migrated, bridge on. " in done.stdout, done.stdout + done.stderr   # the demo's user findings are left undecided: migrated, with debt (exit 1)
     assert f"resumed after an interrupted run: {step}" in done.stdout
     assert db.scalar("SELECT count(*) FROM yumai_audit.journal WHERE step = %s AND outcome = 'interrupted'",
                      (step,)) == 1
     assert db.scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
     assert_demo_migrated(db, before)
     again = subprocess.run(CLI + ["fix", "--dsn", db.conninfo, "--apply", "--yes"], capture_output=True, text=True)
-    assert again.returncode == 1 and "Nothing to do" in again.stdout and "Verdict: Migrated. " in again.stdout
+    assert again.returncode == 1 and "Nothing to do" in again.stdout and "Verdict: Migrated, bridge on. " in again.stdout
 
 
 def test_writers_inserting_for_existing_sessions_never_fail_during_apply(db):

@@ -259,7 +259,7 @@ def test_a_second_concurrent_apply_is_refused(db, tmp_path):
     assert "another yumai-audit fix --apply is running on this database" in res.output
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path)])
-    assert res.exit_code == 1 and "Verdict: Migrated. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
+    assert res.exit_code == 1 and "Verdict: Migrated, bridge on. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
     assert (tmp_path / "apply-log.json").exists()
 
 

@@ -18,10 +18,13 @@ def test_apply_takes_a_backup_first_unless_told_not_to(db, tmp_path):
     build_demo_database(db.conninfo)
     out = tmp_path / "run"
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(out)])
-    assert res.exit_code == 1 and "Verdict: Migrated. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
+    assert res.exit_code == 1 and "Verdict: Migrated, bridge on. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
     dumps = list(out.glob("backup-*.dump"))
     assert len(dumps) == 1 and dumps[0].stat().st_size > 0
     assert "Restore with:" in res.output
+    # both reports say so: the one before, what will be backed up; the one after, the file
+    assert "a pg_dump backup of " in (out / "before" / "report.html").read_text()
+    assert f"Backup taken before the first change: {dumps[0].name} (" in (out / "report.html").read_text()
     # a migrated database: nothing changes, so nothing is backed up either
     again = tmp_path / "again"
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(again)])
@@ -32,8 +35,9 @@ def test_apply_takes_a_backup_first_unless_told_not_to(db, tmp_path):
 def test_no_backup_flag_skips_it(db, tmp_path):
     build_demo_database(db.conninfo)
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup", "--out", str(tmp_path)])
-    assert res.exit_code == 1 and "Verdict: Migrated. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
+    assert res.exit_code == 1 and "Verdict: Migrated, bridge on. " in res.output, res.output   # the demo's user findings are left undecided: migrated, with debt (exit 1)
     assert "No backup (--no-backup)." in res.output
+    assert "No backup was taken before the first change" in (tmp_path / "report.html").read_text()
     assert list(tmp_path.glob("backup-*.dump")) == []
 
 
@@ -118,7 +122,7 @@ def test_second_apply_with_the_same_out_is_refused_before_it_writes(db, tmp_path
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
     res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(out)])
     # released: the next run goes ahead (to the end: the demo's user findings are left undecided, exit 1)
-    assert res.exit_code == 1 and "Verdict: Migrated. " in res.output, res.output
+    assert res.exit_code == 1 and "Verdict: Migrated, bridge on. " in res.output, res.output
 
 
 def test_apply_backs_up_key_tables_in_a_schema_with_a_dot(db, tmp_path):

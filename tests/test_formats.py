@@ -15,7 +15,16 @@ from test_cli import invoke
 
 from yumai_audit.model import CheckResult, Finding, ScanResult, Severity, Status
 from yumai_audit.outputs import write_csv
-from yumai_audit.scan.formats import check_docs, escape_data, escape_property, github, junit, markdown, sarif
+from yumai_audit.scan.formats import (
+    check_docs,
+    escape_data,
+    escape_property,
+    findings_json,
+    github,
+    junit,
+    markdown,
+    sarif,
+)
 
 HOSTILE = 'odd"<schema>&]]>.t%25:a,b\r\nc'
 SARIF_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "sarif-schema-2.1.0.json").read_text())
@@ -126,9 +135,9 @@ def test_github_annotation_escaping():
 
 def test_markdown_summary_escapes_and_counts():
     text = markdown(hostile_result())
-    assert text.startswith("## yumai-audit: ❌ blocked")
-    assert "| `orphaned_session_ids` | error | fail | 1 | 7 |" in text
-    assert "| `duplicate_foreign_keys` | warning | pass | 0 | 0 |" in text
+    assert text.startswith("## yumai-audit: ❌ Needs a decision\n")   # the verdict, as the report states it
+    assert "| `orphaned_session_ids` | error | fail | 1 | 7 rows |" in text
+    assert "| `duplicate_foreign_keys` | warning | pass | 0 | – |" in text
     assert "<schema>" not in text and "&lt;schema&gt;" in text
     assert "\r" not in text
     assert "### Top findings (2 of 2)" in text
@@ -161,7 +170,7 @@ def test_every_written_findings_json_validates(db, tmp_path):
     assert invoke("watch", "--dsn", db.conninfo, "--since", "3650d", "--out", str(tmp_path / "watch")).exit_code == 1
     result = invoke("fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path / "fix"))
     # migrated, with the demo's user findings left undecided (exit 1)
-    assert result.exit_code == 1 and "Verdict: Migrated. " in result.output, result.output
+    assert result.exit_code == 1 and "Verdict: Migrated, bridge on. " in result.output, result.output
     written = sorted(tmp_path.rglob("findings.json"))
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [
         "fix/before/findings.json", "fix/findings.json", "scan/findings.json", "watch/findings.json"]
@@ -170,8 +179,10 @@ def test_every_written_findings_json_validates(db, tmp_path):
 
 
 def test_the_schema_rejects_what_the_contract_forbids():
-    data = scan_result().to_dict()
+    data = json.loads(findings_json(scan_result()))      # findings.json as it is written: with its verdict
     jsonschema.Draft202012Validator(findings_schema()).validate(data)
+    with pytest.raises(jsonschema.ValidationError):     # a verdict key always
+        jsonschema.Draft202012Validator(findings_schema()).validate(scan_result().to_dict())
     data["findings"][0]["rows"] = "7"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(findings_schema()).validate(data)

@@ -11,7 +11,7 @@ from report_fixtures import external_references, plan_dict, scan_result
 
 from yumai_audit.model import Status
 from yumai_audit.reports import render
-from yumai_audit.reports.render import environment, render_html, template_context
+from yumai_audit.reports.render import ReasonGroup, environment, render_html, template_context
 
 TEMPLATES = Path(render.__file__).parent / "templates"
 EVIL = "<script>alert(1)</script>"
@@ -50,8 +50,8 @@ def test_without_a_plan_an_error_finding_needs_a_decision_and_names_its_choices(
     verdict = text_of(section(html, "verdict"))
     assert "Verdict: Needs a decision" in verdict
     assert "1 error finding no step of the plan repairs" in verdict
-    assert ("Rows whose session id is in neither the master nor the source table: "
-            "7 rows in chatbot.user_interactions refer to 3 unknown sessions. Choice: accept it") in verdict
+    assert ("Needs a decision Rows whose session id is in neither the master nor the source table "
+            "(orphaned_session_ids): chatbot.user_interactions.session_id (7 rows) Choice: accept it") in verdict
     # a warning never needs a decision
     assert "no session id" not in verdict
     assert "<title>Session integrity audit · yumai · needs a decision</title>" in html
@@ -70,7 +70,9 @@ def test_check_that_could_not_run_blocks():
     result.checks[0].status, result.checks[0].reason = Status.ERROR, "timed out on chatbot.x after 1s"
     ctx = template_context(result)
     assert not ctx.verdict.ready
-    assert ctx.verdict.reasons == ["orphaned_session_ids could not be verified: timed out on chatbot.x after 1s."]
+    assert ctx.verdict.groups == [ReasonGroup("Could not be verified",
+                                              ["orphaned_session_ids: timed out on chatbot.x after 1s"],
+                                              ["run the scan again (with a longer --timeout)"])]
 
 
 def test_findings_grouped_by_severity_with_documentation_and_samples():
@@ -91,9 +93,9 @@ def test_plan_section_lists_steps_in_order_with_locks_sizes_and_rewrites():
     rows = re.findall(r'<tr id="step-(\d+)"', plan)
     assert rows == ["1", "2", "3", "4"]
     text = text_of(plan)
-    assert "4 steps in the order they run, for server version 180001" in text
-    assert "1 under an exclusive lock" in text and "1 rewrites a table (3.0 MB)" in text
-    assert "1 outside a transaction" in text
+    assert "4 steps in the order they run, for PostgreSQL 18.1" in text
+    assert "1 step under an exclusive lock" in text and "1 step rewrites a table (3.0 MB)" in text
+    assert "1 step outside a transaction" in text
     assert text.index("create_session_master") < text.index("quarantine_orphaned_session_ids") \
         < text.index("convert_key:chatbot.recommendations_log")
     assert "ACCESS EXCLUSIVE" in text and "rewrites the table" in text and "no transaction (CONCURRENTLY)" in text
@@ -106,8 +108,11 @@ def test_plan_section_lists_steps_in_order_with_locks_sizes_and_rewrites():
     assert "DELETE FROM chatbot.user_interactions t WHERE t.session_id NOT IN (SELECT 1) RETURNING *;" in article
     assert "CREATE INDEX CONCURRENTLY" not in article
     verdict = text_of(section(html, "verdict"))
-    assert "Verdict: Ready once `fix` runs" in verdict
-    assert "7 rows in chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)." in verdict
+    assert "Verdict: Ready once fix runs" in verdict
+    # the verdict says what the plan repairs by kind; the step ids are the plan section's and the finding's
+    assert ("Repaired by the plan Rows whose session id is in neither the master nor the source table "
+            "(orphaned_session_ids): chatbot.user_interactions.session_id (7 rows)") in verdict
+    assert "#2" not in verdict and "repaired by step" not in verdict
     assert "repaired by step #2" in text_of(article)
 
 
@@ -226,6 +231,7 @@ def test_charts_show_their_numbers():
     assert "None are left" not in orphans.caption
     clean = template_context(scan_result(blocked=False)).charts[0]
     assert clean.rows == [["chatbot.user_interactions", "0", "0"]] and clean.caption.endswith("None are left in any table.")
+    assert clean.bars == [] and clean.empty == "No orphaned row is left in any key table."   # no empty axis
     # the missing week (2026-03-09) is drawn as zero
     assert [row[0] for row in sessions.rows] == ["2026-03-02", "2026-03-09", "2026-03-16"]
     assert sessions.rows[1] == ["2026-03-09", "0", "0", "0", "0"]
@@ -250,13 +256,15 @@ def test_the_declared_repairs_decide_ready_once_fix_runs():
     ctx = template_context(scan_result(), plan=plan)
     assert ctx.verdict.ready and ctx.verdict.state == "ready-once-fix"
     assert ctx.verdict.headline == ("Every error finding is repaired by a step of the plan (1 finding): "
-                                    "run `fix --apply`.")
-    assert ctx.verdict.reasons == ["Rows whose session id is in neither the master nor the source table: 7 rows in "
-                                   "chatbot.user_interactions refer to 3 unknown sessions (repaired by step #2)."]
+                                    "run fix --apply.")
+    assert [g.items for g in ctx.verdict.groups] == [[
+        "Rows whose session id is in neither the master nor the source table (orphaned_session_ids): "
+        "chatbot.user_interactions.session_id (7 rows)"]]
     plan["steps"][1]["repairs"] = ["null_session_ids"]
     ctx = template_context(scan_result(), plan=plan)
     assert not ctx.verdict.ready and ctx.verdict.state == "needs-decision"
-    assert ctx.verdict.reasons[0].endswith("refer to 3 unknown sessions.")
+    assert ctx.verdict.groups[0].title == "Needs a decision"
+    assert ctx.verdict.groups[0].items[0].endswith("chatbot.user_interactions.session_id (7 rows)")
     # the right check on another table repairs nothing here
     plan["steps"][1]["repairs"], plan["steps"][1]["tables"] = ["orphaned_session_ids"], ["chatbot.user_feedback"]
     assert template_context(scan_result(), plan=plan).verdict.state == "needs-decision"
@@ -336,3 +344,21 @@ def test_a_check_that_no_longer_applies_after_the_fix_counts_as_fixed():
     after.checks[0].status, after.checks[0].reason = Status.SKIPPED, "no text key column left"
     rows = {r["check"]: r for r in template_context(after, before=before).comparison.rows}
     assert (rows["orphaned_session_ids"]["after_status"], rows["orphaned_session_ids"]["change"]) == ("skipped", "fixed")
+
+
+def test_week_labels_carry_the_year_where_it_starts_or_changes():
+    sessions = template_context(scan_result()).charts[1]
+    assert [label for _x, _y, label in sessions.labels] == ["2026-03-02", "03-09", "03-16"]
+    stats = dict(scan_result().stats)
+    stats["sessions_by_week"] = [{"week": "2025-12-22", "registered": 1, "missing_from_master": 0, "orphaned": 0},
+                                 {"week": "2026-01-05", "registered": 2, "missing_from_master": 0, "orphaned": 0}]
+    turn = template_context(scan_result(stats=stats)).charts[1]
+    assert [label for _x, _y, label in turn.labels] == ["2025-12-22", "12-29", "2026-01-05"]
+
+
+def test_a_check_that_could_not_apply_before_and_passes_now_is_not_badged_as_a_problem():
+    before, after = scan_result(blocked=False), scan_result(blocked=False)
+    after.checks[2].status, after.checks[2].reason = Status.PASS, None      # unvalidated_fk: skipped -> pass
+    rows = {r["check"]: r for r in template_context(after, before=before).comparison.rows}
+    assert rows["unvalidated_fk"]["change"] == "passes"
+    assert '<span class="change passes">passes</span>' in render_html(after, before=before)

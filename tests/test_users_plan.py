@@ -87,7 +87,7 @@ def test_keep_adds_no_fk_where_users_are_missing_and_notes_the_count(db):
     assert user_fks(db, "Views") == [(True, "a")] and user_fks(db, "Chats") == [] and user_fks(db, "Clicks") == []
     # the migration is done; the missing users are debt no step repairs
     v = result.verdict
-    assert v.state.value == "migrated" and v.exit_code() == 1
+    assert v.state.value == "migrated-bridge-on" and v.exit_code() == 1   # the bridge is still on
     left = sorted((j.finding.check, j.finding.table) for j in v.undecided)
     assert left == [("conflicting_session_users", "Yumai App.Chats"), ("orphaned_user_ids", "Yumai App.Chats"), ("orphaned_user_ids", "Yumai App.Clicks"),
                     ("unconstrained_fk", "Yumai App.Chats"), ("unconstrained_fk", "Yumai App.Clicks")]
@@ -163,11 +163,12 @@ def test_cli_include_users_null_ends_migrated_and_clean(db, tmp_path):
     base = ["--dsn", db.conninfo, "--config", str(toml)]
     dry = CliRunner().invoke(cli, ["fix", *base, "--include", "users", "--missing-users", "null"])
     assert dry.exit_code == 0, dry.output       # every error finding is repaired by a planned step
-    assert dry.output.startswith("Verdict: Ready once `fix` runs.")
+    assert dry.output.startswith("Verdict: Ready once fix runs.")
     res = CliRunner().invoke(cli, ["fix", *base, "--include", "users", "--missing-users", "null", "--apply", "--yes",
                                    "--no-backup", "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
-    assert "Verdict: Migrated and clean." in res.output
+    assert "Verdict: Migrated, bridge on." in res.output and "No error finding is left." in res.output
+    assert CliRunner().invoke(cli, ["bridge", "remove", *base]).exit_code == 0
     scan = CliRunner().invoke(cli, ["scan", *base, "--out", str(tmp_path / "scan")])
     assert scan.exit_code == 0, scan.output
     assert scan.output.startswith("Verdict: Migrated and clean.")

@@ -2,6 +2,7 @@
 The first part needs no database; the last part builds purpose-made databases for each state."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import date
 
@@ -15,7 +16,7 @@ from yumai_audit.config import Acceptance, load_config
 from yumai_audit.demo import DECISIONS, FIX_OPTIONS, build_demo_database, decisions_config
 from yumai_audit.errors import ConfigError
 from yumai_audit.model import Finding, Severity, Status
-from yumai_audit.scan.verdict import State, apply_severity, judge, repairing_steps
+from yumai_audit.scan.verdict import State, apply_severity, judge, repairing_steps, summary_lines
 
 TODAY = date(2026, 12, 1)
 ORPHANS = ("orphaned_session_ids", "chatbot.user_interactions", "session_id")
@@ -204,15 +205,19 @@ def test_ready_once_fix_runs_then_migrated_and_clean(db, tmp_path):
     db.execute(NO_USERS)
     res = scan_cli(db, tmp_path)
     assert res.exit_code == 1, res.output           # not applied yet: the findings count
-    assert res.output.startswith("Verdict: Ready once `fix` runs.")
+    assert res.output.startswith("Verdict: Ready once fix runs.")
     assert "(repaired by orphans:chatbot.clicks, catchup:chatbot.clicks, settle:chatbot.clicks)" in res.output
     html = (tmp_path / "scan" / "report.html").read_text()
-    assert "Ready once `fix` runs" in html and "repaired by step" in html
+    assert "Ready once fix runs" in html and "repaired by step" in html
     dry = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo])
-    assert dry.exit_code == 0, dry.output and dry.output.startswith("Verdict: Ready once `fix` runs.")
+    assert dry.exit_code == 0, dry.output and dry.output.startswith("Verdict: Ready once fix runs.")
     applied = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup",
                                        "--out", str(tmp_path / "run")])
     assert applied.exit_code == 0, applied.output
+    res = scan_cli(db, tmp_path)
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("Verdict: Migrated, bridge on. ")   # the bridge stays until it is removed
+    assert CliRunner().invoke(cli, ["bridge", "remove", "--dsn", db.conninfo]).exit_code == 0
     res = scan_cli(db, tmp_path)
     assert res.exit_code == 0, res.output
     assert res.output.startswith("Verdict: Migrated and clean.")
@@ -232,7 +237,10 @@ def test_needs_a_decision_then_migrated_with_debt_then_accepted(db, tmp_path):
     baseline = tmp_path / "before.json"
     baseline.write_text((tmp_path / "scan" / "findings.json").read_text())
     result = api.apply(db.conninfo, load_config(None), rescan=True)
-    assert result.ok and result.verdict.state is State.MIGRATED and result.verdict.exit_code() == 1
+    assert result.ok and result.verdict.state is State.MIGRATED_BRIDGE_ON and result.verdict.exit_code() == 1
+    res = scan_cli(db, tmp_path)
+    assert res.exit_code == 1 and res.output.startswith("Verdict: Migrated, bridge on. ")
+    assert api.bridge_remove(db.conninfo) == ["chatbot.conversations"]   # registered nothing in the last hour
     res = scan_cli(db, tmp_path)
     assert res.exit_code == 1 and res.output.startswith("Verdict: Migrated. ")
     # against the scan before the migration, what is left is known: exit 0
@@ -245,6 +253,21 @@ def test_needs_a_decision_then_migrated_with_debt_then_accepted(db, tmp_path):
     assert api.apply(db.conninfo, decisions_config(), rescan=False, options=FIX_OPTIONS).ok
     res = scan_cli(db, tmp_path, "--config", str(toml))
     assert res.exit_code == 0, res.output
-    assert res.output.startswith("Verdict: Migrated. Every key table has a validated foreign key to the master; "
-                                 "1 error finding is left as debt (1 accepted).")
+    assert " ".join(res.output.split()).startswith(       # the verdict's line is wrapped at 120 columns
+        "Verdict: Migrated. Every key table has a validated foreign key to the master; 1 error finding is left as "
+        "debt (1 accepted).")
     assert "  accepted: conflicting_session_users on chatbot.conversations.user_id: the master keeps" in res.output
+
+
+def test_the_terminal_lists_each_kind_of_choice_once():
+    """Findings offered the same choices are listed together, the choices once after them."""
+    v = judge(scan_result(table="chatbot.a"))
+    two = dataclasses.replace(v, findings=v.findings + tuple(
+        dataclasses.replace(j, finding=dataclasses.replace(j.finding, table="chatbot.b")) for j in v.undecided))
+    lines = summary_lines(two)
+    assert [line for line in lines if line.startswith("  needs a decision")] == [
+        "  needs a decision: orphaned_session_ids on chatbot.a.session_id: 7 rows in chatbot.a refer to 3 unknown "
+        "sessions",
+        "  needs a decision: orphaned_session_ids on chatbot.b.session_id: 7 rows in chatbot.a refer to 3 unknown "
+        "sessions"]
+    assert sum(1 for line in lines if line.startswith("    - accept it")) == 1

@@ -20,7 +20,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from ..connection import Target, connect
-from ..errors import AuditError, GateClosed  # GateClosed: defined in errors (the CLI catches it)
+from ..errors import AuditError, DidNotFinish, GateClosed  # defined in errors: the CLI knows them
 from .lag import LagTimeout, Throttle
 from .plan import Plan
 from .steps import Block, Kind, Step, run_settings, step_block
@@ -46,7 +46,7 @@ class PreflightFailed(AuditError):
     """A precondition step found the database not ready for the plan (version, privileges, leftovers)."""
 
 
-class StepFailed(AuditError):
+class StepFailed(DidNotFinish):
     """A step failed; it was rolled back, earlier steps stay done, a rerun resumes."""
 
 

@@ -55,6 +55,11 @@ class Plan:
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)
 
+    def options_line(self, only: tuple[str, ...] | None = None) -> str:
+        """The options as the script's head lists them (`only`: those field names); a plan whose options
+        are a command's flags says them as flags (fix's MigrationPlan)."""
+        return ", ".join(f"{k}={v}" for k, v in self.options.to_dict().items() if only is None or k in only)
+
     def to_dict(self) -> dict[str, Any]:
         return {"steps": [s.to_dict(self.done.get(s.id)) for s in self.steps],
                 "server_version_num": self.server_version_num, "options": self.options.to_dict(),

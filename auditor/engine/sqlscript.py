@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from ..pgversion import version_text
 from .plan import Plan
 from .steps import Block, Step, run_settings, step_block
 
@@ -94,11 +95,9 @@ def render_step(step: Step, number: int, total: int, block: Block, done: bool | 
 def render_script(plan: Plan, title: str | None = None, options: tuple[str, ...] | None = None) -> str:
     """The whole plan as one SQL script, runnable with psql (not in --single-transaction: CONCURRENTLY).
     `title`: the head line (default: the plan's own); `options`: the option names it lists (default: all)."""
-    shown = plan.options.to_dict()
     head = [
         title or plan.title or "-- yumai-audit: a plan, step by step",
-        f"-- server_version_num {plan.server_version_num}; options: "
-        + ", ".join(f"{k}={v}" for k, v in shown.items() if options is None or k in options),
+        f"-- PostgreSQL {version_text(plan.server_version_num)}; options: {plan.options_line(options)}",
     ]
     head += [f"-- note: {n}" for n in plan.notes]
     head += ["-- the migration session's settings"] + [s.as_string(None) + ";"

@@ -65,6 +65,7 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
     deadlock_ms = int(row[0]) if row is not None else 0
     cap = max(1, deadlock_ms * 4 // 5) / 1000
     capped = deadlock_ms > 0 and options.lock_timeout > cap
+    asked = options.lock_timeout   # as given, before the cap
     if capped:
         # A statement of ours and an application transaction can wait for each other (the FK step holds
         # the key table and waits for the master; an application that registers first holds the master
@@ -73,6 +74,7 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
         options = dataclasses.replace(options, lock_timeout=cap)
     plan = build_plan(ctx, options, evidence)
     if capped:
+        plan.lock_timeout_asked = asked
         plan.notes.append(f"lock waits capped at {cap:g}s, below the server's deadlock_timeout ({deadlock_ms} ms): "
                           "when a statement of the migration and an application transaction wait for each other, the "
                           "migration's gives way and is retried, never the application's write")

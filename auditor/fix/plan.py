@@ -68,7 +68,7 @@ class FixOptions:
         "--bridge", "Before the first FK, a trigger registers the session of a new row the master lacks: auto, on the "
         "source table and on every key table whose rows show the application writing it before a session's first "
         "message; source, on the source table only; all, on every key table; none (then a gate stops the apply, "
-        "exit 1, while the application writes unregistered sessions).", default="auto",
+        "exit 3, while the application writes unregistered sessions).", default="auto",
         choices=BRIDGE_MODES)
     master_user_delete: str = option(
         "--master-user-delete", "The master the fix creates references the users table: when the application "
@@ -125,6 +125,31 @@ class FixOptions:
         return dataclasses.asdict(self)
 
 
+def option_flags(options: dict, only: tuple[str, ...] | None = None, lock_timeout_asked: float | None = None
+                 ) -> list[str]:
+    """`options` (FixOptions.to_dict(), as plan.json has them) as the flags that ask for them: "--include
+    users", "--lock-timeout 0.8 (2 asked: capped below deadlock_timeout)"; a flag that is off is left out.
+    `only`: the field names to show (default all)."""
+    out = []
+    for f in dataclasses.fields(FixOptions):
+        if "flag" not in f.metadata or f.name not in options or (only is not None and f.name not in only):
+            continue
+        flag, value = f.metadata["flag"], options[f.name]
+        if isinstance(value, bool):
+            if value:
+                out.append(flag)
+            continue
+        if isinstance(value, (list, tuple)):
+            if value:
+                out.append(f"{flag} {','.join(map(str, value))}")
+            continue
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        if f.name == "lock_timeout" and lock_timeout_asked is not None and lock_timeout_asked != value:
+            text += f" ({lock_timeout_asked:g} asked: capped below the server's deadlock_timeout)"
+        out.append(f"{flag} {text}")
+    return out
+
+
 @dataclass
 class MigrationPlan(Plan):
     """The migration's plan: the engine's `Plan` with its `FixOptions` and what its deletes reach."""
@@ -137,6 +162,16 @@ class MigrationPlan(Plan):
     nulled: list[tuple] = field(default_factory=list)
     # per table, the rows the plan takes out or changes, largest share first (shares.measure)
     shares: list = field(default_factory=list)
+    lock_timeout_asked: float | None = None   # --lock-timeout as given, when the plan capped it (fix/make.py)
+
+    def options_line(self, only: tuple[str, ...] | None = None) -> str:
+        return " ".join(option_flags(self.options.to_dict(), only, self.lock_timeout_asked))
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["lock_timeout_asked"] = self.lock_timeout_asked
+        out["option_flags"] = option_flags(self.options.to_dict(), None, self.lock_timeout_asked)
+        return out
 
     def refused(self) -> list[str]:
         """The refusal lines of the tables the plan would take more than --max-removed-share of."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..model import Finding, ScanResult, Severity, Status
+from .verdict import Verdict, acceptances_from, judge, plural
 
 FORMATS = ("text", "json", "junit", "sarif", "github", "markdown")
 # the files `write_scan` writes beside findings.json, one per CI format
@@ -34,15 +35,25 @@ def target_of(f: Finding) -> str:
     return f"{f.table}.{f.column}" if f.column else f.table
 
 
-def verdict(result: ScanResult, judged=None) -> str:
-    """The verdict's label (auditor/scan/verdict.py) when the caller judged the scan, else ready/blocked."""
-    if judged is not None:
-        return judged.label
-    return "blocked" if result.has_errors else "ready"
+def judged_or_judge(result: ScanResult, judged: Verdict | None) -> Verdict:
+    """The caller's verdict of the scan, else the scan judged on its own (no plan; the acceptances its
+    config carries): every format says the verdict the terminal and the report say."""
+    return judged if judged is not None else judge(result, accept=acceptances_from(result.config))
 
 
-def _failing(result: ScanResult, judged=None) -> bool:
-    return judged.exit_code() != 0 if judged is not None else result.has_errors
+def count_text(findings: list[Finding]) -> str:
+    """What a check's findings add up to, in their unit: rows, else the keys they count ("400 sessions")."""
+    rows = [f.rows for f in findings if f.rows is not None]
+    parts = []
+    if rows:
+        parts.append(plural(sum(rows), "row"))
+    keyed = [f for f in findings if f.rows is None and f.keys is not None]
+    units: dict[str, int] = {}
+    for f in keyed:
+        unit = str(f.details.get("sample_of", "session id")).removesuffix(" id")
+        units[unit] = units.get(unit, 0) + (f.keys or 0)
+    parts += [plural(n, unit) for unit, n in units.items()]
+    return ", ".join(parts) or "–"
 
 
 # --- JUnit XML ----------------------------------------------------------------------------------------
@@ -52,7 +63,11 @@ def junit(result: ScanResult, judged=None) -> str:
     <failure>, a warning or info finding passes with its message in <system-out>; a skipped check is
     <skipped>, a check that could not finish an <error>; a check with no finding is one passing testcase."""
     db = str(result.database.get("name", ""))
+    judged = judged_or_judge(result, judged)
     suite = ET.Element("testsuite", name=f"yumai-audit {db}", timestamp=result.generated_at)
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="verdict", value=judged.label)
+    ET.SubElement(properties, "property", name="verdict_state", value=judged.state.value)
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     by_check: dict[str, list[Finding]] = {}
     for f in result.findings:
@@ -136,7 +151,8 @@ def sarif(result: ScanResult, judged=None) -> str:
         "invocations": [invocation],
         "results": results,
         "properties": {"database": result.database, "generated_at": result.generated_at,
-                       "verdict": verdict(result, judged)},
+                       "verdict": judged_or_judge(result, judged).label,
+                       "verdict_state": judged_or_judge(result, judged).state.value},
     }]}
     return json.dumps(log, indent=2, default=str) + "\n"
 
@@ -185,16 +201,18 @@ def markdown(result: ScanResult, judged=None) -> str:
     """Verdict, counts per check, the top findings (errors first, most rows first)."""
     errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in result.findings if f.severity is Severity.WARNING)
-    word = verdict(result, judged)
-    lines = [f"## yumai-audit: {'❌' if _failing(result, judged) else '✅'} {word}", "",
+    judged = judged_or_judge(result, judged)
+    lines = [f"## yumai-audit: {judged.state.symbol} {md(judged.label)}", "", md(judged.headline), ""]
+    if judged.to_done:
+        lines += ["The way to done:", ""] + [f"{i}. {md(step)}" for i, step in enumerate(judged.to_done, 1)] + [""]
+    lines += [
              f"Database {md(result.database.get('name', ''))} (PostgreSQL "
              f"{md(result.database.get('server_version', ''))}), {md(result.generated_at)}: "
-             f"{errors} error(s), {warnings} warning(s).", "",
-             "| check | severity | status | findings | rows |", "|---|---|---|---:|---:|"]
+             f"{plural(errors, 'error')}, {plural(warnings, 'warning')}.", "",
+             "| check | severity | status | findings | count |", "|---|---|---|---:|---:|"]
     for c in result.checks:
         mine = [f for f in result.findings if f.check == c.check]
-        rows = sum(f.rows or 0 for f in mine)
-        lines.append(f"| `{c.check}` | {c.severity.value} | {c.status.value} | {len(mine)} | {rows} |")
+        lines.append(f"| `{c.check}` | {c.severity.value} | {c.status.value} | {len(mine)} | {count_text(mine)} |")
     top = sorted(result.findings, key=lambda f: (f.severity.rank, -(f.rows or 0), f.check, f.table))[:TOP_FINDINGS]
     if top:
         lines += ["", f"### Top findings ({len(top)} of {len(result.findings)})", ""]
@@ -203,11 +221,12 @@ def markdown(result: ScanResult, judged=None) -> str:
 
 
 def findings_json(result: ScanResult, judged=None) -> str:
+    """findings.json: the scan and, always, its verdict (`verdict`)."""
     data = result.to_dict()
-    if judged is not None:
-        data["verdict"] = judged.to_dict()
+    data["verdict"] = judged_or_judge(result, judged).to_dict()
     return json.dumps(data, indent=2, default=str) + "\n"
 
 
-# each renders (result, judged=None): `judged` is the scan's Verdict when the caller has one
+# each renders (result, judged=None): `judged` is the scan's Verdict when the caller has one, else the
+# scan is judged on its own (judged_or_judge)
 RENDERERS = {"junit": junit, "sarif": sarif, "github": github, "markdown": markdown, "json": findings_json}

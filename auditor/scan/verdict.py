@@ -6,11 +6,15 @@ connects to a database, prints or reads files.
 
 States, before the migration:
 - **Ready**: no error finding (accepted ones aside) and every check ran;
-- **Ready once `fix` runs**: every error finding left is repaired by a step of the plan;
+- **Ready once fix runs**: every error finding left is repaired by a step of the plan;
 - **Needs a decision**: some error finding no step repairs (each is listed with its choices).
 After it (every key table has a validated foreign key to the master):
-- **Migrated and clean**: no error finding left (warnings may remain);
-- **Migrated**: error findings are left: the debt, each listed (accepted ones with their reason).
+- **Migrated, bridge on**: the cutover bridge is still installed, so a new row naming a session the
+  master lacks is registered rather than refused; the verdict says where, how many it registered in
+  the last day, and the way to done (`bridge_steps`); error findings left are listed as debt;
+- **Migrated and clean**: the bridge is gone and no error finding is left (warnings may remain);
+- **Migrated**: the bridge is gone, error findings are left: the debt, each listed (accepted ones with
+  their reason).
 
 A step says which checks it repairs (`repairs`, check ids); a finding is repaired by a step that
 declares its check and is about its table (the step's `target`, else the tables it names; a
@@ -53,13 +57,28 @@ class State(str, enum.Enum):
     READY = "ready"
     READY_ONCE_FIX = "ready-once-fix"
     NEEDS_DECISION = "needs-decision"
+    MIGRATED_BRIDGE_ON = "migrated-bridge-on"
     MIGRATED = "migrated"
     MIGRATED_CLEAN = "migrated-clean"
 
     @property
     def label(self) -> str:
-        return {"ready": "Ready", "ready-once-fix": "Ready once `fix` runs", "needs-decision": "Needs a decision",
-                "migrated": "Migrated", "migrated-clean": "Migrated and clean"}[self.value]
+        return {"ready": "Ready", "ready-once-fix": "Ready once fix runs", "needs-decision": "Needs a decision",
+                "migrated-bridge-on": "Migrated, bridge on", "migrated": "Migrated",
+                "migrated-clean": "Migrated and clean"}[self.value]
+
+    @property
+    def symbol(self) -> str:
+        """The mark a Markdown summary puts before the label."""
+        return {"ready": "✅", "ready-once-fix": "🛠️", "needs-decision": "❌", "migrated-bridge-on": "🌉",
+                "migrated": "⚠️", "migrated-clean": "✅"}[self.value]
+
+    @property
+    def tone(self) -> str:
+        """How a report colours it: ok, warning (on the way: a step to run, a bridge to retire, debt), error."""
+        if self is State.NEEDS_DECISION:
+            return "error"
+        return "ok" if self in (State.READY, State.MIGRATED_CLEAN) else "warning"
 
     @property
     def good(self) -> bool:
@@ -82,6 +101,42 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "unvalidated_fk": ("fix --include users, or remove the rows that block VALIDATE (the plan's notes name them)",),
     "partition_fk_drift": ("fix --include schema",),
 }
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The cutover bridge as the scan found it (its stats: where it is installed, its last day's count)."""
+
+    tables: tuple[str, ...]
+    last_day: int
+
+    @classmethod
+    def from_stats(cls, stats: dict | None) -> Bridge | None:
+        b = (stats or {}).get("bridge") or {}
+        tables = tuple(str(t) for t in b.get("tables") or ())
+        return cls(tables, int(b.get("registered_last_day") or 0)) if tables else None
+
+    @property
+    def accepts(self) -> str:
+        """What it still accepts, in one sentence."""
+        return (f"a new row of {', '.join(self.tables)} naming a session the master lacks (a made-up session id "
+                "too) registers that session instead of failing.")
+
+    def to_dict(self) -> dict:
+        return {"tables": list(self.tables), "registered_last_day": self.last_day}
+
+
+def bridge_steps(bridge: Bridge) -> tuple[str, ...]:
+    """The way from "Migrated, bridge on" to done."""
+    return ("deploy the application's registration: it inserts each new session into the master before the "
+            "session's first row",
+            "watch yumai-audit bridge status until it registers 0 sessions an hour",
+            "run yumai-audit bridge remove: without the bridge, a row naming an unknown session fails, as the "
+            "foreign keys mean it to")
 
 
 @dataclass(frozen=True)
@@ -135,6 +190,12 @@ class Verdict:
     gone: tuple[Finding, ...] = ()       # baseline findings no longer found
     has_baseline: bool = False
     has_plan: bool = False
+    bridge: Bridge | None = None         # the cutover bridge, while it is installed
+
+    @property
+    def to_done(self) -> tuple[str, ...]:
+        """With the bridge on: the way to done, in order."""
+        return bridge_steps(self.bridge) if self.bridge is not None else ()
 
     @property
     def label(self) -> str:
@@ -173,7 +234,7 @@ class Verdict:
         if self.state is State.READY_ONCE_FIX:
             repaired = sum(1 for j in errors if j.steps and j.accepted is None)
             return (f"Every error finding is repaired by a step of the plan ({repaired} "
-                    f"finding{'s' if repaired != 1 else ''}){acc}: run `fix --apply`.")
+                    f"finding{'s' if repaired != 1 else ''}){acc}: run fix --apply.")
         if self.state is State.NEEDS_DECISION:
             n = len(self.undecided) + len(self.failed_checks)
             return (f"{n} error finding{'s' if n != 1 else ''} no step of the plan repairs: "
@@ -181,11 +242,18 @@ class Verdict:
         if self.state is State.MIGRATED_CLEAN:
             return "Every key table has a validated foreign key to the master, and no error finding is left."
         left = len(self.debt)
-        return (f"Every key table has a validated foreign key to the master; {left} error finding"
-                f"{'s are' if left != 1 else ' is'} left as debt" + (f" ({n_acc} accepted)" if n_acc else "") + ".")
+        debt = (f"{left} error finding{'s are' if left != 1 else ' is'} left as debt"
+                + (f" ({n_acc} accepted)" if n_acc else ""))
+        if self.state is State.MIGRATED_BRIDGE_ON and self.bridge is not None:
+            return (f"Every key table has a validated foreign key to the master, but the cutover bridge is still on: "
+                    f"{self.bridge.accepts} It registered {plural(self.bridge.last_day, 'session')} in the last 24 "
+                    f"hours. " + (debt[0].upper() + debt[1:] + "." if left else "No error finding is left."))
+        return f"Every key table has a validated foreign key to the master; {debt}."
 
     def to_dict(self) -> dict:
         return {"state": self.state.value, "label": self.label, "headline": self.headline,
+                "bridge": self.bridge.to_dict() if self.bridge is not None else None,
+                "to_done": list(self.to_done),
                 "findings": [j.to_dict() for j in self.findings],
                 "failed_checks": [c.check for c in self.failed_checks], "warnings": list(self.warnings),
                 "gone": [f.to_dict() for f in self.gone] if self.has_baseline else None}
@@ -261,6 +329,20 @@ def repairing_steps(finding: Finding, plan: dict | None, parents: dict[str, str]
 
 # --- acceptances and the baseline ----------------------------------------------------------------------
 
+def acceptances_from(config: dict | None) -> tuple[Acceptance, ...]:
+    """The `[[accept]]` entries a findings.json carries in its config (as the scan had them)."""
+    out = []
+    for a in (config or {}).get("accept") or []:
+        if isinstance(a, dict) and a.get("check") and a.get("reason"):
+            until = a.get("until")
+            try:
+                until = date.fromisoformat(until) if isinstance(until, str) else None
+            except ValueError:
+                until = None
+            out.append(Acceptance(str(a["check"]), str(a["reason"]), a.get("table"), a.get("column"), until))
+    return tuple(out)
+
+
 def acceptance_for(finding: Finding, accept, today: date) -> Acceptance | None:
     return next((a for a in accept if not a.expired(today) and a.matches(finding.check, finding.table, finding.column)),
                 None)
@@ -313,8 +395,12 @@ def judge(result: ScanResult, plan: dict | None = None, *, accept=(), baseline: 
         now = {_identity(f) for f in result.findings}
         gone = tuple(f for f in baseline.findings if _identity(f) not in now)
     errors = [j for j in judged if j.is_error]
+    bridge = Bridge.from_stats(result.stats)
     if is_migrated(result):
-        state = State.MIGRATED if errors or failed else State.MIGRATED_CLEAN
+        if bridge is not None:
+            state = State.MIGRATED_BRIDGE_ON
+        else:
+            state = State.MIGRATED if errors or failed else State.MIGRATED_CLEAN
     elif failed or any(j.undecided for j in judged):
         state = State.NEEDS_DECISION
     elif any(j.accepted is None for j in errors):
@@ -322,7 +408,7 @@ def judge(result: ScanResult, plan: dict | None = None, *, accept=(), baseline: 
     else:
         state = State.READY
     return Verdict(state, tuple(judged), failed, tuple(acceptance_warnings(result.findings, accept, today)), gone,
-                   baseline is not None, plan is not None)
+                   baseline is not None, plan is not None, bridge if state is State.MIGRATED_BRIDGE_ON else None)
 
 
 def judge_with_config(result: ScanResult, config, plan: dict | None = None, baseline: ScanResult | None = None,
@@ -346,13 +432,20 @@ def summary_lines(v: Verdict, *, repaired: bool = False) -> list[str]:
                 f = j.finding
                 lines.append(f"  repaired by the plan: {f.check} on {f.table}{'.' + f.column if f.column else ''}: "
                              f"{', '.join(j.steps)}")
+    kinds: dict[tuple[str, ...], list[Judged]] = {}    # the same choices are listed once, under their findings
     for j in v.undecided:
-        f = j.finding
-        lines.append(f"  needs a decision: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {f.message}")
-        lines += [f"    - {c}" for c in j.choices]
+        kinds.setdefault(j.choices, []).append(j)
+    for offered, group in kinds.items():
+        for j in group:
+            f = j.finding
+            lines.append(f"  needs a decision: {f.check} on {f.table}{'.' + f.column if f.column else ''}: {f.message}")
+        lines += [f"    - {c}" for c in offered]
     for c in v.failed_checks:
         lines.append(f"  needs a decision: {c.check} could not be verified: {c.reason}; run it again "
                      "(a longer --timeout)")
+    if v.to_done:
+        lines.append("  the way to done:")
+        lines += [f"    {i}. {step}" for i, step in enumerate(v.to_done, 1)]
     for j in v.accepted:
         f = j.finding
         reason = j.accepted.reason if j.accepted is not None else ""   # v.accepted: the judged with one
