@@ -16,13 +16,12 @@ from psycopg import errors as pgerrors
 
 from .catalog import QualifiedName
 from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, load_config
-from .connection import Target, connect, resolve_target, scrub
+from .connection import Target, connect, resolve_target, scrub, set_local
 from .durations import parse_duration, parse_since
-from .errors import AuditError, ConfigError
+from .errors import AuditError, ConfigError, ConnectionEnded, DatabaseError, connection_ended
 from .model import ScanResult
 from .outputs import (append_step_summary, check_writable_file, ensure_dir, out_lock, write_csv, write_formats,
                       write_json, write_text)
-from .pgversion import CLIENT_CONNECTION_CHECK
 from .progress import LiveProgress
 from .scan.formats import FORMATS, RENDERERS
 from .scan.scanner import DEFAULT_JOBS, Progress, audit_context, run_scan
@@ -118,9 +117,8 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
     runs a leader and two workers, CPU-bound, and on a small server that starves the application's
     writers (benchmarks/README.md: 50-70 ms writer stalls on 2 cores, ~13 ms without)."""
     with connect(target) as conn:
-        conn.execute("SET max_parallel_workers_per_gather = 0")
-        conn.commit()
-        return apply_severity(run_scan(conn, config), config.severity)
+        return apply_severity(run_scan(conn, config, settings={"max_parallel_workers_per_gather": "0"}),
+                              config.severity)
 
 
 def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
@@ -180,14 +178,14 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     from .fix.executor import evaluate_guards
     from .fix.plan import PlanError
     from .fix.planner import build_plan
-    from .fix.waits import bound_session
+    from .fix.waits import bounds
 
-    bound_session(conn, fix_options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
-    if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
-        # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
-        conn.execute("SET client_connection_check_interval = 1000")
+    # every read of the plan waits at most lock_timeout for a lock; set in each transaction, never on the
+    # session (a transaction pooler would leave a session setting to another client)
+    local = bounds(fix_options.lock_timeout, conn.info.server_version)
     try:
         with conn.transaction():
+            set_local(conn, local)
             ctx = audit_context(conn, config)
     except pgerrors.LockNotAvailable as exc:
         raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
@@ -209,7 +207,7 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     if wanted:
         from .scan.scanner import measure_probes
 
-        evidence, failed = measure_probes(conn, wanted, config.timeout_seconds)
+        evidence, failed = measure_probes(conn, wanted, config.timeout_seconds, settings=local)
     deadlock_ms = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()[0])
     cap = max(1, deadlock_ms * 4 // 5) / 1000
     capped = deadlock_ms > 0 and fix_options.lock_timeout > cap
@@ -227,8 +225,8 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
     from .fix.cascade import measure
 
-    plan.notes += measure(conn, plan.removals)
-    plan.done = evaluate_guards(conn, plan)
+    plan.notes += measure(conn, plan.removals, local)
+    plan.done = evaluate_guards(conn, plan, local)
     return plan
 
 
@@ -280,11 +278,19 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     from .fix.executor import Executor, refuse_if_running
     from .fix.sqlscript import render_script
 
-    with connect(target, autocommit=True) as conn:
-        refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
-    before = _live_scan(target, config) if rescan else None
-    with connect(target, autocommit=True) as conn:
-        the_plan = _build_plan(conn, config, fix_opts)
+    try:
+        # one server session for the run: refused here, before the scan, through a transaction pooler
+        with connect(target, autocommit=True, session="fix --apply") as conn:
+            refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
+        before = _live_scan(target, config) if rescan else None
+        with connect(target, autocommit=True) as conn:
+            the_plan = _build_plan(conn, config, fix_opts)
+    except DatabaseError as exc:
+        if not connection_ended(exc):
+            raise
+        raise ConnectionEnded(f"the connection to the server ended before the first change "
+                              f"({target.scrub(_first_line(exc))}); nothing was changed: run fix --apply again "
+                              "when the server answers") from None
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
     if out is not None:
@@ -300,7 +306,16 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str), encoding="utf-8")
     result.before = before
     if rescan:
-        result.after = _live_scan(target, config)
+        try:
+            result.after = _live_scan(target, config)
+        except DatabaseError as exc:
+            if not connection_ended(exc):
+                raise
+            raise ConnectionEnded(f"every step of the migration finished ({len(result.changed)} in this run), then "
+                                  f"the connection to the server ended during the scan after it "
+                                  f"({target.scrub(_first_line(exc))}); the database is consistent: run fix --apply "
+                                  "again when the server answers (nothing is left to do: it verifies and reports)"
+                                  ) from None
         result.problems.extend(unrepaired(result.after, the_plan))
         plan_dict = the_plan.to_dict()
         result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
@@ -309,6 +324,10 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             write_scan(result.after, out, verdict=result.verdict)
             _write_fix_report(result, out / "report.html", baseline)
     return result
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _write_fix_report(result, path: Path, baseline: ScanResult | None = None) -> None:

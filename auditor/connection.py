@@ -16,7 +16,8 @@ from urllib.parse import quote, unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .errors import ConnectionFailed, ConfigError
+from .errors import ConfigError, ConnectionFailed
+from .pooler import require_session
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.I)
 SECRET_KEYS = ("password", "sslpassword", "passfile")
@@ -139,11 +140,60 @@ def resolve_target(dsn: str | None) -> Target:
                   secrets=secrets)
 
 
-def connect(target: Target, *, autocommit: bool = False, application_name: str = "yumai-audit") -> psycopg.Connection:
+def set_local(conn: psycopg.Connection, settings: dict[str, str] | None) -> None:
+    """`settings` for the rest of the current transaction only: nothing outlives it on a server session
+    that a pooler may hand to another client."""
+    for name, value in (settings or {}).items():
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+class ToolConnection(psycopg.Connection):
+    """A connection that gives nothing of the tool's back to a pool or to the next client of its server
+    session: once `session_state` is set (the caller sent session-level SETs or took a session advisory
+    lock; `connect(..., session=...)` sets it), close() first resets every setting and releases every
+    advisory lock of the session. Its statements are never prepared (`prepare_threshold=None`): a
+    transaction pooler would hand a prepared statement's session to another client."""
+
+    session_state: bool = False
+
+    def close(self) -> None:
+        if self.session_state and not self.closed and not self.broken:
+            try:
+                if self.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    self.rollback()
+                self.autocommit = True
+                self.execute("RESET ALL")
+                self.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:   # the session is gone (or going): the server drops what it held
+                pass
+        super().close()
+
+
+APPLICATION_NAME = "yumai-audit"
+
+
+def connect(target: Target, *, autocommit: bool = False, application_name: str = APPLICATION_NAME,
+            session: str | None = None) -> ToolConnection:
+    """A connection to `target`. `session`: the command that keeps session state on it (settings, an
+    advisory lock, CONCURRENTLY statements): refused through a transaction pooler (pooler.require_session),
+    and reset before it is closed (ToolConnection). Nothing names itself at login: a pooler keeps a
+    login's `application_name` on every server connection the client used, for the clients after it that
+    give none. A session connection takes its name once the probe has shown the session is its own; the
+    others name themselves inside their transactions (`set_local`)."""
     try:
-        return psycopg.connect(
-            target.conninfo, autocommit=autocommit, application_name=application_name, connect_timeout=10
-        )
+        conn = ToolConnection.connect(target.conninfo, autocommit=autocommit, connect_timeout=10,
+                                      prepare_threshold=None)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConnectionFailed(f"cannot connect to {target.display}: {target.scrub(first)}") from None
+    if session is not None:
+        try:
+            require_session(conn, lambda: connect(target, autocommit=True), session)
+            conn.session_state = True
+            conn.execute("SELECT set_config('application_name', %s, false)", (application_name,))
+            if not autocommit:
+                conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+    return conn

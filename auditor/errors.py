@@ -33,6 +33,30 @@ class GateClosed(AuditError):
     exit_code = 1
 
 
+class ConnectionEnded(AuditError):
+    """The server ended the connection (a restart, a terminated backend, a lost network) during a run
+    that changes the database; the message says what was done and that a rerun resumes."""
+
+
+# SQLSTATEs of a session the server ends: administrator command (pg_terminate_backend, a fast or smart
+# shutdown), crash shutdown, starting up or shutting down, idle-session and idle-in-transaction timeouts
+SESSION_ENDED = ("57P01", "57P02", "57P03", "57P05", "25P03")
+
+
+def connection_ended(exc: BaseException, conn: psycopg.Connection | None = None) -> bool:
+    """Whether `exc` (raised on `conn`) means the connection is gone, not that a statement failed: an
+    error class 08, a SQLSTATE of SESSION_ENDED, a driver error without SQLSTATE (the connection is
+    lost, closed, the server closed it unexpectedly), or `conn` closed or broken."""
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in SESSION_ENDED
+
+
 # SQLSTATEs PostgreSQL uses when a hot standby cancels a query or ends a session to go on replaying WAL
 RECOVERY_CONFLICT = ("40001", "57P04")
 

@@ -465,9 +465,12 @@ def preflight_parts(removals) -> list[sql.Composable]:
     return out
 
 
-def measure(conn, removals) -> list[str]:
-    """Plan notes: per delete, the rows it takes or changes in every table its foreign keys reach."""
+def measure(conn, removals, settings: dict[str, str] | None = None) -> list[str]:
+    """Plan notes: per delete, the rows it takes or changes in every table its foreign keys reach
+    (`settings`: local to each count's transaction)."""
     import psycopg
+
+    from ..connection import set_local
 
     notes = []
     for g, now, label, _moves in removals:
@@ -475,6 +478,7 @@ def measure(conn, removals) -> list[str]:
             continue
         try:
             with conn.transaction():
+                set_local(conn, settings)
                 rows = [tuple(r) for r in conn.execute(count_query(g, now)).fetchall()]
         except psycopg.Error as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -19,10 +19,11 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from ..connection import Target, connect
-from ..errors import AuditError, GateClosed   # GateClosed: defined in errors (the CLI catches it)
+from ..connection import Target, connect, set_local
+from ..errors import AuditError, ConnectionEnded, GateClosed, connection_ended   # GateClosed: the CLI catches it
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
+from ..pooler import server_pid
 from .waits import Watcher, bound_session
 
 JOURNAL = ("yumai_audit", "journal")
@@ -103,12 +104,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
-    """Whether the step is already done (a guard over a table that does not exist yet: not done)."""
+def evaluate_guard(conn: psycopg.Connection, step: Step, settings: dict[str, str] | None = None) -> bool:
+    """Whether the step is already done (a guard over a table that does not exist yet: not done);
+    `settings`: local to the guard's transaction."""
     if step.guard is None:
         return False
     try:
         with conn.transaction():
+            set_local(conn, settings)
             return bool(conn.execute(step.guard).fetchone()[0])
     except MISSING:
         return False
@@ -117,8 +120,8 @@ def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
                          "lock on its table); nothing was changed: run again when the database is quieter") from None
 
 
-def evaluate_guards(conn: psycopg.Connection, plan: Plan) -> dict[str, bool]:
-    return {s.id: evaluate_guard(conn, s) for s in plan.steps if not s.kind.inspects}
+def evaluate_guards(conn: psycopg.Connection, plan: Plan, settings: dict[str, str] | None = None) -> dict[str, bool]:
+    return {s.id: evaluate_guard(conn, s, settings) for s in plan.steps if not s.kind.inspects}
 
 
 def run_check(conn: psycopg.Connection, step: Step) -> list[str]:
@@ -162,13 +165,17 @@ class Executor:
 
     # session ------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
-        return connect(self.target, autocommit=True, application_name="yumai-audit " + self.command.removesuffix(" --apply"))
+        # one server session for the whole run (refused through a transaction pooler), reset when closed
+        return connect(self.target, autocommit=True, session=self.command,
+                       application_name="yumai-audit " + self.command.removesuffix(" --apply"))
 
     def _open(self) -> psycopg.Connection:
         conn = self._connect()
         for setting in session_settings(conn.info.server_version):
             conn.execute(setting)
         bound_session(conn, self.plan.options.lock_timeout)   # guards, checks and the journal too
+        # the server's pid, not libpq's (a pooler sends its own): the watcher watches and cancels this one
+        self.pid = server_pid(conn)
         return conn
 
     def _lock_run(self, conn: psycopg.Connection) -> None:
@@ -210,7 +217,7 @@ class Executor:
         block = self.block(step)
         rows = 0
         last = True
-        pid = conn.info.backend_pid
+        pid = self.pid
         if block.transactional:
             with conn.transaction(), self.watcher.watch(pid, step.id):
                 for stmt in block.statements:
@@ -319,18 +326,38 @@ class Executor:
         self.run_started = datetime.now(timezone.utc)
         self._gate_watched = False
         self._last_sweep: float | None = None
+        self.current: Step | None = None
         conn = self._open()
         try:
             self._lock_run(conn)
             try:
                 self._run(conn, result)
+            except (AuditError, psycopg.Error) as exc:
+                if connection_ended(exc, conn):
+                    raise ConnectionEnded(self._ended_line(result, exc)) from None
+                raise
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+                if not conn.closed and not conn.broken:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
         finally:
             conn.close()
             self.watcher.close()
         result.finished_at = _now()
         return result
+
+    def _ended_line(self, result: ApplyResult, exc: BaseException) -> str:
+        """What a run whose connection ended did, and that the next run resumes (one line)."""
+        reason = self.target.scrub(_first_line(exc)) if isinstance(exc, psycopg.Error) else "the connection is lost"
+        finished = [o.step for o in result.outcomes if o.outcome == "done"]
+        earlier = sum(1 for o in result.outcomes if o.outcome == "skipped")
+        if not finished and self.current is None:
+            return (f"the connection to the server ended before the first change ({reason}); nothing was changed: "
+                    f"run {self.command} again when the server answers")
+        where = f"during step {self.current.id}" if self.current is not None else "between two steps"
+        done = f"{len(finished)} step(s) finished in this run" + (f" ({', '.join(finished)})" if finished else "")
+        return (f"the connection to the server ended {where} ({reason}): {done}, {earlier} were done before; "
+                "the step in progress was rolled back by the server, so the database is consistent (every step "
+                f"is all or nothing): run {self.command} again when the server answers, it resumes there")
 
     def _run(self, conn, result: ApplyResult) -> None:
         steps = self.plan.steps
@@ -378,6 +405,7 @@ class Executor:
                 self.say(f"{label}: already done")
                 continue
             self.say(f"{label}: {step.description}")
+            self.current = step
             outcome = StepOutcome(step.id, "done")
             entry = self._journal_start(conn, step)
             started = time.monotonic()
@@ -390,11 +418,12 @@ class Executor:
                 result.outcomes.append(outcome)
                 if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     self._journal_end(conn, entry, outcome)
-                if isinstance(exc, StepFailed):
+                if isinstance(exc, StepFailed) or connection_ended(exc, conn):
                     raise
                 raise StepFailed(f"step {step.id} failed: {outcome.detail}; it was rolled back, earlier steps "
                                  f"stay done: fix the cause and run {self.command} again") from None
             outcome.seconds = time.monotonic() - started
             self._journal_end(conn, entry, outcome)
             result.outcomes.append(outcome)
+            self.current = None
             self.say(f"    {step.id}: done in {outcome.seconds:.1f}s" + (f", {outcome.rows} rows" if outcome.rows else ""))
