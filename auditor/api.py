@@ -175,7 +175,7 @@ def fix_options(options: FixOptions | None = None, **overrides) -> FixOptions:
 
 
 def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
-    from .fix.executor import evaluate_guards
+    from .fix.executor import evaluate_guards, run_check
     from .fix.plan import PlanError
     from .fix.planner import build_plan
     from .fix.waits import bounds
@@ -227,6 +227,9 @@ def _build_plan(conn, config: Config, fix_options: FixOptions) -> Plan:
 
     plan.notes += measure(conn, plan.removals, local)
     plan.done = evaluate_guards(conn, plan, local)
+    # what the preflight refuses (privileges, publications, leftovers): said by the dry run too
+    plan.notes += [f"fix --apply stops before the first change: {problem}"
+                   for s in plan.steps if s.id == "preflight" for problem in run_check(conn, s, local)]
     return plan
 
 

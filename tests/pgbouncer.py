@@ -15,8 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 

@@ -8,14 +8,12 @@ import threading
 import psycopg
 import pytest
 from click.testing import CliRunner
-
+from pgbouncer import BINARY, MISSING, pgbouncer
 from yumai_audit.api import scan
 from yumai_audit.cli import cli
 from yumai_audit.connection import connect, resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.pooler import sessions_change
-
-from pgbouncer import BINARY, MISSING, pgbouncer
 
 pytestmark = pytest.mark.skipif(BINARY is None, reason=MISSING)
 
@@ -56,9 +54,10 @@ def _every_server_session(pooled: str) -> list[dict[str, str]]:
         try:
             with psycopg.connect(pooled, prepare_threshold=None) as conn:
                 with conn.transaction():
-                    results.append(_show_all(conn) | {"pid": str(conn.execute("SELECT pg_backend_pid()").fetchone()[0])})
+                    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                    results.append(_show_all(conn) | {"pid": str(pid)})
                     barrier.wait()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # noqa: BLE001 - the assertion below reports it
             errors.append(exc)
 
     threads = [threading.Thread(target=client) for _ in range(POOL_SIZE)]

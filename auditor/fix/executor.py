@@ -124,8 +124,9 @@ def evaluate_guards(conn: psycopg.Connection, plan: Plan, settings: dict[str, st
     return {s.id: evaluate_guard(conn, s, settings) for s in plan.steps if not s.kind.inspects}
 
 
-def run_check(conn: psycopg.Connection, step: Step) -> list[str]:
+def run_check(conn: psycopg.Connection, step: Step, settings: dict[str, str] | None = None) -> list[str]:
     with conn.transaction():
+        set_local(conn, settings)
         return [str(r[0]) for s in step.statements for r in conn.execute(s).fetchall()]
 
 

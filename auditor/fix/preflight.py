@@ -11,8 +11,13 @@ from . import cascade
 from ..catalog import QualifiedName
 from .ddl import relid
 from .draft import Draft
-from .preflight_checks import refusals
+from ..catalog import TOOL_SCHEMAS
+from .preflight_checks import database_create, refusals, replica_identity, schema_usage, tool_schema_privileges
 from .steps import Kind, LockMode, Operation, Step
+
+
+# the steps that delete or update rows of the tables they change (the others insert, or alter definitions)
+ROW_CHANGES = (Operation.QUARANTINE_MALFORMED, Operation.ORPHANS, Operation.CATCHUP, Operation.MISSING_USERS)
 
 
 def preflight(d: Draft) -> Step:
@@ -60,6 +65,14 @@ def preflight(d: Draft) -> Step:
             "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
             "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(claims))
     parts += cascade.preflight_parts(d.removals.values())
+    # privileges and publications: every run creates the tool's schemas (its journal at least), reads and
+    # changes tables in their schemas, and deletes or updates rows of the tables its DML steps change
+    parts += database_create(TOOL_SCHEMAS) + tool_schema_privileges(TOOL_SCHEMAS)
+    parts += schema_usage(names)
+    by_name = {str(n): n for n in d.ctx.catalog.tables}
+    changed = [by_name[t] for s in d.steps if s.operation in ROW_CHANGES for t in s.changes
+               if t in by_name and by_name[t] != d.master]
+    parts += replica_identity(list(dict.fromkeys(changed)))
     for ref in dict.fromkeys(d.referenced):
         parts.append(sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
             sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"),
