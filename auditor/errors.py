@@ -57,6 +57,20 @@ def connection_ended(exc: BaseException, conn: psycopg.Connection | None = None)
     return state.startswith("08") or state in SESSION_ENDED
 
 
+def ending_error(exc: BaseException) -> BaseException:
+    """The error that says why a connection ended: the first in `exc`'s chain with a SQLSTATE of
+    SESSION_ENDED or class 08 (the server's own words, e.g. "terminating connection due to administrator
+    command"), rather than a later "the connection is closed"; else `exc`."""
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None)
+        if state and (state.startswith("08") or state in SESSION_ENDED):
+            return current
+        current = current.__cause__ or current.__context__
+    return exc
+
+
 # SQLSTATEs PostgreSQL uses when a hot standby cancels a query or ends a session to go on replaying WAL
 RECOVERY_CONFLICT = ("40001", "57P04")
 

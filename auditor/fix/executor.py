@@ -20,7 +20,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from ..connection import Target, connect, set_local
-from ..errors import AuditError, ConnectionEnded, GateClosed, connection_ended   # GateClosed: the CLI catches it
+from ..errors import AuditError, ConnectionEnded, GateClosed, connection_ended, ending_error  # GateClosed: the CLI catches it
 from .plan import Plan
 from .steps import Block, Kind, Step, session_settings, step_block
 from ..pooler import server_pid
@@ -248,7 +248,8 @@ class Executor:
                             f"transaction, then run {self.command} again (the invalid index left behind is dropped and "
                             "built again)") from None
             finally:
-                bound_session(conn, self.plan.options.lock_timeout)
+                if not conn.closed and not conn.broken:
+                    bound_session(conn, self.plan.options.lock_timeout)
             if self.step_hook is not None:
                 self.step_hook(step, conn)
         return rows, last
@@ -348,7 +349,7 @@ class Executor:
 
     def _ended_line(self, result: ApplyResult, exc: BaseException) -> str:
         """What a run whose connection ended did, and that the next run resumes (one line)."""
-        reason = self.target.scrub(_first_line(exc)) if isinstance(exc, psycopg.Error) else "the connection is lost"
+        reason = self.target.scrub(_first_line(ending_error(exc)))
         finished = [o.step for o in result.outcomes if o.outcome == "done"]
         earlier = sum(1 for o in result.outcomes if o.outcome == "skipped")
         if not finished and self.current is None:
@@ -356,9 +357,12 @@ class Executor:
                     f"run {self.command} again when the server answers")
         where = f"during step {self.current.id}" if self.current is not None else "between two steps"
         done = f"{len(finished)} step(s) finished in this run" + (f" ({', '.join(finished)})" if finished else "")
+        undone = ("the step in progress was rolled back by the server" if self.current is None
+                  or self.current.transactional else "the index build in progress left an invalid index of ours, "
+                  "which the next run drops and builds again")
         return (f"the connection to the server ended {where} ({reason}): {done}, {earlier} were done before; "
-                "the step in progress was rolled back by the server, so the database is consistent (every step "
-                f"is all or nothing): run {self.command} again when the server answers, it resumes there")
+                f"{undone}, so the database is consistent (every step is all or nothing): run {self.command} "
+                "again when the server answers, it resumes there")
 
     def _run(self, conn, result: ApplyResult) -> None:
         steps = self.plan.steps
