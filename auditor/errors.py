@@ -44,17 +44,16 @@ SESSION_ENDED = ("57P01", "57P02", "57P03", "57P05", "25P03")
 
 
 def connection_ended(exc: BaseException, conn: psycopg.Connection | None = None) -> bool:
-    """Whether `exc` (raised on `conn`) means the connection is gone, not that a statement failed: an
-    error class 08, a SQLSTATE of SESSION_ENDED, a driver error without SQLSTATE (the connection is
-    lost, closed, the server closed it unexpectedly), or `conn` closed or broken."""
-    if conn is not None and (conn.closed or conn.broken):
+    """Whether `exc` means the connection is gone, not that a statement failed: an error class 08 or a
+    SQLSTATE of SESSION_ENDED; with `conn` (the connection it was raised on), that connection closed or
+    broken; without it, a driver error without SQLSTATE (the connection is lost, closed, the server
+    closed it unexpectedly)."""
+    state = getattr(exc, "sqlstate", None)
+    if state is not None and (state.startswith("08") or state in SESSION_ENDED):
         return True
-    if not isinstance(exc, psycopg.Error):
-        return False
-    state = exc.sqlstate
-    if state is None:
-        return isinstance(exc, psycopg.OperationalError)
-    return state.startswith("08") or state in SESSION_ENDED
+    if conn is not None:
+        return conn.closed or conn.broken
+    return isinstance(exc, psycopg.OperationalError) and state is None
 
 
 def ending_error(exc: BaseException) -> BaseException:

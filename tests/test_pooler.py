@@ -122,3 +122,20 @@ def test_apply_finishes_in_session_mode_and_refuses_in_transaction_mode_before_t
         assert {k: v for k, v in seen.items() if defaults.get(k) != v} == {}
     # no advisory lock of ours is left on a server connection of the pool
     assert db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+
+
+@pytest.mark.parametrize("command", [["sessions", "close-idle", "--idle", "30m", "--apply"],
+                                     ["sessions", "prune", "--older-than", "30d", "--apply"]],
+                         ids=["close-idle", "prune"])
+def test_the_maintenance_commands_refuse_a_transaction_pooler_before_the_first_change(db, command):
+    build_demo_database(db.conninfo)
+    db.execute("CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, session_end timestamptz, "
+               "is_active boolean)")
+    with pgbouncer(db.conninfo, "transaction", pool_size=POOL_SIZE) as pooled:
+        res = CliRunner().invoke(cli, [*command, "--dsn", pooled])
+        assert res.exit_code == 2, res.output
+        line = [line for line in res.output.splitlines() if line.startswith("yumai-audit:")]
+        assert len(line) == 1 and f"sessions {command[1]} needs one server session" in line[0] \
+            and "session-mode pool" in line[0], res.output
+        for seen in _every_server_session(pooled):
+            assert seen["lock_timeout"] == _defaults(db.conninfo)["lock_timeout"]
