@@ -60,7 +60,8 @@ def ending_error(exc: BaseException) -> BaseException:
     """The error that says why a connection ended: the first in `exc`'s chain with a SQLSTATE of
     SESSION_ENDED or class 08 (the server's own words, e.g. "terminating connection due to administrator
     command"), rather than a later "the connection is closed"; else `exc`."""
-    seen, current = set(), exc
+    seen: set[int] = set()
+    current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         state = getattr(current, "sqlstate", None)

@@ -29,10 +29,16 @@ class TransactionPooler(AuditError):
 
 def server_pid(conn: psycopg.Connection) -> int:
     """The pid of the server process that answers this statement (not libpq's: a pooler sends its own)."""
-    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    pid = _pid(conn)
     if not conn.autocommit:
         conn.commit()
-    return int(pid)
+    return pid
+
+
+def _pid(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None    # a SELECT without FROM returns its one row
+    return int(row[0])
 
 
 def sessions_change(conn: psycopg.Connection, open_other: Callable[[], psycopg.Connection]) -> tuple[int, int] | None:
@@ -41,7 +47,7 @@ def sessions_change(conn: psycopg.Connection, open_other: Callable[[], psycopg.C
     first = server_pid(conn)
     with open_other() as other:
         with other.transaction():
-            theirs = int(other.execute("SELECT pg_backend_pid()").fetchone()[0])
+            theirs = _pid(other)
             again = server_pid(conn)
     if theirs == first:
         return first, again
