@@ -35,7 +35,7 @@ def _run_as(server_host: str) -> pwd.struct_passwd | None:
     """The user pgbouncer runs as (None: the current one, when not root)."""
     if os.geteuid() != 0:
         return None
-    if server_host.startswith("/"):
+    if server_host.startswith("/") and os.stat(server_host).st_uid != 0:
         return pwd.getpwuid(os.stat(server_host).st_uid)
     return pwd.getpwnam("nobody")
 

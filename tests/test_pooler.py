@@ -121,7 +121,8 @@ def test_apply_finishes_in_session_mode_and_refuses_in_transaction_mode_before_t
         del seen["pid"]
         assert {k: v for k, v in seen.items() if defaults.get(k) != v} == {}
     # no advisory lock of ours is left on a server connection of the pool
-    assert db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
+    assert db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 0
 
 
 @pytest.mark.parametrize("command", [["sessions", "close-idle", "--idle", "30m", "--apply"],
