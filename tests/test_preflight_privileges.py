@@ -9,6 +9,7 @@ import uuid
 import psycopg
 import pytest
 from click.testing import CliRunner
+from fixtures import BASE, X, master_with
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yumai_audit.cli import cli
@@ -115,3 +116,23 @@ def test_a_table_without_primary_key_in_a_publication_for_all_tables_is_refused(
            "its deletes and updates" in line, line
     assert "recommendations_log" not in line     # it has its primary key: the default replica identity
     _untouched(db, tmp_path / "run")
+
+
+@pytest.mark.parametrize("via_root", [False, True], ids=["leaves", "via-root"])
+def test_a_partition_published_through_its_parent_counts(db, tmp_path, via_root):
+    db.execute(BASE + master_with())
+    # a partitioned key table without a primary key, with an orphan row the quarantine deletes from its partition
+    db.execute("CREATE TABLE chatbot.events (id int NOT NULL, session_id uuid, created_at timestamptz NOT NULL) "
+               "PARTITION BY RANGE (created_at)")
+    db.execute("CREATE TABLE chatbot.events_all PARTITION OF chatbot.events DEFAULT")
+    db.execute("INSERT INTO chatbot.events VALUES (1, %s, '2026-03-01 10:00+00')", (X,))
+    with psycopg.connect(db.conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE PUBLICATION yumai_t_parts FOR TABLE chatbot.events "
+                             "WITH (publish_via_partition_root = {})").format(sql.Literal(via_root)))
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    line = _one_error_line(res.output)
+    assert "chatbot.events_all has no replica identity (no primary key) and publication yumai_t_parts publishes " \
+           "its deletes and updates" in line, line
+    assert db.scalar("SELECT to_regnamespace('yumai_audit') IS NULL")
+    assert db.scalar("SELECT count(*) FROM chatbot.events") == 1
