@@ -18,7 +18,7 @@ from .catalog import QualifiedName
 from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, find_config, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
-from .errors import AuditError
+from .errors import AuditError, ConnectionEnded, DatabaseError, connection_ended
 from .model import ScanResult
 from .outputs import (
     append_step_summary,
@@ -146,9 +146,8 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
     runs a leader and two workers, CPU-bound, and on a small server that starves the application's
     writers (benchmarks/README.md: 50-70 ms writer stalls on 2 cores, ~13 ms without)."""
     with connect(target) as conn:
-        conn.execute("SET max_parallel_workers_per_gather = 0")
-        conn.commit()
-        return apply_severity(run_scan(conn, config), config.severity)
+        return apply_severity(run_scan(conn, config, settings={"max_parallel_workers_per_gather": "0"}),
+                              config.severity)
 
 
 def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
@@ -264,14 +263,22 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     from .engine.executor import Executor, PreflightFailed, refuse_if_running
     from .fix.make import make_plan
 
-    with connect(target, autocommit=True) as conn:
-        refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
-        # one transaction at a time, the largest locking a partitioned table whole (auditor/lockbudget.py)
-        lockbudget.check(conn, config.schemas, 1, "fix --apply", fewer=None)
-    before = _live_scan(target, config) if rescan else None
-    if plan is None:
-        with connect(target, autocommit=True) as conn:
-            plan = make_plan(conn, config, fix_opts)
+    try:
+        # one server session for the run: refused here, before the scan, through a transaction pooler
+        with connect(target, autocommit=True, session="fix --apply") as conn:
+            refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
+            # one transaction at a time, the largest locking a partitioned table whole (auditor/lockbudget.py)
+            lockbudget.check(conn, config.schemas, 1, "fix --apply", fewer=None)
+        before = _live_scan(target, config) if rescan else None
+        if plan is None:
+            with connect(target, autocommit=True) as conn:
+                plan = make_plan(conn, config, fix_opts)
+    except DatabaseError as exc:
+        if not connection_ended(exc):
+            raise
+        raise ConnectionEnded(f"the connection to the server ended before the first change "
+                              f"({target.scrub(_first_line(exc))}); nothing was changed: run fix --apply again "
+                              "when the server answers") from None
     the_plan = plan
     if the_plan.refused():
         # before the question, the backup and the plan files: the preflight would refuse it (shares.py)
@@ -303,7 +310,16 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str), encoding="utf-8")
     result.before = before
     if before is not None:      # rescan: the scans before and after
-        result.after = _live_scan(target, config)
+        try:
+            result.after = _live_scan(target, config)
+        except DatabaseError as exc:
+            if not connection_ended(exc):
+                raise
+            raise ConnectionEnded(f"every step of the migration finished ({len(result.changed)} in this run), then "
+                                  f"the connection to the server ended during the scan after it "
+                                  f"({target.scrub(_first_line(exc))}); the database is consistent: run fix --apply "
+                                  "again when the server answers (nothing is left to do: it verifies and reports)"
+                                  ) from None
         result.problems.extend(unrepaired(result.after, the_plan))
         plan_dict = the_plan.to_dict()
         result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
@@ -312,6 +328,10 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             _write_fix_report(result, out / "report.html", baseline,
                               backup_text(backups[0] if backups else None, before_first_change is not None))
     return result
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def backup_text(taken, hooked: bool) -> str | None:

@@ -18,6 +18,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigError, ConnectionFailed
+from .pooler import require_session, server_pid  # noqa: F401  (server_pid: the engine reads it here)
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.I)
 SECRET_KEYS = ("password", "sslpassword", "passfile")
@@ -145,17 +146,72 @@ def resolve_target(dsn: str | None) -> Target:
 DEFAULT_CONNECT_TIMEOUT = 10
 
 
-def connect(target: Target, *, autocommit: bool = False, application_name: str = "yumai-audit") -> psycopg.Connection:
-    """A connection to `target`. `application_name` is libpq's fallback: the DSN's own `application_name`
-    (or PGAPPNAME) wins; so do the DSN's `connect_timeout` and PGCONNECT_TIMEOUT over the default."""
+def set_local(conn: psycopg.Connection, settings: dict[str, str] | None) -> None:
+    """`settings` for the rest of the current transaction only: nothing outlives it on a server session
+    that a pooler may hand to another client. The tool's application_name is left out where the DSN (or
+    PGAPPNAME) gave the connection one: the user's name is kept."""
+    for name, value in (settings or {}).items():
+        if name == "application_name" and getattr(conn, "given_name", None):
+            continue
+        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
+class ToolConnection(psycopg.Connection):
+    """A connection that gives nothing of the tool's back to a pool or to the next client of its server
+    session: once `session_state` is set (the caller sent session-level SETs or took a session advisory
+    lock; `connect(..., session=...)` sets it), close() first resets every setting and releases every
+    advisory lock of the session. Its statements are never prepared (`prepare_threshold=None`): a
+    transaction pooler would hand a prepared statement's session to another client."""
+
+    session_state: bool = False
+    given_name: str | None = None     # the application_name the DSN or PGAPPNAME gave: kept, never replaced
+
+    def close(self) -> None:
+        if self.session_state and not self.closed and not self.broken:
+            try:
+                if self.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    self.rollback()
+                self.autocommit = True
+                self.execute("RESET ALL")
+                self.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:   # the session is gone (or going): the server drops what it held
+                pass
+        super().close()
+
+
+APPLICATION_NAME = "yumai-audit"
+
+
+def connect(target: Target, *, autocommit: bool = False, application_name: str = APPLICATION_NAME,
+            session: str | None = None) -> ToolConnection:
+    """A connection to `target`. `session`: the command that keeps session state on it (settings, an
+    advisory lock, CONCURRENTLY statements): refused through a transaction pooler (pooler.require_session),
+    and reset before it is closed (ToolConnection). Nothing names itself at login: a pooler keeps a
+    login's `application_name` on every server connection the client used, for the clients after it that
+    give none. A session connection takes its name once the probe has shown the session is its own; the
+    others name themselves inside their transactions (`set_local`). A name the DSN (or PGAPPNAME) gives
+    is the user's: sent at login and never replaced. So is the DSN's `connect_timeout` (or
+    PGCONNECT_TIMEOUT); 10 s is only the default."""
     given = conninfo_to_dict(target.conninfo)
     extra: dict[str, str | int] = {}
-    if "fallback_application_name" not in given:
-        extra["fallback_application_name"] = application_name
     if "connect_timeout" not in given and not os.environ.get("PGCONNECT_TIMEOUT"):
         extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
     try:
-        return psycopg.connect(make_conninfo(target.conninfo, **extra), autocommit=autocommit)
+        conn = ToolConnection.connect(make_conninfo(target.conninfo, **extra), autocommit=autocommit,
+                                      prepare_threshold=None)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConnectionFailed(f"cannot connect to {target.display}: {target.scrub(first)}") from None
+    conn.given_name = str(given.get("application_name") or os.environ.get("PGAPPNAME") or "") or None
+    if session is not None:
+        try:
+            require_session(conn, lambda: connect(target, autocommit=True), session)
+            conn.session_state = True
+            if not conn.given_name:
+                conn.execute("SELECT set_config('application_name', %s, false)", (application_name,))
+            if not autocommit:
+                conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+    return conn

@@ -41,6 +41,44 @@ class GateClosed(DidNotFinish):
     the foreign key (nothing half-changed), a later run resumes there."""
 
 
+class ConnectionEnded(DidNotFinish):
+    """The server ended the connection (a restart, a terminated backend, a lost network) during a run
+    that changes the database; the message says what was done and that a rerun resumes."""
+
+
+# SQLSTATEs of a session the server ends: administrator command (pg_terminate_backend, a fast or smart
+# shutdown), crash shutdown, starting up or shutting down, idle-session and idle-in-transaction timeouts
+SESSION_ENDED = ("57P01", "57P02", "57P03", "57P05", "25P03")
+
+
+def connection_ended(exc: BaseException, conn: psycopg.Connection | None = None) -> bool:
+    """Whether `exc` means the connection is gone, not that a statement failed: an error class 08 or a
+    SQLSTATE of SESSION_ENDED; with `conn` (the connection it was raised on), that connection closed or
+    broken; without it, a driver error without SQLSTATE (the connection is lost, closed, the server
+    closed it unexpectedly)."""
+    state = getattr(exc, "sqlstate", None)
+    if state is not None and (state.startswith("08") or state in SESSION_ENDED):
+        return True
+    if conn is not None:
+        return conn.closed or conn.broken
+    return isinstance(exc, psycopg.OperationalError) and state is None
+
+
+def ending_error(exc: BaseException) -> BaseException:
+    """The error that says why a connection ended: the first in `exc`'s chain with a SQLSTATE of
+    SESSION_ENDED or class 08 (the server's own words, e.g. "terminating connection due to administrator
+    command"), rather than a later "the connection is closed"; else `exc`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None)
+        if state and (state.startswith("08") or state in SESSION_ENDED):
+            return current
+        current = current.__cause__ or current.__context__
+    return exc
+
+
 # SQLSTATEs PostgreSQL uses when a hot standby cancels a query or ends a session to go on replaying WAL
 RECOVERY_CONFLICT = ("40001", "57P04")
 

@@ -29,15 +29,19 @@ def clean_env(monkeypatch):
 
 
 def test_defaults_when_the_dsn_gives_none(db, clean_env):
-    assert _seen(resolve_target(db.conninfo)) == ("yumai-audit", "10")
-    assert _seen(resolve_target(db.conninfo), application_name="yumai-audit fix")[0] == "yumai-audit fix"
+    # nothing is named at login (a pooler would keep the name for the clients after it): a plain
+    # connection has none outside the tool's transactions; a session of the tool's own takes the name
+    assert _seen(resolve_target(db.conninfo)) == ("", "10")
+    assert _seen(resolve_target(db.conninfo), application_name="yumai-audit fix",
+                 session="fix --apply")[0] == "yumai-audit fix"
 
 
 def test_the_dsns_own_values_are_kept(db, clean_env):
     dsn = _with(db.conninfo, application_name="billing-audit", connect_timeout="3")
     assert _seen(resolve_target(dsn)) == ("billing-audit", "3")
     # a command's own name (fix's executor) does not replace the user's either
-    assert _seen(resolve_target(dsn), application_name="yumai-audit fix") == ("billing-audit", "3")
+    assert _seen(resolve_target(dsn), application_name="yumai-audit fix", session="fix --apply") == (
+        "billing-audit", "3")
 
 
 def test_the_dsns_values_in_a_url(db, clean_env):

@@ -4,19 +4,20 @@ from __future__ import annotations
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
+from yumai_audit.scan import scanner
 
 
 def test_the_scans_around_apply_run_without_parallel_workers(db, monkeypatch):
     build_demo_database(db.conninfo)
     seen = []
-    real_run_scan = api.run_scan
+    real_context = scanner.audit_context
 
-    def spy(conn, config, progress=None, **kw):
+    def spy(conn, config):
+        # inside the scan's transaction (the setting is local to it: nothing is left on the session)
         seen.append(conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0])
-        conn.rollback()
-        return real_run_scan(conn, config, progress, **kw)
+        return real_context(conn, config)
 
-    monkeypatch.setattr(api, "run_scan", spy)
+    monkeypatch.setattr(scanner, "audit_context", spy)
     result = api.apply(db.conninfo, Config())
     assert result.ok, result.problems
     assert seen == ["0", "0"]                      # the scan before and the rescan after

@@ -19,8 +19,8 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from ..connection import Target, connect
-from ..errors import AuditError, DidNotFinish, GateClosed  # defined in errors: the CLI knows them
+from ..connection import Target, connect, server_pid, set_local
+from ..errors import AuditError, ConnectionEnded, DidNotFinish, GateClosed, connection_ended, ending_error
 from .lag import LagTimeout, Throttle
 from .plan import Plan
 from .steps import Block, Kind, Step, run_settings, step_block
@@ -105,12 +105,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
-    """Whether the step is already done (a guard over a table that does not exist yet: not done)."""
+def evaluate_guard(conn: psycopg.Connection, step: Step, settings: dict[str, str] | None = None) -> bool:
+    """Whether the step is already done (a guard over a table that does not exist yet: not done);
+    `settings`: local to the guard's transaction."""
     if step.guard is None:
         return False
     try:
         with conn.transaction():
+            set_local(conn, settings)
             row = conn.execute(step.guard).fetchone()
             return row is not None and bool(row[0])
     except MISSING:
@@ -120,12 +122,13 @@ def evaluate_guard(conn: psycopg.Connection, step: Step) -> bool:
                          "lock on its table); nothing was changed: run again when the database is quieter") from None
 
 
-def evaluate_guards(conn: psycopg.Connection, plan: Plan) -> dict[str, bool]:
-    return {s.id: evaluate_guard(conn, s) for s in plan.steps if not s.kind.inspects}
+def evaluate_guards(conn: psycopg.Connection, plan: Plan, settings: dict[str, str] | None = None) -> dict[str, bool]:
+    return {s.id: evaluate_guard(conn, s, settings) for s in plan.steps if not s.kind.inspects}
 
 
-def run_check(conn: psycopg.Connection, step: Step) -> list[str]:
+def run_check(conn: psycopg.Connection, step: Step, settings: dict[str, str] | None = None) -> list[str]:
     with conn.transaction():
+        set_local(conn, settings)
         return [str(r[0]) for s in step.statements for r in conn.execute(s).fetchall()]
 
 
@@ -174,12 +177,14 @@ class Executor:
         self.watcher = Watcher(target, self.say)   # what a step waits for, and the bound of CONCURRENTLY
         self._gate_watched = False                 # the run's first gate has watched the writes
         self._last_sweep: float | None = None      # when a gate last swept
+        self.current: Step | None = None           # the step in progress (what a lost connection undid)
         # between batches: no standby or logical slot further behind than --max-replica-lag (engine/lag.py)
         self.throttle = Throttle(plan.options.max_replica_lag, plan.options.wait_timeout, self.say, command)
 
     # session ------------------------------------------------------------------------------------
     def _connect(self) -> psycopg.Connection:
-        return connect(self.target, autocommit=True,
+        # one server session for the whole run (refused through a transaction pooler), reset when closed
+        return connect(self.target, autocommit=True, session=self.command,
                        application_name="yumai-audit " + self.command.removesuffix(" --apply"))
 
     def _open(self) -> psycopg.Connection:
@@ -187,6 +192,8 @@ class Executor:
         for setting in run_settings(conn.info.server_version):
             conn.execute(setting)
         bound_session(conn, self.plan.options.lock_timeout)   # guards, checks and the journal too
+        # the server's pid, not libpq's (a pooler sends its own): the watcher watches and cancels this one
+        self.pid = server_pid(conn)
         return conn
 
     def _lock_run(self, conn: psycopg.Connection) -> None:
@@ -225,7 +232,7 @@ class Executor:
         block = self.block(step)
         rows = 0
         last = True
-        pid = conn.info.backend_pid
+        pid = self.pid
         if block.transactional:
             with conn.transaction(), self.watcher.watch(pid, step.id):
                 for stmt in block.statements:
@@ -255,7 +262,8 @@ class Executor:
                             f"transaction, then run {self.command} again (the invalid index left behind is dropped and "
                             "built again)") from None
             finally:
-                bound_session(conn, self.plan.options.lock_timeout)
+                if not conn.closed and not conn.broken:
+                    bound_session(conn, self.plan.options.lock_timeout)
             if self.step_hook is not None:
                 self.step_hook(step, conn)
         return rows, last
@@ -337,21 +345,44 @@ class Executor:
         self.run_started = datetime.now(timezone.utc)
         self._gate_watched = False
         self._last_sweep = None
+        self.current = None
         conn = self._open()
         try:
             self._lock_run(conn)
             try:
                 self._run(conn, result)
+            except (AuditError, psycopg.Error) as exc:
+                if connection_ended(exc, conn):
+                    raise ConnectionEnded(self._ended_line(result, exc)) from None
+                raise
             finally:
-                if self.throttle.start_position is not None:
+                if self.throttle.start_position is not None and not conn.closed and not conn.broken:
                     self.throttle.finish(conn)
                     result.replication = self.throttle.summary.to_dict()
-                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
+                if not conn.closed and not conn.broken:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_KEY,))
         finally:
             conn.close()
             self.watcher.close()
         result.finished_at = _now()
         return result
+
+    def _ended_line(self, result: ApplyResult, exc: BaseException) -> str:
+        """What a run whose connection ended did, and that the next run resumes (one line)."""
+        reason = self.target.scrub(_first_line(ending_error(exc)))
+        finished = [o.step for o in result.outcomes if o.outcome == "done"]
+        earlier = sum(1 for o in result.outcomes if o.outcome == "skipped")
+        if not finished and self.current is None:
+            return (f"the connection to the server ended before the first change ({reason}); nothing was changed: "
+                    f"run {self.command} again when the server answers")
+        where = f"during step {self.current.id}" if self.current is not None else "between two steps"
+        done = f"{len(finished)} step(s) finished in this run" + (f" ({', '.join(finished)})" if finished else "")
+        undone = ("the step in progress was rolled back by the server" if self.current is None
+                  or self.current.transactional else "the index build in progress left an invalid index of ours, "
+                  "which the next run drops and builds again")
+        return (f"the connection to the server ended {where} ({reason}): {done}, {earlier} were done before; "
+                f"{undone}, so the database is consistent (every step is all or nothing): run {self.command} "
+                "again when the server answers, it resumes there")
 
     def _run(self, conn, result: ApplyResult) -> None:
         steps = self.plan.steps
@@ -400,6 +431,7 @@ class Executor:
                 self.say(f"{label}: already done")
                 continue
             self.say(f"{label}: {step.description}")
+            self.current = step
             outcome = StepOutcome(step.id, "done")
             entry = self._journal_start(conn, step)
             started = time.monotonic()
@@ -412,12 +444,13 @@ class Executor:
                 result.outcomes.append(outcome)
                 if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     self._journal_end(conn, entry, outcome)
-                if isinstance(exc, StepFailed):
+                if isinstance(exc, StepFailed) or connection_ended(exc, conn):
                     raise
                 raise StepFailed(f"step {step.id} failed: {outcome.detail}; it was rolled back, earlier steps "
                                  f"stay done: fix the cause and run {self.command} again") from None
             outcome.seconds = time.monotonic() - started
             self._journal_end(conn, entry, outcome)
             result.outcomes.append(outcome)
+            self.current = None
             rows = f", {outcome.rows} rows" if outcome.rows else ""
             self.say(f"    {step.id}: done in {outcome.seconds:.1f}s{rows}")

@@ -24,7 +24,9 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from ..connection import Target, connect
+from ..connection import APPLICATION_NAME, Target, connect
+from ..errors import ConnectionFailed
+from ..pgversion import CLIENT_CONNECTION_CHECK
 
 # What the watched backend waits for and, per blocking backend, what it is (no query text: it may
 # hold conversation text or secrets). pid 0 in pg_blocking_pids is a prepared transaction.
@@ -90,6 +92,15 @@ def waiting_for(event_type: str | None, event: str | None) -> str:
     return f"{event_type or 'something'} ({event})" if event else "a lock"
 
 
+def bounds(lock_timeout_seconds: float, server_version: int) -> dict[str, str]:
+    """The settings that bound a read of the plan (catalog, guards, probes, counts), for `set_local`:
+    lock waits at most `lock_timeout`; a killed dry run leaves nothing running on the server."""
+    out = {"lock_timeout": f"{int(lock_timeout_seconds * 1000)}ms", "application_name": APPLICATION_NAME + " fix"}
+    if server_version >= CLIENT_CONNECTION_CHECK:
+        out["client_connection_check_interval"] = "1000"
+    return out
+
+
 def bound_session(conn: psycopg.Connection, lock_timeout_seconds: float) -> None:
     """Bound every lock wait of this session (guards, checks, journal) by `lock_timeout`."""
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_seconds * 1000)}ms")))
@@ -108,7 +119,9 @@ class Watcher:
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.target, autocommit=True, application_name="yumai-audit fix (wait watcher)")
+            # a session of its own (its setting is reset before it is closed)
+            self._conn = connect(self.target, autocommit=True, application_name="yumai-audit fix (wait watcher)",
+                                 session="the wait watcher of fix --apply")
             self._conn.execute("SET statement_timeout = '10s'")
         return self._conn
 
@@ -122,8 +135,8 @@ class Watcher:
         wait = self.last = Wait()
         try:
             conn = self._connection()
-        except psycopg.Error as exc:   # cannot watch: the statement still runs, under its own bounds
-            self.say(f"    {label}: cannot watch its waits ({str(exc).strip().splitlines()[0]})")
+        except (psycopg.Error, ConnectionFailed) as exc:   # cannot watch: the statement runs under its own bounds
+            self.say(f"    {label}: cannot watch its waits ({(str(exc).strip().splitlines() or ['?'])[0]})")
             yield wait
             return
         stop = threading.Event()

@@ -493,14 +493,18 @@ def preflight_parts(removals: Iterable[Removal]) -> list[sql.Composed]:
     return out
 
 
-def measure(conn: psycopg.Connection, removals: Iterable[Removal]) -> list[str]:
-    """Plan notes: per delete, the rows it takes or changes in every table its foreign keys reach."""
+def measure(conn: psycopg.Connection, removals: Iterable[Removal], settings: dict[str, str] | None = None) -> list[str]:
+    """Plan notes: per delete, the rows it takes or changes in every table its foreign keys reach
+    (`settings`: local to each count's transaction)."""
+    from ..connection import set_local
+
     notes = []
     for g, now, label, _moves in removals:
         if g.quiet:
             continue
         try:
             with conn.transaction():
+                set_local(conn, settings)
                 rows = [tuple(r) for r in conn.execute(count_query(g, now)).fetchall()]
         except psycopg.Error as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -13,10 +13,10 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from ..config import Config
+from ..connection import set_local
 from ..context import audit_context
-from ..engine.executor import evaluate_guards
-from ..engine.waits import bound_session
-from ..pgversion import CLIENT_CONNECTION_CHECK
+from ..engine.executor import evaluate_guards, run_check
+from ..engine.waits import bounds
 from ..scan.scanner import measure_probes
 from . import bridge, cascade, replication, schema_plan, shares, users_plan
 from .plan import FixOptions, MigrationPlan, PlanError
@@ -40,12 +40,12 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
     """The migration's plan for this database, with each step's `done` flag (nothing is changed).
     `conn`: an autocommit connection. lock_timeout is capped below the server's deadlock_timeout (a
     plan note says so)."""
-    bound_session(conn, options.lock_timeout)   # the catalog read and the guards wait that long for a lock at most
-    if conn.info.server_version >= CLIENT_CONNECTION_CHECK:
-        # a killed dry `fix` leaves no guard running on the server (and holding its locks) for minutes
-        conn.execute("SET client_connection_check_interval = 1000")
+    # every read of the plan waits at most lock_timeout for a lock; set in each transaction, never on the
+    # session (a transaction pooler would leave a session setting to another client)
+    local = bounds(options.lock_timeout, conn.info.server_version)
     try:
         with conn.transaction():
+            set_local(conn, local)
             ctx = audit_context(conn, config)
     except pgerrors.LockNotAvailable as exc:
         raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
@@ -60,7 +60,7 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
     if options.bridge in ("auto", "source"):
         wanted += bridge.probes(ctx)
     if wanted:
-        evidence, failed = measure_probes(conn, wanted, config.timeout_seconds)
+        evidence, failed = measure_probes(conn, wanted, config.timeout_seconds, settings=local)
     row = conn.execute("SELECT setting FROM pg_settings WHERE name = 'deadlock_timeout'").fetchone()
     deadlock_ms = int(row[0]) if row is not None else 0
     cap = max(1, deadlock_ms * 4 // 5) / 1000
@@ -79,10 +79,13 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
                           "when a statement of the migration and an application transaction wait for each other, the "
                           "migration's gives way and is retried, never the application's write")
     plan.notes += [f"not measured, nothing planned for it: {label}: {why}" for label, why in failed.items()]
-    plan.notes += cascade.measure(conn, plan.removals)
-    plan.shares, unmeasured = shares.measure(conn, plan.removals, plan.nulled)
+    plan.notes += cascade.measure(conn, plan.removals, local)
+    plan.shares, unmeasured = shares.measure(conn, plan.removals, plan.nulled, local)
     plan.notes += unmeasured
-    plan.done = evaluate_guards(conn, plan)
+    plan.done = evaluate_guards(conn, plan, local)
+    # what the preflight refuses (privileges, publications, leftovers): said by the dry run too
+    plan.notes += [f"fix --apply stops before the first change: {problem}"
+                   for s in plan.steps if s.precondition for problem in run_check(conn, s, local)]
     if plan.pending:   # the publications and slots the apply would reach (fix/replication.py)
         rows = conn.execute(replication.reached(replication.touched(plan.steps), plan.server_version_num)).fetchall()
         plan.notes += replication.dry_run_notes([r[0] for r in rows], options.subscribers_ready)

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from ..catalog import QualifiedName
+from ..catalog import TOOL_SCHEMAS, QualifiedName
 from ..engine.steps import Kind, LockMode, Step
 from ..operations import Operation
 from . import cascade, replication, shares
 from .ddl import relid
 from .draft import Draft
 from .ops import foreign_key, index
-from .preflight_checks import refusals
+from .preflight_checks import database_create, refusals, replica_identity, schema_usage, tool_schema_privileges
+
+# the steps that delete or update rows of the tables they change (the others insert, or alter definitions)
+ROW_CHANGES = (Operation.QUARANTINE_MALFORMED, Operation.ORPHANS, Operation.CATCHUP, Operation.MISSING_USERS)
 
 
 def preflight(d: Draft) -> Step:
@@ -53,6 +56,14 @@ def preflight(d: Draft) -> Step:
         parts.append(replication.refusal(replication.touched(d.steps), d.version))
     parts += cascade.preflight_parts(d.removals.values())
     parts += shares.refusal(d.removals.values(), d.nulled.values(), d.options.max_removed_share)
+    # privileges and publications: every run creates the tool's schemas (its journal at least), reads and
+    # changes tables in their schemas, and deletes or updates rows of the tables its DML steps change
+    parts += database_create(TOOL_SCHEMAS) + tool_schema_privileges(TOOL_SCHEMAS)
+    parts += schema_usage(names)
+    by_name = {str(n): n for n in d.ctx.catalog.tables}
+    changed = [by_name[t] for s in d.steps if s.operation in ROW_CHANGES for t in s.changes
+               if t in by_name and by_name[t] != d.master]
+    parts += replica_identity(list(dict.fromkeys(changed)))
     parts += foreign_key.refusals(d.referenced)         # fix/ops/foreign_key.py
     return Step(id="preflight", operation=Operation.PREFLIGHT,
                 description="Server version, privileges, no invalid index left behind",

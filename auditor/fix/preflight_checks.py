@@ -175,3 +175,63 @@ def refusals(ctx, options, tables: list, altered: list[QualifiedName]) -> list[s
     parts += type_change_blockers([(k.name, k.key.name) for k in tables if k.key.is_text])
     parts += row_triggers(deleted, "DELETE")
     return parts
+
+
+# --- privileges and publications: what the server refuses of any plan -------------------------------
+
+def database_create(schemas: tuple[str, ...]) -> list[sql.Composable]:
+    """The migration creates its own schemas (`CREATE SCHEMA IF NOT EXISTS`), which PostgreSQL refuses
+    without CREATE on the database, even when the schema exists (the privilege is checked first)."""
+    return [sql.SQL(
+        "SELECT format('role %I has no CREATE privilege on database %I, and the migration creates its schemas "
+        "(%s) with CREATE SCHEMA IF NOT EXISTS, which needs it: as the database owner or an administrator run "
+        "GRANT CREATE ON DATABASE %I TO %I; then run again', current_user, current_database(), {}, "
+        "current_database(), current_user) WHERE NOT has_database_privilege(current_database(), 'CREATE')"
+    ).format(sql.Literal(", ".join(schemas)))]
+
+
+def tool_schema_privileges(schemas: tuple[str, ...]) -> list[sql.Composable]:
+    """A schema of the tool's that exists already (created by an administrator, or by another role's
+    earlier run) must let this role create and use its tables."""
+    return [sql.SQL(
+        "SELECT format('schema %I exists and role %I cannot create in it or use it: as its owner (%s) or an "
+        "administrator run GRANT USAGE, CREATE ON SCHEMA %I TO %I; then run again', n.nspname, current_user, "
+        "pg_get_userbyid(n.nspowner), n.nspname, current_user) FROM pg_namespace n WHERE n.nspname = ANY({}) "
+        "AND NOT (has_schema_privilege(n.oid, 'CREATE') AND has_schema_privilege(n.oid, 'USAGE'))"
+    ).format(sql.Literal(list(schemas)))]
+
+
+def schema_usage(names: list[QualifiedName]) -> list[sql.Composable]:
+    """The schemas of the tables the plan reads and changes must be usable (USAGE) by this role."""
+    if not names:
+        return []
+    return [sql.SQL(
+        "SELECT format('role %I has no USAGE privilege on schema %I: as its owner or an administrator run "
+        "GRANT USAGE ON SCHEMA %I TO %I; then run again', current_user, n.nspname, n.nspname, current_user) "
+        "FROM pg_namespace n WHERE n.nspname = ANY({}) AND NOT has_schema_privilege(n.oid, 'USAGE')"
+    ).format(sql.Literal(list(dict.fromkeys(n.schema for n in names))))]
+
+
+def replica_identity(names: list[QualifiedName]) -> list[sql.Composable]:
+    """Tables the plan deletes rows from or updates (partitions included) that a publication publishing
+    deletes or updates covers (listed, FOR ALL TABLES, FOR TABLES IN SCHEMA, or through a partitioned
+    ancestor), and that have no replica identity: PostgreSQL refuses the DELETE/UPDATE there ("does not
+    have a replica identity and publishes deletes"), in the middle of the run."""
+    if not names:
+        return []
+    return [sql.SQL(
+        "SELECT DISTINCT format('%s has no replica identity (%s) and publication %I publishes its %s, so the "
+        "migration''s DELETE/UPDATE on it would fail: run ALTER TABLE %s REPLICA IDENTITY FULL (or add a primary "
+        "key), then run again', x.oid::regclass, CASE x.relreplident WHEN 'n' THEN 'REPLICA IDENTITY NOTHING' "
+        "WHEN 'i' THEN 'its replica identity index is gone' ELSE 'no primary key' END, p.pubname, "
+        "concat_ws(' and ', CASE WHEN p.pubdelete THEN 'deletes' END, CASE WHEN p.pubupdate THEN 'updates' END), "
+        "x.oid::regclass) FROM {} JOIN pg_class x ON x.oid = tbl.oid AND x.relkind = 'r' "
+        "JOIN pg_publication_tables pt ON (pt.schemaname, pt.tablename) IN (SELECT an.nspname, a.relname "
+        "FROM pg_class a JOIN pg_namespace an ON an.oid = a.relnamespace WHERE a.oid = x.oid "
+        "OR a.oid IN (SELECT relid FROM pg_partition_ancestors(x.oid))) "
+        "JOIN pg_publication p ON p.pubname = pt.pubname AND (p.pubdelete OR p.pubupdate) "
+        "WHERE x.relreplident = 'n' "
+        "OR (x.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = x.oid "
+        "AND i.indisprimary)) "
+        "OR (x.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = x.oid "
+        "AND i.indisreplident))").format(_tables(names))]

@@ -117,15 +117,19 @@ def refusal(removals, nulled, limit: float) -> list[sql.Composable]:
         sql.Literal(template), query, sql.Literal(MIN_ROWS), sql.Literal(limit))]
 
 
-def measure(conn, removals, nulled) -> tuple[list[Share], list[str]]:
-    """The shares, largest first (tables with no row taken left out), and notes for what could not be counted."""
+def measure(conn, removals, nulled, settings: dict[str, str] | None = None) -> tuple[list[Share], list[str]]:
+    """The shares, largest first (tables with no row taken left out), and notes for what could not be counted
+    (`settings`: local to the count's transaction)."""
     import psycopg
+
+    from ..connection import set_local
 
     query = share_query(removals, nulled)
     if query is None:
         return [], []
     try:
         with conn.transaction():
+            set_local(conn, settings)
             rows = conn.execute(query).fetchall()
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -128,9 +128,10 @@ def _lock_timeout(conn: psycopg.Connection, seconds: float, local: bool = True) 
         sql.SQL("LOCAL") if local else sql.SQL("SESSION"), sql.Literal(f"{max(1, int(seconds * 1000))}ms")))
 
 
-def _open(target: Target | str | None, lock_timeout: float) -> psycopg.Connection:
-    """An autocommit connection whose every statement (catalog reads and counts too) waits at most lock_timeout."""
-    conn = connect(_target(target), autocommit=True)
+def _open(target: Target | str | None, lock_timeout: float, command: str) -> psycopg.Connection:
+    """An autocommit connection whose every statement (catalog reads and counts too) waits at most lock_timeout
+    (a session setting: refused through a transaction pooler, reset before the connection is closed)."""
+    conn = connect(_target(target), autocommit=True, session=f"sessions {command}")
     _lock_timeout(conn, lock_timeout, local=False)
     return conn
 
@@ -216,7 +217,7 @@ def close_idle(target: Target | str | None, config: Config | None, idle: timedel
     """Count (and with apply=True close) active sessions with no activity for longer than `idle`."""
     say = progress or (lambda _m: None)
     config = config or Config()
-    with _open(target, lock_timeout) as conn:
+    with _open(target, lock_timeout, "close-idle") as conn:
         ctx = audit_context(conn, config)
         _check_master(ctx, "is_active", "session_end")
         tables, notes = _activity_tables(ctx)
@@ -275,7 +276,7 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
         raise AuditError("batch size must be at least 1")
     say = progress or (lambda _m: None)
     config = config or Config()
-    with _open(target, lock_timeout) as conn:
+    with _open(target, lock_timeout, "prune") as conn:
         ctx = audit_context(conn, config)
         _check_master(ctx, "is_active", "session_end")
         _check_cascades(ctx)

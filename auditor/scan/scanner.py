@@ -23,6 +23,7 @@ from yumai_audit.checks.base import CatalogCheck, Check, probes_of
 
 from .. import lockbudget
 from ..config import Config
+from ..connection import APPLICATION_NAME, set_local
 from ..context import AuditContext, audit_context
 from ..errors import ConfigError
 from ..model import CheckResult, Finding, ScanResult, Status, TableInventory
@@ -62,7 +63,9 @@ class _Timer:
 SCAN_WORK_MEM_KB = 256 * 1024
 
 
-def session_settings(conn: psycopg.Connection) -> None:
+def session_settings(conn: psycopg.Connection, extra: dict[str, str] | None = None) -> None:
+    """The scan's settings, local to its transaction (`extra`: the caller's, e.g. no parallel workers)."""
+    set_local(conn, {"application_name": APPLICATION_NAME + " scan", **(extra or {})})
     current = int(one_row(conn.execute("SELECT setting FROM pg_settings WHERE name = 'work_mem'"))[0])
     if current < SCAN_WORK_MEM_KB:
         conn.execute(sql.SQL("SET LOCAL work_mem = {}").format(sql.Literal(f"{SCAN_WORK_MEM_KB}kB")))
@@ -84,7 +87,7 @@ def _read_only(conn: psycopg.Connection) -> None:
 
 @contextlib.contextmanager
 def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Connection] | None, helpers: int,
-                    say: Progress):
+                    say: Progress, settings: dict[str, str] | None = None):
     """Up to `helpers` more connections, each in a READ ONLY transaction on the snapshot of `conn`'s
     (exported with pg_export_snapshot and imported with SET TRANSACTION SNAPSHOT, as pg_dump --jobs
     does; both work on a standby): every statement of the scan sees the same data. Fewer (none) when a
@@ -104,7 +107,7 @@ def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Conn
                 try:
                     _read_only(helper)
                     helper.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                    session_settings(helper)
+                    session_settings(helper, settings)
                 except psycopg.Error as exc:
                     say(f"one connection fewer for the scan: {exc.diag.message_primary or type(exc).__name__}")
                     opened.pop().close()
@@ -116,10 +119,12 @@ def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Conn
 
 
 def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None = None, *,
-             connect: Callable[[], psycopg.Connection] | None = None, jobs: int = 1) -> ScanResult:
+             connect: Callable[[], psycopg.Connection] | None = None, jobs: int = 1,
+             settings: dict[str, str] | None = None) -> ScanResult:
     """Scan in a read-only transaction on `conn` (which must not be inside a transaction). With `jobs` > 1
     and `connect` (a new connection to the same database), the scan's work is shared with up to jobs - 1
-    more connections, in the same snapshot (`shared_snapshot`; TablePasses.run says what runs where)."""
+    more connections, in the same snapshot (`shared_snapshot`; TablePasses.run says what runs where).
+    `settings`: more settings for the scan's transactions, local to them (never left on a session)."""
     say = progress or (lambda _msg: None)
     checks = select_checks(config)
     # before the first lock: every connection of the scan may lock every relation it reads
@@ -127,7 +132,7 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
     _read_only(conn)
     try:
         with conn.transaction():
-            session_settings(conn)
+            session_settings(conn, settings)
             ctx = audit_context(conn, config)
             # the report's sessions per week are counted over the scan's one set of sessions
             weeks: dict[str, Any] = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
@@ -137,7 +142,7 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
                 # the report's rows per partition: one more read of each partitioned key table, done
                 # on whichever connection is free first
                 partitions.update(count_partitions(ctx, lambda q: execute_in_savepoint(on, q, config.timeout_seconds)))
-            with shared_snapshot(conn, connect, jobs - 1, say) as helpers:
+            with shared_snapshot(conn, connect, jobs - 1, say, settings) as helpers:
                 result = _run(conn, ctx, checks, say, weeks, helpers, extra=[partition_rows])
             say("collecting report statistics")
             result.stats.update(collect_stats(ctx, lambda q: execute_in_savepoint(conn, q, config.timeout_seconds),
@@ -239,13 +244,16 @@ def inventory(ctx: AuditContext, exact_rows: dict[str, int]) -> list[TableInvent
     return out
 
 
-def measure_probes(conn, probes, timeout: float | None = None) -> tuple[dict[str, list[tuple]], dict[str, str]]:
+def measure_probes(conn, probes, timeout: float | None = None,
+                   settings: dict[str, str] | None = None) -> tuple[dict[str, list[tuple]], dict[str, str]]:
     """Run each probe once (by key) in one READ ONLY, REPEATABLE READ transaction on an autocommit
-    connection: (rows by key, failure by label). A timeout or a refused read is a failure, not a crash."""
+    connection: (rows by key, failure by label). A timeout or a refused read is a failure, not a crash.
+    `settings`: local to that transaction."""
     done: dict[str, list[tuple]] = {}
     failed: dict[str, str] = {}
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        set_local(conn, settings)
         for probe in probes:
             if probe.key in done or probe.label in failed:
                 continue
