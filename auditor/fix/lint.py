@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .session_plan import PROGRESS
+from .backfill import PROGRESS
 from .steps import Operation, Step
 
 
