@@ -49,6 +49,9 @@ __all__ = [
 
 # The repair side (auditor/fix/, auditor/maintenance/) is imported when first used: a scan does not wait
 # for it (the scan command builds its repair plan on another thread, which imports it meanwhile).
+# partitions created during an apply (pg_partman's job) that its plan did not know: at most this many new
+# plans run after the first, each covering what was created before it read the catalog
+REPLANS = 2
 _LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".fix.bridge", "ApplyResult": ".fix.executor",
          "FixOptions": ".fix.plan", "Plan": ".fix.plan", "PlanError": ".fix.plan",
          "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions"}
@@ -277,6 +280,7 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
 
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, *, progress, before_first_change,
            step_hook, rescan: bool, baseline: ScanResult | None, confirm) -> ApplyResult:
+    from .fix.coverage import uncovered
     from .fix.executor import Executor, refuse_if_running
     from .fix.sqlscript import render_script
 
@@ -290,14 +294,27 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     if out is not None:
         write_text(out / "plan.sql", render_script(the_plan))
         write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2))
-    executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
-                        step_hook=step_hook)
-    try:
-        result = executor.run()
-    finally:
-        partial = getattr(executor, "result", None)
-        if out is not None and partial is not None:
-            (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str), encoding="utf-8")
+    for attempt in range(1, REPLANS + 2):
+        executor = Executor(target, the_plan, progress=progress, before_first_change=before_first_change,
+                            step_hook=step_hook)
+        try:
+            result = executor.run()
+        finally:
+            partial = getattr(executor, "result", None)
+            if out is not None and partial is not None:
+                (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str),
+                                                    encoding="utf-8")
+        if not uncovered(result.problems) or attempt > REPLANS:
+            break
+        # a partition created during the run (after the plan read the catalog): a new plan covers it
+        (progress or (lambda _m: None))("a partition the plan did not know is not covered (created during the "
+                                        "apply?): planning again and running what the new plan adds")
+        before_first_change = None      # the backup, if any, was taken
+        with connect(target, autocommit=True) as conn:
+            the_plan = _build_plan(conn, config, fix_opts)
+        if out is not None:
+            write_text(out / "plan.sql", render_script(the_plan))
+            write_text(out / "plan.json", json.dumps(the_plan.to_dict(), indent=2))
     result.before = before
     if rescan:
         result.after = _live_scan(target, config)

@@ -145,16 +145,16 @@ def test_the_backfill_reads_each_partition_once_whatever_the_batch_size(db):
     # linear: each row once by its partition's key range, each range's ends probed by the key index; the
     # first backfill read the whole partition again in each batch (> 20x the rows), the second probed every
     # partition for each session (sessions x partitions)
-    walks = {k: v for k, v in ran.reads.items() if k != "backfill:chatbot.conversations"}
+    walks = {k: v for k, v in ran.reads.items() if k != "backfill:chatbot.session_master"}
     assert sum(map(sum, walks.values())) <= 3 * rows, ran.reads
     assert max(map(max, walks.values())) <= 3 * 4 * 50 + 20, ran.reads     # a batch: O(batch), not O(partition)
-    assert sum(ran.reads["backfill:chatbot.conversations"]) == 0           # the merge reads no partition
+    assert sum(ran.reads["backfill:chatbot.session_master"]) == 0           # the merge reads no partition
     # exact counts: each partition's walk keeps one candidate per session of it (the spanning ones in both),
     # the merge registers every session once; a walk of about 200 rows a batch ends with the batch that
     # reaches its last key
     got = backfills(ran.outcome)
     assert {k: v[0] for k, v in got.items()} == {
-        "conversations_2026_01": JANUARY, "conversations_default": DEFAULT_SESSIONS, "conversations": ALL_SESSIONS}
+        "conversations_2026_01": JANUARY, "conversations_default": DEFAULT_SESSIONS, "session_master": ALL_SESSIONS}
     assert got["conversations_2026_01"][1] == 5       # 900 rows, 67 sessions (201 rows) a batch
     assert 6100 // 205 <= got["conversations_default"][1] <= 6100 // 200 + 1
     assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
@@ -179,7 +179,7 @@ def test_sessions_written_during_the_walk_are_registered_by_it_or_by_the_catch_u
     ran = run(db, batch_size=50, during=write)
     assert ran.outcome.ok, ran.outcome.problems
     assert backfills(ran.outcome)["conversations_default"][0] == DEFAULT_SESSIONS + 1
-    assert backfills(ran.outcome)["conversations"][0] == ALL_SESSIONS + 1
+    assert backfills(ran.outcome)["session_master"][0] == ALL_SESSIONS + 1
     assert [o.rows for o in ran.outcome.outcomes if o.step == "catchup:chatbot.conversations"] == [1]
     assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
 
@@ -204,7 +204,7 @@ def test_a_backfill_cut_off_resumes_after_its_last_committed_batch(db):
     got = backfills(resumed.outcome)
     assert got["conversations_default"][0] == DEFAULT_SESSIONS - done
     assert got["conversations_2026_01"] == (0, 1)
-    assert got["conversations"][0] == ALL_SESSIONS
+    assert got["session_master"][0] == ALL_SESSIONS
     assert db.fetchall(MASTER) == db.fetchall(EXPECTED)
     assert db.scalar("SELECT to_regclass('yumai_audit.backfill_progress')") is None
     assert api.plan(db.conninfo, Config()).pending == []
@@ -221,7 +221,7 @@ def test_a_walk_cut_off_and_never_resumed_is_dropped_by_the_catch_up(db):
                .replace("ORDER BY 1", "") + " ON CONFLICT DO NOTHING")
     resumed = run(db, batch_size=50)
     assert resumed.outcome.ok, resumed.outcome.problems
-    assert backfills(resumed.outcome)["conversations"][0] == 0
+    assert backfills(resumed.outcome)["session_master"][0] == 0
     assert [o.rows for o in resumed.outcome.outcomes if o.step == "catchup:chatbot.conversations"] == [0]
     assert db.scalar("SELECT to_regclass('yumai_audit.backfill_progress')") is None
     assert api.plan(db.conninfo, Config()).pending == []
@@ -264,7 +264,7 @@ def test_a_killed_backfill_resumes_with_exact_counts(db):
                        (walk, "interrupted", None),
                        ("backfill:chatbot.conversations_2026_01", "done", 0),
                        (walk, "done", DEFAULT_SESSIONS - before),
-                       ("backfill:chatbot.conversations", "done", ALL_SESSIONS)]
+                       ("backfill:chatbot.session_master", "done", ALL_SESSIONS)]
 
 
 def test_the_walk_needs_an_ordered_index_on_the_key(db):
@@ -377,3 +377,63 @@ def test_the_backfill_registers_exactly_what_registering_from_the_whole_source_g
                        (KEPT,)) == [(9, "2020-01-01")]
     # the walks did it all: the catch-up found nothing left
     assert [o.rows for o in ran.outcome.outcomes if o.step == "catchup:chatbot.conversations"] == [0]
+
+
+COVERED = """
+SELECT c.relname, i.indisvalid,
+       EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pi ON pi.oid = h.inhparent
+               WHERE h.inhrelid = i.indexrelid AND pi.relname = 'conversations_session_id_idx'),
+       EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.convalidated
+               AND k.confrelid = 'chatbot.session_master'::regclass)
+FROM pg_class c LEFT JOIN pg_index i ON i.indrelid = c.oid
+    AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'session_id')
+WHERE c.relname = 'conversations_2026_02'
+"""
+
+
+def test_a_partition_created_during_the_apply_ends_indexed_covered_and_verified(db):
+    """pg_partman's job creates a partition (with a new session's rows) after the plan was made, before the
+    parent's index: the first run's verify finds it unindexed and the parent's index INVALID, the apply plans
+    again and covers it; it says ok only then."""
+    db.execute(SOURCE)
+    said = []
+
+    def create_partition(step, batch):
+        if step == "master":
+            with psycopg.connect(db.conninfo, autocommit=True) as other:
+                other.execute("CREATE TABLE chatbot.conversations_2026_02 PARTITION OF chatbot.conversations "
+                              "FOR VALUES FROM ('2026-02-01 00:00+00') TO ('2026-03-01 00:00+00')")
+                other.execute("INSERT INTO chatbot.conversations (session_id, user_id, created_at) VALUES "
+                              "(%s, 1, '2026-02-02'), (%s, 2, '2026-02-03')", (NEW, NEW))
+
+    def cut(step, conn):
+        create_partition(step.id, 0)
+
+    target = resolve_target(db.conninfo)
+    result = api.apply(target, Config(), rescan=False, step_hook=cut, progress=said.append)
+    assert result.ok, result.problems
+    assert any("planning again" in line for line in said), said
+    assert db.fetchall(COVERED) == [("conversations_2026_02", True, True, True)]
+    assert db.scalar("SELECT bool_and(i.indisvalid) FROM pg_index i WHERE i.indrelid = 'chatbot.conversations'::regclass")
+    assert db.fetchall(MASTER) == db.fetchall(EXPECTED)     # the new session too (the catch-up reads the parent)
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE session_id = %s", (NEW,)) == 1
+
+
+NEW = "12345678-1234-1234-1234-123456789abc"
+
+
+def test_verify_fails_on_an_invalid_index_of_a_partitioned_key_table(db):
+    """An index ON ONLY the parent, no partition's index attached to it, made in the migration's last change
+    (its transaction): it is INVALID, and verify says so: the apply is not ok."""
+    db.execute(SOURCE)
+
+    def invalid_index(step, conn):
+        if step.id == last:
+            conn.execute("CREATE INDEX conversations_session_only_idx ON ONLY chatbot.conversations (session_id, user_id)")
+
+    target = resolve_target(db.conninfo)
+    plan = api.plan(target, Config())
+    last = [s.id for s in plan.steps if not s.kind.inspects][-1]
+    result = api.apply(target, Config(), rescan=False, step_hook=invalid_index)
+    assert not result.ok
+    assert result.problems == ["chatbot.conversations: index chatbot.conversations_session_only_idx is INVALID"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from psycopg import sql
 from yumai_audit.checks.predicates import table_ref
 
-from ..catalog import Column, Partition, QualifiedName, Table
+from ..catalog import Column, QualifiedName, Table
 from .bridge import SCHEMA as BRIDGE_SCHEMA
 
 PROGRESS = QualifiedName(BRIDGE_SCHEMA, "backfill_progress")
@@ -115,7 +115,8 @@ def _range(walk: str, relation: sql.Composable, key: sql.Composable, rows: int) 
     `last`: the range reaches the last key), read from `relation`'s index on `key`."""
     return sql.SQL(
         "pos AS (SELECT (SELECT p.last_key FROM {progress} p WHERE p.walk = {walk}) AS last_key), "
-        "lo AS (SELECT CASE WHEN pos.last_key IS NULL THEN (SELECT {k} FROM {rel} t WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) "
+        "lo AS (SELECT CASE WHEN pos.last_key IS NULL "
+        "THEN (SELECT {k} FROM {rel} t WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) "
         "WHEN pos.last_key = {end} THEN NULL "
         "ELSE (SELECT {k} FROM {rel} t WHERE {k} > pos.last_key ORDER BY {k} LIMIT 1) END AS lo FROM pos), "
         "n AS (SELECT lo.lo, (SELECT {k} FROM {rel} t WHERE {k} >= lo.lo ORDER BY {k} OFFSET {skip} LIMIT 1) AS hi "
@@ -203,23 +204,3 @@ def drop_tables() -> sql.Composable:
 
 def progress_gone() -> sql.Composable:
     return sql.SQL("SELECT to_regclass({}) IS NULL").format(sql.Literal(table_ref(PROGRESS).as_string(None)))
-
-
-def groups(parts: list[Partition], rows: int) -> list[list[Partition]]:
-    """The walks of a partitioned source: a partition of more than `rows` estimated rows walks alone (in
-    batches); smaller ones go together, in catalog order, as many as fit in `rows` (one statement each)."""
-    out: list[list[Partition]] = []
-    group: list[Partition] = []
-    size = 0
-    for p in parts:
-        if p.estimated_rows > rows:
-            out.append([p])
-            continue
-        if group and size + p.estimated_rows > rows:
-            out.append(group)
-            group, size = [], 0
-        group.append(p)
-        size += p.estimated_rows
-    if group:
-        out.append(group)
-    return out

@@ -16,8 +16,9 @@ from psycopg import sql
 
 from yumai_audit.checks.predicates import table_ref
 
-from ..catalog import ForeignKey, QualifiedName, Table
+from ..catalog import ForeignKey, Partition, QualifiedName, Table
 from ..pgversion import NOT_VALID_FK_ON_PARTITIONED
+from . import partition_groups
 from .plan import PlanError
 from .steps import Kind, LockMode, Operation, Step
 
@@ -189,7 +190,11 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
             relid(tname), sql.Literal(idx), leading_index_exists(tname, column, ordered=ordered)),
         changes=(name,), target=name, column=column, repairs=repairs))
     out.last = [parent.id]
-    for p in table.leaf_partitions:
+    for group in partition_groups.ddl_groups(table):
+        if len(group) > 1:
+            out.last.append(out.add(index_group(group, table, column, idx, parent.id, suffix, repairs, out)).id)
+            continue
+        p = group[0]
         pidx = short_name(p.name.name, column, suffix="idx")
         out.claims.append((p.name.schema, pidx, p.name.name, column))
         build = out.add(concurrent_index(f"index:{p.name}{suffix}", p.name, column, pidx, [parent.id],
@@ -201,14 +206,63 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
             statements=(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
                 sql.Identifier(tname.schema, idx), sql.Identifier(p.name.schema, pidx)),),
             lock=LockMode.ACCESS_SHARE, tables=(name, str(p.name)), depends_on=(build.id,),
-            guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
-                          "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
-                          "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {})) OR ({})").format(
-                sql.Literal(pidx), sql.Literal(idx), sql.Literal(p.name.schema),
-                leading_index_exists(tname, column, ordered=ordered)),
+            guard=sql.SQL("SELECT ({}) OR ({})").format(attached_index(p.name, pidx, idx),
+                                                        leading_index_exists(tname, column, ordered=ordered)),
             changes=(name,), target=name, column=column, repairs=repairs))
         out.last.append(attach.id)
     return out
+
+
+def attached_index(partition: QualifiedName, pidx: str, idx: str) -> sql.Composable:
+    """The partition's index `pidx` is attached to the parent's `idx`."""
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
+                   "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
+                   "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {}))").format(
+        sql.Literal(pidx), sql.Literal(idx), sql.Literal(partition.schema))
+
+
+def index_group(group: list[Partition], table: Table, column: str, idx: str, after: str, suffix: str,
+                repairs: tuple[str, ...], out: Built) -> Step:
+    """Small partitions' indexes in one transaction (partition_groups.py): built (not CONCURRENTLY: SHARE on
+    each, for the milliseconds their rows take) and attached to the parent's `idx`."""
+    name = str(table.name)
+    statements: list[sql.Composable] = []
+    done: list[sql.Composable] = []
+    for p in group:
+        pidx = short_name(p.name.name, column, suffix="idx")
+        out.claims.append((p.name.schema, pidx, p.name.name, column))
+        statements += [sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                           sql.Identifier(pidx), table_ref(p.name), sql.Identifier(column)),
+                       sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+                           sql.Identifier(table.name.schema, idx), sql.Identifier(p.name.schema, pidx))]
+        done.append(sql.SQL("({})").format(attached_index(p.name, pidx, idx)))
+    rows = sum(p.estimated_rows for p in group)
+    return Step(
+        id=partition_groups.group_id("index", group, suffix), operation=Operation.INDEX,
+        description=f"Index {len(group)} small partitions of {name} ({group[0].name} ... {group[-1].name}, about "
+        f"{rows} rows) on ({column}) and attach them to {idx}, in one transaction: SHARE on each for the "
+        "milliseconds its rows take, rather than a CONCURRENTLY step each",
+        statements=tuple(statements), lock=LockMode.SHARE, tables=tuple(str(p.name) for p in group),
+        depends_on=(after,), guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(done)),
+        changes=tuple(str(p.name) for p in group), target=name, column=column, repairs=repairs)
+
+
+def fk_group(step_id: str, group: list[Partition], spec: FkSpec, names: dict, deps, *, target: str,
+             repairs: tuple[str, ...]) -> Step:
+    """Small partitions' foreign keys in one transaction (partition_groups.py), each added validated: SHARE ROW
+    EXCLUSIVE on the partitions and the referenced table for the milliseconds their rows take to check."""
+    ref = str(spec.ref_table)
+    return Step(
+        id=step_id, operation=Operation.FK_ADD,
+        description=f"Foreign keys of {len(group)} small partitions ({group[0].name} ... {group[-1].name}) -> {ref} "
+        f"ON DELETE {FK_ACTIONS[spec.on_delete]}, added validated in one transaction (their rows checked at once; "
+        "brief locks) rather than NOT VALID and VALIDATE steps each",
+        statements=tuple(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            table_ref(p.name), sql.Identifier(names[p.name]), spec.definition(False)) for p in group),
+        lock=LockMode.SHARE_ROW_EXCLUSIVE, tables=(*(str(p.name) for p in group), ref), depends_on=tuple(deps),
+        guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(
+            sql.SQL("({})").format(spec.exists(p.name, validated=True)) for p in group)),
+        changes=tuple(str(p.name) for p in group), target=target, column=",".join(spec.columns), repairs=repairs)
 
 
 def add_fk(step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps, not_valid: bool = True, *,
@@ -269,11 +323,16 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
         return out
     names = {p.name: partition_constraint(p) if partition_constraint else constraint
              for p in table.leaf_partitions}
+    groups = partition_groups.ddl_groups(table)
+    alone = [g[0] for g in groups if len(g) == 1]
     adds = [out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre, target=name,
-                           repairs=repairs)).id for p in table.leaf_partitions]
-    after = settled(adds)
+                           repairs=repairs)).id for p in alone]
+    after = settled(adds or list(pre))
     validated = [out.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], after,
-                                     target=name, repairs=repairs)).id for p in table.leaf_partitions]
+                                     target=name, repairs=repairs)).id for p in alone]
+    # small partitions: after the catch-up that settles the others, their keys added validated, a group a step
+    validated += [out.add(fk_group(partition_groups.group_id("fk-add", g, suffix), g, spec, names, after,
+                                   target=name, repairs=repairs)).id for g in groups if len(g) > 1]
     out.last = [out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated, not_valid=False,
                                target=name, repairs=repairs)).id]
     return out

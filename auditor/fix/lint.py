@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .backfill import PROGRESS
+from .backfill import PROGRESS, STAGING
 from .steps import Operation, Step
 
 
@@ -42,6 +42,19 @@ DELIBERATE: tuple[Deliberate, ...] = (
                "on the partitioned parent after every partition's NOT VALID key was validated: PostgreSQL "
                "before 18 refuses NOT VALID here, and the parent's key attaches the validated ones without a scan",
                lambda step: any(d.startswith("fk-validate:") for d in step.depends_on)),
+    *(Deliberate(("prefer-bigint-over-int",), operation,
+                 re.compile(r"^CREATE UNLOGGED TABLE IF NOT EXISTS " + re.escape(f'"{STAGING.schema}"."{STAGING.name}"')),
+                 "the backfill's staging table in the tool's schema: its columns copy the source's types (an int "
+                 "user column stays int, as the master's user_id), and `walk` numbers a plan's walks")
+      for operation in (Operation.CREATE_MASTER, Operation.BACKFILL)),
+    Deliberate(("require-concurrent-index-creation",), Operation.INDEX, re.compile(r"^CREATE INDEX IF NOT EXISTS ", re.S),
+               "a small partition, with its small siblings in one transaction (auditor/fix/partition_groups.py): "
+               "SHARE for the milliseconds its rows take, rather than a CONCURRENTLY step each"),
+    Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
+               re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
+               "small partitions, a group in one transaction (auditor/fix/partition_groups.py): each key added "
+               "validated, its few rows checked at once, after the catch-up that registered their sessions",
+               lambda step: len(step.statements) > 1 and not any(d.startswith("fk-validate:") for d in step.depends_on)),
     Deliberate(("ban-drop-table",), Operation.CATCHUP,
                re.compile(r"^DROP TABLE IF EXISTS " + re.escape(f'"{PROGRESS.schema}"."{PROGRESS.name}"')),
                "the backfill's own bookkeeping in the tool's schema, never the application's: once the catch-up "

@@ -16,7 +16,7 @@ from psycopg import sql
 from yumai_audit.checks import predicates
 from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, table_ref, trimmed
 
-from . import backfill, cascade
+from . import backfill, cascade, coverage, partition_groups
 from .bridge import add_bridges, add_gate
 from ..catalog import Column, ForeignKey, Partition, QualifiedName
 from ..context import KeyTable
@@ -185,27 +185,28 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> list
     parts = src.table.leaf_partitions if src.table.is_partitioned else [
         Partition(src.name, "", True, 1, src.table.bytes, src.table.estimated_rows)]
     walks = []
-    for number, group in enumerate(backfill.groups(parts, rows)):
+    for number, group in enumerate(partition_groups.groups(parts, rows)):
         names = [p.name for p in group]
+        step_id = partition_groups.group_id("backfill", group)
         if len(group) == 1:
-            step_id = f"backfill:{names[0]}"
             statement = backfill.partition_batch(c, names[0], step_id, number, rows)
             how = (f"{group[0].name}, in key ranges of about {rows} rows (its key index)")
         else:
-            step_id = f"backfill:{names[0]}+{len(names) - 1}"
             statement = backfill.group_batch(c, names, step_id, number)
             how = (f"{len(names)} small partitions ({names[0]} ... {names[-1]}, about "
                    f"{sum(p.estimated_rows for p in group)} rows: together, one statement, rather than a step each)")
         walks.append(d.add(Step(
             id=step_id, operation=Operation.BACKFILL,
             description=f"Read each session's first row, first and last time from {how} into {backfill.STAGING}",
-            statements=backfill.tables(c) + (statement,), until=backfill.walk_ended(step_id),
-            lock=LockMode.ROW_EXCLUSIVE, tables=(str(backfill.STAGING),), kind=Kind.BATCHED,
-            depends_on=depends_on,
+            statements=backfill.tables(c) + (statement,),
+            until=backfill.walk_ended(step_id) if len(group) == 1 else None,
+            # it reads the partitions (blocking no writer) and writes the tool's own tables only
+            lock=LockMode.ACCESS_SHARE, tables=tuple(str(n) for n in names),
+            kind=Kind.BATCHED if len(group) == 1 else Kind.CHANGE, depends_on=depends_on,
             guard=backfill.guard(sql.SQL(" AND ").join(sql.SQL("({})").format(backfill_guard(d, n, key))
                                                        for n in names)),
             changes=(str(backfill.STAGING),), target=m, repairs=REPAIRS_MASTER)).id)
-    merge_id = f"backfill:{src.name}"
+    merge_id = f"backfill:{m}"
     merge = d.add(Step(
         id=merge_id, operation=Operation.BACKFILL,
         description=f"Register in {m} every session it lacks from {backfill.STAGING}: its first row's time and "
@@ -342,7 +343,8 @@ def plan_sessions(d: Draft) -> list[str]:
         previous_fk = [last]
         last_steps.append(last)
     d.add(Step(id="verify", operation=Operation.VERIFY,
-               description="Every key table has a validated foreign key to the master",
+               description="Every key table has a validated foreign key to the master; every partition of a "
+               "partitioned one (those created during the apply too) a valid index on its key, attached, and the FK",
                statements=(verify_query(d, tables),), lock=LockMode.ACCESS_SHARE, tables=(),
                depends_on=tuple(last_steps), kind=Kind.CHECK))
     return last_steps
@@ -447,7 +449,10 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
 
 
 def verify_query(d: Draft, tables: list[KeyTable]) -> sql.Composable:
+    """A problem per key table without a validated FK to the master; per partitioned one, every partition
+    as it is at the end (auditor/fix/coverage.py: its index and FK, whenever it was created)."""
     parts = [sql.SQL("SELECT {} WHERE NOT ({})").format(
         sql.Literal(f"{k.name}.{k.key.name} has no validated foreign key to {d.master}"),
         fk_exists(k.name, k.key.name, d.master, validated=True)) for k in tables]
+    parts += [coverage.partition_problems(k.name, k.key.name, d.master) for k in tables if k.table.is_partitioned]
     return sql.SQL(" UNION ALL ").join(parts)
