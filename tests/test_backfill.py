@@ -377,6 +377,11 @@ def test_the_backfill_registers_exactly_what_registering_from_the_whole_source_g
                        (KEPT,)) == [(9, "2020-01-01")]
     # the walks did it all: the catch-up found nothing left
     assert [o.rows for o in ran.outcome.outcomes if o.step == "catchup:chatbot.conversations"] == [0]
+    # 41 partitions: the small ones' indexes (and, before 18, FKs) a step per group; verify found every one covered
+    ids = [s.id for s in ran.outcome.plan.steps]
+    assert any(i.startswith("index:chatbot.conversations_p") and "+" in i for i in ids), ids
+    assert any(i.startswith("fk-add:chatbot.conversations_p") and "+" in i for i in ids) == (db.server.version_num < 180000)
+    assert [o.outcome for o in ran.outcome.outcomes if o.step == "verify"] == ["done"]
 
 
 COVERED = """

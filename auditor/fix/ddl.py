@@ -190,7 +190,7 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
             relid(tname), sql.Literal(idx), leading_index_exists(tname, column, ordered=ordered)),
         changes=(name,), target=name, column=column, repairs=repairs))
     out.last = [parent.id]
-    for group in partition_groups.ddl_groups(table):
+    for group in partition_groups.ddl_groups(table, partition_groups.INDEX_PARTITIONS):
         if len(group) > 1:
             out.last.append(out.add(index_group(group, table, column, idx, parent.id, suffix, repairs, out)).id)
             continue
@@ -323,7 +323,7 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
         return out
     names = {p.name: partition_constraint(p) if partition_constraint else constraint
              for p in table.leaf_partitions}
-    groups = partition_groups.ddl_groups(table)
+    groups = partition_groups.ddl_groups(table, partition_groups.FK_PARTITIONS)
     alone = [g[0] for g in groups if len(g) == 1]
     adds = [out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre, target=name,
                            repairs=repairs)).id for p in alone]

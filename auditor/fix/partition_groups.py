@@ -15,11 +15,17 @@ from ..catalog import Partition, Table
 MANY = 16                    # leaf partitions above which the index and FK steps of small ones are grouped
 SMALL_ROWS = 20_000          # a group's estimated rows at most (an index build or FK scan of milliseconds)
 SMALL_BYTES = 8 * 2**20      # a group's size on disk at most (pg_total_relation_size)
+# a group's partitions at most, so that what its locks hold up waits some 0.1 s at most: an index group holds
+# SHARE on its partitions (today's, if small, among them) until it commits, some 5 ms of build apiece; each
+# ADD CONSTRAINT of an FK group holds SHARE ROW EXCLUSIVE on the referenced table (the master: new sessions
+# wait), some 10 ms of catalog work and checking apiece
+INDEX_PARTITIONS = 16
+FK_PARTITIONS = 8
 
 
-def groups(parts: list[Partition], rows: int, size: int = SMALL_BYTES) -> list[list[Partition]]:
+def groups(parts: list[Partition], rows: int, size: int = SMALL_BYTES, count: int = 0) -> list[list[Partition]]:
     """`parts` in catalog order, as walks: one of more than `rows` estimated rows or `size` bytes alone; smaller
-    ones together, as many as fit in both bounds."""
+    ones together, as many as fit in both bounds (and, given, `count` partitions)."""
     out: list[list[Partition]] = []
     group: list[Partition] = []
     total_rows = total_bytes = 0
@@ -27,7 +33,8 @@ def groups(parts: list[Partition], rows: int, size: int = SMALL_BYTES) -> list[l
         if p.estimated_rows > rows or p.bytes > size:
             out.append([p])
             continue
-        if group and (total_rows + p.estimated_rows > rows or total_bytes + p.bytes > size):
+        if group and (total_rows + p.estimated_rows > rows or total_bytes + p.bytes > size
+                      or (count and len(group) >= count)):
             out.append(group)
             group, total_rows, total_bytes = [], 0, 0
         group.append(p)
@@ -38,13 +45,13 @@ def groups(parts: list[Partition], rows: int, size: int = SMALL_BYTES) -> list[l
     return out
 
 
-def ddl_groups(table: Table) -> list[list[Partition]]:
-    """The leaf partitions of `table` as its index and FK steps take them: a step each when the table has
-    at most MANY, else small ones grouped."""
+def ddl_groups(table: Table, count: int = 0) -> list[list[Partition]]:
+    """The leaf partitions of `table` as its index or FK steps take them (`count`: INDEX_PARTITIONS or
+    FK_PARTITIONS): a step each when the table has at most MANY, else small ones grouped."""
     leaves = table.leaf_partitions
     if len(leaves) <= MANY:
         return [[p] for p in leaves]
-    return groups(leaves, SMALL_ROWS)
+    return groups(leaves, SMALL_ROWS, count=count)
 
 
 def group_id(prefix: str, group: list[Partition], suffix: str = "") -> str:
