@@ -15,7 +15,7 @@ starts, ends, users) is hashed: every contestant must end with the same.
         --scale 2 --days 365 --rounds 3 --yumai-audit yumai-audit --yumai-audit /tmp/venv-main/bin/yumai-audit
 
 `--dsn` names a maintenance database of the server (the template and the copies are created next to it;
-databases named yumai_vs_* are dropped).
+databases named yumai_vs_* are dropped); without it, an embedded PostgreSQL 18 is started for the call.
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def run_one_shot(dsn: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", required=True, help="a maintenance database of the server (e.g. postgres)")
+    parser.add_argument("--dsn", help="a maintenance database of the server (default: an embedded PostgreSQL 18)")
     parser.add_argument("--shape", choices=["varied", "daily"], default="varied")
     parser.add_argument("--scale", type=int, default=20)
     parser.add_argument("--days", type=int, default=365, help="with --shape daily: the daily partitions")
@@ -144,6 +144,19 @@ def main() -> None:
                         help="a yumai-audit command to time (repeatable; default: yumai-audit)")
     parser.add_argument("--keep-template", action="store_true", help="reuse the template of an earlier call")
     args = parser.parse_args()
+    if args.dsn:
+        compare(args)
+        return
+    from yumai_audit.connection import resolve_target
+    from yumai_audit.embedded import embedded_server
+
+    with embedded_server() as uri:
+        args.dsn = resolve_target(uri).conninfo
+        args.keep_template = False
+        compare(args)
+
+
+def compare(args) -> None:
     if not args.keep_template:
         build(args.dsn, args)
     contestants = [(c, c) for c in (args.commands or ["yumai-audit"])] + [("one-shot", None)]
@@ -170,7 +183,8 @@ def main() -> None:
     for label, _c in contestants:
         s = seconds[label]
         print(f"{label}: best {min(s):.2f} s, median {statistics.median(s):.2f} s of {len(s)}; "
-              f"{statistics.median(s) / base:.2f}x the one-shot's median; WAL median {statistics.median(wal_mb[label]):.0f} MB")
+              f"{statistics.median(s) / base:.2f}x the one-shot's median; "
+              f"WAL median {statistics.median(wal_mb[label]):.0f} MB")
     same = len(set().union(*content.values())) == 1
     print("master content: " + ("identical in every run" if same else f"DIFFERS: {content}"))
     with psycopg.connect(args.dsn, autocommit=True) as conn:

@@ -28,6 +28,6 @@ def test_a_table_with_few_partitions_keeps_a_step_each():
     assert [len(g) for g in pg.ddl_groups(few, pg.INDEX_PARTITIONS)] == [1] * pg.MANY
     many = Table(oid=1, name=QualifiedName("s", "t"), kind="p", columns={}, primary_key=(), estimated_rows=0, bytes=0,
                  partitions=[part(n, 1) for n in range(40)])
-    assert [len(g) for g in pg.ddl_groups(many, pg.INDEX_PARTITIONS)] == [16, 16, 8]
-    assert [len(g) for g in pg.ddl_groups(many, pg.FK_PARTITIONS)] == [8] * 5
+    assert [len(g) for g in pg.ddl_groups(many, 16)] == [16, 16, 8]
+    assert [len(g) for g in pg.ddl_groups(many, 8)] == [8] * 5
     assert pg.group_id("index", pg.ddl_groups(many, 16)[1]) == "index:s.t_16+15"

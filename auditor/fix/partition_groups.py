@@ -15,12 +15,12 @@ from ..catalog import Partition, Table
 MANY = 16                    # leaf partitions above which the index and FK steps of small ones are grouped
 SMALL_ROWS = 20_000          # a group's estimated rows at most (an index build or FK scan of milliseconds)
 SMALL_BYTES = 8 * 2**20      # a group's size on disk at most (pg_total_relation_size)
-# a group's partitions at most, so that what its locks hold up waits some 0.1 s at most: an index group holds
-# SHARE on its partitions (today's, if small, among them) until it commits, some 5 ms of build apiece; each
-# ADD CONSTRAINT of an FK group holds SHARE ROW EXCLUSIVE on the referenced table (the master: new sessions
-# wait), some 10 ms of catalog work and checking apiece
-INDEX_PARTITIONS = 16
-FK_PARTITIONS = 8
+# a group's partitions at most, so that what its locks hold up waits well under 0.1 s on a quiet server: an
+# index group holds SHARE on its partitions (today's, if small, among them) until it commits, some 5-10 ms of
+# build and attach apiece; each ADD CONSTRAINT of an FK group holds SHARE ROW EXCLUSIVE on the referenced table
+# (the master: new sessions wait), some 10-20 ms of catalog work and checking apiece
+INDEX_PARTITIONS = 8
+FK_PARTITIONS = 4
 
 
 def groups(parts: list[Partition], rows: int, size: int = SMALL_BYTES, count: int = 0) -> list[list[Partition]]:
