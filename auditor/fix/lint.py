@@ -49,7 +49,8 @@ DELIBERATE: tuple[Deliberate, ...] = (
       for operation in (Operation.CREATE_MASTER, Operation.BACKFILL)),
     Deliberate(("require-concurrent-index-creation",), Operation.INDEX, re.compile(r"^CREATE INDEX IF NOT EXISTS ", re.S),
                "a small partition, with its small siblings in one transaction (auditor/fix/partition_groups.py): "
-               "SHARE for the milliseconds its rows take, rather than a CONCURRENTLY step each"),
+               "SHARE for the milliseconds its rows take, rather than a CONCURRENTLY step each",
+               lambda step: len(step.statements) > 1),
     Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
                re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
                "small partitions, a group in one transaction (auditor/fix/partition_groups.py): each key added "

@@ -169,8 +169,10 @@ def merge_into_master(d: Draft, c: backfill.Candidate) -> sql.Composable:
     cols, values = master_values(d, src, "b.first_at" if c.created is not None else "NULL",
                                  "b.last_at" if c.created is not None else "NULL",
                                  "b.uid" if c.user is not None else "NULL")
-    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM f b WHERE NOT EXISTS "
-                   "(SELECT 1 FROM {master} m WHERE m.{k} = b.sid) ON CONFLICT DO NOTHING").format(
+    # a probe of the master's key per session, not an anti-join: the master grows with every batch while its
+    # statistics say it is small, and a hashed anti-join would read it whole in each batch
+    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM f b WHERE "
+                   "(SELECT 1 FROM {master} m WHERE m.{k} = b.sid LIMIT 1) IS NULL ON CONFLICT DO NOTHING").format(
         master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
         k=sql.Identifier(d.key))
 
@@ -205,7 +207,7 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> list
             kind=Kind.BATCHED if len(group) == 1 else Kind.CHANGE, depends_on=depends_on,
             guard=backfill.guard(sql.SQL(" AND ").join(sql.SQL("({})").format(backfill_guard(d, n, key))
                                                        for n in names)),
-            changes=(str(backfill.STAGING),), target=m, repairs=REPAIRS_MASTER)).id)
+            changes=(), target=m, repairs=REPAIRS_MASTER)).id)    # only the tool's own tables: nothing to back up
     merge_id = f"backfill:{m}"
     merge = d.add(Step(
         id=merge_id, operation=Operation.BACKFILL,
