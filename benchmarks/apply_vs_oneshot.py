@@ -172,7 +172,10 @@ def compare(args) -> None:
             else:
                 took, log = run_tool(command, dsn)
                 backfill = sum(s["seconds"] for s in log["steps"] if s["step"].startswith("backfill:"))
+                guess = log["plan"].get("estimate") or {}
                 extra = f", {len(log['steps'])} steps, backfill {backfill:.2f} s"
+                if guess:
+                    extra += f"; the plan's estimate {guess['seconds']:.0f} s, {guess['wal_bytes'] / 2**20:.0f} MB WAL"
             written = (wal(args.dsn) - before) / 2**20
             with psycopg.connect(dsn) as conn:
                 content[label].add(conn.execute(CONTENT).fetchone()[0])

@@ -113,6 +113,7 @@ class Plan:
     # what each delete of the plan reaches through foreign keys: (graph, predicate now, label, moves?),
     # counted into the notes when the plan is made (api._build_plan, cascade.measure)
     removals: list[tuple] = field(default_factory=list)
+    estimate: dict = field(default_factory=dict)    # the apply's seconds and WAL, about (auditor/fix/estimate.py)
 
     @property
     def pending(self) -> list[Step]:
@@ -124,7 +125,7 @@ class Plan:
     def to_dict(self) -> dict:
         return {"steps": [s.to_dict(self.done.get(s.id)) for s in self.steps],
                 "server_version_num": self.server_version_num, "options": self.options.to_dict(),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "estimate": dict(self.estimate)}
 
 
 def order_steps(steps: list[Step]) -> list[Step]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..context import AuditContext
 from .ddl import PG_NOT_VALID_ON_PARTITIONED, FkSpec, short_name
 from .draft import Draft
+from .estimate import Estimate
 from .plan import FixOptions, Plan, PlanError, order_steps
 from .preflight import preflight
 from .session_plan import plan_sessions
@@ -39,5 +40,8 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None, evidence: d
 
         plan_users(draft, evidence or {}, draft.session_last or ["preflight"])
     draft.steps.insert(0, preflight(draft))
+    guess = Estimate.of(sum(not s.kind.inspects for s in draft.steps),
+                        sum(k.table.estimated_rows for k in ctx.key_tables))
     return Plan(steps=order_steps(draft.steps), server_version_num=ctx.catalog.server_version_num, options=options,
-                notes=list(ctx.notes) + draft.notes, removals=list(draft.removals.values()))
+                notes=list(ctx.notes) + draft.notes + [guess.note()], removals=list(draft.removals.values()),
+                estimate=guess.to_dict())
