@@ -70,10 +70,7 @@ class Candidate:
         the latest time as a window over the session's rows (the sort DISTINCT ON needs anyway)."""
         k = sql.Identifier(alias, "sid" if staged else self.key)
         order = self.order(alias, staged)
-        cols = [k]
-        if self.created is not None:
-            cols.append(order[0])
-        cols += order[1 if self.created is not None else 0:]
+        cols: list[sql.Composable] = [k, *order]
         if self.user is not None:
             cols.append(sql.Identifier(alias, "uid" if staged else self.user.name))
         if self.created is not None:
@@ -98,7 +95,7 @@ def tables(c: Candidate) -> tuple[sql.Composable, ...]:
     rows need not be unique: a batch commits with its walk's position (never staged twice by one walk), and
     the walks of a later plan, grouped otherwise, may stage a session again: a copy of a candidate changes
     neither the first nor the latest. `walk` numbers a plan's walks (for the curious reader)."""
-    cols = [sql.SQL("sid uuid NOT NULL"), sql.SQL("walk int NOT NULL")]
+    cols: list[sql.Composable] = [sql.SQL("sid uuid NOT NULL"), sql.SQL("walk int NOT NULL")]
     cols += [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in c.staged()]
     return (sql.SQL("SET LOCAL client_min_messages = warning"),
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PROGRESS.schema)),
