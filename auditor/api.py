@@ -74,6 +74,9 @@ __all__ = [
 
 # The repair side (auditor/fix/, auditor/maintenance/) is imported when first used: a scan does not wait
 # for it (the scan command builds its repair plan on another thread, which imports it meanwhile).
+# partitions created during an apply (pg_partman's job) that its plan did not know: at most this many new
+# plans run after the first, each covering what was created before it read the catalog
+REPLANS = 2
 _LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".bridge_state", "ApplyResult": ".engine.executor",
          "FixOptions": ".fix.plan", "Plan": ".engine.plan", "PlanError": ".engine.plan",
          "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions",
@@ -261,6 +264,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
            before_first_change: Callable[[list[str]], object] | None, step_hook: StepHook | None, rescan: bool,
            baseline: ScanResult | None, confirm: Confirm | None, plan: MigrationPlan | None) -> ApplyResult:
     from .engine.executor import Executor, PreflightFailed, refuse_if_running
+    from .fix.coverage import uncovered
     from .fix.make import make_plan
 
     try:
@@ -299,15 +303,27 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         backups.append(taken)
         return taken
 
-    executor = Executor(target, the_plan, progress=progress,
-                        before_first_change=backup_first if before_first_change is not None else None,
-                        step_hook=step_hook)
-    try:
-        result = executor.run()
-    finally:
-        partial = getattr(executor, "result", None)
-        if out is not None and partial is not None:
-            (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str), encoding="utf-8")
+    first_change: Callable[[list[str]], object] | None = backup_first if before_first_change is not None else None
+    for attempt in range(1, REPLANS + 2):
+        executor = Executor(target, the_plan, progress=progress, before_first_change=first_change,
+                            step_hook=step_hook)
+        try:
+            result = executor.run()
+        finally:
+            partial = getattr(executor, "result", None)
+            if out is not None and partial is not None:
+                (out / "apply-log.json").write_text(json.dumps(partial.to_dict(), indent=2, default=str),
+                                                    encoding="utf-8")
+        if not uncovered(result.problems) or attempt > REPLANS:
+            break
+        # a partition created during the run (after the plan read the catalog): a new plan covers it
+        (progress or (lambda _m: None))("a partition the plan did not know is not covered (created during the "
+                                        "apply?): planning again and running what the new plan adds")
+        first_change = None      # the backup, if any, was taken
+        with connect(target, autocommit=True) as conn:
+            the_plan = make_plan(conn, config, fix_opts)
+        if out is not None:
+            write_plan(the_plan, out)
     result.before = before
     if before is not None:      # rescan: the scans before and after
         try:

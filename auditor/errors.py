@@ -1,6 +1,6 @@
 """Errors that end a command with exit code 2 and one clear line (usage, connection, configuration),
 those with exit code 3 (a run that changes the database did not finish: DidNotFinish), and the
-driver's errors the CLI shows as one line. docs/outputs-and-ci.md lists the exit codes."""
+driver's errors the CLI shows as one line. docs/outputs.md lists the exit codes."""
 from __future__ import annotations
 
 import psycopg

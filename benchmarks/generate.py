@@ -196,12 +196,12 @@ def varied_schema_sql() -> sql.Composable:
     return sql.SQL("\n").join(parts)
 
 
-def _varied_params(scale: int, unit: int) -> dict:
+def _varied_params(scale: int, unit: int, days: int = 120) -> dict:
     n, users = scale * unit, max(scale * USERS_PER_SCALE, 50)
-    # Sessions spread over the four months; every 100th session falls after them (the default partition).
+    # Sessions spread over the four months (`days`); every 100th session falls after them (the default partition).
     at = sql.SQL("(timestamptz '2026-06-01 00:00+00' + s * {step}::interval"
-                 " + CASE WHEN s % 100 = 0 THEN interval '130 days' ELSE interval '0' END)").format(
-        step=sql.Literal(f"{120 * 86400 / n:.6f} seconds"))
+                 " + CASE WHEN s % 100 = 0 THEN {after} ELSE interval '0' END)").format(
+        step=sql.Literal(f"{days * 86400 / n:.6f} seconds"), after=sql.Literal(f"{days + 10} days"))
     return {"n": sql.Literal(n), "users": sql.Literal(users), "at": at,
             # 1 session in 500 names a user that does not exist, in every table
             "uid": sql.SQL("CASE WHEN s % 500 = 0 THEN {} ELSE 1 + s % {} END").format(
@@ -209,12 +209,32 @@ def _varied_params(scale: int, unit: int) -> dict:
             "sid": sql.SQL("md5('session-' || s)::uuid")}
 
 
-def varied_data_sql(scale: int, unit: int = SESSIONS_PER_SCALE) -> list[tuple[str, sql.Composable]]:
+def daily_schema_sql(days: int) -> sql.Composable:
+    """The varied shape with `days` daily partitions from 2026-06-01 (as pg_partman makes them) instead of
+    the four monthly ones, and the default one."""
+    parts = [sql.SQL(VARIED_SCHEMA)]
+    for d in range(days):
+        parts.append(sql.SQL("CREATE TABLE {} PARTITION OF chatbot.conversations FOR VALUES FROM "
+                             "(timestamptz '2026-06-01 00:00+00' + {} * interval '1 day') TO "
+                             "(timestamptz '2026-06-01 00:00+00' + {} * interval '1 day');").format(
+            sql.Identifier("chatbot", f"conversations_p{d:04d}"), sql.Literal(d), sql.Literal(d + 1)))
+    return sql.SQL("\n").join(parts)
+
+
+def generate_daily(conninfo: str, scale: int, days: int, unit: int = SESSIONS_PER_SCALE, replace: bool = False,
+                   say=lambda _msg: None) -> dict[str, float]:
+    """Build the daily shape at `conninfo`: the varied shape's data spread over `days` daily partitions,
+    every 100th session after them (the default partition)."""
+    return _load(conninfo, scale, unit, ("chatbot", "Analytics"), daily_schema_sql(days),
+                 varied_data_sql(scale, unit, days), VARIED_TABLES, replace, say)
+
+
+def varied_data_sql(scale: int, unit: int = SESSIONS_PER_SCALE, days: int = 120) -> list[tuple[str, sql.Composable]]:
     """The varied shape's load. Session s (1..n): 1-5 messages; clicks for a third (two each) plus 2%
     orphaned clicks and NULL keys; recommendations for a quarter plus a few orphans; text-keyed feedback
     for a seventh, some upper-case, padded, empty or malformed; events in "Analytics"."SessionEvents"
     for a tenth. 1 session in 211 has a second user on its second message."""
-    p = _varied_params(scale, unit)
+    p = _varied_params(scale, unit, days)
     stmts = [
         ("users", "INSERT INTO chatbot.users (display_name) SELECT 'user ' || g FROM generate_series(1, {users}) g"),
         ("conversations", """
@@ -325,9 +345,11 @@ def main(argv=None) -> int:
     ap.add_argument("--dsn", required=True, help="database to fill (must exist)")
     ap.add_argument("--scale", type=int, default=5, help="scale factor: 20,000 sessions each (default 5)")
     ap.add_argument("--replace", action="store_true", help="drop an existing chatbot schema first")
-    ap.add_argument("--shape", choices=["generator", "varied"], default="generator",
+    ap.add_argument("--shape", choices=["generator", "varied", "daily"], default="generator",
                     help="generator: twelve months, the demo's defects (default); varied: four months and a "
-                         "populated default partition, a text-keyed user_feedback, a second schema (issue 16)")
+                         "populated default partition, a text-keyed user_feedback, a second schema; daily: the "
+                         "varied shape's data over --days daily partitions and a default one")
+    ap.add_argument("--days", type=int, default=365, help="with --shape daily: the daily partitions (default 365)")
     ap.add_argument("--half-done", action="store_true",
                     help="with --shape varied: the master holds half of the sessions, user_interactions' FK is NOT VALID")
     args = ap.parse_args(argv)
@@ -340,6 +362,11 @@ def main(argv=None) -> int:
         return 0
     if args.half_done:
         ap.error("--half-done needs --shape varied")
+    if args.shape == "daily":
+        generate_daily(args.dsn, args.scale, args.days, replace=args.replace, say=say)
+        print(f"scale {args.scale} (daily, {args.days} days): {args.scale * SESSIONS_PER_SCALE:,} sessions in "
+              f"{time.monotonic() - t0:.1f}s")
+        return 0
     generate(args.dsn, args.scale, replace=args.replace, say=say)
     rows = row_counts(args.scale)
     print(f"scale {args.scale}: {args.scale * SESSIONS_PER_SCALE:,} sessions, {sum(rows.values()):,} key-table rows "

@@ -39,7 +39,7 @@ def test_the_bridge_is_a_planned_step_before_the_source_fk_with_its_lock():
     # PostgreSQL 13+: on the parent; CREATE TRIGGER takes the same lock on every partition
     assert step.tables == (SRC, "chatbot.conversations_2026_09", "chatbot.conversations_default")
     assert step.guard is not None and step.kind is Kind.CHANGE
-    assert before(plan, "backfill:chatbot.conversations_default", step.id)
+    assert before(plan, "backfill:chatbot.session_master", step.id)       # the backfill's last walk
     assert before(plan, step.id, f"catchup:{SRC}")
     first_fk = next(s.id for s in plan.steps if s.id.startswith("fk-add:"))
     assert before(plan, step.id, first_fk)

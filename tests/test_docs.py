@@ -220,9 +220,6 @@ def test_the_readme_is_a_front_page():
     assert len(text[:text.index("yumai-audit scan --dsn")].split()) <= 400
 
 
-# pages other branches write (docs/production-topologies.md, ...): linked from here, present after the merge
-LINKED_FROM_OTHER_BRANCHES = {"docs/production-topologies.md", "docs/safety-limits.md",
-                              "docs/performance-partitions.md"}
 _LINK = re.compile(r"\]\(([^)#\s]+)(#[^)\s]*)?\)")
 
 
@@ -233,6 +230,6 @@ def test_every_relative_link_resolves():
             if re.match(r"^[a-z]+:", target):
                 continue
             path = (page.parent / target).resolve()
-            if not path.exists() and path.relative_to(ROOT).as_posix() not in LINKED_FROM_OTHER_BRANCHES:
+            if not path.exists():
                 missing.append(f"{page.relative_to(ROOT).as_posix()}: {target}")
     assert missing == []

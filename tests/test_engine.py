@@ -23,6 +23,7 @@ class Options:
     wait_timeout: float = 10.0
     batch_size: int = 10
     gate_window: float = 0.0
+    max_replica_lag: float = 0.0    # no throttle
 
     def to_dict(self) -> dict:
         return asdict(self)

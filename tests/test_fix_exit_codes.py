@@ -1,4 +1,4 @@
-"""`fix --apply`'s exit codes (docs/outputs-and-ci.md), on a real database: 0 finished with no error
+"""`fix --apply`'s exit codes (docs/outputs.md), on a real database: 0 finished with no error
 finding that counts, 1 finished with debt (error findings no step repairs), 2 did not start, 3 did
 not finish (a step could not take its lock in time; the gate's stop is tested in test_bridge.py)."""
 from __future__ import annotations

@@ -97,7 +97,7 @@ def test_a_pause_held_past_wait_timeout_stops_with_one_line_and_the_next_run_res
         args = ("fix", "--dsn", dsn, "--apply", "--yes", "--no-backup", "--batch-size", "5",
                 "--max-replica-lag", "0.5")
         stopped = invoke(*args, "--wait-timeout", "3", "--out", str(tmp_path / "first"))
-        assert stopped.exit_code == 2, stopped.output
+        assert stopped.exit_code == 3, stopped.output
         assert "Traceback" not in stopped.output + stopped.stderr
         said = stopped.stderr.strip().splitlines()     # the progress lines, then the error's one line
         line = said[-1]

@@ -85,3 +85,20 @@ def test_a_break_not_in_the_table_is_reported(tmp_path, pg_server):
 def test_every_deliberate_break_has_a_reason():
     for d in DELIBERATE:
         assert d.rules and len(d.reason) > 40, d
+
+
+@needs_squawk
+def test_a_plan_with_grouped_partitions_passes_squawk(db, tmp_path):
+    """40 daily partitions: the small ones' grouped index builds (not CONCURRENTLY) and, before 18, grouped FK
+    adds (validated at once) carry their reasons; Squawk finds nothing else."""
+    from test_backfill import DAILY
+
+    db.execute(DAILY.replace("{pk}", ", PRIMARY KEY (id, created_at)").replace("{more}", ""))
+    path = tmp_path / "plan.sql"
+    result = invoke("fix", "--dsn", db.conninfo, "--sql", str(path))
+    assert "SQL script:" in result.output, result.output
+    text = path.read_text()
+    assert "-- squawk-ignore require-concurrent-index-creation" in text
+    assert ("small partitions, a group in one transaction" in text) == (db.server.version_num < 180000)
+    proc = squawk(path, db.server.version_num)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -69,11 +69,13 @@ def test_steps_are_ordered_by_their_dependencies():
     assert ids(plan)[-1] == "verify"
     assert before(plan, "malformed:chatbot.recommendations_log", "to-uuid:chatbot.recommendations_log")
     assert before(plan, "to-uuid:chatbot.recommendations_log", "index:chatbot.recommendations_log")
+    walk = "backfill:chatbot.conversations_2026_09+1"     # both partitions small: one walk over the two
     for part in ("conversations_2026_09", "conversations_default"):
         assert before(plan, f"index:chatbot.{part}", f"attach-index:chatbot.{part}")
-        assert before(plan, f"attach-index:chatbot.{part}", f"backfill:chatbot.{part}")
-        assert before(plan, "master", f"backfill:chatbot.{part}")
-        assert before(plan, f"backfill:chatbot.{part}", "orphans:chatbot.user_interactions")
+        assert before(plan, f"attach-index:chatbot.{part}", walk)
+    assert before(plan, "master", walk)
+    assert before(plan, walk, "backfill:chatbot.session_master")       # then the walk over their candidates
+    assert before(plan, "backfill:chatbot.session_master", "orphans:chatbot.user_interactions")
     for t in ("user_interactions", "recommendations_log"):
         assert before(plan, f"orphans:chatbot.{t}", f"catchup:chatbot.{t}")
         assert before(plan, f"catchup:chatbot.{t}", f"fk-add:chatbot.{t}")
@@ -110,7 +112,10 @@ def test_declared_locks_and_flags():
     assert not cic.transactional and cic.lock is LockMode.SHARE_UPDATE_EXCLUSIVE
     assert plan.step("fk-add:chatbot.user_interactions").lock is LockMode.SHARE_ROW_EXCLUSIVE
     assert plan.step("fk-validate:chatbot.user_interactions").lock is LockMode.SHARE_UPDATE_EXCLUSIVE
-    assert plan.step("backfill:chatbot.conversations_default").kind is Kind.BATCHED
+    # small partitions: one statement together; the walk over their candidates into the master: batches
+    walk = "backfill:chatbot.conversations_2026_09+1"
+    assert plan.step(walk).kind is Kind.CHANGE and plan.step(walk).lock is LockMode.ACCESS_SHARE
+    assert plan.step("backfill:chatbot.session_master").kind is Kind.BATCHED
     # nothing but the table rewrite and the brief FK/index-parent statements may block writers
     blocking = {s.id.split(":")[0] for s in plan.steps if s.lock.blocks_writers}
     assert blocking == {"master", "to-uuid", "index", "bridge", "fk-add"}

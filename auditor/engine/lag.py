@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from ..errors import AuditError
+from ..errors import DidNotFinish
 
 # The physical standbys: walsenders that no logical slot uses (logical walsenders are measured by their slot).
 DEFAULT_MAX_REPLICA_LAG = 10.0   # seconds (--max-replica-lag): gh-ost's and pt-osc's order of magnitude
@@ -48,7 +48,7 @@ ORDER BY s.slot_name
 POSITION = "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
 
 
-class LagTimeout(AuditError):
+class LagTimeout(DidNotFinish):
     """A standby or a logical slot stayed further behind than --max-replica-lag for --wait-timeout."""
 
 

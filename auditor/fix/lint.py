@@ -14,8 +14,8 @@ import re
 
 from ..engine.steps import LintException, Step
 from ..operations import Operation
+from .backfill import PROGRESS, STAGING
 from .ops import Deliberate, foreign_key, index
-from .session_plan import PROGRESS
 
 __all__ = ["DELIBERATE", "Deliberate", "with_lint_exceptions"]
 
@@ -30,6 +30,12 @@ DELIBERATE: tuple[Deliberate, ...] = (
                "the text key becomes uuid: a rewrite under ACCESS EXCLUSIVE, with its table's size in the plan "
                "and the --apply confirmation; malformed values were quarantined first"),
     *foreign_key.LINT,
+    *(Deliberate(("prefer-bigint-over-int",), operation,
+                 re.compile(r"^CREATE UNLOGGED TABLE IF NOT EXISTS "
+                            + re.escape(f'"{STAGING.schema}"."{STAGING.name}"')),
+                 "the backfill's staging table in the tool's schema: its columns copy the source's types (an int "
+                 "user column stays int, as the master's user_id), and `walk` numbers a plan's walks")
+      for operation in (Operation.CREATE_MASTER, Operation.BACKFILL)),
     Deliberate(("ban-drop-table",), Operation.CATCHUP,
                re.compile(r"^DROP TABLE IF EXISTS " + re.escape(f'"{PROGRESS.schema}"."{PROGRESS.name}"')),
                "the backfill's own bookkeeping in the tool's schema, never the application's: once the catch-up "

@@ -163,6 +163,7 @@ class MigrationPlan(Plan):
     # per table, the rows the plan takes out or changes, largest share first (shares.measure)
     shares: list = field(default_factory=list)
     lock_timeout_asked: float | None = None   # --lock-timeout as given, when the plan capped it (fix/make.py)
+    estimate: dict = field(default_factory=dict)    # the apply's seconds and WAL, about (fix/estimate.py)
 
     def options_line(self, only: tuple[str, ...] | None = None) -> str:
         return " ".join(option_flags(self.options.to_dict(), only, self.lock_timeout_asked))
@@ -171,6 +172,7 @@ class MigrationPlan(Plan):
         out = super().to_dict()
         out["lock_timeout_asked"] = self.lock_timeout_asked
         out["option_flags"] = option_flags(self.options.to_dict(), None, self.lock_timeout_asked)
+        out["estimate"] = dict(self.estimate)
         return out
 
     def refused(self) -> list[str]:

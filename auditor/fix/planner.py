@@ -10,6 +10,7 @@ from ..context import AuditContext
 from ..engine.plan import order_steps
 from .ddl import short_name
 from .draft import Draft
+from .estimate import Estimate
 from .lint import with_lint_exceptions
 from .ops.foreign_key import PG_NOT_VALID_ON_PARTITIONED, FkSpec
 from .plan import FixOptions, MigrationPlan, PlanError
@@ -45,7 +46,10 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None,
     draft.steps.insert(0, preflight(draft))
     title = ("-- yumai-audit fix: the session_master migration, step by step"
              + (" (and the schema's implied and drifting foreign keys)" if schema else ""))
+    guess = Estimate.of(sum(not s.kind.inspects for s in draft.steps),
+                        sum(k.table.estimated_rows for k in ctx.key_tables))
     return MigrationPlan(steps=order_steps([with_lint_exceptions(s) for s in draft.steps]),
                          server_version_num=ctx.catalog.server_version_num, options=options,
-                         notes=list(ctx.notes) + draft.notes, title=title, removals=list(draft.removals.values()),
-                         nulled=list(draft.nulled.values()))
+                         notes=list(ctx.notes) + draft.notes + [guess.note()], title=title,
+                         removals=list(draft.removals.values()), nulled=list(draft.nulled.values()),
+                         estimate=guess.to_dict())

@@ -21,14 +21,13 @@ from yumai_audit.checks.noncanonical_session_ids import NoncanonicalSessionIds
 from yumai_audit.checks.orphaned_session_ids import OrphanedSessionIds
 from yumai_audit.checks.predicates import Exists, Known, key_malformed, key_uuid, trimmed
 
-from ..catalog import Column, ForeignKey, QualifiedName
+from ..catalog import Column, ForeignKey, Partition, QualifiedName
 from ..context import KeyTable
 from ..engine.guards import no_rows
 from ..engine.steps import Kind, LockMode, Query, Step
 from ..operations import Operation
 from ..sqlparts import table_ref
-from . import bridge, cascade
-from .bridge import SCHEMA as BRIDGE_SCHEMA
+from . import backfill, bridge, cascade, coverage, partition_groups
 from .ddl import Built, column_is_uuid, relid, short_name
 from .draft import Draft
 from .ops import foreign_key, index
@@ -94,6 +93,34 @@ def master_columns(d: Draft) -> set[str]:
     return {d.key, "user_id", "session_start", "session_end", "is_active"}
 
 
+def master_values(d: Draft, origin: KeyTable, first_at: str, last_at: str, uid: str
+                  ) -> tuple[list[sql.Composable], list[sql.Composable]]:
+    """The master's columns a registration writes, and their values from a session's first and last
+    created_at and its first row's user (SQL expressions; a user that does not exist: NULL)."""
+    cfg = d.ctx.config
+    created = origin.table.columns.get(cfg.created_at_column)
+    have = master_columns(d)
+    cols: list[sql.Composable] = [sql.Identifier(d.key)]
+    values: list[sql.Composable] = [sql.SQL("b.sid")]
+    if created is not None and {"session_start", "session_end"} & have:
+        for name, expr in (("session_start", first_at), ("session_end", last_at)):
+            if name in have:
+                cols.append(sql.Identifier(name))
+                values.append(sql.SQL(expr))
+        if "is_active" in have:
+            cols.append(sql.Identifier("is_active"))
+            values.append(sql.SQL("coalesce({} >= now() - {} * interval '1 minute', false)").format(
+                sql.SQL(last_at), sql.Literal(d.options.active_window_minutes)))
+    if origin.user is not None and "user_id" in have:
+        cols.append(sql.Identifier("user_id"))
+        if d.ctx.users is not None:
+            values.append(sql.SQL("(SELECT u.{uk} FROM {users} u WHERE u.{uk} = {uid} LIMIT 1)").format(
+                uk=sql.Identifier(cfg.users_key), users=table_ref(d.ctx.users.name), uid=sql.SQL(uid)))
+        else:
+            values.append(sql.SQL(uid))
+    return cols, values
+
+
 def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.Composed:
     """INSERT into the master the sessions picked by `pick` (a SELECT of `sid`), described from `origin`.
 
@@ -104,35 +131,19 @@ def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.C
     key = key_after(origin)
     table = origin.table
     created = table.columns.get(cfg.created_at_column)
-    have = master_columns(d)
-    cols: list[sql.Composable] = [sql.Identifier(d.key)]
-    values: list[sql.Composable] = [sql.SQL("b.sid")]
+    cols, values = master_values(d, origin, "a.first_at", "a.last_at", "f.uid")
     joins: list[sql.Composable] = []
-    if created is not None and {"session_start", "session_end"} & have:
+    if created is not None and {"session_start", "session_end"} & master_columns(d):
         joins.append(sql.SQL("CROSS JOIN LATERAL (SELECT min(o.{c}) AS first_at, max(o.{c}) AS last_at "
                              "FROM {t} o WHERE {k} = b.sid) a").format(
             c=sql.Identifier(created.name), t=table_ref(origin.name), k=key_uuid(key, "o")))
-        for name, expr in (("session_start", "a.first_at"), ("session_end", "a.last_at")):
-            if name in have:
-                cols.append(sql.Identifier(name))
-                values.append(sql.SQL(expr))
-        if "is_active" in have:
-            cols.append(sql.Identifier("is_active"))
-            values.append(sql.SQL("coalesce(a.last_at >= now() - {} * interval '1 minute', false)").format(
-                sql.Literal(d.options.active_window_minutes)))
-    if origin.user is not None and "user_id" in have:
+    if origin.user is not None and "user_id" in master_columns(d):
         order = [sql.Identifier("o", created.name)] if created is not None else []
         order += [sql.Identifier("o", c) for c in table.primary_key] or [sql.Identifier("o", origin.user.name)]
         joins.append(sql.SQL("LEFT JOIN LATERAL (SELECT o.{u} AS uid FROM {t} o WHERE {k} = b.sid "
                              "ORDER BY {order} LIMIT 1) f ON true").format(
             u=sql.Identifier(origin.user.name), t=table_ref(origin.name), k=key_uuid(key, "o"),
             order=sql.SQL(", ").join(order)))
-        cols.append(sql.Identifier("user_id"))
-        if d.ctx.users is not None:
-            values.append(sql.SQL("(SELECT u.{uk} FROM {users} u WHERE u.{uk} = f.uid LIMIT 1)").format(
-                uk=sql.Identifier(cfg.users_key), users=table_ref(d.ctx.users.name)))
-        else:
-            values.append(sql.SQL("f.uid"))
     return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM ({pick}) b {joins} "
                    "ON CONFLICT DO NOTHING").format(
         master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
@@ -158,69 +169,73 @@ def backfill_all(d: Draft) -> sql.Composed:
     return register_sessions(d, src, missing_from_master(d, table_ref(src.name), key_after(src)))
 
 
-# the backfill's walk -----------------------------------------------------------------------------
-# Each backfill step reads its partition once, in key order, `batch_size` sessions a batch; where it
-# stands is a row of PROGRESS (the walk: its step id), which each batch moves in the transaction that
-# registers its sessions, and which the last batch deletes: a run cut off resumes after the last
-# committed batch, `fix --sql` and `--apply` alike. The catch-up, which registers whatever is still
-# missing, drops the table.
+# the backfill (auditor/fix/backfill.py) ---------------------------------------------------------
 
-PROGRESS = QualifiedName(BRIDGE_SCHEMA, "backfill_progress")
-
-
-def progress_statements() -> tuple[Query, ...]:
-    """The walks' table, created by each batch when missing (as the bridge's log and the quarantine are by
-    their steps); the IF NOT EXISTS notices kept out of every batch's output."""
-    return (sql.SQL("SET LOCAL client_min_messages = warning"),
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PROGRESS.schema)),
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (walk text PRIMARY KEY, last_key uuid NOT NULL, "
-                    "moved_at timestamptz NOT NULL DEFAULT now())").format(table_ref(PROGRESS)))
+def candidate(d: Draft) -> backfill.Candidate:
+    """What the backfill's walks keep of each session: the source's columns `register_sessions` reads."""
+    src = source(d)
+    have = master_columns(d)
+    created = d.ctx.config.created_at_column if {"session_start", "session_end"} & have else ""
+    user = src.user if "user_id" in have else None
+    return backfill.Candidate.of(src.table, key_after(src).name, created, user)
 
 
-def walk_batch(d: Draft, relation: QualifiedName, key: Column, walk: str) -> sql.Composed:
-    """One batch of the walk of `relation` (its `key` a uuid with a btree index leading with it): the
-    next `batch_size` keys after the walk's position (none yet: from the first), each found by one
-    probe of the index (a loose index scan: no session's rows are read to find it), registered when the
-    master lacks them (`register_sessions`); the position moves to the last of them, or, when fewer are
-    left (the end of `relation`), the walk's row is deleted. O(batch) work whatever the size of `relation`."""
-    if not key.is_uuid:
-        raise PlanError(f"the backfill walks {relation}.{key.name} in uuid order: it must be uuid by then")
-    n = sql.Literal(d.options.batch_size)
-    k = sql.Identifier("t", key.name)
-    rel = table_ref(relation)
-    walked = sql.SQL("(SELECT w.sid AS {} FROM walk w WHERE w.sid IS NOT NULL)").format(sql.Identifier(key.name))
-    return sql.SQL(
-        "WITH RECURSIVE pos AS (SELECT (SELECT p.last_key FROM {progress} p WHERE p.walk = {walk}) AS last_key), "
-        "walk (sid, depth) AS ("
-        "SELECT CASE WHEN pos.last_key IS NULL "
-        "THEN (SELECT {k} FROM {rel} t WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) "
-        "ELSE (SELECT {k} FROM {rel} t WHERE {k} > pos.last_key ORDER BY {k} LIMIT 1) END, 1 FROM pos "
-        "UNION ALL SELECT (SELECT {k} FROM {rel} t WHERE {k} > w.sid ORDER BY {k} LIMIT 1), w.depth + 1 "
-        "FROM walk w WHERE w.sid IS NOT NULL AND w.depth < {n}), "
-        "walked AS (SELECT count(w.sid) AS sessions, (array_agg(w.sid ORDER BY w.depth DESC) "
-        "FILTER (WHERE w.sid IS NOT NULL))[1] AS last_key FROM walk w), "
-        "moved AS (INSERT INTO {progress} (walk, last_key) SELECT {walk}, w.last_key FROM walked w "
-        "WHERE w.sessions = {n} ON CONFLICT (walk) DO UPDATE SET last_key = excluded.last_key, moved_at = now()), "
-        "ended AS (DELETE FROM {progress} p USING walked w WHERE p.walk = {walk} AND w.sessions < {n}) "
-        "{register}").format(
-        progress=table_ref(PROGRESS), walk=sql.Literal(walk), k=k, rel=rel, n=n,
-        register=register_sessions(d, source(d), missing_from_master(d, walked, key)))
+def merge_into_master(d: Draft, c: backfill.Candidate) -> sql.Composed:
+    """The parent's walk registers `f` (a session's first candidate, its latest end) when the master lacks it."""
+    src = source(d)
+    cols, values = master_values(d, src, "b.first_at" if c.created is not None else "NULL",
+                                 "b.last_at" if c.created is not None else "NULL",
+                                 "b.uid" if c.user is not None else "NULL")
+    # a probe of the master's key per session, not an anti-join: the master grows with every batch while its
+    # statistics say it is small, and a hashed anti-join would read it whole in each batch
+    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM f b WHERE "
+                   "(SELECT 1 FROM {master} m WHERE m.{k} = b.sid LIMIT 1) IS NULL ON CONFLICT DO NOTHING").format(
+        master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
+        k=sql.Identifier(d.key))
 
 
-def drop_progress() -> sql.Composed:
-    """The catch-ups' last statement: every session the master lacked is registered, so no walk's position
-    matters any more (nor one a run cut off and never resumed, its partition done by other means)."""
-    return sql.SQL("DROP TABLE IF EXISTS {}").format(table_ref(PROGRESS))
-
-
-def progress_gone() -> sql.Composed:
-    return sql.SQL("SELECT to_regclass({}) IS NULL").format(sql.Literal(table_ref(PROGRESS).as_string(None)))
-
-
-def walk_ended(walk: str) -> sql.Composed:
-    """The walk's `until`: its row is gone (the batch that reached the end deleted it)."""
-    return sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} p WHERE p.walk = {})").format(
-        table_ref(PROGRESS), sql.Literal(walk))
+def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> list[str]:
+    """The walks over the source (a partition each, small ones grouped), then the parent's walk over their
+    candidates into the master; returns the ids of all of them."""
+    m = str(d.master)
+    c = candidate(d)
+    key = key_after(src)
+    rows = d.options.batch_size * backfill.ROWS_PER_SESSION
+    parts = src.table.leaf_partitions if src.table.is_partitioned else [
+        Partition(src.name, "", True, 1, src.table.bytes, src.table.estimated_rows)]
+    walks = []
+    for number, group in enumerate(partition_groups.groups(parts, rows)):
+        names = [p.name for p in group]
+        step_id = partition_groups.group_id("backfill", group)
+        if len(group) == 1:
+            statement = backfill.partition_batch(c, names[0], step_id, number, rows)
+            how = (f"{group[0].name}, in key ranges of about {rows} rows (its key index)")
+        else:
+            statement = backfill.group_batch(c, names, step_id, number)
+            how = (f"{len(names)} small partitions ({names[0]} ... {names[-1]}, about "
+                   f"{sum(p.estimated_rows for p in group)} rows: together, one statement, rather than a step each)")
+        walks.append(d.add(Step(
+            id=step_id, operation=Operation.BACKFILL,
+            description=f"Read each session's first row, first and last time from {how} into {backfill.STAGING}",
+            statements=backfill.tables(c) + (statement,),
+            until=backfill.walk_ended(step_id) if len(group) == 1 else None,
+            # it reads the partitions (blocking no writer) and writes the tool's own tables only
+            lock=LockMode.ACCESS_SHARE, tables=tuple(str(n) for n in names),
+            kind=Kind.BATCHED if len(group) == 1 else Kind.CHANGE, depends_on=depends_on,
+            guard=backfill.guard(sql.SQL(" AND ").join(sql.SQL("({})").format(backfill_guard(d, n, key))
+                                                       for n in names)),
+            changes=(), target=m, repairs=REPAIRS_MASTER)).id)    # only the tool's own tables: nothing to back up
+    merge_id = f"backfill:{m}"
+    merge = d.add(Step(
+        id=merge_id, operation=Operation.BACKFILL,
+        description=f"Register in {m} every session it lacks from {backfill.STAGING}: its first row's time and "
+        f"user, its last time (existing rows never overwritten), {d.options.batch_size} candidates a batch",
+        statements=backfill.tables(c) + (backfill.merge_batch(c, merge_id, d.options.batch_size,
+                                                              merge_into_master(d, c)),),
+        until=backfill.walk_ended(merge_id), lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
+        depends_on=tuple(walks), guard=backfill.guard(backfill_guard(d, src.name, key)),
+        changes=(m,), target=m, repairs=REPAIRS_MASTER))
+    return [*walks, merge.id]
 
 
 def backfill_guard(d: Draft, relation: QualifiedName, key: Column) -> sql.Composed:
@@ -325,20 +340,8 @@ def plan_sessions(d: Draft) -> list[str]:
                                                        repairs=index.REPAIRS, ordered=k.is_source)) for k in tables}
     backfills = []
     if src is not None:
-        parts = [p.name for p in src.table.leaf_partitions] if src.table.is_partitioned else [src.name]
-        key = key_after(src)
-        for part in parts:
-            step_id = f"backfill:{part}"
-            backfills.append(d.add(Step(
-                id=step_id, operation=Operation.BACKFILL,
-                description=f"Register in {m} every session of {part} it lacks: one walk over {part} in key "
-                f"order, {d.options.batch_size} sessions a batch, its position in {PROGRESS} (existing rows "
-                "never overwritten)",
-                statements=progress_statements() + (walk_batch(d, part, key, step_id),), until=walk_ended(step_id),
-                lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
-                # the walk probes the key's index: built above when the source has none it can walk
-                depends_on=(create.id, *indexed[str(src.name)], *ready[str(src.name)]),
-                guard=backfill_guard(d, part, key), changes=(m,), target=m, repairs=REPAIRS_MASTER)).id)
+        # the partitions' walks read the key's index: built above when the source has none it can walk
+        backfills = backfill_steps(d, src, (create.id, *indexed[str(src.name)], *ready[str(src.name)]))
     bridges = add_bridges(d, tables, create.id, ready, backfills)   # the cutover bridge (auditor/fix/bridge.py)
     previous_fk: list[str] = []
     last_steps = []
@@ -359,7 +362,8 @@ def plan_sessions(d: Draft) -> list[str]:
         previous_fk = [last]
         last_steps.append(last)
     d.add(Step(id="verify", operation=Operation.VERIFY,
-               description="Every key table has a validated foreign key to the master",
+               description="Every key table has a validated foreign key to the master; every partition of a "
+               "partitioned one (those created during the apply too) a valid index on its key, attached, and the FK",
                statements=(verify_query(d, tables),), lock=LockMode.ACCESS_SHARE, tables=(),
                depends_on=tuple(last_steps), kind=Kind.CHECK))
     return last_steps
@@ -397,8 +401,13 @@ def create_master(d: Draft, after: str) -> Step:
         # the new table's user_id FK gets its index at once (the table is empty: no cost)
         statements += (sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id)").format(
             sql.Identifier(short_name(d.master.name, "user_id", suffix="idx")), table_ref(d.master)),)
+    what = ""
+    if src is not None and src.key_checkable:
+        # the backfill's bookkeeping with it: its walks' guards can then tell "begun" without reading rows
+        statements += backfill.tables(candidate(d))
+        what = f", and the backfill's {backfill.PROGRESS} and {backfill.STAGING}"
     return Step(id="master", operation=Operation.CREATE_MASTER,
-                description=f"Create {d.master} (the guide's schema) if it does not exist",
+                description=f"Create {d.master} (the guide's schema) if it does not exist{what}",
                 statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
                 tables=tables, depends_on=(after,),
                 guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(d.master)), changes=(str(d.master),),
@@ -422,11 +431,12 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
     key = k.key.name
     fk_name = short_name(k.name.name, key, suffix="fkey")
     source_known = d.ctx.source is not None and d.ctx.source.key_checkable
-    catchup_stmts: tuple[Query, ...] = (backfill_all(d), drop_progress()) if source_known else ()
+    catchup_stmts: tuple[Query, ...] = (backfill_all(d), backfill.drop_tables()) if source_known else ()
     if not k.is_source:
         catchup_stmts += orphan_statements(d, k)
     # the cheap test first: while the walks' table is there (the backfills ran), the catch-up runs to drop it
-    guards = [progress_gone(), backfill_guard(d, source(d).name, key_after(source(d)))] if source_known else []
+    guards = ([backfill.progress_gone(), backfill_guard(d, source(d).name, key_after(source(d)))]
+              if source_known else [])
     if not k.is_source:
         guards.append(orphan_guard(d, k))
 
@@ -463,9 +473,12 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
 
 
 def verify_query(d: Draft, tables: list[KeyTable]) -> sql.Composed:
+    """A problem per key table without a validated FK to the master; per partitioned one, every partition
+    as it is at the end (auditor/fix/coverage.py: its index and FK, whenever it was created)."""
     parts = [sql.SQL("SELECT {} WHERE NOT ({})").format(
         sql.Literal(f"{k.name}.{k.key.name} has no validated foreign key to {d.master}"),
         fk_exists(k.name, k.key.name, d.master, validated=True)) for k in tables]
+    parts += [coverage.partition_problems(k.name, k.key.name, d.master) for k in tables if k.table.is_partitioned]
     return sql.SQL(" UNION ALL ").join(parts)
 
 

@@ -17,11 +17,12 @@ from psycopg import sql
 from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 
-from ...catalog import ForeignKey, QualifiedName, Table
+from ...catalog import ForeignKey, Partition, QualifiedName, Table
 from ...engine.steps import Kind, LockMode, Step
 from ...operations import Operation
 from ...pgversion import NOT_VALID_FK_ON_PARTITIONED
 from ...sqlparts import table_ref
+from .. import partition_groups
 from ..ddl import Built, attnum, relid
 from ..plan import PlanError
 from . import Deliberate
@@ -34,6 +35,12 @@ LINT = (
                "on the partitioned parent after every partition's NOT VALID key was validated: PostgreSQL "
                "before 18 refuses NOT VALID here, and the parent's key attaches the validated ones without a scan",
                lambda step: any(d.startswith("fk-validate:") for d in step.depends_on)),
+    Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
+               re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
+               "small partitions, a group in one transaction (fix/partition_groups.py): each key added "
+               "validated, its few rows checked at once, after the catch-up that registered their sessions",
+               lambda step: len(step.statements) > 1
+               and not any(d.startswith("fk-validate:") for d in step.depends_on)),
 )
 
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
@@ -102,6 +109,24 @@ class FkSpec:
         return fk_exists(table, self.columns, self.ref_table, validated=validated, ref_columns=self.ref_columns)
 
 
+def fk_group(step_id: str, group: list[Partition], spec: FkSpec, names: dict, deps, *, target: str,
+             repairs: tuple[str, ...]) -> Step:
+    """Small partitions' foreign keys in one transaction (partition_groups.py), each added validated: SHARE ROW
+    EXCLUSIVE on the partitions and the referenced table for the milliseconds their rows take to check."""
+    ref = str(spec.ref_table)
+    return Step(
+        id=step_id, operation=Operation.FK_ADD,
+        description=f"Foreign keys of {len(group)} small partitions ({group[0].name} ... {group[-1].name}) -> {ref} "
+        f"ON DELETE {FK_ACTIONS[spec.on_delete]}, added validated in one transaction (their rows checked at once; "
+        "brief locks) rather than NOT VALID and VALIDATE steps each",
+        statements=tuple(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+            table_ref(p.name), sql.Identifier(names[p.name]), spec.definition(False)) for p in group),
+        lock=LockMode.SHARE_ROW_EXCLUSIVE, tables=(*(str(p.name) for p in group), ref), depends_on=tuple(deps),
+        guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(
+            sql.SQL("({})").format(spec.exists(p.name, validated=True)) for p in group)),
+        changes=tuple(str(p.name) for p in group), target=target, column=",".join(spec.columns), repairs=repairs)
+
+
 def add_fk(step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps, not_valid: bool = True, *,
            target: str = "", repairs: tuple[str, ...] = ()) -> Step:
     """ADD CONSTRAINT ... NOT VALID (new rows checked, no scan; a brief lock), or without NOT VALID on a
@@ -160,11 +185,16 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
         return out
     names = {p.name: partition_constraint(p) if partition_constraint else constraint
              for p in table.leaf_partitions}
+    groups = partition_groups.ddl_groups(table, partition_groups.FK_PARTITIONS)
+    alone = [g[0] for g in groups if len(g) == 1]
     adds = [out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre, target=name,
-                           repairs=repairs)).id for p in table.leaf_partitions]
-    after = settled(adds)
+                           repairs=repairs)).id for p in alone]
+    after = settled(adds or list(pre))
     validated = [out.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], after,
-                                     target=name, repairs=repairs)).id for p in table.leaf_partitions]
+                                     target=name, repairs=repairs)).id for p in alone]
+    # small partitions: after the catch-up that settles the others, their keys added validated, a group a step
+    validated += [out.add(fk_group(partition_groups.group_id("fk-add", g, suffix), g, spec, names, after,
+                                   target=name, repairs=repairs)).id for g in groups if len(g) > 1]
     out.last = [out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated, not_valid=False,
                                target=name, repairs=repairs)).id]
     return out

@@ -13,10 +13,11 @@ from psycopg import sql
 
 from yumai_audit.checks.unindexed_fk_columns import UnindexedFkColumns
 
-from ...catalog import QualifiedName, Table
+from ...catalog import Partition, QualifiedName, Table
 from ...engine.steps import LockMode, Step
 from ...operations import Operation
 from ...sqlparts import table_ref
+from .. import partition_groups
 from ..ddl import Built, attnum, relid, short_name
 from . import Deliberate
 
@@ -30,6 +31,11 @@ LINT = (
     Deliberate(("prefer-robust-stmts",), Operation.INDEX, re.compile(r"^CREATE (UNIQUE )?INDEX CONCURRENTLY \"", re.S),
                "rerunnable: the DROP INDEX CONCURRENTLY IF EXISTS before it removes the invalid leftover of an "
                "interrupted build, which IF NOT EXISTS would keep"),
+    Deliberate(("require-concurrent-index-creation",), Operation.INDEX,
+               re.compile(r"^CREATE INDEX IF NOT EXISTS ", re.S),
+               "a small partition, with its small siblings in one transaction (fix/partition_groups.py): "
+               "SHARE for the milliseconds its rows take, rather than a CONCURRENTLY step each",
+               lambda step: len(step.statements) > 1),
 )
 
 
@@ -87,7 +93,11 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
             relid(tname), sql.Literal(idx), leading_index_exists(tname, column, ordered=ordered)),
         changes=(name,), target=name, column=column, repairs=repairs))
     out.last = [parent.id]
-    for p in table.leaf_partitions:
+    for group in partition_groups.ddl_groups(table, partition_groups.INDEX_PARTITIONS):
+        if len(group) > 1:
+            out.last.append(out.add(index_group(group, table, column, idx, parent.id, suffix, repairs, out)).id)
+            continue
+        p = group[0]
         pidx = short_name(p.name.name, column, suffix="idx")
         out.claims.append((p.name.schema, pidx, p.name.name, column))
         build = out.add(concurrent_index(f"index:{p.name}{suffix}", p.name, column, pidx, [parent.id],
@@ -99,14 +109,45 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
             statements=(sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
                 sql.Identifier(tname.schema, idx), sql.Identifier(p.name.schema, pidx)),),
             lock=LockMode.ACCESS_SHARE, tables=(name, str(p.name)), depends_on=(build.id,),
-            guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
-                          "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
-                          "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {})) OR ({})").format(
-                sql.Literal(pidx), sql.Literal(idx), sql.Literal(p.name.schema),
-                leading_index_exists(tname, column, ordered=ordered)),
+            guard=sql.SQL("SELECT ({}) OR ({})").format(attached_index(p.name, pidx, idx),
+                                                        leading_index_exists(tname, column, ordered=ordered)),
             changes=(name,), target=name, column=column, repairs=repairs))
         out.last.append(attach.id)
     return out
+
+
+def attached_index(partition: QualifiedName, pidx: str, idx: str) -> sql.Composed:
+    """The partition's index `pidx` is attached to the parent's `idx`."""
+    return sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid "
+                   "JOIN pg_class ic ON ic.oid = h.inhparent WHERE pc.relname = {} AND ic.relname = {} "
+                   "AND pc.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = {}))").format(
+        sql.Literal(pidx), sql.Literal(idx), sql.Literal(partition.schema))
+
+
+def index_group(group: list[Partition], table: Table, column: str, idx: str, after: str, suffix: str,
+                repairs: tuple[str, ...], out: Built) -> Step:
+    """Small partitions' indexes in one transaction (partition_groups.py): built (not CONCURRENTLY: SHARE on
+    each, for the milliseconds their rows take) and attached to the parent's `idx`."""
+    name = str(table.name)
+    statements: list[sql.Composed] = []
+    done: list[sql.Composed] = []
+    for p in group:
+        pidx = short_name(p.name.name, column, suffix="idx")
+        out.claims.append((p.name.schema, pidx, p.name.name, column))
+        statements += [sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                           sql.Identifier(pidx), table_ref(p.name), sql.Identifier(column)),
+                       sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+                           sql.Identifier(table.name.schema, idx), sql.Identifier(p.name.schema, pidx))]
+        done.append(sql.SQL("({})").format(attached_index(p.name, pidx, idx)))
+    rows = sum(p.estimated_rows for p in group)
+    return Step(
+        id=partition_groups.group_id("index", group, suffix), operation=Operation.INDEX,
+        description=f"Index {len(group)} small partitions of {name} ({group[0].name} ... {group[-1].name}, about "
+        f"{rows} rows) on ({column}) and attach them to {idx}, in one transaction: SHARE on each for the "
+        "milliseconds its rows take, rather than a CONCURRENTLY step each",
+        statements=tuple(statements), lock=LockMode.SHARE, tables=tuple(str(p.name) for p in group),
+        depends_on=(after,), guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(done)),
+        changes=tuple(str(p.name) for p in group), target=name, column=column, repairs=repairs)
 
 
 def refusals(claims: list[tuple[str, str, str, str]]) -> list[sql.Composed]:

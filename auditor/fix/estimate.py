@@ -1,0 +1,40 @@
+"""The dry run's estimate of the apply: its seconds and WAL, from what the plan already knows.
+
+A linear model in two sizes the catalog gives for free: the plan's steps (each costs the executor's own
+work, guard, journal and transaction, a few catalog statements) and the rows of the key tables it reads
+(estimated rows: the backfill, the index builds, the FK checks, the quarantines and the scans before and
+after each read them about once). The constants were fitted on benchmarks/apply_vs_oneshot.py's two
+shapes (the varied shape at scale 20: 1.7M rows, 49-58 steps; 365 daily partitions at scale 2: 170,000
+rows, 87-178 steps) on PostgreSQL 15 and 18, on a loaded 2-core machine, to fall within 2x of every
+measured apply there (WAL: on 18, where nothing else wrote); benchmarks/README.md compares them. It says
+"about": a busy server, a cold cache or a long lock wait move it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SECONDS_PER_STEP = 0.1
+SECONDS_PER_ROW = 16e-6
+WAL_BYTES_PER_STEP = 50_000
+WAL_BYTES_PER_ROW = 155
+
+
+@dataclass(frozen=True)
+class Estimate:
+    steps: int
+    rows: int
+    seconds: float
+    wal_bytes: int
+
+    @classmethod
+    def of(cls, steps: int, rows: int) -> Estimate:
+        return cls(steps, rows, steps * SECONDS_PER_STEP + rows * SECONDS_PER_ROW,
+                   steps * WAL_BYTES_PER_STEP + rows * WAL_BYTES_PER_ROW)
+
+    def note(self) -> str:
+        return (f"estimate: the apply takes about {self.seconds:.0f} s and writes about "
+                f"{self.wal_bytes / 2**20:.0f} MB of WAL ({self.steps} steps, {self.rows:,} estimated rows of the "
+                "key tables; the scans before and after included)")
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "rows": self.rows, "seconds": round(self.seconds, 1), "wal_bytes": self.wal_bytes}

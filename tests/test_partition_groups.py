@@ -1,0 +1,33 @@
+"""Small partitions together (auditor/fix/partition_groups.py): which partitions share a step."""
+from __future__ import annotations
+
+from yumai_audit.catalog import Partition, QualifiedName, Table
+from yumai_audit.fix import partition_groups as pg
+
+
+def part(n: int, rows: int, size: int = 8192) -> Partition:
+    return Partition(QualifiedName("s", f"t_{n}"), "x", True, 1, size, rows)
+
+
+def names(groups) -> list[list[str]]:
+    return [[p.name.name for p in g] for g in groups]
+
+
+def test_small_partitions_go_together_within_the_bounds_and_a_big_one_alone():
+    parts = [part(1, 40), part(2, 50), part(3, 500), part(4, 30), part(5, 80), part(6, 10)]
+    # a big one walks alone at once; the small ones around it fill their group on
+    assert names(pg.groups(parts, 100)) == [["t_3"], ["t_1", "t_2"], ["t_4"], ["t_5", "t_6"]]
+    # a stale estimate does not make a big partition small: its size on disk counts too
+    assert names(pg.groups([part(1, 0, 10 * 2**20), part(2, 0)], 100)) == [["t_1"], ["t_2"]]
+    assert names(pg.groups([part(n, 1) for n in range(5)], 100, count=2)) == [["t_0", "t_1"], ["t_2", "t_3"], ["t_4"]]
+
+
+def test_a_table_with_few_partitions_keeps_a_step_each():
+    few = Table(oid=1, name=QualifiedName("s", "t"), kind="p", columns={}, primary_key=(), estimated_rows=0, bytes=0,
+                partitions=[part(n, 1) for n in range(pg.MANY)])
+    assert [len(g) for g in pg.ddl_groups(few, pg.INDEX_PARTITIONS)] == [1] * pg.MANY
+    many = Table(oid=1, name=QualifiedName("s", "t"), kind="p", columns={}, primary_key=(), estimated_rows=0, bytes=0,
+                 partitions=[part(n, 1) for n in range(40)])
+    assert [len(g) for g in pg.ddl_groups(many, 16)] == [16, 16, 8]
+    assert [len(g) for g in pg.ddl_groups(many, 8)] == [8] * 5
+    assert pg.group_id("index", pg.ddl_groups(many, 16)[1]) == "index:s.t_16+15"
