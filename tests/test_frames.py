@@ -108,6 +108,10 @@ def test_frames_of_the_demo_scan_match_its_findings_weeks_and_partitions(db, tmp
     with open(tmp_path / "findings.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == len(findings)
     assert pd.read_csv(tmp_path / "samples-orphaned_session_ids.csv")["value"].tolist() == orphans["value"].tolist()
+    # a saved findings.json gives the same frames (the report's statistics are in it)
+    saved = api.read_baseline(tmp_path / "findings.json")
+    for frame in (api.findings_frame, api.samples_frame, api.weeks_frame, api.partitions_frame):
+        pd.testing.assert_frame_equal(frame(saved), frame(result))
 
 
 def test_help_and_the_cli_import_neither_pandas_nor_sqlalchemy():
