@@ -25,7 +25,6 @@ from .outputs import (
     check_writable_file,
     ensure_dir,
     out_lock,
-    write_csv,
     write_formats,
     write_json,
     write_text,
@@ -58,6 +57,8 @@ __all__ = [
     "scan", "repair_plan", "judge_scan", "read_baseline", "write_plan", "write_scan", "report", "plan", "apply",
     "unrepaired", "demo", "demo_config", "plan_script", "render_format", "FixOptions", "Plan", "PlanError",
     "stop_demo", "KeptDemo",
+    # the scan as pandas DataFrames (auditor/frames.py; pandas imported on first use)
+    "findings_frame", "samples_frame", "weeks_frame", "partitions_frame",
     "ApplyResult", "DEFAULT_JOBS", "Progress",
     # the cutover bridge
     "bridge_status", "bridge_remove", "BridgeInUse", "bridge_line",
@@ -80,7 +81,8 @@ REPLANS = 2
 _LAZY = {"backup_hook": ".fix.backup", "bridge_line": ".bridge_state", "ApplyResult": ".engine.executor",
          "FixOptions": ".fix.plan", "Plan": ".engine.plan", "PlanError": ".engine.plan",
          "close_idle": ".maintenance.sessions", "prune": ".maintenance.sessions",
-         "FIX_RANGES": ".fix.plan"}
+         "FIX_RANGES": ".fix.plan", "findings_frame": ".frames", "samples_frame": ".frames",
+         "weeks_frame": ".frames", "partitions_frame": ".frames"}
 
 
 def __getattr__(name: str):
@@ -162,6 +164,8 @@ def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | N
     in the report's plan section); `repair_plan`: the plan `fix` would make (shown as such)."""
     from yumai_audit.reports.render import write_html
 
+    from .frames import write_csv
+
     shown = plan if plan is not None else repair_plan
     if verdict is None:
         verdict = judge(result, shown, accept=acceptances_from(result.config), baseline=baseline)
@@ -193,6 +197,8 @@ def report(findings: str | Path, out_dir: str | Path, *, compare: str | Path | N
     """
     from yumai_audit.outputs import read_json, read_plan
     from yumai_audit.reports.render import write_html
+
+    from .frames import write_csv
 
     result = read_json(findings)
     before = read_json(compare) if compare is not None else None

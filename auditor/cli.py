@@ -104,18 +104,24 @@ class Seconds(click.FloatRange):
         return seconds
 
 
-def connection_options(fn):
+def dsn_option(fn):
+    """--dsn, passed on as `target`: the database of every command that connects."""
     @click.option("--dsn", metavar="DSN", help="postgresql:// URL or libpq 'key=value' string "
                   "(default: $DATABASE_URL, else libpq's PG* variables).")
-    @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                  help="Configuration file (default: the nearest yumai-audit.toml, or pyproject.toml with a "
-                       "[tool.yumai-audit] table, in this directory or a parent).")
     @functools.wraps(fn)
     def wrapper(*args, dsn=None, **kw):
         kw["target"] = target = resolve_target(dsn or env_dsn())
         _SECRETS.update(s for s in target.secrets if s)   # scrubbed from any error line, whoever wrote it
         return fn(*args, **kw)
     return wrapper
+
+
+def connection_options(fn):
+    """--dsn and --config (read by `selection_options`): the commands that read the configuration."""
+    return dsn_option(click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+        help="Configuration file (default: the nearest yumai-audit.toml, or pyproject.toml with a "
+             "[tool.yumai-audit] table, in this directory or a parent).")(fn))
 
 
 def selection_options(fn=None, *, checks: bool = True):
@@ -854,11 +860,13 @@ def bridge():
     """
 
 
+# The bridge is found by its trigger's name in every schema: neither the configuration nor a table or
+# check selection means anything to `bridge status|remove`, which take the database and their own options only.
 @bridge.command("status")
-@connection_options
-@selection_options
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def bridge_status_cmd(target, config, fmt):
+@dsn_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text = the tables and the sessions per hour; json = the same as one JSON object.")
+def bridge_status_cmd(target, fmt):
     """Where the bridge is installed and how many sessions it registered per hour of the last day.
 
     \b
@@ -867,7 +875,7 @@ def bridge_status_cmd(target, config, fmt):
     """
     from .api import bridge_status
 
-    status = bridge_status(target, config)
+    status = bridge_status(target)
     if fmt == "json":
         click.echo(json.dumps(status.to_dict(), indent=2))
         return 0
@@ -883,12 +891,11 @@ def bridge_status_cmd(target, config, fmt):
 
 
 @bridge.command("remove")
-@connection_options
-@selection_options
+@dsn_option
 @click.option("--force", is_flag=True, help="Remove it even though it registered sessions in the last hour.")
-@click.option("--lock-timeout", "lock_timeout", type=click.FloatRange(min=0.001), default=2.0, show_default=True,
+@click.option("--lock-timeout", "lock_timeout", type=Seconds(), default=2.0, show_default=True,
               help="Seconds DROP TRIGGER waits for its lock before backing off and retrying.")
-def bridge_remove_cmd(target, config, force, lock_timeout):
+def bridge_remove_cmd(target, force, lock_timeout):
     """Drop the bridge's triggers and functions (its log stays). Refused while it registered a session
     in the last hour (the application still writes sessions the old way), unless --force.
 
@@ -898,7 +905,7 @@ def bridge_remove_cmd(target, config, force, lock_timeout):
     """
     from .api import bridge_remove
 
-    removed = bridge_remove(target, config, force=force, lock_timeout=lock_timeout)
+    removed = bridge_remove(target, force=force, lock_timeout=lock_timeout)
     click.echo("Bridge removed from " + ", ".join(removed) if removed else "No bridge installed: nothing removed.")
     return 0
 

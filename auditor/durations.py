@@ -31,6 +31,20 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
     return total
 
 
+
+def duration_text(seconds: float) -> str:
+    """About how long, written as `parse_duration` reads it: `45s` below 90 seconds, `12m` below 90
+    minutes, `1h30m` (`2h`) above; under a second is `<1s`."""
+    if seconds < 0.5:
+        return "<1s"
+    if seconds < 90:
+        return f"{round(seconds)}s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+
 def parse_since(text: str, now: datetime | None = None, what: str = "--since") -> datetime:
     """An ISO timestamp (naive means UTC) or a duration back from now (`24h`): an aware datetime."""
     if _DURATION.match(text or ""):

@@ -6,15 +6,25 @@
     conn.execute("INSERT INTO chatbot.conversations (session_id, ...) VALUES (%s, ...)", (sid, ...))
     end_session(conn, sid)                          # session_end = now, is_active = false
 
-`conn` is a psycopg connection or a SQLAlchemy `Connection` (on the psycopg driver). The caller owns
-the transaction: nothing here commits, so the registration and the first rows can share one
-transaction (the foreign key sees the master row inside it). Names go through `psycopg.sql`.
+`conn` is where the statement runs:
+
+- a psycopg 3 connection, a SQLAlchemy `Connection` or an ORM `Session` (on the psycopg driver): the
+  caller owns the transaction. Nothing here commits, so the registration and the first rows can share
+  one transaction (the foreign key sees the master row inside it);
+- a SQLAlchemy `Engine`, or a URL: `postgresql+psycopg://...` (a SQLAlchemy URL, str or `URL`) or a
+  libpq DSN as `--dsn` takes it (`postgresql://...`, `host=... dbname=...`): the call runs in a
+  transaction of its own and commits it. One engine (with its pool) is kept per URL; `dispose_engines()`
+  closes them.
+
+SQLAlchemy is imported only for what is not a psycopg connection. Names go through `psycopg.sql`.
 """
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from .catalog import QualifiedName
@@ -30,19 +40,57 @@ def _master(master: str | QualifiedName) -> QualifiedName:
     return master if isinstance(master, QualifiedName) else QualifiedName.parse(master, "master")
 
 
-def _run(conn: Any, query: sql.Composable, params: dict) -> list[tuple]:
-    """Execute on a psycopg connection or a SQLAlchemy Connection; return the rows."""
-    sa_connections: tuple[type, ...]
-    try:
-        from sqlalchemy.engine import Connection as SAConnection
-        sa_connections = (SAConnection,)
-    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
-        sa_connections = ()
-    if isinstance(conn, sa_connections):
+def _run(conn: Any, query: sql.Composed, params: dict) -> list[tuple]:
+    """Execute on any of the connections the module takes (see its docstring); return the rows."""
+    if isinstance(conn, (psycopg.Connection, psycopg.Cursor)):
+        return conn.execute(query, params).fetchall()
+    import sqlalchemy
+    from sqlalchemy import orm
+
+    if isinstance(conn, (str, sqlalchemy.engine.URL)):
+        conn = _engine(conn)
+    if isinstance(conn, sqlalchemy.engine.Engine):
+        with conn.begin() as connection:       # a transaction of its own, committed on the way out
+            return _run(connection, query, params)
+    if isinstance(conn, orm.Session):
+        conn = conn.connection()                # the session's transaction (begun here when none is)
+    if isinstance(conn, sqlalchemy.engine.Connection):
         driver = conn.connection.driver_connection
-        text = query.as_string(driver if hasattr(driver, "adapters") else None)
+        text = query.as_string(driver if isinstance(driver, psycopg.Connection) else None)
         return [tuple(r) for r in conn.exec_driver_sql(text, params).fetchall()]
-    return conn.execute(query, params).fetchall()
+    raise TypeError(f"not a connection: {type(conn).__name__} (a psycopg connection, a SQLAlchemy Connection, "
+                    "Session or Engine, or a database URL)")
+
+
+_ENGINES: dict[str, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine(url: Any) -> Any:
+    """The engine kept for `url`: a SQLAlchemy URL (`postgresql+psycopg://`) as SQLAlchemy reads it; a libpq
+    DSN (`postgresql://`, `key=value`) through psycopg itself, so that it means what it means to `--dsn`."""
+    import sqlalchemy
+
+    key = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            scheme = key.split("://", 1)[0] if "://" in key else ""
+            if "+" in scheme:
+                engine = sqlalchemy.create_engine(url)
+            else:
+                engine = sqlalchemy.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(key))
+            _ENGINES[key] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close the pooled connections of the engines made for URLs (they are made again when needed)."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.dispose()
 
 
 def start_session(conn: Any, user_id: int | None = None, *, session_id: uuid.UUID | None = None,

@@ -1,12 +1,8 @@
-"""Writing a scan to files: findings.json (the contract), findings.csv and per-check sample CSVs.
-
-The CSVs are written with the standard csv module, as pandas' `to_csv` writes them (minimal quoting,
-"\n" line ends, NULL as empty): importing pandas took longer than the whole scan's SQL at small scale
-and a quarter of it at scale 50. `findings_frame` still gives the findings as a pandas DataFrame."""
+"""Writing a scan to files: findings.json (the contract), findings.csv and per-check sample CSVs (from the
+scan's DataFrames, auditor/frames.py), the CI formats beside them."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import fcntl
 import json
 import os
@@ -16,8 +12,6 @@ from pathlib import Path
 
 from .errors import AuditError
 from .model import ScanResult
-
-CSV_COLUMNS = ["check", "severity", "table", "column", "rows", "keys", "references", "sample", "message"]
 
 
 def ensure_dir(path: str | Path) -> Path:
@@ -141,38 +135,7 @@ def read_plan(path: str | Path) -> dict:
     return data
 
 
-def _finding_rows(result: ScanResult) -> list[dict]:
-    # the sample as a JSON array: an empty or padded key (exactly what a malformed key can be) survives
-    return [{**f.to_dict(), "sample": json.dumps(f.sample, ensure_ascii=False)} for f in result.findings]
+def samples_file(check: str) -> str:
+    """The sample file of a check: samples-<check>.csv, any character other than [a-z0-9_] as `_`."""
+    return f"samples-{re.sub(r'[^a-z0-9_]', '_', check)}.csv"
 
-
-def findings_frame(result: ScanResult):
-    """The findings as a pandas DataFrame (the columns of findings.csv)."""
-    import pandas as pd
-
-    frame = pd.DataFrame(_finding_rows(result), columns=CSV_COLUMNS)
-    return frame.astype({"rows": "Int64", "keys": "Int64"})
-
-
-def _write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([["" if row.get(c) is None else row.get(c) for c in columns] for row in rows])
-
-
-def write_csv(result: ScanResult, out: Path) -> list[Path]:
-    """findings.csv, one row per finding, and samples-<check>.csv per failing check (keys only)."""
-    written = [out / "findings.csv"]
-    _write_rows(written[0], CSV_COLUMNS, _finding_rows(result))
-    by_check: dict[str, list[dict]] = {}
-    for f in result.findings:
-        for value in f.sample:
-            by_check.setdefault(f.check, []).append(
-                {"table": f.table, "column": f.column, "sample_of": f.details.get("sample_of", "session id"),
-                 "value": value})
-    for check, rows in by_check.items():
-        path = out / f"samples-{re.sub(r'[^a-z0-9_]', '_', check)}.csv"
-        _write_rows(path, ["table", "column", "sample_of", "value"], rows)
-        written.append(path)
-    return written

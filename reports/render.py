@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemBytecodeCache, PackageLoader, StrictUn
 from yumai_audit.bridge_state import bridge_line
 from yumai_audit.checks import REGISTRY
 from yumai_audit.model import Finding, ScanResult, Severity, Status
+from yumai_audit.outputs import samples_file
 from yumai_audit.pgversion import version_text
 from yumai_audit.reports.totals import plan_totals
 from yumai_audit.scan.formats import count_text
@@ -387,7 +388,7 @@ def check_sections(result: ScanResult, plan: PlanView | None, raw_plan: dict | N
             id=c.check, title=c.description or c.check, severity=c.severity.value, status=c.status.value,
             summary=summary, doc=doc, findings=findings,
             total_rows=sum(rows) if rows else None, total_keys=sum(keys) if keys else None,
-            samples_file=f"samples-{re.sub(r'[^a-z0-9_]', '_', c.check)}.csv",
+            samples_file=samples_file(c.check),
             steps=steps_for(c.check, findings, plan, raw_plan, partition_parents(result)),
             repair=[repair_text((judged or {}).get(id(f)), plan.numbers if plan else {}) for f in findings]))
     return sections

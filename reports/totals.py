@@ -1,11 +1,13 @@
 """The one line at the top of a report written before the cutover, as `terraform plan` gives it: what the
 plan will do, in totals (foreign keys added, tables rewritten with their size and lock, rows that leave
 their tables, user ids set NULL, the backup), read from the plan's steps (their `operation`, `rewrites`,
-`changes`) and the findings they declare they repair. Pure functions over plain data: no markup."""
+`changes`) and the findings they declare they repair, and the apply's estimated time and WAL (the plan's
+`estimate`, auditor/fix/estimate.py). Pure functions over plain data: no markup."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from yumai_audit.durations import duration_text
 from yumai_audit.model import ScanResult
 from yumai_audit.scan.verdict import partition_parents, plural, repairing_steps
 
@@ -69,4 +71,17 @@ def plan_totals(result: ScanResult, plan: dict | None, size: Callable[[int | Non
         on_disk = f", {size(sum(known))} on disk" if known else ""
         parts.append(f"a pg_dump backup of {plural(len(changed), 'table')}{on_disk} before the first change "
                      "(fix --apply; --no-backup skips it)")
+    estimate = estimate_text(plan, size)
+    if estimate:
+        parts.append(estimate)
     return parts
+
+
+def estimate_text(plan: dict, size: Callable[[int | None], str]) -> str:
+    """The apply's estimated time and WAL (plan.json's `estimate`), or "" when the plan has none."""
+    estimate = plan.get("estimate") or {}
+    seconds, wal = estimate.get("seconds"), estimate.get("wal_bytes")
+    if not isinstance(seconds, (int, float)) or not isinstance(wal, int):
+        return ""
+    return (f"about {duration_text(seconds)} and {size(wal)} of WAL to apply (estimated from the plan's "
+            f"{plural(int(estimate.get('steps') or 0), 'step')} and the key tables' estimated rows)")

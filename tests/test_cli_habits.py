@@ -66,6 +66,24 @@ def test_no_help_points_into_the_source():
     assert ("fix",) in seen and ("bridge", "remove") in seen
 
 
+
+def _options(help_text: str) -> set[str]:
+    """The long option names a --help lists."""
+    return set(re.findall(r"^\s+(?:-\w, )?(--[a-z][\w-]*)", help_text, re.M))
+
+
+def test_bridge_commands_offer_only_options_that_mean_something_there():
+    """The bridge is found by its trigger in every schema: no configuration, table or check selection."""
+    assert _options(invoke("bridge", "status", "--help").output) == {"--dsn", "--format", "--help"}
+    assert _options(invoke("bridge", "remove", "--help").output) == {"--dsn", "--force", "--lock-timeout", "--help"}
+    assert {"--dsn", "--config", "--checks", "--schema"} <= _options(invoke("scan", "--help").output)   # the reader
+    for args in (["status", "--checks", "orphaned_session_ids"], ["remove", "--config", "x.toml"]):
+        result = invoke("bridge", *args, "--dsn", "postgresql://nobody@127.0.0.1:1/none")
+        assert result.exit_code == 2 and "No such option" in result.output, result.output
+    # --lock-timeout is a number of seconds PostgreSQL can take, refused before any connection
+    result = invoke("bridge", "remove", "--dsn", "postgresql://nobody@127.0.0.1:1/none", "--lock-timeout", "nan")
+    assert result.exit_code == 2 and "not a number of seconds" in result.output, result.output
+
 def test_fix_help_shows_the_ranges():
     text = " ".join(invoke("fix", "--help").output.split())
     assert "[default: 5000; 1<=x<=10000000]" in text            # --batch-size

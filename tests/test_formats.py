@@ -13,8 +13,8 @@ import pytest
 from report_fixtures import scan_result
 from test_cli import invoke
 
+from yumai_audit.frames import write_csv
 from yumai_audit.model import CheckResult, Finding, ScanResult, Severity, Status
-from yumai_audit.outputs import write_csv
 from yumai_audit.scan.formats import (
     check_docs,
     escape_data,

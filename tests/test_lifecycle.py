@@ -8,8 +8,10 @@ import psycopg
 import pytest
 import sqlalchemy
 from migrated import build
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy.orm import Session
 
-from yumai_audit.lifecycle import UnknownSession, end_session, start_session
+from yumai_audit.lifecycle import UnknownSession, dispose_engines, end_session, start_session
 
 
 def test_made_up_session_refused_registered_session_accepted_psycopg(db):
@@ -76,3 +78,68 @@ def test_configurable_master_with_quoted_mixed_case_names(db):
         sid = start_session(conn, 7, master='"App"."Session Master"', key_column="SID", user_column="Owner")
         end_session(conn, sid, master='"App"."Session Master"', key_column="SID")
     assert db.fetchall('SELECT "SID", "Owner", is_active FROM "App"."Session Master"') == [(sid, 7, False)]
+
+
+def _sqlalchemy_url(conninfo: str) -> sqlalchemy.engine.URL:
+    """The test database as a SQLAlchemy URL on the psycopg driver (postgresql+psycopg://...)."""
+    params = conninfo_to_dict(conninfo)
+    host = params.get("host") or ""
+    socket = host.startswith("/")          # the embedded server's unix socket: a query parameter of the URL
+    return sqlalchemy.engine.URL.create("postgresql+psycopg", username=params.get("user"),
+                                        password=params.get("password"), host=None if socket else host or None,
+                                        port=int(params["port"]) if params.get("port") else None,
+                                        database=params.get("dbname"), query={"host": host} if socket else {})
+
+
+def test_sqlalchemy_orm_session_shares_the_callers_transaction(db):
+    build(db)
+    engine = sqlalchemy.create_engine(_sqlalchemy_url(db.conninfo))
+    try:
+        with Session(engine) as session:
+            dropped = start_session(session, user_id=1)
+            session.rollback()                    # the registration was in the session's transaction
+            assert db.scalar("SELECT count(*) FROM chatbot.session_master") == 0
+            sid = start_session(session, user_id=2)
+            session.execute(sqlalchemy.text("INSERT INTO chatbot.user_feedback (session_id, rating) VALUES (:s, 5)"),
+                            {"s": sid})
+            assert db.scalar("SELECT count(*) FROM chatbot.session_master") == 0    # not committed yet
+            session.commit()
+            end_session(session, sid)
+            session.commit()
+            with pytest.raises(UnknownSession):
+                end_session(session, dropped)
+    finally:
+        engine.dispose()
+    assert db.fetchall("SELECT session_id, user_id, is_active FROM chatbot.session_master") == [(sid, 2, False)]
+    assert db.scalar("SELECT count(*) FROM chatbot.user_feedback") == 1
+
+
+@pytest.mark.parametrize("form", ["sqlalchemy url", "URL object", "libpq dsn", "engine"])
+def test_a_url_or_an_engine_runs_and_commits_on_its_own(db, form):
+    build(db)
+    url = _sqlalchemy_url(db.conninfo)
+    engine = sqlalchemy.create_engine(url) if form == "engine" else None
+    target = {"sqlalchemy url": url.render_as_string(hide_password=False), "URL object": url,
+              "libpq dsn": db.conninfo, "engine": engine}[form]
+    try:
+        sid = start_session(target, user_id=3)
+        # committed: another connection sees it, and a row may name it
+        assert db.fetchall("SELECT user_id, is_active FROM chatbot.session_master WHERE session_id = %s",
+                           (sid,)) == [(3, True)]
+        db.execute("INSERT INTO chatbot.user_interactions (session_id) VALUES (%s)", (sid,))
+        end_session(target, str(sid))
+        with pytest.raises(UnknownSession):
+            end_session(target, uuid.uuid4())
+        with pytest.raises(sqlalchemy.exc.IntegrityError):     # an unknown user: refused, nothing committed
+            start_session(target, user_id=999)
+    finally:
+        dispose_engines()
+        if engine is not None:
+            engine.dispose()
+    assert db.fetchall("SELECT session_id, is_active, session_end IS NOT NULL FROM chatbot.session_master") == [
+        (sid, False, True)]
+
+
+def test_anything_else_is_refused_with_its_type():
+    with pytest.raises(TypeError, match="not a connection: int"):
+        start_session(42, user_id=1)

@@ -168,7 +168,7 @@ def test_cli_include_users_null_ends_migrated_and_clean(db, tmp_path):
                                    "--no-backup", "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     assert "Verdict: Migrated, bridge on." in res.output and "No error finding is left." in res.output
-    assert CliRunner().invoke(cli, ["bridge", "remove", *base]).exit_code == 0
+    assert CliRunner().invoke(cli, ["bridge", "remove", "--dsn", db.conninfo]).exit_code == 0   # no --config there
     scan = CliRunner().invoke(cli, ["scan", *base, "--out", str(tmp_path / "scan")])
     assert scan.exit_code == 0, scan.output
     assert scan.output.startswith("Verdict: Migrated and clean.")
