@@ -54,7 +54,7 @@ class OrphanedSessionIds(TableCheck):
         return [self.finding(target, rows=values["rows"], keys=values["keys"], references=ctx.config.master_reference,
                              message=f"{plural(values['rows'], 'row')} in {target.name} "
                                      f"{verb(values['rows'], 'refer', 'refers')} to "
-                                     f"{plural(values['keys'], 'unknown session')}")]
+                                     f"{plural(values['keys'], 'unknown ' + ctx.key_noun)}")]
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_orphaned(session_rows(ctx, target)),
