@@ -76,7 +76,7 @@ class AuditContext:
     def key_type_phrase(self) -> str:
         """The key type with its article: "a uuid", "a bigint", "an integer"."""
         name = self.key_type.name
-        return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+        return f"an {name}" if name[0] in "aeio" else f"a {name}"   # a uuid, an integer
 
     @property
     def master_key(self) -> Column | None:

@@ -12,6 +12,7 @@ from psycopg import errors as pgerrors
 
 from yumai_audit import api
 from yumai_audit.cli import cli
+from yumai_audit.config import load_config
 
 QUARANTINE = "yumai_quarantine"
 
@@ -89,8 +90,6 @@ def migrate(db, toml: str, tmp_path, *extra: str) -> None:
 def test_telemetry_bigint_key(db, tmp_path):
     db.execute(TELEMETRY)
     toml = config_file(tmp_path, TELEMETRY_TOML)
-    from yumai_audit.config import load_config
-
     config = load_config(toml)
     result = api.scan(db.conninfo, config)
     by = {(f.check, f.table): f for f in result.findings}
@@ -145,3 +144,142 @@ def test_telemetry_bigint_key(db, tmp_path):
             db.execute(statement, (made_up,))
     again = api.scan(db.conninfo, config)
     assert fired(again)["missing_master_rows"] == 0 and fired(again)["orphaned_session_ids"] == 0
+
+
+# An integer key: order_events.order_id integer (2,000 orders, 3 events each, one order naming two
+# customers), order_notes.order_id smallint (narrower: referenced as it is) with 20 orders no event has.
+INTEGER = """
+CREATE SCHEMA shop;
+CREATE TABLE shop.customers (id int PRIMARY KEY, name text);
+INSERT INTO shop.customers SELECT g, 'c' || g FROM generate_series(1, 100) g;
+CREATE TABLE shop.order_events (id bigserial, order_id integer NOT NULL, customer_id int, created_at timestamptz NOT NULL,
+  PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);
+CREATE TABLE shop.order_events_old PARTITION OF shop.order_events FOR VALUES FROM (MINVALUE) TO ('2026-11-01');
+CREATE TABLE shop.order_events_new PARTITION OF shop.order_events FOR VALUES FROM ('2026-11-01') TO (MAXVALUE);
+INSERT INTO shop.order_events (order_id, customer_id, created_at)
+  SELECT 1 + g % 2000, 1 + (g % 2000) % 100, timestamptz '2026-10-15' + (g % 40) * interval '1 day'
+  FROM generate_series(0, 5999) g;
+UPDATE shop.order_events SET customer_id = 99 WHERE id = (SELECT min(id) FROM shop.order_events WHERE order_id = 7);
+CREATE TABLE shop.order_notes (id serial PRIMARY KEY, order_id smallint, customer_id int, note text);
+INSERT INTO shop.order_notes (order_id, customer_id, note) SELECT g, 1 + (g - 1) % 100, 'n' FROM generate_series(1, 300) g;
+INSERT INTO shop.order_notes (order_id, customer_id, note) SELECT 30000 + g, 1, 'lost' FROM generate_series(1, 20) g;
+"""
+INTEGER_TOML = """
+key_column = "order_id"
+master = "shop.orders"
+source = "shop.order_events"
+users = "shop.customers"
+user_column = "customer_id"
+"""
+INTEGER_TABLES = ["shop.order_events", "shop.order_notes", "shop.customers"]
+
+
+def test_integer_key_with_a_narrower_column(db, tmp_path):
+    db.execute(INTEGER)
+    toml = config_file(tmp_path, INTEGER_TOML)
+    config = load_config(toml)
+    result = api.scan(db.conninfo, config)
+    assert fired(result) == Counter({"missing_master_rows": 1, "orphaned_session_ids": 1,
+                                     "conflicting_session_users": 1, "unconstrained_fk": 4})
+    by = {(f.check, f.table): f for f in result.findings if f.check != "unconstrained_fk"}
+    assert by[("missing_master_rows", "shop.orders")].keys == 2000
+    notes = by[("orphaned_session_ids", "shop.order_notes")]
+    assert (notes.rows, notes.keys) == (20, 20)
+    assert notes.message == "20 rows in shop.order_notes refer to 20 unknown order_id values"
+    conflict = by[("conflicting_session_users", "shop.order_events")]
+    assert conflict.keys == 1
+    assert conflict.message == "1 order_id value carries more than one customer_id across the key tables"
+    assert not [f for f in result.findings if f.check == "key_type_mismatch"]    # smallint: referenced as it is
+    plan = api.plan(db.conninfo, config)
+    assert any(n.startswith("shop.order_notes.order_id is smallint, the master's key integer: referenced as it is")
+               for n in plan.notes)
+    before = rows(db, INTEGER_TABLES)
+
+    # the 20 orphans are 6.25% of order_notes' 320 rows, over the default 5%: this shape needs the option
+    migrate(db, toml, tmp_path, "--max-removed-share", "10")
+
+    assert db.scalar("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                     "WHERE attrelid = 'shop.orders'::regclass AND attname = 'order_id'") == "integer"
+    assert db.scalar("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                     "WHERE attrelid = 'shop.order_notes'::regclass AND attname = 'order_id'") == "smallint"
+    assert db.scalar("SELECT count(*) FROM shop.orders") == 2000
+    moved = {t: quarantined(db, t) for t in INTEGER_TABLES}
+    assert moved == {"shop.order_events": 0, "shop.order_notes": 20, "shop.customers": 0}
+    after = rows(db, INTEGER_TABLES)
+    assert {t: after[t] + moved[t] for t in INTEGER_TABLES} == before
+    for statement in ["INSERT INTO shop.order_events (order_id, created_at) VALUES (%s, now())",
+                      "INSERT INTO shop.order_notes (order_id) VALUES (%s)"]:
+        with pytest.raises(pgerrors.ForeignKeyViolation):
+            db.execute(statement, (31999,))
+
+
+# A uuid key under other names: trace.spans.trace_id uuid (partitioned, 500 traces), annotations with the
+# key as text (3 upper case, 4 malformed), links naming 10 traces no span has.
+UUID_NAMES = """
+CREATE SCHEMA trace;
+CREATE TABLE trace.tenants (id int PRIMARY KEY);
+INSERT INTO trace.tenants SELECT generate_series(1, 10);
+CREATE TABLE trace.spans (id bigserial, trace_id uuid NOT NULL, tenant_id int, started_at timestamptz NOT NULL,
+  PRIMARY KEY (id, started_at)) PARTITION BY RANGE (started_at);
+CREATE TABLE trace.spans_a PARTITION OF trace.spans FOR VALUES FROM (MINVALUE) TO ('2026-11-01');
+CREATE TABLE trace.spans_b PARTITION OF trace.spans DEFAULT;
+CREATE TABLE trace.ids AS SELECT g AS n, gen_random_uuid() AS id FROM generate_series(1, 500) g;
+INSERT INTO trace.spans (trace_id, tenant_id, started_at)
+  SELECT i.id, 1 + i.n % 10, timestamptz '2026-10-20' + (g % 20) * interval '1 day'
+  FROM trace.ids i, generate_series(1, 4) g;
+CREATE TABLE trace.annotations (id serial PRIMARY KEY, trace_id text, body text);
+INSERT INTO trace.annotations (trace_id, body) SELECT id::text, 'a' FROM trace.ids WHERE n <= 200;
+UPDATE trace.annotations SET trace_id = upper(trace_id) WHERE id <= 3;
+INSERT INTO trace.annotations (trace_id, body) VALUES ('nope', 'x'), ('', 'x'), ('1234', 'x'), ('{bad}', 'x');
+CREATE TABLE trace.links (id serial PRIMARY KEY, trace_id uuid, other uuid);
+INSERT INTO trace.links (trace_id) SELECT id FROM trace.ids WHERE n <= 300;
+INSERT INTO trace.links (trace_id) SELECT gen_random_uuid() FROM generate_series(1, 10);
+DROP TABLE trace.ids;
+"""
+UUID_TOML = """
+key_column = "trace_id"
+master = "trace.traces"
+source = "trace.spans"
+users = "trace.tenants"
+user_column = "tenant_id"
+created_at_column = "started_at"
+"""
+UUID_TABLES = ["trace.spans", "trace.annotations", "trace.links", "trace.tenants"]
+
+
+def test_uuid_key_under_other_names(db, tmp_path):
+    db.execute(UUID_NAMES)
+    toml = config_file(tmp_path, UUID_TOML)
+    config = load_config(toml)
+    result = api.scan(db.conninfo, config)
+    by = {(f.check, f.table): f for f in result.findings if f.check != "unconstrained_fk"}
+    assert by[("missing_master_rows", "trace.traces")].keys == 500
+    assert by[("missing_master_rows", "trace.traces")].message.startswith("500 trace_id values of trace.spans")
+    links = by[("orphaned_session_ids", "trace.links")]
+    assert (links.rows, links.keys) == (10, 10)
+    assert by[("malformed_session_ids", "trace.annotations")].rows == 4
+    assert by[("malformed_session_ids", "trace.annotations")].message == (
+        "4 rows in trace.annotations have a trace_id that is not a uuid")
+    assert by[("noncanonical_session_ids", "trace.annotations")].rows == 3
+    assert [f.table for f in result.findings if f.check == "key_type_mismatch"] == ["trace.annotations"]
+    assert fired(result) == Counter({"missing_master_rows": 1, "orphaned_session_ids": 1, "malformed_session_ids": 1,
+                                     "key_type_mismatch": 1, "unconstrained_fk": 4})
+    before = rows(db, UUID_TABLES)
+
+    # 10 of links' 310 rows (3.2%), 4 of annotations' 204 (2.0%): the default share allows them
+    migrate(db, toml, tmp_path)
+
+    assert db.scalar("SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+                     "ON a.attrelid = d.adrelid AND a.attnum = d.adnum "
+                     "WHERE d.adrelid = 'trace.traces'::regclass AND a.attname = 'trace_id'") == "gen_random_uuid()"
+    assert db.scalar("SELECT count(*) FROM trace.traces") == 500
+    moved = {t: quarantined(db, t) for t in UUID_TABLES}
+    assert moved == {"trace.spans": 0, "trace.annotations": 4, "trace.links": 10, "trace.tenants": 0}
+    after = rows(db, UUID_TABLES)
+    assert {t: after[t] + moved[t] for t in UUID_TABLES} == before
+    made_up = "00000000-0000-4000-8000-000000000001"
+    for statement in ["INSERT INTO trace.spans (trace_id, started_at) VALUES (%s, now())",
+                      "INSERT INTO trace.annotations (trace_id) VALUES (%s)",
+                      "INSERT INTO trace.links (trace_id) VALUES (%s)"]:
+        with pytest.raises(pgerrors.ForeignKeyViolation):
+            db.execute(statement, (made_up,))
