@@ -283,3 +283,60 @@ def test_uuid_key_under_other_names(db, tmp_path):
                       "INSERT INTO trace.links (trace_id) VALUES (%s)"]:
         with pytest.raises(pgerrors.ForeignKeyViolation):
             db.execute(statement, (made_up,))
+
+
+# A text source key whose every value is an integer: the master's key is bigint, and the source's column is
+# converted to it (not quarantined as "not a uuid"). meter_info names 5 meters no reading has.
+TEXT_SOURCE = """
+CREATE SCHEMA legacy;
+CREATE TABLE legacy.readings (id serial, meter_id varchar(32) NOT NULL, at timestamptz NOT NULL, value real,
+  PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE legacy.readings_1 PARTITION OF legacy.readings FOR VALUES FROM (MINVALUE) TO ('2026-11-01');
+CREATE TABLE legacy.readings_2 PARTITION OF legacy.readings FOR VALUES FROM ('2026-11-01') TO (MAXVALUE);
+INSERT INTO legacy.readings (meter_id, at, value)
+  SELECT (5000 + g % 200)::text, timestamptz '2026-10-25' + (g % 10) * interval '1 day', g FROM generate_series(0, 999) g;
+CREATE TABLE legacy.meter_info (meter_id bigint PRIMARY KEY, place text);
+INSERT INTO legacy.meter_info SELECT 5000 + g, 'x' FROM generate_series(0, 99) g;
+INSERT INTO legacy.meter_info SELECT 9000 + g, 'gone' FROM generate_series(1, 5) g;
+"""
+TEXT_SOURCE_TOML = """
+key_column = "meter_id"
+master = "legacy.meters"
+source = "legacy.readings"
+users = "legacy.nobody"
+created_at_column = "at"
+"""
+TEXT_SOURCE_TABLES = ["legacy.readings", "legacy.meter_info"]
+
+
+def test_text_source_of_integers_takes_bigint(db, tmp_path):
+    db.execute(TEXT_SOURCE)
+    toml = config_file(tmp_path, TEXT_SOURCE_TOML)
+    config = load_config(toml)
+    result = api.scan(db.conninfo, config)
+    by = {(f.check, f.table): f for f in result.findings if f.check != "unconstrained_fk"}
+    assert by[("missing_master_rows", "legacy.meters")].keys == 200
+    assert by[("key_type_mismatch", "legacy.readings")].details == {"type": "character varying(32)",
+                                                                    "expected": "bigint"}
+    assert (by[("orphaned_session_ids", "legacy.meter_info")].rows,
+            by[("orphaned_session_ids", "legacy.meter_info")].keys) == (5, 5)
+    assert ("malformed_session_ids", "legacy.readings") not in by
+    assert fired(result) == Counter({"missing_master_rows": 1, "orphaned_session_ids": 1, "key_type_mismatch": 1,
+                                     "unconstrained_fk": 2})
+    before = rows(db, TEXT_SOURCE_TABLES)
+
+    # 5 of meter_info's 105 rows (4.8%): the default share allows them
+    migrate(db, toml, tmp_path)
+
+    for table in ("legacy.meters", "legacy.readings"):
+        assert db.scalar("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                         "WHERE attrelid = %s::regclass AND attname = 'meter_id'", (table,)) == "bigint"
+    assert db.scalar("SELECT count(*) FROM legacy.meters") == 200
+    moved = {t: quarantined(db, t) for t in TEXT_SOURCE_TABLES}
+    assert moved == {"legacy.readings": 0, "legacy.meter_info": 5}
+    after = rows(db, TEXT_SOURCE_TABLES)
+    assert {t: after[t] + moved[t] for t in TEXT_SOURCE_TABLES} == before
+    for statement in ["INSERT INTO legacy.readings (meter_id, at) VALUES (%s, now())",
+                      "INSERT INTO legacy.meter_info (meter_id) VALUES (%s)"]:
+        with pytest.raises(pgerrors.ForeignKeyViolation):
+            db.execute(statement, (77777,))
