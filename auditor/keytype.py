@@ -47,6 +47,12 @@ class KeyType:
         """The largest value, as text (the backfill's mark for a walk that read its last key)."""
         return "ffffffff-ffff-ffff-ffff-ffffffffffff" if self.is_uuid else str(self.bounds[1])
 
+    @property
+    def stored(self) -> str:
+        """The type the tool's own tables keep keys in (positions, the bridge's log): bigint for every integer
+        key (it holds them all), else the key type."""
+        return "bigint" if self.is_integer else self.name
+
     def native(self, typname: str) -> bool:
         """A column of `typname` holds the key as it is (no conversion): the same type, or an integer
         type for an integer key (referenced as it is, whatever its width)."""

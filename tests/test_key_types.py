@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 from psycopg import errors as pgerrors
+from test_lint import needs_squawk, squawk
 
 from yumai_audit import api
 from yumai_audit.cli import cli
@@ -340,3 +341,16 @@ def test_text_source_of_integers_takes_bigint(db, tmp_path):
                       "INSERT INTO legacy.meter_info (meter_id) VALUES (%s)"]:
         with pytest.raises(pgerrors.ForeignKeyViolation):
             db.execute(statement, (77777,))
+
+
+@needs_squawk
+def test_the_integer_plan_passes_squawk(db, tmp_path):
+    """The tool's own tables keep an integer key as bigint (positions, the bridge's log); the master's
+    integer key and the staging table's are deliberate, as yumai's int user_id is."""
+    db.execute(INTEGER)
+    path = tmp_path / "plan.sql"
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--config", config_file(tmp_path, INTEGER_TOML),
+                                   "--sql", str(path)])
+    assert res.exit_code == 1 and "SQL script:" in res.output, res.output
+    proc = squawk(path, db.server.version_num)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -110,7 +110,8 @@ def tables(c: Candidate) -> tuple[sql.SQL | sql.Composed, ...]:
     return (sql.SQL("SET LOCAL client_min_messages = warning"),
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PROGRESS.schema)),
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (walk text PRIMARY KEY, last_key {} NOT NULL, "
-                    "moved_at timestamptz NOT NULL DEFAULT now())").format(table_ref(PROGRESS), kt),
+                    "moved_at timestamptz NOT NULL DEFAULT now())").format(table_ref(PROGRESS),
+                                                                          sql.SQL(c.key_type.stored)),
             sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {} ({})").format(table_ref(STAGING), sql.SQL(", ").join(cols)),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (sid)").format(
                 sql.Identifier(STAGING.name + "_sid_idx"), table_ref(STAGING)))

@@ -162,7 +162,7 @@ def bridge_steps(ctx: AuditContext, k: KeyTable, *, version: int, master_columns
     PostgreSQL 13+, its partitions get clones), one per leaf partition on PostgreSQL 12."""
     reg = registration(ctx, k, master_columns, active_window_minutes)
     fn = function_name(k.name)
-    setup = log_statements(ctx.key_type.name) + function_statements(reg, k.table.owner, ctx.catalog.current_user)
+    setup = log_statements(ctx.key_type.stored) + function_statements(reg, k.table.owner, ctx.catalog.current_user)
     what = (f"registers the session of each new row of {k.name} (and each update of {k.key.name}) in "
             f"{reg.master} when it is missing; logs its registrations in {LOG}")
     if not k.table.is_partitioned or version >= PG_ROW_TRIGGER_ON_PARTITIONED:
