@@ -50,4 +50,4 @@ class ConflictingSessionUsers(TableCheck):
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_conflicting(), frozenset({USES_KNOWN, USES_SESSION_USERS}),
-                      distinct=False, over=OVER_SESSIONS)
+                      distinct=False, over=OVER_SESSIONS, of=ctx.key_label)

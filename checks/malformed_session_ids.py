@@ -36,4 +36,4 @@ class MalformedSessionIds(TableCheck):
                                      f"{ctx.key_type_phrase}")]
 
     def sample(self, ctx, target, finding):
-        return Sample(col(target.key), key_malformed(target.key))
+        return Sample(col(target.key), key_malformed(target.key), of=ctx.key_label)

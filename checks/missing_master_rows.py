@@ -44,11 +44,11 @@ class MissingMasterRows(TableCheck):
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_not_in_master(), frozenset({USES_KNOWN}),
-                      distinct=False, over=OVER_SESSIONS)
+                      distinct=False, over=OVER_SESSIONS, of=ctx.key_label)
 
     def row_measures(self, ctx, target):
         # per row, `kn` is the row's own session looked up in the master
         return {"keys": count_distinct_where(key_uuid(target.key), not_in_master(target.key), USES_KNOWN)}
 
     def row_sample(self, ctx, target):
-        return Sample(key_uuid(target.key), not_in_master(target.key), frozenset({USES_KNOWN}))
+        return Sample(key_uuid(target.key), not_in_master(target.key), frozenset({USES_KNOWN}), of=ctx.key_label)

@@ -109,6 +109,7 @@ def test_telemetry_bigint_key(db, tmp_path):
     alerts = by[("orphaned_session_ids", "app.alerts")]
     assert (alerts.rows, alerts.keys) == (100, 100)
     assert alerts.message == "100 rows in app.alerts refer to 100 unknown device_id values"
+    assert alerts.details["sample_of"] == "device_id" and alerts.sample[:3] == ["100001", "100002", "100003"]
     settings = by[("orphaned_session_ids", "app.device_settings")]
     assert (settings.rows, settings.keys) == (50, 50)
     malformed = by[("malformed_session_ids", "app.crm_devices")]
