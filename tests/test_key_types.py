@@ -147,6 +147,17 @@ def test_telemetry_bigint_key(db, tmp_path):
     again = api.scan(db.conninfo, config)
     assert fired(again)["missing_master_rows"] == 0 and fired(again)["orphaned_session_ids"] == 0
 
+    # the lifecycle command on the bigint master: last activity over events and alerts (both have ts)
+    idle = db.scalar("SELECT count(*) FROM (SELECT device_id, max(ts) AS last FROM (SELECT device_id, ts FROM app.events "
+                     "UNION ALL SELECT device_id, ts FROM app.alerts) a GROUP BY device_id) x "
+                     "WHERE last < now() - interval '30 minutes'")
+    assert 0 < idle < 3000
+    db.execute("UPDATE app.device_master SET is_active = true")
+    closed = CliRunner().invoke(cli, ["sessions", "close-idle", "--dsn", db.conninfo, "--config", toml, "--idle", "30m",
+                                      "--apply"])
+    assert closed.exit_code == 0, closed.output
+    assert db.scalar("SELECT count(*) FROM app.device_master WHERE NOT is_active") == idle
+
 
 # An integer key: order_events.order_id integer (2,000 orders, 3 events each, one order naming two
 # customers), order_notes.order_id smallint (narrower: referenced as it is) with 20 orders no event has.
