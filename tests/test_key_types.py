@@ -160,7 +160,7 @@ def test_telemetry_bigint_key(db, tmp_path):
 
 
 # An integer key: order_events.order_id integer (2,000 orders, 3 events each, one order naming two
-# customers), order_notes.order_id smallint (narrower: referenced as it is) with 20 orders no event has.
+# customers), order_notes.order_id smallint (narrower: referenced as it is) with 20 orders no event has (9991-10010).
 INTEGER = """
 CREATE SCHEMA shop;
 CREATE TABLE shop.customers (id int PRIMARY KEY, name text);
@@ -175,7 +175,8 @@ INSERT INTO shop.order_events (order_id, customer_id, created_at)
 UPDATE shop.order_events SET customer_id = 99 WHERE id = (SELECT min(id) FROM shop.order_events WHERE order_id = 7);
 CREATE TABLE shop.order_notes (id serial PRIMARY KEY, order_id smallint, customer_id int, note text);
 INSERT INTO shop.order_notes (order_id, customer_id, note) SELECT g, 1 + (g - 1) % 100, 'n' FROM generate_series(1, 300) g;
-INSERT INTO shop.order_notes (order_id, customer_id, note) SELECT 30000 + g, 1, 'lost' FROM generate_series(1, 20) g;
+INSERT INTO shop.order_notes (order_id, customer_id, note) SELECT 9990 + g, 1, 'lost' FROM generate_series(1, 20) g;
+ANALYZE;
 """
 INTEGER_TOML = """
 key_column = "order_id"
@@ -199,6 +200,10 @@ def test_integer_key_with_a_narrower_column(db, tmp_path):
     notes = by[("orphaned_session_ids", "shop.order_notes")]
     assert (notes.rows, notes.keys) == (20, 20)
     assert notes.message == "20 rows in shop.order_notes refer to 20 unknown order_id values"
+    # in key order (numbers, not text), also when the set is built in two key ranges from the statistics
+    assert notes.sample[:3] == ["9991", "9992", "9993"]
+    parts = api.scan(db.conninfo, config, jobs=2)
+    assert [f.sample for f in parts.findings if f.check == "orphaned_session_ids"] == [notes.sample]
     conflict = by[("conflicting_session_users", "shop.order_events")]
     assert conflict.keys == 1
     assert conflict.message == "1 order_id value carries more than one customer_id across the key tables"

@@ -16,6 +16,7 @@ membership in the master is looked up.
 """
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -389,8 +390,8 @@ def _sample_order(values: list) -> list:
     """Values of a sample over the set in the order the statement gives them: as uuids (the byte order
     PostgreSQL sorts uuids in) when every value is one, as numbers when every value is an integer, else as
     text."""
-    if values and all(isinstance(v, int) for v in values):
-        return sorted(values)
+    if values and all(re.fullmatch(r"-?[0-9]+", str(v)) for v in values):
+        return sorted(values, key=lambda v: int(str(v)))
     try:
         return sorted(values, key=lambda v: uuid.UUID(str(v)))
     except ValueError:
