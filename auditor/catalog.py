@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .errors import ConfigError
+from .keytype import UUID, KeyType
 from .rows import one_row
 
 # A dotted name: parts separated by dots, a part in double quotes may contain dots and keeps its case.
@@ -55,6 +56,7 @@ class Column:
     type: str          # format_type(), e.g. "character varying(64)"
     typname: str       # the base type's name, e.g. "varchar"
     not_null: bool
+    key_type: KeyType = UUID    # for a key column: the key type it is read as (the context sets it)
 
     @property
     def is_text(self) -> bool:
@@ -63,6 +65,11 @@ class Column:
     @property
     def is_uuid(self) -> bool:
         return self.typname == "uuid"
+
+    @property
+    def is_native_key(self) -> bool:
+        """The column holds the key as it is, without conversion (the key type, or an integer width of it)."""
+        return self.key_type.native(self.typname)
 
 
 @dataclass(frozen=True)

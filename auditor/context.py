@@ -6,13 +6,17 @@ column, the master excluded.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg import sql
 
+from . import keytype
 from .catalog import Catalog, Column, QualifiedName, Table, read_catalog
 from .errors import NothingToAudit
+from .keytype import KeyType
 
 if TYPE_CHECKING:    # annotations only: the configuration validates check ids, and the checks read the context
     from .config import Config
@@ -31,8 +35,9 @@ class KeyTable:
 
     @property
     def key_checkable(self) -> bool:
-        """Whether key values can be compared with uuids at all (uuid or text columns)."""
-        return self.key.is_uuid or self.key.is_text
+        """Whether key values can be compared with the key type at all (a column of the key type, an integer
+        width of an integer key, or text)."""
+        return self.key.is_native_key or self.key.is_text
 
     def __hash__(self) -> int:
         return hash(self.table.name)
@@ -50,14 +55,33 @@ class AuditContext:
     source: KeyTable | None
     users: Table | None
     notes: list[str] = field(default_factory=list)
+    key_type: KeyType = keytype.UUID
 
     @property
     def key(self) -> str:
         return self.config.key_column
 
     @property
+    def key_noun(self) -> str:
+        """What one key value is called in messages: yumai's "session" for session_id, else the column's name
+        ("device_id value")."""
+        return "session" if self.key == "session_id" else f"{self.key} value"
+
+    @property
+    def key_label(self) -> str:
+        """What the key column is called in messages: "session id" for session_id, else its name."""
+        return "session id" if self.key == "session_id" else self.key
+
+    @property
+    def key_type_phrase(self) -> str:
+        """The key type with its article: "a uuid", "a bigint", "an integer"."""
+        name = self.key_type.name
+        return f"an {name}" if name[0] in "aeio" else f"a {name}"   # a uuid, an integer
+
+    @property
     def master_key(self) -> Column | None:
-        return self.master.columns.get(self.key) if self.master else None
+        found = self.master.columns.get(self.key) if self.master else None
+        return dataclasses.replace(found, key_type=self.key_type) if found is not None else None
 
     @property
     def master_user(self) -> Column | None:
@@ -80,7 +104,26 @@ class AuditContext:
         return fk.ref_table == self.config.master and fk.ref_columns == (self.key,)
 
 
-def build_context(catalog: Catalog, config: Config) -> AuditContext:
+def decided_key_type(catalog: Catalog, config: Config, text_source: KeyType | None = None) -> KeyType:
+    """The master's key type if it exists, else the source table's key column's type; `text_source` for a
+    text source key (what its values parse as); uuid otherwise (yumai's)."""
+    for name in (config.master, config.source):
+        table = catalog.get(name)
+        column = table.columns.get(config.key_column) if table is not None else None
+        if column is None:
+            continue
+        found = keytype.of_typname(column.typname)
+        if found is not None:
+            return found
+        if column.is_text and name == config.source and text_source is not None:
+            return text_source
+        if name == config.master:
+            break
+    return keytype.UUID
+
+
+def build_context(catalog: Catalog, config: Config, text_source: KeyType | None = None) -> AuditContext:
+    key_type = decided_key_type(catalog, config, text_source)
     master = catalog.get(config.master)
     users = catalog.get(config.users)
     notes = []
@@ -92,13 +135,39 @@ def build_context(catalog: Catalog, config: Config) -> AuditContext:
     for table in catalog.tables.values():
         if table.name == config.master or config.key_column not in table.columns:
             continue
-        kt = KeyTable(table=table, key=table.columns[config.key_column],
+        key = dataclasses.replace(table.columns[config.key_column], key_type=key_type)
+        kt = KeyTable(table=table, key=key,
                       user=table.columns.get(config.user_column), is_source=table.name == config.source)
         key_tables.append(kt)
         if kt.is_source:
             source = kt
+    if key_type != keytype.UUID:
+        notes.append(f"the key type is {key_type.name} (from {config.master if master is not None else config.source})")
     return AuditContext(config=config, catalog=catalog, key_tables=key_tables, master=master,
-                        source=source, users=users, notes=notes)
+                        source=source, users=users, notes=notes, key_type=key_type)
+
+
+def text_source_type(conn: psycopg.Connection, catalog: Catalog, config: Config) -> KeyType | None:
+    """For a text source key (and no master yet): uuid when every non-empty value parses as one, else bigint
+    when every one is an integer in bigint's range, else None (uuid, yumai's). Reads the source table until
+    the first value that does not parse."""
+    source = catalog.get(config.source)
+    column = source.columns.get(config.key_column) if source is not None else None
+    if catalog.get(config.master) is not None or source is None or column is None or not column.is_text:
+        return None
+    value = sql.SQL("btrim({}::text, {})").format(sql.Identifier(column.name), sql.Literal(keytype.TRIM_CHARS))
+    low, high = keytype.BIGINT.bounds
+    row = conn.execute(sql.SQL(
+        "SELECT NOT EXISTS (SELECT 1 FROM {t} WHERE {v} <> '' AND {v} !~ {uuid}), "
+        "NOT EXISTS (SELECT 1 FROM {t} WHERE {v} <> '' AND CASE WHEN {v} ~ {int} "
+        "THEN {v}::numeric NOT BETWEEN {low} AND {high} ELSE true END), "
+        "EXISTS (SELECT 1 FROM {t} WHERE {v} <> '')").format(
+        t=sql.Identifier(source.name.schema, source.name.name), v=value, uuid=sql.Literal(keytype.UUID_INPUT_PATTERN),
+        int=sql.Literal(keytype.INTEGER_INPUT_PATTERN), low=sql.Literal(low), high=sql.Literal(high))).fetchone()
+    if row is None or not row[2]:
+        return None
+    return keytype.UUID if row[0] else keytype.BIGINT if row[1] else None
+
 
 
 # --- read from the database: the scan, the migration and the maintenance commands start here -----------
@@ -120,7 +189,7 @@ def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
     if not catalog.tables:
         scope = ", ".join(config.schemas) if config.schemas else "any user schema"
         raise NothingToAudit(f"nothing to audit: database {catalog.database} has no table in {scope}")
-    ctx = build_context(catalog, config)
+    ctx = build_context(catalog, config, text_source_type(conn, catalog, config))
     if not ctx.key_tables:
         # A database without session tables is a normal case: the session checks are skipped and
         # the schema-wide checks still run.

@@ -45,9 +45,9 @@ class ConflictingSessionUsers(TableCheck):
             return []
         table = str(ctx.source.name) if ctx.source else str(ctx.config.source)
         return [self.finding(None, table=table, column=ctx.config.user_column, keys=count,
-                             message=f"{plural(count, 'session')} {verb(count, 'carry', 'carries')} more than one "
-                                     "user_id across the key tables")]
+                             message=f"{plural(count, ctx.key_noun)} {verb(count, 'carry', 'carries')} more than one "
+                                     f"{ctx.config.user_column} across the key tables")]
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_conflicting(), frozenset({USES_KNOWN, USES_SESSION_USERS}),
-                      distinct=False, over=OVER_SESSIONS)
+                      distinct=False, over=OVER_SESSIONS, of=ctx.key_label)

@@ -32,7 +32,8 @@ class MalformedSessionIds(TableCheck):
             return []
         return [self.finding(target, rows=values["rows"],
                              message=f"{plural(values['rows'], 'row')} in {target.name} "
-                                     f"{verb(values['rows'], 'have', 'has')} a session id that is not a uuid")]
+                                     f"{verb(values['rows'], 'have', 'has')} a {ctx.key_label} that is not "
+                                     f"{ctx.key_type_phrase}")]
 
     def sample(self, ctx, target, finding):
-        return Sample(col(target.key), key_malformed(target.key))
+        return Sample(col(target.key), key_malformed(target.key), of=ctx.key_label)

@@ -22,7 +22,7 @@ class MissingMasterRows(TableCheck):
     id = "missing_master_rows"
     severity = Severity.ERROR
     description = "Distinct session ids in the source table with no row in the session master"
-    skip_reason = "the source table does not exist or its key column is neither uuid nor text"
+    skip_reason = "the source table does not exist or its key column is neither of a key type nor text"
 
     def targets(self, ctx):
         return [ctx.source] if ctx.source is not None and ctx.source.key_checkable else []
@@ -39,16 +39,16 @@ class MissingMasterRows(TableCheck):
         where = "" if ctx.master is not None else " (the master table does not exist yet)"
         return [self.finding(target, table=str(ctx.config.master), column=ctx.key, keys=keys,
                              references=str(target.name),
-                             message=f"{plural(keys, 'session')} of {target.name} missing from "
+                             message=f"{plural(keys, ctx.key_noun)} of {target.name} missing from "
                                      f"{ctx.config.master}{where}")]
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_not_in_master(), frozenset({USES_KNOWN}),
-                      distinct=False, over=OVER_SESSIONS)
+                      distinct=False, over=OVER_SESSIONS, of=ctx.key_label)
 
     def row_measures(self, ctx, target):
         # per row, `kn` is the row's own session looked up in the master
         return {"keys": count_distinct_where(key_uuid(target.key), not_in_master(target.key), USES_KNOWN)}
 
     def row_sample(self, ctx, target):
-        return Sample(key_uuid(target.key), not_in_master(target.key), frozenset({USES_KNOWN}))
+        return Sample(key_uuid(target.key), not_in_master(target.key), frozenset({USES_KNOWN}), of=ctx.key_label)

@@ -34,4 +34,4 @@ class NoncanonicalSessionIds(TableCheck):
                                      f"{verb(values['rows'], 'spell', 'spells')} a uuid in a non-canonical form")]
 
     def sample(self, ctx, target, finding):
-        return Sample(col(target.key), key_noncanonical(target.key))
+        return Sample(col(target.key), key_noncanonical(target.key), of=ctx.key_label)

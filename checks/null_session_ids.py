@@ -28,7 +28,7 @@ class NullSessionIds(TableCheck):
             return []
         return [self.finding(target, rows=values["rows"],
                              message=f"{plural(values['rows'], 'row')} in {target.name} "
-                                     f"{verb(values['rows'], 'have', 'has')} no session id")]
+                                     f"{verb(values['rows'], 'have', 'has')} no {ctx.key_label}")]
 
     def sample(self, ctx, target, finding):
         return Sample(row_id(target.table), key_null(target.key), distinct=False, of="primary key")

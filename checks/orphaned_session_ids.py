@@ -54,11 +54,11 @@ class OrphanedSessionIds(TableCheck):
         return [self.finding(target, rows=values["rows"], keys=values["keys"], references=ctx.config.master_reference,
                              message=f"{plural(values['rows'], 'row')} in {target.name} "
                                      f"{verb(values['rows'], 'refer', 'refers')} to "
-                                     f"{plural(values['keys'], 'unknown session')}")]
+                                     f"{plural(values['keys'], 'unknown ' + ctx.key_noun)}")]
 
     def sample(self, ctx, target, finding):
         return Sample(sql.SQL("kn.session_id"), session_orphaned(session_rows(ctx, target)),
-                      frozenset({USES_KNOWN, USES_SESSION_ROWS}), distinct=False, over=OVER_SESSIONS)
+                      frozenset({USES_KNOWN, USES_SESSION_ROWS}), distinct=False, over=OVER_SESSIONS, of=ctx.key_label)
 
     def row_measures(self, ctx, target):
         # per row, `kn` is the row's own session looked up in the master and the source table
@@ -66,4 +66,4 @@ class OrphanedSessionIds(TableCheck):
                 "keys": count_distinct_where(key_uuid(target.key), orphaned(target.key), USES_KNOWN)}
 
     def row_sample(self, ctx, target):
-        return Sample(key_uuid(target.key), orphaned(target.key), frozenset({USES_KNOWN}))
+        return Sample(key_uuid(target.key), orphaned(target.key), frozenset({USES_KNOWN}), of=ctx.key_label)

@@ -11,17 +11,15 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from yumai_audit.catalog import Column, QualifiedName
+from yumai_audit.keytype import INTEGER_INPUT_PATTERN, TRIM_CHARS, UUID_INPUT_PATTERN
+from yumai_audit.keytype import UUID as UUID_KEY
+from yumai_audit.keytype import KeyType as KeyType
 from yumai_audit.sqlparts import T, col
 from yumai_audit.sqlparts import row_id as row_id  # re-exported for the checks
 from yumai_audit.sqlparts import table_ref as table_ref
 
-# What PostgreSQL's uuid input accepts: 32 hex digits, optionally in braces, with an optional hyphen
-# after any group of four digits (src/backend/utils/adt/uuid.c, string_to_uuid).
-UUID_INPUT_PATTERN = r"^(\{[0-9A-Fa-f]{4}(-?[0-9A-Fa-f]{4}){7}\}|[0-9A-Fa-f]{4}(-?[0-9A-Fa-f]{4}){7})$"
 # The canonical text form, as uuid_out writes it.
 CANONICAL_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# Characters trimmed from both ends before parsing.
-TRIM_CHARS = " \t\r\n"
 
 
 
@@ -53,9 +51,15 @@ def canonical(text: sql.Composable) -> sql.Composable:
 
 
 def key_valid(column: Column, alias: str = T) -> sql.Composable:
-    """The key holds a value that casts to uuid (after trimming, for text keys)."""
-    if column.is_uuid:
+    """The key holds a value that casts to the key type (after trimming, for text keys)."""
+    if column.is_native_key:
         return sql.SQL("{} IS NOT NULL").format(col(column, alias))
+    if column.is_text and column.key_type.is_integer:
+        # digits within the type's range; CASE, so that the cast runs only on digits
+        low, high = column.key_type.bounds
+        return sql.SQL("(CASE WHEN {v} ~ {p} THEN {v}::numeric BETWEEN {low} AND {high} ELSE false END)").format(
+            v=trimmed(column, alias), p=sql.Literal(INTEGER_INPUT_PATTERN), low=sql.Literal(low),
+            high=sql.Literal(high))
     if column.is_text:
         # A canonical key is valid: most keys are, and OR stops before the slow general pattern.
         return sql.SQL("({} OR {} ~ {})").format(
@@ -65,38 +69,47 @@ def key_valid(column: Column, alias: str = T) -> sql.Composable:
 
 
 def key_malformed(column: Column, alias: str = T) -> sql.Composable:
-    """A non-NULL key that is not a uuid (always false for uuid columns)."""
-    if column.is_uuid:
+    """A non-NULL key that does not parse as the key type (always false for columns of that type)."""
+    if column.is_native_key:
         return sql.SQL("false")
     return sql.SQL("({} IS NOT NULL AND NOT {})").format(col(column, alias), key_valid(column, alias))
 
 
 def key_noncanonical(column: Column, alias: str = T) -> sql.Composable:
-    """A text key that parses but is not written as uuid_out would write it (case, padding, braces)."""
-    if not column.is_text:
+    """A text key that parses but is not written as uuid_out would write it (case, padding, braces); uuid
+    keys only."""
+    if not column.is_text or not column.key_type.is_uuid:
         return sql.SQL("false")
     # The cheaper test first: most keys are canonical, and AND stops there.
     return sql.SQL("(NOT {} AND {})").format(
         canonical(sql.SQL("{}::text").format(col(column, alias))), key_valid(column, alias))
 
 
+def null_key(key_type: KeyType) -> sql.Composed:
+    """NULL of the key type."""
+    return sql.SQL("NULL::{}").format(sql.SQL(key_type.name))
+
+
 def key_uuid(column: Column, alias: str = T) -> sql.Composable:
-    """The key as a uuid, NULL where it is NULL or malformed."""
-    if column.is_uuid:
+    """The key in the key type (uuid for yumai's keys, hence the name), NULL where it is NULL or malformed.
+    An integer column of another width is read as it is: comparisons across the integer family use its
+    index."""
+    if column.is_native_key:
         return col(column, alias)
     if column.is_text:
-        return sql.SQL("(CASE WHEN {} THEN {}::uuid END)").format(key_valid(column, alias), trimmed(column, alias))
-    return sql.SQL("NULL::uuid")
+        return sql.SQL("(CASE WHEN {} THEN {}::{} END)").format(
+            key_valid(column, alias), trimmed(column, alias), sql.SQL(column.key_type.name))
+    return null_key(column.key_type)
 
 
 def valid_key_uuid(column: Column, alias: str = T) -> sql.Composable:
-    """The key as a uuid, for rows already filtered by `key_valid` (a WHERE of the same scan: the
+    """The key in the key type, for rows already filtered by `key_valid` (a WHERE of the same scan: the
     server checks it before computing the output): the conversion without testing the key again."""
-    if column.is_uuid:
+    if column.is_native_key:
         return col(column, alias)
     if column.is_text:
-        return sql.SQL("{}::uuid").format(trimmed(column, alias))
-    return sql.SQL("NULL::uuid")
+        return sql.SQL("{}::{}").format(trimmed(column, alias), sql.SQL(column.key_type.name))
+    return null_key(column.key_type)
 
 
 def key_null(column: Column, alias: str = T) -> sql.Composed:
@@ -121,6 +134,7 @@ class Known:
     source: QualifiedName | None = None
     source_key: Column | None = None
     master_unique: bool = False           # the master's key is unique (no DISTINCT needed)
+    key_type: KeyType = UUID_KEY
 
     @classmethod
     def of(cls, ctx) -> Known:
@@ -131,7 +145,7 @@ class Known:
         return cls(master.name if master else None, ctx.master_key if master else None,
                    src.name if src else None, src.key if src else None,
                    master is not None and any(i.valid and i.unique and i.columns == (ctx.master_key.name,)
-                                              for i in master.indexes))
+                                              for i in master.indexes), ctx.key_type)
 
     def master_keys(self, distinct: bool = False, extra: sql.Composable = sql.SQL("")) -> sql.Composable:
         """SELECT session_id (and `extra` columns): the master's keys as uuid (alias m)."""
@@ -150,7 +164,7 @@ class Known:
         if self.source is not None:
             parts.append(self.source_keys(extra=sql.SQL(", false AS in_master")))
         if not parts:
-            parts.append(sql.SQL("SELECT NULL::uuid AS session_id, false AS in_master"))
+            parts.append(sql.SQL("SELECT {} AS session_id, false AS in_master").format(null_key(self.key_type)))
         return sql.SQL(
             "SELECT session_id, bool_or(in_master) AS in_master, bool_or(NOT in_master) AS in_source FROM ({}) x "
             "WHERE session_id IS NOT NULL GROUP BY session_id"
@@ -182,8 +196,8 @@ class Known:
         """`kn` for one row, by key (watch: an index probe per new row): session_id (the key when the
         master or the source table has it) and in_master. COALESCE probes the source table only for
         keys the master lacks, so `in_source` is not computed: `JOINED.unknown` does not need it."""
-        mst = _first(self.master, self.master_key, "m", key) if self.master is not None else sql.SQL("NULL::uuid")
-        src = _first(self.source, self.source_key, "s", key) if self.source is not None else sql.SQL("NULL::uuid")
+        mst = _first(self.master, self.master_key, "m", key) if self.master is not None else null_key(self.key_type)
+        src = _first(self.source, self.source_key, "s", key) if self.source is not None else null_key(self.key_type)
         return sql.SQL("LEFT JOIN LATERAL (SELECT coalesce(x.mk, {src}) AS session_id, x.mk IS NOT NULL AS in_master "
                        "FROM (SELECT {mst} AS mk) x) kn ON true").format(src=src, mst=mst)
 

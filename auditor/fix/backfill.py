@@ -27,29 +27,37 @@ from psycopg import sql
 from yumai_audit.checks.predicates import table_ref
 
 from ..catalog import Column, QualifiedName, Table
+from ..keytype import UUID, KeyType
 from .bridge import SCHEMA as BRIDGE_SCHEMA
 
 PROGRESS = QualifiedName(BRIDGE_SCHEMA, "backfill_progress")
 STAGING = QualifiedName(BRIDGE_SCHEMA, "backfill_sessions")
-END = "ffffffff-ffff-ffff-ffff-ffffffffffff"   # a walk's position once it has read its last key
+END = UUID.end   # a walk's position once it has read its last key (a uuid key's; `Candidate.end`)
 ROWS_PER_SESSION = 4    # rows a batch reads per session of --batch-size (a partition's key range)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """What a candidate holds, from the source's columns: its key (uuid by then), created_at (None: the
-    table has none), the columns that break ties on created_at (the primary key, else the user column),
-    the user column (None: none)."""
+    """What a candidate holds, from the source's columns: its key (of the key type by then), created_at
+    (None: the table has none), the columns that break ties on created_at (the primary key, else the user
+    column), the user column (None: none), the key type."""
 
     key: str
     created: Column | None
     ties: tuple[Column, ...]
     user: Column | None
+    key_type: KeyType = UUID
 
     @classmethod
-    def of(cls, table: Table, key: str, created_at: str, user: Column | None) -> Candidate:
+    def of(cls, table: Table, key: str, created_at: str, user: Column | None,
+           key_type: KeyType = UUID) -> Candidate:
         ties = tuple(table.columns[c] for c in table.primary_key) or ((user,) if user is not None else ())
-        return cls(key, table.columns.get(created_at), ties, user)
+        return cls(key, table.columns.get(created_at), ties, user, key_type)
+
+    @property
+    def end(self) -> str:
+        """A walk's position once it has read its last key: the key type's largest value."""
+        return self.key_type.end
 
     def staged(self) -> list[tuple[str, str]]:
         """STAGING's columns after (sid, walk), with their types."""
@@ -96,18 +104,20 @@ def tables(c: Candidate) -> tuple[sql.SQL | sql.Composed, ...]:
     rows need not be unique: a batch commits with its walk's position (never staged twice by one walk), and
     the walks of a later plan, grouped otherwise, may stage a session again: a copy of a candidate changes
     neither the first nor the latest. `walk` numbers a plan's walks (for the curious reader)."""
-    cols: list[sql.Composable] = [sql.SQL("sid uuid NOT NULL"), sql.SQL("walk int NOT NULL")]
+    kt = sql.SQL(c.key_type.name)
+    cols: list[sql.Composable] = [sql.SQL("sid {} NOT NULL").format(kt), sql.SQL("walk int NOT NULL")]
     cols += [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in c.staged()]
     return (sql.SQL("SET LOCAL client_min_messages = warning"),
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(PROGRESS.schema)),
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (walk text PRIMARY KEY, last_key uuid NOT NULL, "
-                    "moved_at timestamptz NOT NULL DEFAULT now())").format(table_ref(PROGRESS)),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (walk text PRIMARY KEY, last_key {} NOT NULL, "
+                    "moved_at timestamptz NOT NULL DEFAULT now())").format(table_ref(PROGRESS),
+                                                                          sql.SQL(c.key_type.stored)),
             sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {} ({})").format(table_ref(STAGING), sql.SQL(", ").join(cols)),
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (sid)").format(
                 sql.Identifier(STAGING.name + "_sid_idx"), table_ref(STAGING)))
 
 
-def _range(walk: str, relation: sql.Composable, key: sql.Composable, rows: int) -> sql.Composed:
+def _range(c: Candidate, walk: str, relation: sql.Composable, key: sql.Composable, rows: int) -> sql.Composed:
     """CTEs `pos` (the walk's position, NULL before its first batch) and `b` (lo, hi: the next key range of
     about `rows` rows of `relation` after it, both ends included and whole sessions; lo NULL: nothing left;
     `last`: the range reaches the last key), read from `relation`'s index on `key`."""
@@ -121,17 +131,17 @@ def _range(walk: str, relation: sql.Composable, key: sql.Composable, rows: int) 
         "FROM lo), "
         "b AS (SELECT n.lo, coalesce(n.hi, (SELECT {k} FROM {rel} t WHERE {k} IS NOT NULL ORDER BY {k} DESC LIMIT 1)) "
         "AS hi, n.hi IS NULL AS last FROM n)").format(
-        progress=table_ref(PROGRESS), walk=sql.Literal(walk), k=key, rel=relation, end=sql.Literal(END),
+        progress=table_ref(PROGRESS), walk=sql.Literal(walk), k=key, rel=relation, end=sql.Literal(c.end),
         skip=sql.Literal(max(rows - 1, 0)))
 
 
-def _move(walk: str) -> sql.Composed:
+def _move(c: Candidate, walk: str) -> sql.Composed:
     """The CTE that moves the walk to the end of its range (to END when the range reached the last key, or
     nothing was left)."""
     return sql.SQL(
-        "moved AS (INSERT INTO {progress} (walk, last_key) SELECT {walk}, CASE WHEN b.last THEN {end}::uuid "
+        "moved AS (INSERT INTO {progress} (walk, last_key) SELECT {walk}, CASE WHEN b.last THEN {end}::{kt} "
         "ELSE b.hi END FROM b ON CONFLICT (walk) DO UPDATE SET last_key = excluded.last_key, moved_at = now())").format(
-        progress=table_ref(PROGRESS), walk=sql.Literal(walk), end=sql.Literal(END))
+        progress=table_ref(PROGRESS), walk=sql.Literal(walk), end=sql.Literal(c.end), kt=sql.SQL(c.key_type.name))
 
 
 def _stage(c: Candidate, select: sql.Composable, walk_no: int) -> sql.Composed:
@@ -148,7 +158,7 @@ def partition_batch(c: Candidate, part: QualifiedName, walk: str, walk_no: int, 
     k = sql.Identifier("t", c.key)
     where = sql.SQL("{k} >= (SELECT b.lo FROM b) AND {k} <= (SELECT b.hi FROM b)").format(k=k)
     return sql.SQL("WITH {range}, {moved} {stage}").format(
-        range=_range(walk, table_ref(part), k, rows), moved=_move(walk),
+        range=_range(c, walk, table_ref(part), k, rows), moved=_move(c, walk),
         stage=_stage(c, c.first(table_ref(part), where, staged=False), walk_no))
 
 
@@ -164,7 +174,7 @@ def group_batch(c: Candidate, parts: list[QualifiedName], walk: str, walk_no: in
         table_ref(PROGRESS), sql.Literal(walk))
     return sql.SQL("WITH moved AS (INSERT INTO {progress} (walk, last_key) VALUES ({walk}, {end}) "
                    "ON CONFLICT (walk) DO NOTHING RETURNING 1) {stage}").format(
-        progress=table_ref(PROGRESS), walk=sql.Literal(walk), end=sql.Literal(END),
+        progress=table_ref(PROGRESS), walk=sql.Literal(walk), end=sql.Literal(c.end),
         stage=_stage(c, c.first(sql.SQL("({})").format(union), where, staged=False), walk_no))
 
 
@@ -176,14 +186,14 @@ def merge_batch(c: Candidate, walk: str, rows: int, into: sql.Composable) -> sql
     where = sql.SQL("{k} >= (SELECT b.lo FROM b) AND {k} <= (SELECT b.hi FROM b)").format(k=k)
     names = sql.SQL(", ").join(sql.Identifier(n) for n, _t in c.staged())
     return sql.SQL("WITH {range}, {moved}, f (sid, {names}) AS ({first}) {into}").format(
-        range=_range(walk, table_ref(STAGING), k, rows), moved=_move(walk), names=names,
+        range=_range(c, walk, table_ref(STAGING), k, rows), moved=_move(c, walk), names=names,
         first=c.first(table_ref(STAGING), where, staged=True), into=into)
 
 
-def walk_ended(walk: str) -> sql.Composed:
-    """A walk's `until`: it stands at END."""
+def walk_ended(walk: str, end: str = END) -> sql.Composed:
+    """A walk's `until`: it stands at `end` (`Candidate.end`)."""
     return sql.SQL("SELECT EXISTS (SELECT 1 FROM {} p WHERE p.walk = {} AND p.last_key = {})").format(
-        table_ref(PROGRESS), sql.Literal(walk), sql.Literal(END))
+        table_ref(PROGRESS), sql.Literal(walk), sql.Literal(end))
 
 
 def guard(done_without_walks: sql.Composable) -> sql.Composed:

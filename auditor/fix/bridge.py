@@ -108,11 +108,12 @@ class Registration:
                           mk=sql.Identifier(self.master_key), insert=self.insert()).as_string(None)
 
 
-def log_statements() -> tuple[Query, ...]:
+def log_statements(key_type: str = "uuid") -> tuple[Query, ...]:
+    """The log's schema, table and index; its session_id has the key type (as SQL names it)."""
     return (
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)),
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (session_id uuid NOT NULL, table_name text NOT NULL, "
-                "registered_at timestamptz NOT NULL DEFAULT now())").format(table_ref(LOG)),
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (session_id {} NOT NULL, table_name text NOT NULL, "
+                "registered_at timestamptz NOT NULL DEFAULT now())").format(table_ref(LOG), sql.SQL(key_type)),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (registered_at)").format(
             sql.Identifier("bridge_log_registered_at_idx"), table_ref(LOG)),
     )
@@ -161,7 +162,7 @@ def bridge_steps(ctx: AuditContext, k: KeyTable, *, version: int, master_columns
     PostgreSQL 13+, its partitions get clones), one per leaf partition on PostgreSQL 12."""
     reg = registration(ctx, k, master_columns, active_window_minutes)
     fn = function_name(k.name)
-    setup = log_statements() + function_statements(reg, k.table.owner, ctx.catalog.current_user)
+    setup = log_statements(ctx.key_type.stored) + function_statements(reg, k.table.owner, ctx.catalog.current_user)
     what = (f"registers the session of each new row of {k.name} (and each update of {k.key.name}) in "
             f"{reg.master} when it is missing; logs its registrations in {LOG}")
     if not k.table.is_partitioned or version >= PG_ROW_TRIGGER_ON_PARTITIONED:

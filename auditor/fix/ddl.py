@@ -35,9 +35,10 @@ def attnum(name: QualifiedName, column: str) -> sql.Composed:
         relid(name), sql.Literal(column))
 
 
-def column_is_uuid(table: QualifiedName, column: str) -> sql.Composed:
-    return sql.SQL("(SELECT a.atttypid = 'uuid'::regtype FROM pg_attribute a WHERE a.attrelid = {} AND a.attname = {})"
-                   ).format(relid(table), sql.Literal(column))
+def column_has_type(table: QualifiedName, column: str, type_name: str = "uuid") -> sql.Composed:
+    """The column has type `type_name` (as SQL spells it: uuid, bigint)."""
+    return sql.SQL("(SELECT a.atttypid = {}::regtype FROM pg_attribute a WHERE a.attrelid = {} AND a.attname = {})"
+                   ).format(sql.Literal(type_name), relid(table), sql.Literal(column))
 
 
 @dataclass

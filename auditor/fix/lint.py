@@ -26,8 +26,8 @@ DELIBERATE: tuple[Deliberate, ...] = (
                "user_id takes the users table's key type (int), so its foreign key matches"),
     *index.LINT,
     Deliberate(("changing-column-type",), Operation.CONVERT_TO_UUID,
-               re.compile(r"ALTER COLUMN .* TYPE uuid USING ", re.S),
-               "the text key becomes uuid: a rewrite under ACCESS EXCLUSIVE, with its table's size in the plan "
+               re.compile(r"ALTER COLUMN .* TYPE (uuid|bigint|integer|smallint) USING ", re.S),
+               "the text key takes the key type: a rewrite under ACCESS EXCLUSIVE, with its table's size in the plan "
                "and the --apply confirmation; malformed values were quarantined first"),
     *foreign_key.LINT,
     *(Deliberate(("prefer-bigint-over-int",), operation,

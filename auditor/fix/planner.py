@@ -34,7 +34,7 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None,
     draft.session_last = plan_sessions(draft)
     schema = "schema" in options.include
     if not draft.migrated and not schema:
-        raise PlanError("nothing to migrate: no key column of type uuid or text")
+        raise PlanError(f"nothing to migrate: no key column of type {ctx.key_type.name} or text")
     if schema:
         from .schema_plan import plan_schema
 

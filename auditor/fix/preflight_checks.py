@@ -61,8 +61,8 @@ def master_shape(master: QualifiedName, key: str, filled: tuple[str, ...]) -> li
     ]
 
 
-def type_change_blockers(columns: list[tuple[QualifiedName, str]]) -> list[sql.Composed]:
-    """Objects that make ALTER COLUMN ... TYPE uuid fail on these (table, column) pairs, partitions
+def type_change_blockers(columns: list[tuple[QualifiedName, str]], key_type: str = "uuid") -> list[sql.Composed]:
+    """Objects that make ALTER COLUMN ... TYPE <key_type> fail on these (table, column) pairs, partitions
     included: views, materialized views and rules using the column, policies, trigger conditions,
     generated columns, a partition key."""
     if not columns:
@@ -76,17 +76,18 @@ def type_change_blockers(columns: list[tuple[QualifiedName, str]]) -> list[sql.C
         "JOIN pg_attribute a ON a.attrelid = x.oid AND a.attname = w.col AND NOT a.attisdropped").format(values)
     return [
         sql.SQL(
-            "SELECT format('%s.%I is used by %s: its type cannot be changed to uuid while that exists; drop it, "
+            "SELECT format('%s.%I is used by %s: its type cannot be changed to %s while that exists; drop it, "
             "run again, then create it again', x.oid::regclass, a.attname, "
             "CASE WHEN d.classid = 'pg_rewrite'::regclass THEN (SELECT CASE WHEN r.ev_class = x.oid THEN "
             "'rule ' || quote_ident(r.rulename) || ' on ' || x.oid::regclass::text ELSE "
             "CASE v.relkind WHEN 'm' THEN 'materialized view ' ELSE 'view ' END || v.oid::regclass::text END "
             "FROM pg_rewrite r JOIN pg_class v ON v.oid = r.ev_class WHERE r.oid = d.objid) "
-            "ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END) "
+            "ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END, {}) "
             "FROM {} JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = x.oid "
             "AND d.refobjsubid = a.attnum "
             "WHERE d.classid IN ('pg_rewrite'::regclass, 'pg_policy'::regclass, 'pg_trigger'::regclass) "
-            "OR (d.classid = 'pg_class'::regclass AND d.objid = x.oid AND d.objsubid <> a.attnum)").format(cols),
+            "OR (d.classid = 'pg_class'::regclass AND d.objid = x.oid AND d.objsubid <> a.attnum)").format(
+                sql.Literal(key_type), cols),
         sql.SQL(
             "SELECT format('%s.%I is the partition key of %s: its type cannot be changed', c.oid::regclass, "
             "a.attname, x.oid::regclass) FROM {} JOIN pg_partitioned_table pt ON pt.partrelid = x.oid "
@@ -172,7 +173,7 @@ def refusals(ctx, options, tables: list, altered: list[QualifiedName]) -> list[s
         parts += master_shape(ctx.config.master, ctx.config.key_column,
                               tuple(c for c in ctx.master.columns if c in filled))
         parts += row_triggers([ctx.config.master], "INSERT")
-    parts += type_change_blockers([(k.name, k.key.name) for k in tables if k.key.is_text])
+    parts += type_change_blockers([(k.name, k.key.name) for k in tables if k.key.is_text], ctx.key_type.name)
     parts += row_triggers(deleted, "DELETE")
     return parts
 

@@ -9,8 +9,6 @@ orphaned are exactly the rows the fix moves.
 """
 from __future__ import annotations
 
-import dataclasses
-
 from psycopg import sql
 
 from yumai_audit.checks import predicates
@@ -28,7 +26,7 @@ from ..engine.steps import Kind, LockMode, Query, Step
 from ..operations import Operation
 from ..sqlparts import table_ref
 from . import backfill, bridge, cascade, coverage, partition_groups
-from .ddl import Built, column_is_uuid, relid, short_name
+from .ddl import Built, column_has_type, relid, short_name
 from .draft import Draft
 from .ops import foreign_key, index
 from .ops.foreign_key import FkSpec, fk_exists, fk_sequence
@@ -36,7 +34,6 @@ from .ops.index import leading_index_steps
 from .plan import PlanError
 
 QUARANTINE_SCHEMA = cascade.QUARANTINE_SCHEMA
-UUID = Column("uuid", "uuid", "uuid", False)  # a stand-in: a key column once converted to uuid
 
 # What each step repairs (check ids, named through the check classes): the report and the verdict read it
 # from the steps.
@@ -50,7 +47,8 @@ def migratable(d: Draft) -> list[KeyTable]:
     out = []
     for k in d.ctx.key_tables:
         if not k.key_checkable:
-            d.notes.append(f"{k.name}.{k.key.name} is {k.key.type}, neither uuid nor text: left as it is")
+            d.notes.append(f"{k.name}.{k.key.name} is {k.key.type}, neither {d.ctx.key_type.name} nor text: "
+                           "left as it is")
             continue
         if k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
             d.notes.append(f"{k.name} has sub-partitions: not migrated by this version")
@@ -60,20 +58,37 @@ def migratable(d: Draft) -> list[KeyTable]:
     return sorted(out, key=lambda k: not k.is_source)
 
 
+def converted(name: str, key: Column) -> Column:
+    """A stand-in: column `name` once converted to `key`'s key type."""
+    kt = key.key_type
+    return Column(name, kt.name, kt.typname, False, kt)
+
+
 def key_after(k: KeyTable) -> Column:
-    """The key column as the later steps see it: uuid once a text key is converted."""
-    return dataclasses.replace(UUID, name=k.key.name) if k.key.is_text else k.key
+    """The key column as the later steps see it: of the key type once a text key is converted."""
+    return converted(k.key.name, k.key) if k.key.is_text else k.key
+
+
+def width_notes(d: Draft, tables: list[KeyTable]) -> None:
+    """An integer key column of another width than the master's key is referenced as it is: PostgreSQL
+    takes a foreign key between integer widths (one btree operator family) without a rewrite."""
+    for k in tables:
+        if k.key.is_native_key and k.key.typname != d.ctx.key_type.typname:
+            d.notes.append(f"{k.name}.{k.key.name} is {k.key.type}, the master's key {d.ctx.key_type.name}: referenced "
+                           "as it is (a foreign key between integer widths needs no rewrite); a value the narrower "
+                           "type cannot hold can never be written to it")
 
 
 # sessions ---------------------------------------------------------------------------------
 
 def lookup(d: Draft) -> Exists:
-    """The planner's session lookup (predicates.Exists): the master as it will be (uuid key), the source
+    """The planner's session lookup (predicates.Exists): the master as it will be (the key type), the source
     table with its key after conversion. Its `orphaned`/`not_in_master` are the scan's predicates."""
     src = d.ctx.source
-    known = Known(d.master, dataclasses.replace(UUID, name=d.key),
+    kt = d.ctx.key_type
+    known = Known(d.master, Column(d.key, kt.name, kt.typname, False, kt),
                   src.name if src is not None and src.key_checkable else None,
-                  key_after(src) if src is not None and src.key_checkable else None)
+                  key_after(src) if src is not None and src.key_checkable else None, key_type=kt)
     return Exists(known)
 
 
@@ -177,7 +192,7 @@ def candidate(d: Draft) -> backfill.Candidate:
     have = master_columns(d)
     created = d.ctx.config.created_at_column if {"session_start", "session_end"} & have else ""
     user = src.user if "user_id" in have else None
-    return backfill.Candidate.of(src.table, key_after(src).name, created, user)
+    return backfill.Candidate.of(src.table, key_after(src).name, created, user, d.ctx.key_type)
 
 
 def merge_into_master(d: Draft, c: backfill.Candidate) -> sql.Composed:
@@ -218,7 +233,7 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> list
             id=step_id, operation=Operation.BACKFILL,
             description=f"Read each session's first row, first and last time from {how} into {backfill.STAGING}",
             statements=backfill.tables(c) + (statement,),
-            until=backfill.walk_ended(step_id) if len(group) == 1 else None,
+            until=backfill.walk_ended(step_id, c.end) if len(group) == 1 else None,
             # it reads the partitions (blocking no writer) and writes the tool's own tables only
             lock=LockMode.ACCESS_SHARE, tables=tuple(str(n) for n in names),
             kind=Kind.BATCHED if len(group) == 1 else Kind.CHANGE, depends_on=depends_on,
@@ -232,7 +247,7 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> list
         f"user, its last time (existing rows never overwritten), {d.options.batch_size} candidates a batch",
         statements=backfill.tables(c) + (backfill.merge_batch(c, merge_id, d.options.batch_size,
                                                               merge_into_master(d, c)),),
-        until=backfill.walk_ended(merge_id), lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
+        until=backfill.walk_ended(merge_id, c.end), lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
         depends_on=tuple(walks), guard=backfill.guard(backfill_guard(d, src.name, key)),
         changes=(m,), target=m, repairs=REPAIRS_MASTER))
     return [*walks, merge.id]
@@ -286,9 +301,12 @@ def plan_sessions(d: Draft) -> list[str]:
     if not tables:
         return []
     master = d.ctx.master
-    if master is not None and (d.key not in master.columns or not master.columns[d.key].is_uuid):
-        raise PlanError(f"{d.master} exists but its {d.key} column is not a uuid")
+    key_type = d.ctx.key_type
+    if master is not None and (d.ctx.master_key is None or not d.ctx.master_key.is_native_key):
+        raise PlanError(f"{d.master} exists but its {d.key} column is not of a key type (uuid, bigint, integer, "
+                        "smallint)")
     src = d.ctx.source if d.ctx.source in tables else None
+    width_notes(d, tables)
     m = str(d.master)
     preflight = "preflight"
     create = d.add(create_master(d, preflight))
@@ -300,38 +318,39 @@ def plan_sessions(d: Draft) -> list[str]:
                "who has sessions fails from then on (--master-user-delete no-action, the guide's schema): the "
                "application's deletes of users must go first")
             + ".")
-    ready: dict[str, list[str]] = {}   # table -> steps after which its key is uuid, malformed-free
+    ready: dict[str, list[str]] = {}   # table -> steps after which its key has the key type, malformed-free
     for k in tables:
         name = str(k.name)
         ready[name] = [preflight]
         if k.key.is_text:
             d.notes.append(
-                f"{name}.{k.key.name} becomes uuid: statements that send it as a typed text parameter then fail "
-                f"(a varchar or text parameter, as JDBC's setString sends unless stringtype=unspecified: 'column is "
-                f"of type uuid but expression is of type character varying', 'operator does not exist: uuid = "
-                f"text'); untyped parameters and literals keep working. Check the application's statements on "
-                f"{name} before the cutover.")
+                f"{name}.{k.key.name} becomes {key_type.name}: statements that send it as a typed text parameter "
+                f"then fail (a varchar or text parameter, as JDBC's setString sends unless stringtype=unspecified: "
+                f"'column is of type {key_type.name} but expression is of type character varying', 'operator does "
+                f"not exist: {key_type.name} = text'); untyped parameters and literals keep working. Check the "
+                f"application's statements on {name} before the cutover.")
             graph = cascade.of_table(d.ctx.catalog, k.table)
             bad = d.add(cascade.widen(Step(
                 id=f"malformed:{name}", operation=Operation.QUARANTINE_MALFORMED,
-                description=f"Move rows of {name} whose {k.key.name} is not a uuid to {quarantine_name(k)}",
+                description=f"Move rows of {name} whose {k.key.name} is not {d.ctx.key_type_phrase} to "
+                            f"{quarantine_name(k)}",
                 statements=move_rows(d, k, key_malformed(k.key), "malformed"),
                 lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=(preflight,),
                 guard=sql.SQL("SELECT {} OR NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(
-                    column_is_uuid(k.name, k.key.name), table_ref(k.name), key_malformed(k.key)),
+                    column_has_type(k.name, k.key.name, key_type.name), table_ref(k.name), key_malformed(k.key)),
                 changes=(name,), target=name, column=k.key.name, repairs=REPAIRS_MALFORMED), graph))
             convert = d.add(cascade.widen(Step(
                 id=f"to-uuid:{name}", operation=Operation.CONVERT_TO_UUID,
-                description=f"Convert {name}.{k.key.name} from {k.key.type} to uuid (rewrites the table, "
+                description=f"Convert {name}.{k.key.name} from {k.key.type} to {key_type.name} (rewrites the table, "
                             f"{k.table.bytes} bytes, under ACCESS EXCLUSIVE)",
                 statements=(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table_ref(k.name)),)
                 # all of them: the quarantine table too, which the malformed step (nothing to move) may not
                 # have created
                 + move_rows(d, k, key_malformed(k.key), "malformed")
-                + (sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE uuid USING {}::uuid").format(
-                    table_ref(k.name), sql.Identifier(k.key.name), trimmed(k.key, "")),),
+                + (sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {kt} USING {}::{kt}").format(
+                    table_ref(k.name), sql.Identifier(k.key.name), trimmed(k.key, ""), kt=sql.SQL(key_type.name)),),
                 lock=LockMode.ACCESS_EXCLUSIVE, tables=(name,), depends_on=(bad.id,),
-                guard=sql.SQL("SELECT {}").format(column_is_uuid(k.name, k.key.name)), rewrites=True,
+                guard=sql.SQL("SELECT {}").format(column_has_type(k.name, k.key.name, key_type.name)), rewrites=True,
                 table_bytes=((name, k.table.bytes),), changes=(name,), target=name, column=k.key.name,
                 repairs=REPAIRS_KEY_TYPE), graph))
             ready[name] = [convert.id]
@@ -390,11 +409,18 @@ def create_master(d: Draft, after: str) -> Step:
         user_ref = sql.SQL(" REFERENCES {} ({})" + on_delete).format(
             table_ref(d.ctx.users.name), sql.Identifier(cfg.users_key))
         tables = (str(d.ctx.users.name),)
+    # the key type; a uuid key gets its default (an integer key's values come from the application)
+    key = sql.SQL("uuid PRIMARY KEY DEFAULT gen_random_uuid()" if d.ctx.key_type.is_uuid
+                  else f"{d.ctx.key_type.name} PRIMARY KEY")
+    users_key = d.ctx.users.columns.get(cfg.users_key) if d.ctx.users is not None else None
+    # user_id as the users' key: bigint for a bigint key, else yumai's int
+    user_type = sql.SQL("bigint" if users_key is not None and users_key.typname == "int8" else "int")
+
     def table(reference: sql.Composable) -> sql.Composed:
-        return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
-                       "user_id int{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "
+        return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} {key}, "
+                       "user_id {ut}{}, session_start {ts} DEFAULT CURRENT_TIMESTAMP, session_end {ts}, "
                        "is_active boolean DEFAULT true)").format(
-            table_ref(d.master), sql.Identifier(d.key), reference, ts=ts)
+            table_ref(d.master), sql.Identifier(d.key), reference, ts=ts, key=key, ut=user_type)
 
     statements: tuple[Query, ...] = (table(user_ref),)
     if d.ctx.users is not None:

@@ -14,7 +14,7 @@ from ..operations import Operation
 from .plan import MigrationPlan
 
 CREATES = re.compile(r"^CREATE (SCHEMA|TABLE) IF NOT EXISTS ")
-CONVERTS = re.compile(r"^ALTER TABLE .* ALTER COLUMN .* TYPE uuid USING ", re.S)
+CONVERTS = re.compile(r"^ALTER TABLE .* ALTER COLUMN .* TYPE (uuid|bigint|integer|smallint) USING ", re.S)
 
 def _texts(statements) -> list[str]:
     return [s.as_string(None) for s in statements]

@@ -100,7 +100,7 @@ def _master(ctx: AuditContext) -> Table:
 
 
 def _matches(kt: KeyTable, ctx: AuditContext) -> sql.Composed:
-    """`t` (a key table row) belongs to `m` (a master row); a plain equality where both keys are uuid."""
+    """`t` (a key table row) belongs to `m` (a master row); a plain equality where both keys have the key type."""
     return sql.SQL("{} = {}").format(key_uuid(kt.key, "t"), key_uuid(ctx.master_key, "m"))
 
 
@@ -109,7 +109,8 @@ def _activity_tables(ctx: AuditContext) -> tuple[list[KeyTable], list[str]]:
     tables, notes = [], []
     for kt in ctx.key_tables:
         if not kt.key_checkable:
-            notes.append(f"{kt.name}: key column {kt.key.name} is {kt.key.type}, not uuid or text: ignored")
+            notes.append(f"{kt.name}: key column {kt.key.name} is {kt.key.type}, not {ctx.key_type.name} or text: "
+                         "ignored")
         elif created not in kt.table.columns:
             notes.append(f"{kt.name} has no column {created}: its rows do not count as activity")
         else:

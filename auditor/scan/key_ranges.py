@@ -33,7 +33,11 @@ def even_split(parts: int) -> list[str]:
     return [str(uuid.UUID(int=_SPACE * i // parts)) for i in range(1, parts)]
 
 
-def _bounds(conn: psycopg.Connection, ctx: AuditContext) -> list[uuid.UUID]:
+def _parse(value: str, integer: bool) -> uuid.UUID | int:
+    return int(value.strip()) if integer else uuid.UUID(value.strip())
+
+
+def _bounds(conn: psycopg.Connection, ctx: AuditContext) -> list:
     """The histogram bounds of the session key of the source table (and its partitions) and the master."""
     tables: list[tuple[str, str, str]] = []
     if ctx.source is not None and ctx.source.key_checkable:
@@ -56,20 +60,24 @@ def _bounds(conn: psycopg.Connection, ctx: AuditContext) -> list[uuid.UUID]:
     for (bounds,) in rows:
         for value in bounds or []:
             try:
-                out.append(uuid.UUID(value.strip()))
+                out.append(_parse(value, ctx.key_type.is_integer))
             except (ValueError, AttributeError):     # a text key's histogram holds malformed keys too
                 continue
     return sorted(out)
 
 
 def key_ranges(conn: psycopg.Connection, ctx: AuditContext, parts: int) -> list[KeyRange]:
-    """`parts` key ranges covering every uuid, in order (one range, unbounded, for one part)."""
+    """`parts` key ranges covering every key, in order (one range, unbounded, for one part). An integer key
+    without statistics is one range: the integers' space says nothing of where its keys lie."""
     if parts <= 1:
         return [(None, None)]
+    integer = ctx.key_type.is_integer
     bounds = _bounds(conn, ctx)
     if len(bounds) >= parts * _MIN_BOUNDS_PER_PART:
         cuts = [str(bounds[len(bounds) * i // parts]) for i in range(1, parts)]
-        cuts = sorted(set(cuts), key=uuid.UUID)
+        cuts = sorted(set(cuts), key=lambda v: _parse(v, integer))
+    elif integer:
+        return [(None, None)]
     else:
         cuts = even_split(parts)
     edges: list[str | None] = [None, *cuts, None]

@@ -16,6 +16,7 @@ membership in the master is looked up.
 """
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from yumai_audit.checks.predicates import (
     col,
     key_uuid,
     key_valid,
+    null_key,
     table_ref,
     user_sources,
     valid_key_uuid,
@@ -207,12 +209,13 @@ def _finite(created, alias: str) -> sql.Composed:
     return sql.SQL("CASE WHEN isfinite({c}) THEN {c} END").format(c=col(created, alias))
 
 
-def _in_range(value: sql.Composable, key_range: tuple | None) -> sql.Composable:
-    """`value` (a uuid) lies in `key_range` ((low, high): uuid strings, None for no bound; low included,
-    high not)."""
+def _in_range(value: sql.Composable, key_range: tuple | None, key_type: str = "uuid") -> sql.Composable:
+    """`value` (of the key type, `key_type` as SQL names it) lies in `key_range` ((low, high): keys as text,
+    None for no bound; low included, high not)."""
     low, high = key_range or (None, None)
-    parts = [sql.SQL("{} >= {}::uuid").format(value, sql.Literal(low)) if low is not None else None,
-             sql.SQL("{} < {}::uuid").format(value, sql.Literal(high)) if high is not None else None]
+    kt = sql.SQL(key_type)
+    parts = [sql.SQL("{} >= {}::{}").format(value, sql.Literal(low), kt) if low is not None else None,
+             sql.SQL("{} < {}::{}").format(value, sql.Literal(high), kt) if high is not None else None]
     parts = [p for p in parts if p is not None]
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
 
@@ -270,7 +273,7 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
         # once per row (after the filter), and the server aggregates the branches in parallel.
         where = key_valid(key, alias)
         if key_range is not None and not key.is_text:
-            where = sql.SQL("{} AND {}").format(where, _in_range(col(key, alias), key_range))
+            where = sql.SQL("{} AND {}").format(where, _in_range(col(key, alias), key_range, ctx.key_type.name))
         branch = sql.SQL("SELECT {} AS session_id, {}::int AS fl{}{} FROM {} {} WHERE {}").format(
             valid_key_uuid(key, alias), sql.Literal(flag), sql.SQL("").join(weights), sql.SQL("").join(extra),
             table_ref(table.name), sql.Identifier(alias), where)
@@ -280,7 +283,7 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
             # would have to test and convert each key again: 0.26 s of a part's 2.1 for 70k keys).
             branch = sql.SQL("SELECT * FROM ({} OFFSET 0) {} WHERE {}").format(
                 branch, sql.Identifier(f"{alias}_valid"),
-                _in_range(sql.Identifier(f"{alias}_valid", "session_id"), key_range))
+                _in_range(sql.Identifier(f"{alias}_valid", "session_id"), key_range, ctx.key_type.name))
         parts.append(branch)
 
     if ctx.master is not None and ctx.master_key is not None:
@@ -292,7 +295,8 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
         if str(k.name) in wanted and not k.is_source and k.key_checkable:
             part(k.table, k.key, 0, "t", k if k in rows_for else None)
     if not parts:
-        parts.append(sql.SQL("SELECT NULL::uuid AS session_id, 0 AS fl{}{}{} WHERE false").format(
+        parts.append(sql.SQL("SELECT {} AS session_id, 0 AS fl{}{}{} WHERE false").format(
+            null_key(ctx.key_type),
             sql.SQL("").join(sql.SQL(", 0 AS {}").format(sql.Identifier(f"w{j}")) for j in range(len(slots))),
             sql.SQL(", NULL::bigint AS uid") if users else sql.SQL(""),
             (sql.SQL(", NULL::timestamptz AS first_at") if raw_tz else sql.SQL(", NULL::timestamp AS first_at"))
@@ -384,7 +388,10 @@ def set_statement(ctx: AuditContext, columns: list, rows_for: Sequence[KeyTable]
 
 def _sample_order(values: list) -> list:
     """Values of a sample over the set in the order the statement gives them: as uuids (the byte order
-    PostgreSQL sorts uuids in) when every value is one, else as text."""
+    PostgreSQL sorts uuids in) when every value is one, as numbers when every value is an integer, else as
+    text."""
+    if values and all(re.fullmatch(r"-?[0-9]+", str(v)) for v in values):
+        return sorted(values, key=lambda v: int(str(v)))
     try:
         return sorted(values, key=lambda v: uuid.UUID(str(v)))
     except ValueError:

@@ -36,7 +36,7 @@ def week_tables(ctx: AuditContext) -> tuple[list, list[str]]:
     for k in ctx.key_tables:
         created = k.table.columns.get(column)
         if not k.key_checkable:
-            skipped.append(f"{k.name}: key type {k.key.type} cannot hold a uuid")
+            skipped.append(f"{k.name}: key type {k.key.type} cannot hold {ctx.key_type_phrase}")
         elif created is None:
             skipped.append(f"{k.name}: no column {column}")
         elif created.typname not in TIME_TYPES:
