@@ -84,7 +84,7 @@ def migrate(db, toml: str, tmp_path, *extra: str) -> None:
     # schema): the migration itself finished (3 would say it did not)
     assert res.exit_code in (0, 1), res.output
     assert "yumai-audit: error" not in res.output and "Traceback" not in res.output
-    removed = CliRunner().invoke(cli, ["bridge", "remove", "--dsn", db.conninfo, "--config", toml, "--force"])
+    removed = CliRunner().invoke(cli, ["bridge", "remove", "--dsn", db.conninfo, "--force"])
     assert removed.exit_code == 0, removed.output
 
 
