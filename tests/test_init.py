@@ -131,18 +131,19 @@ def test_a_database_without_tables_is_one_line_and_exit_2(db, tmp_path):
 
 
 def test_names_from_the_database_are_escaped_in_values_and_comments(db, tmp_path):
-    """A schema with a dot and a table whose name holds a newline and a TOML line: the value reads back as
-    that name, and the line never becomes a key of the file."""
-    odd = TELEMETRY.replace("app.events_", '"odd.app".ev_').replace("app.events", '"odd.app"."ev\nkey_column = \'x\'"')
+    """A schema with a dot and a table whose name holds a newline, a TOML line and a terminal escape: the
+    value reads back as that name, the line never becomes a key of the file, the escape reaches neither
+    the file's comments (TOML refuses control characters there) nor the terminal."""
+    odd = TELEMETRY.replace("app.events_", '"odd.app".ev_').replace("app.events", '"odd.app"."ev\nkey_column = \'x\'\x1b[31m"')
     db.execute(odd.replace("CREATE SCHEMA app;", 'CREATE SCHEMA app; CREATE SCHEMA "odd.app";'))
     out = tmp_path / "yumai-audit.toml"
     result = invoke("init", "--dsn", db.conninfo, "--out", str(out))
     assert result.exit_code == 0, result.output + result.stderr
     config = load_config(out)
-    assert config.source == QualifiedName("odd.app", "ev\nkey_column = 'x'")
+    assert config.source == QualifiedName("odd.app", "ev\nkey_column = 'x'\x1b[31m")
     assert config.key_column == "device_id"
     assert config.master == QualifiedName("odd.app", "device_master")
-    assert "\\u000A" in result.stdout and "\n" not in result.stdout.splitlines()[0]
+    assert "ev\\u000Akey_column = 'x'\\u001B[31m" in result.stdout and "\x1b" not in result.stdout
     lines = out.read_text().splitlines()
     assert [line for line in lines if line.startswith("key_column")] == ['key_column = "device_id"']
     assert all(line == "" or line.startswith("#") or " = " in line for line in lines)
