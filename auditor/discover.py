@@ -93,6 +93,7 @@ class Proposal:
     users_key: Choice
     user_column: Choice
     created_at_column: Choice
+    schemas: tuple[str, ...] = ()    # init --schema: the file audits these schemas only
 
     def settings(self) -> dict[str, str]:
         """The keys with a value, in the order the file writes them."""
@@ -336,7 +337,8 @@ def choose_created_at(tables: Tables, source: Table, key: Candidate, partition_k
     return Choice(chosen.name, why, tuple(alternatives))
 
 
-def propose(catalog: Catalog, partition_keys: dict[QualifiedName, tuple[str, ...]]) -> Proposal:
+def propose(catalog: Catalog, partition_keys: dict[QualifiedName, tuple[str, ...]],
+            schemas: tuple[str, ...] = ()) -> Proposal:
     """The configuration the catalog suggests (`partition_keys`: each partitioned table's key columns in
     order, "" for an expression). Raises NothingToAudit when no table can be the source."""
     tables = Tables(catalog)
@@ -346,7 +348,8 @@ def propose(catalog: Catalog, partition_keys: dict[QualifiedName, tuple[str, ...
     return Proposal(
         database=catalog.database, source=source_choice, key_column=key_choice,
         master=choose_master(tables, source, key), users=users, users_key=users_key, user_column=user_column,
-        created_at_column=choose_created_at(tables, source, key, partition_keys.get(source.name, ())))
+        created_at_column=choose_created_at(tables, source, key, partition_keys.get(source.name, ())),
+        schemas=schemas)
 
 
 _PARTITION_KEYS = """
@@ -376,4 +379,4 @@ def discover(target: Target, schemas: Iterable[str] = ()) -> Proposal:
                 keys = read_partition_keys(conn)
         finally:
             conn.rollback()
-    return propose(catalog, keys)
+    return propose(catalog, keys, schemas)

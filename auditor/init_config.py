@@ -30,10 +30,10 @@ MEANINGS = {
                          "close-idle.",
 }
 
-OTHER_KEYS = """\
+SCHEMAS_LINE = "# schemas = []                 # audit only these schemas; empty: every user schema\n"
+OTHER_KEYS = f"""\
 # The other keys keep their defaults; yumai-audit.toml.example (or docs/configuration.md) lists them all:
-# schemas = []                 # audit only these schemas; empty: every user schema
-# exclude_tables = ["partman.template_*"]
+{SCHEMAS_LINE}# exclude_tables = ["partman.template_*"]
 # [fix]
 # max_removed_share = 5.0      # refuse a plan that takes out more than this percent of a table's rows
 """
@@ -83,7 +83,10 @@ def render(proposal: Proposal) -> str:
     ]
     for key, choice in proposal.choices():
         lines += _key(key, choice) + [""]
-    return "\n".join(lines) + "\n" + OTHER_KEYS
+    if proposal.schemas:
+        lines += ["# Audit only these schemas (flag: --schema): the ones init looked at (init --schema).",
+                  "schemas = [" + ", ".join(toml_string(s) for s in proposal.schemas) + "]", ""]
+    return "\n".join(lines) + "\n" + (OTHER_KEYS if not proposal.schemas else OTHER_KEYS.replace(SCHEMAS_LINE, ""))
 
 
 def write(proposal: Proposal, path: str | Path, *, force: bool = False) -> Path:

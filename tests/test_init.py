@@ -187,3 +187,18 @@ def test_the_largest_partitioned_table_with_a_shared_key_is_the_source(db, tmp_p
     assert invoke("init", "--dsn", db.conninfo, "--out", str(out)).exit_code == 0
     assert load_config(out).source == QualifiedName("app", "events")
     assert "#   app.raw_log: about 50,000 rows in 1 partition\n" in out.read_text()
+
+
+def test_schema_limits_what_init_reads_and_the_file_keeps_it(db, tmp_path):
+    """Beside yumai's schema: --schema chatbot proposes yumai's configuration and writes schemas = ["chatbot"]
+    (the scan then audits that schema only); without it, the partitioned table with the most rows wins."""
+    build_demo_database(db.conninfo)
+    db.execute(TELEMETRY)
+    only = tmp_path / "chatbot.toml"
+    assert invoke("init", "--dsn", db.conninfo, "--out", str(only), "--schema", "chatbot").exit_code == 0
+    assert load_config(only) == Config(schemas=("chatbot",))
+    assert "\nschemas = [\"chatbot\"]\n" in only.read_text() and "# schemas = []" not in only.read_text()
+    every = tmp_path / "every.toml"
+    assert invoke("init", "--dsn", db.conninfo, "--out", str(every)).exit_code == 0
+    assert (load_config(every).source, load_config(every).schemas) == (QualifiedName("app", "events"), ())
+    assert "#   chatbot.conversations: about 3,992 rows in 4 partitions\n" in every.read_text()
