@@ -4,12 +4,13 @@ never overwrites a file without --force."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from yumai_audit.catalog import QualifiedName
 from yumai_audit.cli import cli
-from yumai_audit.config import Config, load_config
+from yumai_audit.config import Config, load_config, tomllib
 from yumai_audit.demo import build_demo_database
 
 # The telemetry schema: 30,000 events over 3,000 devices (3 partitions, one the default), alerts naming
@@ -34,6 +35,7 @@ INSERT INTO app.device_settings SELECT 200000 + i, '{}' FROM generate_series(1, 
 ANALYZE;
 """
 
+ROOT = Path(__file__).resolve().parent.parent
 PROPOSED = ("source", "key_column", "master", "users", "users_key", "user_column", "created_at_column")
 
 
@@ -202,3 +204,21 @@ def test_schema_limits_what_init_reads_and_the_file_keeps_it(db, tmp_path):
     assert invoke("init", "--dsn", db.conninfo, "--out", str(every)).exit_code == 0
     assert (load_config(every).source, load_config(every).schemas) == (QualifiedName("app", "events"), ())
     assert "#   chatbot.conversations: about 3,992 rows in 4 partitions\n" in every.read_text()
+
+
+def _fenced(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.S | re.M)
+
+
+def test_the_documented_telemetry_configuration_is_what_init_proposes(db, tmp_path):
+    """docs/own-schema.md runs its telemetry SQL and `init` (tests/test_docs.py); here the TOML it and the
+    README show is compared with what init writes for that SQL."""
+    page = (ROOT / "docs" / "own-schema.md").read_text()
+    example = next(b for b in _fenced(page, "bash") if "CREATE SCHEMA app;" in b)
+    db.execute(example.split("<<'SQL'\n", 1)[1].split("\nSQL\n", 1)[0])
+    out = tmp_path / "yumai-audit.toml"
+    assert invoke("init", "--dsn", db.conninfo, "--out", str(out), "--schema", "app").exit_code == 0
+    written = tomllib.loads(out.read_text())
+    assert tomllib.loads(_fenced(page, "toml")[0]) == written
+    readme = tomllib.loads(_fenced((ROOT / "README.md").read_text(), "toml")[0])
+    assert readme == {k: v for k, v in written.items() if k != "schemas"}
