@@ -143,6 +143,16 @@ def _plurals(stem: str) -> set[str]:
     return {s, s + "s", s + "es"} | ({s[:-1] + "ies"} if s.endswith("y") else set())
 
 
+def user_stems(table: Table, column: str) -> list[int]:
+    """The places in USER_STEMS of the stems that the table's name or the column's (`<stem>_id`) is."""
+    names = {table.name.name.lower(), (_stem(column) or "").lower()}
+    return [i for i, stem in enumerate(USER_STEMS) if _plurals(stem) & names]
+
+
+def users_like(table: Table, column: str) -> bool:
+    return bool(user_stems(table, column))
+
+
 class Tables:
     """The tables a proposal may name (configurable, not the excluded templates), with lookups by name."""
 
@@ -205,7 +215,7 @@ def key_candidates(tables: Tables, source: Table) -> list[Candidate]:
         named = tables.named_target(source, name)
         if name in source.primary_key:
             excluded = "in the source's primary key"
-        elif fk is not None and fk[1] == name:
+        elif fk is not None and fk[1] == name and not users_like(fk[0], name):
             master = fk[0].name           # references a table keyed by this very column: its master
         elif fk is not None:
             excluded = f"references {fk[0].name}.{fk[1]} by a foreign key"
@@ -267,8 +277,8 @@ def choose_master(tables: Tables, source: Table, key: Candidate) -> Choice:
     alternatives: tuple[str, ...] = ()
     existing = tables.catalog.get(name)
     if existing is not None:
-        alternatives = (f"a table {name} exists already: `fix` uses it as the master if its key is "
-                        f"{key.column}; name another table if it is something else",)
+        alternatives = (f"a table {name} exists already: it can be the master only if {key.column} is its "
+                        "primary key; name another table if it is something else",)
     return Choice(config_name(name), "the table `fix` creates: <source schema>.<key without _id>_master; "
                   "any name that is free will do", alternatives)
 
@@ -288,7 +298,7 @@ def choose_users(tables: Tables, source: Table, key: Candidate) -> tuple[Choice,
             if named is None or pk is None:
                 continue
             target, ref, how = named, pk.name, "by name"
-        stems = [i for i, s in enumerate(USER_STEMS) if _plurals(s) & {target.name.name.lower(), (_stem(name) or "")}]
+        stems = user_stems(target, name)
         rank = (not stems, fk is None, min(stems, default=len(USER_STEMS)), name)
         found.append((rank, name, target, ref, how))
     found.sort(key=lambda f: f[0])

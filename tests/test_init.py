@@ -222,3 +222,21 @@ def test_the_documented_telemetry_configuration_is_what_init_proposes(db, tmp_pa
     assert tomllib.loads(_fenced(page, "toml")[0]) == written
     readme = tomllib.loads(_fenced((ROOT / "README.md").read_text(), "toml")[0])
     assert readme == {k: v for k, v in written.items() if k != "schemas"}
+
+
+def test_a_users_table_keyed_by_the_user_column_is_not_taken_for_a_master(db, tmp_path):
+    """user_id REFERENCES users (user_id): the same name on both ends, as a master's key has, but a users
+    table: user_id is the user column, session_id the key."""
+    build_demo_database(db.conninfo)
+    db.execute("""
+        ALTER TABLE chatbot.users RENAME COLUMN id TO user_id;
+        ALTER TABLE chatbot.user_feedback ADD FOREIGN KEY (user_id) REFERENCES chatbot.users (user_id) NOT VALID;
+        UPDATE chatbot.conversations c SET user_id = NULL
+          WHERE NOT EXISTS (SELECT FROM chatbot.users u WHERE u.user_id = c.user_id);
+        ALTER TABLE chatbot.conversations ADD FOREIGN KEY (user_id) REFERENCES chatbot.users (user_id);
+    """)
+    out = tmp_path / "yumai-audit.toml"
+    assert invoke("init", "--dsn", db.conninfo, "--out", str(out)).exit_code == 0
+    assert load_config(out) == Config(users_key="user_id")
+    assert "#   user_id: 5 tables (chatbot.conversations, chatbot.recommendations_log, chatbot.user_feedback," in \
+        out.read_text()
