@@ -7,7 +7,7 @@ choice itself (`propose`) is a pure function of the catalog, so its rules can be
 - source: the partitioned tables, the most rows first (the statistics of their leaf partitions, then
   their size); the first whose key column is found. Without a partitioned table, every table.
 - key column: a column of the source of a key-like type (integer, uuid, text) that other tables repeat,
-  not in the source's primary key, not referencing another table (by a foreign key, or by name:
+  not the source's own row id (`id`, `event_id` in events), not referencing another table (by a foreign key, or by name:
   `account_id` -> a table `accounts` whose primary key has a compatible type); names ending in `_id`
   first, then the most tables holding it.
 - users, users_key, user_column: the source's column that references a users-like table (users,
@@ -196,7 +196,15 @@ class Tables:
 def rows_text(table: Table) -> str:
     leaves = len(table.leaf_partitions)
     where = f" in {plural(leaves, 'partition')}" if table.is_partitioned else ""
+    if table.estimated_rows == 0:    # never analyzed (or empty): its size is what is known
+        return f"{table.name}: no row estimate, {max(table.bytes // 1024, 1):,} kB{where}"
     return f"{table.name}: about {plural(table.estimated_rows, 'row')}{where}"
+
+
+def own_id(table: Table, column: str) -> bool:
+    """Whether `column` is the table's own row id: `id`, or `<table's name in the singular>_id`."""
+    stem = _stem(column)
+    return column.lower() == "id" or (stem is not None and table.name.name.lower() in _plurals(stem))
 
 
 def key_candidates(tables: Tables, source: Table) -> list[Candidate]:
@@ -213,7 +221,9 @@ def key_candidates(tables: Tables, source: Table) -> list[Candidate]:
         excluded, master = None, None
         fk = tables.fk_target(source, name)
         named = tables.named_target(source, name)
-        if name in source.primary_key:
+        if own_id(source, name):
+            excluded = "the source's own row id"
+        elif name in source.primary_key and not name.endswith("_id"):
             excluded = "in the source's primary key"
         elif fk is not None and fk[1] == name and not users_like(fk[0], name):
             master = fk[0].name           # references a table keyed by this very column: its master
@@ -238,21 +248,19 @@ def choose_source(tables: Tables) -> tuple[Choice, Table, list[Candidate]]:
     if not pool:
         raise NothingToAudit("init: the database has no table to propose a configuration from")
     pool = sorted(pool, key=lambda t: (-t.estimated_rows, -t.bytes, t.name))
+    kind = "partitioned table" if partitioned else "table"
     for table in pool:
         candidates = key_candidates(tables, table)
         if candidates and candidates[0].excluded is None:
             break
     else:
-        kind = "partitioned table" if partitioned else "table"
         raise NothingToAudit(f"init: no {kind} has a column that other tables repeat and that could be the key; "
                              "write yumai-audit.toml by hand (see yumai-audit.toml.example)")
     unanalyzed = all(t.estimated_rows == 0 for t in pool)
     order = "by size (no statistics yet: ANALYZE gives row estimates)" if unanalyzed else "the most rows first"
-    if partitioned:
-        why = f"the partitioned table with the most rows whose key column other tables repeat ({rows_text(table)})"
-    else:
-        why = f"no partitioned table: the table with the most rows whose key column other tables repeat " \
-              f"({rows_text(table)})"
+    most = f"the largest {kind}" if unanalyzed else f"the {kind} with the most rows"
+    why = ("" if partitioned else "no partitioned table: ") + \
+        f"{most} whose key column other tables repeat ({rows_text(table)})"
     others = [rows_text(t) for t in pool if t is not table]
     alternatives = (f"other {'partitioned ' if partitioned else ''}tables, {order}:", *_more(others)) \
         if others else ()
@@ -263,7 +271,7 @@ def choose_key(source: Table, candidates: list[Candidate]) -> tuple[Choice, Cand
     key = candidates[0]
     others = [t for t in key.tables if t != source.name]
     why = (f"in {source.name} and {plural(len(others), 'other table')}; preferred: a name ending in _id, "
-           "not the source's primary key, referencing no other table, then the most tables")
+           "not the source's own row id, referencing no other table, then the most tables")
     weighed = ("columns weighed (tables holding them):", *_more([c.line() for c in candidates]))
     return Choice(key.column, why, weighed), key
 
