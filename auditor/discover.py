@@ -28,7 +28,7 @@ from . import lockbudget
 from .catalog import Catalog, Column, QualifiedName, Table, read_catalog
 from .config import DEFAULT_EXCLUDE_TABLES, Config
 from .connection import APPLICATION_NAME, Target, connect, set_local
-from .errors import ConfigError, NothingToAudit
+from .errors import AuditError, ConfigError, NothingToAudit
 
 INTEGER_TYPES = {"int2", "int4", "int8"}
 UUID_TYPES = {"uuid"}
@@ -383,18 +383,35 @@ def read_partition_keys(conn: psycopg.Connection) -> dict[QualifiedName, tuple[s
     return {QualifiedName(s, t): tuple(cols) for s, t, cols in conn.execute(_PARTITION_KEYS)}
 
 
+# the catalog read takes ACCESS SHARE on every table (their sizes): how long it waits for one that another
+# session holds exclusively (an ALTER TABLE), and for the whole read
+LOCK_TIMEOUT_SECONDS = 10.0
+STATEMENT_TIMEOUT_SECONDS = 300.0
+
+
 def discover(target: Target, schemas: Iterable[str] = ()) -> Proposal:
-    """Read the catalog in one READ ONLY transaction (nothing of it left on the connection) and propose."""
+    """Read the catalog in one READ ONLY transaction (its settings local to it: nothing is left on the
+    connection) and propose."""
     schemas = tuple(schemas)
     with connect(target) as conn:
         conn.read_only = True
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         try:
             with conn.transaction():
-                set_local(conn, {"application_name": APPLICATION_NAME + " init"})
+                set_local(conn, {"application_name": APPLICATION_NAME + " init",
+                                 "lock_timeout": f"{round(LOCK_TIMEOUT_SECONDS * 1000)}ms",
+                                 "statement_timeout": f"{round(STATEMENT_TIMEOUT_SECONDS * 1000)}ms"})
                 lockbudget.check(conn, schemas, 1, "init", fewer=None)
                 catalog = read_catalog(conn, schemas)
                 keys = read_partition_keys(conn)
+        except psycopg.errors.LockNotAvailable:
+            raise AuditError(f"init: waited {LOCK_TIMEOUT_SECONDS:g} s for a table's ACCESS SHARE lock to read its "
+                             "size: another session holds a table exclusively (pg_locks shows which); "
+                             "run init again when it is done") from None
+        except psycopg.errors.QueryCanceled:
+            raise AuditError(f"init: reading the catalog took more than {STATEMENT_TIMEOUT_SECONDS:g} s; "
+                             "try again with --schema to read fewer tables") from None
         finally:
-            conn.rollback()
+            if not conn.closed:
+                conn.rollback()
     return propose(catalog, keys, schemas)

@@ -90,10 +90,21 @@ def render(proposal: Proposal) -> str:
 
 
 def write(proposal: Proposal, path: str | Path, *, force: bool = False) -> Path:
-    """Write the proposal to `path` (all of it or nothing: a temporary file renamed over it)."""
+    """Write the proposal to a new file `path`; with `force` over an existing one, all of it or nothing (a
+    temporary file renamed over it)."""
     path = Path(path)
     check_out(path, force=force)
     text = render(proposal)
+    if not force:     # created here or not at all: a file made since check_out is not overwritten
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(text)
+        except FileExistsError:
+            raise exists(path) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -105,12 +116,16 @@ def write(proposal: Proposal, path: str | Path, *, force: bool = False) -> Path:
     return path
 
 
+def exists(path: Path) -> ConfigError:
+    return ConfigError(f"init: {path} exists; pass --force to overwrite it")
+
+
 def check_out(path: str | Path, *, force: bool = False) -> None:
     """Refuse before connecting: an existing file without `force`, a directory, a missing folder."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"init: {path} is a directory; --out names the file to write (default {CONFIG_FILE})")
     if path.exists() and not force:
-        raise ConfigError(f"init: {path} exists; pass --force to overwrite it")
+        raise exists(path)
     if not (path.parent if str(path.parent) else Path(".")).is_dir():
         raise ConfigError(f"init: the folder of {path} does not exist")

@@ -262,3 +262,20 @@ def test_a_key_in_the_sources_primary_key_is_still_the_key_but_its_own_row_id_is
            "row id\n" in text
     assert "Chosen: the largest partitioned table whose key column other tables repeat (app.events: no row " \
            "estimate, 8 kB in 1 partition)" in re.sub(r"\n#\s+", " ", text)
+
+
+def test_a_table_held_exclusively_is_waited_for_a_bounded_time(db, tmp_path, monkeypatch):
+    """The catalog read takes ACCESS SHARE on each table (its size): behind an ALTER TABLE's lock it waits
+    LOCK_TIMEOUT_SECONDS, then says so in one line (exit 2) and writes nothing."""
+    from yumai_audit import discover
+
+    db.execute(TELEMETRY)
+    monkeypatch.setattr(discover, "LOCK_TIMEOUT_SECONDS", 0.2)
+    out = tmp_path / "yumai-audit.toml"
+    with db.connect() as holder:
+        holder.execute("LOCK TABLE app.alerts IN ACCESS EXCLUSIVE MODE")
+        result = invoke("init", "--dsn", db.conninfo, "--out", str(out))
+        holder.rollback()
+    assert result.exit_code == 2
+    assert one_line_error(result).startswith("yumai-audit: error: init: waited 0.2 s for a table's ACCESS SHARE lock")
+    assert not out.exists()
