@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import lockbudget
 from .catalog import QualifiedName
-from .config import MAX_TIMEOUT_SECONDS, Config, env_dsn, find_config, load_config
+from .config import CONFIG_FILE, MAX_TIMEOUT_SECONDS, Config, env_dsn, find_config, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
 from .errors import AuditError, ConnectionEnded, DatabaseError, connection_ended
@@ -48,6 +48,7 @@ from .terminal import message as terminal_message
 from .terminal import wrap as wrap_text
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
+    from .discover import Proposal
     from .engine.executor import ApplyResult, StepHook
     from .engine.plan import Plan
     from .fix.plan import FixOptions, MigrationPlan
@@ -68,6 +69,8 @@ __all__ = [
     "ensure_dir", "check_writable_file", "write_text", "append_step_summary", "LiveProgress", "version_text",
     "terminal_message", "wrap_text",
     "check_documentation", "find_config", "FIX_RANGES",
+    # init: a configuration proposed from the catalog
+    "init", "propose_config", "check_init_out", "CONFIG_FILE",
     # logical replication (auditor/fix/replication.py, auditor/fix/subscriber.py)
     "write_subscriber_scripts",
 ]
@@ -565,3 +568,30 @@ def check_documentation() -> list[dict]:
 
     return [{"id": c.id, "severity": str(getattr(c.severity, "value", c.severity)), "description": c.description,
              "documentation": inspect.cleandoc(c.documentation())} for c in REGISTRY]
+
+
+# --- init: a configuration proposed from the catalog (auditor/discover.py, auditor/init_config.py) ------
+
+def propose_config(target: Target | str | None, schemas: tuple[str, ...] = ()) -> Proposal:
+    """What the catalog suggests for the configuration (read-only: one READ ONLY transaction)."""
+    from .discover import discover
+
+    return discover(target if isinstance(target, Target) else resolve_target(target), schemas)
+
+
+def check_init_out(path: str | Path, *, force: bool = False) -> None:
+    """Refuse an existing `path` without `force` (before connecting: nothing is read for a file not written)."""
+    from .init_config import check_out
+
+    check_out(path, force=force)
+
+
+def init(target: Target | str | None, out: str | Path = CONFIG_FILE, *, force: bool = False,
+         schemas: tuple[str, ...] = ()) -> tuple[Path, Proposal]:
+    """`yumai-audit init`: write the commented configuration the catalog suggests to `out`; refuses an
+    existing file without `force` (ConfigError, before connecting)."""
+    from .init_config import write
+
+    check_init_out(out, force=force)
+    proposal = propose_config(target, schemas)
+    return write(proposal, out, force=force), proposal

@@ -16,6 +16,7 @@ import click
 
 from . import __version__
 from .api import (
+    CONFIG_FILE,
     FORMATS,
     MAX_TIMEOUT_SECONDS,
     env_dsn,
@@ -549,6 +550,36 @@ def demo(out_dir, keep, stop_dir):
 
     return result.verdict.exit_code() if result.ok else DidNotFinish.exit_code
 
+
+
+@cli.command()
+@click.option("--dsn", metavar="DSN", help="postgresql:// URL or libpq 'key=value' string "
+              "(default: $DATABASE_URL, else libpq's PG* variables).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=CONFIG_FILE, show_default=True,
+              help="The configuration file to write.")
+@click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+@click.option("--schema", "schemas", multiple=True, help="Look only at this schema (repeatable; default all).")
+def init(dsn, out_file, force, schemas):
+    """Read the catalog (read-only) and write a commented yumai-audit.toml for this database: the source
+    table, the key column, the master, the users table, the timestamp column, each with why it was chosen
+    and what else was weighed. Review it, then run scan.
+
+    \b
+    Example:
+      yumai-audit init --dsn postgresql://auditor@db.example/telemetry
+      yumai-audit init --out ./audit.toml --force
+    """
+    from .api import check_init_out
+    from .api import init as api_init
+
+    check_init_out(out_file, force=force)
+    target = resolve_target(dsn or env_dsn())
+    _SECRETS.update(s for s in target.secrets if s)
+    path, proposal = api_init(target, out_file, force=force, schemas=tuple(schemas))
+    click.echo(f"Wrote {path}: {proposal.summary()}.")
+    click.echo("Review it (each key says why it was chosen), then: yumai-audit scan"
+               + ("" if path.resolve() == (Path.cwd() / CONFIG_FILE).resolve() else f" --config {path}"))
+    return 0
 
 
 @cli.command()
