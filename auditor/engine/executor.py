@@ -23,7 +23,7 @@ from ..connection import Target, connect, server_pid, set_local
 from ..errors import AuditError, ConnectionEnded, DidNotFinish, GateClosed, connection_ended, ending_error
 from .lag import LagTimeout, Throttle
 from .plan import Plan
-from .steps import Block, Kind, Step, run_settings, step_block
+from .steps import Block, Kind, Query, Step, run_settings, step_block
 from .waits import Watcher, bound_session
 
 JOURNAL = ("yumai_audit", "journal")
@@ -118,8 +118,18 @@ def evaluate_guard(conn: psycopg.Connection, step: Step, settings: dict[str, str
     except MISSING:
         return False
     except RETRYABLE as exc:
-        raise StepFailed(f"cannot tell whether step {step.id} is done: {_first_line(exc)} (another session holds a "
-                         "lock on its table); nothing was changed: run again when the database is quieter") from None
+        raise _guard_busy(step, exc) from None
+
+
+def _guard_busy(step: Step, exc: BaseException) -> StepFailed:
+    return StepFailed(f"cannot tell whether step {step.id} is done: {_first_line(exc)} (another session holds a "
+                      "lock on its table); nothing was changed: run again when the database is quieter")
+
+
+def guard_true(guard: Query) -> sql.Composed:
+    """The guard as a boolean expression (a guard is one row of one boolean; NULL is not done). A scalar
+    subquery, not EXISTS: EXISTS would plan the guard for its first row (engine/guards.py says why not)."""
+    return sql.SQL("COALESCE(({}), false)").format(guard)
 
 
 def evaluate_guards(conn: psycopg.Connection, plan: Plan, settings: dict[str, str] | None = None) -> dict[str, bool]:
@@ -178,6 +188,8 @@ class Executor:
         self._gate_watched = False                 # the run's first gate has watched the writes
         self._last_sweep: float | None = None      # when a gate last swept
         self.current: Step | None = None           # the step in progress (what a lost connection undid)
+        # the journal's end of the step in progress, written in its (last) transaction: done and journaled at once
+        self._end_inside: Callable[[psycopg.Connection, int], None] | None = None
         # between batches: no standby or logical slot further behind than --max-replica-lag (engine/lag.py)
         self.throttle = Throttle(plan.options.max_replica_lag, plan.options.wait_timeout, self.say, command)
 
@@ -216,6 +228,22 @@ class Executor:
         return conn.execute(sql.SQL("INSERT INTO {} (run_started_at, step) VALUES (%s, %s) RETURNING id").format(
             sql.Identifier(*JOURNAL)), (self.run_started, step.id)).fetchone()[0]
 
+    def _start_unless_done(self, conn, step: Step) -> int | None:
+        """The step's guard and, when it says not done, the step's journal entry, in one statement (one
+        round trip, one commit): the entry is committed before the step starts, so that a run killed
+        during the step leaves it unfinished there. None: already done (no entry)."""
+        if step.guard is None:
+            return self._journal_start(conn, step)
+        query = sql.SQL("INSERT INTO {} (run_started_at, step) SELECT {}, {} WHERE NOT {} RETURNING id").format(
+            sql.Identifier(*JOURNAL), sql.Literal(self.run_started), sql.Literal(step.id), guard_true(step.guard))
+        try:
+            row = conn.execute(query).fetchone()
+        except MISSING:    # the guard reads what does not exist yet: not done
+            return self._journal_start(conn, step)
+        except RETRYABLE as exc:
+            raise _guard_busy(step, exc) from None
+        return None if row is None else int(row[0])
+
     def _journal_end(self, conn, entry: int, outcome: StepOutcome) -> None:
         conn.execute(sql.SQL("UPDATE {} SET finished_at = clock_timestamp(), outcome = %s, rows = %s, tries = %s, "
                              "detail = %s WHERE id = %s").format(sql.Identifier(*JOURNAL)),
@@ -246,6 +274,8 @@ class Executor:
                     self.results(step, cur)
                 if self.step_hook is not None:
                     self.step_hook(step, conn)
+                if last and self._end_inside is not None:
+                    self._end_inside(conn, rows)
         else:
             # CONCURRENTLY waits for older transactions, which lock_timeout cannot bound: the watcher does
             try:
@@ -426,15 +456,26 @@ class Executor:
                     raise StepFailed(f"step {step.id} failed: {self.target.scrub(_first_line(exc))}; nothing of "
                                      f"it stays half-done: fix the cause and run {self.command} again") from None
                 continue
-            if evaluate_guard(conn, step):
+            entry = self._start_unless_done(conn, step)
+            if entry is None:
                 result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))
                 self.say(f"{label}: already done")
                 continue
             self.say(f"{label}: {step.description}")
             self.current = step
             outcome = StepOutcome(step.id, "done")
-            entry = self._journal_start(conn, step)
             started = time.monotonic()
+            ended = False
+
+            def end_inside(conn: psycopg.Connection, rows: int, entry: int = entry, outcome: StepOutcome = outcome,
+                           started: float = started, batched: bool = self.block(step).batched) -> None:
+                nonlocal ended
+                final = StepOutcome(outcome.step, outcome.outcome, time.monotonic() - started,
+                                    outcome.rows + rows if batched else rows, outcome.tries)
+                self._journal_end(conn, entry, final)
+                ended = True
+
+            self._end_inside = end_inside if step.transactional else None
             try:
                 self._run_step(conn, step, outcome)
             except (StepFailed, psycopg.Error) as exc:
@@ -448,8 +489,11 @@ class Executor:
                     raise
                 raise StepFailed(f"step {step.id} failed: {outcome.detail}; it was rolled back, earlier steps "
                                  f"stay done: fix the cause and run {self.command} again") from None
+            finally:
+                self._end_inside = None
             outcome.seconds = time.monotonic() - started
-            self._journal_end(conn, entry, outcome)
+            if not ended:
+                self._journal_end(conn, entry, outcome)
             result.outcomes.append(outcome)
             self.current = None
             rows = f", {outcome.rows} rows" if outcome.rows else ""

@@ -171,7 +171,10 @@ def run_settings(server_version_num: int) -> tuple[Query, ...]:
            sql.SQL("SET idle_in_transaction_session_timeout = 0"),
            # one core for the migration, the others for the application: no parallel scans or index builds
            sql.SQL("SET max_parallel_workers_per_gather = 0"),
-           sql.SQL("SET max_parallel_maintenance_workers = 0")]
+           sql.SQL("SET max_parallel_maintenance_workers = 0"),
+           # the preflight's and the guards' cost estimates are large (a UNION of every refusal, scans of
+           # partitioned tables), which makes the JIT compile for seconds what runs in milliseconds
+           sql.SQL("SET jit = off")]
     if server_version_num >= CLIENT_CONNECTION_CHECK:
         # a killed apply's backend notices its client is gone within a second and rolls back
         out.append(sql.SQL("SET client_connection_check_interval = 1000"))

@@ -95,7 +95,9 @@ def waiting_for(event_type: str | None, event: str | None) -> str:
 def bounds(lock_timeout_seconds: float, server_version: int) -> dict[str, str]:
     """The settings that bound a read of the plan (catalog, guards, probes, counts), for `set_local`:
     lock waits at most `lock_timeout`; a killed dry run leaves nothing running on the server."""
-    out = {"lock_timeout": f"{int(lock_timeout_seconds * 1000)}ms", "application_name": APPLICATION_NAME + " fix"}
+    # no JIT: the guards' and the preflight's estimates are large, the JIT's compile takes seconds, they milliseconds
+    out = {"lock_timeout": f"{int(lock_timeout_seconds * 1000)}ms", "application_name": APPLICATION_NAME + " fix",
+           "jit": "off"}
     if server_version >= CLIENT_CONNECTION_CHECK:
         out["client_connection_check_interval"] = "1000"
     return out
