@@ -68,3 +68,23 @@ def test_watch_finds_new_orphans_of_a_bigint_key(db, tmp_path):
     orphans = next(f for f in result.findings if f.table == "app.alerts")
     assert orphans.sample == ["700000", "700001"]
     assert result.exit_code == 1
+
+
+def test_the_bridge_speaks_of_the_key_it_registers(db, tmp_path):
+    """With the bridge still on after `fix --apply`, the scan's verdict and bridge line name the device_id
+    values it registers, not sessions."""
+    db.execute(TELEMETRY)
+    toml = config_file(tmp_path, TELEMETRY_TOML)
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--config", toml, "--apply", "--yes", "--no-backup",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code in (0, 1) and "Traceback" not in res.output, res.output
+    db.execute("INSERT INTO app.events (device_id, kind, ts) VALUES (987654321, 'new', now())")
+    assert db.scalar("SELECT count(*) FROM app.device_master WHERE device_id = 987654321") == 1
+    scanned = CliRunner().invoke(cli, ["scan", "--dsn", db.conninfo, "--config", toml, "--out", str(tmp_path / "scan")])
+    text = " ".join(scanned.output.split())       # the verdict's line is wrapped at 120 columns
+    assert "Verdict: Migrated, bridge on. " in text, scanned.output
+    assert ("a new row of app.events naming a device_id value the master lacks (a made-up device_id too) registers "
+            "that device_id value instead of failing. It registered 1 device_id value in the last 24 hours.") in text
+    assert ("Cutover bridge installed on app.events: 1 device_id value registered by it in the last 24 hours"
+            in text)
+    assert "watch yumai-audit bridge status until it registers 0 device_id values an hour" in text
