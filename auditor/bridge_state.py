@@ -90,10 +90,11 @@ def read_status(execute: Execute) -> BridgeStatus:
     return BridgeStatus(tables, hourly, last_hour)
 
 
-def scan_stats(execute: Execute) -> dict[str, Any]:
-    """The scan's small summary: where the bridge is installed and its last day's count."""
+def scan_stats(execute: Execute, noun: str = "session", label: str = "session id") -> dict[str, Any]:
+    """The scan's small summary: where the bridge is installed and its last day's count, with what one key
+    value is called (`noun`: "session", "device_id value") and the key column (`label`: "session id")."""
     status = read_status(execute)
-    return {"tables": status.tables, "registered_last_day": status.last_day}
+    return {"tables": status.tables, "registered_last_day": status.last_day, "noun": noun, "label": label}
 
 
 def bridge_line(stats: dict[str, Any]) -> str | None:
@@ -102,5 +103,6 @@ def bridge_line(stats: dict[str, Any]) -> str | None:
     if not b.get("tables"):
         return None
     n = int(b.get("registered_last_day") or 0)
-    return (f"Cutover bridge installed on {', '.join(b['tables'])}: {n} session{'s' if n != 1 else ''} registered "
+    noun = b.get("noun") or "session"
+    return (f"Cutover bridge installed on {', '.join(b['tables'])}: {n} {noun}{'s' if n != 1 else ''} registered "
             "by it in the last 24 hours (the application's own registrations not counted)")

@@ -16,6 +16,11 @@
   transaction of its own and commits it. One engine (with its pool) is kept per URL; `dispose_engines()`
   closes them.
 
+The master's key may be a uuid (yumai's session ids) or an integer (a device id, an order number). A uuid
+is generated here when none is given; an integer comes from the caller (`session_id=`) or from the key
+column's default or identity (the value PostgreSQL generated is returned). What the key is comes from the
+catalog, read only when it is needed (no key given to start_session, a key given as text to end_session).
+
 SQLAlchemy is imported only for what is not a psycopg connection. Names go through `psycopg.sql`.
 """
 from __future__ import annotations
@@ -28,19 +33,60 @@ import psycopg
 from psycopg import sql
 
 from .catalog import QualifiedName
+from .keytype import KeyType, of_typname
 
 DEFAULT_MASTER = "chatbot.session_master"
+
+
+Key = uuid.UUID | int
 
 
 class UnknownSession(LookupError):
     """end_session was given a session id that the master does not have."""
 
 
+class NoKeyValue(ValueError):
+    """start_session was given no key for a master whose key is neither a uuid nor has a default."""
+
+
+_KEY_COLUMN = sql.SQL(
+    "SELECT t.typname, a.atthasdef OR a.attidentity <> '' FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_type t ON t.oid = a.atttypid "
+    "WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND a.attname = %(column)s AND NOT a.attisdropped")
+
+
+def _key_column(conn: Any, name: QualifiedName, key_column: str) -> tuple[KeyType, bool]:
+    """The master's key type and whether its key column has a default or is an identity (one catalog query)."""
+    found = _run(conn, _KEY_COLUMN, {"schema": name.schema, "table": name.name, "column": key_column})
+    if not found:
+        raise LookupError(f"{name} has no column {key_column}")
+    key_type = of_typname(found[0][0])
+    if key_type is None:
+        raise LookupError(f"{name}.{key_column} is of type {found[0][0]}: not a key type (uuid, bigint, integer, "
+                          "smallint)")
+    return key_type, bool(found[0][1])
+
+
+def _parse(text: str, key_type: KeyType) -> Key:
+    """A key given as text, as the key type reads it (ValueError, before any statement, when it is not one)."""
+    try:
+        if key_type.is_uuid:
+            return uuid.UUID(text.strip())
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a {key_type.name}") from None
+    low, high = key_type.bounds
+    if not low <= value <= high:
+        raise ValueError(f"{text!r} is out of range for {key_type.name}")
+    return value
+
+
 def _master(master: str | QualifiedName) -> QualifiedName:
     return master if isinstance(master, QualifiedName) else QualifiedName.parse(master, "master")
 
 
-def _run(conn: Any, query: sql.Composed, params: dict) -> list[tuple]:
+def _run(conn: Any, query: sql.SQL | sql.Composed, params: dict) -> list[tuple]:
     """Execute on any of the connections the module takes (see its docstring); return the rows."""
     if isinstance(conn, (psycopg.Connection, psycopg.Cursor)):
         return conn.execute(query, params).fetchall()
@@ -93,32 +139,45 @@ def dispose_engines() -> None:
         engine.dispose()
 
 
-def start_session(conn: Any, user_id: int | None = None, *, session_id: uuid.UUID | None = None,
+def start_session(conn: Any, user_id: int | None = None, *, session_id: Key | str | None = None,
                   master: str | QualifiedName = DEFAULT_MASTER, key_column: str = "session_id",
-                  user_column: str = "user_id") -> uuid.UUID:
-    """Register a new session in the master and return its id; write the session's rows after this.
+                  user_column: str = "user_id") -> Key:
+    """Register a new session (a device, an order: a key of the master) and return its key; write its rows
+    after this.
 
-    The id is generated here (uuid4) unless given, so the master needs no column default.
+    `session_id` is the key to register. Without it: a uuid master gets a uuid4 generated here (the master
+    needs no column default); an integer master gets its key column's default or identity value, and
+    NoKeyValue is raised when the column has neither.
     """
     name = _master(master)
-    sid = session_id or uuid.uuid4()
-    query = sql.SQL("INSERT INTO {} ({}, {}) VALUES (%(sid)s, %(uid)s) RETURNING {}").format(
-        sql.Identifier(name.schema, name.name), sql.Identifier(key_column), sql.Identifier(user_column),
-        sql.Identifier(key_column))
-    value = _run(conn, query, {"sid": sid, "uid": user_id})[0][0]
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    table, key, user = (sql.Identifier(name.schema, name.name), sql.Identifier(key_column),
+                        sql.Identifier(user_column))
+    if session_id is None:
+        key_type, has_default = _key_column(conn, name, key_column)
+        if key_type.is_uuid:
+            session_id = uuid.uuid4()
+        elif not has_default:
+            raise NoKeyValue(f"{name}.{key_column} is {key_type.name} without a default: give the key to register "
+                             "(start_session(..., session_id=...))")
+    if session_id is None:
+        query = sql.SQL("INSERT INTO {} ({}) VALUES (%(uid)s) RETURNING {}").format(table, user, key)
+    else:
+        query = sql.SQL("INSERT INTO {} ({}, {}) VALUES (%(sid)s, %(uid)s) RETURNING {}").format(table, key, user, key)
+    value = _run(conn, query, {"sid": session_id, "uid": user_id})[0][0]
+    return value if isinstance(value, (uuid.UUID, int)) else uuid.UUID(str(value))
 
 
-def end_session(conn: Any, session_id: uuid.UUID | str, *, master: str | QualifiedName = DEFAULT_MASTER,
+def end_session(conn: Any, session_id: Key | str, *, master: str | QualifiedName = DEFAULT_MASTER,
                 key_column: str = "session_id") -> None:
     """Mark a session ended (`session_end` = now, `is_active` = false). Ending it twice keeps the first end.
 
-    Raises UnknownSession when the master has no such session.
+    A key given as text is read as the master's key type (ValueError when it is not one). Raises
+    UnknownSession when the master has no such session.
     """
     name = _master(master)
     query = sql.SQL(
         "UPDATE {} SET session_end = coalesce(session_end, CURRENT_TIMESTAMP), is_active = false "
         "WHERE {} = %(sid)s RETURNING 1").format(sql.Identifier(name.schema, name.name), sql.Identifier(key_column))
-    sid = session_id if isinstance(session_id, uuid.UUID) else uuid.UUID(str(session_id))
+    sid = _parse(session_id, _key_column(conn, name, key_column)[0]) if isinstance(session_id, str) else session_id
     if not _run(conn, query, {"sid": sid}):
         raise UnknownSession(f"no session {sid} in {name}")

@@ -356,7 +356,7 @@ def test_bridge_status_counts_exactly_what_the_bridge_registered(migrated, tmp_p
     assert "registered in the last 24 hours: 6 (last hour: 4)" in out.output
     # scan shows it: findings.json's stats, the summary and the report
     result = api.scan(db.conninfo, Config())
-    assert result.stats["bridge"] == {"tables": [SRC], "registered_last_day": 6}
+    assert result.stats["bridge"] == {"tables": [SRC], "registered_last_day": 6, "noun": "session", "label": "session id"}
     scan = CliRunner().invoke(cli, ["scan", "--dsn", db.conninfo, "--out", str(tmp_path)])
     line = f"Cutover bridge installed on {SRC}: 6 sessions registered by it in the last 24 hours"
     assert line in scan.output

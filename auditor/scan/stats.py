@@ -158,7 +158,7 @@ def collect_stats(ctx: AuditContext, execute: Execute, weeks_rows: list[tuple] |
                                "default": p.is_default, "bytes": int(p.bytes), "rows": exact})
     out["partitions"] = partitions
     try:
-        out["bridge"] = scan_stats(execute)
+        out["bridge"] = scan_stats(execute, ctx.key_noun, ctx.key_label)
     except pgerrors.QueryCanceled:
         out["bridge_error"] = "timed out"
     return out

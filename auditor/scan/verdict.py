@@ -107,24 +107,34 @@ def plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+def article(noun: str) -> str:
+    """"a" or "an" before `noun` (a session, an order_id value)."""
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
 @dataclass(frozen=True)
 class Bridge:
     """The cutover bridge as the scan found it (its stats: where it is installed, its last day's count)."""
 
     tables: tuple[str, ...]
     last_day: int
+    noun: str = "session"          # what one key value is called: "session", "device_id value"
+    label: str = "session id"      # what the key column is called: "session id", "device_id"
 
     @classmethod
     def from_stats(cls, stats: dict | None) -> Bridge | None:
         b = (stats or {}).get("bridge") or {}
         tables = tuple(str(t) for t in b.get("tables") or ())
-        return cls(tables, int(b.get("registered_last_day") or 0)) if tables else None
+        if not tables:
+            return None
+        return cls(tables, int(b.get("registered_last_day") or 0), b.get("noun") or "session",
+                   b.get("label") or "session id")
 
     @property
     def accepts(self) -> str:
         """What it still accepts, in one sentence."""
-        return (f"a new row of {', '.join(self.tables)} naming a session the master lacks (a made-up session id "
-                "too) registers that session instead of failing.")
+        return (f"a new row of {', '.join(self.tables)} naming {article(self.noun)} {self.noun} the master lacks "
+                f"(a made-up {self.label} too) registers that {self.noun} instead of failing.")
 
     def to_dict(self) -> dict:
         return {"tables": list(self.tables), "registered_last_day": self.last_day}
@@ -132,10 +142,11 @@ class Bridge:
 
 def bridge_steps(bridge: Bridge) -> tuple[str, ...]:
     """The way from "Migrated, bridge on" to done."""
-    return ("deploy the application's registration: it inserts each new session into the master before the "
-            "session's first row",
-            "watch yumai-audit bridge status until it registers 0 sessions an hour",
-            "run yumai-audit bridge remove: without the bridge, a row naming an unknown session fails, as the "
+    noun = bridge.noun
+    return (f"deploy the application's registration: it inserts each new {noun} into the master before the "
+            f"{noun}'s first row",
+            f"watch yumai-audit bridge status until it registers 0 {noun}s an hour",
+            f"run yumai-audit bridge remove: without the bridge, a row naming an unknown {noun} fails, as the "
             "foreign keys mean it to")
 
 
@@ -246,8 +257,9 @@ class Verdict:
                 + (f" ({n_acc} accepted)" if n_acc else ""))
         if self.state is State.MIGRATED_BRIDGE_ON and self.bridge is not None:
             return (f"Every key table has a validated foreign key to the master, but the cutover bridge is still on: "
-                    f"{self.bridge.accepts} It registered {plural(self.bridge.last_day, 'session')} in the last 24 "
-                    f"hours. " + (debt[0].upper() + debt[1:] + "." if left else "No error finding is left."))
+                    f"{self.bridge.accepts} It registered {plural(self.bridge.last_day, self.bridge.noun)} "
+                    "in the last 24 hours. " + (debt[0].upper() + debt[1:] + "." if left
+                                                 else "No error finding is left."))
         return f"Every key table has a validated foreign key to the master; {debt}."
 
     def to_dict(self) -> dict:
