@@ -18,7 +18,7 @@ from .catalog import QualifiedName
 from .config import CONFIG_FILE, MAX_TIMEOUT_SECONDS, Config, env_dsn, find_config, load_config
 from .connection import Target, connect, resolve_target, scrub
 from .durations import parse_duration, parse_since
-from .errors import AuditError, ConnectionEnded, DatabaseError, connection_ended
+from .errors import AuditError, ConnectionEnded, DatabaseError, connection_ended, first_line
 from .model import ScanResult
 from .outputs import (
     append_step_summary,
@@ -290,7 +290,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         if not connection_ended(exc):
             raise
         raise ConnectionEnded(f"the connection to the server ended before the first change "
-                              f"({target.scrub(_first_line(exc))}); nothing was changed: run fix --apply again "
+                              f"({target.scrub(first_line(exc))}); nothing was changed: run fix --apply again "
                               "when the server answers") from None
     the_plan = plan
     if the_plan.refused():
@@ -342,7 +342,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
                 raise
             raise ConnectionEnded(f"every step of the migration finished ({len(result.changed)} in this run), then "
                                   f"the connection to the server ended during the scan after it "
-                                  f"({target.scrub(_first_line(exc))}); the database is consistent: run fix --apply "
+                                  f"({target.scrub(first_line(exc))}); the database is consistent: run fix --apply "
                                   "again when the server answers (nothing is left to do: it verifies and reports)"
                                   ) from None
         result.problems.extend(unrepaired(result.after, the_plan))
@@ -353,10 +353,6 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             _write_fix_report(result, out / "report.html", baseline,
                               backup_text(backups[0] if backups else None, before_first_change is not None))
     return result
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def backup_text(taken, hooked: bool) -> str | None:
@@ -512,7 +508,7 @@ def bridge_remove(target: Target | str | None, config: Config | None = None, *, 
                 return [str(QualifiedName(s, t)) for s, t, _fs, _fn in installed]
             except (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected) as exc:
                 if attempt == max_tries:
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    first = first_line(exc)
                     raise AuditError(f"bridge remove: could not take the tables' locks after {attempt} tries "
                                      f"({first}); nothing was removed: try again when the database is quieter"
                                      ) from None

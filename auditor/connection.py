@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .errors import ConfigError, ConnectionFailed
+from .errors import ConfigError, ConnectionFailed, first_line
 from .pooler import require_session, server_pid  # noqa: F401  (server_pid: the engine reads it here)
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.I)
@@ -200,7 +200,7 @@ def connect(target: Target, *, autocommit: bool = False, application_name: str =
         conn = ToolConnection.connect(make_conninfo(target.conninfo, **extra), autocommit=autocommit,
                                       prepare_threshold=None)
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConnectionFailed(f"cannot connect to {target.display}: {target.scrub(first)}") from None
     conn.given_name = str(given.get("application_name") or os.environ.get("PGAPPNAME") or "") or None
     if session is not None:

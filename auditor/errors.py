@@ -83,6 +83,11 @@ def ending_error(exc: BaseException) -> BaseException:
 RECOVERY_CONFLICT = ("40001", "57P04")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when the message is empty)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def database_error_line(exc: BaseException) -> str:
     """One line for a database error: a recovery conflict on a standby is named with its remedy,
     whatever the error finally raised was (a conflict in a savepoint ends the connection, so the
@@ -105,5 +110,4 @@ def database_error_line(exc: BaseException) -> str:
                     "WAL replay removed row versions the scan's snapshot still needed. Remedy: on the standby "
                     "set hot_standby_feedback = on, or raise max_standby_streaming_delay (-1 waits without "
                     "limit) for the audit, or scan the primary")
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"database error: {first}"
+    return f"database error: {first_line(exc)}"

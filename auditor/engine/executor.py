@@ -20,7 +20,7 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 
 from ..connection import Target, connect, server_pid, set_local
-from ..errors import AuditError, ConnectionEnded, DidNotFinish, GateClosed, connection_ended, ending_error
+from ..errors import AuditError, ConnectionEnded, DidNotFinish, GateClosed, connection_ended, ending_error, first_line
 from .lag import LagTimeout, Throttle
 from .plan import Plan
 from .steps import Block, Kind, Query, Step, run_settings, step_block
@@ -101,10 +101,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def evaluate_guard(conn: psycopg.Connection, step: Step, settings: dict[str, str] | None = None) -> bool:
     """Whether the step is already done (a guard over a table that does not exist yet: not done);
     `settings`: local to the guard's transaction."""
@@ -122,7 +118,7 @@ def evaluate_guard(conn: psycopg.Connection, step: Step, settings: dict[str, str
 
 
 def _guard_busy(step: Step, exc: BaseException) -> StepFailed:
-    return StepFailed(f"cannot tell whether step {step.id} is done: {_first_line(exc)} (another session holds a "
+    return StepFailed(f"cannot tell whether step {step.id} is done: {first_line(exc)} (another session holds a "
                       "lock on its table); nothing was changed: run again when the database is quieter")
 
 
@@ -309,10 +305,10 @@ class Executor:
                 if attempt == self.max_tries:
                     raise LockBusy(
                         f"step {step.id}: could not take its {step.lock.label} lock after {attempt} tries "
-                        f"({_first_line(exc)}{who}); nothing of this step was changed: run {self.command} again "
+                        f"({first_line(exc)}{who}); nothing of this step was changed: run {self.command} again "
                         "when the database is quieter") from None
                 wait = self.backoff * 2 ** (attempt - 1)
-                self.say(f"    {step.id}: lock busy ({_first_line(exc)}{who}); retrying in {wait:.2f}s")
+                self.say(f"    {step.id}: lock busy ({first_line(exc)}{who}); retrying in {wait:.2f}s")
                 time.sleep(wait)
         return 0, True
 
@@ -399,7 +395,7 @@ class Executor:
 
     def _ended_line(self, result: ApplyResult, exc: BaseException) -> str:
         """What a run whose connection ended did, and that the next run resumes (one line)."""
-        reason = self.target.scrub(_first_line(ending_error(exc)))
+        reason = self.target.scrub(first_line(ending_error(exc)))
         finished = [o.step for o in result.outcomes if o.outcome == "done"]
         earlier = sum(1 for o in result.outcomes if o.outcome == "skipped")
         if not finished and self.current is None:
@@ -453,7 +449,7 @@ class Executor:
                 try:
                     self._gate(conn, step, result, label)
                 except psycopg.Error as exc:
-                    raise StepFailed(f"step {step.id} failed: {self.target.scrub(_first_line(exc))}; nothing of "
+                    raise StepFailed(f"step {step.id} failed: {self.target.scrub(first_line(exc))}; nothing of "
                                      f"it stays half-done: fix the cause and run {self.command} again") from None
                 continue
             entry = self._start_unless_done(conn, step)
@@ -481,7 +477,7 @@ class Executor:
             except (StepFailed, psycopg.Error) as exc:
                 outcome.outcome = "failed"
                 outcome.seconds = time.monotonic() - started
-                outcome.detail = self.target.scrub(_first_line(exc))
+                outcome.detail = self.target.scrub(first_line(exc))
                 result.outcomes.append(outcome)
                 if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
                     self._journal_end(conn, entry, outcome)

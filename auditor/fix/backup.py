@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..catalog import QualifiedName
 from ..connection import Target, connect, resolve_target
-from ..errors import AuditError
+from ..errors import AuditError, first_line
 from ..pgversion import TRANSACTION_TIMEOUT
 from ..pgversion import major as pg_major
 from ..rows import one_row
@@ -246,7 +246,7 @@ def backup_tables(target: Target | str | None, tables: Iterable[str | QualifiedN
     try:
         server_num, database, drop, names, skipped = _inspect(target, tables, missing == "skip")
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise BackupFailed(f"cannot back up, nothing was changed: {target.scrub(first)}") from None
     skipped_names = tuple(str(n) for n in skipped)
     if not names:

@@ -45,7 +45,7 @@ from yumai_audit.checks.predicates import Exists, Known, orphaned
 
 from ..catalog import Catalog, QualifiedName, Reference, Table
 from ..engine.steps import LockMode, Query, Step
-from ..errors import AuditError
+from ..errors import AuditError, first_line
 from ..sqlparts import table_ref
 from .preflight_checks import columns_unchanged, quarantine_catch_up
 
@@ -507,7 +507,7 @@ def measure(conn: psycopg.Connection, removals: Iterable[Removal], settings: dic
                 set_local(conn, settings)
                 rows = [tuple(r) for r in conn.execute(count_query(g, now)).fetchall()]
         except psycopg.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             notes.append(f"{label}: what its foreign keys reach could not be counted now ({first})")
             continue
         text = note(g, rows, label)

@@ -17,6 +17,7 @@ from ..connection import set_local
 from ..context import audit_context
 from ..engine.executor import evaluate_guards, run_check
 from ..engine.waits import bounds
+from ..errors import first_line
 from ..scan.scanner import measure_probes
 from . import bridge, cascade, replication, schema_plan, shares, users_plan
 from .plan import FixOptions, MigrationPlan, PlanError
@@ -48,7 +49,7 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
             set_local(conn, local)
             ctx = audit_context(conn, config)
     except pgerrors.LockNotAvailable as exc:
-        raise PlanError(f"cannot read the tables' sizes: {str(exc).strip().splitlines()[0]} (another session holds "
+        raise PlanError(f"cannot read the tables' sizes: {first_line(exc)} (another session holds "
                         "a lock on one of them); nothing was changed: run again when the database is quieter") from None
     evidence: dict[str, list[tuple]] | None = None
     failed: dict[str, str] = {}

@@ -22,6 +22,7 @@ from psycopg import sql
 from yumai_audit.checks.predicates import table_ref
 
 from ..catalog import QualifiedName
+from ..errors import first_line
 from . import cascade
 
 MIN_ROWS = 10              # rows of a table that are never refused for their share
@@ -132,7 +133,7 @@ def measure(conn, removals, nulled, settings: dict[str, str] | None = None) -> t
             set_local(conn, settings)
             rows = conn.execute(query).fetchall()
     except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         return [], [f"the share of each table the plan takes rows from could not be counted now ({first})"]
     shares = [Share(t, int(n), int(total), tuple(how)) for t, n, total, how in rows if n]
     return sorted(shares, key=lambda s: (-s.fraction, -s.rows, s.table)), []

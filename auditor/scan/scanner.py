@@ -25,7 +25,7 @@ from .. import lockbudget
 from ..config import Config
 from ..connection import APPLICATION_NAME, set_local
 from ..context import AuditContext, audit_context
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..model import CheckResult, Finding, ScanResult, Status, TableInventory
 from ..rows import one_row
 from .passes import TablePasses, execute_in_savepoint
@@ -100,7 +100,7 @@ def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Conn
                 try:
                     helper = connect()
                 except Exception as exc:       # too many connections, a refused login: fewer jobs
-                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    reason = first_line(exc)
                     say(f"one connection fewer for the scan: {reason}")
                     break
                 opened.append(helper)
