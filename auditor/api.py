@@ -386,13 +386,12 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None, ba
                backup=backup)
 
 
-def unrepaired(result: ScanResult, plan) -> list[str]:
+def unrepaired(result: ScanResult, plan: Plan) -> list[str]:
     """The findings of a scan after the apply that a step of the plan declares it repairs: what a
     finished migration must not have (the checks the steps name, never a list kept here)."""
     parents = partition_parents(result)
     return [f"{f.check}: {f.message}" for f in result.findings
-            if any(step_repairs(s.repairs, s.target, s.column, s.changes, f.check, f.table, f.column, parents)
-                   for s in plan.steps)]
+            if any(step_repairs(s, f, parents) for s in plan.steps)]
 
 
 @dataclasses.dataclass(frozen=True)
