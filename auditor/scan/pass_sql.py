@@ -140,7 +140,7 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
         cols, from_ = unique, sql.SQL(" ").join(_from_parts(ctx, target, joins))
     if len(unique) == len(columns):
         return select.format(with_=with_, cols=sql.SQL(", ").join(cols), from_=from_)
-    # A measure declared twice (a check's count and another's, or a sample's gate: the same predicate)
+    # A measure declared twice (a check's count and another's, or a sample's row count: the same predicate)
     # is computed once: the server does not share equal expressions, and a text key's tests cost.
     inner = select.format(with_=with_, from_=from_, cols=sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(c, sql.Identifier(f"m{i}")) for i, c in enumerate(cols)))
