@@ -152,7 +152,7 @@ def read_baseline(path: str | Path | None) -> ScanResult | None:
 def _live_scan(target: Target, config: Config) -> ScanResult:
     """The scans around `fix --apply`, on a database in use: without parallel workers. A parallel scan
     runs a leader and two workers, CPU-bound, and on a small server that starves the application's
-    writers (benchmarks/README.md: 50-70 ms writer stalls on 2 cores, ~13 ms without)."""
+    writers of a core to finish their commits (benchmarks/README.md, "The scans")."""
     with connect(target) as conn:
         return apply_severity(run_scan(conn, config, settings={"max_parallel_workers_per_gather": "0"}),
                               config.severity)

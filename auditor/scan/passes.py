@@ -150,12 +150,12 @@ def statement_settings(conn: psycopg.Connection, settings: dict[str, str]):
 
 
 #: The set's statement: its grouping by week hashed (the planner, which cannot estimate how many sessions
-#: the union groups into, expects 200 and sorts them all: 0.2 s of 2.2 per part, scale 50).
+#: the union groups into, expects 200 and would sort them all, the statement's only sort).
 SET_SETTINGS = {"enable_sort": "off"}
 #: The memory the set's grouping may take before it spills to disk, when the server's work_mem is lower:
-#: a part of 500k sessions groups in 120 MB (hash_mem_multiplier 2 x 64 MB); at the default 4 MB it
-#: spilled 120 MB in 21 batches, 0.8 s of a 2.9 s part (scale 50). A limit, not an allocation: a smaller
-#: set takes what it needs, a larger one spills as before.
+#: with hash_mem_multiplier 2, enough for a part of half a million sessions to group in memory, where the
+#: default 4 MB spills it to disk in batches. A limit, not an allocation: a smaller set takes what it
+#: needs, a larger one spills as before.
 SET_WORK_MEM_KB = 64 * 1024
 #: A statement on one of several connections: no parallel workers (the connections are the parallelism:
 #: a parallel grouping of the set merges as many partial groups as it has sessions, and a parallel
@@ -163,7 +163,7 @@ SET_WORK_MEM_KB = 64 * 1024
 SERIAL = {"max_parallel_workers_per_gather": "0"}
 #: A table's pass on one of several connections takes its samples in the same read, as ordered
 #: aggregates of the defective rows. From PostgreSQL 16 the planner sorts the whole table for one of
-#: them instead (presorted aggregates): 143k text keys sorted on disk to sample 20 of 2.8k, 0.25 s.
+#: them instead (presorted aggregates): every row sorted, on disk for a large table, to sample a few.
 NO_PRESORT = {"enable_presorted_aggregate": "off"}
 
 
@@ -240,8 +240,8 @@ class TablePasses:
         is built in as many parts as there are connections, one key range each (`key_ranges`), and every
         connection takes the next piece of work until none is left: the parts first, then the tables,
         largest first. Each statement then runs without parallel workers (the connections are the
-        parallelism). A part reads every key table (scale 50: 0.8 s of the whole set's 2.9 s alone), so
-        two parts cost more server time than one, but on two free cores they end sooner."""
+        parallelism). Each part reads every key table, so two parts cost more server time than one, but
+        on two free cores they end sooner."""
         known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.key_table.is_source]
         plain = sorted((p for p in self.tables.values() if p not in known),
                        key=lambda p: -int(p.key_table.table.bytes or 0))
