@@ -127,8 +127,8 @@ def graph(references: list[Reference], root: QualifiedName, root_columns: tuple[
     return Graph(root, tuple(ranked), tuple(columns.items()), tuple(cascades), tuple(changes), tuple(blocks))
 
 
-
 def of_table(catalog: Catalog, table: Table) -> Graph:
+    """What deleting rows of `table` reaches, over every declared foreign key of the catalog."""
     return graph(catalog.references, table.name, tuple(table.columns))
 
 
@@ -237,5 +237,6 @@ def touched(g: Graph, predicate: sql.Composable) -> list[tuple[QualifiedName, st
 
 
 def blocked_rows(sets: DeleteSets, e: Edge, select: sql.Composable) -> sql.Composed:
+    """`select` over the rows of e.child that reference a deleted row through e and are not deleted themselves."""
     return sql.SQL("SELECT {} FROM {} c WHERE {} AND {}").format(
         select, table_ref(e.child), sets.references(e), sets.not_deleted(e.child))
