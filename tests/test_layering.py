@@ -131,6 +131,19 @@ def test_the_scan_and_the_report_import_nothing_from_the_migration(folder):
     assert _wrong(folder, {"fix"}) == {}
 
 
+def test_the_maintenance_imports_nothing_from_the_migration():
+    """The commands after cutover share with the migration only what lies above both (the engine,
+    fk_reach, the catalog): they run on a database the migration may never have touched."""
+    assert _wrong(AUDITOR / "maintenance", {"fix"}) == {}
+
+
+def test_the_room_check_sees_a_migration_import():
+    """The check itself: a maintenance module importing fix/ (relative or absolute) is reported."""
+    probe = AUDITOR / "maintenance" / "probe.py"
+    for source in ("from ..fix import cascade\n", "def f():\n    from yumai_audit.fix.cascade import widen\n"):
+        assert {_room(m) for m in _ours(imports(probe, source))} == {"fix"}
+
+
 def _module_name(path: Path) -> str:
     package = _package(path)
     return package if path.name == "__init__.py" else f"{package}.{path.stem}"

@@ -19,11 +19,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import table_ref
-
 from ..catalog import QualifiedName
 from ..errors import first_line
-from . import cascade
+from ..fk_reach import touched
+from ..sqlparts import table_ref
 
 MIN_ROWS = 10              # rows of a table that are never refused for their share
 FLAG = "--max-removed-share"
@@ -75,7 +74,7 @@ def _sources(removals, nulled) -> dict[QualifiedName, list[tuple[str, sql.Compos
     """Per table, (what takes its rows, a query of their (relid, tid)) for every removal and null-out."""
     out: dict[QualifiedName, list[tuple[str, sql.Composable]]] = {}
     for g, now, label, _moves in removals:
-        for table, kind, rows in cascade.touched(g, now):
+        for table, kind, rows in touched(g, now):
             how = label if table == g.root else (
                 f"ON DELETE CASCADE from {label}" if kind == "delete" else f"ON DELETE SET NULL/DEFAULT from {label}")
             out.setdefault(table, []).append((how, rows))
