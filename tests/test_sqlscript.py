@@ -14,7 +14,7 @@ from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.sqlscript import render_block, render_script
 from yumai_audit.engine.steps import Kind, run_settings, step_block
-from yumai_audit.fix.backfill import ROWS_PER_SESSION
+from yumai_audit.fix.ops.backfill import ROWS_PER_SESSION
 
 
 def test_the_script_holds_exactly_what_the_executor_sends(db):

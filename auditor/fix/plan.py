@@ -14,6 +14,7 @@ from ..engine.lag import DEFAULT_MAX_REPLICA_LAG
 from ..engine.limits import RUN_RANGES, check_ranges
 from ..engine.plan import Plan, PlanError
 from .cascade import Removal
+from .shares import NullOut
 
 __all__ = ["FixOptions", "MigrationPlan", "PlanError", "FIX_RANGES"]
 
@@ -158,8 +159,8 @@ class MigrationPlan(Plan):
     # each delete of the plan: what it reaches through foreign keys, counted into the notes when the plan
     # is made (fix/make.py, cascade.measure)
     removals: list[Removal] = field(default_factory=list)
-    # the null-outs of the plan: (table, predicate now, label) each (fix/shares.py)
-    nulled: list[tuple] = field(default_factory=list)
+    # the null-outs of the plan (fix/shares.py)
+    nulled: list[NullOut] = field(default_factory=list)
     # per table, the rows the plan takes out or changes, largest share first (shares.measure)
     shares: list = field(default_factory=list)
     lock_timeout_asked: float | None = None   # --lock-timeout as given, when the plan capped it (fix/make.py)

@@ -45,9 +45,10 @@ from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 
 from ..catalog import ForeignKey, Partition, Table
 from ..context import AuditContext
+from . import ops
 from .ddl import short_name
 from .draft import Draft
-from .ops.foreign_key import FkSpec, add_fk, fk_sequence, validate_fk, verify_fks
+from .ops.foreign_key import FkSpec, add_fk, fk_sequence, needs_checked, validate_fk, verify_fks
 from .ops.index import leading_index_steps
 
 SAMPLE = 5   # missing values named in a plan note
@@ -156,12 +157,11 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         column = c.column.name
         spec = FkSpec((column,), c.parent.name, (c.parent_key,))   # ON DELETE NO ACTION, see the docstring
         suffix = f".{column}"
-        draft.altered.append(c.table.name)
-        draft.referenced.append(c.parent.name)
         indexed = draft.take(leading_index_steps(c.table, column, after, suffix))
-        last += draft.take(fk_sequence(draft.version, c.table, spec,
-                                       short_name(c.table.name.name, column, suffix="fkey"),
-                                       [*after, *indexed], suffix=suffix, repairs=(UnconstrainedFk.id,)))
+        last += draft.take(ops.declared(fk_sequence(draft.version, c.table, spec,
+                                                short_name(c.table.name.name, column, suffix="fkey"),
+                                                [*after, *indexed], suffix=suffix, repairs=(UnconstrainedFk.id,)),
+                                    needs_checked(c.table.name, c.parent.name)))
         planned.append((what, spec.exists(c.table.name, validated=True)))
 
     # partitions whose FKs differ
@@ -191,22 +191,23 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         spec = specs.pop()
         suffix = "." + ",".join(sig.columns)
         names = {fk.name for fk in d.siblings}
-        draft.altered.append(d.parent.name)
-        draft.referenced.append(sig.ref_table)
+        needs = needs_checked(d.parent.name, sig.ref_table)
         validated = []
         target, repairs = str(d.parent.name), (PartitionFkDrift.id,)
         for p in d.lacking:
             name = next(iter(names)) if len(names) == 1 else short_name(p.name.name, *sig.columns, suffix="fkey")
-            added = draft.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after, target=target,
-                                     repairs=repairs)).id
-            validated.append(draft.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name, [added],
-                                                   target=target, repairs=repairs)).id)
+            added = draft.add(ops.declaring(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after, target=target,
+                                               repairs=repairs), needs)).id
+            validated.append(draft.add(ops.declaring(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name,
+                                                             [added], target=target, repairs=repairs), needs)).id)
         for fk in d.unvalidated:
-            validated.append(draft.add(validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec, fk.name, after,
-                                                   target=target, repairs=repairs)).id)
-        last.append(draft.add(add_fk(f"fk-add:{d.parent.name}{suffix}", d.parent.name, spec,
-                                     short_name(d.parent.name.name, *sig.columns, suffix="fkey"),
-                                     validated or after, not_valid=False, target=target, repairs=repairs)).id)
+            validated.append(draft.add(ops.declaring(validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec,
+                                                             fk.name, after, target=target, repairs=repairs),
+                                                 needs)).id)
+        last.append(draft.add(ops.declaring(add_fk(f"fk-add:{d.parent.name}{suffix}", d.parent.name, spec,
+                                               short_name(d.parent.name.name, *sig.columns, suffix="fkey"),
+                                               validated or after, not_valid=False, target=target, repairs=repairs),
+                                        needs)).id)
         planned.append((f"{d.label} on the parent", spec.exists(d.parent.name, validated=True)))
 
     # declared NOT VALID foreign keys that no row violates
@@ -223,8 +224,8 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
             continue
         declared = next(f for f in fk.table.foreign_keys if f.name == name)
         spec = FkSpec.of(declared)
-        draft.altered.append(fk.table.name)
-        last.append(draft.add(validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after)).id)
+        step = validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after)
+        last.append(draft.add(ops.declaring(step, needs_checked(fk.table.name))).id)
         planned.append((what, spec.exists(fk.table.name, validated=True)))
 
     if planned:

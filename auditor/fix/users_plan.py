@@ -37,15 +37,16 @@ from yumai_audit.checks.orphaned_user_ids import OrphanedUserIds
 
 from ..catalog import Column, Table
 from ..context import AuditContext, KeyTable
-from ..engine.steps import LockMode, Query, Step
+from ..engine.steps import LockMode, Query
 from ..operations import Operation
 from ..sqlparts import col, table_ref
 from .ddl import Built, short_name
 from .draft import Draft
-from .ops import foreign_key
+from .ops import Declared, Needs, declared, foreign_key
 from .ops.foreign_key import FkSpec, fk_sequence, verify_fks
 from .ops.index import leading_index_steps
-from .session_plan import move_rows, quarantine_name
+from .ops.quarantine import move_rows, quarantine_name
+from .shares import NullOut
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"
@@ -133,6 +134,34 @@ def null_statements(ctx: AuditContext, k: KeyTable) -> tuple[Query, ...]:
     )
 
 
+def repairing(draft: Draft, k: KeyTable, mode: str) -> Callable[[str, list[str]], Built]:
+    """The repair of `k`'s rows naming a missing user (`--missing-users null` or `quarantine`), as a builder
+    of one step by id and dependencies: it runs before the NOT VALID key and again before VALIDATE."""
+    name, column = str(k.name), _user(k).name
+    pred = missing_user(draft.ctx, k)
+    if mode == "null":
+        statements = null_statements(draft.ctx, k)
+        needs = Needs(nulled=(NullOut(k.name, pred, f"{column} set NULL where it names a missing user"),))
+        description = (f"Set {name}.{column} to NULL where the user does not exist, each original "
+                       f"recorded first in {AUDIT_SCHEMA}.{NULLED_TABLE} (same transaction)")
+    else:
+        moved = move_rows(draft, k, pred, "missing user")
+        statements, needs = moved.statements, moved.needs
+        description = (f"Move rows of {name} naming a missing user to {quarantine_name(k)} "
+                       "(same transaction as the delete)")
+    guard = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(table_ref(k.name), pred)
+
+    def repair_step(step_id: str, deps: list[str]) -> Built:
+        out = Built()
+        out.last = [out.add(Declared(
+            id=step_id, operation=Operation.MISSING_USERS, description=description, statements=statements,
+            lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=tuple(deps), guard=guard,
+            changes=(name,), target=name, column=column, repairs=REPAIRS, needs=needs)).id]
+        return out
+
+    return repair_step
+
+
 def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> None:
     """Add the user-FK steps to the draft, after the steps `after`. `evidence`: the rows of `probes(ctx)`
     by probe key; a table not measured gets no step (a note)."""
@@ -158,7 +187,6 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
             draft.notes.append(f"user foreign key {what}: rows naming missing users not measured: not planned")
             continue
         missing = int(evidence[_key(k)][0][0] or 0)
-        repair: Callable[[str, list[str]], Built] | None = None
         if missing and mode == "keep":
             draft.notes.append(
                 f"user foreign key {what}: {missing} rows name a user missing from {ctx.config.users}: "
@@ -168,34 +196,9 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
             draft.notes.append(f"user foreign key {what}: {missing} rows name a missing user and {name} has no "
                                  "primary key to record them by: not planned (--missing-users quarantine can)")
             continue
-        if missing:
-            pred = missing_user(ctx, k)
-            statements = null_statements(ctx, k) if mode == "null" else move_rows(draft, k, pred, "missing user")
-            if mode == "null":
-                draft.nulled.setdefault((k.name, _user(k).name), (
-                    k.name, pred, f"{_user(k).name} set NULL where it names a missing user"))
-            description = (f"Set {name}.{_user(k).name} to NULL where the user does not exist, each original "
-                           f"recorded first in {AUDIT_SCHEMA}.{NULLED_TABLE} (same transaction)" if mode == "null"
-                           else f"Move rows of {name} naming a missing user to {quarantine_name(k)} "
-                                "(same transaction as the delete)")
-            guard = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(table_ref(k.name), pred)
-
-            def repair_step(step_id: str, deps: list[str], statements: tuple[Query, ...] = statements,
-                            description: str = description, guard: sql.Composed = guard, name: str = name,
-                            column: str = _user(k).name) -> Built:
-                out = Built()
-                out.last = [out.add(Step(
-                    id=step_id, operation=Operation.MISSING_USERS, description=description, statements=statements,
-                    lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=tuple(deps), guard=guard,
-                    changes=(name,), target=name, column=column, repairs=REPAIRS)).id]
-                return out
-
-            repair = repair_step
-
+        repair = repairing(draft, k, mode) if missing else None
         suffix = f".{_user(k).name}"
         spec = FkSpec((_user(k).name,), ctx.users.name, (ctx.config.users_key,))   # ON DELETE NO ACTION
-        draft.altered.append(k.name)
-        draft.referenced.append(ctx.users.name)
         pre = [*after, *draft.take(leading_index_steps(k.table, _user(k).name, after, suffix))]
         if repair is not None:
             pre = draft.take(repair(f"missing-users:{name}", pre))
@@ -207,9 +210,10 @@ def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str])
             return found.name if found is not None else constraint
 
         settle = (lambda deps, name=name, repair=repair: repair(f"settle-users:{name}", deps)) if repair else None
-        last += draft.take(fk_sequence(draft.version, k.table, spec, constraint, pre, suffix=suffix,
-                                       whole=existing is not None, settle=settle,
-                                       partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS))
+        last += draft.take(declared(fk_sequence(draft.version, k.table, spec, constraint, pre, suffix=suffix,
+                                                whole=existing is not None, settle=settle,
+                                                partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS),
+                                    foreign_key.needs_checked(k.name, ctx.users.name)))
         planned.append((what, spec.exists(k.name, validated=True)))
     if planned:
         draft.add(verify_fks("verify-users", "Every user foreign key planned is there and validated", planned, last))
