@@ -1,6 +1,5 @@
 """What the operations' builders share: names that fit PostgreSQL's limit, catalog lookups for their
-guards, and `Built` (what a builder made). The builders themselves are fix/ops/ (one per operation)
-and the planners (`session_plan`, `schema_plan`, `users_plan`).
+guards, and `Built` (what a builder made). The builders themselves are fix/ops/, one per operation.
 """
 from __future__ import annotations
 

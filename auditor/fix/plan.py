@@ -1,6 +1,6 @@
 """The migration's plan types: the options of `fix` and the plan they make.
 
-Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`) fill a
+Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`, `users_plan`) fill a
 `Draft` (auditor/fix/draft.py) with steps, `planner.build_plan` orders them into a `MigrationPlan`
 (the engine's `Plan`, auditor/engine/plan.py, with what the migration's deletes reach).
 """

@@ -1,11 +1,12 @@
 """The session_master migration of the guide, planned into a `Draft`.
 
-Order: master, malformed rows out and text keys to uuid, indexes (CONCURRENTLY), backfill per
-source partition, orphans, then per key table (the source table first): catch-up backfill, FK NOT
-VALID, catch-up again, VALIDATE (per partition, then the parent, on PostgreSQL 12-17); verify.
-Every step has a guard, so the same plan can be run again after a crash: what is done is skipped.
-Key predicates come from `checks/predicates.py`, so that the rows the scan counts as malformed or
-orphaned are exactly the rows the fix moves.
+It decides which operations of fix/ops/ to add and in what order: master, malformed rows out and
+text keys to the key type, indexes (CONCURRENTLY), backfill per source partition, the bridge, then
+per key table (the source table first): orphans, the gate (--bridge none), catch-up, FK NOT VALID,
+catch-up again, VALIDATE (per partition, then the parent, on PostgreSQL 12-17); verify. Every step
+has a guard, so the same plan can be run again after a crash: what is done is skipped. Key
+predicates come from `checks/predicates.py` (fix/registration.py), so that the rows the scan counts
+as malformed or orphaned are exactly the rows the fix moves.
 """
 from __future__ import annotations
 
