@@ -16,7 +16,7 @@ from .lint import with_lint_exceptions
 from .ops import gathered
 from .ops.foreign_key import PG_NOT_VALID_ON_PARTITIONED, FkSpec
 from .plan import FixOptions, MigrationPlan, PlanError
-from .preflight import preflight
+from .preflight import PREFLIGHT, preflight
 from .session_plan import plan_sessions
 
 __all__ = ["build_plan", "FixOptions", "MigrationPlan", "PlanError", "order_steps", "FkSpec", "short_name",
@@ -40,11 +40,11 @@ def build_plan(ctx: AuditContext, options: FixOptions | None = None,
     if schema:
         from .schema_plan import plan_schema
 
-        plan_schema(draft, evidence or {}, session_last or ["preflight"])
+        plan_schema(draft, evidence or {}, session_last or [PREFLIGHT])
     if "users" in options.include:
         from .users_plan import plan_users
 
-        plan_users(draft, evidence or {}, session_last or ["preflight"])
+        plan_users(draft, evidence or {}, session_last or [PREFLIGHT])
     draft.steps.insert(0, preflight(draft))
     title = ("-- yumai-audit fix: the session_master migration, step by step"
              + (" (and the schema's implied and drifting foreign keys)" if schema else ""))

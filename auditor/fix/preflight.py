@@ -26,6 +26,8 @@ from .preflight_checks import (
     tool_schema_privileges,
 )
 
+PREFLIGHT = "preflight"   # its step's id: every plan starts with it, the others run after it
+
 # the steps that delete or update rows of the tables they change (the others insert, or alter definitions)
 ROW_CHANGES = (Operation.QUARANTINE_MALFORMED, Operation.ORPHANS, Operation.CATCHUP, Operation.MISSING_USERS)
 
@@ -72,7 +74,7 @@ def preflight(d: Draft) -> Step:
                if t in by_name and by_name[t] != d.master]
     parts += replica_identity(list(dict.fromkeys(changed)))
     parts += foreign_key.refusals(list(needs.referenced))               # fix/ops/foreign_key.py
-    return Step(id="preflight", operation=Operation.PREFLIGHT,
+    return Step(id=PREFLIGHT, operation=Operation.PREFLIGHT,
                 description="Server version, privileges, no invalid index left behind",
                 statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
                 kind=Kind.CHECK, precondition=True)

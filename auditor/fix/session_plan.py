@@ -22,9 +22,8 @@ from .ops import backfill, bridge, catchup, foreign_key, gate, index, key_type, 
 from .ops.foreign_key import FkSpec, fk_exists, fk_sequence
 from .ops.index import leading_index_steps
 from .plan import PlanError
+from .preflight import PREFLIGHT
 from .registration import existing_fk
-
-PREFLIGHT = "preflight"   # the step every plan starts with (fix/preflight.py)
 
 
 def migratable(d: Draft) -> list[KeyTable]:
