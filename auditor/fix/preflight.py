@@ -59,7 +59,7 @@ def preflight(d: Draft) -> Step:
     if tables:
         parts += master.refusals(d)                                     # fix/ops/master.py
     parts += refusals(d.ctx, d.options, tables, list(needs.altered))    # auditor/fix/preflight_checks.py
-    parts += key_type.refusals([(k.name, k.key.name) for k in tables if k.key.is_text], d.ctx.key_type.name)
+    parts += key_type.refusals(list(needs.retyped), d.ctx.key_type.name)   # fix/ops/key_type.py
     parts += delete_triggers(d.options, tables)
     parts += index.refusals(needs.claims)                               # fix/ops/index.py
     if not d.options.subscribers_ready:   # publications and slots that would carry the new tables' changes

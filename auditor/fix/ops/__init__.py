@@ -5,8 +5,9 @@ repairs (`REPAIRS`, named through the check classes), written together.
 `Deliberate` (below) is how an operation declares a rule it breaks; fix/lint.py attaches the entries
 to the steps, and the engine's script writer puts each reason above its statement. `Needs` is what a
 step asks the preflight to check before the first change (an index name it claims, a table it alters
-or references, rows it takes out or sets NULL): an operation's builder makes a `Declared` step that
-carries them, and fix/preflight.py gathers them from the plan's steps (`gathered`).
+or references, rows it takes out or sets NULL, a column whose type it changes): an operation's
+builder makes a `Declared` step that carries them, and fix/preflight.py gathers them from the plan's
+steps (`gathered`).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class Needs:
     referenced: tuple[QualifiedName, ...] = ()   # tables its foreign keys reference: REFERENCES
     removals: tuple[Removal, ...] = ()           # rows it deletes, with what its foreign keys reach
     nulled: tuple[NullOut, ...] = ()             # user ids it sets NULL (fix/shares.py)
+    retyped: tuple[tuple[QualifiedName, str], ...] = ()   # (table, column) whose type it changes
 
     def __add__(self, other: Needs) -> Needs:
         return Needs(*(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)))
@@ -89,7 +91,7 @@ def gathered(steps: Iterable[Step]) -> Needs:
     for n in total.nulled:
         nulled.setdefault((n.table, n.label), n)
     return Needs(total.claims, tuple(dict.fromkeys(total.altered)), tuple(dict.fromkeys(total.referenced)),
-                 tuple(removals.values()), tuple(nulled.values()))
+                 tuple(removals.values()), tuple(nulled.values()), tuple(dict.fromkeys(total.retyped)))
 
 
 def declared(built: Built, needs: Needs) -> Built:

@@ -25,7 +25,7 @@ from ...sqlparts import table_ref
 from .. import cascade
 from ..ddl import column_has_type
 from ..draft import Draft
-from . import Declared, Deliberate
+from . import Declared, Deliberate, Needs
 from .quarantine import move_rows
 
 REPAIRS = (KeyTypeMismatch.id, NoncanonicalSessionIds.id, MalformedSessionIds.id)
@@ -64,7 +64,8 @@ def convert_step(d: Draft, k: KeyTable, after: str) -> Step:
         lock=LockMode.ACCESS_EXCLUSIVE, tables=(name,), depends_on=(after,),
         guard=sql.SQL("SELECT {}").format(column_has_type(k.name, k.key.name, key_type.name)), rewrites=True,
         table_bytes=((name, k.table.bytes),), changes=(name,), target=name, column=k.key.name,
-        repairs=REPAIRS, needs=moved.needs), cascade.of_table(d.ctx.catalog, k.table))
+        repairs=REPAIRS, needs=moved.needs + Needs(retyped=((k.name, k.key.name),))),
+        cascade.of_table(d.ctx.catalog, k.table))
 
 
 def refusals(columns: list[tuple[QualifiedName, str]], key_type: str = "uuid") -> list[sql.Composed]:
