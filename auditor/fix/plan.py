@@ -20,7 +20,7 @@ __all__ = ["FixOptions", "MigrationPlan", "PlanError", "FIX_RANGES"]
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
-BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/fix/bridge.py)
+BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/fix/ops/bridge.py)
 MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 # `--master-user-delete`: what deleting a user does to the master's sessions of that user
 MASTER_USER_DELETE_MODES = ("set-null", "no-action")
