@@ -455,7 +455,7 @@ def write_subscriber_scripts(plan: MigrationPlan, path: str | Path) -> list[Path
     return written
 
 
-# --- the cutover bridge (auditor/fix/bridge.py) ---------------------------------------------------------
+# --- the cutover bridge (auditor/fix/ops/bridge.py) ---------------------------------------------------------
 
 class BridgeInUse(AuditError):
     """`bridge remove` refused: the bridge still registers sessions the application writes the old way."""

@@ -198,3 +198,16 @@ def test_the_cycle_finder_finds_a_cycle_and_reads_imports_inside_functions():
     assert _cycle({"a": {"b"}, "b": set()}) == []
     source = "def f():\n    from ..fix import bridge\nif TYPE_CHECKING:\n    from .. import config\n"
     assert imports(AUDITOR / "scan" / "probe.py", source, runtime_only=True) == {"yumai_audit.fix"}
+
+
+def test_the_operations_import_no_planner():
+    """An operation of fix/ops/ holds what it needs; the planners, the preflight and the lint table use the
+    operations, never the other way round."""
+    users = {f"yumai_audit.fix.{m}" for m in ("planner", "session_plan", "schema_plan", "users_plan", "preflight",
+                                              "lint", "make")}
+    wrong = {}
+    for path in sorted((AUDITOR / "fix" / "ops").rglob("*.py")):
+        bad = _ours(imports(path)) & users
+        if bad:
+            wrong[path.relative_to(ROOT).as_posix()] = sorted(bad)
+    assert wrong == {}

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterable
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -251,7 +251,8 @@ def orphaned_now(ctx, k) -> sql.Composable:
     return orphaned(k.key, lookup=Exists(known))
 
 
-class Removal(NamedTuple):
+@dataclass(frozen=True)
+class Removal:
     """A delete of the plan: what it reaches through foreign keys, counted when the plan is made
     (`measure`) and refused by the preflight when it cannot be done (`preflight_parts`)."""
 
@@ -265,10 +266,10 @@ def preflight_parts(removals: Iterable[Removal]) -> list[sql.Composed]:
     """The preflight's refusals for the plan's deletes."""
     out: list[sql.Composed] = []
     quarantined: list[QualifiedName] = []
-    for g, now, label, moves in removals:
-        out += refusals(g, now, label, moves)
-        if moves:
-            quarantined += [t for t in g.deleted if t not in quarantined]
+    for r in removals:
+        out += refusals(r.graph, r.predicate, r.label, r.moves)
+        if r.moves:
+            quarantined += [t for t in r.graph.deleted if t not in quarantined]
     if quarantined:
         out.append(column_refusal(quarantined))
     return out
@@ -280,18 +281,18 @@ def measure(conn: psycopg.Connection, removals: Iterable[Removal], settings: dic
     from ..connection import set_local
 
     notes = []
-    for g, now, label, _moves in removals:
-        if g.quiet:
+    for removal in removals:
+        if removal.graph.quiet:
             continue
         try:
             with conn.transaction():
                 set_local(conn, settings)
-                rows = [tuple(r) for r in conn.execute(count_query(g, now)).fetchall()]
+                rows = [tuple(r) for r in conn.execute(count_query(removal.graph, removal.predicate)).fetchall()]
         except psycopg.Error as exc:
             first = first_line(exc)
-            notes.append(f"{label}: what its foreign keys reach could not be counted now ({first})")
+            notes.append(f"{removal.label}: what its foreign keys reach could not be counted now ({first})")
             continue
-        text = note(g, rows, label)
+        text = note(removal.graph, rows, removal.label)
         if text:
             notes.append(text)
     return notes
