@@ -1,19 +1,24 @@
 """Whether the server's lock table can hold what a scan or an apply will lock, asked before either starts.
 
 Every relation a statement reads (a table, each partition, each index the planner opens) stays locked
-(ACCESS SHARE) until its transaction ends, one lock per connection that read it. A scan reads every
-table of the audited schemas on its first connection (the catalog read and the table passes), and each
-of its `--jobs` connections builds a part of the set of sessions, which reads every key table and its
-partitions and indexes: the scan's lock need is about (relations) x (connections). An apply runs one
-transaction at a time, the largest touching a partitioned table whole: about (relations) once.
+(ACCESS SHARE) until its transaction ends, one lock per connection that read it (and per parallel worker
+that scans it). An apply runs one transaction at a time, the largest touching a partitioned table whole:
+about (relations) once. A scan reads every table of the audited schemas on its first connection, which
+holds those locks until the scan ends (so no table is truncated or rewritten under it, as pg_dump's
+first connection does); its other `--jobs` connections each run one piece of work at a time (a part of
+the set of sessions, a table's pass) in a savepoint rolled back once its rows are read, which releases
+that piece's locks. So the scan needs (relations) once, plus what the other connections hold at one
+time: the scan gives them only the pieces that fit beside it (`spare`, `parts_that_fit`), and builds the
+set of sessions in fewer parts, on fewer connections, when two parts (each reading every key table) do
+not fit; it says so in one line.
 
 PostgreSQL sizes its lock table for max_locks_per_transaction x (max_connections + the background
 processes' slots + max_prepared_transactions) locks, shared by every session; past it, a lock comes out
 of the shared memory left over, if any, and else fails with `out of shared memory` (on PostgreSQL 15
 and 18, with a small max_locks_per_transaction, one session took about 1.6-2x the reserved size before
 failing: not something to count on). So the budget is the reserved size, less the locks other sessions
-hold now; a need over it is refused in one line (`LockBudgetExceeded`, exit 2) naming the settings,
-the numbers and what to do.
+hold now; a need over it (for the scan: its first connection's) is refused in one line
+(`LockBudgetExceeded`, exit 2) naming the settings, the numbers and what to do.
 """
 from __future__ import annotations
 
@@ -112,9 +117,55 @@ def shortfall(settings: LockSettings, relations: int, connections: int, what: st
             "it can fail with 'out of shared memory': " + ", or ".join(advice))
 
 
-def check(conn, schemas: tuple[str, ...], connections: int, what: str, fewer: str | None = "--jobs") -> None:
-    """Raise LockBudgetExceeded when the command cannot fit (before it takes any lock)."""
+def check(conn, schemas: tuple[str, ...], connections: int, what: str,
+          fewer: str | None = "--jobs") -> tuple[LockSettings, int]:
+    """Raise LockBudgetExceeded when the command cannot fit (before it takes any lock); else the settings and
+    the relations (`read`)."""
     settings, relations = read(conn, schemas)
     line = shortfall(settings, relations, connections, what, fewer)
     if line:
         raise LockBudgetExceeded(line)
+    return settings, relations
+
+
+@dataclass(frozen=True)
+class Held:
+    """What reading a table locks: `relations` (the table, its partitions and all their indexes: what a
+    statement's planner opens) and `tables` (the table and its partitions: what a parallel worker opens)."""
+
+    relations: int
+    tables: int
+
+    def __add__(self, other: Held) -> Held:
+        return Held(self.relations + other.relations, self.tables + other.tables)
+
+
+def held_query(oids: list[int]) -> sql.Composable:
+    """Per table oid: its relations and tables (`Held`), from the catalog alone (no lock taken)."""
+    return sql.SQL(
+        "SELECT t.root, (count(*) + sum((SELECT count(*) FROM pg_index i WHERE i.indrelid = t.relid)))::int, "
+        "count(*)::int FROM (SELECT r AS root, p.relid FROM unnest({oids}::oid[]) r, "
+        "LATERAL (SELECT relid FROM pg_partition_tree(r::regclass) UNION SELECT r::regclass) p) t "
+        "GROUP BY t.root").format(oids=sql.Literal(oids))
+
+
+def held(conn, oids: list[int]) -> dict[int, Held]:
+    """What reading each table (by oid) locks; a table gone since the catalog read counts nothing."""
+    if not oids:
+        return {}
+    return {int(oid): Held(int(rel), int(tab)) for oid, rel, tab in conn.execute(held_query(oids)).fetchall()}
+
+
+def parts_that_fit(spare: int, part: int, helpers: int) -> int:
+    """How many of `helpers` further connections may each hold `part` locks at once within `spare`."""
+    if part <= 0:
+        return helpers
+    return max(0, min(helpers, spare // part))
+
+
+def spare_line(settings: LockSettings, relations: int, part: int, parts: int, connections: int) -> str:
+    """The one line saying that the set of sessions is built in fewer parts than connections, and why."""
+    return (f"the set of sessions in {parts} part{'s' if parts > 1 else ''}, not {connections}: each part locks "
+            f"about {part:,} relations, and beside the scan's first connection (about {relations:,}) the server's "
+            f"lock table has {max(settings.free - relations, 0):,} free ({settings.capacity:,} = "
+            f"{settings.formula()}, {settings.in_use:,} held by other sessions now)")

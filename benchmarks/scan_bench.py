@@ -38,7 +38,15 @@ import psycopg
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from generate import SESSIONS_PER_SCALE, expected, generate, generate_varied, make_half_done, undo_half_done  # noqa: E402
+from generate import (  # noqa: E402
+    SESSIONS_PER_SCALE,
+    expected,
+    generate,
+    generate_daily,
+    generate_varied,
+    make_half_done,
+    undo_half_done,
+)
 from per_check_sql import floor_queries, per_check_queries, script  # noqa: E402
 
 from yumai_audit.config import Config  # noqa: E402
@@ -203,10 +211,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dsn", help="benchmark this database (default: a new one on an embedded PostgreSQL)")
     ap.add_argument("--scale", type=int, default=50, help="scale factor of the generated database (default 50)")
-    ap.add_argument("--shape", choices=["varied", "generator"], default="varied",
-                    help="varied (default): generate.py --shape varied, the issue-16 shapes; generator: the original")
+    ap.add_argument("--shape", choices=["varied", "generator", "daily"], default="varied",
+                    help="varied (default): generate.py --shape varied, the issue-16 shapes; generator: the original; "
+                         "daily: the varied shape's data over --days daily partitions and a default one")
+    ap.add_argument("--days", type=int, default=365, help="with --shape daily: the daily partitions (default 365)")
     ap.add_argument("--state", choices=["both", "pre", "half-done", "as-is"], default="both",
-                    help="which migration states to run (varied shape; default both)")
+                    help="which migration states to run (varied and daily shapes; default both)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per state (default 3)")
     ap.add_argument("--generate", action="store_true",
                     help="with --dsn: (re)generate the schema there first (drops an existing one)")
@@ -229,6 +239,8 @@ def main(argv=None) -> int:
             say = lambda m: print(f"  {m}", file=sys.stderr)  # noqa: E731
             if args.shape == "varied":
                 generate_varied(conninfo, args.scale, replace=True, say=say)
+            elif args.shape == "daily":
+                generate_daily(conninfo, args.scale, args.days, replace=True, say=say)
             else:
                 generate(conninfo, args.scale, replace=True, say=say)
             print(f"generated in {time.monotonic() - t0:.1f}s", file=sys.stderr)

@@ -56,6 +56,7 @@ from yumai_audit.checks.base import (
     count_where,
 )
 
+from .. import lockbudget
 from ..context import AuditContext, KeyTable
 from ..model import Finding
 from ..pgversion import PRESORTED_AGGREGATE
@@ -233,22 +234,52 @@ class TablePasses:
             self.sessions.columns.append((None, WEEKS_COLUMN, Weeks(weeks[1]), frozenset({USES_KNOWN})))
 
     # -- running ------------------------------------------------------------------------------------
+    def _held(self) -> tuple[dict[str, int], int, int, int]:
+        """What each piece of work locks, read from the catalog: (relations per table pass, per part of the
+        set, for the report's rows per partition, tables a parallel worker of the set's statement opens)."""
+        extras = [t for t in (self.ctx.master, self.ctx.users) if t is not None]
+        tables = [k.table for k in self.ctx.key_tables]
+        held = lockbudget.held(self.conn, list(dict.fromkeys(t.oid for t in tables + extras)))
+        none = lockbudget.Held(0, 0)
+        joined = sum((held.get(t.oid, none) for t in extras), none)
+        whole = sum((held.get(t.oid, none) for t in tables), joined)
+        per_table = {str(k.name): (held.get(k.table.oid, none) + joined).relations for k in self.ctx.key_tables}
+        partitioned = sum(held.get(t.oid, none).relations for t in tables if t.is_partitioned)
+        return per_table, whole.relations, partitioned, whole.tables
+
     def run(self, helpers: Sequence[psycopg.Connection] = (),
-            extra: Sequence[Callable[[psycopg.Connection], None]] = ()) -> None:
+            extra: Sequence[Callable[[psycopg.Connection], None]] = (),
+            budget: tuple[lockbudget.LockSettings, int] | None = None) -> None:
         """The per-table passes, the set of sessions and `extra` work (callables taking a connection:
         the scanner's report statistics). With `helpers` (more connections in the same snapshot), the set
         is built in as many parts as there are connections, one key range each (`key_ranges`), and every
         connection takes the next piece of work until none is left: the parts first, then the tables,
         largest first. Each statement then runs without parallel workers (the connections are the
         parallelism). Each part reads every key table, so two parts cost more server time than one, but
-        on two free cores they end sooner."""
+        on two free cores they end sooner.
+
+        `budget` (the server's lock settings, and the relations the first connection may lock): the first
+        connection keeps its locks until the scan ends; a helper runs each piece of work in a savepoint
+        rolled back once its rows are read, which releases that piece's locks, and takes only the pieces
+        whose locks fit what the lock table has spare beside the first connection (the helpers' together).
+        The set is built in as many parts as fit so (one on the first connection at least), and with one
+        connection its statements get only the parallel workers whose locks fit."""
         known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.key_table.is_source]
         plain = sorted((p for p in self.tables.values() if p not in known),
                        key=lambda p: -int(p.key_table.table.bytes or 0))
         conns = [self.conn, *helpers]
         self.serial = len(conns) > 1
         wanted = bool(known or self.sessions.columns)
-        ranges = key_ranges(self.conn, self.ctx, len(conns)) if wanted else []
+        spare = None if budget is None else max(budget[0].free - budget[1], 0)
+        per_table, per_part, partitioned, worker_tables = self._held() if spare is not None else ({}, 0, 0, 0)
+        count = len(conns)
+        if spare is not None and wanted:
+            count = 1 + lockbudget.parts_that_fit(spare, per_part, len(helpers))
+            if count < len(conns) and budget is not None:
+                self._note(lockbudget.spare_line(budget[0], budget[1], per_part, count, len(conns)))
+        if spare is not None and not self.serial:
+            self._fit_workers(spare, worker_tables)
+        ranges = key_ranges(self.conn, self.ctx, count) if wanted else []
         if ranges:
             work_mem = self.conn.execute("SELECT pg_size_bytes(current_setting('work_mem')) / 1024").fetchone()[0]
             self.set_memory = {"work_mem": f"{SET_WORK_MEM_KB}kB"} if work_mem < SET_WORK_MEM_KB else {}
@@ -267,31 +298,51 @@ class TablePasses:
             with statement_settings(conn, serial_settings):
                 f(conn)
 
-        # each piece of work as a call on a connection: the parts of the set, the tables, the extra work
-        work_items: list[Callable[[psycopg.Connection], None]] = []
-        work_items += [functools.partial(set_part, r) for r in ranges]
-        work_items += [functools.partial(table, p) for p in plain]
-        work_items += [functools.partial(more, f) for f in extra]
+        # each piece of work as (the locks it takes, a call on a connection): the parts of the set, the
+        # tables, the extra work
+        work_items: list[tuple[int, Callable[[psycopg.Connection], None]]] = []
+        work_items += [(per_part, functools.partial(set_part, r)) for r in ranges]
+        work_items += [(per_table.get(p.name, 0), functools.partial(table, p)) for p in plain]
+        work_items += [(partitioned, functools.partial(more, f)) for f in extra]
         failures: list[BaseException] = []
+        free = [spare]        # what the helpers may still lock (None: no budget)
         started = time.monotonic()      # the parts are the first pieces of work: each starts on a connection now
 
-        def work(conn) -> None:
+        def take(first: bool) -> tuple[int, Callable[[psycopg.Connection], None]] | None:
+            """The next piece of work for a connection (a helper: the next whose locks fit), or None."""
+            with self._lock:
+                if failures:
+                    return None
+                for i, (locks, _item) in enumerate(work_items):
+                    if first or free[0] is None or locks <= free[0]:
+                        if not first and free[0] is not None:
+                            free[0] -= locks
+                        return work_items.pop(i)
+                return None
+
+        def work(conn, first: bool) -> None:
             try:
-                while True:
-                    with self._lock:
-                        if not work_items or failures:
-                            return
-                        item = work_items.pop(0)
-                    item(conn)
+                while (taken := take(first)) is not None:
+                    locks, item = taken
+                    if first:
+                        item(conn)
+                        continue
+                    try:
+                        with conn.transaction(force_rollback=True):     # releases the piece's locks
+                            item(conn)
+                    finally:
+                        if free[0] is not None:
+                            with self._lock:
+                                free[0] += locks
             except BaseException as exc:      # re-raised by the scan's thread: a lost connection is not a finding
                 failures.append(exc)
 
-        threads = [threading.Thread(target=work, args=(c,), name=f"yumai-audit-pass-{i}", daemon=True)
+        threads = [threading.Thread(target=work, args=(c, False), name=f"yumai-audit-pass-{i}", daemon=True)
                    for i, c in enumerate(helpers[:max(len(work_items) - 1, 0)])]
         for t in threads:
             t.start()
         try:
-            work(self.conn)
+            work(self.conn, True)
         finally:
             for t in threads:
                 t.join()
@@ -300,6 +351,23 @@ class TablePasses:
         if ranges:
             self._finish_set(known, [parts[i] for i in range(len(ranges))] if len(parts) == len(ranges) else None,
                              max(self._set_ended - started, 0.0))
+
+    def _note(self, line: str) -> None:
+        """A line for the progress and the report's notes."""
+        self.say(line)
+        self.ctx.notes.append(line)
+
+    def _fit_workers(self, spare: int, tables: int) -> None:
+        """With one connection, no more parallel workers per statement than the lock table can hold beside
+        it (each worker locks the tables it scans), for the rest of the scan's transaction."""
+        if tables <= 0:
+            return
+        workers = int(one_row(self.conn.execute("SELECT current_setting('max_parallel_workers_per_gather')::int"))[0])
+        fit = spare // tables
+        if fit < workers:
+            self.conn.execute(sql.SQL("SET LOCAL max_parallel_workers_per_gather = {}").format(sql.Literal(fit)))
+            self._note(f"{fit} parallel workers per statement, not {workers}: each locks about {tables:,} tables, "
+                       f"and the server's lock table has {spare:,} free beside the scan's connection")
 
     def _run_set_part(self, key_range, index: int, count: int, conn, parts: dict) -> None:
         """One part of the set of sessions (all of it with one range), in one statement read whole: no

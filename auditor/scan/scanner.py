@@ -127,8 +127,9 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
     `settings`: more settings for the scan's transactions, local to them (never left on a session)."""
     say = progress or (lambda _msg: None)
     checks = select_checks(config)
-    # before the first lock: every connection of the scan may lock every relation it reads
-    lockbudget.check(conn, config.schemas, jobs if connect is not None else 1, "the scan")
+    # before the first lock: the first connection may lock every relation it reads, and keeps its locks
+    # until the scan ends; the others take only the pieces of work that fit beside it (TablePasses.run)
+    budget = lockbudget.check(conn, config.schemas, 1, "the scan", fewer=None)
     _read_only(conn)
     try:
         with conn.transaction():
@@ -143,7 +144,7 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
                 # on whichever connection is free first
                 partitions.update(count_partitions(ctx, lambda q: execute_in_savepoint(on, q, config.timeout_seconds)))
             with shared_snapshot(conn, connect, jobs - 1, say, settings) as helpers:
-                result = _run(conn, ctx, checks, say, weeks, helpers, extra=[partition_rows])
+                result = _run(conn, ctx, checks, say, weeks, helpers, extra=[partition_rows], budget=budget)
             say("collecting report statistics")
             result.stats.update(collect_stats(ctx, lambda q: execute_in_savepoint(conn, q, config.timeout_seconds),
                                               weeks_rows=weeks["rows"], partition_counts=partitions))
@@ -154,7 +155,8 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
 
 def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None,
          helpers: Sequence[psycopg.Connection] = (),
-         extra: Sequence[Callable[[psycopg.Connection], None]] = ()) -> ScanResult:
+         extra: Sequence[Callable[[psycopg.Connection], None]] = (),
+         budget: tuple[lockbudget.LockSettings, int] | None = None) -> ScanResult:
     timer = _Timer()
     findings: dict[str, list[Finding]] = defaultdict(list)
     errors: dict[str, str] = {}
@@ -163,7 +165,7 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
     # 1. per-table passes (the known-session set built once: see scan/passes.py)
     passes = TablePasses(conn, ctx, checks, status_targets, timer, say,
                          weeks=(weeks["tables"], weeks["limit"]) if weeks and weeks["tables"] else None)
-    passes.run(helpers, extra)
+    passes.run(helpers, extra, budget)
     if weeks is not None:
         weeks["rows"] = passes.weeks_rows
     errors.update(passes.errors)
