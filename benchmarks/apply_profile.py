@@ -59,7 +59,7 @@ def main() -> None:
     timed(executor.Executor, "_run_step", lambda self, conn, step, o: f"  step: {step.operation.value}")
     timed(executor.Executor, "_gate", "  gate")
     started = time.monotonic()
-    result = api.apply(args.dsn)
+    result = api.apply(args.dsn, preflight_notes=False)   # as `fix --apply --yes`
     wall = time.monotonic() - started
     print(f"ok={result.ok} steps={len(result.plan.steps)} wall {wall:.2f}s")
     for key, seconds in sorted(TOTALS.items(), key=lambda kv: (kv[0].startswith(" "), -kv[1])):
