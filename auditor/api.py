@@ -283,10 +283,12 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     from .fix.coverage import uncovered
     from .fix.make import make_plan
 
+    made_here = plan is None   # its guards evaluated just now (the executor's flags up front)
     try:
         # one server session for the run: refused here, before the scan, through a transaction pooler
         with connect(target, autocommit=True, session="fix --apply") as conn:
-            refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
+            if planned is None:     # the CLI's `fix` asks once its plan is made (_made_plan), as it did before
+                refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
             # one transaction at a time, the largest locking a partitioned table whole (auditor/lockbudget.py)
             settings, relations = lockbudget.read(conn, config.schemas)
             # (named as the command that planned: the CLI's `fix` plans here, through `planned`)
@@ -335,7 +337,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     first_change: Callable[[list[str]], object] | None = backup_first if before_first_change is not None else None
     for attempt in range(1, REPLANS + 2):
         executor = Executor(target, the_plan, progress=progress, before_first_change=first_change,
-                            step_hook=step_hook)
+                            step_hook=step_hook, fresh=made_here)
         try:
             result = executor.run()
         finally:
@@ -351,6 +353,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         first_change = None      # the backup, if any, was taken
         with connect(target, autocommit=True) as conn:
             the_plan = make_plan(conn, config, fix_opts)
+        made_here = True
         if out is not None:
             write_plan(the_plan, out)
     result.before = before
@@ -377,10 +380,14 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
 
 def _made_plan(target: Target, config: Config, fix_opts: FixOptions, preflight_notes: bool,
                planned: Callable[[MigrationPlan], object] | None) -> MigrationPlan:
+    from .engine.executor import refuse_if_running
     from .fix.make import make_plan
 
     with connect(target, autocommit=True) as conn:
         plan = make_plan(conn, config, fix_opts, preflight_notes)
+        if planned is not None:
+            # before the plan is shown and its files written: the running apply's stay as they are
+            refuse_if_running(conn)
     if planned is not None:
         planned(plan)
     return plan
