@@ -4,7 +4,9 @@ plan, the preflight and verify, guards (up front and per step), the journal, eac
     python benchmarks/apply_profile.py --dsn postgresql://postgres@127.0.0.1:5432/a_copy
 
 Times are measured in the client around the functions that talk to the server (so they include the
-round trips); the database is migrated by the run (give it a copy).
+round trips); the database is migrated by the run (give it a copy). The run is `fix --apply --yes`'s: the
+scan before runs on a thread beside the plan (their times overlap, so `rest` can come out below zero), the
+plan without the preflight's notes.
 """
 from __future__ import annotations
 

@@ -6,15 +6,16 @@ work, guard, journal and transaction, a few catalog statements) and the rows of 
 after each read them about once). The constants were fitted on benchmarks/apply_vs_oneshot.py's two
 shapes (the varied shape at scale 20: 1.7M rows, 49-58 steps; 365 daily partitions at scale 2: 170,000
 rows, 87-178 steps) on PostgreSQL 15 and 18, on a loaded 2-core machine, to fall within 2x of every
-measured apply there (WAL: on 18, where nothing else wrote); benchmarks/README.md compares them. It says
+measured apply there (WAL: on 18, where nothing else wrote); refitted when the steps' fixed cost fell
+(the foreign keys' checks of small partitions by index); benchmarks/README.md compares them. It says
 "about": a busy server, a cold cache or a long lock wait move it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SECONDS_PER_STEP = 0.1
-SECONDS_PER_ROW = 16e-6
+SECONDS_PER_STEP = 0.025
+SECONDS_PER_ROW = 11e-6
 WAL_BYTES_PER_STEP = 50_000
 WAL_BYTES_PER_ROW = 155
 
