@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SECONDS_PER_STEP = 0.025
-SECONDS_PER_ROW = 11e-6
+SECONDS_PER_ROW = 15e-6
 WAL_BYTES_PER_STEP = 50_000
 WAL_BYTES_PER_ROW = 155
 
