@@ -153,7 +153,7 @@ def read_baseline(path: str | Path | None) -> ScanResult | None:
 def _live_scan(target: Target, config: Config) -> ScanResult:
     """The scans around `fix --apply`, on a database in use: without parallel workers. A parallel scan
     runs a leader and two workers, CPU-bound, and on a small server that starves the application's
-    writers (benchmarks/README.md: 50-70 ms writer stalls on 2 cores, ~13 ms without)."""
+    writers of a core to finish their commits (benchmarks/README.md, "The scans")."""
     with connect(target) as conn:
         return apply_severity(run_scan(conn, config, settings={"max_parallel_workers_per_gather": "0"}),
                               config.severity)
@@ -424,13 +424,12 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None, ba
                backup=backup)
 
 
-def unrepaired(result: ScanResult, plan) -> list[str]:
+def unrepaired(result: ScanResult, plan: Plan) -> list[str]:
     """The findings of a scan after the apply that a step of the plan declares it repairs: what a
     finished migration must not have (the checks the steps name, never a list kept here)."""
     parents = partition_parents(result)
     return [f"{f.check}: {f.message}" for f in result.findings
-            if any(step_repairs(s.repairs, s.target, s.column, s.changes, f.check, f.table, f.column, parents)
-                   for s in plan.steps)]
+            if any(step_repairs(s, f, parents) for s in plan.steps)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,7 +493,7 @@ def write_subscriber_scripts(plan: MigrationPlan, path: str | Path) -> list[Path
     return written
 
 
-# --- the cutover bridge (auditor/fix/bridge.py) ---------------------------------------------------------
+# --- the cutover bridge (auditor/fix/ops/bridge.py) ---------------------------------------------------------
 
 class BridgeInUse(AuditError):
     """`bridge remove` refused: the bridge still registers sessions the application writes the old way."""

@@ -1,5 +1,5 @@
 """The cutover bridge's state: where its trigger is installed, what its log counted, how it is removed,
-and the line the scan summary and the report show (the bridge itself: auditor/fix/bridge.py).
+and the line the scan summary and the report show (the bridge itself: auditor/fix/ops/bridge.py).
 
 The scan (scan/stats.py), the report (reports/render.py) and `bridge status|remove` read it here,
 without importing the migration.

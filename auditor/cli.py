@@ -325,7 +325,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     printer = progress_printer(show)
 
     # The plan reads the catalog only: it is made on a connection of its own while the scan waits for the
-    # server (it took 0.07 s after the scan at scale 1).
+    # server, rather than after the scan.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yumai-audit-plan") as pool:
         planned = pool.submit(repair_plan, target, config)
         try:
@@ -340,7 +340,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     return verdict.exit_code()
 
 
-# --- after cutover: session lifecycle and the incremental watch (issue 7) ---------------------------
+# --- after cutover: session lifecycle and the incremental watch ----------------------------------
 
 class _Duration(click.ParamType):
     name = "DURATION"
@@ -888,7 +888,7 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
     return result.verdict.exit_code()   # finished: 0 clean, 1 with error findings left (the debt)
 
 
-# --- the cutover bridge (issue 10) ------------------------------------------------------------------
+# --- the cutover bridge ---------------------------------------------------------------------------
 
 @cli.group()
 def bridge():

@@ -25,7 +25,7 @@ class Operation(str, enum.Enum):
     FK_VALIDATE = "fk-validate"             # VALIDATE CONSTRAINT
     MISSING_USERS = "missing-users"         # rows naming a user that does not exist: set NULL (recorded) or quarantined
     VERIFY = "verify"                       # a check: what the steps were to achieve is there
-    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/fix/bridge.py)
+    BRIDGE = "bridge"                       # the cutover bridge's trigger (auditor/fix/ops/bridge.py)
     CLOSE_IDLE = "close-idle"               # maintenance: idle sessions marked ended (sessions close-idle)
     PRUNE = "prune"                         # maintenance: old sessions deleted with their rows (sessions prune)
     GATE = "gate"                           # --bridge none: stop before the FK while sessions go unregistered

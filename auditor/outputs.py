@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .errors import AuditError
 from .model import ScanResult
+from .scan.formats import FILES, RENDERERS, findings_json, markdown
 
 
 def ensure_dir(path: str | Path) -> Path:
@@ -77,8 +78,6 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(result: ScanResult, path: Path, verdict=None) -> Path:
     """findings.json, with its `verdict` key (`verdict`: the scan's, when judged; else judged on its own)."""
-    from .scan.formats import findings_json
-
     return write_text(path, findings_json(result, verdict))
 
 
@@ -94,17 +93,11 @@ def load_json(path: str | Path, what: str):
 
 def write_formats(result: ScanResult, out: Path, verdict=None) -> dict[str, Path]:
     """junit.xml, results.sarif and summary.md beside findings.json (`verdict`: the scan's, when judged)."""
-    from .scan.formats import FILES, RENDERERS
-
     return {fmt: write_text(out / name, RENDERERS[fmt](result, verdict)) for fmt, name in FILES.items()}
 
 
 def append_step_summary(result: ScanResult, verdict=None) -> Path | None:
     """In a GitHub Actions job ($GITHUB_STEP_SUMMARY set): append the Markdown summary to the job's summary."""
-    import os
-
-    from .scan.formats import markdown
-
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
         return None

@@ -331,7 +331,7 @@ def bridge_insert_cost(conninfo: str, sessions: int, rounds: int = 10, seconds: 
     - `server_loop_ratios`: 3,000 inserts in a server-side loop, one transaction: no round trip and no
       commit, so the trigger's CPU against the insert's own (the worst case)."""
     from yumai_audit.catalog import QualifiedName
-    from yumai_audit.fix.bridge import TRIGGER, create_trigger, function_name
+    from yumai_audit.fix.ops.bridge import TRIGGER, create_trigger, function_name
 
     source = QualifiedName("chatbot", "conversations")
     create = create_trigger(source, "session_id", function_name(source))

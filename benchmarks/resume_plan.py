@@ -28,7 +28,8 @@ from psycopg import sql
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.connection import resolve_target
-from yumai_audit.fix import planner, session_plan
+from yumai_audit.fix import planner, registration
+from yumai_audit.fix.ops import orphans
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from generate import generate  # noqa: E402
@@ -61,9 +62,9 @@ def exists_form(relation, predicate, alias="t"):
 
 def time_plan(conninfo: str, baseline: bool, bound: float) -> float | None:
     """Seconds to plan the resume; None when a guard hit the bound (baseline only)."""
-    saved, saved_env = session_plan.no_rows, os.environ.get("PGOPTIONS")
-    if baseline:
-        session_plan.no_rows = exists_form
+    saved, saved_env = registration.no_rows, os.environ.get("PGOPTIONS")
+    if baseline:   # the guards of the backfill, the catch-ups (registration) and the orphans
+        registration.no_rows = orphans.no_rows = exists_form
         os.environ["PGOPTIONS"] = f"-c statement_timeout={int(bound * 1000)}"
     t0 = time.monotonic()
     try:
@@ -72,7 +73,7 @@ def time_plan(conninfo: str, baseline: bool, bound: float) -> float | None:
     except psycopg.errors.QueryCanceled:
         return None
     finally:
-        session_plan.no_rows = saved
+        registration.no_rows = orphans.no_rows = saved
         if saved_env is None:
             os.environ.pop("PGOPTIONS", None)
         else:

@@ -44,7 +44,7 @@ class UnvalidatedFk(TableCheck):
         """An FK to the master: the rows of sessions the master lacks. Over the scan's set of sessions
         (which counts the table's rows per session for `orphaned_session_ids` anyway) instead of a hash
         join of the table with the master's keys: the same number without reading the master once more
-        (scale 50, half-done: most of user_interactions' pass). The source table is not counted per
+        (that join was most of the table's pass). The source table is not counted per
         session in the set: its rows are looked up in the master as they are."""
         out = {}
         for ref, fk in self._refs(ctx):

@@ -1,4 +1,4 @@
-"""The backfill (auditor/fix/backfill.py): one walk over each source partition in key ranges (small ones
+"""The backfill (auditor/fix/ops/backfill.py): one walk over each source partition in key ranges (small ones
 grouped), each session's candidate into yumai_audit.backfill_sessions, then one walk over those into the
 master; positions in yumai_audit.backfill_progress. What it reads grows with the rows, not with the
 partitions times the sessions; the master is exactly what registering each session from the whole source

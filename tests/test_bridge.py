@@ -23,7 +23,7 @@ from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.executor import GateClosed
 from yumai_audit.engine.sqlscript import render_script
 from yumai_audit.engine.steps import Kind, LockMode
-from yumai_audit.fix.bridge import TRIGGER, Registration
+from yumai_audit.fix.ops.bridge import TRIGGER, Registration
 from yumai_audit.fix.planner import FixOptions, PlanError
 from yumai_audit.lifecycle import start_session
 

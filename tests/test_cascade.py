@@ -1,4 +1,4 @@
-"""Deletes and the foreign keys of other tables (auditor/fix/cascade.py): the graph (no database), and
+"""Deletes and the foreign keys of other tables (auditor/fk_reach.py, auditor/fix/cascade.py): the graph (no database), and
 `fix --apply` on a hostile schema: cascading and SET NULL children two levels deep, a self-reference,
 a partitioned child, a RESTRICT child, a clean text key, two 63-byte names sharing a 54-byte prefix.
 For every table of the database: rows kept + rows quarantined = rows before, exactly."""
@@ -15,7 +15,8 @@ from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.executor import PreflightFailed
 from yumai_audit.engine.sqlscript import render_script
 from yumai_audit.engine.steps import LockMode
-from yumai_audit.fix.cascade import CascadeError, graph, quarantine_name
+from yumai_audit.fix.cascade import quarantine_name
+from yumai_audit.fk_reach import CascadeError, graph
 
 
 def q(name: str) -> QualifiedName:

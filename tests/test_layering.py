@@ -131,6 +131,19 @@ def test_the_scan_and_the_report_import_nothing_from_the_migration(folder):
     assert _wrong(folder, {"fix"}) == {}
 
 
+def test_the_maintenance_imports_nothing_from_the_migration():
+    """The commands after cutover share with the migration only what lies above both (the engine,
+    fk_reach, the catalog): they run on a database the migration may never have touched."""
+    assert _wrong(AUDITOR / "maintenance", {"fix"}) == {}
+
+
+def test_the_room_check_sees_a_migration_import():
+    """The check itself: a maintenance module importing fix/ (relative or absolute) is reported."""
+    probe = AUDITOR / "maintenance" / "probe.py"
+    for source in ("from ..fix import cascade\n", "def f():\n    from yumai_audit.fix.cascade import widen\n"):
+        assert {_room(m) for m in _ours(imports(probe, source))} == {"fix"}
+
+
 def _module_name(path: Path) -> str:
     package = _package(path)
     return package if path.name == "__init__.py" else f"{package}.{path.stem}"
@@ -185,3 +198,16 @@ def test_the_cycle_finder_finds_a_cycle_and_reads_imports_inside_functions():
     assert _cycle({"a": {"b"}, "b": set()}) == []
     source = "def f():\n    from ..fix import bridge\nif TYPE_CHECKING:\n    from .. import config\n"
     assert imports(AUDITOR / "scan" / "probe.py", source, runtime_only=True) == {"yumai_audit.fix"}
+
+
+def test_the_operations_import_no_planner():
+    """An operation of fix/ops/ holds what it needs; the planners, the preflight and the lint table use the
+    operations, never the other way round."""
+    users = {f"yumai_audit.fix.{m}" for m in ("planner", "session_plan", "schema_plan", "users_plan", "preflight",
+                                              "lint", "make")}
+    wrong = {}
+    for path in sorted((AUDITOR / "fix" / "ops").rglob("*.py")):
+        bad = _ours(imports(path)) & users
+        if bad:
+            wrong[path.relative_to(ROOT).as_posix()] = sorted(bad)
+    assert wrong == {}

@@ -14,7 +14,7 @@ from yumai_audit.connection import resolve_target
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.sqlscript import render_block, render_script
 from yumai_audit.engine.steps import Kind, run_settings, step_block
-from yumai_audit.fix.backfill import ROWS_PER_SESSION
+from yumai_audit.fix.ops.backfill import ROWS_PER_SESSION
 
 
 def test_the_script_holds_exactly_what_the_executor_sends(db):
@@ -41,7 +41,7 @@ def test_the_script_holds_exactly_what_the_executor_sends(db):
             # sent last in each batch, says the walk has ended)
             if len(runs) == 1 and block.until is not None:
                 # a partition's walk ends with the batch that reaches its last key: one, when the partition holds
-                # fewer rows than a batch reads (auditor/fix/backfill.py: ROWS_PER_SESSION a session of the batch)
+                # fewer rows than a batch reads (auditor/fix/ops/backfill.py: ROWS_PER_SESSION a session of the batch)
                 assert db.scalar(f"SELECT count(*) FROM {step.tables[0]}") < ROWS_PER_SESSION * 2, step.id
             else:
                 assert len(runs) >= 2, step.id

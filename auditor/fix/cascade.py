@@ -1,12 +1,9 @@
-"""What a delete sets off in other tables through their foreign keys, and how the fix accounts for it.
+"""How the migration accounts for what its deletes set off in other tables through their foreign keys.
 
-Every delete the tool makes (the quarantine of malformed or orphaned rows, `--orphans delete`,
-`sessions prune`) meets the foreign keys that reference the table, and PostgreSQL acts on them:
-ON DELETE CASCADE deletes the referencing rows (which cascade further), SET NULL / SET DEFAULT change
-them, RESTRICT / NO ACTION make the delete fail. `graph()` follows these keys from the catalog
-(`Catalog.references`, every declared FK of the database) recursively: children of children, keys
-to or on partitions, self-references; every table is visited once, so cycles end. Pure functions:
-nothing here connects to a database.
+Every delete the fix makes (the quarantine of malformed or orphaned rows, `--orphans delete`) meets the
+foreign keys that reference the table; auditor/fk_reach.py follows them from the catalog (the graph, and
+the sets of rows a delete would delete or change). This module turns that into the migration's
+statements, preflight refusals and plan notes.
 
 How the fix accounts for them (decisions):
 - quarantine: the rows a cascade would delete are moved too, each to its own quarantine table, in
@@ -26,26 +23,25 @@ How the fix accounts for them (decisions):
 - a quarantined row says where it came from (yumai_origin_schema, yumai_origin_table), why and when;
   a table that has a column of one of these names is refused by the preflight (the copy could not
   hold both); quarantine table names are unique, a hash where they had to be cut.
-- a cascade cycle through two or more tables is not supported (the planner refuses it); a table's
-  keys to itself are followed to the end (a recursive query).
+- a cascade cycle through two or more tables is not supported (the planner refuses it: fk_reach's
+  CascadeError); a table's keys to itself are followed to the end (a recursive query).
 """
 from __future__ import annotations
 
 import dataclasses
-import graphlib
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
 
 from yumai_audit.checks.predicates import Exists, Known, orphaned
 
-from ..catalog import Catalog, QualifiedName, Reference, Table
+from ..catalog import QualifiedName
 from ..engine.steps import LockMode, Query, Step
-from ..errors import AuditError, first_line
+from ..errors import first_line
+from ..fk_reach import DeleteSets, Edge, Graph, blocked_rows, count_query, of_table, regclass
 from ..sqlparts import table_ref
 from .preflight_checks import columns_unchanged, quarantine_catch_up
 
@@ -55,12 +51,7 @@ CHANGED_ROWS = QualifiedName("yumai_audit", "changed_rows")
 ORIGIN_SCHEMA, ORIGIN_TABLE, REASON, QUARANTINED_AT = (
     "yumai_origin_schema", "yumai_origin_table", "yumai_reason", "yumai_quarantined_at")
 QUARANTINE_COLUMNS = (ORIGIN_SCHEMA, ORIGIN_TABLE, REASON, QUARANTINED_AT)
-ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 MAX_NAME = 63   # PostgreSQL's identifier limit, in bytes
-
-
-class CascadeError(AuditError):
-    """The foreign keys of the database make a delete the tool cannot account for (a cascade cycle)."""
 
 
 def quarantine_name(table: QualifiedName) -> QualifiedName:
@@ -74,183 +65,6 @@ def quarantine_name(table: QualifiedName) -> QualifiedName:
     while len(f"{head}_{digest}".encode()) > MAX_NAME:
         head = head[:-1]
     return QualifiedName(QUARANTINE_SCHEMA, f"{head}_{digest}")
-
-
-@dataclass(frozen=True)
-class Edge:
-    """A foreign key met by deleting rows of `parent` (the key references it, a partition of it, or
-    the partitioned table it belongs to)."""
-
-    ref: Reference
-    parent: QualifiedName
-
-    @property
-    def child(self) -> QualifiedName:
-        return self.ref.table
-
-    @property
-    def action(self) -> str:
-        return ACTIONS.get(self.ref.on_delete, self.ref.on_delete)
-
-    def label(self) -> str:
-        return f"{self.ref.name} on {self.child} ON DELETE {self.action}"
-
-
-@dataclass(frozen=True)
-class Graph:
-    """Everything deleting rows of `root` can reach. `deleted`: root first, then every table whose rows
-    a cascade deletes, each after the tables that cascade into it."""
-
-    root: QualifiedName
-    deleted: tuple[QualifiedName, ...]
-    columns: tuple[tuple[QualifiedName, tuple[str, ...]], ...]   # each table's columns, in order
-    cascades: tuple[Edge, ...] = ()
-    changes: tuple[Edge, ...] = ()       # SET NULL / SET DEFAULT
-    blocks: tuple[Edge, ...] = ()        # RESTRICT / NO ACTION
-
-    @property
-    def quiet(self) -> bool:
-        """No foreign key references the root: a delete there touches nothing else."""
-        return not (self.cascades or self.changes or self.blocks)
-
-    @property
-    def changed(self) -> tuple[QualifiedName, ...]:
-        return tuple(dict.fromkeys(e.child for e in self.changes))
-
-    @property
-    def reached(self) -> tuple[QualifiedName, ...]:
-        """Tables other than the root whose rows the delete deletes or changes (for the backup)."""
-        return tuple(t for t in dict.fromkeys(self.deleted[1:] + self.changed) if t != self.root)
-
-    @property
-    def locked(self) -> tuple[QualifiedName, ...]:
-        """What the quarantine locks in SHARE mode: the reached tables, and the root when it references itself."""
-        itself = any(e.child == self.root for e in self.cascades + self.changes)
-        return tuple(dict.fromkeys(((self.root,) if itself else ()) + self.deleted[1:] + self.changed))
-
-    def columns_of(self, table: QualifiedName) -> tuple[str, ...]:
-        return dict(self.columns)[table]
-
-
-def graph(references: list[Reference], root: QualifiedName, root_columns: tuple[str, ...]) -> Graph:
-    """Follow the foreign keys that reference `root` (a table that is not a partition), recursively."""
-    roots = {root: root}                 # table -> its partition root
-    columns = {root: tuple(root_columns)}
-    by_root: dict[QualifiedName, list[Reference]] = {}
-    for r in references:
-        by_root.setdefault(r.ref_root, []).append(r)
-    order, queue = [root], [root]
-    cascades, changes, blocks = [], [], []
-    while queue:
-        node = queue.pop(0)
-        for r in by_root.get(roots[node], []):
-            edge = Edge(r, node)
-            if r.on_delete == "c":
-                cascades.append(edge)
-                if r.table not in roots:
-                    roots[r.table] = r.table_root
-                    columns[r.table] = r.table_columns
-                    order.append(r.table)
-                    queue.append(r.table)
-            elif r.on_delete in ("n", "d"):
-                changes.append(edge)
-                columns.setdefault(r.table, r.table_columns)
-            else:
-                blocks.append(edge)
-    sorter = graphlib.TopologicalSorter({t: set() for t in order})
-    for e in cascades:
-        if e.child != e.parent:
-            sorter.add(e.child, e.parent)
-    try:
-        ranked = list(sorter.static_order())
-    except graphlib.CycleError as exc:
-        cycle = " -> ".join(str(t) for t in exc.args[1])
-        raise CascadeError(f"deleting rows of {root} cascades in a cycle ({cycle}): not supported; "
-                           "break the cycle (an ON DELETE action) first") from None
-    if ranked[0] != root:
-        ranked.remove(root)
-        ranked.insert(0, root)
-    return Graph(root, tuple(ranked), tuple(columns.items()), tuple(cascades), tuple(changes), tuple(blocks))
-
-
-# --- SQL ---------------------------------------------------------------------------------------------
-
-def _regclass(table: QualifiedName) -> sql.Composed:
-    """The table's oid, looked up in the catalog (no error for a schema without USAGE, unlike ::regclass)."""
-    return sql.SQL("(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                   "WHERE n.nspname = {} AND c.relname = {})::regclass").format(
-        sql.Literal(table.schema), sql.Literal(table.name))
-
-
-class _Sets:
-    """The CTEs naming the rows a delete would delete (`d<n>`: relid, tid, key columns) and change (`n<n>`)."""
-
-    def __init__(self, g: Graph, predicate: sql.Composable):
-        self.g = g
-        self.predicate = predicate
-        self.index = {t: i for i, t in enumerate(g.deleted)}
-        keys: dict[QualifiedName, list[str]] = {t: [] for t in g.deleted}
-        for e in g.cascades + g.changes + g.blocks:
-            for c in e.ref.ref_columns:
-                if c not in keys[e.parent]:
-                    keys[e.parent].append(c)
-        self.keys = keys
-
-    def name(self, table: QualifiedName) -> sql.Identifier:
-        return sql.Identifier(f"d{self.index[table]}")
-
-    def key(self, table: QualifiedName, column: str) -> sql.Identifier:
-        return sql.Identifier("d", f"k{self.keys[table].index(column)}")
-
-    def _partition_filter(self, e: Edge) -> sql.Composable:
-        """A key to a partition of the parent (or of its partitioned table) meets only rows stored there."""
-        if e.ref.ref_table == e.parent:
-            return sql.SQL("true")
-        return sql.SQL("d.relid IN (SELECT relid FROM pg_partition_tree({}))").format(_regclass(e.ref.ref_table))
-
-    def references(self, e: Edge, alias: str = "c") -> sql.Composed:
-        """Rows of e.child (as `alias`) that reference a deleted row of e.parent."""
-        return sql.SQL("({}) IN (SELECT {} FROM {} d WHERE {})").format(
-            sql.SQL(", ").join(sql.Identifier(alias, c) for c in e.ref.columns),
-            sql.SQL(", ").join(self.key(e.parent, c) for c in e.ref.ref_columns),
-            self.name(e.parent), self._partition_filter(e))
-
-    def not_deleted(self, table: QualifiedName, alias: str = "c") -> sql.Composable:
-        if table not in self.index:
-            return sql.SQL("true")
-        return sql.SQL("NOT EXISTS (SELECT 1 FROM {} x WHERE x.relid = {a}.tableoid AND x.tid = {a}.ctid)").format(
-            self.name(table), a=sql.Identifier(alias))
-
-    def _select(self, table: QualifiedName, alias: str) -> sql.Composed:
-        cols: list[sql.Composable] = [sql.SQL("{}.tableoid").format(sql.Identifier(alias)),
-                                      sql.SQL("{}.ctid").format(sql.Identifier(alias))]
-        cols += [sql.Identifier(alias, c) for c in self.keys[table]]
-        return sql.SQL("SELECT {} FROM {} {}").format(sql.SQL(", ").join(cols), table_ref(table), sql.Identifier(alias))
-
-    def deleted_cte(self, table: QualifiedName) -> sql.Composed:
-        names = ["relid", "tid"] + [f"k{i}" for i in range(len(self.keys[table]))]
-        if table == self.g.root:
-            base = sql.SQL("{} WHERE {}").format(self._select(table, "t"), self.predicate)
-        else:
-            into = [e for e in self.g.cascades if e.child == table and e.parent != table]
-            base = sql.SQL("{} WHERE {}").format(self._select(table, "c"), sql.SQL(" OR ").join(
-                self.references(e) for e in into))
-        selfs = [e for e in self.g.cascades if e.child == table and e.parent == table]
-        if selfs:
-            on = sql.SQL(" OR ").join(sql.SQL("(({}) = ({}) AND {})").format(
-                sql.SQL(", ").join(sql.Identifier("c", c) for c in e.ref.columns),
-                sql.SQL(", ").join(self.key(table, c) for c in e.ref.ref_columns),
-                self._partition_filter(e)) for e in selfs)
-            base = sql.SQL("{} UNION {} JOIN {} d ON {}").format(base, self._select(table, "c"), self.name(table), on)
-        return sql.SQL("{}({}) AS ({})").format(self.name(table), sql.SQL(", ").join(map(sql.Identifier, names)), base)
-
-    def changed_condition(self, table: QualifiedName) -> sql.Composed:
-        edges = [e for e in self.g.changes if e.child == table]
-        return sql.SQL("({}) AND {}").format(sql.SQL(" OR ").join(self.references(e) for e in edges),
-                                             self.not_deleted(table))
-
-    def with_(self) -> sql.Composed:
-        return sql.SQL("WITH RECURSIVE {}").format(sql.SQL(", ").join(self.deleted_cte(t) for t in self.g.deleted))
 
 
 def _reason(e: Edge, reason: str) -> str:
@@ -299,7 +113,7 @@ def move_statement(g: Graph, predicate: sql.Composable, reason: str) -> sql.Comp
     if g.quiet:
         return sql.SQL("WITH moved AS (DELETE FROM {t} AS t WHERE {pred} RETURNING t.*) {copy}").format(
             t=table_ref(g.root), pred=predicate, copy=_copy(g.root, g, "moved", reason))
-    sets = _Sets(g, predicate)
+    sets = DeleteSets(g, predicate)
     parts = [sets.with_()]
     ctes = []
     for i, t in enumerate(g.changed):
@@ -321,47 +135,18 @@ def move_statement(g: Graph, predicate: sql.Composable, reason: str) -> sql.Comp
     return sql.SQL("{}, {} {}").format(parts[0], sql.SQL(", ").join(ctes), _copy(g.root, g, "m0", reason))
 
 
-def count_query(g: Graph, predicate: sql.Composable) -> sql.Composed:
-    """One row per table the delete reaches: (what, schema, table, rows): what is "delete" (the root and
-    every table a cascade deletes from), "change" (SET NULL / SET DEFAULT) or "block" (RESTRICT / NO ACTION)."""
-    sets = _Sets(g, predicate)
-    rows = [sql.SQL("SELECT 'delete', {}, {}, count(*) FROM {}").format(
-        sql.Literal(t.schema), sql.Literal(t.name), sets.name(t)) for t in g.deleted]
-    rows += [sql.SQL("SELECT 'change', {}, {}, count(*) FROM {} c WHERE {}").format(
-        sql.Literal(t.schema), sql.Literal(t.name), table_ref(t), sets.changed_condition(t)) for t in g.changed]
-    rows += [_blocked(sets, e, sql.SQL("'block', {}, {}, count(*)").format(
-        sql.Literal(e.child.schema), sql.Literal(e.child.name))) for e in g.blocks]
-    return sql.SQL("{} {}").format(sets.with_(), sql.SQL(" UNION ALL ").join(rows))
-
-
-def touched(g: Graph, predicate: sql.Composable) -> list[tuple[QualifiedName, str, sql.Composable]]:
-    """Per table the delete takes rows from or changes: (table, "delete" or "change", a query of the
-    (tableoid, ctid) of those rows), for counting each row once however many deletes reach it."""
-    sets = _Sets(g, predicate)
-    out: list[tuple[QualifiedName, str, sql.Composable]] = [
-        (t, "delete", sql.SQL("{} SELECT relid, tid FROM {}").format(sets.with_(), sets.name(t))) for t in g.deleted]
-    out += [(t, "change", sql.SQL("{} SELECT c.tableoid, c.ctid FROM {} c WHERE {}").format(
-        sets.with_(), table_ref(t), sets.changed_condition(t))) for t in g.changed]
-    return out
-
-
-def _blocked(sets: _Sets, e: Edge, select: sql.Composable) -> sql.Composed:
-    return sql.SQL("SELECT {} FROM {} c WHERE {} AND {}").format(
-        select, table_ref(e.child), sets.references(e), sets.not_deleted(e.child))
-
-
 def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True) -> list[sql.Composed]:
     """Preflight parts (queries whose rows are reasons not to start) for the delete of `what`: rows of a
     RESTRICT / NO ACTION key that would make it fail; when it `moves` the rows (quarantine), what its own
     statements need on the reached tables: privileges, and no row security hiding rows."""
     out = []
-    sets = _Sets(g, predicate)
+    sets = DeleteSets(g, predicate)
     if g.blocks:
         rows = [sql.SQL("SELECT n || {} FROM ({}) b WHERE n > 0").format(
             sql.Literal(f" row(s) of {e.child} reference rows that {what} would delete "
                         f"(foreign key {e.ref.name} ON DELETE {e.action}): the delete would fail; "
                         "change or remove those rows first"),
-            _blocked(sets, e, sql.SQL("count(*) AS n"))) for e in g.blocks]
+            blocked_rows(sets, e, sql.SQL("count(*) AS n"))) for e in g.blocks]
         out.append(sql.SQL("({} {})").format(sets.with_(), sql.SQL(" UNION ALL ").join(rows)))
     out += [_not_null_refusal(sets, e, what) for e in g.changes]
     if not moves:
@@ -370,7 +155,7 @@ def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True)
         out.append(sql.SQL("SELECT {} WHERE NOT (has_schema_privilege({s}, 'USAGE') "
                            "AND has_table_privilege({r}, 'SELECT') AND has_table_privilege({r}, {p}))").format(
             sql.Literal(f"no USAGE on its schema, or no SELECT and {need} privilege on {t}, whose rows {what} reaches "
-                        "through a foreign key"), s=sql.Literal(t.schema), r=_regclass(t), p=sql.Literal(need)))
+                        "through a foreign key"), s=sql.Literal(t.schema), r=regclass(t), p=sql.Literal(need)))
     for t in g.reached:
         # the cascade ignores row security, the quarantine's own statements do not: rows hidden from us would
         # be deleted or changed by PostgreSQL without a copy
@@ -379,11 +164,11 @@ def refusals(g: Graph, predicate: sql.Composable, what: str, moves: bool = True)
             "OR NOT pg_has_role(current_user, c.relowner, 'USAGE')) AND NOT (SELECT r.rolsuper OR r.rolbypassrls "
             "FROM pg_roles r WHERE r.rolname = current_user)").format(
             sql.Literal(f"{t} has row level security, which hides rows that {what} would reach through a foreign "
-                        "key: run as a role that bypasses it (BYPASSRLS, or its owner without FORCE)"), _regclass(t)))
+                        "key: run as a role that bypasses it (BYPASSRLS, or its owner without FORCE)"), regclass(t)))
     return out
 
 
-def _not_null_refusal(sets: _Sets, e: Edge, what: str) -> sql.Composed:
+def _not_null_refusal(sets: DeleteSets, e: Edge, what: str) -> sql.Composed:
     """A preflight part: rows of a SET NULL / SET DEFAULT child that the delete would change, when a column
     the key sets is NOT NULL (SET DEFAULT: and has no default), so the delete would fail. The columns set
     are the key's columns, or the ones `ON DELETE SET NULL (col, ...)` names (PostgreSQL 15 and later:
@@ -404,8 +189,8 @@ def _not_null_refusal(sets: _Sets, e: Edge, what: str) -> sql.Composed:
                          f"{e.ref.name} ON DELETE {e.action} would set its NOT NULL column "),
         tail=sql.Literal(f" {'NULL' if e.ref.on_delete == 'n' else 'NULL (it has no default)'}: the delete would "
                          "fail; change the key's action or those rows first"),
-        count=sql.SQL("{} {}").format(sets.with_(), _blocked(sets, e, sql.SQL("count(*)"))),
-        rel=_regclass(e.child), con=sql.Literal(e.ref.name))
+        count=sql.SQL("{} {}").format(sets.with_(), blocked_rows(sets, e, sql.SQL("count(*)"))),
+        rel=regclass(e.child), con=sql.Literal(e.ref.name))
 
 
 def column_refusal(tables: list[QualifiedName]) -> sql.Composed:
@@ -448,10 +233,6 @@ def note(g: Graph, counts: list[tuple[str, str, str, int]], what: str) -> str | 
 
 # --- the fix's deletes ---------------------------------------------------------------------------------
 
-def of_table(catalog: Catalog, table: Table) -> Graph:
-    return graph(catalog.references, table.name, tuple(table.columns))
-
-
 def widen_orphans(ctx, mode: str, k, step: Step) -> Step:
     """A step that (also) takes the orphans of key table k out (`--orphans mode`), widened to what their
     foreign keys reach; the source table's and `register` take nothing out."""
@@ -470,7 +251,8 @@ def orphaned_now(ctx, k) -> sql.Composable:
     return orphaned(k.key, lookup=Exists(known))
 
 
-class Removal(NamedTuple):
+@dataclass(frozen=True)
+class Removal:
     """A delete of the plan: what it reaches through foreign keys, counted when the plan is made
     (`measure`) and refused by the preflight when it cannot be done (`preflight_parts`)."""
 
@@ -484,10 +266,10 @@ def preflight_parts(removals: Iterable[Removal]) -> list[sql.Composed]:
     """The preflight's refusals for the plan's deletes."""
     out: list[sql.Composed] = []
     quarantined: list[QualifiedName] = []
-    for g, now, label, moves in removals:
-        out += refusals(g, now, label, moves)
-        if moves:
-            quarantined += [t for t in g.deleted if t not in quarantined]
+    for r in removals:
+        out += refusals(r.graph, r.predicate, r.label, r.moves)
+        if r.moves:
+            quarantined += [t for t in r.graph.deleted if t not in quarantined]
     if quarantined:
         out.append(column_refusal(quarantined))
     return out
@@ -499,18 +281,18 @@ def measure(conn: psycopg.Connection, removals: Iterable[Removal], settings: dic
     from ..connection import set_local
 
     notes = []
-    for g, now, label, _moves in removals:
-        if g.quiet:
+    for removal in removals:
+        if removal.graph.quiet:
             continue
         try:
             with conn.transaction():
                 set_local(conn, settings)
-                rows = [tuple(r) for r in conn.execute(count_query(g, now)).fetchall()]
+                rows = [tuple(r) for r in conn.execute(count_query(removal.graph, removal.predicate)).fetchall()]
         except psycopg.Error as exc:
             first = first_line(exc)
-            notes.append(f"{label}: what its foreign keys reach could not be counted now ({first})")
+            notes.append(f"{removal.label}: what its foreign keys reach could not be counted now ({first})")
             continue
-        text = note(g, rows, label)
+        text = note(removal.graph, rows, removal.label)
         if text:
             notes.append(text)
     return notes

@@ -1,6 +1,5 @@
 """What the operations' builders share: names that fit PostgreSQL's limit, catalog lookups for their
-guards, and `Built` (what a builder made). The builders themselves are fix/ops/ (one per operation)
-and the planners (`session_plan`, `schema_plan`, `users_plan`).
+guards, and `Built` (what a builder made). The builders themselves are fix/ops/, one per operation.
 """
 from __future__ import annotations
 
@@ -43,12 +42,10 @@ def column_has_type(table: QualifiedName, column: str, type_name: str = "uuid") 
 
 @dataclass
 class Built:
-    """What a builder made: its steps, in order, the ids after which its result is in place, and the
-    index names it claims ((schema, index, table, column): the preflight checks they are free)."""
+    """What a builder made: its steps, in order, and the ids after which its result is in place."""
 
     steps: list[Step] = field(default_factory=list)
     last: list[str] = field(default_factory=list)
-    claims: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def add(self, step: Step) -> Step:
         self.steps.append(step)
@@ -56,7 +53,6 @@ class Built:
 
     def extend(self, other: Built) -> Built:
         self.steps += other.steps
-        self.claims += other.claims
         return other
 
 

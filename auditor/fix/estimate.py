@@ -4,11 +4,10 @@ A linear model in two sizes the catalog gives for free: the plan's steps (each c
 work, guard, journal and transaction, a few catalog statements) and the rows of the key tables it reads
 (estimated rows: the backfill, the index builds, the FK checks, the quarantines and the scans before and
 after each read them about once). The constants were fitted on benchmarks/apply_vs_oneshot.py's two
-shapes (the varied shape at scale 20: 1.7M rows, 49-58 steps; 365 daily partitions at scale 2: 170,000
-rows, 87-178 steps) on PostgreSQL 15 and 18, on a loaded 2-core machine, to fall within 2x of every
-measured apply there (WAL: on 18, where nothing else wrote); refitted when the steps' fixed cost fell
-(the foreign keys' checks of small partitions by index); benchmarks/README.md compares them. It says
-"about": a busy server, a cold cache or a long lock wait move it.
+shapes (many rows in few steps; many daily partitions, so many steps over few rows) on PostgreSQL 15 and
+18, to fall within 2x of every measured apply there, and refitted when the steps' fixed cost fell;
+benchmarks/README.md has the runs and compares them. It says "about": a busy server, a cold cache or a long
+lock wait move it.
 """
 from __future__ import annotations
 

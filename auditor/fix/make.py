@@ -19,7 +19,8 @@ from ..engine.executor import evaluate_guards, run_check
 from ..engine.waits import bounds
 from ..errors import first_line
 from ..scan.scanner import measure_probes
-from . import bridge, cascade, replication, schema_plan, shares, users_plan
+from . import cascade, replication, schema_plan, shares, users_plan
+from .ops import bridge
 from .plan import FixOptions, MigrationPlan, PlanError
 from .planner import build_plan
 

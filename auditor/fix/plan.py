@@ -1,6 +1,6 @@
 """The migration's plan types: the options of `fix` and the plan they make.
 
-Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`) fill a
+Nothing here reads the database or builds SQL: planners (`session_plan`, `schema_plan`, `users_plan`) fill a
 `Draft` (auditor/fix/draft.py) with steps, `planner.build_plan` orders them into a `MigrationPlan`
 (the engine's `Plan`, auditor/engine/plan.py, with what the migration's deletes reach).
 """
@@ -14,12 +14,13 @@ from ..engine.lag import DEFAULT_MAX_REPLICA_LAG
 from ..engine.limits import RUN_RANGES, check_ranges
 from ..engine.plan import Plan, PlanError
 from .cascade import Removal
+from .shares import NullOut
 
 __all__ = ["FixOptions", "MigrationPlan", "PlanError", "FIX_RANGES"]
 
 ORPHAN_MODES = ("quarantine", "register", "delete")
 INCLUDES = ("schema", "users")   # `fix --include`: what the plan covers beyond the session migration
-BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/fix/bridge.py)
+BRIDGE_MODES = ("auto", "source", "all", "none")   # `fix --bridge` (auditor/fix/ops/bridge.py)
 MISSING_USERS_MODES = ("keep", "null", "quarantine")   # `--missing-users`: rows naming a user that does not exist
 # `--master-user-delete`: what deleting a user does to the master's sessions of that user
 MASTER_USER_DELETE_MODES = ("set-null", "no-action")
@@ -158,8 +159,8 @@ class MigrationPlan(Plan):
     # each delete of the plan: what it reaches through foreign keys, counted into the notes when the plan
     # is made (fix/make.py, cascade.measure)
     removals: list[Removal] = field(default_factory=list)
-    # the null-outs of the plan: (table, predicate now, label) each (fix/shares.py)
-    nulled: list[tuple] = field(default_factory=list)
+    # the null-outs of the plan (fix/shares.py)
+    nulled: list[NullOut] = field(default_factory=list)
     # per table, the rows the plan takes out or changes, largest share first (shares.measure)
     shares: list = field(default_factory=list)
     lock_timeout_asked: float | None = None   # --lock-timeout as given, when the plan capped it (fix/make.py)

@@ -1,5 +1,9 @@
 """The preflight: one query whose rows are the reasons not to start, built once, last, from the draft.
 
+Besides what any plan needs, it reads what the draft's steps declare (fix/ops/__init__.py, `Needs`):
+the index names they claim, the tables they alter and reference, the rows they take out or set NULL;
+each operation's refusal for them is in its module under fix/ops/.
+
 It runs before the first change (and before the backup): what can be known before changing anything
 is checked here, so that a run does not stop halfway on something it could have seen.
 """
@@ -10,11 +14,19 @@ from psycopg import sql
 from ..catalog import TOOL_SCHEMAS, QualifiedName
 from ..engine.steps import Kind, LockMode, Step
 from ..operations import Operation
-from . import cascade, replication, shares
-from .ddl import relid
+from . import replication
 from .draft import Draft
-from .ops import foreign_key, index
-from .preflight_checks import database_create, refusals, replica_identity, schema_usage, tool_schema_privileges
+from .ops import foreign_key, gathered, index, key_type, master, quarantine
+from .preflight_checks import (
+    database_create,
+    delete_triggers,
+    refusals,
+    replica_identity,
+    schema_usage,
+    tool_schema_privileges,
+)
+
+PREFLIGHT = "preflight"   # its step's id: every plan starts with it, the others run after it
 
 # the steps that delete or update rows of the tables they change (the others insert, or alter definitions)
 ROW_CHANGES = (Operation.QUARANTINE_MALFORMED, Operation.ORPHANS, Operation.CATCHUP, Operation.MISSING_USERS)
@@ -22,16 +34,16 @@ ROW_CHANGES = (Operation.QUARANTINE_MALFORMED, Operation.ORPHANS, Operation.CATC
 
 def preflight(d: Draft) -> Step:
     """A query whose rows are the reasons not to start (none: go), from everything the draft holds."""
+    needs = gathered(d.steps)
     tables = d.migrated
     names = [k.name for k in tables] + ([d.ctx.users.name] if d.ctx.users is not None and tables else [])
     if d.ctx.master is not None and tables:
         names.append(d.master)
-    names += [n for n in dict.fromkeys(d.altered) if n not in names]
+    names += [n for n in needs.altered if n not in names]
     pairs = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(n.schema), sql.Literal(n.name))
                                for n in names or [QualifiedName("", "")])   # no table: matches nothing
-    parts = [
-        sql.SQL("SELECT 'PostgreSQL ' || current_setting('server_version') || ' has no gen_random_uuid() "
-                "(core since 13; on 12 install pgcrypto)' WHERE to_regprocedure('gen_random_uuid()') IS NULL"),
+    parts: list[sql.Composable] = [master.GEN_RANDOM_UUID] if tables else []   # neither needed without a migration
+    parts += [
         sql.SQL("SELECT 'the server is a read-only standby' WHERE pg_is_in_recovery()"),
         sql.SQL("SELECT format('%s is owned by %s: connect as its owner or a superuser', "
                 "quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner)) "
@@ -42,20 +54,17 @@ def preflight(d: Draft) -> Step:
                 " ic.relname, i.indrelid::regclass) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
                 "JOIN pg_namespace n ON n.oid = ic.relnamespace WHERE NOT i.indisvalid "
                 "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
-                "AND ic.relname <> ALL({})").format(sql.Literal(list(d.our_indexes))),
-        sql.SQL("SELECT format('cannot create %s: no privilege to create in schema %s', {}, {}) "
-                "WHERE {} IS NULL AND NOT has_schema_privilege({}, 'CREATE')").format(
-            sql.Literal(str(d.master)), sql.Literal(d.master.schema), relid(d.master),
-            sql.Literal(d.master.schema)),
+                "AND ic.relname <> ALL({})").format(sql.Literal([c.index for c in needs.claims])),
     ]
-    if not tables:   # no session migration: neither gen_random_uuid() nor the master is needed
-        parts = parts[1:4]
-    parts += refusals(d.ctx, d.options, tables, list(dict.fromkeys(d.altered)))   # auditor/fix/preflight_checks.py
-    parts += index.refusals(d.index_claims)             # fix/ops/index.py
+    if tables:
+        parts += master.refusals(d)                                     # fix/ops/master.py
+    parts += refusals(d.ctx, d.options, tables, list(needs.altered))    # auditor/fix/preflight_checks.py
+    parts += key_type.refusals(list(needs.retyped), d.ctx.key_type.name)   # fix/ops/key_type.py
+    parts += delete_triggers(d.options, tables)
+    parts += index.refusals(needs.claims)                               # fix/ops/index.py
     if not d.options.subscribers_ready:   # publications and slots that would carry the new tables' changes
         parts.append(replication.refusal(replication.touched(d.steps), d.version))
-    parts += cascade.preflight_parts(d.removals.values())
-    parts += shares.refusal(d.removals.values(), d.nulled.values(), d.options.max_removed_share)
+    parts += quarantine.refusals(needs.removals, needs.nulled, d.options.max_removed_share)   # fix/ops/quarantine.py
     # privileges and publications: every run creates the tool's schemas (its journal at least), reads and
     # changes tables in their schemas, and deletes or updates rows of the tables its DML steps change
     parts += database_create(TOOL_SCHEMAS) + tool_schema_privileges(TOOL_SCHEMAS)
@@ -64,8 +73,8 @@ def preflight(d: Draft) -> Step:
     changed = [by_name[t] for s in d.steps if s.operation in ROW_CHANGES for t in s.changes
                if t in by_name and by_name[t] != d.master]
     parts += replica_identity(list(dict.fromkeys(changed)))
-    parts += foreign_key.refusals(d.referenced)         # fix/ops/foreign_key.py
-    return Step(id="preflight", operation=Operation.PREFLIGHT,
+    parts += foreign_key.refusals(list(needs.referenced))               # fix/ops/foreign_key.py
+    return Step(id=PREFLIGHT, operation=Operation.PREFLIGHT,
                 description="Server version, privileges, no invalid index left behind",
                 statements=(sql.SQL(" UNION ALL ").join(parts),), lock=LockMode.ACCESS_SHARE, tables=(),
                 kind=Kind.CHECK, precondition=True)

@@ -61,40 +61,6 @@ def master_shape(master: QualifiedName, key: str, filled: tuple[str, ...]) -> li
     ]
 
 
-def type_change_blockers(columns: list[tuple[QualifiedName, str]], key_type: str = "uuid") -> list[sql.Composed]:
-    """Objects that make ALTER COLUMN ... TYPE <key_type> fail on these (table, column) pairs, partitions
-    included: views, materialized views and rules using the column, policies, trigger conditions,
-    generated columns, a partition key."""
-    if not columns:
-        return []
-    values = sql.SQL(", ").join(sql.SQL("({}, {}, {})").format(
-        sql.Literal(t.schema), sql.Literal(t.name), sql.Literal(c)) for t, c in columns)
-    cols = sql.SQL(
-        "(VALUES {}) AS w(nsp, rel, col) JOIN pg_namespace n ON n.nspname = w.nsp "
-        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.rel "
-        "JOIN pg_class x ON x.oid = c.oid OR x.oid IN (SELECT relid FROM pg_partition_tree(c.oid)) "
-        "JOIN pg_attribute a ON a.attrelid = x.oid AND a.attname = w.col AND NOT a.attisdropped").format(values)
-    return [
-        sql.SQL(
-            "SELECT format('%s.%I is used by %s: its type cannot be changed to %s while that exists; drop it, "
-            "run again, then create it again', x.oid::regclass, a.attname, "
-            "CASE WHEN d.classid = 'pg_rewrite'::regclass THEN (SELECT CASE WHEN r.ev_class = x.oid THEN "
-            "'rule ' || quote_ident(r.rulename) || ' on ' || x.oid::regclass::text ELSE "
-            "CASE v.relkind WHEN 'm' THEN 'materialized view ' ELSE 'view ' END || v.oid::regclass::text END "
-            "FROM pg_rewrite r JOIN pg_class v ON v.oid = r.ev_class WHERE r.oid = d.objid) "
-            "ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END, {}) "
-            "FROM {} JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = x.oid "
-            "AND d.refobjsubid = a.attnum "
-            "WHERE d.classid IN ('pg_rewrite'::regclass, 'pg_policy'::regclass, 'pg_trigger'::regclass) "
-            "OR (d.classid = 'pg_class'::regclass AND d.objid = x.oid AND d.objsubid <> a.attnum)").format(
-                sql.Literal(key_type), cols),
-        sql.SQL(
-            "SELECT format('%s.%I is the partition key of %s: its type cannot be changed', c.oid::regclass, "
-            "a.attname, x.oid::regclass) FROM {} JOIN pg_partitioned_table pt ON pt.partrelid = x.oid "
-            "WHERE a.attnum = ANY(pt.partattrs::int2[])").format(cols),
-    ]
-
-
 def row_triggers(names: list[QualifiedName], event: str) -> list[sql.Composed]:
     """Enabled BEFORE row triggers (and DO INSTEAD rules) for `event` ("DELETE" or "INSERT") on these
     tables and their partitions: they can turn the quarantine's DELETE (or the backfill's INSERT) into
@@ -160,22 +126,27 @@ def backfill_columns(ctx, origin) -> tuple[str, ...]:
 
 
 def refusals(ctx, options, tables: list, altered: list[QualifiedName]) -> list[sql.Composed]:
-    """Every refusal for a plan migrating `tables` (KeyTables) and altering `altered` (schema steps)."""
+    """The owners of what a plan migrating `tables` (KeyTables) and altering `altered` (schema steps) changes,
+    and what an existing master must be (its key, the columns the backfill fills, no INSERT trigger)."""
     names = [k.name for k in tables]
     parts = partition_owners(names + [n for n in altered if n not in names])
     if not tables:
         return parts
     source = ctx.source if ctx.source in tables else None
-    deleted = [k.name for k in tables if k.key.is_text or (not k.is_source and options.orphans != "register")]
     if ctx.master is not None:
         origins = [source] + ([k for k in tables if not k.is_source] if options.orphans == "register" else [])
         filled = set.intersection(*(set(backfill_columns(ctx, o)) for o in origins))
         parts += master_shape(ctx.config.master, ctx.config.key_column,
                               tuple(c for c in ctx.master.columns if c in filled))
         parts += row_triggers([ctx.config.master], "INSERT")
-    parts += type_change_blockers([(k.name, k.key.name) for k in tables if k.key.is_text], ctx.key_type.name)
-    parts += row_triggers(deleted, "DELETE")
     return parts
+
+
+def delete_triggers(options, tables: list) -> list[sql.Composed]:
+    """Row triggers and rules that can make the plan's deletes skip rows, on the tables it deletes rows of
+    (a text key's malformed rows; the orphans, unless registered)."""
+    deleted = [k.name for k in tables if k.key.is_text or (not k.is_source and options.orphans != "register")]
+    return row_triggers(deleted, "DELETE")
 
 
 # --- privileges and publications: what the server refuses of any plan -------------------------------

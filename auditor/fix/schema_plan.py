@@ -45,9 +45,10 @@ from yumai_audit.checks.unconstrained_fk import UnconstrainedFk
 
 from ..catalog import ForeignKey, Partition, Table
 from ..context import AuditContext
-from .ddl import short_name
+from . import ops
+from .ddl import Built, short_name
 from .draft import Draft
-from .ops.foreign_key import FkSpec, add_fk, fk_sequence, validate_fk, verify_fks
+from .ops.foreign_key import FkSpec, add_fk, fk_sequence, needs_checked, validate_fk, verify_fks
 from .ops.index import leading_index_steps
 
 SAMPLE = 5   # missing values named in a plan note
@@ -132,14 +133,23 @@ def _sample(values) -> str:
     return f" (e.g. {', '.join(values[:SAMPLE])})" if values else ""
 
 
+# (what, its "validated FK exists" query for the final check, the ids after which it is in place)
+Planned = tuple[str, sql.Composable, list[str]]
+
+
 def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> None:
     """Add the schema steps to the draft, after the steps `after` (the session migration's last)."""
-    ctx = draft.ctx
-    planned: list[tuple[str, sql.Composable]] = []   # (what, "validated FK exists" query) for the final check
-    last: list[str] = []
+    planned = [*implied_fks(draft, evidence, after), *drift_fks(draft, evidence, after),
+               *leftover_fks(draft, evidence, after)]
+    if planned:
+        draft.add(verify_fks("verify-schema", "Every foreign key the schema steps added is there and validated",
+                             [(what, exists) for what, exists, _ in planned], [i for *_, ids in planned for i in ids]))
 
-    # implied foreign keys, confirmed by data
-    for v in implied.verdicts(ctx, evidence):
+
+def implied_fks(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> list[Planned]:
+    """Implied foreign keys, confirmed by data: an index leading with the column, then the key."""
+    out: list[Planned] = []
+    for v in implied.verdicts(draft.ctx, evidence):
         if not v.is_unconstrained_fk:
             continue
         best, c = v.best, v.best.candidate
@@ -156,23 +166,26 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         column = c.column.name
         spec = FkSpec((column,), c.parent.name, (c.parent_key,))   # ON DELETE NO ACTION, see the docstring
         suffix = f".{column}"
-        draft.altered.append(c.table.name)
-        draft.referenced.append(c.parent.name)
         indexed = draft.take(leading_index_steps(c.table, column, after, suffix))
-        last += draft.take(fk_sequence(draft.version, c.table, spec,
-                                       short_name(c.table.name.name, column, suffix="fkey"),
-                                       [*after, *indexed], suffix=suffix, repairs=(UnconstrainedFk.id,)))
-        planned.append((what, spec.exists(c.table.name, validated=True)))
+        last = draft.take(ops.declared(fk_sequence(draft.version, c.table, spec,
+                                                   short_name(c.table.name.name, column, suffix="fkey"),
+                                                   [*after, *indexed], suffix=suffix, repairs=(UnconstrainedFk.id,)),
+                                       needs_checked(c.table.name, c.parent.name)))
+        out.append((what, spec.exists(c.table.name, validated=True), last))
+    return out
 
-    # partitions whose FKs differ
-    for d in drifts(ctx):
+
+def drift_fks(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> list[Planned]:
+    """Partitions whose foreign keys differ: the key added to those that lack it, then on the parent."""
+    out: list[Planned] = []
+    for d in drifts(draft.ctx):
         sig = d.signature
-        if any(ctx.is_master_fk(fk) for fk in d.siblings) and draft.migrated:
+        if any(draft.ctx.is_master_fk(fk) for fk in d.siblings) and draft.migrated:
             continue   # the session migration adds and validates it
         specs = {FkSpec.of(fk) for fk in d.siblings}
         if len(specs) != 1:
             draft.notes.append(f"partition drift {d.label}: the partitions' constraints differ in their actions "
-                                 "or deferrability: not planned (make them identical first)")
+                               "or deferrability: not planned (make them identical first)")
             continue
         if any(p.level > 1 for p in d.parent.partitions):
             draft.notes.append(f"partition drift {d.label}: {d.parent.name} has sub-partitions: not planned")
@@ -189,28 +202,39 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
                     f"missing from {sig.ref_table}{_sample(sample)}: not planned (the rows are left as they are)")
                 continue
         spec = specs.pop()
-        suffix = "." + ",".join(sig.columns)
-        names = {fk.name for fk in d.siblings}
-        draft.altered.append(d.parent.name)
-        draft.referenced.append(sig.ref_table)
-        validated = []
-        target, repairs = str(d.parent.name), (PartitionFkDrift.id,)
-        for p in d.lacking:
-            name = next(iter(names)) if len(names) == 1 else short_name(p.name.name, *sig.columns, suffix="fkey")
-            added = draft.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after, target=target,
-                                     repairs=repairs)).id
-            validated.append(draft.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name, [added],
-                                                   target=target, repairs=repairs)).id)
-        for fk in d.unvalidated:
-            validated.append(draft.add(validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec, fk.name, after,
-                                                   target=target, repairs=repairs)).id)
-        last.append(draft.add(add_fk(f"fk-add:{d.parent.name}{suffix}", d.parent.name, spec,
-                                     short_name(d.parent.name.name, *sig.columns, suffix="fkey"),
-                                     validated or after, not_valid=False, target=target, repairs=repairs)).id)
-        planned.append((f"{d.label} on the parent", spec.exists(d.parent.name, validated=True)))
+        last = draft.take(ops.declared(drift_steps(d, spec, after), needs_checked(d.parent.name, sig.ref_table)))
+        out.append((f"{d.label} on the parent", spec.exists(d.parent.name, validated=True), last))
+    return out
 
-    # declared NOT VALID foreign keys that no row violates
-    for fk in leftovers(ctx):
+
+def drift_steps(d: Drift, spec: FkSpec, after: list[str]) -> Built:
+    """The key on each lacking partition (NOT VALID, VALIDATE), the siblings' NOT VALID ones validated, then
+    the key on the parent, which attaches them."""
+    sig = d.signature
+    suffix = "." + ",".join(sig.columns)
+    names = {fk.name for fk in d.siblings}
+    out = Built()
+    validated = []
+    target, repairs = str(d.parent.name), (PartitionFkDrift.id,)
+    for p in d.lacking:
+        name = next(iter(names)) if len(names) == 1 else short_name(p.name.name, *sig.columns, suffix="fkey")
+        added = out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, name, after, target=target,
+                               repairs=repairs)).id
+        validated.append(out.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, name, [added],
+                                             target=target, repairs=repairs)).id)
+    for fk in d.unvalidated:
+        validated.append(out.add(validate_fk(f"fk-validate:{fk.table}{suffix}", fk.table, spec, fk.name, after,
+                                             target=target, repairs=repairs)).id)
+    out.last = [out.add(add_fk(f"fk-add:{d.parent.name}{suffix}", d.parent.name, spec,
+                               short_name(d.parent.name.name, *sig.columns, suffix="fkey"),
+                               validated or after, not_valid=False, target=target, repairs=repairs)).id]
+    return out
+
+
+def leftover_fks(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> list[Planned]:
+    """Declared NOT VALID foreign keys that no row violates: VALIDATE."""
+    out: list[Planned] = []
+    for fk in leftovers(draft.ctx):
         name = fk.constraints[0]
         what = f"{fk.table.name} {name}"
         if fk.key not in evidence:
@@ -219,14 +243,10 @@ def plan_schema(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]
         rows, keys, sample = evidence[fk.key][0]
         if rows:
             draft.notes.append(f"NOT VALID foreign key {what}: {rows} rows name {keys} keys missing from "
-                                 f"{fk.signature.ref_table}{_sample(sample)}: left NOT VALID")
+                               f"{fk.signature.ref_table}{_sample(sample)}: left NOT VALID")
             continue
-        declared = next(f for f in fk.table.foreign_keys if f.name == name)
-        spec = FkSpec.of(declared)
-        draft.altered.append(fk.table.name)
-        last.append(draft.add(validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after)).id)
-        planned.append((what, spec.exists(fk.table.name, validated=True)))
-
-    if planned:
-        draft.add(verify_fks("verify-schema", "Every foreign key the schema steps added is there and validated",
-                             planned, last))
+        spec = FkSpec.of(next(f for f in fk.table.foreign_keys if f.name == name))
+        step = validate_fk(f"fk-validate:{fk.table.name}:{name}", fk.table.name, spec, name, after)
+        out.append((what, spec.exists(fk.table.name, validated=True),
+                    [draft.add(ops.declaring(step, needs_checked(fk.table.name))).id]))
+    return out

@@ -19,11 +19,10 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import table_ref
-
 from ..catalog import QualifiedName
 from ..errors import first_line
-from . import cascade
+from ..fk_reach import touched
+from ..sqlparts import table_ref
 
 MIN_ROWS = 10              # rows of a table that are never refused for their share
 FLAG = "--max-removed-share"
@@ -71,17 +70,28 @@ class Share:
         return f"{self.table}: {self.rows} of {self.total} rows ({self.percent}%): {'; '.join(self.how)}"
 
 
+@dataclass(frozen=True)
+class NullOut:
+    """A null-out of the plan: the rows of `table` whose column it sets NULL, as the database is when the
+    plan is made (`predicate`, alias t), and what the share's line calls it."""
+
+    table: QualifiedName
+    predicate: sql.Composable
+    label: str
+
+
 def _sources(removals, nulled) -> dict[QualifiedName, list[tuple[str, sql.Composable]]]:
     """Per table, (what takes its rows, a query of their (relid, tid)) for every removal and null-out."""
     out: dict[QualifiedName, list[tuple[str, sql.Composable]]] = {}
-    for g, now, label, _moves in removals:
-        for table, kind, rows in cascade.touched(g, now):
+    for removal in removals:
+        g, label = removal.graph, removal.label
+        for table, kind, rows in touched(g, removal.predicate):
             how = label if table == g.root else (
                 f"ON DELETE CASCADE from {label}" if kind == "delete" else f"ON DELETE SET NULL/DEFAULT from {label}")
             out.setdefault(table, []).append((how, rows))
-    for table, predicate, label in nulled:
-        out.setdefault(table, []).append((label, sql.SQL("SELECT t.tableoid, t.ctid FROM {} t WHERE {}").format(
-            table_ref(table), predicate)))
+    for n in nulled:
+        out.setdefault(n.table, []).append((n.label, sql.SQL("SELECT t.tableoid, t.ctid FROM {} t WHERE {}").format(
+            table_ref(n.table), n.predicate)))
     return out
 
 

@@ -1,7 +1,7 @@
 """`fix --include users`: a foreign key from each key table's user column to the users table, online.
 
 For every key table with the user column (the `user_column` setting) and no validated foreign key to
-`users(users_key)`, the plan adds, after the session migration and with the planner's own builders:
+`users(users_key)`, the plan adds, after the session migration and with the operations of fix/ops/:
 an index leading with the column when none exists (CONCURRENTLY; ON ONLY the parent, CONCURRENTLY per
 partition and ATTACH on a partitioned table), the foreign key NOT VALID (new rows are checked, a brief
 lock) and VALIDATE in a transaction of its own (PostgreSQL 18 on the parent; 12-17 per partition,
@@ -19,7 +19,7 @@ Rows naming a user the users table lacks would make VALIDATE fail. What happens 
   WHERE r.table_schema = ... AND r.table_name = ... AND r.primary_key = jsonb_build_object('id', t.id)`.
   A table without a primary key gets no step (its rows could not be found again): a note.
 - `quarantine`: the rows move to `yumai_quarantine.<schema>__<table>` in the same transaction as the
-  delete, exactly as orphaned session rows do (the planner's `move_rows`), reason `missing user`.
+  delete, exactly as orphaned session rows do (fix/ops/quarantine.py, `move_rows`), reason `missing user`.
 
 Every step declares its `target` (the key table), `column` (the user column) and `repairs`, so the
 verdict tells these findings from the session ones of the same table. The repair runs once before the
@@ -37,15 +37,16 @@ from yumai_audit.checks.orphaned_user_ids import OrphanedUserIds
 
 from ..catalog import Column, Table
 from ..context import AuditContext, KeyTable
-from ..engine.steps import LockMode, Query, Step
+from ..engine.steps import LockMode, Query
 from ..operations import Operation
 from ..sqlparts import col, table_ref
 from .ddl import Built, short_name
 from .draft import Draft
-from .ops import foreign_key
+from .ops import Declared, Needs, declared, foreign_key
 from .ops.foreign_key import FkSpec, fk_sequence, verify_fks
 from .ops.index import leading_index_steps
-from .session_plan import move_rows, quarantine_name
+from .ops.quarantine import move_rows, quarantine_name
+from .shares import NullOut
 
 AUDIT_SCHEMA = "yumai_audit"
 NULLED_TABLE = "nulled_user_ids"
@@ -133,83 +134,107 @@ def null_statements(ctx: AuditContext, k: KeyTable) -> tuple[Query, ...]:
     )
 
 
+def repairing(draft: Draft, k: KeyTable, mode: str) -> Callable[[str, list[str]], Built]:
+    """The repair of `k`'s rows naming a missing user (`--missing-users null` or `quarantine`), as a builder
+    of one step by id and dependencies: it runs before the NOT VALID key and again before VALIDATE."""
+    name, column = str(k.name), _user(k).name
+    pred = missing_user(draft.ctx, k)
+    if mode == "null":
+        statements = null_statements(draft.ctx, k)
+        needs = Needs(nulled=(NullOut(k.name, pred, f"{column} set NULL where it names a missing user"),))
+        description = (f"Set {name}.{column} to NULL where the user does not exist, each original "
+                       f"recorded first in {AUDIT_SCHEMA}.{NULLED_TABLE} (same transaction)")
+    else:
+        moved = move_rows(draft, k, pred, "missing user")
+        statements, needs = moved.statements, moved.needs
+        description = (f"Move rows of {name} naming a missing user to {quarantine_name(k)} "
+                       "(same transaction as the delete)")
+    guard = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(table_ref(k.name), pred)
+
+    def repair_step(step_id: str, deps: list[str]) -> Built:
+        out = Built()
+        out.last = [out.add(Declared(
+            id=step_id, operation=Operation.MISSING_USERS, description=description, statements=statements,
+            lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=tuple(deps), guard=guard,
+            changes=(name,), target=name, column=column, repairs=REPAIRS, needs=needs)).id]
+        return out
+
+    return repair_step
+
+
 def plan_users(draft: Draft, evidence: dict[str, list[tuple]], after: list[str]) -> None:
     """Add the user-FK steps to the draft, after the steps `after`. `evidence`: the rows of `probes(ctx)`
     by probe key; a table not measured gets no step (a note)."""
     ctx = draft.ctx
-    mode = draft.options.missing_users
     if ctx.users is None:
         draft.notes.append(f"--include users: {ctx.config.users} does not exist (or has no column "
-                             f"{ctx.config.users_key}): no user foreign key planned")
+                           f"{ctx.config.users_key}): no user foreign key planned")
         return
-    users_key = ctx.users.columns[ctx.config.users_key]
     planned: list[tuple[str, sql.Composable]] = []
     last: list[str] = []
     for k in candidates(ctx):
-        name = str(k.name)
-        what = f"{name}.{_user(k).name} -> {ctx.config.users_reference}"
-        if _user(k).type != users_key.type:
-            draft.notes.append(f"user foreign key {what}: {_user(k).type} does not match {users_key.type}: not planned")
+        missing = measured(draft, k, evidence)
+        if missing is None:
             continue
-        if k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
-            draft.notes.append(f"user foreign key {what}: {name} has sub-partitions: not planned")
-            continue
-        if _key(k) not in evidence:
-            draft.notes.append(f"user foreign key {what}: rows naming missing users not measured: not planned")
-            continue
-        missing = int(evidence[_key(k)][0][0] or 0)
-        repair: Callable[[str, list[str]], Built] | None = None
-        if missing and mode == "keep":
-            draft.notes.append(
-                f"user foreign key {what}: {missing} rows name a user missing from {ctx.config.users}: "
-                "no foreign key planned (--missing-users keep); --missing-users null or quarantine repairs them")
-            continue
-        if missing and mode == "null" and not k.table.primary_key:
-            draft.notes.append(f"user foreign key {what}: {missing} rows name a missing user and {name} has no "
-                                 "primary key to record them by: not planned (--missing-users quarantine can)")
-            continue
-        if missing:
-            pred = missing_user(ctx, k)
-            statements = null_statements(ctx, k) if mode == "null" else move_rows(draft, k, pred, "missing user")
-            if mode == "null":
-                draft.nulled.setdefault((k.name, _user(k).name), (
-                    k.name, pred, f"{_user(k).name} set NULL where it names a missing user"))
-            description = (f"Set {name}.{_user(k).name} to NULL where the user does not exist, each original "
-                           f"recorded first in {AUDIT_SCHEMA}.{NULLED_TABLE} (same transaction)" if mode == "null"
-                           else f"Move rows of {name} naming a missing user to {quarantine_name(k)} "
-                                "(same transaction as the delete)")
-            guard = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} t WHERE {})").format(table_ref(k.name), pred)
-
-            def repair_step(step_id: str, deps: list[str], statements: tuple[Query, ...] = statements,
-                            description: str = description, guard: sql.Composed = guard, name: str = name,
-                            column: str = _user(k).name) -> Built:
-                out = Built()
-                out.last = [out.add(Step(
-                    id=step_id, operation=Operation.MISSING_USERS, description=description, statements=statements,
-                    lock=LockMode.ROW_EXCLUSIVE, tables=(name,), depends_on=tuple(deps), guard=guard,
-                    changes=(name,), target=name, column=column, repairs=REPAIRS)).id]
-                return out
-
-            repair = repair_step
-
-        suffix = f".{_user(k).name}"
-        spec = FkSpec((_user(k).name,), ctx.users.name, (ctx.config.users_key,))   # ON DELETE NO ACTION
-        draft.altered.append(k.name)
-        draft.referenced.append(ctx.users.name)
-        pre = [*after, *draft.take(leading_index_steps(k.table, _user(k).name, after, suffix))]
-        if repair is not None:
-            pre = draft.take(repair(f"missing-users:{name}", pre))
-        existing = _existing(ctx, k.table.foreign_keys, k)
-        constraint = existing.name if existing is not None else short_name(k.name.name, _user(k).name, suffix="fkey")
-
-        def partition_constraint(p, k=k, constraint=constraint):
-            found = _existing(ctx, k.table.partition_foreign_keys, k, p.name)
-            return found.name if found is not None else constraint
-
-        settle = (lambda deps, name=name, repair=repair: repair(f"settle-users:{name}", deps)) if repair else None
-        last += draft.take(fk_sequence(draft.version, k.table, spec, constraint, pre, suffix=suffix,
-                                       whole=existing is not None, settle=settle,
-                                       partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS))
-        planned.append((what, spec.exists(k.name, validated=True)))
+        last += user_fk(draft, k, missing, after)
+        planned.append((_what(ctx, k), _spec(ctx, k).exists(k.name, validated=True)))
     if planned:
         draft.add(verify_fks("verify-users", "Every user foreign key planned is there and validated", planned, last))
+
+
+def _what(ctx: AuditContext, k: KeyTable) -> str:
+    return f"{k.name}.{_user(k).name} -> {ctx.config.users_reference}"
+
+
+def _spec(ctx: AuditContext, k: KeyTable) -> FkSpec:
+    return FkSpec((_user(k).name,), _users(ctx).name, (ctx.config.users_key,))   # ON DELETE NO ACTION
+
+
+def measured(draft: Draft, k: KeyTable, evidence: dict[str, list[tuple]]) -> int | None:
+    """The rows of `k` naming a missing user, when its foreign key can be planned; else None, and a note why."""
+    ctx, name, mode = draft.ctx, str(k.name), draft.options.missing_users
+    what = _what(ctx, k)
+    users_key = _users(ctx).columns[ctx.config.users_key]
+    if _user(k).type != users_key.type:
+        draft.notes.append(f"user foreign key {what}: {_user(k).type} does not match {users_key.type}: not planned")
+        return None
+    if k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
+        draft.notes.append(f"user foreign key {what}: {name} has sub-partitions: not planned")
+        return None
+    if _key(k) not in evidence:
+        draft.notes.append(f"user foreign key {what}: rows naming missing users not measured: not planned")
+        return None
+    missing = int(evidence[_key(k)][0][0] or 0)
+    if missing and mode == "keep":
+        draft.notes.append(
+            f"user foreign key {what}: {missing} rows name a user missing from {ctx.config.users}: "
+            "no foreign key planned (--missing-users keep); --missing-users null or quarantine repairs them")
+        return None
+    if missing and mode == "null" and not k.table.primary_key:
+        draft.notes.append(f"user foreign key {what}: {missing} rows name a missing user and {name} has no "
+                           "primary key to record them by: not planned (--missing-users quarantine can)")
+        return None
+    return missing
+
+
+def user_fk(draft: Draft, k: KeyTable, missing: int, after: list[str]) -> list[str]:
+    """`k`'s user foreign key: an index leading with the column, the repair of the `missing` rows (before
+    the key and again before VALIDATE), the key; returns the ids after which it is in place."""
+    ctx, name, column = draft.ctx, str(k.name), _user(k).name
+    repair = repairing(draft, k, draft.options.missing_users) if missing else None
+    suffix = f".{column}"
+    pre = [*after, *draft.take(leading_index_steps(k.table, column, after, suffix))]
+    if repair is not None:
+        pre = draft.take(repair(f"missing-users:{name}", pre))
+    existing = _existing(ctx, k.table.foreign_keys, k)
+    constraint = existing.name if existing is not None else short_name(k.name.name, column, suffix="fkey")
+
+    def partition_constraint(p):
+        found = _existing(ctx, k.table.partition_foreign_keys, k, p.name)
+        return found.name if found is not None else constraint
+
+    settle = (lambda deps: repair(f"settle-users:{name}", deps)) if repair is not None else None
+    return draft.take(declared(fk_sequence(draft.version, k.table, _spec(ctx, k), constraint, pre, suffix=suffix,
+                                           whole=existing is not None, settle=settle,
+                                           partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS),
+                               foreign_key.needs_checked(k.name, _users(ctx).name)))

@@ -5,7 +5,7 @@
   that last activity.
 - `prune`: inactive sessions that ended before a cutoff are deleted; `ON DELETE CASCADE` takes their
   rows in every key table with them, and whatever the foreign keys of other tables do in turn
-  (auditor/fix/cascade.py: cascades at any depth, SET NULL / SET DEFAULT, RESTRICT / NO ACTION). The dry
+  (auditor/fk_reach.py: cascades at any depth, SET NULL / SET DEFAULT, RESTRICT / NO ACTION). The dry
   run counts exactly those rows, table by table; the apply deletes in batches of at most `batch_size`
   sessions, one short transaction each, with a `lock_timeout`, and counts the same way per batch. Rows
   of a RESTRICT / NO ACTION key that a delete would meet make the apply refuse before any change.
@@ -38,7 +38,7 @@ from ..engine.lag import DEFAULT_MAX_REPLICA_LAG
 from ..engine.plan import Plan
 from ..engine.steps import Kind, LockMode, Step
 from ..errors import AuditError
-from ..fix import cascade as fk_cascade
+from ..fk_reach import count_query, of_table
 from ..operations import Operation
 from ..rows import one_row
 from ..sqlparts import col, table_ref
@@ -284,12 +284,12 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
         cutoff = _cutoff(conn, older_than)
         master, key = table_ref(_master(ctx).name), sql.Identifier(ctx.key)
         candidate = sql.SQL("m.is_active IS FALSE AND m.session_end < {}").format(sql.Literal(cutoff))
-        g = fk_cascade.of_table(ctx.catalog, _master(ctx))
+        g = of_table(ctx.catalog, _master(ctx))
 
         def reach(predicate: sql.Composable) -> dict[str, dict[str, int]]:
             """Rows per table the delete of the master rows matching `predicate` (alias t) deletes, changes, meets."""
             out: dict[str, dict[str, int]] = {"delete": {}, "change": {}, "block": {}}
-            for what, schema, table, n in conn.execute(fk_cascade.count_query(g, predicate)).fetchall():
+            for what, schema, table, n in conn.execute(count_query(g, predicate)).fetchall():
                 name = f"{schema}.{table}"
                 if (schema, table) != (_master(ctx).name.schema, _master(ctx).name.name) or what != "delete":
                     out[what][name] = out[what].get(name, 0) + n
@@ -308,7 +308,7 @@ def prune(target: Target | str | None, config: Config | None, older_than: timede
             "WITH batch AS MATERIALIZED ({batch}), reached (what, schema_name, table_name, n) AS ({reach}) "
             "DELETE FROM {master} d USING batch b WHERE d.{key} = b.sid "
             "RETURNING (SELECT jsonb_agg(jsonb_build_array(what, schema_name, table_name, n)) FROM reached)").format(
-            batch=batch, reach=fk_cascade.count_query(g, sql.SQL("t.{} IN (SELECT sid FROM batch)").format(key)),
+            batch=batch, reach=count_query(g, sql.SQL("t.{} IN (SELECT sid FROM batch)").format(key)),
             master=master, key=key)
         # a row of a table further down could start referencing a row the cascade deletes: those tables are locked
         direct = {e.child for e in g.cascades + g.changes if e.parent == g.root}

@@ -101,9 +101,9 @@ def hoist_shared(parts: list[sql.Composable]) -> tuple[list[sql.Composable], sql
     """`parts` (a pass's columns and its FROM clause) with every `Shared` expression that occurs more
     than once over them replaced by a column of a lateral subquery `h` computed once per row, and that
     subquery's join (put right after the pass's table `t`, whose row alone it reads; empty when nothing
-    repeats). OFFSET 0 keeps the server from folding it back into each use. A text key's canonical
-    test, used six times by the malformed and non-canonical counts and their samples (each also inside
-    `key_valid`): 0.7 s -> 0.3 s for 143k keys (scale 50, with presorted aggregates off)."""
+    repeats). OFFSET 0 keeps the server from folding it back into each use. What it saves: a text key's
+    canonical test, used six times by the malformed and non-canonical counts and their samples (each also
+    inside `key_valid`), runs once per row instead of six times."""
     found: list = []
     for p in parts:
         _shared_in(p, found)
@@ -140,7 +140,7 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
         cols, from_ = unique, sql.SQL(" ").join(_from_parts(ctx, target, joins))
     if len(unique) == len(columns):
         return select.format(with_=with_, cols=sql.SQL(", ").join(cols), from_=from_)
-    # A measure declared twice (a check's count and another's, or a sample's gate: the same predicate)
+    # A measure declared twice (a check's count and another's, or a sample's row count: the same predicate)
     # is computed once: the server does not share equal expressions, and a text key's tests cost.
     inner = select.format(with_=with_, from_=from_, cols=sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(c, sql.Identifier(f"m{i}")) for i, c in enumerate(cols)))
@@ -247,8 +247,8 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
 
     Grouping a million sessions is mostly the work per row and aggregate, so each branch carries
     constants the aggregates add up: a membership flag (1 master, 2 source, one `bit_or` for both) and
-    its rows' weight in each sum of `_row_slots` (two tables per sum). Six aggregates instead of nine:
-    10% of the set's time at scale 50."""
+    its rows' weight in each sum of `_row_slots` (two tables per sum): six aggregates per session
+    instead of nine."""
     user_of = {str(t.name): u for t, _, u in user_sources(ctx)} if users else {}
     first_at = first_at or {}
     # When every time column is a timestamptz (the usual case), the earliest time is taken as it is and
@@ -280,7 +280,7 @@ def session_set(ctx: AuditContext, rows_for: list[KeyTable], users: bool,
         if key_range is not None and key.is_text:
             # A text key is tested and converted once: the range compares the converted keys of the
             # valid rows (OFFSET 0 keeps the server from moving the range into the branch, where it
-            # would have to test and convert each key again: 0.26 s of a part's 2.1 for 70k keys).
+            # would have to test and convert each key again).
             branch = sql.SQL("SELECT * FROM ({} OFFSET 0) {} WHERE {}").format(
                 branch, sql.Identifier(f"{alias}_valid"),
                 _in_range(sql.Identifier(f"{alias}_valid", "session_id"), key_range, ctx.key_type.name))
@@ -347,8 +347,8 @@ def set_statement(ctx: AuditContext, columns: list, rows_for: Sequence[KeyTable]
     aggregate grouped by the week of each session's first row (a few hundred groups at most; one group
     without `first_at`): each measure per week, each sample's candidates per week (an unordered
     `array_agg` of the rows with the defect, hashable). The few week rows are then summed, and each
-    sample is the first values of its candidates (top-N). Materializing the 1M-session set and reading
-    it again per sample and for the weeks cost as much as grouping it (scale 50)."""
+    sample is the first values of its candidates (top-N). Not a materialized set read again per sample
+    and for the weeks: writing and rereading a set of millions of sessions costs as much as grouping it."""
     week = sql.SQL("date_trunc('week', kn.first_at)") if first_at else sql.SQL("NULL::timestamp")
     inner: list[sql.Composable] = [sql.SQL("{} AS wk").format(week),
                                    sql.SQL("count(*) FILTER (WHERE kn.in_master OR kn.in_source) AS c0")]

@@ -64,9 +64,10 @@ from .key_ranges import key_ranges
 from .pass_sql import SetSample, Weeks, merge_set_rows, sample_aggregate, sample_pass, set_statement, table_pass
 
 SESSIONS = "the set of known sessions"
-SAMPLE = "\0sample"
-GATE = "\0gate"        # over a table: how many rows its sample's predicate holds for
-WEEKS = "\0weeks"
+# What a pass's column holds when it is not a check's measure (a name no measure can have):
+SAMPLE_COLUMN = "\0sample"              # a check's sample of defective keys
+SAMPLE_ROWS_COLUMN = "\0sample_rows"    # over a table: how many rows its sample's predicate holds for
+WEEKS_COLUMN = "\0weeks"                # the set's sessions by week
 
 
 @dataclass
@@ -79,7 +80,7 @@ class _Entry:
     values: dict[str, int] = field(default_factory=dict)
     sample: list = field(default_factory=list)      # the sample, aggregated in the same pass
     table_sample: Sample | None = None                # over a table: fetched by a second statement
-    gate: int = 0                                     # ... when its predicate holds for some row
+    sample_rows: int = 0                              # ... when its predicate holds for some row
 
 
 @dataclass
@@ -87,7 +88,7 @@ class _Pass:
     """One statement's worth of work: a table (or the known set when `target` is None)."""
 
     target: KeyTable | None
-    # (entry, measure name or SAMPLE, expression, joins it needs); the set's weeks have no entry, and the
+    # (entry, measure name or SAMPLE_COLUMN, expression, joins it needs); the set's weeks have no entry, and the
     # set's samples and weeks are declarations (SetSample, Weeks) that pass_sql.set_statement renders
     columns: list[tuple[_Entry | None, str, sql.Composable | SetSample | Weeks, frozenset]] = field(
         default_factory=list)
@@ -108,7 +109,7 @@ class _Pass:
         return self.target
 
     def checks_columns(self) -> list[tuple[_Entry, str, sql.Composable, frozenset]]:
-        """The columns of a table's pass: each a check's measure or gate, an SQL expression."""
+        """The columns of a table's pass: each a check's measure or its sample's row count, an SQL expression."""
         out = []
         for entry, key, expression, joins in self.columns:
             if entry is None or not isinstance(expression, sql.Composable):
@@ -149,12 +150,12 @@ def statement_settings(conn: psycopg.Connection, settings: dict[str, str]):
 
 
 #: The set's statement: its grouping by week hashed (the planner, which cannot estimate how many sessions
-#: the union groups into, expects 200 and sorts them all: 0.2 s of 2.2 per part, scale 50).
+#: the union groups into, expects 200 and would sort them all, the statement's only sort).
 SET_SETTINGS = {"enable_sort": "off"}
 #: The memory the set's grouping may take before it spills to disk, when the server's work_mem is lower:
-#: a part of 500k sessions groups in 120 MB (hash_mem_multiplier 2 x 64 MB); at the default 4 MB it
-#: spilled 120 MB in 21 batches, 0.8 s of a 2.9 s part (scale 50). A limit, not an allocation: a smaller
-#: set takes what it needs, a larger one spills as before.
+#: with hash_mem_multiplier 2, enough for a part of half a million sessions to group in memory, where the
+#: default 4 MB spills it to disk in batches. A limit, not an allocation: a smaller set takes what it
+#: needs, a larger one spills as before.
 SET_WORK_MEM_KB = 64 * 1024
 #: A statement on one of several connections: no parallel workers (the connections are the parallelism:
 #: a parallel grouping of the set merges as many partial groups as it has sessions, and a parallel
@@ -162,7 +163,7 @@ SET_WORK_MEM_KB = 64 * 1024
 SERIAL = {"max_parallel_workers_per_gather": "0"}
 #: A table's pass on one of several connections takes its samples in the same read, as ordered
 #: aggregates of the defective rows. From PostgreSQL 16 the planner sorts the whole table for one of
-#: them instead (presorted aggregates): 143k text keys sorted on disk to sample 20 of 2.8k, 0.25 s.
+#: them instead (presorted aggregates): every row sorted, on disk for a large table, to sample a few.
 NO_PRESORT = {"enable_presorted_aggregate": "off"}
 
 
@@ -175,7 +176,7 @@ def execute_in_savepoint(conn: psycopg.Connection, query: sql.SQL | sql.Composed
 
 
 def _table_sample(entry: _Entry) -> Sample:
-    """The sample of a check whose table pass counted the rows it comes from (its gate)."""
+    """The sample of a check whose table pass counted the rows it comes from (`sample_rows`)."""
     if entry.table_sample is None:
         raise TypeError(f"{entry.check.id}: no sample over its table")
     return entry.table_sample
@@ -215,13 +216,13 @@ class TablePasses:
                 dest.columns.append((e, mname, m.expression, m.joins))
             sample = e.check.sample(ctx, e.target, None) if self.limit else None
             if sample is not None and sample.over == OVER_SESSIONS:
-                self.sessions.columns.append((e, SAMPLE, SetSample(sample, self.limit), sample.joins))
+                self.sessions.columns.append((e, SAMPLE_COLUMN, SetSample(sample, self.limit), sample.joins))
             elif sample is not None:
                 # Over a table, the pass only counts the rows the sample would come from (an ordered
                 # aggregate would keep the server from reading the table in parallel); the sample
                 # itself is read by a second statement, restricted to those rows, when there are any.
                 e.table_sample = sample
-                table.columns.append((e, GATE, count_where(sample.predicate).expression, sample.joins))
+                table.columns.append((e, SAMPLE_ROWS_COLUMN, count_where(sample.predicate).expression, sample.joins))
         for owner, _, _, joins in self.sessions.columns:
             if owner is not None and USES_SESSION_ROWS in joins and owner.target not in self.rows_for:
                 self.rows_for.append(owner.target)
@@ -229,7 +230,7 @@ class TablePasses:
         self.first_at = {str(k.name): created for k, created in weeks[0]} if weeks and weeks[0] else None
         self.weeks_rows: list[tuple] | None = None
         if self.first_at:
-            self.sessions.columns.append((None, WEEKS, Weeks(weeks[1]), frozenset({USES_KNOWN})))
+            self.sessions.columns.append((None, WEEKS_COLUMN, Weeks(weeks[1]), frozenset({USES_KNOWN})))
 
     # -- running ------------------------------------------------------------------------------------
     def run(self, helpers: Sequence[psycopg.Connection] = (),
@@ -239,8 +240,8 @@ class TablePasses:
         is built in as many parts as there are connections, one key range each (`key_ranges`), and every
         connection takes the next piece of work until none is left: the parts first, then the tables,
         largest first. Each statement then runs without parallel workers (the connections are the
-        parallelism). A part reads every key table (scale 50: 0.8 s of the whole set's 2.9 s alone), so
-        two parts cost more server time than one, but on two free cores they end sooner."""
+        parallelism). Each part reads every key table, so two parts cost more server time than one, but
+        on two free cores they end sooner."""
         known = [p for p in self.tables.values() if USES_KNOWN in p.joins and not p.key_table.is_source]
         plain = sorted((p for p in self.tables.values() if p not in known),
                        key=lambda p: -int(p.key_table.table.bytes or 0))
@@ -360,8 +361,9 @@ class TablePasses:
         for e in entries.values():
             names = [key for entry, key, _, _ in p.columns if entry is e and key in e.measures]
             alone = e.check.row_measures(self.ctx, e.target) or {}
-            if not names or any(n not in alone or alone[n].over != OVER_TABLE or USES_KNOWN in alone[n].joins
-                                for n in names) or any(entry is e for entry, key, _, _ in p.columns if key == SAMPLE):
+            sampled = any(entry is e for entry, key, _, _ in p.columns if key == SAMPLE_COLUMN)
+            if not names or sampled or any(n not in alone or alone[n].over != OVER_TABLE
+                                           or USES_KNOWN in alone[n].joins for n in names):
                 continue
             q = out.setdefault(str(e.target.name), _Pass(e.target))
             q.columns += [(e, n, alone[n].expression, alone[n].joins) for n in names]
@@ -379,15 +381,15 @@ class TablePasses:
             self.known_sessions = int(values[0])
         values = values[1:]
         for (entry, key, _, _), value in zip(p.columns, values):
-            if key == WEEKS:
+            if key == WEEKS_COLUMN:
                 self.weeks_rows = [tuple(w) for w in value or []]
                 continue
             if entry is None:
                 raise TypeError(f"{p.name}: a column other than the weeks without its check")
-            if key == SAMPLE:
+            if key == SAMPLE_COLUMN:
                 entry.sample = [str(v) for v in value or []]
-            elif key == GATE:
-                entry.gate = int(value or 0)
+            elif key == SAMPLE_ROWS_COLUMN:
+                entry.sample_rows = int(value or 0)
             else:
                 entry.values[key] = int(value or 0)
 
@@ -410,8 +412,9 @@ class TablePasses:
         self.say(f"scanning {p.name}")
         started = time.monotonic()
         if serial:
-            p = _Pass(p.target, [(e, SAMPLE, sample_aggregate(_table_sample(e), self.limit), joins) if key == GATE
-                                 else (e, key, expr, joins) for e, key, expr, joins in p.checks_columns()])
+            p = _Pass(p.target, [(e, SAMPLE_COLUMN, sample_aggregate(_table_sample(e), self.limit), joins)
+                                 if key == SAMPLE_ROWS_COLUMN else (e, key, expr, joins)
+                                 for e, key, expr, joins in p.checks_columns()])
         measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.checks_columns()}
         settings = {}
         if serial:
@@ -425,7 +428,7 @@ class TablePasses:
             self.say(f"timed out on {p.name}")
             return
         self._record(p, list(row), time.monotonic() - started)
-        wanted = [e for e, key, _, _ in p.checks_columns() if key == GATE and e.gate]
+        wanted = [e for e, key, _, _ in p.checks_columns() if key == SAMPLE_ROWS_COLUMN and e.sample_rows]
         if wanted:
             self._run_samples(p.key_table, wanted, conn)
         self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
@@ -433,7 +436,7 @@ class TablePasses:
     def _run_samples(self, target: KeyTable, entries: list[_Entry], conn) -> None:
         """One statement for the samples of a table's failing checks, over the rows they come from."""
         started = time.monotonic()
-        p = _Pass(target, [(e, SAMPLE, sql.SQL(""), _table_sample(e).joins) for e in entries])
+        p = _Pass(target, [(e, SAMPLE_COLUMN, sql.SQL(""), _table_sample(e).joins) for e in entries])
         statement = sample_pass(self.ctx, target, [_table_sample(e) for e in entries], self.limit)
         try:
             row = execute_in_savepoint(conn, statement, self.timeout)[0]

@@ -90,7 +90,7 @@ def leaves_readable_query(table) -> sql.Composed:
 
 def leaf_rows_queries(table) -> list[sql.Composed]:
     """The same rows as `partition_rows_query`, a plain count(*) of each leaf partition: no system column
-    to fetch and no grouping (scale 50: 0.25 s instead of 0.6 for 3M rows in 5 partitions)."""
+    to fetch and no grouping, cheaper than grouping the partitioned table's rows by tableoid."""
     leaves = table.leaf_partitions
     out = []
     for i in range(0, len(leaves), LEAVES_PER_STATEMENT):

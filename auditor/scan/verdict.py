@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple, Protocol
 
 from ..config import Acceptance
 from ..model import CheckResult, Finding, ScanResult, Severity, Status
@@ -38,19 +40,48 @@ from ..model import CheckResult, Finding, ScanResult, Severity, Status
 FK_CHECKS = ("unconstrained_fk", "unvalidated_fk")
 
 
-def step_repairs(repairs, target: str, column: str, changes, check: str, table: str, finding_column: str | None,
-                 parents: dict[str, str] | None = None) -> bool:
-    """Whether a step (its declared `repairs`, `target`, `column`, `changes`) repairs a finding of
-    `check` on `table` (and `finding_column`). A partition counts as its parent (`parents`). The one
-    rule the report, the verdict and `apply`'s after-check all use."""
-    if check not in (repairs or ()):
+class DeclaresRepairs(Protocol):
+    """What a step says it repairs and where (an engine `Step` has these, a saved step `StepRepairs`)."""
+
+    @property
+    def repairs(self) -> Sequence[str]: ...        # ids of the checks whose findings it repairs
+
+    @property
+    def target(self) -> str: ...                   # the audited table it is about (a partition's parent)
+
+    @property
+    def column(self) -> str: ...                   # the column of `target` it is about, "" for any
+
+    @property
+    def changes(self) -> Sequence[str]: ...        # the tables whose rows or definition it may change
+
+
+class StepRepairs(NamedTuple):
+    """A step's `DeclaresRepairs` facts read from a plan's step dict (plan.json, `Plan.to_dict()`)."""
+
+    repairs: tuple[str, ...]
+    target: str
+    column: str
+    changes: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, step: dict) -> StepRepairs:
+        return cls(repairs=tuple(step.get("repairs") or ()), target=str(step.get("target") or ""),
+                   column=str(step.get("column") or ""), changes=tuple(step.get("changes") or ()))
+
+
+def step_repairs(step: DeclaresRepairs, finding: Finding, parents: dict[str, str] | None = None) -> bool:
+    """Whether `step` repairs `finding`: it declares the finding's check, its target or a table it changes
+    is the finding's table (a partition counts as its parent, `parents`), and its column, when both
+    name one, is the finding's. The one rule the report, the verdict and `apply`'s after-check all use."""
+    if finding.check not in step.repairs:
         return False
     parents = parents or {}
-    touched = {target, *(changes or ())}
+    touched = {step.target, *step.changes}
     touched |= {parents.get(t, t) for t in touched}
-    if table not in touched:
+    if finding.table not in touched:
         return False
-    return not column or not finding_column or column == finding_column
+    return not step.column or not finding.column or step.column == finding.column
 
 
 class State(str, enum.Enum):
@@ -323,8 +354,7 @@ def repairing_steps(finding: Finding, plan: dict | None, parents: dict[str, str]
         if finding.check not in repairs:
             continue
         if "target" in s:
-            if step_repairs(repairs, str(s.get("target") or ""), str(s.get("column") or ""), s.get("changes"),
-                            finding.check, finding.table, finding.column, parents):
+            if step_repairs(StepRepairs.from_dict(s), finding, parents):
                 out.append(s)
             continue
         deps = [by_id[d] for d in s.get("depends_on") or () if d in by_id]

@@ -19,13 +19,14 @@ from yumai_audit.checks.unvalidated_fk import UnvalidatedFk
 
 from ...catalog import ForeignKey, Partition, QualifiedName, Table
 from ...engine.steps import Kind, LockMode, Step
+from ...fk_reach import ACTIONS as FK_ACTIONS
 from ...operations import Operation
 from ...pgversion import NOT_VALID_FK_ON_PARTITIONED
 from ...sqlparts import table_ref
 from .. import partition_groups
 from ..ddl import Built, attnum, relid
 from ..plan import PlanError
-from . import Deliberate
+from . import Deliberate, Needs
 
 REPAIRS = (UnconstrainedFk.id, UnvalidatedFk.id)   # a key column without a (validated) foreign key
 
@@ -62,7 +63,6 @@ def fk_exists(table: QualifiedName, columns: str | tuple[str, ...], ref_table: Q
 
 
 # pg_constraint's letters, as ADD CONSTRAINT spells them
-FK_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
 
 
 @dataclass(frozen=True)
@@ -224,3 +224,9 @@ def refusals(referenced: list[QualifiedName]) -> list[sql.Composed]:
     return [sql.SQL("SELECT {} WHERE {} IS NOT NULL AND NOT has_table_privilege({}, 'REFERENCES')").format(
         sql.Literal(f"no REFERENCES privilege on {ref}: a foreign key to it cannot be added"), relid(ref), relid(ref))
         for ref in dict.fromkeys(referenced)]
+
+
+def needs_checked(table: QualifiedName, referenced: QualifiedName | None = None) -> Needs:
+    """What a foreign key on `table` (to `referenced`) asks the preflight: `table`'s owner, REFERENCES on
+    `referenced`. The session migration's keys ask neither: its preflight checks the key tables and the master."""
+    return Needs(altered=(table,), referenced=(referenced,) if referenced is not None else ())

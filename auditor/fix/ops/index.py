@@ -19,7 +19,7 @@ from ...operations import Operation
 from ...sqlparts import table_ref
 from .. import partition_groups
 from ..ddl import Built, attnum, relid, short_name
-from . import Deliberate
+from . import Declared, Deliberate, IndexClaim, Needs
 
 REPAIRS = (UnindexedFkColumns.id,)   # a key column without an index leading with it
 
@@ -54,14 +54,15 @@ def leading_index_exists(table: QualifiedName, column: str, name: str | None = N
 
 def concurrent_index(step_id: str, table: QualifiedName, column: str, idx: str, after, guard, *,
                      target: str, repairs: tuple[str, ...]) -> Step:
-    return Step(
+    return Declared(
         id=step_id, operation=Operation.INDEX,
         description=f"CREATE INDEX CONCURRENTLY {idx} on {table} ({column}); writers keep going",
         statements=(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(table.schema, idx)),
                     sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} ({})").format(
                         sql.Identifier(idx), table_ref(table), sql.Identifier(column))),
         lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(str(table),), depends_on=tuple(after),
-        transactional=False, guard=guard, changes=(str(table),), target=target, column=column, repairs=repairs)
+        transactional=False, guard=guard, changes=(str(table),), target=target, column=column, repairs=repairs,
+        needs=Needs(claims=(IndexClaim(table.schema, idx, table.name, column),)))
 
 
 def leading_index_steps(table: Table, column: str, after: list[str], suffix: str = "",
@@ -76,13 +77,12 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
     tname = table.name
     name = str(tname)
     idx = short_name(tname.name, column, suffix="idx")
-    out.claims.append((tname.schema, idx, tname.name, column))
     if not table.is_partitioned:
         out.last = [out.add(concurrent_index(f"index:{name}{suffix}", tname, column, idx, after,
                                              leading_index_exists(tname, column, ordered=ordered), target=name,
                                              repairs=repairs)).id]
         return out
-    parent = out.add(Step(
+    parent = out.add(Declared(
         id=f"index:{name}{suffix}", operation=Operation.INDEX_PARENT,
         description=f"Index on {name} ({column}) ON ONLY the parent (attached below)",
         statements=(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY {} ({})").format(
@@ -91,15 +91,15 @@ def leading_index_steps(table: Table, column: str, after: list[str], suffix: str
         guard=sql.SQL("SELECT EXISTS (SELECT 1 FROM pg_class ic JOIN pg_index i ON i.indexrelid = ic.oid "
                       "WHERE i.indrelid = {} AND ic.relname = {}) OR ({})").format(
             relid(tname), sql.Literal(idx), leading_index_exists(tname, column, ordered=ordered)),
-        changes=(name,), target=name, column=column, repairs=repairs))
+        changes=(name,), target=name, column=column, repairs=repairs,
+        needs=Needs(claims=(IndexClaim(tname.schema, idx, tname.name, column),))))
     out.last = [parent.id]
     for group in partition_groups.ddl_groups(table, partition_groups.INDEX_PARTITIONS):
         if len(group) > 1:
-            out.last.append(out.add(index_group(group, table, column, idx, parent.id, suffix, repairs, out)).id)
+            out.last.append(out.add(index_group(group, table, column, idx, parent.id, suffix, repairs)).id)
             continue
         p = group[0]
         pidx = short_name(p.name.name, column, suffix="idx")
-        out.claims.append((p.name.schema, pidx, p.name.name, column))
         build = out.add(concurrent_index(f"index:{p.name}{suffix}", p.name, column, pidx, [parent.id],
                                          leading_index_exists(p.name, column, pidx), target=name, repairs=repairs))
         attach = out.add(Step(
@@ -125,37 +125,40 @@ def attached_index(partition: QualifiedName, pidx: str, idx: str) -> sql.Compose
 
 
 def index_group(group: list[Partition], table: Table, column: str, idx: str, after: str, suffix: str,
-                repairs: tuple[str, ...], out: Built) -> Step:
+                repairs: tuple[str, ...]) -> Step:
     """Small partitions' indexes in one transaction (partition_groups.py): built (not CONCURRENTLY: SHARE on
     each, for the milliseconds their rows take) and attached to the parent's `idx`."""
     name = str(table.name)
     statements: list[sql.Composed] = []
     done: list[sql.Composed] = []
+    claims: list[IndexClaim] = []
     for p in group:
         pidx = short_name(p.name.name, column, suffix="idx")
-        out.claims.append((p.name.schema, pidx, p.name.name, column))
+        claims.append(IndexClaim(p.name.schema, pidx, p.name.name, column))
         statements += [sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
                            sql.Identifier(pidx), table_ref(p.name), sql.Identifier(column)),
                        sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
                            sql.Identifier(table.name.schema, idx), sql.Identifier(p.name.schema, pidx))]
         done.append(sql.SQL("({})").format(attached_index(p.name, pidx, idx)))
     rows = sum(p.estimated_rows for p in group)
-    return Step(
+    return Declared(
         id=partition_groups.group_id("index", group, suffix), operation=Operation.INDEX,
         description=f"Index {len(group)} small partitions of {name} ({group[0].name} ... {group[-1].name}, about "
         f"{rows} rows) on ({column}) and attach them to {idx}, in one transaction: SHARE on each for the "
         "milliseconds its rows take, rather than a CONCURRENTLY step each",
         statements=tuple(statements), lock=LockMode.SHARE, tables=tuple(str(p.name) for p in group),
         depends_on=(after,), guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(done)),
-        changes=tuple(str(p.name) for p in group), target=name, column=column, repairs=repairs)
+        changes=tuple(str(p.name) for p in group), target=name, column=column, repairs=repairs,
+        needs=Needs(claims=tuple(claims)))
 
 
-def refusals(claims: list[tuple[str, str, str, str]]) -> list[sql.Composed]:
-    """An index name the plan claims ((schema, index, table, column)) that belongs to an index on another
+def refusals(claims: tuple[IndexClaim, ...]) -> list[sql.Composed]:
+    """An index name the plan claims that belongs to an index on another
     table or column: the step would drop it."""
     if not claims:
         return []
-    values = sql.SQL(", ").join(sql.SQL("({}, {}, {}, {})").format(*map(sql.Literal, c)) for c in claims)
+    values = sql.SQL(", ").join(sql.SQL("({}, {}, {}, {})").format(
+        *map(sql.Literal, (c.schema, c.index, c.table, c.column))) for c in claims)
     return [sql.SQL(
         "SELECT format('index %I.%I already exists on %s for something else: rename it, then run again', "
         "c.nsp, c.idx, i.indrelid::regclass) FROM (VALUES {}) AS c(nsp, idx, tbl, col) "

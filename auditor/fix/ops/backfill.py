@@ -20,15 +20,25 @@ included) drops both tables.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from psycopg import sql
 
-from yumai_audit.checks.predicates import table_ref
+from yumai_audit.checks.missing_master_rows import MissingMasterRows
 
-from ..catalog import Column, QualifiedName, Table
-from ..keytype import UUID, KeyType
-from .bridge import SCHEMA as BRIDGE_SCHEMA
+from ...bridge_state import SCHEMA as BRIDGE_SCHEMA
+from ...catalog import Column, Partition, QualifiedName, Table
+from ...context import KeyTable
+from ...engine.steps import Kind, LockMode, Step
+from ...keytype import UUID, KeyType
+from ...operations import Operation
+from ...sqlparts import table_ref
+from .. import partition_groups
+from ..ddl import Built
+from ..draft import Draft
+from ..registration import backfill_guard, key_after, master_columns, master_values, source
+from . import Deliberate
 
 PROGRESS = QualifiedName(BRIDGE_SCHEMA, "backfill_progress")
 STAGING = QualifiedName(BRIDGE_SCHEMA, "backfill_sessions")
@@ -214,3 +224,84 @@ def drop_tables() -> sql.Composed:
 
 def progress_gone() -> sql.Composed:
     return sql.SQL("SELECT to_regclass({}) IS NULL").format(sql.Literal(table_ref(PROGRESS).as_string(None)))
+
+
+# --- the operation: the walks as steps ------------------------------------------------------------------
+
+REPAIRS = (MissingMasterRows.id,)   # sessions the master lacks
+
+LINT = tuple(
+    Deliberate(("prefer-bigint-over-int",), operation,
+               re.compile(r"^CREATE UNLOGGED TABLE IF NOT EXISTS " + re.escape(f'"{STAGING.schema}"."{STAGING.name}"')),
+               "the backfill's staging table in the tool's schema: its columns copy the source's types (an int "
+               "user column stays int, as the master's user_id), and `walk` numbers a plan's walks")
+    for operation in (Operation.CREATE_MASTER, Operation.BACKFILL))
+
+
+def candidate(d: Draft) -> Candidate:
+    """What the backfill's walks keep of each session: the source's columns `register_sessions` reads."""
+    src = source(d)
+    have = master_columns(d)
+    created = d.ctx.config.created_at_column if {"session_start", "session_end"} & have else ""
+    user = src.user if "user_id" in have else None
+    return Candidate.of(src.table, key_after(src).name, created, user, d.ctx.key_type)
+
+
+def merge_into_master(d: Draft, c: Candidate) -> sql.Composed:
+    """The parent's walk registers `f` (a session's first candidate, its latest end) when the master lacks it."""
+    src = source(d)
+    cols, values = master_values(d, src, "b.first_at" if c.created is not None else "NULL",
+                                 "b.last_at" if c.created is not None else "NULL",
+                                 "b.uid" if c.user is not None else "NULL")
+    # a probe of the master's key per session, not an anti-join: the master grows with every batch while its
+    # statistics say it is small, and a hashed anti-join would read it whole in each batch
+    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM f b WHERE "
+                   "(SELECT 1 FROM {master} m WHERE m.{k} = b.sid LIMIT 1) IS NULL ON CONFLICT DO NOTHING").format(
+        master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
+        k=sql.Identifier(d.key))
+
+
+def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> Built:
+    """The walks over the source (a partition each, small ones grouped), then the parent's walk over their
+    candidates into the master; returns the ids of all of them."""
+    out = Built()
+    m = str(d.master)
+    c = candidate(d)
+    key = key_after(src)
+    rows = d.options.batch_size * ROWS_PER_SESSION
+    parts = src.table.leaf_partitions if src.table.is_partitioned else [
+        Partition(src.name, "", True, 1, src.table.bytes, src.table.estimated_rows)]
+    walks = []
+    for number, group in enumerate(partition_groups.groups(parts, rows)):
+        names = [p.name for p in group]
+        step_id = partition_groups.group_id("backfill", group)
+        if len(group) == 1:
+            statement = partition_batch(c, names[0], step_id, number, rows)
+            how = (f"{group[0].name}, in key ranges of about {rows} rows (its key index)")
+        else:
+            statement = group_batch(c, names, step_id, number)
+            how = (f"{len(names)} small partitions ({names[0]} ... {names[-1]}, about "
+                   f"{sum(p.estimated_rows for p in group)} rows: together, one statement, rather than a step each)")
+        walks.append(out.add(Step(
+            id=step_id, operation=Operation.BACKFILL,
+            description=f"Read each session's first row, first and last time from {how} into {STAGING}",
+            statements=tables(c) + (statement,),
+            until=walk_ended(step_id, c.end) if len(group) == 1 else None,
+            # it reads the partitions (blocking no writer) and writes the tool's own tables only
+            lock=LockMode.ACCESS_SHARE, tables=tuple(str(n) for n in names),
+            kind=Kind.BATCHED if len(group) == 1 else Kind.CHANGE, depends_on=depends_on,
+            guard=guard(sql.SQL(" AND ").join(sql.SQL("({})").format(backfill_guard(d, n, key))
+                                                       for n in names)),
+            changes=(), target=m, repairs=REPAIRS)).id)    # only the tool's own tables: nothing to back up
+    merge_id = f"backfill:{m}"
+    merge = out.add(Step(
+        id=merge_id, operation=Operation.BACKFILL,
+        description=f"Register in {m} every session it lacks from {STAGING}: its first row's time and "
+        f"user, its last time (existing rows never overwritten), {d.options.batch_size} candidates a batch",
+        statements=tables(c) + (merge_batch(c, merge_id, d.options.batch_size,
+                                                              merge_into_master(d, c)),),
+        until=walk_ended(merge_id, c.end), lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
+        depends_on=tuple(walks), guard=guard(backfill_guard(d, src.name, key)),
+        changes=(m,), target=m, repairs=REPAIRS))
+    out.last = [*walks, merge.id]
+    return out

@@ -14,33 +14,34 @@ The function pins `search_path`, runs as its owner (SECURITY DEFINER), and is ow
 owner. PostgreSQL 13 and later take the trigger on a partitioned parent (partitions created later
 inherit it); on 12 it goes on each partition.
 
-With `--bridge none`, a gate stands right before each FK (Kind.GATE): it registers what the master
-lacks, watches the application's writes for `--gate-window` seconds, and counts the sessions written
-meanwhile that the master lacks; if there are any, it registers them too and stops the run (exit
-code 1) before the FK; a later apply resumes there.
+With `--bridge none`, a gate stands right before each FK instead (fix/ops/gate.py).
 
-This module builds SQL and steps; `session_plan` calls `add_bridges` / `add_gate` on its Draft, the
-executor runs the steps; the bridge's state (status, log, removal, the report's line) is
-auditor/bridge_state.py, which the scan and the report read without importing fix/.
+Guard: the trigger exists. It repairs no finding (`REPAIRS`): it keeps the application's writes working
+once the foreign keys exist. The planner adds `bridges` before the first FK; the bridge's state
+(status, log, removal, the report's line) is auditor/bridge_state.py, which the scan and the report read
+without importing fix/.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from psycopg import sql
 
 from yumai_audit.checks.base import Probe
-from yumai_audit.checks.predicates import key_uuid, key_valid, valid_key_uuid
+from yumai_audit.checks.predicates import key_valid, valid_key_uuid
 
-from ..bridge_state import LOG, SCHEMA, TRIGGER
-from ..catalog import QualifiedName
-from ..context import AuditContext, KeyTable
-from ..engine.steps import Kind, LockMode, Query, Step
-from ..operations import Operation
-from ..pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
-from ..sqlparts import table_ref
-from .ddl import relid, short_name
+from ...bridge_state import LOG, SCHEMA, TRIGGER
+from ...catalog import QualifiedName
+from ...context import AuditContext, KeyTable
+from ...engine.steps import LockMode, Query, Step
+from ...operations import Operation
+from ...pgversion import BEFORE_ROW_TRIGGERS_ON_PARTITIONED
+from ...sqlparts import table_ref
+from ..ddl import relid, short_name
+from ..draft import Draft
+from ..registration import existing_fk, master_columns
+
+REPAIRS: tuple[str, ...] = ()   # it keeps writes working through the cutover; no finding is repaired
 
 # BEFORE ... FOR EACH ROW triggers on a partitioned table: PostgreSQL 13 and later
 PG_ROW_TRIGGER_ON_PARTITIONED = BEFORE_ROW_TRIGGERS_ON_PARTITIONED
@@ -273,30 +274,15 @@ def plan_notes(ctx: AuditContext, tables: list[KeyTable], mode: str, version: in
     return notes
 
 
-# --- the gate (--bridge none) ----------------------------------------------------------------------
-
-def gate_step(k: KeyTable, master: QualifiedName, key_after, not_in_master, sweep: tuple[Query, ...],
-              depends_on: list[str]) -> Step:
-    """A gate before `k`'s FK. Its first statement measures: the sessions of `k` the master lacks. The
-    others are the sweep (the catch-up's statements: register them, or the orphans' mode). The executor
-    runs it as: sweep, watch the writes for `--gate-window` seconds (the run's first gate only), measure;
-    any session: sweep again (nothing is lost) and stop before the FK."""
-    key = key_after(k)
-    measure = sql.SQL("SELECT count(DISTINCT {k}) FROM {t} t WHERE {missing}").format(
-        k=key_uuid(key), t=table_ref(k.name), missing=not_in_master(key))
-    return Step(
-        id=f"gate:{k.name}", description=f"Gate (--bridge none): register what {master} lacks, watch the writes; "
-        f"sessions written to {k.name} meanwhile that {master} lacks stop the apply before the foreign key",
-        statements=(measure, *sweep), lock=LockMode.ROW_EXCLUSIVE, tables=(str(master), str(k.name)),
-        depends_on=tuple(depends_on), kind=Kind.GATE, changes=(str(master), str(k.name)),
-        operation=Operation.GATE, target=str(k.name), column=k.key.name,
-        stop_message=functools.partial(gate_message, str(master), str(k.name)))
-
-
-def gate_message(master: str, table: str, count: int, seconds: float | None) -> str:
-    """Why a gate before `table`'s FK stopped the run: `count` sessions the master lacked."""
-    during = f"in the last {seconds:.0f}s" if seconds is not None else "since the last sweep"
-    return (f"{count} session{'s' if count != 1 else ''} written to {table} {during} had no row in {master}: "
-            "the application does not register its sessions yet, and after the foreign key those writes would "
-            "fail. Deploy the registration (register the session before its first row), then run fix --apply "
-            "again; or run fix --apply --bridge auto")
+def bridges(d: Draft, tables: list[KeyTable], create: str, ready: dict[str, list[str]],
+            backfills: list[str]) -> tuple[list[str], list[Step]]:
+    """The bridge before the first FK, while any key table's FK is still to be made: its plan notes and steps."""
+    if all((fk := existing_fk(d, k.table.foreign_keys, k.name)) is not None and fk.validated for k in tables):
+        return [], []
+    early = early_writes(d.ctx, d.evidence)
+    notes = plan_notes(d.ctx, tables, d.options.bridge, d.version, early)
+    return notes, [step for k in bridged_tables(d.ctx, tables, d.options.bridge, early)
+                   for step in bridge_steps(d.ctx, k, version=d.version, master_columns=master_columns(d),
+                                            active_window_minutes=d.options.active_window_minutes,
+                                            depends_on=[create, *ready[str(k.name)],
+                                                        *(backfills if k.is_source else [])])]
