@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,7 +241,8 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
           progress: Progress | None = None, before_first_change: Callable[[list[str]], object] | None = None,
           out_dir: str | Path | None = None, step_hook: StepHook | None = None, rescan: bool = True,
           baseline: ScanResult | None = None, confirm: Confirm | None = None,
-          plan: MigrationPlan | None = None) -> ApplyResult:
+          plan: MigrationPlan | None = None, planned: Callable[[MigrationPlan], object] | None = None,
+          preflight_notes: bool = True) -> ApplyResult:
     """Run the migration: scan, plan, execute every step not yet done, verify, rescan.
 
     `options` as for `plan`; `baseline`: an older scan for the verdict (`result.verdict`).
@@ -248,7 +250,11 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
     will change (a backup hook). `confirm(plan, before)` is called with the plan that will run and the
     scan before it, before anything is written; it raises to stop (the CLI's question). With
     `plan`: a plan made by `plan()` (the CLI's, which `fix --sql` wrote): the very object that is
-    confirmed, written to plan.sql and run (its options are the plan's; without it one is made here). With
+    confirmed, written to plan.sql and run (its options are the plan's; without it one is made here, while the
+    scan before runs on a connection of its own, when the lock table holds both). `planned(plan)`: called
+    with the plan made here, before the question (the CLI prints it and writes --sql; it raises to stop).
+    `preflight_notes` False: the plan made here does not read the preflight's refusals into its notes (the
+    executor's preflight, right before the first change, stops the run on them all the same). With
     `out_dir`, plan.sql, apply-log.json and the reports (the
     scan after in `out_dir`, the scan before in `out_dir/before`) are written there, even when a
     step fails. One run at a time per `out_dir` (a lock file there) and per database (an advisory
@@ -262,30 +268,46 @@ def apply(target: Target | str | None, config: Config | None = None, options: Fi
         target = resolve_target(target)
     if out_dir is None:
         return _apply(target, config, fix_opts, None, progress, before_first_change, step_hook, rescan, baseline,
-                      confirm, plan)
+                      confirm, plan, planned, preflight_notes)
     out = ensure_dir(out_dir)
     with out_lock(out):     # before anything is written there: a second run with the same --out is refused
         return _apply(target, config, fix_opts, out, progress, before_first_change, step_hook, rescan, baseline,
-                      confirm, plan)
+                      confirm, plan, planned, preflight_notes)
 
 
 def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress: Progress | None,
            before_first_change: Callable[[list[str]], object] | None, step_hook: StepHook | None, rescan: bool,
-           baseline: ScanResult | None, confirm: Confirm | None, plan: MigrationPlan | None) -> ApplyResult:
+           baseline: ScanResult | None, confirm: Confirm | None, plan: MigrationPlan | None,
+           planned: Callable[[MigrationPlan], object] | None = None, preflight_notes: bool = True) -> ApplyResult:
     from .engine.executor import Executor, PreflightFailed, refuse_if_running
     from .fix.coverage import uncovered
     from .fix.make import make_plan
 
+    made_here = plan is None   # its guards evaluated just now (the executor's flags up front)
     try:
         # one server session for the run: refused here, before the scan, through a transaction pooler
         with connect(target, autocommit=True, session="fix --apply") as conn:
-            refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
+            if planned is None:     # the CLI's `fix` asks once its plan is made (_made_plan), as it did before
+                refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
             # one transaction at a time, the largest locking a partitioned table whole (auditor/lockbudget.py)
-            lockbudget.check(conn, config.schemas, 1, "fix --apply", fewer=None)
-        before = _live_scan(target, config) if rescan else None
-        if plan is None:
-            with connect(target, autocommit=True) as conn:
-                plan = make_plan(conn, config, fix_opts)
+            settings, relations = lockbudget.read(conn, config.schemas)
+            # (named as the command that planned: the CLI's `fix` plans here, through `planned`)
+            refusal = lockbudget.shortfall(settings, relations, 1, "fix" if planned else "fix --apply", fewer=None)
+            if refusal:
+                raise lockbudget.LockBudgetExceeded(refusal)
+            # the scan before and the plan at once (two connections, each locking every relation it reads)
+            together = lockbudget.shortfall(settings, relations, 2, "fix --apply", fewer=None) is None
+        if plan is not None or not rescan or not together:
+            before = _live_scan(target, config) if rescan else None
+            if plan is None:
+                plan = _made_plan(target, config, fix_opts, preflight_notes, planned)
+        else:
+            # independent reads: the scan on a thread of its own while the plan is made; both end before the
+            # question, the plan files and the first change
+            with ThreadPoolExecutor(1, thread_name_prefix="scan-before") as pool:
+                scanning = pool.submit(_live_scan, target, config)
+                plan = _made_plan(target, config, fix_opts, preflight_notes, planned)
+                before = scanning.result()
     except DatabaseError as exc:
         if not connection_ended(exc):
             raise
@@ -315,7 +337,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
     first_change: Callable[[list[str]], object] | None = backup_first if before_first_change is not None else None
     for attempt in range(1, REPLANS + 2):
         executor = Executor(target, the_plan, progress=progress, before_first_change=first_change,
-                            step_hook=step_hook)
+                            step_hook=step_hook, fresh=made_here)
         try:
             result = executor.run()
         finally:
@@ -331,6 +353,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         first_change = None      # the backup, if any, was taken
         with connect(target, autocommit=True) as conn:
             the_plan = make_plan(conn, config, fix_opts)
+        made_here = True
         if out is not None:
             write_plan(the_plan, out)
     result.before = before
@@ -353,6 +376,21 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             _write_fix_report(result, out / "report.html", baseline,
                               backup_text(backups[0] if backups else None, before_first_change is not None))
     return result
+
+
+def _made_plan(target: Target, config: Config, fix_opts: FixOptions, preflight_notes: bool,
+               planned: Callable[[MigrationPlan], object] | None) -> MigrationPlan:
+    from .engine.executor import refuse_if_running
+    from .fix.make import make_plan
+
+    with connect(target, autocommit=True) as conn:
+        plan = make_plan(conn, config, fix_opts, preflight_notes)
+        if planned is not None:
+            # before the plan is shown and its files written: the running apply's stay as they are
+            refuse_if_running(conn)
+    if planned is not None:
+        planned(plan)
+    return plan
 
 
 def backup_text(taken, hooked: bool) -> str | None:

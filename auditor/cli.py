@@ -813,9 +813,20 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
         check_writable_file(sql_file, "--sql")
     if subscriber_file:
         check_writable_file(subscriber_file, "--subscriber-sql")
-    the_plan = api_plan(target, config, options)
-    verdict = None
+    def show(the_plan):
+        """The plan's files (--sql, --subscriber-sql) and its summary."""
+        if sql_file:
+            write_text(Path(sql_file), plan_script(the_plan))
+            click.echo(f"SQL script: {sql_file}")
+        if subscriber_file:
+            written = write_subscriber_scripts(the_plan, subscriber_file)
+            click.echo("Subscriber script: " + " (before the apply); ".join(map(str, written))
+                       + (" (after the apply, once caught up)" if len(written) > 1 else ""))
+        if verbosity() >= 0 or do_apply:
+            click.echo(plan_summary(the_plan))
+
     if not do_apply:
+        the_plan = api_plan(target, config, options)
         before = api_scan(target, config)
         verdict = judge_scan(before, config, the_plan.to_dict(), baseline)
         click.echo(verdict_text(verdict))
@@ -827,25 +838,22 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
             write_plan(the_plan, out_dir)
             paths = write_scan(before, out_dir, plan=the_plan.to_dict(), baseline=baseline, verdict=verdict)
             click.echo(f"Plan: {Path(out_dir) / 'plan.json'}, {Path(out_dir) / 'plan.sql'}; report: {paths['html']}")
-    if sql_file:
-        write_text(Path(sql_file), plan_script(the_plan))
-        click.echo(f"SQL script: {sql_file}")
-    if subscriber_file:
-        written = write_subscriber_scripts(the_plan, subscriber_file)
-        click.echo("Subscriber script: " + " (before the apply); ".join(map(str, written))
-                   + (" (after the apply, once caught up)" if len(written) > 1 else ""))
-    if verbosity() >= 0 or do_apply:
-        click.echo(plan_summary(the_plan))
-    if verdict is not None:
+        show(the_plan)
         return verdict.exit_code(planned=True)
-    if the_plan.pending and not yes and not interactive():
-        raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
+    shown = []
+
+    def planned(the_plan):
+        """The plan the apply made (while its scan before ran), shown before the question."""
+        shown.append(the_plan)
+        show(the_plan)
+        if the_plan.pending and not yes and not interactive():
+            raise click.UsageError("--apply changes the database: add --yes to run without a terminal")
 
     def confirm(plan, before):
         """What the run will do (also with --yes, for the log); the question without --yes."""
         backup = None if no_backup else (f"pg_dump of the tables it changes into "
                                          f"{Path(out_dir or DEFAULT_OUT) / 'backup-<database>-<UTC-time>.dump'}")
-        click.echo(confirmation_text(plan, before, target, backup, options.orphans, the_plan.notes))
+        click.echo(confirmation_text(plan, before, target, backup, options.orphans, shown[0].notes))
         if not yes:
             click.confirm(f"Apply these {step_counts(plan)['pending']} steps?", abort=True)
     from .api import backup_hook
@@ -857,9 +865,11 @@ def fix(target, config, do_apply, yes, sql_file, subscriber_file, options, out_d
     from .errors import DidNotFinish, GateClosed
 
     try:
-        # the plan --sql wrote is the one confirmed, written to plan.sql and run
+        # the plan --sql wrote (`planned`) is the one confirmed, written to plan.sql and run; with --yes its
+        # preflight runs once, in the executor, right before the first change
         result = api_apply(target, config, progress=lambda m: click.echo(m, err=True), out_dir=out_dir,
-                           before_first_change=hook, confirm=confirm, plan=the_plan, baseline=baseline)
+                           before_first_change=hook, confirm=confirm, options=options, planned=planned,
+                           baseline=baseline, preflight_notes=not yes)
     except GateClosed as exc:
         click.echo(f"yumai-audit: stopped before the foreign key: {exc}", err=True)
         return exc.exit_code

@@ -167,10 +167,12 @@ class Executor:
     def __init__(self, target: Target, plan: Plan, *, progress: Progress | None = None,
                  before_first_change: Callable[[list[str]], object] | None = None,
                  step_hook: StepHook | None = None, results: ResultHook | None = None,
-                 command: str = "fix --apply", max_tries: int = 6, backoff: float = 0.25):
+                 command: str = "fix --apply", max_tries: int = 6, backoff: float = 0.25, fresh: bool = False):
         """`results`: called with the cursor of a transactional step's last statement, inside its
         transaction (a maintenance command counts what each batch did); `command`: what the messages
-        tell the user to run again."""
+        tell the user to run again. `fresh`: the plan's `done` flags were evaluated just now, by the same
+        run (they stand in for the evaluation up front when some step is pending and no backup is to be
+        taken; each step's guard is evaluated right before it all the same)."""
         self.target = target
         self.plan = plan
         self.say = progress or (lambda _m: None)
@@ -180,6 +182,7 @@ class Executor:
         self.command = command
         self.max_tries = max_tries
         self.backoff = backoff
+        self.fresh = fresh
         self.watcher = Watcher(target, self.say)   # what a step waits for, and the bound of CONCURRENTLY
         self._gate_watched = False                 # the run's first gate has watched the writes
         self._last_sweep: float | None = None      # when a gate last swept
@@ -418,8 +421,14 @@ class Executor:
                 problems = run_check(conn, step)
                 if problems:
                     raise PreflightFailed(f"{step.id}: " + "; ".join(problems))
-        done = evaluate_guards(conn, self.plan)
-        pending = [s for s in steps if not s.kind.inspects and not done[s.id]]
+        # what is pending: the backup's tables, or nothing to do. Every step's guard is evaluated again
+        # right before it, so a fresh plan's flags may stand in, unless they would skip the run or the backup
+        # (a step undone since the plan would then be missed)
+        done = self.plan.done if self.fresh and self.before_first_change is None else {}
+        pending = [s for s in steps if not s.kind.inspects and not done.get(s.id, False)] if done else []
+        if not pending:
+            done = evaluate_guards(conn, self.plan)
+            pending = [s for s in steps if not s.kind.inspects and not done[s.id]]
         if not pending:
             result.nothing_to_do = True
             result.problems = [p for s in steps if s.kind is Kind.CHECK and not s.precondition

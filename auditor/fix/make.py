@@ -38,10 +38,12 @@ def catalog_plan(conn: psycopg.Connection, config: Config, options: FixOptions) 
     return build_plan(read_context_quietly(conn, config), options)
 
 
-def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> MigrationPlan:
+def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions,
+              preflight_notes: bool = True) -> MigrationPlan:
     """The migration's plan for this database, with each step's `done` flag (nothing is changed).
     `conn`: an autocommit connection. lock_timeout is capped below the server's deadlock_timeout (a
-    plan note says so)."""
+    plan note says so). `preflight_notes` False: the preflight's refusals are not read into the notes (a
+    plan the executor runs at once, whose own preflight, right before the first change, stops it)."""
     # every read of the plan waits at most lock_timeout for a lock; set in each transaction, never on the
     # session (a transaction pooler would leave a session setting to another client)
     local = bounds(options.lock_timeout, conn.info.server_version)
@@ -86,8 +88,9 @@ def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions) -> 
     plan.notes += unmeasured
     plan.done = evaluate_guards(conn, plan, local)
     # what the preflight refuses (privileges, publications, leftovers): said by the dry run too
-    plan.notes += [f"fix --apply stops before the first change: {problem}"
-                   for s in plan.steps if s.precondition for problem in run_check(conn, s, local)]
+    if preflight_notes:
+        plan.notes += [f"fix --apply stops before the first change: {problem}"
+                       for s in plan.steps if s.precondition for problem in run_check(conn, s, local)]
     if plan.pending:   # the publications and slots the apply would reach (fix/replication.py)
         rows = conn.execute(replication.reached(replication.touched(plan.steps), plan.server_version_num)).fetchall()
         plan.notes += replication.dry_run_notes([r[0] for r in rows], options.subscribers_ready)

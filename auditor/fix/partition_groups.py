@@ -54,6 +54,12 @@ def ddl_groups(table: Table, count: int = 0) -> list[list[Partition]]:
     return groups(leaves, SMALL_ROWS, count=count)
 
 
+def all_small(table: Table) -> bool:
+    """A partitioned table of more than MANY leaf partitions, each small (within a group's bounds alone)."""
+    leaves = table.leaf_partitions if table.is_partitioned else []
+    return len(leaves) > MANY and all(p.estimated_rows <= SMALL_ROWS and p.bytes <= SMALL_BYTES for p in leaves)
+
+
 def group_id(prefix: str, group: list[Partition], suffix: str = "") -> str:
     """A group's step id: the first partition's name and how many follow it (`index:s.t_p0001+59`)."""
     return f"{prefix}:{group[0].name}" + (f"+{len(group) - 1}" if len(group) > 1 else "") + suffix

@@ -130,14 +130,16 @@ def tables(c: Candidate) -> tuple[sql.SQL | sql.Composed, ...]:
 def _range(c: Candidate, walk: str, relation: sql.Composable, key: sql.Composable, rows: int) -> sql.Composed:
     """CTEs `pos` (the walk's position, NULL before its first batch) and `b` (lo, hi: the next key range of
     about `rows` rows of `relation` after it, both ends included and whole sessions; lo NULL: nothing left;
-    `last`: the range reaches the last key), read from `relation`'s index on `key`."""
+    `last`: the range reaches the last key), read from `relation`'s index on `key`. `n` is MATERIALIZED: inlined
+    into `b`, which reads `hi` twice, its OFFSET walk over the range's index entries would run twice."""
     return sql.SQL(
         "pos AS (SELECT (SELECT p.last_key FROM {progress} p WHERE p.walk = {walk}) AS last_key), "
         "lo AS (SELECT CASE WHEN pos.last_key IS NULL "
         "THEN (SELECT {k} FROM {rel} t WHERE {k} IS NOT NULL ORDER BY {k} LIMIT 1) "
         "WHEN pos.last_key = {end} THEN NULL "
         "ELSE (SELECT {k} FROM {rel} t WHERE {k} > pos.last_key ORDER BY {k} LIMIT 1) END AS lo FROM pos), "
-        "n AS (SELECT lo.lo, (SELECT {k} FROM {rel} t WHERE {k} >= lo.lo ORDER BY {k} OFFSET {skip} LIMIT 1) AS hi "
+        "n AS MATERIALIZED (SELECT lo.lo, (SELECT {k} FROM {rel} t WHERE {k} >= lo.lo ORDER BY {k} OFFSET {skip} "
+        "LIMIT 1) AS hi "
         "FROM lo), "
         "b AS (SELECT n.lo, coalesce(n.hi, (SELECT {k} FROM {rel} t WHERE {k} IS NOT NULL ORDER BY {k} DESC LIMIT 1)) "
         "AS hi, n.hi IS NULL AS last FROM n)").format(
