@@ -40,3 +40,21 @@ def test_licence_and_changelog():
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
     assert f"## [{version}]" in changelog
+
+
+def test_every_package_folder_is_installed():
+    """A folder with an __init__.py that pyproject.toml's packages does not list is left out of a wheel and
+    of a non-editable install (an installed `fix` then fails to import it), while an editable install hides it."""
+    try:
+        import tomllib
+    except ImportError:       # Python 3.10: the same parser, as the config reads it there
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    folders = {folder: package for package, folder in setuptools["package-dir"].items()}
+    found = set()
+    for folder, package in folders.items():
+        for init in sorted((ROOT / folder).rglob("__init__.py")):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((package, *parts)))
+    assert found == set(setuptools["packages"]), sorted(found ^ set(setuptools["packages"]))
