@@ -35,3 +35,24 @@ def test_declaring_adds_to_what_a_step_declares():
     assert isinstance(more, Declared) and more.needs.removals == needs_of(step).removals != ()
     assert more.needs.altered == (QualifiedName("chatbot", "user_interactions"),) and needs_of(step).altered == ()
     assert more == step    # what a step needs is not part of what it is
+
+
+def _text(q) -> str:
+    return q.as_string(None) if hasattr(q, "as_string") else str(q)
+
+
+def test_orphans_after_the_source_fk_look_their_sessions_up_in_the_master_alone():
+    """Every other table's orphans, catch-ups and gates run after the source's foreign key to the master, so
+    every source session is in the master then: their guards and statements do not probe the source."""
+    plan = plan_for()
+    order = [s.id for s in plan.steps]
+    source_fk = [i for i, s in enumerate(plan.steps) if s.target == "chatbot.conversations"
+                 and s.operation in (Operation.FK_ADD, Operation.FK_VALIDATE)]
+    taking = [s for s in plan.steps if s.operation in (Operation.ORPHANS, Operation.CATCHUP, Operation.GATE)
+              and s.target != "chatbot.conversations"]
+    assert source_fk and {s.operation for s in taking} >= {Operation.ORPHANS, Operation.CATCHUP}
+    for s in taking:
+        assert order.index(s.id) > max(source_fk), s.id
+    for s in [s for s in taking if s.operation is Operation.ORPHANS]:
+        text = " ".join(_text(q) for q in (s.guard, *s.statements))
+        assert '"session_master"' in text and '"conversations"' not in text, s.id

@@ -31,10 +31,11 @@ def key_after(k: KeyTable) -> Column:
     return converted(k.key.name, k.key) if k.key.is_text else k.key
 
 
-def lookup(d: Draft) -> Exists:
+def lookup(d: Draft, master_only: bool = False) -> Exists:
     """The planner's session lookup (predicates.Exists): the master as it will be (the key type), the source
-    table with its key after conversion. Its `orphaned`/`not_in_master` are the scan's predicates."""
-    src = d.ctx.source
+    table with its key after conversion (not with `master_only`). Its `orphaned`/`not_in_master` are the
+    scan's predicates."""
+    src = d.ctx.source if not master_only else None
     kt = d.ctx.key_type
     known = Known(d.master, Column(d.key, kt.name, kt.typname, False, kt),
                   src.name if src is not None and src.key_checkable else None,
@@ -42,9 +43,20 @@ def lookup(d: Draft) -> Exists:
     return Exists(known)
 
 
-def orphaned(d: Draft, key: Column) -> sql.Composable:
-    """The scan's `orphaned`: a valid key known neither to the master nor to the source table."""
-    return predicates.orphaned(key, lookup=lookup(d))
+def after_source_fk(d: Draft, k: KeyTable) -> bool:
+    """Whether `k`'s steps run after the source table's validated foreign key to the master: the source is
+    migrated by this plan (first, and every other table's steps depend on its FK steps). From then on every
+    session of the source is in the master, so a key the master lacks is known to neither: looking it up in
+    the master alone gives the same rows, without probing each of the source's partitions per row."""
+    src = d.ctx.source
+    return (src is not None and not k.is_source and src.key_checkable
+            and any(t.name == src.name for t in d.migrated))
+
+
+def orphaned(d: Draft, key: Column, master_only: bool = False) -> sql.Composable:
+    """The scan's `orphaned`: a valid key known neither to the master nor to the source table (`master_only`:
+    looked up in the master alone, once the source's FK holds: `after_source_fk`)."""
+    return predicates.orphaned(key, lookup=lookup(d, master_only))
 
 
 def not_in_master(d: Draft, key: Column, alias: str = "t") -> sql.Composable:

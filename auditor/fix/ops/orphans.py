@@ -4,6 +4,11 @@
 `register` registers their sessions in the master, `delete` deletes them (`orphan_statements`; the
 catch-ups and the gate run the same statements again). Guard: no orphan is left (`orphan_guard`). The
 rows taken out are refused by the preflight when a table would lose too much (fix/ops/quarantine.py).
+When the plan migrates the source table, these steps come after its validated foreign key to the master,
+so the guard and the statements look a key up in the master alone (`registration.after_source_fk`): the
+same rows, one hashed or indexed lookup instead of a probe of every source partition per row. A guard
+evaluated earlier (a resumed plan, before that FK) can only count more rows: the step then runs, and its
+guard, evaluated again right before it, is exact.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from ...operations import Operation
 from ...sqlparts import table_ref
 from .. import cascade
 from ..draft import Draft
-from ..registration import key_after, orphaned, register_sessions
+from ..registration import after_source_fk, key_after, orphaned, register_sessions
 from . import Declared
 from .quarantine import Moved, move_rows, quarantine_name
 
@@ -28,7 +33,7 @@ REPAIRS = (OrphanedSessionIds.id,)   # a valid key whose session exists nowhere
 
 def orphan_statements(d: Draft, k: KeyTable) -> Moved:
     key = key_after(k)
-    pred = orphaned(d, key)
+    pred = orphaned(d, key, after_source_fk(d, k))
     mode = d.options.orphans
     if mode == "quarantine":
         return move_rows(d, k, pred, "orphaned", cascade.orphaned_now(d.ctx, k))
@@ -41,7 +46,7 @@ def orphan_statements(d: Draft, k: KeyTable) -> Moved:
 
 
 def orphan_guard(d: Draft, k: KeyTable) -> sql.Composed:
-    return no_rows(table_ref(k.name), orphaned(d, key_after(k)))
+    return no_rows(table_ref(k.name), orphaned(d, key_after(k), after_source_fk(d, k)))
 
 
 def orphan_description(d: Draft, k: KeyTable) -> str:
