@@ -290,11 +290,9 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             if planned is None:     # the CLI's `fix` asks once its plan is made (_made_plan), as it did before
                 refuse_if_running(conn)     # before the scan and the plan files: the running apply's stay as they are
             # one transaction at a time, the largest locking a partitioned table whole (auditor/lockbudget.py)
-            settings, relations = lockbudget.read(conn, config.schemas)
             # (named as the command that planned: the CLI's `fix` plans here, through `planned`)
-            refusal = lockbudget.shortfall(settings, relations, 1, "fix" if planned else "fix --apply", fewer=None)
-            if refusal:
-                raise lockbudget.LockBudgetExceeded(refusal)
+            settings, relations = lockbudget.check(conn, config.schemas, 1, "fix" if planned else "fix --apply",
+                                                   fewer=None)
             # the scan before and the plan at once (two connections, each locking every relation it reads)
             together = lockbudget.shortfall(settings, relations, 2, "fix --apply", fewer=None) is None
         if plan is not None or not rescan or not together:
