@@ -18,7 +18,8 @@ How the fix accounts for them (decisions):
 - RESTRICT / NO ACTION with referencing rows: the preflight refuses, with the count, before any change.
 - SET NULL / SET DEFAULT on a NOT NULL column (SET DEFAULT: with no default) with referencing rows: the
   change would fail, so the preflight refuses that too, naming the column (`_not_null_refusal`).
-- the plan counts, per table, the rows each delete would move, delete or change (plan notes); the
+- the plan counts, per table, the rows each delete would move, delete or change (plan notes; the deletes
+  of orphans in one statement, their key tables' orphans found in one pass: fix/orphans_now.py); the
   backup covers every table a delete can reach.
 - a quarantined row says where it came from (yumai_origin_schema, yumai_origin_table), why and when;
   a table that has a column of one of these names is refused by the preflight (the copy could not
@@ -36,13 +37,14 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from yumai_audit.checks.predicates import Exists, Known, orphaned
+from yumai_audit.checks.predicates import Known
 
 from ..catalog import QualifiedName
 from ..engine.steps import LockMode, Query, Step
 from ..errors import first_line
 from ..fk_reach import DeleteSets, Edge, Graph, blocked_rows, count_query, of_table, regclass
 from ..sqlparts import table_ref
+from .orphans_now import OrphansNow, Shared
 from .preflight_checks import columns_unchanged, quarantine_catch_up
 
 QUARANTINE_SCHEMA = "yumai_quarantine"
@@ -241,14 +243,14 @@ def widen_orphans(ctx, mode: str, k, step: Step) -> Step:
     return widen(step, of_table(ctx.catalog, k.table), capture=mode == "quarantine")
 
 
-def orphaned_now(ctx, k) -> sql.Composable:
-    """The orphan predicate over k's rows (alias t) as the database is when the plan is made: the key
-    columns of their present type, the master only if it exists (what the counts and the preflight read)."""
+def orphans_now(ctx, k) -> OrphansNow:
+    """The orphans of k as the database is when the plan is made: the key columns of their present type,
+    the master only if it exists (what the counts and the preflight read; `.predicate` over alias t)."""
     master = ctx.master if ctx.master is not None and ctx.key in ctx.master.columns else None
     src = ctx.source if ctx.source is not None and ctx.source.key_checkable else None
     known = Known(master.name if master else None, master.columns[ctx.key] if master else None,
                   src.name if src else None, src.key if src else None)
-    return orphaned(k.key, lookup=Exists(known))
+    return OrphansNow(k.name, k.key, known)
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ class Removal:
     predicate: sql.Composable      # the rows it deletes, as the database is when the plan is made
     label: str                     # "the quarantine of orphaned rows of s.t"
     moves: bool                    # moved to the quarantine (True) or deleted for good
+    orphans: OrphansNow | None = None   # the predicate is these orphans': counted with every key table's at once
 
 
 def preflight_parts(removals: Iterable[Removal]) -> list[sql.Composed]:
@@ -280,19 +283,45 @@ def measure(conn: psycopg.Connection, removals: Iterable[Removal], settings: dic
     (`settings`: local to each count's transaction)."""
     from ..connection import set_local
 
+    counted = [r for r in removals if not r.graph.quiet]
+    together = _together(conn, counted, settings) if sum(r.orphans is not None for r in counted) > 1 else None
     notes = []
-    for removal in removals:
-        if removal.graph.quiet:
-            continue
-        try:
-            with conn.transaction():
-                set_local(conn, settings)
-                rows = [tuple(r) for r in conn.execute(count_query(removal.graph, removal.predicate)).fetchall()]
-        except psycopg.Error as exc:
-            first = first_line(exc)
-            notes.append(f"{removal.label}: what its foreign keys reach could not be counted now ({first})")
-            continue
+    for i, removal in enumerate(counted):
+        if together is not None:
+            rows = together[i]
+        else:
+            try:
+                with conn.transaction():
+                    set_local(conn, settings)
+                    rows = [tuple(r) for r in conn.execute(count_query(removal.graph, removal.predicate)).fetchall()]
+            except psycopg.Error as exc:
+                first = first_line(exc)
+                notes.append(f"{removal.label}: what its foreign keys reach could not be counted now ({first})")
+                continue
         text = note(removal.graph, rows, removal.label)
         if text:
             notes.append(text)
     return notes
+
+
+def _together(conn: psycopg.Connection, removals: list[Removal],
+              settings: dict[str, str] | None) -> list[list[tuple]] | None:
+    """Every removal's `count_query` rows from one statement, the orphans of their key tables found once
+    (fix/orphans_now.py); None when it fails (then each is counted alone, with its own note)."""
+    from ..connection import set_local
+
+    shared = Shared(r.orphans for r in removals)
+    query = shared.with_(sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {} AS r, q.* FROM ({}) q(what, s, t, n)").format(
+            sql.Literal(i), count_query(r.graph, shared.predicate(r.orphans, r.predicate)))
+        for i, r in enumerate(removals)))
+    try:
+        with conn.transaction():
+            set_local(conn, settings)
+            fetched = conn.execute(query).fetchall()
+    except psycopg.Error:
+        return None
+    out: list[list[tuple]] = [[] for _ in removals]
+    for r, *row in fetched:
+        out[r].append(tuple(row))
+    return out

@@ -23,6 +23,7 @@ from ..catalog import QualifiedName
 from ..errors import first_line
 from ..fk_reach import touched
 from ..sqlparts import table_ref
+from .orphans_now import Shared
 
 MIN_ROWS = 10              # rows of a table that are never refused for their share
 FLAG = "--max-removed-share"
@@ -80,12 +81,13 @@ class NullOut:
     label: str
 
 
-def _sources(removals, nulled) -> dict[QualifiedName, list[tuple[str, sql.Composable]]]:
-    """Per table, (what takes its rows, a query of their (relid, tid)) for every removal and null-out."""
+def _sources(removals, nulled, shared: Shared) -> dict[QualifiedName, list[tuple[str, sql.Composable]]]:
+    """Per table, (what takes its rows, a query of their (relid, tid)) for every removal and null-out; the
+    orphans of a removal read from the `shared` set."""
     out: dict[QualifiedName, list[tuple[str, sql.Composable]]] = {}
     for removal in removals:
         g, label = removal.graph, removal.label
-        for table, kind, rows in touched(g, removal.predicate):
+        for table, kind, rows in touched(g, shared.predicate(removal.orphans, removal.predicate)):
             how = label if table == g.root else (
                 f"ON DELETE CASCADE from {label}" if kind == "delete" else f"ON DELETE SET NULL/DEFAULT from {label}")
             out.setdefault(table, []).append((how, rows))
@@ -97,9 +99,11 @@ def _sources(removals, nulled) -> dict[QualifiedName, list[tuple[str, sql.Compos
 
 def share_query(removals, nulled) -> sql.Composable | None:
     """One row per table the plan takes rows from: (table, rows taken or changed, rows in all, what takes
-    them); None when the plan takes nothing."""
+    them); None when the plan takes nothing. The orphans of every key table are found first, in one pass
+    over the source's keys (fix/orphans_now.py), not once per table."""
     parts = []
-    for table, sources in _sources(removals, nulled).items():
+    shared = Shared(r.orphans for r in removals)
+    for table, sources in _sources(removals, nulled, shared).items():
         rows = sql.SQL(" UNION ALL ").join(
             sql.SQL("SELECT s.relid, s.tid, {} AS how FROM ({}) s(relid, tid)").format(sql.Literal(how), q)
             for how, q in sources)
@@ -111,7 +115,7 @@ def share_query(removals, nulled) -> sql.Composable | None:
         ).format(name=sql.Literal(str(table)), t=table_ref(table), rows=rows))
     if not parts:
         return None
-    return sql.SQL(" UNION ALL ").join(parts)
+    return shared.with_(sql.SQL(" UNION ALL ").join(parts))
 
 
 def refusal(removals, nulled, limit: float) -> list[sql.Composable]:

@@ -36,13 +36,14 @@ def orphan_statements(d: Draft, k: KeyTable) -> Moved:
     pred = orphaned(d, key, after_source_fk(d, k))
     mode = d.options.orphans
     if mode == "quarantine":
-        return move_rows(d, k, pred, "orphaned", cascade.orphaned_now(d.ctx, k))
+        return move_rows(d, k, pred, "orphaned", cascade.orphans_now(d.ctx, k))
     if mode == "register":
         return Moved((register_sessions(d, k, sql.SQL("SELECT DISTINCT {} AS sid FROM {} t WHERE {}").format(
             key_uuid(key), table_ref(k.name), pred)),))
+    now = cascade.orphans_now(d.ctx, k)
     return Moved((sql.SQL("DELETE FROM {} AS t WHERE {}").format(table_ref(k.name), pred),), cascade.Removal(
-        cascade.of_table(d.ctx.catalog, k.table), cascade.orphaned_now(d.ctx, k),
-        f"the delete of orphaned rows of {k.name}", False))
+        cascade.of_table(d.ctx.catalog, k.table), now.predicate, f"the delete of orphaned rows of {k.name}", False,
+        now))
 
 
 def orphan_guard(d: Draft, k: KeyTable) -> sql.Composed:

@@ -24,6 +24,7 @@ from ...sqlparts import table_ref
 from .. import cascade, shares
 from ..ddl import column_has_type
 from ..draft import Draft
+from ..orphans_now import OrphansNow
 from . import Declared, Needs
 
 REPAIRS = (MalformedSessionIds.id,)   # a key value that is not of the key type
@@ -47,14 +48,14 @@ class Moved:
 
 
 def move_rows(d: Draft, k: KeyTable, predicate: sql.Composable, reason: str,
-              now: sql.Composable | None = None) -> Moved:
+              now: OrphansNow | None = None) -> Moved:
     """Statements that move the rows matching `predicate` to the quarantine table, with every row a
-    cascade would delete, each to its own (one transaction; auditor/fix/cascade.py). `now`: the predicate
-    as the database is when the plan is made (counts, preflight), when it differs."""
+    cascade would delete, each to its own (one transaction; auditor/fix/cascade.py). `now`: the rows
+    (orphans) as the database is when the plan is made (counts, preflight), when they differ."""
     g = cascade.of_table(d.ctx.catalog, k.table)
     label = f"the quarantine of {reason} rows of {k.name}"
     return Moved(cascade.quarantine_statements(g, predicate, reason),
-                 cascade.Removal(g, now if now is not None else predicate, label, True))
+                 cascade.Removal(g, now.predicate if now is not None else predicate, label, True, now))
 
 
 def malformed_step(d: Draft, k: KeyTable, after: str) -> Step:
