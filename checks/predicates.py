@@ -72,7 +72,10 @@ def key_malformed(column: Column, alias: str = T) -> sql.Composable:
     """A non-NULL key that does not parse as the key type (always false for columns of that type)."""
     if column.is_native_key:
         return sql.SQL("false")
-    return sql.SQL("({} IS NOT NULL AND NOT {})").format(col(column, alias), key_valid(column, alias))
+    # IS NOT TRUE, not NOT: the same for a non-NULL key (`key_valid` is then never NULL), but in a WHERE the
+    # planner pushes a NOT into the OR and orders the pieces by their count of operators, so that the general
+    # uuid pattern ran before the cheap canonical test on every row (5-8x slower on a text key)
+    return sql.SQL("({} IS NOT NULL AND ({}) IS NOT TRUE)").format(col(column, alias), key_valid(column, alias))
 
 
 def key_noncanonical(column: Column, alias: str = T) -> sql.Composable:
