@@ -18,6 +18,12 @@ from .catalog import Catalog, Column, QualifiedName, Table, read_catalog
 from .errors import NothingToAudit
 from .keytype import KeyType
 
+# The master's comment while its user_id FK is pending: a master the migration created without it (its
+# backfill then pays no FK trigger per session), the FK added NOT VALID after the backfill and validated; the
+# comment goes with the VALIDATE. A resumed plan reads it (`AuditContext.master_user_fk_pending`).
+PENDING_USER_FK = ("yumai-audit: the foreign key of user_id is added after the backfill; "
+                   "fix --apply adds it (the next run resumes)")
+
 if TYPE_CHECKING:    # annotations only: the configuration validates check ids, and the checks read the context
     from .config import Config
 
@@ -56,6 +62,9 @@ class AuditContext:
     users: Table | None
     notes: list[str] = field(default_factory=list)
     key_type: KeyType = keytype.UUID
+    # the master carries the migration's mark: created by a run that adds its user_id FK after the backfill,
+    # which has not validated it yet (fix/ops/master.py: PENDING_USER_FK)
+    master_user_fk_pending: bool = False
 
     @property
     def key(self) -> str:
@@ -190,6 +199,10 @@ def audit_context(conn: psycopg.Connection, config: Config) -> AuditContext:
         scope = ", ".join(config.schemas) if config.schemas else "any user schema"
         raise NothingToAudit(f"nothing to audit: database {catalog.database} has no table in {scope}")
     ctx = build_context(catalog, config, text_source_type(conn, catalog, config))
+    if ctx.master is not None:
+        row = conn.execute("SELECT obj_description(%s::oid, 'pg_class') = %s",
+                           (ctx.master.oid, PENDING_USER_FK)).fetchone()
+        ctx.master_user_fk_pending = bool(row is not None and row[0])
     if not ctx.key_tables:
         # A database without session tables is a normal case: the session checks are skipped and
         # the schema-wide checks still run.

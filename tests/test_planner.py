@@ -118,7 +118,9 @@ def test_declared_locks_and_flags():
     assert plan.step("backfill:chatbot.session_master").kind is Kind.BATCHED
     # nothing but the table rewrite and the brief FK/index-parent statements may block writers
     blocking = {s.id.split(":")[0] for s in plan.steps if s.lock.blocks_writers}
-    assert blocking == {"master", "to-uuid", "index", "bridge", "fk-add"}
+    # the master is created without its user FK (no lock on users), added after the backfill (brief)
+    assert blocking == {"to-uuid", "index", "bridge", "fk-add", "user-fk-add"}
+    assert plan.step("user-fk-add:chatbot.session_master").tables == ("chatbot.session_master", "chatbot.users")
     assert plan.step("fk-add:chatbot.conversations").lock is LockMode.ACCESS_EXCLUSIVE
     assert plan.step("fk-add:chatbot.conversations").tables == ("chatbot.session_master",)
 
@@ -200,11 +202,14 @@ def test_the_plan_says_what_the_cutover_changes_for_the_applications_statements(
     plan = plan_for()
     typed = [n for n in plan.notes if "typed text parameter" in n]
     assert len(typed) == 1 and typed[0].startswith("chatbot.recommendations_log.session_id becomes uuid")
-    master = plan.step("master").sql_text()
-    assert "REFERENCES \"chatbot\".\"users\" (\"id\") ON DELETE SET NULL" in master
+    # set-null: the reference is added after the backfill (fix/ops/master.py: user_fk_steps)
+    assert "REFERENCES" not in plan.step("master").sql_text()
+    assert "REFERENCES \"chatbot\".\"users\" (\"id\") ON DELETE SET NULL NOT VALID" in plan.step(
+        "user-fk-add:chatbot.session_master").sql_text()
     assert any("--master-user-delete set-null" in n for n in plan.notes)
     guide = plan_for(options=FixOptions(master_user_delete="no-action"))
-    assert "ON DELETE" not in guide.step("master").sql_text()
+    assert "ON DELETE" not in guide.step("master").sql_text() and "REFERENCES" in guide.step("master").sql_text()
+    assert "user-fk-add:chatbot.session_master" not in [s.id for s in guide.steps]
     assert any("fails from then on" in n for n in guide.notes)
     with pytest.raises(PlanError, match="--master-user-delete must be one of set-null, no-action"):
         FixOptions(master_user_delete="cascade")

@@ -73,7 +73,11 @@ def plan_sessions(d: Draft) -> list[str]:
     if src is not None:
         # the partitions' walks read the key's index: built above when the source has none it can walk
         backfills = d.take(backfill.backfill_steps(d, src, (create.id, *indexed[str(src.name)], *ready[str(src.name)])))
-    notes, steps = bridge.bridges(d, tables, create.id, ready, backfills)   # the cutover bridge
+    user_fk: list[str] = []
+    if master.user_fk_later(d):
+        # the master's user_id FK once the backfill has filled it (fix/ops/master.py), before the bridges
+        user_fk = [d.add(step).id for step in master.user_fk_steps(d, backfills[-1:] or [create.id])]
+    notes, steps = bridge.bridges(d, tables, create.id, ready, [*backfills, *user_fk])   # the cutover bridge
     d.notes += notes
     bridges = [d.add(step).id for step in steps]
     previous_fk: list[str] = []
@@ -91,7 +95,7 @@ def plan_sessions(d: Draft) -> list[str]:
                description="Every key table has a validated foreign key to the master; every partition of a "
                "partitioned one (those created during the apply too) a valid index on its key, attached, and the FK",
                statements=(verify_query(d, tables),), lock=LockMode.ACCESS_SHARE, tables=(),
-               depends_on=tuple(last_steps), kind=Kind.CHECK))
+               depends_on=(*user_fk[-1:], *last_steps), kind=Kind.CHECK))
     return last_steps
 
 
@@ -134,4 +138,6 @@ def verify_query(d: Draft, tables: list[KeyTable]) -> sql.Composed:
         sql.Literal(f"{k.name}.{k.key.name} has no validated foreign key to {d.master}"),
         fk_exists(k.name, k.key.name, d.master, validated=True)) for k in tables]
     parts += [coverage.partition_problems(k.name, k.key.name, d.master) for k in tables if k.table.is_partitioned]
+    if master.user_fk_later(d):
+        parts.append(master.user_fk_problem(d))
     return sql.SQL(" UNION ALL ").join(parts)

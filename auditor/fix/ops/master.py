@@ -4,6 +4,19 @@ CREATE TABLE IF NOT EXISTS with the key of the key type (a uuid key with its def
 referencing the users table (its index at once: the table is empty), and the backfill's bookkeeping
 tables (its walks' guards can then tell "begun" without reading rows). Guard: the table exists. The
 plan needs CREATE in the master's schema and, on 12, gen_random_uuid() (`refusals`).
+
+With --master-user-delete set-null (the default) the user_id FK comes after the backfill, as a one-shot
+migration adds it after filling the table: each session the backfill registers would otherwise pay the
+FK's trigger (a lookup in users per row, about a third of the backfill's merge). The table is created
+without it and marked (its comment, `PENDING_USER_FK`); after the backfill the FK is added NOT VALID (a
+brief SHARE ROW EXCLUSIVE on the master and users, as the REFERENCES of CREATE TABLE took on users), then
+a step sets NULL the user_id of the rows naming a user that does not exist, validates the FK and drops
+the mark, in one transaction (`user_fk_steps`). What that repairs is what the FK's ON DELETE SET NULL
+would have done: every registration writes a user only when it exists (`registration.master_values`, the
+bridge), so a row names a missing user only when that user was deleted before the FK existed (or when
+the application itself wrote one, with --bridge none: it is kept, its user NULL). Once the FK exists no
+new such row can appear, so the pass needs no lock that blocks writers and VALIDATE cannot fail. A
+master that exists is left as it is unless it carries the mark (a run cut off before the VALIDATE).
 """
 from __future__ import annotations
 
@@ -14,12 +27,14 @@ from psycopg import sql
 from yumai_audit.checks.missing_master_rows import MissingMasterRows
 
 from ...catalog import QualifiedName
+from ...context import PENDING_USER_FK
 from ...engine.steps import LockMode, Query, Step
 from ...operations import Operation
 from ...sqlparts import table_ref
 from ..ddl import relid, short_name
 from ..draft import Draft
-from . import Deliberate, backfill
+from . import Deliberate, Needs, backfill, declaring
+from .foreign_key import FkSpec, add_fk
 
 REPAIRS = (MissingMasterRows.id,)   # sessions the master lacks: registered by the backfill and the catch-ups
 
@@ -30,6 +45,22 @@ LINT = (
 )
 
 
+def user_fk_name(d: Draft) -> str:
+    """The name PostgreSQL gives the REFERENCES of CREATE TABLE (`<table>_user_id_fkey`, when it fits)."""
+    return f"{d.master.name}_user_id_fkey"
+
+
+def user_fk_later(d: Draft) -> bool:
+    """The master's user_id FK is added after the backfill (`user_fk_steps`): the master is created by this
+    plan with --master-user-delete set-null and the FK's name fits as PostgreSQL would spell it, or it
+    carries the mark of a run that did so and was cut off before the VALIDATE."""
+    if d.ctx.users is None:
+        return False
+    if d.ctx.master is not None:
+        return d.ctx.master_user_fk_pending and "user_id" in d.ctx.master.columns
+    return d.options.master_user_delete == "set-null" and len(user_fk_name(d).encode()) <= 63
+
+
 def create_master(d: Draft, after: str) -> Step:
     cfg = d.ctx.config
     src = d.ctx.source
@@ -38,7 +69,8 @@ def create_master(d: Draft, after: str) -> Step:
                  else "timestamptz")
     user_ref: sql.Composable = sql.SQL("")
     tables: tuple[str, ...] = ()
-    if d.ctx.users is not None:
+    later = user_fk_later(d)
+    if d.ctx.users is not None and not later:
         # ON DELETE SET NULL (default): the application's deletes of users keep working after the cutover
         on_delete = " ON DELETE SET NULL" if d.options.master_user_delete == "set-null" else ""
         user_ref = sql.SQL(" REFERENCES {} ({})" + on_delete).format(
@@ -63,10 +95,13 @@ def create_master(d: Draft, after: str) -> Step:
         statements += (sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id)").format(
             sql.Identifier(short_name(d.master.name, "user_id", suffix="idx")), table_ref(d.master)),)
     what = ""
+    if later:
+        statements += (sql.SQL("COMMENT ON TABLE {} IS {}").format(table_ref(d.master), sql.Literal(PENDING_USER_FK)),)
+        what = ", its user_id foreign key after the backfill (meanwhile its comment says so)"
     if src is not None and src.key_checkable:
         # the backfill's bookkeeping with it: its walks' guards can then tell "begun" without reading rows
         statements += backfill.tables(backfill.candidate(d))
-        what = f", and the backfill's {backfill.PROGRESS} and {backfill.STAGING}"
+        what += f", and the backfill's {backfill.PROGRESS} and {backfill.STAGING}"
     return Step(id="master", operation=Operation.CREATE_MASTER,
                 description=f"Create {d.master} (the guide's schema) if it does not exist{what}",
                 statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
@@ -76,6 +111,43 @@ def create_master(d: Draft, after: str) -> Step:
                 # a subscriber gets the table and its key (the replica identity), not the publisher's FK
                 replica_ddl=(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(d.master.schema)),
                              table(sql.SQL(""))))
+
+
+def user_fk_spec(d: Draft) -> FkSpec:
+    assert d.ctx.users is not None
+    return FkSpec(("user_id",), d.ctx.users.name, (d.ctx.config.users_key,),
+                  on_delete="n" if d.options.master_user_delete == "set-null" else "a")
+
+
+def user_fk_steps(d: Draft, after: list[str]) -> list[Step]:
+    """The master's user_id FK after the backfill (`user_fk_later`): added NOT VALID, then the rows naming a
+    user that does not exist set NULL, the FK validated and the mark dropped, in one transaction."""
+    assert d.ctx.users is not None
+    m, users, name, spec = str(d.master), d.ctx.users.name, user_fk_name(d), user_fk_spec(d)
+    uk = sql.Identifier(d.ctx.config.users_key)
+    # REFERENCES on users checked by the preflight, before the first change (not after the backfill)
+    add = declaring(add_fk(f"user-fk-add:{m}", d.master, spec, name, after, target=m), Needs(referenced=(users,)))
+    validate = Step(
+        id=f"user-fk-validate:{m}", operation=Operation.FK_VALIDATE,
+        description=f"Set NULL the user_id of {m}'s rows naming a user not in {users} (deleted before the foreign "
+        f"key existed: what its ON DELETE would have done), then VALIDATE CONSTRAINT {name} (reads every row; writers "
+        "keep going) and drop the comment that marked the key pending, in one transaction",
+        statements=(sql.SQL("UPDATE {m} t SET user_id = NULL WHERE t.user_id IS NOT NULL AND NOT EXISTS "
+                            "(SELECT 1 FROM {users} u WHERE u.{uk} = t.user_id)").format(
+                        m=table_ref(d.master), users=table_ref(users), uk=uk),
+                    sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(table_ref(d.master), sql.Identifier(name)),
+                    sql.SQL("COMMENT ON TABLE {} IS NULL").format(table_ref(d.master))),
+        lock=LockMode.SHARE_UPDATE_EXCLUSIVE, tables=(m,), depends_on=(add.id,),
+        guard=spec.exists(d.master, validated=True), changes=(m,), target=m, column="user_id")
+    return [add, validate]
+
+
+def user_fk_problem(d: Draft) -> sql.Composed:
+    """verify's row when the master's user_id FK planned by `user_fk_steps` is not there, validated."""
+    assert d.ctx.users is not None
+    return sql.SQL("SELECT {} WHERE NOT ({})").format(
+        sql.Literal(f"{d.master}.user_id has no validated foreign key to {d.ctx.users.name}"),
+        user_fk_spec(d).exists(d.master, validated=True))
 
 
 def user_delete_note(d: Draft, users: QualifiedName) -> str:
