@@ -288,6 +288,12 @@ def run_ours(conninfo: str, sessions: int, *, bridge: str = "auto", register_fir
     log = json.loads(log_file.read_text())
     slow = sorted(log["steps"], key=lambda o: -o["seconds"])[:3]
     print("    slowest steps: " + ", ".join(f"{o['step']} {o['seconds']:.1f}s" for o in slow))
+    # a step that ran out of lock_timeout and was retried (a lock held elsewhere, or a lock-order cycle); a
+    # batched step's tries count its batches too
+    batched = {s["id"] for s in log["plan"]["steps"] if s["kind"] == "batched"}
+    retried = [f"{o['step']} ({o['tries']} tries, {o['seconds']:.2f}s)" for o in log["steps"]
+               if o["tries"] > 1 and o["step"] not in batched]
+    print("    steps retried after lock_timeout: " + (", ".join(retried) or "none"))
     result = {**writers.stats(), "seconds": seconds}
     if bridge != "none":
         result["insert_cost"] = bridge_insert_cost(conninfo, sessions)

@@ -150,10 +150,13 @@ WHERE l.pid = %s AND l.granted AND l.locktype = 'relation' AND c.relkind IN ('r'
 """
 
 
-def test_each_steps_declared_lock_is_what_pg_locks_shows(db):
+@pytest.mark.parametrize("bridge", ["auto", "none"])
+def test_each_steps_declared_lock_is_what_pg_locks_shows(db, bridge):
     """Inside each transactional step, after its statements and before its commit, another session
     reads pg_locks: the strongest mode on the declared tables is the declared one, and no user table
-    is held in a stronger mode."""
+    is held in a stronger mode. With the bridge and without it: the steps that add a key lock the master
+    first without it (its parent's key before PostgreSQL 18: ACCESS EXCLUSIVE at once)."""
+    options = api.FixOptions(bridge=bridge, gate_window=0)
     build_demo_database(db.conninfo)
     seen = {}
     watcher = psycopg.connect(db.conninfo, autocommit=True)
@@ -173,9 +176,10 @@ def test_each_steps_declared_lock_is_what_pg_locks_shows(db):
             watcher.execute("INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at) "
                             "VALUES (md5('late')::uuid, 1, 'user', 'late', '2026-08-15')")  # an earlier partition
 
-    last_backfill = [s.id for s in api.plan(db.conninfo, Config()).steps if s.id.startswith("backfill:")][-1]
+    last_backfill = [s.id for s in api.plan(db.conninfo, Config(), options=options).steps
+                     if s.id.startswith("backfill:")][-1]
     try:
-        result = api.apply(db.conninfo, Config(), rescan=False, step_hook=hook)
+        result = api.apply(db.conninfo, Config(), rescan=False, step_hook=hook, options=options)
     finally:
         watcher.close()
     assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE session_id = md5('late')::uuid") == 1

@@ -123,11 +123,16 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
         found = existing_fk(d, k.table.partition_foreign_keys, p.name)
         return found.name if found is not None else fk_name
 
+    # the lock order of the steps that add the key (ops/foreign_key.py, "Lock order"): the master first, as the
+    # application does when it registers its sessions itself (--bridge none, or a table the bridge is not on);
+    # `k` first where the bridge is on `k`: its trigger writes the master while the row's insert holds `k`
+    bridged = {str(b.name) for b in bridge.bridged_tables(d.ctx, d.migrated, d.options.bridge,
+                                                          bridge.early_writes(d.ctx, d.evidence))}
     built = fk_sequence(
         d.version, k.table, FkSpec((k.key.name,), d.master, (d.key,), on_delete="c"),
         existing.name if existing is not None else fk_name, pre, whole=existing is not None,
         settle=lambda deps: catchups.steps(f"settle:{name}", deps, "after NOT VALID, before VALIDATE"),
-        partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS)
+        partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS, referenced_first=name not in bridged)
     return d.take(built)[-1]
 
 

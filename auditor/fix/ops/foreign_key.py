@@ -5,6 +5,18 @@ of its own; on a partitioned table before PostgreSQL 18 (which refuses NOT VALID
 then the parent's key, which attaches the validated ones without a scan (`fk_sequence`). Guard: the key
 exists (validated, for VALIDATE: `fk_exists`). The plan needs REFERENCES on each referenced table
 (`refusals`). A last check step confirms every key planned is there and validated (`verify_fks`).
+
+Lock order. ADD FOREIGN KEY takes SHARE ROW EXCLUSIVE on the table (a partitioned one: and its partitions), then
+on the referenced table. The application takes them the other way round: a parent row (a user, a session
+registered in the master with `--bridge none`) before the rows that name it. A writer that has written the
+parent and then writes the table would wait behind the step, and the step behind it: a deadlock that only the
+step's lock_timeout breaks, every writer queued meanwhile. So each step that adds a key locks the referenced
+table first (`lock_first`), in the mode it takes there, in the same transaction and under the same
+lock_timeout: the application's order. Except where the cutover bridge is on the table (`referenced_first`
+False): its trigger writes the master while the row's insert holds the table, the table's order; there the
+step locks the table (all of a group's partitions) first, then the master. VALIDATE takes SHARE UPDATE
+EXCLUSIVE on the table and ROW SHARE on the referenced one, neither of which waits for a writer: no order to
+keep.
 """
 from __future__ import annotations
 
@@ -40,7 +52,7 @@ LINT = (
                re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
                "small partitions, a group in one transaction (fix/partition_groups.py): each key added "
                "validated, its few rows checked at once, after the catch-up that registered their sessions",
-               lambda step: len(step.statements) > 1
+               lambda step: sum(s.as_string(None).startswith("ALTER TABLE") for s in step.statements) > 1
                and not any(d.startswith("fk-validate:") for d in step.depends_on)),
 )
 
@@ -115,43 +127,63 @@ class FkSpec:
 PROBE = (sql.SQL("SET LOCAL enable_hashjoin = off"), sql.SQL("SET LOCAL enable_mergejoin = off"))
 
 
+def lock_first(tables: list[QualifiedName], mode: LockMode) -> sql.Composed:
+    """`LOCK TABLE ... IN mode MODE`: what a step takes before its DDL, in the order the application does."""
+    return sql.SQL("LOCK TABLE {} IN {} MODE").format(sql.SQL(", ").join(map(table_ref, tables)),
+                                                      sql.SQL(mode.label))
+
+
 def fk_group(step_id: str, group: list[Partition], spec: FkSpec, names: dict, deps, *, target: str,
-             repairs: tuple[str, ...]) -> Step:
+             repairs: tuple[str, ...], referenced_first: bool = True) -> Step:
     """Small partitions' foreign keys in one transaction (partition_groups.py), each added validated: SHARE ROW
     EXCLUSIVE on the partitions and the referenced table for the milliseconds their rows take to check (by
-    PROBE)."""
+    PROBE). Locked first (the module's "Lock order"): the referenced table; with the bridge on the table, every
+    partition of the group (ADD FOREIGN KEY alone would take the master at the first partition, before the others)."""
     ref = str(spec.ref_table)
+    parts = [str(p.name) for p in group]
+    first = (lock_first([spec.ref_table], LockMode.SHARE_ROW_EXCLUSIVE) if referenced_first
+             else lock_first([p.name for p in group], LockMode.SHARE_ROW_EXCLUSIVE))
     return Step(
         id=step_id, operation=Operation.FK_ADD,
         description=f"Foreign keys of {len(group)} small partitions ({group[0].name} ... {group[-1].name}) -> {ref} "
         f"ON DELETE {FK_ACTIONS[spec.on_delete]}, added validated in one transaction (their rows checked at once; "
         "brief locks) rather than NOT VALID and VALIDATE steps each",
-        statements=PROBE + tuple(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        statements=PROBE + (first,) + tuple(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
             table_ref(p.name), sql.Identifier(names[p.name]), spec.definition(False)) for p in group),
-        lock=LockMode.SHARE_ROW_EXCLUSIVE, tables=(*(str(p.name) for p in group), ref), depends_on=tuple(deps),
+        # the tables in the order they are locked
+        lock=LockMode.SHARE_ROW_EXCLUSIVE, tables=(ref, *parts) if referenced_first else (*parts, ref),
+        depends_on=tuple(deps),
         guard=sql.SQL("SELECT {}").format(sql.SQL(" AND ").join(
             sql.SQL("({})").format(spec.exists(p.name, validated=True)) for p in group)),
         changes=tuple(str(p.name) for p in group), target=target, column=",".join(spec.columns), repairs=repairs)
 
 
 def add_fk(step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps, not_valid: bool = True, *,
-           target: str = "", repairs: tuple[str, ...] = ()) -> Step:
+           target: str = "", repairs: tuple[str, ...] = (), referenced_first: bool = True) -> Step:
     """ADD CONSTRAINT ... NOT VALID (new rows checked, no scan; a brief lock), or without NOT VALID on a
-    partitioned parent whose partitions all hold the validated FK already (attached, no scan)."""
+    partitioned parent whose partitions all hold the validated FK already (attached, no scan).
+    `referenced_first`: the referenced table locked first (the module's "Lock order"), in the strongest mode the
+    step takes there (the parent's ACCESS EXCLUSIVE at once: a lock raised later waits for readers of the
+    referenced table, and a reader that then writes `table` waits for the step); False (the bridge is on `table`):
+    the order ADD FOREIGN KEY takes by itself, `table` then the referenced one."""
     ref = str(spec.ref_table)
+    mode = LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE
+    first: tuple[sql.Composed, ...] = (lock_first([spec.ref_table], mode),) if referenced_first else ()
     return Step(
         id=step_id, operation=Operation.FK_ADD,
         description=f"Foreign key {constraint} {table}({', '.join(spec.columns)}) -> {ref} "
         f"ON DELETE {FK_ACTIONS[spec.on_delete]}"
         + (" NOT VALID (checks new rows only; brief lock)" if not_valid else
            f" on the parent (attaches the validated partition keys, no scan; a brief ACCESS EXCLUSIVE on {ref} "
-           "while its triggers are re-created)"),
-        statements=(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+           + ("from the start, before the table's locks)" if referenced_first
+              else "while its triggers are re-created)")),
+        statements=first + (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
             table_ref(table), sql.Identifier(constraint), spec.definition(not_valid)),),
         # attaching the partitions' keys re-creates the referenced table's triggers: PostgreSQL takes
-        # ACCESS EXCLUSIVE on it for that instant (catalog work only, under lock_timeout)
-        lock=LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE,
-        tables=(str(table), ref) if not_valid else (ref,), depends_on=tuple(deps),
+        # ACCESS EXCLUSIVE on it (catalog work only, under lock_timeout; from the start of the step when it is
+        # locked first). The tables in the order they are locked.
+        lock=mode, tables=(((ref, str(table)) if referenced_first else (str(table), ref)) if not_valid else (ref,)),
+        depends_on=tuple(deps),
         guard=spec.exists(table, validated=False), changes=(str(table),), target=target or str(table),
         column=",".join(spec.columns), repairs=repairs)
 
@@ -171,11 +203,13 @@ def validate_fk(step_id: str, table: QualifiedName, spec: FkSpec, constraint: st
 
 def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: list[str], *, suffix: str = "",
                 whole: bool = False, settle: Callable[[list[str]], Built] | None = None,
-                partition_constraint: Callable | None = None, repairs: tuple[str, ...] = ()) -> Built:
+                partition_constraint: Callable | None = None, repairs: tuple[str, ...] = (),
+                referenced_first: bool = True) -> Built:
     """FK NOT VALID, then VALIDATE in a transaction of its own; on a partitioned table before
     PostgreSQL 18 (which refuses NOT VALID there): per partition, then the FK on the parent, which
     attaches them. `whole`: on the table itself whatever the version (its NOT VALID FK exists).
-    `settle(deps)` makes steps that run between NOT VALID and VALIDATE. `last` is the final step."""
+    `settle(deps)` makes steps that run between NOT VALID and VALIDATE. `last` is the final step.
+    `referenced_first`: which table each step that adds a key locks first (the module's "Lock order")."""
     out = Built()
     name = str(table.name)
 
@@ -187,7 +221,7 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
 
     if not table.is_partitioned or version >= PG_NOT_VALID_ON_PARTITIONED or whole:
         added = out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, pre, target=name,
-                               repairs=repairs))
+                               repairs=repairs, referenced_first=referenced_first))
         out.last = [out.add(validate_fk(f"fk-validate:{name}{suffix}", table.name, spec, constraint,
                                         settled([added.id]), target=name, repairs=repairs,
                                         probe=partition_groups.all_small(table))).id]
@@ -197,15 +231,16 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
     groups = partition_groups.ddl_groups(table, partition_groups.FK_PARTITIONS)
     alone = [g[0] for g in groups if len(g) == 1]
     adds = [out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre, target=name,
-                           repairs=repairs)).id for p in alone]
+                           repairs=repairs, referenced_first=referenced_first)).id for p in alone]
     after = settled(adds or list(pre))
     validated = [out.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], after,
                                      target=name, repairs=repairs)).id for p in alone]
     # small partitions: after the catch-up that settles the others, their keys added validated, a group a step
     validated += [out.add(fk_group(partition_groups.group_id("fk-add", g, suffix), g, spec, names, after,
-                                   target=name, repairs=repairs)).id for g in groups if len(g) > 1]
+                                   target=name, repairs=repairs, referenced_first=referenced_first)).id
+                  for g in groups if len(g) > 1]
     out.last = [out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated, not_valid=False,
-                               target=name, repairs=repairs)).id]
+                               target=name, repairs=repairs, referenced_first=referenced_first)).id]
     return out
 
 
