@@ -120,7 +120,8 @@ def test_declared_locks_and_flags():
     blocking = {s.id.split(":")[0] for s in plan.steps if s.lock.blocks_writers}
     # the master is created without its user FK (no lock on users), added after the backfill (brief)
     assert blocking == {"to-uuid", "index", "bridge", "fk-add", "user-fk-add"}
-    assert plan.step("user-fk-add:chatbot.session_master").tables == ("chatbot.session_master", "chatbot.users")
+    # in lock order: the referenced users first, the application's order (foreign_key.lock_first)
+    assert plan.step("user-fk-add:chatbot.session_master").tables == ("chatbot.users", "chatbot.session_master")
     assert plan.step("fk-add:chatbot.conversations").lock is LockMode.ACCESS_EXCLUSIVE
     assert plan.step("fk-add:chatbot.conversations").tables == ("chatbot.session_master",)
 
