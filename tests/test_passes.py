@@ -397,6 +397,45 @@ def test_jobs_find_exactly_what_one_connection_finds(db, jobs):
     assert comparable(scan(db.conninfo, Config(), jobs=jobs)) == comparable(scan(db.conninfo, Config(), jobs=1))
 
 
+def test_the_largest_tables_pass_in_parts_of_its_partitions_finds_what_one_connection_finds(db):
+    # With --jobs, the pass of the largest table, when partitioned, is read in parts (its leaf partitions
+    # shared out, scan/passes.py: TablePasses._leaf_groups), one per connection: its counts add up and its
+    # samples are the first of the parts' samples in the server's order. A partition whose columns lie in
+    # another order is read by the columns' names. Defects in partitions of both parts; two sample keys,
+    # so that the merged sample takes from both.
+    half_migrated_demo(db)
+    db.execute("""
+        CREATE TABLE chatbot.conversations_2030_01 (message text NOT NULL, created_at timestamptz NOT NULL,
+            role text NOT NULL, user_id int, session_id uuid, id bigint NOT NULL);
+        ALTER TABLE chatbot.conversations ATTACH PARTITION chatbot.conversations_2030_01
+            FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-02-01 00:00+00');
+        INSERT INTO chatbot.conversations (id, session_id, user_id, role, message, created_at)
+        SELECT 900000 + g, CASE WHEN g % 2 = 0 THEN NULL ELSE md5('session-' || g)::uuid END,
+               CASE WHEN g % 3 = 0 THEN 90000 + g ELSE 1 END, 'user', 'late', t
+        FROM generate_series(1, 12) g,
+             unnest(ARRAY['2026-08-02 00:00+00', '2030-01-02 00:00+00']::timestamptz[]) t;
+        ANALYZE chatbot.conversations;
+    """)
+    config = Config(sample_size=2)
+    said: list[str] = []
+    split = scan(db.conninfo, config, said.append, jobs=2)
+    assert sorted(m for m in said if m.startswith("scanning chatbot.conversations")) == [
+        "scanning chatbot.conversations, 2 of its 5 partitions", "scanning chatbot.conversations, 3 of its 5 partitions"]
+    assert comparable(split) == comparable(scan(db.conninfo, config, jobs=1))
+    found = {f.check: (f.rows, f.sample) for f in split.findings if f.table == "chatbot.conversations"}
+    unknown = "c.user_id IS NOT NULL AND NOT EXISTS (SELECT FROM chatbot.users u WHERE u.id = c.user_id)"
+    assert found["null_session_ids"] == (
+        db.scalar("SELECT count(*) FROM chatbot.conversations WHERE session_id IS NULL"),
+        [r[0] for r in db.fetchall("SELECT (ROW(id, created_at))::text FROM chatbot.conversations "
+                                   "WHERE session_id IS NULL ORDER BY 1 LIMIT 2")])
+    assert found["orphaned_user_ids"] == (
+        db.scalar(f"SELECT count(*) FROM chatbot.conversations c WHERE {unknown}"),
+        [r[0] for r in db.fetchall(f"SELECT DISTINCT user_id::text FROM chatbot.conversations c WHERE {unknown} "
+                                   "ORDER BY 1 LIMIT 2")])
+    assert next(t.rows for t in split.inventory if t.table == "chatbot.conversations") == \
+        db.scalar("SELECT count(*) FROM chatbot.conversations")
+
+
 def test_jobs_share_one_snapshot(db):
     # A row committed after the scan's first connection took its snapshot and before the next one
     # connects is seen by none of them: every connection imports the first one's snapshot.

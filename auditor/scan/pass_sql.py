@@ -61,9 +61,10 @@ def master_join(ctx: AuditContext, target: KeyTable) -> sql.Composable:
     return Known.of(ctx).join_master(key_uuid(target.key))
 
 
-def _from_parts(ctx: AuditContext, target: KeyTable, joins: frozenset[str]) -> list[sql.Composable]:
-    """`FROM <table> t`, then the joins `joins` ask for."""
-    parts: list[sql.Composable] = [sql.SQL("FROM {} t").format(table_ref(target.name))]
+def _from_parts(ctx: AuditContext, target: KeyTable, joins: frozenset[str],
+                relation: sql.Composable | None = None) -> list[sql.Composable]:
+    """`FROM <table> t` (`relation` in its place: `leaves_relation`), then the joins `joins` ask for."""
+    parts: list[sql.Composable] = [sql.SQL("FROM {} t").format(relation or table_ref(target.name))]
     if USES_KNOWN in joins and target.is_source:
         parts.append(_source_known(ctx, target))
     elif USES_KNOWN in joins:
@@ -120,11 +121,13 @@ def hoist_shared(parts: list[sql.Composable]) -> tuple[list[sql.Composable], sql
     return [_replace(p, names) for p in parts], lateral
 
 
-def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], hoist: bool = False) -> sql.Composed:
+def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], hoist: bool = False,
+               relation: sql.Composable | None = None) -> sql.Composed:
     """One SELECT computing every measure over one table: `count(*)` first, then the measures in order.
     With `hoist` (a pass run without parallel workers), repeated `Shared` expressions are computed once
     per row (`hoist_shared`); not otherwise: PostgreSQL plans the lateral subquery above its Gather (in
-    the leader, row by row), so the pass would no longer aggregate in parallel."""
+    the leader, row by row), so the pass would no longer aggregate in parallel. `relation`: read it
+    instead of the whole table (some of its partitions, `leaves_relation`)."""
     joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
     columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
     unique = []
@@ -135,9 +138,9 @@ def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure]
     select = sql.SQL("{with_}SELECT {cols} {from_}")
     with_ = _with(ctx, joins, target)
     if hoist:
-        cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins))
+        cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins, relation))
     else:
-        cols, from_ = unique, sql.SQL(" ").join(_from_parts(ctx, target, joins))
+        cols, from_ = unique, sql.SQL(" ").join(_from_parts(ctx, target, joins, relation))
     if len(unique) == len(columns):
         return select.format(with_=with_, cols=sql.SQL(", ").join(cols), from_=from_)
     # A measure declared twice (a check's count and another's, or a sample's row count: the same predicate)
@@ -154,6 +157,22 @@ def _hoisted(columns: list[sql.Composable], from_parts: list[sql.Composable]) ->
     parts, lateral = hoist_shared([*columns, *from_parts])
     cols, (table, *rest) = parts[:len(columns)], parts[len(columns):]
     return cols, sql.SQL(" ").join([table + lateral, *rest])
+
+
+def leaves_relation(target: KeyTable, leaves: Sequence[Any]) -> sql.Composed:
+    """Some leaf partitions of `target` (catalog.Partition) as one relation with the table's columns, by name
+    (a partition's columns may lie in another order): a part of the table's pass (scan/passes.py)."""
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in target.table.columns)
+    return sql.SQL("({})").format(sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {} FROM ONLY {}").format(columns, table_ref(p.name)) for p in leaves))
+
+
+def merge_samples(values: list, distinct: bool, limit: int) -> tuple[sql.Composed, list]:
+    """The statement (and its parameters) that takes the first `limit` of the values of several parts'
+    samples (`sample_aggregate`: each part's own first `limit`, as text) in the order the server sorts
+    them (its collation), as `sample_aggregate` gives them over the whole table."""
+    return sql.SQL("SELECT to_jsonb((array_agg({}v ORDER BY v))[1:{}]) FROM unnest(%s::text[]) v").format(
+        sql.SQL("DISTINCT ") if distinct else sql.SQL(""), sql.Literal(limit)), [values]
 
 
 def sample_aggregate(sample: Sample, limit: int) -> sql.Composed:

@@ -62,7 +62,18 @@ from ..model import Finding
 from ..pgversion import PRESORTED_AGGREGATE
 from ..rows import one_row
 from .key_ranges import key_ranges
-from .pass_sql import SetSample, Weeks, merge_set_rows, sample_aggregate, sample_pass, set_statement, table_pass
+from .pass_sql import (
+    SetSample,
+    Weeks,
+    leaves_relation,
+    merge_samples,
+    merge_set_rows,
+    sample_aggregate,
+    sample_pass,
+    set_statement,
+    table_pass,
+)
+from .stats import leaves_readable_query
 
 SESSIONS = "the set of known sessions"
 # What a pass's column holds when it is not a check's measure (a name no measure can have):
@@ -126,6 +137,22 @@ class _Pass:
         """(the columns that need no known set, those that do)."""
         return (_Pass(self.target, [c for c in self.columns if USES_KNOWN not in c[3]]),
                 _Pass(self.target, [c for c in self.columns if USES_KNOWN in c[3]]))
+
+
+@dataclass
+class _Split:
+    """A table's pass read in parts, some of its leaf partitions each, on whichever connection is free: the
+    parts' rows, until all are in."""
+
+    count: int
+    rows: list[list] = field(default_factory=list)
+    seconds: float = 0.0
+    failed: bool = False
+
+
+#: A table's pass is read in parts (its leaf partitions shared out) only when every measure adds up over them:
+#: a count of rows or a sum (not a count of distinct values); its samples are merged (`merge_samples`).
+ADDITIVE = ("count(*) FILTER (WHERE ", "coalesce(sum(")
 
 
 def _set_timeout(conn: psycopg.Connection, timeout: float | None) -> None:
@@ -294,6 +321,9 @@ class TablePasses:
         def table(p: _Pass, conn: psycopg.Connection) -> None:
             self._run_plain(p, conn, serial=self.serial)
 
+        def piece(p: _Pass, leaves: list, split: _Split, conn: psycopg.Connection) -> None:
+            self._run_piece(p, leaves, split, conn)
+
         def more(f: Callable[[psycopg.Connection], None], conn: psycopg.Connection) -> None:
             with statement_settings(conn, serial_settings):
                 f(conn)
@@ -302,7 +332,15 @@ class TablePasses:
         # tables, the extra work
         work_items: list[tuple[int, Callable[[psycopg.Connection], None]]] = []
         work_items += [(per_part, functools.partial(set_part, r)) for r in ranges]
-        work_items += [(per_table.get(p.name, 0), functools.partial(table, p)) for p in plain]
+        # The largest table's pass, when partitioned, in parts of its partitions: it is the last piece of work
+        # left when the parts of the set end, and would run on one connection while the others wait.
+        groups = self._leaf_groups(plain[0], len(conns)) if self.serial and plain else None
+        for p in plain:
+            if groups and p is plain[0]:
+                split = _Split(len(groups))
+                work_items += [(per_table.get(p.name, 0), functools.partial(piece, p, g, split)) for g in groups]
+            else:
+                work_items.append((per_table.get(p.name, 0), functools.partial(table, p)))
         work_items += [(partitioned, functools.partial(more, f)) for f in extra]
         failures: list[BaseException] = []
         free = [spare]        # what the helpers may still lock (None: no budget)
@@ -480,13 +518,9 @@ class TablePasses:
         self.say(f"scanning {p.name}")
         started = time.monotonic()
         if serial:
-            p = _Pass(p.target, [(e, SAMPLE_COLUMN, sample_aggregate(_table_sample(e), self.limit), joins)
-                                 if key == SAMPLE_ROWS_COLUMN else (e, key, expr, joins)
-                                 for e, key, expr, joins in p.checks_columns()])
-        measures = {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.checks_columns()}
-        settings = {}
-        if serial:
-            settings = {**SERIAL, **(NO_PRESORT if self.ctx.catalog.server_version_num >= PRESORTED_AGGREGATE else {})}
+            p = self._sampled_in_pass(p)
+        measures = self._measures(p)
+        settings = self._serial_settings() if serial else {}
         try:
             with statement_settings(conn, settings):
                 row = execute_in_savepoint(conn, table_pass(self.ctx, p.key_table, measures, hoist=serial),
@@ -500,6 +534,90 @@ class TablePasses:
         if wanted:
             self._run_samples(p.key_table, wanted, conn)
         self.say(f"scanned {p.name} in {time.monotonic() - started:.1f}s")
+
+    def _sampled_in_pass(self, p: _Pass) -> _Pass:
+        """A table's pass with its samples taken in the same read (ordered aggregates of the defective rows)."""
+        return _Pass(p.target, [(e, SAMPLE_COLUMN, sample_aggregate(_table_sample(e), self.limit), joins)
+                                if key == SAMPLE_ROWS_COLUMN else (e, key, expr, joins)
+                                for e, key, expr, joins in p.checks_columns()])
+
+    @staticmethod
+    def _measures(p: _Pass) -> dict[str, Measure]:
+        return {f"{e.check.id}.{key}": Measure(expr, joins) for e, key, expr, joins in p.checks_columns()}
+
+    def _serial_settings(self) -> dict[str, str]:
+        return {**SERIAL, **(NO_PRESORT if self.ctx.catalog.server_version_num >= PRESORTED_AGGREGATE else {})}
+
+    def _leaf_groups(self, p: _Pass, count: int) -> list[list] | None:
+        """The leaf partitions of a partitioned table's pass in up to `count` groups of about the same size on
+        disk; None when its table is not partitioned into two or more, a measure does not add up over parts
+        of the table (ADDITIVE), or a partition read directly would not give the rows the table gives (the
+        role may not read it, row security: stats.leaves_readable_query, as the report's rows per partition)."""
+        table = p.key_table.table
+        leaves = table.leaf_partitions if table.is_partitioned else []
+        if count < 2 or len(leaves) < 2:
+            return None
+        for _entry, key, expression, _joins in p.checks_columns():
+            text = expression.as_string(self.conn)
+            if key != SAMPLE_ROWS_COLUMN and (not text.startswith(ADDITIVE) or "DISTINCT" in text.upper()):
+                return None
+        # read directly, a partition must give what the table gives: the role may read each, no row security
+        with self.conn.transaction():
+            if not one_row(self.conn.execute(leaves_readable_query(table)))[0]:
+                return None
+        groups: list[list] = [[] for _ in range(min(count, len(leaves)))]
+        sizes = [0] * len(groups)
+        for leaf in sorted(leaves, key=lambda q: (-int(q.bytes or 0), str(q.name))):
+            i = sizes.index(min(sizes))
+            groups[i].append(leaf)
+            sizes[i] += int(leaf.bytes or 0)
+        return [sorted(g, key=lambda q: str(q.name)) for g in groups]
+
+    def _run_piece(self, p: _Pass, leaves: list, split: _Split, conn) -> None:
+        """One part of a table's pass (on one of several connections): its rows over `leaves`, some of the
+        table's leaf partitions. The part that ends last adds the parts' rows up (`_merge_pieces`) and records
+        them as the pass's; a part that times out fails the pass."""
+        if split.failed:
+            return
+        self.say(f"scanning {p.name}, {len(leaves)} of its {len(p.key_table.table.leaf_partitions)} partitions")
+        started = time.monotonic()
+        q = self._sampled_in_pass(p)
+        statement = table_pass(self.ctx, q.key_table, self._measures(q), hoist=True,
+                               relation=leaves_relation(q.key_table, leaves))
+        try:
+            with statement_settings(conn, self._serial_settings()):
+                row = execute_in_savepoint(conn, statement, self.timeout)[0]
+        except pgerrors.QueryCanceled:
+            with self._lock:
+                first, split.failed = not split.failed, True
+            if first:
+                self._fail(q, f"timed out on {p.name} after {self.timeout:g}s", time.monotonic() - started)
+                self.say(f"timed out on {p.name}")
+            return
+        with self._lock:
+            split.rows.append(list(row))
+            split.seconds += time.monotonic() - started
+            last = len(split.rows) == split.count and not split.failed
+        if last:
+            self._record(q, self._merge_pieces(q, split.rows, conn), split.seconds)
+            self.say(f"scanned {p.name} in {split.count} parts, {split.seconds:.1f}s in all")
+
+    def _merge_pieces(self, q: _Pass, rows: list[list], conn) -> list:
+        """The row of a table's pass from its parts' rows: counts added up, each sample the first of the parts'
+        samples together, in the server's order (`merge_samples`, on `conn`)."""
+        merged: list[Any] = [sum(int(r[0] or 0) for r in rows)]
+        for i, (entry, key, _, _) in enumerate(q.checks_columns(), start=1):
+            if key != SAMPLE_COLUMN:
+                merged.append(sum(int(r[i] or 0) for r in rows))
+                continue
+            values = [v for r in rows for v in (r[i] or [])]
+            if not values:
+                merged.append(None)
+                continue
+            statement, params = merge_samples(values, _table_sample(entry).distinct, self.limit)
+            with conn.transaction():
+                merged.append(one_row(conn.execute(statement, params))[0])
+        return merged
 
     def _run_samples(self, target: KeyTable, entries: list[_Entry], conn) -> None:
         """One statement for the samples of a table's failing checks, over the rows they come from."""
