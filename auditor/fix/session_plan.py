@@ -80,6 +80,11 @@ def plan_sessions(d: Draft) -> list[str]:
     notes, steps = bridge.bridges(d, tables, create.id, ready, [*backfills, *user_fk])   # the cutover bridge
     d.notes += notes
     bridges = [d.add(step).id for step in steps]
+    # the lock order of the steps that add the key (ops/foreign_key.py, "Lock order"): the master first, as the
+    # application does when it registers its sessions itself (--bridge none, or a table the bridge is not on);
+    # `k` first where the bridge is on `k`: its trigger writes the master while the row's insert holds `k`
+    bridged = {str(k.name) for k in bridge.bridged_tables(d.ctx, tables, d.options.bridge,
+                                                          bridge.early_writes(d.ctx, d.evidence))}
     previous_fk: list[str] = []
     last_steps = []
     for k in tables:
@@ -88,7 +93,7 @@ def plan_sessions(d: Draft) -> list[str]:
         if not k.is_source:
             before_fk.append(d.add(orphans.orphans_step(d, k, before_fk)).id)
         before_fk += [d.add(step).id for step in gate.gate_steps(d, k, before_fk)]
-        last = fk_steps(d, k, before_fk)
+        last = fk_steps(d, k, before_fk, referenced_first=name not in bridged)
         previous_fk = [last]
         last_steps.append(last)
     d.add(Step(id="verify", operation=Operation.VERIFY,
@@ -109,8 +114,9 @@ def converted(d: Draft, k: KeyTable) -> list[str]:
     return [d.add(key_type.convert_step(d, k, bad.id)).id]
 
 
-def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
-    """Catch-up, FK NOT VALID, catch-up again, VALIDATE; returns the last step's id."""
+def fk_steps(d: Draft, k: KeyTable, after: list[str], *, referenced_first: bool) -> str:
+    """Catch-up, FK NOT VALID, catch-up again, VALIDATE; returns the last step's id. `referenced_first`: the
+    steps that add the key lock the master first (ops/foreign_key.py, "Lock order")."""
     name = str(k.name)
     fk_name = short_name(k.name.name, k.key.name, suffix="fkey")
     existing = existing_fk(d, k.table.foreign_keys, k.name)
@@ -123,16 +129,11 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str]) -> str:
         found = existing_fk(d, k.table.partition_foreign_keys, p.name)
         return found.name if found is not None else fk_name
 
-    # the lock order of the steps that add the key (ops/foreign_key.py, "Lock order"): the master first, as the
-    # application does when it registers its sessions itself (--bridge none, or a table the bridge is not on);
-    # `k` first where the bridge is on `k`: its trigger writes the master while the row's insert holds `k`
-    bridged = {str(b.name) for b in bridge.bridged_tables(d.ctx, d.migrated, d.options.bridge,
-                                                          bridge.early_writes(d.ctx, d.evidence))}
     built = fk_sequence(
         d.version, k.table, FkSpec((k.key.name,), d.master, (d.key,), on_delete="c"),
         existing.name if existing is not None else fk_name, pre, whole=existing is not None,
         settle=lambda deps: catchups.steps(f"settle:{name}", deps, "after NOT VALID, before VALIDATE"),
-        partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS, referenced_first=name not in bridged)
+        partition_constraint=partition_constraint, repairs=foreign_key.REPAIRS, referenced_first=referenced_first)
     return d.take(built)[-1]
 
 
