@@ -350,7 +350,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
                                         "apply?): planning again and running what the new plan adds")
         first_change = None      # the backup, if any, was taken
         with connect(target, autocommit=True) as conn:
-            the_plan = make_plan(conn, config, fix_opts)
+            the_plan = make_plan(conn, config, fix_opts, serial=True)
         made_here = True
         if out is not None:
             write_plan(the_plan, out)
@@ -382,7 +382,7 @@ def _made_plan(target: Target, config: Config, fix_opts: FixOptions, preflight_n
     from .fix.make import make_plan
 
     with connect(target, autocommit=True) as conn:
-        plan = make_plan(conn, config, fix_opts, preflight_notes)
+        plan = make_plan(conn, config, fix_opts, preflight_notes, serial=True)
         if planned is not None:
             # before the plan is shown and its files written: the running apply's stay as they are
             refuse_if_running(conn)

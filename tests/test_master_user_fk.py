@@ -71,13 +71,18 @@ def test_users_deleted_and_a_missing_user_registered_before_the_fk_end_as_set_nu
     assert db.fetchall(FK) == [] and db.scalar(COMMENT) == PENDING_USER_FK
     named = db.scalar("SELECT count(*) FROM chatbot.session_master WHERE user_id IN (3, 4)")
     assert named > 0
+    # the merge wrote each session's user as the source names it (no probe of users): the missing user 10
+    # too, which the VALIDATE's step sets NULL with the rest
+    unchecked = db.scalar("SELECT count(*) FROM chatbot.session_master m WHERE m.user_id IS NOT NULL AND NOT EXISTS "
+                          "(SELECT 1 FROM chatbot.users u WHERE u.id = m.user_id)")
+    assert unchecked > 0
     db.execute("DELETE FROM chatbot.users WHERE id IN (3, 4)")
     db.execute("INSERT INTO chatbot.session_master (session_id, user_id, session_start) VALUES (%s, 42, '2026-01-05')",
                (APP_SESSION,))
     assert {ADD, VALIDATE} <= {s.id for s in api.plan(db.conninfo, Config()).pending}   # the mark read
     resumed = run(db, batch_size=50)
     assert resumed.outcome.ok, resumed.outcome.problems
-    assert [(o.step, o.rows) for o in resumed.outcome.outcomes if o.step in (ADD, VALIDATE)] == [(ADD, 0), (VALIDATE, named + 1)]
+    assert [(o.step, o.rows) for o in resumed.outcome.outcomes if o.step in (ADD, VALIDATE)] == [(ADD, 0), (VALIDATE, named + unchecked + 1)]
     ends_as_the_fk_created_with_the_table_gives(db)
     assert db.scalar("SELECT count(*) FROM chatbot.session_master WHERE user_id IN (3, 4)") == 0
     # the rows it nulled: the deleted users' and the application's; the application's own row kept, its user NULL (what the key's ON DELETE SET NULL would leave of it)
@@ -145,4 +150,32 @@ def test_psql_runs_the_script_to_the_same_end(db, tmp_path):
     done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db.conninfo, "-f", str(path)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    ends_as_the_fk_created_with_the_table_gives(db)
+
+
+def test_a_bigint_user_no_int_can_hold_is_checked_by_the_merge_and_ends_null(db):
+    """The merge writes each session's user unchecked only when every value of the source's user type fits the
+    master's user_id: a bigint user column beside an int users key keeps the probe, so a user id past the
+    int range that no user has becomes NULL instead of failing the merge ('integer out of range')."""
+    db.execute(SOURCE)
+    db.execute("ALTER TABLE chatbot.conversations ALTER COLUMN user_id TYPE bigint")
+    db.execute("INSERT INTO chatbot.conversations (session_id, user_id, created_at) "
+               "VALUES ('b1b1b1b1-0000-4000-8000-000000000001', 5000000000, '2025-04-01')")
+    merge = next(s for s in api.plan(db.conninfo, Config()).steps if s.id == "backfill:chatbot.session_master")
+    assert "chatbot\".\"users\" u WHERE" in merge.statements[-1].as_string(None)     # the probe kept
+    ran = run(db, batch_size=50)
+    assert ran.outcome.ok, ran.outcome.problems
+    ends_as_the_fk_created_with_the_table_gives(db)
+    assert db.scalar("SELECT user_id FROM chatbot.session_master "
+                     "WHERE session_id = 'b1b1b1b1-0000-4000-8000-000000000001'") is None
+
+
+def test_an_int_user_is_written_unchecked_by_the_merge(db):
+    """With the FK after the merge and an int user column, the merge reads no users (its validation step
+    sets NULL the users that do not exist: `ends_as_the_fk_created_with_the_table_gives`)."""
+    db.execute(SOURCE)
+    merge = next(s for s in api.plan(db.conninfo, Config()).steps if s.id == "backfill:chatbot.session_master")
+    assert "chatbot\".\"users\"" not in merge.statements[-1].as_string(None)
+    ran = run(db, batch_size=50)
+    assert ran.outcome.ok, ran.outcome.problems
     ends_as_the_fk_created_with_the_table_gives(db)

@@ -39,14 +39,18 @@ def catalog_plan(conn: psycopg.Connection, config: Config, options: FixOptions) 
 
 
 def make_plan(conn: psycopg.Connection, config: Config, options: FixOptions,
-              preflight_notes: bool = True) -> MigrationPlan:
+              preflight_notes: bool = True, serial: bool = False) -> MigrationPlan:
     """The migration's plan for this database, with each step's `done` flag (nothing is changed).
     `conn`: an autocommit connection. lock_timeout is capped below the server's deadlock_timeout (a
     plan note says so). `preflight_notes` False: the preflight's refusals are not read into the notes (a
-    plan the executor runs at once, whose own preflight, right before the first change, stops it)."""
+    plan the executor runs at once, whose own preflight, right before the first change, stops it).
+    `serial`: no parallel workers for the plan's reads (the apply's plan, made beside the application's
+    writers and the scan before: a parallel count's workers took the cores the writers needed)."""
     # every read of the plan waits at most lock_timeout for a lock; set in each transaction, never on the
     # session (a transaction pooler would leave a session setting to another client)
     local = bounds(options.lock_timeout, conn.info.server_version)
+    if serial:
+        local["max_parallel_workers_per_gather"] = "0"
     try:
         with conn.transaction():
             set_local(conn, local)

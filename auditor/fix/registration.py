@@ -70,10 +70,12 @@ def master_columns(d: Draft) -> set[str]:
     return {d.key, "user_id", "session_start", "session_end", "is_active"}
 
 
-def master_values(d: Draft, origin: KeyTable, first_at: str, last_at: str, uid: str
+def master_values(d: Draft, origin: KeyTable, first_at: str, last_at: str, uid: str, user_checked: bool = True
                   ) -> tuple[list[sql.Composable], list[sql.Composable]]:
     """The master's columns a registration writes, and their values from a session's first and last
-    created_at and its first row's user (SQL expressions; a user that does not exist: NULL)."""
+    created_at and its first row's user (SQL expressions; a user that does not exist: NULL). `user_checked`
+    False: the user as the source names it, unchecked (the backfill's merge, when the master's user_id FK
+    is added after it: its validation step sets NULL every user that does not exist, the same end state)."""
     cfg = d.ctx.config
     created = origin.table.columns.get(cfg.created_at_column)
     have = master_columns(d)
@@ -90,7 +92,7 @@ def master_values(d: Draft, origin: KeyTable, first_at: str, last_at: str, uid: 
                 sql.SQL(last_at), sql.Literal(d.options.active_window_minutes)))
     if origin.user is not None and "user_id" in have:
         cols.append(sql.Identifier("user_id"))
-        if d.ctx.users is not None:
+        if d.ctx.users is not None and user_checked:
             values.append(sql.SQL("(SELECT u.{uk} FROM {users} u WHERE u.{uk} = {uid} LIMIT 1)").format(
                 uk=sql.Identifier(cfg.users_key), users=table_ref(d.ctx.users.name), uid=sql.SQL(uid)))
         else:

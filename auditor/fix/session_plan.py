@@ -72,7 +72,8 @@ def plan_sessions(d: Draft) -> list[str]:
     backfills = []
     if src is not None:
         # the partitions' walks read the key's index: built above when the source has none it can walk
-        backfills = d.take(backfill.backfill_steps(d, src, (create.id, *indexed[str(src.name)], *ready[str(src.name)])))
+        backfills = d.take(backfill.backfill_steps(d, src, (create.id, *indexed[str(src.name)], *ready[str(src.name)]),
+                                                   users_unchecked=master.merge_writes_users_unchecked(d)))
     user_fk: list[str] = []
     if master.user_fk_later(d):
         # the master's user_id FK once the backfill has filled it (fix/ops/master.py), before the bridges

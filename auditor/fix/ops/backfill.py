@@ -247,23 +247,22 @@ def candidate(d: Draft) -> Candidate:
     return Candidate.of(src.table, key_after(src).name, created, user, d.ctx.key_type)
 
 
-def merge_into_master(d: Draft, c: Candidate) -> sql.Composed:
-    """The parent's walk registers `f` (a session's first candidate, its latest end) when the master lacks it."""
+def merge_into_master(d: Draft, c: Candidate, users_unchecked: bool = False) -> sql.Composed:
+    """The parent's walk registers `f` (a session's first candidate, its latest end) when the master lacks it
+    (ON CONFLICT DO NOTHING: the unique index's own check, no probe of ours beside it). `users_unchecked`:
+    the user as the source names it (ops/master.py, `merge_writes_users_unchecked`: the master's user_id FK
+    comes after the merge, and its validation step sets NULL those that do not exist)."""
     src = source(d)
     cols, values = master_values(d, src, "b.first_at" if c.created is not None else "NULL",
                                  "b.last_at" if c.created is not None else "NULL",
-                                 "b.uid" if c.user is not None else "NULL")
-    # a probe of the master's key per session, not an anti-join: the master grows with every batch while its
-    # statistics say it is small, and a hashed anti-join would read it whole in each batch
-    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM f b WHERE "
-                   "(SELECT 1 FROM {master} m WHERE m.{k} = b.sid LIMIT 1) IS NULL ON CONFLICT DO NOTHING").format(
-        master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values),
-        k=sql.Identifier(d.key))
+                                 "b.uid" if c.user is not None else "NULL", user_checked=not users_unchecked)
+    return sql.SQL("INSERT INTO {master} ({cols}) SELECT {values} FROM f b ON CONFLICT DO NOTHING").format(
+        master=table_ref(d.master), cols=sql.SQL(", ").join(cols), values=sql.SQL(", ").join(values))
 
 
-def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> Built:
+def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...], users_unchecked: bool = False) -> Built:
     """The walks over the source (a partition each, small ones grouped), then the parent's walk over their
-    candidates into the master; returns the ids of all of them."""
+    candidates into the master; returns the ids of all of them. `users_unchecked`: `merge_into_master`'s."""
     out = Built()
     m = str(d.master)
     c = candidate(d)
@@ -299,7 +298,7 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...]) -> Buil
         description=f"Register in {m} every session it lacks from {STAGING}: its first row's time and "
         f"user, its last time (existing rows never overwritten), {d.options.batch_size} candidates a batch",
         statements=tables(c) + (merge_batch(c, merge_id, d.options.batch_size,
-                                                              merge_into_master(d, c)),),
+                                                              merge_into_master(d, c, users_unchecked)),),
         until=walk_ended(merge_id, c.end), lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
         depends_on=tuple(walks), guard=guard(backfill_guard(d, src.name, key)),
         changes=(m,), target=m, repairs=REPAIRS))

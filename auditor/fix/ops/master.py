@@ -61,6 +61,25 @@ def user_fk_later(d: Draft) -> bool:
     return d.options.master_user_delete == "set-null" and len(user_fk_name(d).encode()) <= 63
 
 
+def user_id_typname(d: Draft) -> str:
+    """The master's user_id type: the existing column's, else what `create_master` gives it."""
+    if d.ctx.master is not None and "user_id" in d.ctx.master.columns:
+        return d.ctx.master.columns["user_id"].typname
+    users_key = d.ctx.users.columns.get(d.ctx.config.users_key) if d.ctx.users is not None else None
+    return "int8" if users_key is not None and users_key.typname == "int8" else "int4"
+
+
+def merge_writes_users_unchecked(d: Draft) -> bool:
+    """The backfill's merge may write each session's user as the source names it, without a probe of users:
+    the master's user_id FK comes after it (`user_fk_later`, whose validation step sets NULL every user that
+    does not exist: the probe's end state), and every value of the source's user type fits user_id (a bigint
+    user that no user has would fail an int user_id instead of becoming NULL)."""
+    src = d.ctx.source
+    if not user_fk_later(d) or src is None or src.user is None:
+        return False
+    return src.user.typname in ("int2", "int4") or src.user.typname == user_id_typname(d)
+
+
 def create_master(d: Draft, after: str) -> Step:
     cfg = d.ctx.config
     src = d.ctx.source
@@ -79,9 +98,8 @@ def create_master(d: Draft, after: str) -> Step:
     # the key type; a uuid key gets its default (an integer key's values come from the application)
     key = sql.SQL("uuid PRIMARY KEY DEFAULT gen_random_uuid()" if d.ctx.key_type.is_uuid
                   else f"{d.ctx.key_type.name} PRIMARY KEY")
-    users_key = d.ctx.users.columns.get(cfg.users_key) if d.ctx.users is not None else None
     # user_id as the users' key: bigint for a bigint key, else yumai's int
-    user_type = sql.SQL("bigint" if users_key is not None and users_key.typname == "int8" else "int")
+    user_type = sql.SQL("bigint" if user_id_typname(d) == "int8" else "int")
 
     def table(reference: sql.Composable) -> sql.Composed:
         return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} {key}, "
