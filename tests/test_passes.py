@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -382,6 +383,15 @@ def half_migrated_demo(db):
     """)
 
 
+# a partition of January 2030 whose columns lie in another order than the table's
+REORDERED_PARTITION = """
+    CREATE TABLE chatbot.conversations_2030_01 (message text NOT NULL, created_at timestamptz NOT NULL,
+        role text NOT NULL, user_id int, session_id uuid, id bigint NOT NULL);
+    ALTER TABLE chatbot.conversations ATTACH PARTITION chatbot.conversations_2030_01
+        FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-02-01 00:00+00');
+"""
+
+
 def comparable(result) -> tuple:
     # Everything the scan counts; not the tables' sizes on disk (autovacuum may add a visibility map
     # between two scans of a table just loaded).
@@ -404,11 +414,7 @@ def test_the_largest_tables_pass_in_parts_of_its_partitions_finds_what_one_conne
     # another order is read by the columns' names. Defects in partitions of both parts; two sample keys,
     # so that the merged sample takes from both.
     half_migrated_demo(db)
-    db.execute("""
-        CREATE TABLE chatbot.conversations_2030_01 (message text NOT NULL, created_at timestamptz NOT NULL,
-            role text NOT NULL, user_id int, session_id uuid, id bigint NOT NULL);
-        ALTER TABLE chatbot.conversations ATTACH PARTITION chatbot.conversations_2030_01
-            FOR VALUES FROM ('2030-01-01 00:00+00') TO ('2030-02-01 00:00+00');
+    db.execute(REORDERED_PARTITION + """
         INSERT INTO chatbot.conversations (id, session_id, user_id, role, message, created_at)
         SELECT 900000 + g, CASE WHEN g % 2 = 0 THEN NULL ELSE md5('session-' || g)::uuid END,
                CASE WHEN g % 3 = 0 THEN 90000 + g ELSE 1 END, 'user', 'late', t
@@ -481,3 +487,62 @@ def test_jobs_on_a_read_only_login_and_when_no_more_connections_open(db, reader,
         result = run_scan(conn, Config(), said.append, connect=refused, jobs=2)
     assert counted(result, EXPECTED) == EXPECTED
     assert "one connection fewer for the scan: too many connections" in said
+
+
+def leaf_counts(db, table: str) -> dict[str, int]:
+    """Each leaf partition of `table`: its rows, counted directly."""
+    leaves = db.fetchall("SELECT n.nspname, c.relname FROM pg_partition_tree(%s::regclass) pt "
+                         "JOIN pg_class c ON c.oid = pt.relid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                         "WHERE pt.isleaf", (table,))
+    return {f"{schema}.{name}": db.scalar(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(schema, name)))
+            for schema, name in leaves}
+
+
+def test_rows_per_partition_come_from_the_split_pass_and_are_the_partitions_real_counts(db):
+    # With --jobs, the largest table's pass read in parts of its partitions counts each partition's rows in the
+    # same read (scan/pass_sql.py: leaf_pass), instead of the report's statement that read the table once more:
+    # the report's rows per partition are each partition's real count (an empty one: 0, a partition whose
+    # columns lie in another order too), and exactly what one connection reports.
+    half_migrated_demo(db)
+    db.execute(REORDERED_PARTITION + """
+        CREATE TABLE chatbot.conversations_2030_02 PARTITION OF chatbot.conversations
+            FOR VALUES FROM ('2030-02-01 00:00+00') TO ('2030-03-01 00:00+00');
+        INSERT INTO chatbot.conversations (id, session_id, user_id, role, message, created_at)
+        SELECT 900000 + g, md5('late-' || g)::uuid, 1, 'user', 'late', '2030-01-02 00:00+00' FROM generate_series(1, 7) g;
+        ANALYZE chatbot.conversations;
+    """)
+    said: list[str] = []
+    split = scan(db.conninfo, Config(), said.append, jobs=2)
+    assert any(m.startswith("scanned chatbot.conversations in 2 parts") for m in said)
+    real = leaf_counts(db, "chatbot.conversations")
+    assert real["chatbot.conversations_2030_01"] == 7 and real["chatbot.conversations_2030_02"] == 0
+    assert {p["partition"]: p["rows"] for p in split.stats["partitions"]} == real
+    assert "partition_errors" not in split.stats
+    assert comparable(split) == comparable(scan(db.conninfo, Config(), jobs=1))
+
+
+def _scans(db, table: str) -> dict[str, int]:
+    """Scans (sequential and by index) of each leaf partition of `table` so far, once the scan's connections
+    have ended (a backend writes its statistics before it leaves pg_stat_activity)."""
+    for _ in range(100):
+        if not db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND application_name LIKE 'yumai-audit%%' AND pid <> pg_backend_pid()"):
+            break
+        time.sleep(0.05)
+    return dict(db.fetchall(
+        "SELECT relid::regclass::text, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+        "WHERE relid IN (SELECT relid FROM pg_partition_tree(%s::regclass) WHERE isleaf)", (table,)))
+
+
+def test_a_split_scan_reads_each_partition_of_the_largest_table_once_besides_the_sets_parts(db):
+    # Each part of the set of sessions reads every key table (two parts: two reads of each partition), and the
+    # table's pass reads it once more; the report's rows per partition no longer read it a fourth time.
+    half_migrated_demo(db)
+    db.execute("ANALYZE")
+    before = _scans(db, "chatbot.conversations")
+    said: list[str] = []
+    scan(db.conninfo, Config(), said.append, jobs=2)
+    assert any(m.startswith("built part 2 of 2 of") for m in said)
+    after = _scans(db, "chatbot.conversations")
+    assert len(after) == 4
+    assert {leaf: n - before[leaf] for leaf, n in after.items()} == dict.fromkeys(after, 2 + 1)

@@ -159,12 +159,64 @@ def _hoisted(columns: list[sql.Composable], from_parts: list[sql.Composable]) ->
     return cols, sql.SQL(" ").join([table + lateral, *rest])
 
 
-def leaves_relation(target: KeyTable, leaves: Sequence[Any]) -> sql.Composed:
+def leaves_relation(target: KeyTable, leaves: Sequence[Any], leaf: str | None = None) -> sql.Composed:
     """Some leaf partitions of `target` (catalog.Partition) as one relation with the table's columns, by name
-    (a partition's columns may lie in another order): a part of the table's pass (scan/passes.py)."""
+    (a partition's columns may lie in another order): a part of the table's pass (scan/passes.py). With `leaf`
+    (a column name the table does not have, `leaf_column`), one more column of that name: each row's leaf, its
+    place in `leaves`."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in target.table.columns)
+    extra = [sql.SQL(", {}::int AS {}").format(sql.Literal(i), sql.Identifier(leaf)) if leaf is not None
+             else sql.SQL("") for i in range(len(leaves))]
     return sql.SQL("({})").format(sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {} FROM ONLY {}").format(columns, table_ref(p.name)) for p in leaves))
+        sql.SQL("SELECT {}{} FROM ONLY {}").format(columns, e, table_ref(p.name)) for p, e in zip(leaves, extra)))
+
+
+def leaf_column(target: KeyTable) -> str:
+    """A column name `target` does not have, for the leaf of each row of `leaves_relation`."""
+    name = "leaf"
+    while name in target.table.columns:
+        name = "_" + name
+    return name
+
+
+def leaf_pass(ctx: AuditContext, target: KeyTable, columns: Sequence[tuple[sql.Composable | Sample, frozenset]],
+              limit: int, leaves: Sequence[Any]) -> sql.Composed:
+    """A part of a table's pass over some of its leaf partitions (`leaves`), also counting each leaf's rows,
+    in the same read: one row, `count(*)`, then each of `columns` (an additive measure, a count or a sum: the
+    same value as in `table_pass`; or a `Sample`: its first `limit` values, as `sample_aggregate` gives them),
+    then a jsonb array of [leaf (its place in `leaves`), rows] for each leaf with rows.
+
+    The rows are grouped by leaf (a hash of a few hundred groups at most); the measures of the groups add up,
+    and a sample's candidates are collected unordered per group (an ordered aggregate would keep the server
+    from hashing the groups: it would sort every row by its leaf), then the first `limit` of them are taken
+    (top-N), in the order `sample_aggregate` sorts them. Without parallel workers (`hoist_shared`)."""
+    leaf = leaf_column(target)
+    joins = frozenset().union(*(j for _, j in columns)) if columns else frozenset()
+    exprs: list[sql.Composable] = [sql.SQL("count(*)")]
+    for c, _ in columns:
+        exprs.append(sql.SQL("array_agg(({})::text) FILTER (WHERE {})").format(c.value, c.predicate)
+                     if isinstance(c, Sample) else c)
+    unique: list[sql.Composable] = []
+    for e in exprs:             # Composed compares by content, and is not hashable
+        if e not in unique:
+            unique.append(e)
+    places = [unique.index(e) for e in exprs]
+    cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins, leaves_relation(target, leaves, leaf)))
+    inner = sql.SQL("{with_}SELECT {leaf} AS leaf, {cols} {from_} GROUP BY 1").format(
+        with_=_with(ctx, joins, target), leaf=sql.Identifier("t", leaf), from_=from_,
+        cols=sql.SQL(", ").join(sql.SQL("{} AS {}").format(c, sql.Identifier(f"m{i}")) for i, c in enumerate(cols)))
+    outer: list[sql.Composable] = []
+    for (c, _), place in zip([(None, None), *columns], places):
+        name = sql.Identifier("g", f"m{place}")
+        if isinstance(c, Sample):
+            outer.append(sql.SQL(
+                "(SELECT to_jsonb(array_agg(s.v ORDER BY s.v)) FROM (SELECT {distinct}v FROM g, unnest({c}) v "
+                "ORDER BY v LIMIT {n}) s)").format(
+                    distinct=sql.SQL("DISTINCT ") if c.distinct else sql.SQL(""), c=name, n=sql.Literal(limit)))
+        else:
+            outer.append(sql.SQL("(SELECT coalesce(sum({}), 0) FROM g)").format(name))
+    outer.append(sql.SQL("(SELECT jsonb_agg(jsonb_build_array(g.leaf, g.m0)) FROM g)"))
+    return sql.SQL("WITH g AS MATERIALIZED ({}) SELECT {}").format(inner, sql.SQL(", ").join(outer))
 
 
 def merge_samples(values: list, distinct: bool, limit: int) -> tuple[sql.Composed, list]:

@@ -26,7 +26,9 @@
 Everything runs inside the scan's read-only transaction (one snapshot): no temporary table, so it
 works on a standby. With helper connections (`run(helpers)`: `--jobs`, each in the same exported
 snapshot, see scanner.shared_snapshot) every connection takes the next piece of work (a part of the
-set, a table's pass, the report's row counts per partition) until none is left.
+set, a table's pass, the report's row counts per partition) until none is left. The largest table's pass,
+when read in parts of its partitions, counts each partition's rows itself (`pass_sql.leaf_pass`): the
+report's rows per partition then cost no read of that table of their own.
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ from .key_ranges import key_ranges
 from .pass_sql import (
     SetSample,
     Weeks,
-    leaves_relation,
+    leaf_pass,
     merge_samples,
     merge_set_rows,
     sample_aggregate,
@@ -146,6 +148,7 @@ class _Split:
 
     count: int
     rows: list[list] = field(default_factory=list)
+    leaf_rows: dict[tuple[str, str], int] = field(default_factory=dict)     # (schema, partition): rows
     seconds: float = 0.0
     failed: bool = False
 
@@ -211,10 +214,14 @@ def _table_sample(entry: _Entry) -> Sample:
 
 
 class TablePasses:
-    def __init__(self, conn, ctx: AuditContext, checks: list[Check], targets: dict, timer, say, weeks=None):
+    def __init__(self, conn, ctx: AuditContext, checks: list[Check], targets: dict, timer, say, weeks=None,
+                 partition_rows: dict | None = None):
         """`weeks`: ([(key table, its time column)], most weeks) to also count sessions per week of their
         first row over the same set (the report's chart: `weeks_rows`, as stats.sessions_by_week_query
-        returns them), instead of grouping every key table once more."""
+        returns them), instead of grouping every key table once more. `partition_rows`: where a table's pass
+        read in parts of its partitions puts its rows per partition, counted in the same read ({table:
+        {(schema, partition): rows}}, as stats.count_partitions gives them): the table is in it, None, from
+        the moment `run` decides so (before any work starts) until its pass ends (None still if it fails)."""
         self.conn, self.ctx, self.timer = conn, ctx, timer
         self._lock = threading.Lock()     # results and progress, when passes run on several connections
 
@@ -226,6 +233,7 @@ class TablePasses:
         self.limit = ctx.config.sample_size
         self.errors: dict[str, str] = {}
         self.exact_rows: dict[str, int] = {}
+        self.partition_rows: dict[str, dict | None] = partition_rows if partition_rows is not None else {}
         self.known_sessions: int | None = None
         self._set_failed: str | None = None       # why a part of the set of sessions was not built
         self.serial = False                       # on one of several connections: no parallel workers
@@ -338,6 +346,8 @@ class TablePasses:
         for p in plain:
             if groups and p is plain[0]:
                 split = _Split(len(groups))
+                # its rows per partition are counted in the same read (`leaf_pass`), not by the report's statement
+                self.partition_rows[p.name] = None
                 work_items += [(per_table.get(p.name, 0), functools.partial(piece, p, g, split)) for g in groups]
             else:
                 work_items.append((per_table.get(p.name, 0), functools.partial(table, p)))
@@ -575,18 +585,21 @@ class TablePasses:
 
     def _run_piece(self, p: _Pass, leaves: list, split: _Split, conn) -> None:
         """One part of a table's pass (on one of several connections): its rows over `leaves`, some of the
-        table's leaf partitions. The part that ends last adds the parts' rows up (`_merge_pieces`) and records
-        them as the pass's; a part that times out fails the pass."""
+        table's leaf partitions, and each of those partitions' rows, counted in the same read (`leaf_pass`: the
+        report's rows per partition, `partition_rows`). The part that ends last adds the parts' rows up
+        (`_merge_pieces`) and records them as the pass's; a part that times out fails the pass (and its rows per
+        partition stay None: timed out)."""
         if split.failed:
             return
         self.say(f"scanning {p.name}, {len(leaves)} of its {len(p.key_table.table.leaf_partitions)} partitions")
         started = time.monotonic()
         q = self._sampled_in_pass(p)
-        statement = table_pass(self.ctx, q.key_table, self._measures(q), hoist=True,
-                               relation=leaves_relation(q.key_table, leaves))
+        statement = leaf_pass(self.ctx, q.key_table, [(_table_sample(e) if key == SAMPLE_COLUMN else expression, joins)
+                                                      for e, key, expression, joins in q.checks_columns()],
+                              self.limit, leaves)
         try:
             with statement_settings(conn, self._serial_settings()):
-                row = execute_in_savepoint(conn, statement, self.timeout)[0]
+                *row, by_leaf = execute_in_savepoint(conn, statement, self.timeout)[0]
         except pgerrors.QueryCanceled:
             with self._lock:
                 first, split.failed = not split.failed, True
@@ -596,10 +609,13 @@ class TablePasses:
             return
         with self._lock:
             split.rows.append(list(row))
+            split.leaf_rows.update({(leaves[i].name.schema, leaves[i].name.name): int(n) for i, n in by_leaf or []})
             split.seconds += time.monotonic() - started
             last = len(split.rows) == split.count and not split.failed
         if last:
             self._record(q, self._merge_pieces(q, split.rows, conn), split.seconds)
+            with self._lock:
+                self.partition_rows[p.name] = split.leaf_rows
             self.say(f"scanned {p.name} in {split.count} parts, {split.seconds:.1f}s in all")
 
     def _merge_pieces(self, q: _Pass, rows: list[list], conn) -> list:

@@ -140,11 +140,14 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
             partitions: dict = {}
 
             def partition_rows(on: psycopg.Connection) -> None:
-                # the report's rows per partition: one more read of each partitioned key table, done
-                # on whichever connection is free first
-                partitions.update(count_partitions(ctx, lambda q: execute_in_savepoint(on, q, config.timeout_seconds)))
+                # the report's rows per partition: one more read of each partitioned key table whose pass does
+                # not count them itself (a pass read in parts of its partitions does: it is in `partitions`
+                # before any work starts, TablePasses.run), done on whichever connection is free first
+                partitions.update(count_partitions(ctx, lambda q: execute_in_savepoint(on, q, config.timeout_seconds),
+                                                   skip=set(partitions)))
             with shared_snapshot(conn, connect, jobs - 1, say, settings) as helpers:
-                result = _run(conn, ctx, checks, say, weeks, helpers, extra=[partition_rows], budget=budget)
+                result = _run(conn, ctx, checks, say, weeks, helpers, extra=[partition_rows], budget=budget,
+                              partitions=partitions)
             say("collecting report statistics")
             result.stats.update(collect_stats(ctx, lambda q: execute_in_savepoint(conn, q, config.timeout_seconds),
                                               weeks_rows=weeks["rows"], partition_counts=partitions))
@@ -156,7 +159,7 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
 def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dict | None = None,
          helpers: Sequence[psycopg.Connection] = (),
          extra: Sequence[Callable[[psycopg.Connection], None]] = (),
-         budget: tuple[lockbudget.LockSettings, int] | None = None) -> ScanResult:
+         budget: tuple[lockbudget.LockSettings, int] | None = None, partitions: dict | None = None) -> ScanResult:
     timer = _Timer()
     findings: dict[str, list[Finding]] = defaultdict(list)
     errors: dict[str, str] = {}
@@ -164,7 +167,8 @@ def _run(conn, ctx: AuditContext, checks: list[Check], say: Progress, weeks: dic
 
     # 1. per-table passes (the known-session set built once: see scan/passes.py)
     passes = TablePasses(conn, ctx, checks, status_targets, timer, say,
-                         weeks=(weeks["tables"], weeks["limit"]) if weeks and weeks["tables"] else None)
+                         weeks=(weeks["tables"], weeks["limit"]) if weeks and weeks["tables"] else None,
+                         partition_rows=partitions)
     passes.run(helpers, extra, budget)
     if weeks is not None:
         weeks["rows"] = passes.weeks_rows

@@ -107,12 +107,14 @@ def _as_utc_timestamp(created) -> sql.Composed:
     return sql.SQL("{}::timestamp").format(col(created))
 
 
-def count_partitions(ctx: AuditContext, execute: Execute) -> dict[str, dict | None]:
+def count_partitions(ctx: AuditContext, execute: Execute, skip: set[str] | frozenset[str] = frozenset()
+                     ) -> dict[str, dict | None]:
     """{partitioned key table: {(schema, partition): exact rows}, or None when its count timed out}.
-    Each leaf is counted as it is when it may be (`leaves_readable_query`), else through the table."""
+    Each leaf is counted as it is when it may be (`leaves_readable_query`), else through the table.
+    `skip`: tables counted elsewhere (by their pass, scan/passes.py: TablePasses._run_piece)."""
     out: dict[str, dict | None] = {}
     for k in ctx.key_tables:
-        if k.table.is_partitioned:
+        if k.table.is_partitioned and str(k.name) not in skip:
             try:
                 (readable,), = execute(leaves_readable_query(k.table))
                 queries = leaf_rows_queries(k.table) if readable else [partition_rows_query(k.table)]
