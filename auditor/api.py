@@ -49,6 +49,7 @@ from .terminal import message as terminal_message
 from .terminal import wrap as wrap_text
 
 if TYPE_CHECKING:     # annotations only: see _LAZY
+    from .context import AuditContext
     from .discover import Proposal
     from .engine.executor import ApplyResult, StepHook
     from .engine.plan import Plan
@@ -104,27 +105,36 @@ Confirm = Callable[[Any, "ScanResult | None"], None]
 
 
 def scan(target: Target | str | None, config: Config | None = None, progress: Progress | None = None,
-         jobs: int = DEFAULT_JOBS) -> ScanResult:
+         jobs: int = DEFAULT_JOBS, *, on_context: Callable[[AuditContext], None] | None = None) -> ScanResult:
     """Scan the database read-only and return the result (nothing is written anywhere). `jobs`: how many
     connections, all in the scan's one snapshot (the set of sessions in as many parts, then the table
-    passes on whichever is free; see scan/passes.py)."""
+    passes on whichever is free; see scan/passes.py). `on_context`: called with the audit context the scan
+    read, before its statements run (`repair_plan(..., context=)` makes the repair plan from it)."""
     if not isinstance(target, Target):
         target = resolve_target(target)
     config = config or Config()
     with connect(target) as conn:
-        return apply_severity(run_scan(conn, config, progress, connect=lambda: connect(target), jobs=jobs),
-                              config.severity)
+        return apply_severity(run_scan(conn, config, progress, connect=lambda: connect(target), jobs=jobs,
+                                       on_context=on_context), config.severity)
 
 
 def repair_plan(target: Target | str | None, config: Config | None = None,
-                options: FixOptions | None = None) -> dict | None:
+                options: FixOptions | None = None, *, context: AuditContext | None = None) -> dict | None:
     """The plan (`Plan.to_dict()`) the scan's verdict reads the repairing steps from: built from the
     catalog only (no guard evaluated, nothing measured, nothing changed); None when there is nothing
-    to migrate or the plan cannot be made (the verdict then has no step to count on)."""
+    to migrate or the plan cannot be made (the verdict then has no step to count on). `context`: the
+    catalog as the scan read it (`scan(..., on_context=)`), instead of reading it again on a connection
+    of its own."""
     from .engine.plan import PlanError
     from .fix.make import catalog_plan
     from .fix.plan import FixOptions
+    from .fix.planner import build_plan
 
+    if context is not None:
+        try:
+            return build_plan(context, options or FixOptions()).to_dict()
+        except PlanError:
+            return None
     if not isinstance(target, Target):
         target = resolve_target(target)
     config = config or Config()

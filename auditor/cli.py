@@ -332,12 +332,12 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     show = sys.stderr.isatty() if progress is None else progress
     printer = progress_printer(show)
 
-    # While the scan waits for the server, this process's own work for after it, on one thread: the plan (it
-    # reads the catalog only, on a connection of its own), then importing what writes the report (pandas for
-    # the CSVs: 0.3-0.9 s, after the scan before). It starts at the scan's first progress
-    # line, once the scan's own catalog reads are done and its statements run on the server, so that it does
-    # not slow the scan's start (`waiting`). One thread, not one each: the import on a thread of its own raised
-    # the peak RSS by 2-4 MB (another malloc arena).
+    # While the scan waits for the server, this process's own work for after it, on one thread: the plan (from
+    # the catalog the scan read, `on_context`: no connection and no catalog read of its own), then importing
+    # what writes the report (pandas for the CSVs: 0.3-0.9 s, after the scan before). It starts at the scan's
+    # first progress line, once the scan's own catalog reads are done and its statements run on the server, so
+    # that it does not slow the scan's start (`waiting`). One thread, not one each: the import on a thread of its
+    # own raised the peak RSS by 2-4 MB (another malloc arena).
     # A scan that fails (no connection, a refused lock budget) lets the thread go without its work: the error is
     # reported at once, not after a plan that would meet the same error.
     waiting, failed = threading.Event(), threading.Event()
@@ -351,11 +351,16 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
         waiting.wait()
         return None if failed.is_set() else work(*args)
 
+    contexts: list = []     # the scan's audit context, once read
+
+    def plan_of_scan():
+        return repair_plan(target, config, context=contexts[0]) if contexts else None
+
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yumai-audit-plan") as pool:
-        planned = pool.submit(when_waiting, repair_plan, target, config)
+        planned = pool.submit(when_waiting, plan_of_scan)
         imported = pool.submit(when_waiting, _import_writers)
         try:
-            result = api_scan(target, config, progress_line, jobs=jobs)
+            result = api_scan(target, config, progress_line, jobs=jobs, on_context=contexts.append)
         except BaseException:
             failed.set()
             raise

@@ -8,6 +8,7 @@ timeout turns the checks of that query into `error`, not a crash.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -120,11 +121,15 @@ def shared_snapshot(conn: psycopg.Connection, connect: Callable[[], psycopg.Conn
 
 def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None = None, *,
              connect: Callable[[], psycopg.Connection] | None = None, jobs: int = 1,
-             settings: dict[str, str] | None = None) -> ScanResult:
+             settings: dict[str, str] | None = None,
+             on_context: Callable[[AuditContext], None] | None = None) -> ScanResult:
     """Scan in a read-only transaction on `conn` (which must not be inside a transaction). With `jobs` > 1
     and `connect` (a new connection to the same database), the scan's work is shared with up to jobs - 1
     more connections, in the same snapshot (`shared_snapshot`; TablePasses.run says what runs where).
-    `settings`: more settings for the scan's transactions, local to them (never left on a session)."""
+    `settings`: more settings for the scan's transactions, local to them (never left on a session).
+    `on_context`: called with the audit context the scan read (its catalog, in the scan's snapshot), before
+    the scan's statements run: a copy whose notes are the context's own (the scan adds its lines to its own
+    copy), for a caller that needs the catalog too (the CLI's repair plan) without reading it again."""
     say = progress or (lambda _msg: None)
     checks = select_checks(config)
     # before the first lock: the first connection may lock every relation it reads, and keeps its locks
@@ -135,6 +140,8 @@ def run_scan(conn: psycopg.Connection, config: Config, progress: Progress | None
         with conn.transaction():
             session_settings(conn, settings)
             ctx = audit_context(conn, config)
+            if on_context is not None:
+                on_context(dataclasses.replace(ctx, notes=list(ctx.notes)))
             # the report's sessions per week are counted over the scan's one set of sessions
             weeks: dict[str, Any] = {"tables": week_tables(ctx)[0], "limit": MAX_WEEKS + 1, "rows": None}
             partitions: dict = {}
