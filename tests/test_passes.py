@@ -521,17 +521,33 @@ def test_rows_per_partition_come_from_the_split_pass_and_are_the_partitions_real
     assert comparable(split) == comparable(scan(db.conninfo, Config(), jobs=1))
 
 
-def _scans(db, table: str) -> dict[str, int]:
+def _scans(db, table: str, since: dict[str, int] | None = None) -> dict[str, int]:
     """Scans (sequential and by index) of each leaf partition of `table` so far, once the scan's connections
-    have ended (a backend writes its statistics before it leaves pg_stat_activity)."""
+    have ended. `since`: an earlier reading; wait (at most 10 s) until every leaf's count has moved past it and
+    two readings 0.2 s apart agree: before PostgreSQL 15 a backend's counts reach the statistics collector
+    asynchronously, after the backend has left pg_stat_activity."""
     for _ in range(100):
         if not db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                          "AND application_name LIKE 'yumai-audit%%' AND pid <> pg_backend_pid()"):
             break
         time.sleep(0.05)
-    return dict(db.fetchall(
-        "SELECT relid::regclass::text, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
-        "WHERE relid IN (SELECT relid FROM pg_partition_tree(%s::regclass) WHERE isleaf)", (table,)))
+
+    def read() -> dict[str, int]:
+        return dict(db.fetchall(
+            "SELECT relid::regclass::text, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+            "WHERE relid IN (SELECT relid FROM pg_partition_tree(%s::regclass) WHERE isleaf)", (table,)))
+
+    now = read()
+    if since is None:
+        return now
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        again = read()
+        if again == now and all(n > since.get(leaf, 0) for leaf, n in now.items()):
+            break
+        now = again
+    return now
 
 
 def test_a_split_scan_reads_each_partition_of_the_largest_table_once_besides_the_sets_parts(db):
@@ -543,6 +559,6 @@ def test_a_split_scan_reads_each_partition_of_the_largest_table_once_besides_the
     said: list[str] = []
     scan(db.conninfo, Config(), said.append, jobs=2)
     assert any(m.startswith("built part 2 of 2 of") for m in said)
-    after = _scans(db, "chatbot.conversations")
+    after = _scans(db, "chatbot.conversations", since=before)
     assert len(after) == 4
     assert {leaf: n - before[leaf] for leaf, n in after.items()} == dict.fromkeys(after, 2 + 1)
