@@ -121,26 +121,32 @@ def hoist_shared(parts: list[sql.Composable]) -> tuple[list[sql.Composable], sql
     return [_replace(p, names) for p in parts], lateral
 
 
-def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], hoist: bool = False,
-               relation: sql.Composable | None = None) -> sql.Composed:
-    """One SELECT computing every measure over one table: `count(*)` first, then the measures in order.
-    With `hoist` (a pass run without parallel workers), repeated `Shared` expressions are computed once
-    per row (`hoist_shared`); not otherwise: PostgreSQL plans the lateral subquery above its Gather (in
-    the leader, row by row), so the pass would no longer aggregate in parallel. `relation`: read it
-    instead of the whole table (some of its partitions, `leaves_relation`)."""
-    joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
-    columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
-    unique = []
+def _distinct(columns: list[sql.Composable]) -> tuple[list[sql.Composable], list[int]]:
+    """`columns` without repeats, and each column's place among them (a measure declared twice is computed
+    once: the server does not share equal expressions)."""
+    unique: list[sql.Composable] = []
     for c in columns:           # Composed compares by content, and is not hashable
         if c not in unique:
             unique.append(c)
-    places = [unique.index(c) for c in columns]
+    return unique, [unique.index(c) for c in columns]
+
+
+def table_pass(ctx: AuditContext, target: KeyTable, measures: dict[str, Measure], hoist: bool = False
+               ) -> sql.Composed:
+    """One SELECT computing every measure over one table: `count(*)` first, then the measures in order.
+    With `hoist` (a pass run without parallel workers), repeated `Shared` expressions are computed once
+    per row (`hoist_shared`); not otherwise: PostgreSQL plans the lateral subquery above its Gather (in
+    the leader, row by row), so the pass would no longer aggregate in parallel. (A pass read in parts of a
+    table's partitions: `leaf_pass`.)"""
+    joins = frozenset().union(*(m.joins for m in measures.values())) if measures else frozenset()
+    columns = [sql.SQL("count(*)")] + [m.expression for m in measures.values()]
+    unique, places = _distinct(columns)
     select = sql.SQL("{with_}SELECT {cols} {from_}")
     with_ = _with(ctx, joins, target)
     if hoist:
-        cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins, relation))
+        cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins))
     else:
-        cols, from_ = unique, sql.SQL(" ").join(_from_parts(ctx, target, joins, relation))
+        cols, from_ = unique, sql.SQL(" ").join(_from_parts(ctx, target, joins))
     if len(unique) == len(columns):
         return select.format(with_=with_, cols=sql.SQL(", ").join(cols), from_=from_)
     # A measure declared twice (a check's count and another's, or a sample's row count: the same predicate)
@@ -196,11 +202,7 @@ def leaf_pass(ctx: AuditContext, target: KeyTable, columns: Sequence[tuple[sql.C
     for c, _ in columns:
         exprs.append(sql.SQL("array_agg(({})::text) FILTER (WHERE {})").format(c.value, c.predicate)
                      if isinstance(c, Sample) else c)
-    unique: list[sql.Composable] = []
-    for e in exprs:             # Composed compares by content, and is not hashable
-        if e not in unique:
-            unique.append(e)
-    places = [unique.index(e) for e in exprs]
+    unique, places = _distinct(exprs)
     cols, from_ = _hoisted(unique, _from_parts(ctx, target, joins, leaves_relation(target, leaves, leaf)))
     inner = sql.SQL("{with_}SELECT {leaf} AS leaf, {cols} {from_} GROUP BY 1").format(
         with_=_with(ctx, joins, target), leaf=sql.Identifier("t", leaf), from_=from_,
