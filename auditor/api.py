@@ -422,7 +422,7 @@ def _write_fix_report(result, path: Path, baseline: ScanResult | None = None, ba
     from yumai_audit.reports.render import write_html
 
     plan = result.plan.to_dict()
-    finished = {o.step for o in result.outcomes if o.outcome in ("done", "skipped")}
+    finished = {o.step for o in result.outcomes if o.outcome in ("done", "skipped", "unneeded")}
     failed = any(o.outcome == "failed" for o in result.outcomes)
     for step in plan["steps"]:
         # a check step (preflight, verify) that the run got past has passed

@@ -683,8 +683,11 @@ def applied_text(result) -> str:
     changed = sum(1 for s in pending if outcome.get(s.id) == "done")
     reached_done = sum(1 for s in pending if outcome.get(s.id) == "skipped")
     failed = sum(1 for s in pending if outcome.get(s.id) == "failed")
-    rest = len(pending) - changed - reached_done - failed
+    unneeded = sum(1 for s in pending if outcome.get(s.id) == "unneeded")
+    rest = len(pending) - changed - reached_done - failed - unneeded
     parts = [f"{reached_done} found done by an earlier step"]
+    if unneeded:
+        parts.append(f"{unneeded} on demand, not needed")
     if failed:
         parts.append(f"{failed} failed")
     if rest:

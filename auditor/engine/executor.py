@@ -30,6 +30,8 @@ JOURNAL = ("yumai_audit", "journal")
 ADVISORY_KEY = 0x79756D6169  # "yumai"
 RETRYABLE = (pgerrors.LockNotAvailable, pgerrors.DeadlockDetected)
 # a guard written for a later state (a table not created yet, a key not yet converted to uuid): not done
+# what an on-demand step's outcome says when no step needed it (Step.on_demand)
+ON_DEMAND = "on demand: it runs only if a later step finds a row violating the foreign key"
 MISSING = (pgerrors.UndefinedTable, pgerrors.UndefinedColumn, pgerrors.UndefinedObject, pgerrors.UndefinedFunction,
            pgerrors.DatatypeMismatch)
 
@@ -57,7 +59,8 @@ class LockBusy(StepFailed):
 @dataclass
 class StepOutcome:
     step: str
-    outcome: str              # "done", "skipped" (already done), "failed", "problems" (a check)
+    outcome: str              # "done", "skipped" (already done), "failed", "problems" (a check), "unneeded"
+                              # (an on-demand step no later step needed)
     seconds: float = 0.0
     rows: int = 0
     tries: int = 0
@@ -115,6 +118,12 @@ def evaluate_guard(conn: psycopg.Connection, step: Step, settings: dict[str, str
         return False
     except RETRYABLE as exc:
         raise _guard_busy(step, exc) from None
+
+
+def runs(step: Step) -> bool:
+    """Whether a step counts as pending work when its guard says not done: not a check or gate, and not an
+    on-demand step (it runs when a pending step needs it)."""
+    return not step.kind.inspects and not step.on_demand
 
 
 def _guard_busy(step: Step, exc: BaseException) -> StepFailed:
@@ -396,6 +405,67 @@ class Executor:
         result.finished_at = _now()
         return result
 
+    def _step(self, conn, step: Step, label: str, result: ApplyResult, *, guarded: bool = True) -> None:
+        """One step: its guard and journal entry (`guarded` False: an on-demand step that a failed key needs,
+        known not done), its batches or transaction with retries, its journal end."""
+        entry = self._start_unless_done(conn, step) if guarded else self._journal_start(conn, step)
+        if entry is None:
+            result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))
+            self.say(f"{label}: already done")
+            return
+        self.say(f"{label}: {step.description}")
+        self.current = step
+        outcome = StepOutcome(step.id, "done")
+        started = time.monotonic()
+        ended = False
+
+        def end_inside(conn: psycopg.Connection, rows: int, entry: int = entry, outcome: StepOutcome = outcome,
+                       started: float = started, batched: bool = self.block(step).batched) -> None:
+            nonlocal ended
+            final = StepOutcome(outcome.step, outcome.outcome, time.monotonic() - started,
+                                outcome.rows + rows if batched else rows, outcome.tries)
+            self._journal_end(conn, entry, final)
+            ended = True
+
+        self._end_inside = end_inside if step.transactional else None
+        try:
+            try:
+                self._run_step(conn, step, outcome)
+            except pgerrors.ForeignKeyViolation as exc:
+                if not step.repaired_by:
+                    raise
+                # the key found rows its on-demand catch-up repairs (written since the steps before it): that
+                # step now, then this one again (once)
+                self.say(f"    {step.id}: {self.target.scrub(first_line(exc))}; running "
+                         f"{', '.join(step.repaired_by)} first, then {step.id} again")
+                self._end_inside = None
+                for other in step.repaired_by:
+                    result.outcomes = [o for o in result.outcomes if o.step != other]
+                    self._step(conn, self.plan.step(other), f"    {other} (on demand)", result, guarded=False)
+                self.current = step
+                self._end_inside = end_inside if step.transactional else None
+                self._run_step(conn, step, outcome)
+        except (StepFailed, psycopg.Error) as exc:
+            outcome.outcome = "failed"
+            outcome.seconds = time.monotonic() - started
+            outcome.detail = self.target.scrub(first_line(exc))
+            result.outcomes.append(outcome)
+            if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self._journal_end(conn, entry, outcome)
+            if isinstance(exc, StepFailed) or connection_ended(exc, conn):
+                raise
+            raise StepFailed(f"step {step.id} failed: {outcome.detail}; it was rolled back, earlier steps "
+                             f"stay done: fix the cause and run {self.command} again") from None
+        finally:
+            self._end_inside = None
+        outcome.seconds = time.monotonic() - started
+        if not ended:
+            self._journal_end(conn, entry, outcome)
+        result.outcomes.append(outcome)
+        self.current = None
+        rows = f", {outcome.rows} rows" if outcome.rows else ""
+        self.say(f"    {step.id}: done in {outcome.seconds:.1f}s{rows}")
+
     def _ended_line(self, result: ApplyResult, exc: BaseException) -> str:
         """What a run whose connection ended did, and that the next run resumes (one line)."""
         reason = self.target.scrub(first_line(ending_error(exc)))
@@ -425,10 +495,10 @@ class Executor:
         # right before it, so a fresh plan's flags may stand in, unless they would skip the run or the backup
         # (a step undone since the plan would then be missed)
         done = self.plan.done if self.fresh and self.before_first_change is None else {}
-        pending = [s for s in steps if not s.kind.inspects and not done.get(s.id, False)] if done else []
+        pending = [s for s in steps if runs(s) and not done.get(s.id, False)] if done else []
         if not pending:
             done = evaluate_guards(conn, self.plan)
-            pending = [s for s in steps if not s.kind.inspects and not done[s.id]]
+            pending = [s for s in steps if runs(s) and not done[s.id]]
         if not pending:
             result.nothing_to_do = True
             result.problems = [p for s in steps if s.kind is Kind.CHECK and not s.precondition
@@ -438,7 +508,9 @@ class Executor:
         self.throttle.start(conn)   # the WAL position before the first change
         if self.before_first_change is not None:
             # before anything is written, the journal included: a failed backup leaves no trace
-            tables = sorted({t for s in pending for t in s.changes})
+            # with what an on-demand step they may need could change
+            tables = sorted({t for s in pending for t in s.changes}
+                            | {t for s in pending for other in s.repaired_by for t in self.plan.step(other).changes})
             self.before_first_change(tables)
         result.interrupted = self._ensure_journal(conn)
         if result.interrupted:
@@ -461,45 +533,8 @@ class Executor:
                     raise StepFailed(f"step {step.id} failed: {self.target.scrub(first_line(exc))}; nothing of "
                                      f"it stays half-done: fix the cause and run {self.command} again") from None
                 continue
-            entry = self._start_unless_done(conn, step)
-            if entry is None:
-                result.outcomes.append(StepOutcome(step.id, "skipped", detail="already done"))
-                self.say(f"{label}: already done")
+            if step.on_demand:
+                result.outcomes.append(StepOutcome(step.id, "unneeded", detail=ON_DEMAND))
+                self.say(f"{label}: not run now ({ON_DEMAND})")
                 continue
-            self.say(f"{label}: {step.description}")
-            self.current = step
-            outcome = StepOutcome(step.id, "done")
-            started = time.monotonic()
-            ended = False
-
-            def end_inside(conn: psycopg.Connection, rows: int, entry: int = entry, outcome: StepOutcome = outcome,
-                           started: float = started, batched: bool = self.block(step).batched) -> None:
-                nonlocal ended
-                final = StepOutcome(outcome.step, outcome.outcome, time.monotonic() - started,
-                                    outcome.rows + rows if batched else rows, outcome.tries)
-                self._journal_end(conn, entry, final)
-                ended = True
-
-            self._end_inside = end_inside if step.transactional else None
-            try:
-                self._run_step(conn, step, outcome)
-            except (StepFailed, psycopg.Error) as exc:
-                outcome.outcome = "failed"
-                outcome.seconds = time.monotonic() - started
-                outcome.detail = self.target.scrub(first_line(exc))
-                result.outcomes.append(outcome)
-                if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                    self._journal_end(conn, entry, outcome)
-                if isinstance(exc, StepFailed) or connection_ended(exc, conn):
-                    raise
-                raise StepFailed(f"step {step.id} failed: {outcome.detail}; it was rolled back, earlier steps "
-                                 f"stay done: fix the cause and run {self.command} again") from None
-            finally:
-                self._end_inside = None
-            outcome.seconds = time.monotonic() - started
-            if not ended:
-                self._journal_end(conn, entry, outcome)
-            result.outcomes.append(outcome)
-            self.current = None
-            rows = f", {outcome.rows} rows" if outcome.rows else ""
-            self.say(f"    {step.id}: done in {outcome.seconds:.1f}s{rows}")
+            self._step(conn, step, label, result)

@@ -88,6 +88,9 @@ def render_step(step: Step, number: int, total: int, block: Block, done: bool | 
     if step.guard is not None:
         lines.append("-- skipped when this returns true:")
         lines.append(_comment(step.guard.as_string(None)))
+    if step.on_demand:
+        lines.append("-- on demand: --apply runs it only when a later step (its VALIDATE) finds a row violating")
+        lines.append("-- the key, then that step again; here it runs in its turn")
     lines.extend(render_block(block, step))
     return "\n".join(lines)
 

@@ -115,12 +115,20 @@ class Step:
     # what a logical-replication subscriber must create before this step's changes arrive there
     # (auditor/fix/replication.py); None: the step's own CREATE SCHEMA / CREATE TABLE IF NOT EXISTS
     replica_ddl: tuple[Query, ...] | None = None
+    # on demand (a catch-up between a foreign key's NOT VALID and its VALIDATE): the online run does not run it
+    # in its turn, only when a later step that names it in `repaired_by` fails on a row that violates the key;
+    # that step then runs again, once. Its guard would read the whole table to find the few rows the VALIDATE
+    # finds by itself. The script (`fix --sql`) runs it in its turn.
+    on_demand: bool = False
+    repaired_by: tuple[str, ...] = ()         # on-demand steps that repair what makes this step's key fail
 
     def __post_init__(self) -> None:
         if self.kind is Kind.BATCHED and not self.statements:
             raise ValueError(f"step {self.id}: a batched step runs at least one statement")
         if self.until is not None and self.kind is not Kind.BATCHED:
             raise ValueError(f"step {self.id}: only a batched step walks (until)")
+        if self.on_demand and (self.kind is not Kind.CHANGE or not self.transactional):
+            raise ValueError(f"step {self.id}: only a transactional change runs on demand")
 
     @property
     def takes_lock_timeout(self) -> bool:
@@ -141,6 +149,7 @@ class Step:
             "sql": self.sql_text(), "done": bool(done), "kind": self.kind.value,
             "operation": self.operation.value, "target": self.target, "column": self.column,
             "changes": list(self.changes), "repairs": list(self.repairs),
+            "on_demand": self.on_demand, "repaired_by": list(self.repaired_by),
         }
 
 

@@ -20,6 +20,7 @@ keep.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,19 +213,30 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
     `referenced_first`: which table each step that adds a key locks first (the module's "Lock order")."""
     out = Built()
     name = str(table.name)
+    on_demand: list[str] = []    # the settling steps the online run runs only when a key fails (Step.on_demand)
 
     def settled(deps: list[str]) -> list[str]:
         if settle is None:
             return deps
-        between = out.extend(settle(deps))
+        between = settle(deps)
+        for i, step in enumerate(between.steps):
+            if step.kind is Kind.CHANGE and step.transactional:
+                between.steps[i] = dataclasses.replace(step, on_demand=True)
+                on_demand.append(step.id)
+        out.extend(between)
         return between.last or deps
+
+    def needing(step: Step) -> Step:
+        """`step` (one that checks the key's rows: VALIDATE, a key added validated) with the settling steps
+        it runs first when it finds a row violating the key."""
+        return dataclasses.replace(step, repaired_by=tuple(on_demand)) if on_demand else step
 
     if not table.is_partitioned or version >= PG_NOT_VALID_ON_PARTITIONED or whole:
         added = out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, pre, target=name,
                                repairs=repairs, referenced_first=referenced_first))
-        out.last = [out.add(validate_fk(f"fk-validate:{name}{suffix}", table.name, spec, constraint,
-                                        settled([added.id]), target=name, repairs=repairs,
-                                        probe=partition_groups.all_small(table))).id]
+        out.last = [out.add(needing(validate_fk(f"fk-validate:{name}{suffix}", table.name, spec, constraint,
+                                                settled([added.id]), target=name, repairs=repairs,
+                                                probe=partition_groups.all_small(table)))).id]
         return out
     names = {p.name: partition_constraint(p) if partition_constraint else constraint
              for p in table.leaf_partitions}
@@ -233,14 +245,16 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
     adds = [out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre, target=name,
                            repairs=repairs, referenced_first=referenced_first)).id for p in alone]
     after = settled(adds or list(pre))
-    validated = [out.add(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], after,
-                                     target=name, repairs=repairs)).id for p in alone]
+    validated = [out.add(needing(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], after,
+                                             target=name, repairs=repairs))).id for p in alone]
     # small partitions: after the catch-up that settles the others, their keys added validated, a group a step
-    validated += [out.add(fk_group(partition_groups.group_id("fk-add", g, suffix), g, spec, names, after,
-                                   target=name, repairs=repairs, referenced_first=referenced_first)).id
+    validated += [out.add(needing(fk_group(partition_groups.group_id("fk-add", g, suffix), g, spec, names, after,
+                                           target=name, repairs=repairs, referenced_first=referenced_first))).id
                   for g in groups if len(g) > 1]
-    out.last = [out.add(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated, not_valid=False,
-                               target=name, repairs=repairs, referenced_first=referenced_first)).id]
+    # the parent's key checks a partition without one (created during the apply) as it attaches the others
+    out.last = [out.add(needing(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated,
+                                       not_valid=False, target=name, repairs=repairs,
+                                       referenced_first=referenced_first))).id]
     return out
 
 
