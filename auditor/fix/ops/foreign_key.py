@@ -48,7 +48,12 @@ LINT = (
                re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
                "on the partitioned parent after every partition's NOT VALID key was validated: PostgreSQL "
                "before 18 refuses NOT VALID here, and the parent's key attaches the validated ones without a scan",
-               lambda step: any(d.startswith("fk-validate:") for d in step.depends_on)),
+               lambda step: any(d.startswith("fk-validate:") for d in step.depends_on) and not checks_small(step)),
+    Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
+               re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
+               "on the partitioned parent, which checks its small partitions' rows itself (PostgreSQL before 18 "
+               "refuses NOT VALID here): shorter than attaching a key per small partition (fix/partition_groups.py)",
+               lambda step: checks_small(step)),
     Deliberate(("constraint-missing-not-valid", "adding-foreign-key-constraint"), Operation.FK_ADD,
                re.compile(r"ADD CONSTRAINT .* FOREIGN KEY (?!.*NOT VALID)", re.S),
                "small partitions, a group in one transaction (fix/partition_groups.py): each key added "
@@ -56,6 +61,14 @@ LINT = (
                lambda step: sum(s.as_string(None).startswith("ALTER TABLE") for s in step.statements) > 1
                and not any(d.startswith("fk-validate:") for d in step.depends_on)),
 )
+
+CHECKS_SMALL = "checking the rows of its"     # in the description of a parent's key that does (add_fk's `checks`)
+
+
+def checks_small(step) -> bool:
+    """The parent's key before 18 that checks its small partitions' rows itself (`add_fk`'s `checks`)."""
+    return CHECKS_SMALL in step.description
+
 
 # PostgreSQL 18 accepts ADD FOREIGN KEY ... NOT VALID on a partitioned table; 12-17 refuse it.
 PG_NOT_VALID_ON_PARTITIONED = NOT_VALID_FK_ON_PARTITIONED
@@ -160,30 +173,45 @@ def fk_group(step_id: str, group: list[Partition], spec: FkSpec, names: dict, de
 
 
 def add_fk(step_id: str, table: QualifiedName, spec: FkSpec, constraint: str, deps, not_valid: bool = True, *,
-           target: str = "", repairs: tuple[str, ...] = (), referenced_first: bool = True) -> Step:
+           target: str = "", repairs: tuple[str, ...] = (), referenced_first: bool = True,
+           checks: list[Partition] | None = None, attaches: int = 0) -> Step:
     """ADD CONSTRAINT ... NOT VALID (new rows checked, no scan; a brief lock), or without NOT VALID on a
     partitioned parent whose partitions all hold the validated FK already (attached, no scan).
     `referenced_first`: the referenced table locked first (the module's "Lock order"), in the strongest mode the
     step takes there (the parent's ACCESS EXCLUSIVE at once: a lock raised later waits for readers of the
     referenced table, and a reader that then writes `table` waits for the step); False (the bridge is on `table`):
-    the order ADD FOREIGN KEY takes by itself, `table` then the referenced one."""
+    the order ADD FOREIGN KEY takes by itself, `table` then the referenced one. `checks` (the parent's key before
+    18): the small partitions without a key of their own, whose rows the statement checks (partition_groups.py,
+    `parent_checks_small`), beside `attaches` partition keys it attaches."""
     ref = str(spec.ref_table)
-    mode = LockMode.SHARE_ROW_EXCLUSIVE if not_valid else LockMode.ACCESS_EXCLUSIVE
+    checked = list(checks or [])
+    # attaching a partition's key drops its triggers on the referenced table: ACCESS EXCLUSIVE there
+    mode = LockMode.SHARE_ROW_EXCLUSIVE if not_valid or (checked and not attaches) else LockMode.ACCESS_EXCLUSIVE
     first: tuple[sql.Composed, ...] = (lock_first([spec.ref_table], mode),) if referenced_first else ()
+    if not_valid:
+        how = " NOT VALID (checks new rows only; brief lock)"
+    elif checked:
+        how = (f" on the parent, {CHECKS_SMALL} {len(checked)} small partitions itself (about "
+               f"{partition_groups.check_seconds(checked):.2f} s under SHARE ROW EXCLUSIVE on {table} and {ref}: "
+               f"writers wait, readers do not) rather than a key step per group of them, whose "
+               f"{len(checked) + attaches} keys this statement would attach under ACCESS EXCLUSIVE on {ref} for about "
+               f"{partition_groups.attach_seconds(len(checked) + attaches):.2f} s (before 18 each attachment rebuilds "
+               f"{ref}'s triggers)" + (f"; attaches the validated keys of the {attaches} others" if attaches else ""))
+    else:
+        how = (f" on the parent (attaches the validated partition keys, no scan; a brief ACCESS EXCLUSIVE on {ref} "
+               + ("from the start, before the table's locks)" if referenced_first
+                  else "while its triggers are re-created)"))
     return Step(
         id=step_id, operation=Operation.FK_ADD,
         description=f"Foreign key {constraint} {table}({', '.join(spec.columns)}) -> {ref} "
-        f"ON DELETE {FK_ACTIONS[spec.on_delete]}"
-        + (" NOT VALID (checks new rows only; brief lock)" if not_valid else
-           f" on the parent (attaches the validated partition keys, no scan; a brief ACCESS EXCLUSIVE on {ref} "
-           + ("from the start, before the table's locks)" if referenced_first
-              else "while its triggers are re-created)")),
-        statements=first + (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+        f"ON DELETE {FK_ACTIONS[spec.on_delete]}" + how,
+        statements=(PROBE if checked else ()) + first + (sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
             table_ref(table), sql.Identifier(constraint), spec.definition(not_valid)),),
         # attaching the partitions' keys re-creates the referenced table's triggers: PostgreSQL takes
         # ACCESS EXCLUSIVE on it (catalog work only, under lock_timeout; from the start of the step when it is
         # locked first). The tables in the order they are locked.
-        lock=mode, tables=(((ref, str(table)) if referenced_first else (str(table), ref)) if not_valid else (ref,)),
+        lock=mode, tables=(((ref, str(table)) if referenced_first else (str(table), ref)) if not_valid or checked
+                           else (ref,)),
         depends_on=tuple(deps),
         guard=spec.exists(table, validated=False), changes=(str(table),), target=target or str(table),
         column=",".join(spec.columns), repairs=repairs)
@@ -240,7 +268,9 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
         return out
     names = {p.name: partition_constraint(p) if partition_constraint else constraint
              for p in table.leaf_partitions}
-    groups = partition_groups.ddl_groups(table, partition_groups.FK_PARTITIONS)
+    small = partition_groups.parent_checks_small(table)    # checked by the parent's key itself
+    groups = ([[p] for p in table.leaf_partitions if p not in small] if small
+              else partition_groups.ddl_groups(table, partition_groups.FK_PARTITIONS))
     alone = [g[0] for g in groups if len(g) == 1]
     adds = [out.add(add_fk(f"fk-add:{p.name}{suffix}", p.name, spec, names[p.name], pre, target=name,
                            repairs=repairs, referenced_first=referenced_first)).id for p in alone]
@@ -248,13 +278,16 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
     validated = [out.add(needing(validate_fk(f"fk-validate:{p.name}{suffix}", p.name, spec, names[p.name], after,
                                              target=name, repairs=repairs))).id for p in alone]
     # small partitions: after the catch-up that settles the others, their keys added validated, a group a step
-    validated += [out.add(needing(fk_group(partition_groups.group_id("fk-add", g, suffix), g, spec, names, after,
-                                           target=name, repairs=repairs, referenced_first=referenced_first))).id
+    validated += [out.add(needing(fk_group(partition_groups.group_id("fk-add", g, suffix), g, spec, names,
+                                           after, target=name, repairs=repairs,
+                                           referenced_first=referenced_first))).id
                   for g in groups if len(g) > 1]
-    # the parent's key checks a partition without one (created during the apply) as it attaches the others
-    out.last = [out.add(needing(add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated,
-                                       not_valid=False, target=name, repairs=repairs,
-                                       referenced_first=referenced_first))).id]
+    # the parent's key checks a partition without one (created during the apply; the small ones, when it checks
+    # them) as it attaches the others
+    parent = add_fk(f"fk-add:{name}{suffix}", table.name, spec, constraint, validated or after, not_valid=False,
+                    target=name, repairs=repairs, referenced_first=referenced_first,
+                    checks=small, attaches=len(alone))
+    out.last = [out.add(needing(parent)).id]
     return out
 
 
