@@ -708,6 +708,8 @@ def plan_summary(plan) -> str:
         lines.append(f"         {step.description}")
         if step.repairs:
             lines.append(f"         repairs: {', '.join(step.repairs)}")
+        if step.on_demand:
+            lines.append("         on demand: runs only if a later step finds a row violating the foreign key")
     lines += [f"  note: {n}" for n in plan.notes]
     lines += removals_text(plan)
     return wrap_text("\n".join(lines))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from test_cascade import quarantined_by_origin, table_rows
 
 from yumai_audit import api
+from yumai_audit.cli import plan_summary
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
 from yumai_audit.engine.sqlscript import render_script
@@ -36,6 +37,8 @@ def test_a_clean_apply_runs_no_catch_up_between_not_valid_and_validate(db):
                    and order.index(s) > order.index(step_id) for s in needers[step_id]), needers
         if table != "chatbot.conversations" or plan.server_version_num >= 180000:
             assert needers[step_id] == [f"fk-validate:{table}"]
+    shown = plan_summary(plan)       # the dry run says so under each
+    assert shown.count("on demand: runs only if a later step finds a row violating the foreign key") == len(ids)
     script = render_script(plan)     # the script runs it in its turn, and says so
     assert script.count("-- on demand: --apply runs it only when a later step (its VALIDATE)") == len(ids)
 
