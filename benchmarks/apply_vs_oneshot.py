@@ -14,8 +14,9 @@ starts, ends, users) is hashed: every contestant must end with the same.
     python benchmarks/apply_vs_oneshot.py --dsn postgresql://postgres@127.0.0.1:5432/postgres --shape daily \\
         --scale 2 --days 365 --rounds 3 --yumai-audit yumai-audit --yumai-audit /tmp/venv-main/bin/yumai-audit
 
-`--dsn` names a maintenance database of the server (the template and the copies are created next to it;
-databases named yumai_vs_* are dropped); without it, an embedded PostgreSQL 18 is started for the call.
+`--dsn` names a maintenance database of the server (the template and the copies are created next to it, named
+`--db-prefix` + template and + run, dropped first: by default yumai_vs_template and yumai_vs_run; a prefix of
+one's own keeps two calls on one server apart); without it, an embedded PostgreSQL 18 is started for the call.
 """
 from __future__ import annotations
 
@@ -37,8 +38,7 @@ import generate  # noqa: E402
 
 from yumai_audit.checks.predicates import TRIM_CHARS, UUID_INPUT_PATTERN  # noqa: E402
 
-TEMPLATE = "yumai_vs_template"
-COPY = "yumai_vs_run"
+PREFIX = "yumai_vs_"      # the databases' names: PREFIX + "template", PREFIX + "run" (--db-prefix)
 KEY_TABLES = (("chatbot", "user_interactions"), ("chatbot", "recommendations_log"), ("chatbot", "user_feedback"),
               ("Analytics", "SessionEvents"))
 MASTER = sql.Identifier("chatbot", "session_master")
@@ -85,24 +85,31 @@ def one_shot() -> list[sql.Composable]:
     return out
 
 
+def names(prefix: str) -> tuple[str, str]:
+    """The template's and the copy's database names."""
+    return prefix + "template", prefix + "run"
+
+
 def build(admin: str, args) -> None:
+    template, copy = names(args.db_prefix)
     with psycopg.connect(admin, autocommit=True) as conn:
-        for name in (COPY, TEMPLATE):
+        for name in (copy, template):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
-    dsn = ci.make_conninfo(admin, dbname=TEMPLATE)
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+    dsn = ci.make_conninfo(admin, dbname=template)
     if args.shape == "daily":
         generate.generate_daily(dsn, args.scale, args.days)
     else:
         generate.generate_varied(dsn, args.scale)
 
 
-def fresh_copy(admin: str) -> str:
+def fresh_copy(admin: str, prefix: str) -> str:
+    template, copy = names(prefix)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(COPY)))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(COPY), sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(copy)))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(copy), sql.Identifier(template)))
         conn.execute("CHECKPOINT")
-    return ci.make_conninfo(admin, dbname=COPY)
+    return ci.make_conninfo(admin, dbname=copy)
 
 
 def wal(admin: str) -> int:
@@ -121,6 +128,15 @@ def run_tool(command: str, dsn: str) -> tuple[float, dict]:
     if not log["ok"]:
         raise SystemExit(f"{command}: fix --apply failed: {log['problems'] or log['steps'][-1]}")
     return seconds, log
+
+
+def gaps(conn: psycopg.Connection, prefixes: list[str]) -> str:
+    """The seconds between the journal's previous step's end and the start of each step whose id starts with
+    one of `prefixes` (the guards of the steps skipped between them, and the executor's own work)."""
+    rows = conn.execute("SELECT step, extract(epoch FROM started_at - lag(finished_at) OVER (ORDER BY id)) "
+                        "FROM yumai_audit.journal ORDER BY id").fetchall()
+    return ", ".join(f"{step} {gap:.3f} s" for step, gap in rows
+                     if gap is not None and step.startswith(tuple(prefixes)))
 
 
 def run_one_shot(dsn: str) -> float:
@@ -144,6 +160,12 @@ def main() -> None:
     parser.add_argument("--yumai-audit", action="append", dest="commands",
                         help="a yumai-audit command to time (repeatable; default: yumai-audit)")
     parser.add_argument("--keep-template", action="store_true", help="reuse the template of an earlier call")
+    parser.add_argument("--gap-before", action="append", default=[], metavar="STEP_PREFIX",
+                        help="after each apply, the seconds from the end of the journal's previous step to the start "
+                        "of each step whose id starts with STEP_PREFIX (the guards of the steps skipped between; "
+                        "repeatable)")
+    parser.add_argument("--db-prefix", default=PREFIX,
+                        help="the databases' names: PREFIX + template, PREFIX + run (default: %(default)s)")
     args = parser.parse_args()
     if args.dsn:
         compare(args)
@@ -166,7 +188,7 @@ def compare(args) -> None:
     content: dict[str, set[str]] = {label: set() for label, _c in contestants}
     for number in range(1, args.rounds + 1):
         for label, command in contestants:
-            dsn = fresh_copy(args.dsn)
+            dsn = fresh_copy(args.dsn, args.db_prefix)
             before = wal(args.dsn)
             if command is None:
                 took, extra = run_one_shot(dsn), ""
@@ -180,6 +202,8 @@ def compare(args) -> None:
             written = (wal(args.dsn) - before) / 2**20
             with psycopg.connect(dsn) as conn:
                 content[label].add(conn.execute(CONTENT).fetchone()[0])
+                if command is not None and args.gap_before:
+                    extra += "; gaps " + gaps(conn, args.gap_before)
             seconds[label].append(took)
             wal_mb[label].append(written)
             print(f"round {number} {label}: {took:.2f} s, WAL {written:.0f} MB{extra}", flush=True)
@@ -192,7 +216,7 @@ def compare(args) -> None:
     same = len(set().union(*content.values())) == 1
     print("master content: " + ("identical in every run" if same else f"DIFFERS: {content}"))
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(COPY)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(names(args.db_prefix)[1])))
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ REGISTER = "INSERT INTO chatbot.session_master (session_id, user_id) VALUES (md5
     ((f"catchup:{SRC}",), "INSERT INTO chatbot.conversations (session_id, user_id, role, message, created_at) "
                           "VALUES (md5('lock-order')::uuid, 1, 'user', 'registered first', '2026-08-15')"),
     # another key table's row
-    (("orphans:chatbot.user_interactions", "catchup:chatbot.user_interactions"),
+    (("orphans:chatbot.user_interactions",),
      "INSERT INTO chatbot.user_interactions (session_id, user_id, interaction_type, created_at) "
      "VALUES (md5('lock-order')::uuid, 1, 'registered first', now())"),
 ], ids=["conversations", "user_interactions"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from yumai_audit.catalog import Catalog, Column, Index, Partition, QualifiedName, Table
+from yumai_audit.catalog import Catalog, Column, ForeignKey, Index, Partition, QualifiedName, Table
 from yumai_audit.config import Config
 from yumai_audit.context import build_context
 from yumai_audit.engine.sqlscript import render_script
@@ -77,15 +77,86 @@ def test_steps_are_ordered_by_their_dependencies():
     assert before(plan, walk, "backfill:chatbot.session_master")       # then the walk over their candidates
     assert before(plan, "backfill:chatbot.session_master", "orphans:chatbot.user_interactions")
     for t in ("user_interactions", "recommendations_log"):
-        assert before(plan, f"orphans:chatbot.{t}", f"catchup:chatbot.{t}")
-        assert before(plan, f"catchup:chatbot.{t}", f"fk-add:chatbot.{t}")
+        assert before(plan, f"orphans:chatbot.{t}", f"fk-add:chatbot.{t}")
         assert before(plan, f"fk-add:chatbot.{t}", f"settle:chatbot.{t}")
         assert before(plan, f"settle:chatbot.{t}", f"fk-validate:chatbot.{t}")
+        assert f"catchup:chatbot.{t}" not in ids(plan)      # its settle does what it did (issue 24)
         # the source table's FK comes first: later catch-ups can trust every message to be registered
-        assert before(plan, "fk-add:chatbot.conversations", f"catchup:chatbot.{t}")
+        assert before(plan, "fk-add:chatbot.conversations", f"orphans:chatbot.{t}")
     # the existing index on user_interactions is reused
     assert "index:chatbot.user_interactions" not in ids(plan)
     assert "orphans:chatbot.conversations" not in ids(plan)
+
+
+def _wide_catalog(version: int) -> Catalog:
+    """The demo's tables, the master, and the other paths of a key table's foreign key: `events` partitioned
+    (2 partitions: a NOT VALID key each before PostgreSQL 18), `ticks` of 20 small partitions (before 18: their keys
+    added validated, in groups, after the settle), `clicks` with its NOT VALID key to the master already."""
+    base = catalog(version, master=True)
+    master = QualifiedName("chatbot", "session_master")
+
+    def parts(name: str, n: int) -> list[Partition]:
+        return [Partition(QualifiedName("chatbot", f"{name}_{i}"), f"FOR VALUES IN ({i})", True, 1, 8192, 5)
+                for i in range(n)]
+
+    events = _table(6, "chatbot", "events", kind="p", partitions=parts("events", 2))
+    ticks = _table(7, "chatbot", "ticks", kind="p", partitions=parts("ticks", 20))
+    clicks = _table(8, "chatbot", "clicks")
+    clicks.foreign_keys.append(ForeignKey("clicks_session_id_fkey", clicks.name, ("session_id",), master,
+                                          ("session_id",), False, "c", False))
+    tables = {**base.tables, events.name: events, ticks.name: ticks, clicks.name: clicks}
+    return Catalog("yumai", "x", version, tables)
+
+
+def _ancestors(plan, step_id: str) -> set[str]:
+    by_id = {s.id: s for s in plan.steps}
+    out: set[str] = set()
+    todo = list(by_id[step_id].depends_on)
+    while todo:
+        d = todo.pop()
+        if d not in out:
+            out.add(d)
+            todo += by_id[d].depends_on
+    return out
+
+
+def _texts(step) -> list[str]:
+    return [s.as_string(None) for s in step.statements]
+
+
+@pytest.mark.parametrize("version", [150000, 180000])
+@pytest.mark.parametrize("bridge", ["auto", "all", "none"])
+@pytest.mark.parametrize("orphans", ["quarantine", "register", "delete"])
+def test_only_the_source_has_a_catch_up_before_its_key_another_table_has_its_settle(version, bridge, orphans):
+    """Issue 24: another key table's catch-up before its key did nothing its settle, later, does not do again. The
+    settle runs the orphans' statements in the plan's mode (after the registration from the source), after every
+    NOT VALID key of the table and the orphans step, before its VALIDATE steps (and the validated keys of small
+    partitions); the source keeps its catch-up before its key."""
+    options = FixOptions(bridge=bridge, orphans=orphans, yes_delete=orphans == "delete")
+    plan = build_plan(build_context(_wide_catalog(version), Config()), options)
+    order = ids(plan)
+    assert [i for i in order if i.startswith("catchup:")] == ["catchup:chatbot.conversations"]
+    source_keys = [s.id for s in plan.steps if s.target == "chatbot.conversations"
+                   and s.operation in (Operation.FK_ADD, Operation.FK_VALIDATE)]
+    adds = [i for i in source_keys if i.startswith("fk-add:")]
+    assert adds and all("catchup:chatbot.conversations" in _ancestors(plan, i) for i in adds)
+    for t in ("user_interactions", "recommendations_log", "events", "ticks", "clicks"):
+        name = f"chatbot.{t}"
+        settle = plan.step(f"settle:{name}")
+        # what the catch-up before the key ran: the registration from the source, the walks' tables dropped, the orphans
+        assert _texts(settle)[:2] == _texts(plan.step("catchup:chatbot.conversations"))
+        assert _texts(settle)[2:] == _texts(plan.step(f"orphans:{name}"))
+        assert set(settle.changes) == {*plan.step(f"orphans:{name}").changes, "chatbot.session_master", name}
+        upstream = _ancestors(plan, settle.id)
+        assert f"orphans:{name}" in upstream and set(source_keys) <= upstream      # after the source's key
+        keys = [s for s in plan.steps if s.target == name and s.operation in (Operation.FK_ADD, Operation.FK_VALIDATE)]
+        not_valid = [s.id for s in keys if s.operation is Operation.FK_ADD and "NOT VALID" in s.sql_text()]
+        assert set(not_valid) <= upstream and (not_valid or t == "ticks" and version < 180000)
+        later = [s.id for s in keys if s.id not in not_valid]
+        assert later and all(settle.id in _ancestors(plan, i) for i in later)
+        if bridge == "none" and t != "clicks":      # the gate, right before the key (none once the key exists)
+            assert f"gate:{name}" in upstream
+    assert "fk-add:chatbot.clicks" in order       # the existing NOT VALID key: its step's guard skips it
 
 
 def test_partitioned_foreign_keys_follow_the_server_version():

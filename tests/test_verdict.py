@@ -206,7 +206,7 @@ def test_ready_once_fix_runs_then_migrated_and_clean(db, tmp_path):
     res = scan_cli(db, tmp_path)
     assert res.exit_code == 1, res.output           # not applied yet: the findings count
     assert res.output.startswith("Verdict: Ready once fix runs.")
-    assert "(repaired by orphans:chatbot.clicks, catchup:chatbot.clicks, settle:chatbot.clicks)" in res.output
+    assert "(repaired by orphans:chatbot.clicks, settle:chatbot.clicks)" in res.output
     html = (tmp_path / "scan" / "report.html").read_text()
     assert "Ready once fix runs" in html and "repaired by step" in html
     dry = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo])

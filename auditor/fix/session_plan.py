@@ -2,8 +2,8 @@
 
 It decides which operations of fix/ops/ to add and in what order: master, malformed rows out and
 text keys to the key type, indexes (CONCURRENTLY), backfill per source partition, the bridge, then
-per key table (the source table first): orphans, the gate (--bridge none), catch-up, FK NOT VALID,
-catch-up again, VALIDATE (per partition, then the parent, on PostgreSQL 12-17); verify. Every step
+per key table (the source table first): orphans, the gate (--bridge none), catch-up (the source only), FK NOT
+VALID, catch-up again (the settle), VALIDATE (per partition, then the parent, on PostgreSQL 12-17); verify. Every step
 has a guard, so the same plan can be run again after a crash: what is done is skipped. Key
 predicates come from `checks/predicates.py` (fix/registration.py), so that the rows the scan counts
 as malformed or orphaned are exactly the rows the fix moves.
@@ -116,15 +116,24 @@ def converted(d: Draft, k: KeyTable) -> list[str]:
 
 
 def fk_steps(d: Draft, k: KeyTable, after: list[str], *, referenced_first: bool) -> str:
-    """Catch-up, FK NOT VALID, catch-up again, VALIDATE; returns the last step's id. `referenced_first`: the
-    steps that add the key lock the master first (ops/foreign_key.py, "Lock order")."""
+    """The source table: catch-up, FK NOT VALID, catch-up again (the settle), VALIDATE; another key table: FK
+    NOT VALID, its settle, VALIDATE. Returns the last step's id. `referenced_first`: the steps that add the key
+    lock the master first (ops/foreign_key.py, "Lock order").
+
+    Another key table has no catch-up before its FK: its settle runs the same statements (registered from the
+    source, then its orphans, in the same mode), later, in every path of `fk_sequence` (between the NOT VALID keys
+    and VALIDATE, or before the small partitions' keys, added validated), and the NOT VALID key adds nothing the
+    settle has to handle. So every row an earlier catch-up would have registered or taken out is still there for
+    the settle (or was deleted, or registered, meanwhile); the removals it declares are its orphans step's
+    and its settle's own (the preflight counts each once). Its guard, an anti-join of the table with the
+    master, cost a plan and a run each once more."""
     name = str(k.name)
     fk_name = short_name(k.name.name, k.key.name, suffix="fkey")
     existing = existing_fk(d, k.table.foreign_keys, k.name)
     if existing is not None and existing.validated:
         return after[-1]
     catchups = catchup.catch_up(d, k)
-    pre = d.take(catchups.steps(f"catchup:{name}", after, "before the foreign key"))
+    pre = d.take(catchups.steps(f"catchup:{name}", after, "before the foreign key")) if k.is_source else list(after)
 
     def partition_constraint(p) -> str:
         found = existing_fk(d, k.table.partition_foreign_keys, p.name)

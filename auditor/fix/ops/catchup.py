@@ -1,9 +1,11 @@
-"""Operation: the catch-up, right before a key table's foreign key and again between NOT VALID and VALIDATE.
+"""Operation: the catch-up, between a key table's NOT VALID foreign key and VALIDATE (the settle), and on the
+source table also right before its foreign key.
 
 It registers the sessions written since the backfill (what the master lacks, from the whole source)
 and drops the backfill's bookkeeping; on a table other than the source it also handles its new
 orphans (`--orphans`, the orphans' statements). Guard: the backfill's progress table is gone and no
-row of the table lacks its session in the master (or, without a source, no orphan is left).
+row of the table lacks its session in the master (or, without a source, no orphan is left). Another
+key table has no catch-up before its key: its settle does the same, later (fix/session_plan.py, `fk_steps`).
 """
 from __future__ import annotations
 
