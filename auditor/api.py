@@ -57,7 +57,8 @@ if TYPE_CHECKING:     # annotations only: see _LAZY
 
 __all__ = [
     # scan, plan, apply, report and the demo
-    "scan", "repair_plan", "judge_scan", "read_baseline", "write_plan", "write_scan", "report", "plan", "apply",
+    "scan", "repair_plan", "judge_scan", "read_baseline", "write_plan", "write_scan", "plan_section", "report", "plan",
+    "apply",
     "unrepaired", "demo", "demo_config", "plan_script", "render_format", "FixOptions", "Plan", "PlanError",
     "stop_demo", "KeptDemo",
     # the scan as pandas DataFrames (auditor/frames.py; pandas imported on first use)
@@ -171,11 +172,12 @@ def _live_scan(target: Target, config: Config) -> ScanResult:
 
 def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | None = None,
                plan: dict | None = None, baseline: ScanResult | None = None,
-               verdict: Verdict | None = None) -> dict[str, Path]:
+               verdict: Verdict | None = None, rendered_plan: str | None = None) -> dict[str, Path]:
     """Write findings.json, findings.csv, samples-*.csv, report.html, junit.xml, results.sarif and
     summary.md into `out_dir`, all with one verdict: `verdict` (the scan's), else the scan judged
     here with the plan and the acceptances its config carries. `plan`: the plan that runs (shown
-    in the report's plan section); `repair_plan`: the plan `fix` would make (shown as such)."""
+    in the report's plan section); `repair_plan`: the plan `fix` would make (shown as such);
+    `rendered_plan`: the plan section of the plan shown, already rendered (`plan_section`)."""
     from yumai_audit.reports.render import write_html
 
     from .frames import write_csv
@@ -189,8 +191,16 @@ def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | N
     paths["csv"] = csvs[0]
     paths.update(write_formats(result, out, verdict))
     paths["html"] = write_html(result, out / "report.html", plan=plan, repair_plan=repair_plan, baseline=baseline,
-                               verdict=verdict)
+                               verdict=verdict, rendered_plan=rendered_plan)
     return paths
+
+
+def plan_section(plan: dict, *, proposed: bool = False) -> str:
+    """The report's plan section of `plan` (Plan.to_dict()) as HTML, for `write_scan(rendered_plan=)`: it
+    depends on the plan only (`proposed`: shown as the plan `fix` would make, `write_scan(repair_plan=)`)."""
+    from yumai_audit.reports.render import plan_section as render_section
+
+    return str(render_section(plan, proposed=proposed))
 
 
 def write_plan(the_plan: Plan, out_dir: str | Path) -> dict[str, Path]:

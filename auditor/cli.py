@@ -323,7 +323,7 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     Example:
       yumai-audit scan --dsn "host=db dbname=yumai user=auditor" --out ./audit
     """
-    from .api import ensure_dir, judge_scan, repair_plan, write_scan
+    from .api import ensure_dir, judge_scan, plan_section, repair_plan, write_scan
     from .api import scan as api_scan
 
     if verify_declared:
@@ -356,9 +356,14 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
     def plan_of_scan():
         return repair_plan(target, config, context=contexts[0]) if contexts else None
 
+    def section_of(plan: dict | None) -> str | None:
+        # the report's plan section depends on the plan only: rendered here too, not after the scan
+        return plan_section(plan, proposed=True) if plan is not None else None
+
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="yumai-audit-plan") as pool:
         planned = pool.submit(when_waiting, plan_of_scan)
         imported = pool.submit(when_waiting, _import_writers)
+        rendered = pool.submit(when_waiting, lambda: section_of(planned.result()))
         try:
             result = api_scan(target, config, progress_line, jobs=jobs, on_context=contexts.append)
         except BaseException:
@@ -370,8 +375,9 @@ def scan(target, config, out_dir, formats, progress, verify_declared, baseline, 
                 printer.close()
         plan = planned.result()
         imported.result()
+        section = rendered.result()
     verdict = judge_scan(result, config, plan, baseline)
-    paths = write_scan(result, out_dir, repair_plan=plan, baseline=baseline, verdict=verdict)
+    paths = write_scan(result, out_dir, repair_plan=plan, baseline=baseline, verdict=verdict, rendered_plan=section)
     print_formats(result, formats, lambda: f"{summary_text(result, verdict)}\nReport: {paths['html']}", verdict)
     return verdict.exit_code()
 

@@ -562,3 +562,25 @@ def test_a_split_scan_reads_each_partition_of_the_largest_table_once_besides_the
     after = _scans(db, "chatbot.conversations", since=before)
     assert len(after) == 4
     assert {leaf: n - before[leaf] for leaf, n in after.items()} == dict.fromkeys(after, 2 + 1)
+
+
+def test_a_text_keyed_tables_pass_is_taken_before_a_larger_uuid_keyed_ones(db):
+    # The table passes are taken the costliest first, so that with several connections a costly pass is not the
+    # last, run alone while the others wait: a text key's pass trims and matches every key against the uuid
+    # patterns, about 5 times a uuid key's cost per byte (scan/passes.py: TEXT_KEY_COST). The demo's
+    # recommendations_log (varchar key) is smaller on disk than user_interactions (uuid key), but not 5 times.
+    # One connection, so that the progress lines come in the order the passes are taken.
+    from yumai_audit.scan.passes import TEXT_KEY_COST
+
+    build_demo_database(db.conninfo)
+    with psycopg.connect(db.conninfo) as conn:
+        size = {name: conn.execute("SELECT pg_total_relation_size(%s::regclass)", (name,)).fetchone()[0]
+                for name in ("chatbot.recommendations_log", "chatbot.user_interactions")}
+    assert size["chatbot.recommendations_log"] < size["chatbot.user_interactions"]
+    assert size["chatbot.user_interactions"] < TEXT_KEY_COST * size["chatbot.recommendations_log"]
+    lines: list[str] = []
+    result = scan(db.conninfo, Config(), lines.append, jobs=1)
+    scanned = [line.removeprefix("scanning ") for line in lines
+               if line.startswith("scanning chatbot.") and "partitions" not in line and "conversations" not in line]
+    assert scanned == ["chatbot.recommendations_log", "chatbot.user_interactions", "chatbot.user_feedback"]
+    assert counted(result, EXPECTED) == EXPECTED

@@ -54,3 +54,39 @@ def test_the_scan_command_opens_no_connection_for_its_plan(db, tmp_path, monkeyp
     plan = api.repair_plan(db.conninfo, Config())
     verdict = api.judge_scan(api.read_baseline(tmp_path / "findings.json"), Config(), plan)
     assert data["verdict"] == json.loads(json.dumps(verdict.to_dict()))
+
+
+@pytest.mark.parametrize("state", ["pre-migration", "half-done"])
+def test_the_scan_command_renders_its_plan_section_beside_the_scan_once(db, tmp_path, monkeypatch, state):
+    # The report's plan section depends on the plan only: the CLI renders it on its plan thread while the scan's
+    # statements run, not on the main thread after the scan, and write_scan does not render it again. The report
+    # is the one rendered in one go from the same scan, plan and verdict.
+    import threading
+
+    from yumai_audit.reports import render
+
+    build_demo_database(db.conninfo)
+    if state == "half-done":
+        half_migrated(db)
+    calls: list[str] = []
+    section = render.plan_section
+
+    def recording(plan, **kw):
+        calls.append(threading.current_thread().name)
+        return section(plan, **kw)
+
+    monkeypatch.setattr(render, "plan_section", recording)
+    results: list = []
+    scan = api.scan
+    monkeypatch.setattr(api, "scan", lambda *a, **kw: results.append(scan(*a, **kw)) or results[-1])
+    out = CliRunner().invoke(cli, ["scan", "--dsn", db.conninfo, "--out", str(tmp_path), "--jobs", "2"])
+    assert out.exit_code == 1, out.output
+    assert len(calls) == 1 and calls[0].startswith("yumai-audit-plan"), calls
+    monkeypatch.setattr(render, "plan_section", section)
+    plan = api.repair_plan(db.conninfo, Config())
+    assert plan is not None and plan["steps"]
+    result = results[0]
+    verdict = api.judge_scan(result, Config(), plan)
+    whole = render.render_html(result, repair_plan=plan, verdict=verdict)
+    assert (tmp_path / "report.html").read_bytes() == whole.encode("utf-8")
+    assert '<section id="plan"' in whole and str(render.plan_section(plan, proposed=True)) in whole
