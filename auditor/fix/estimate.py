@@ -5,7 +5,8 @@ work, guard, journal and transaction, a few catalog statements) and the rows of 
 (estimated rows: the backfill, the index builds, the FK checks, the quarantines and the scans before and
 after each read them about once). The constants were fitted on benchmarks/apply_vs_oneshot.py's two
 shapes (many rows in few steps; many daily partitions, so many steps over few rows) on PostgreSQL 15 and
-18, to fall within 2x of every measured apply there, and refitted when the steps' fixed cost fell;
+18, to fall within 2x of every measured apply there, and refitted when the steps' fixed cost fell and when
+the guards that read whole tables went (15 to 12 us a row: the apply at scale 20 had fallen to 12-13 s);
 benchmarks/README.md has the runs and compares them. It says "about": a busy server, a cold cache or a long
 lock wait move it.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SECONDS_PER_STEP = 0.025
-SECONDS_PER_ROW = 15e-6
+SECONDS_PER_ROW = 12e-6
 WAL_BYTES_PER_STEP = 50_000
 WAL_BYTES_PER_ROW = 155
 
