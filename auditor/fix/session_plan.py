@@ -126,7 +126,8 @@ def fk_steps(d: Draft, k: KeyTable, after: list[str], *, referenced_first: bool)
     settle has to handle. So every row an earlier catch-up would have registered or taken out is still there for
     the settle (or was deleted, or registered, meanwhile); the removals it declares are its orphans step's
     and its settle's own (the preflight counts each once). Its guard, an anti-join of the table with the
-    master, cost a plan and a run each once more."""
+    master, cost a plan and a run each once more. The online run takes the settle on demand (Step.on_demand):
+    when the VALIDATE, or a key added validated, finds such a row, then that step again."""
     name = str(k.name)
     fk_name = short_name(k.name.name, k.key.name, suffix="fkey")
     existing = existing_fk(d, k.table.foreign_keys, k.name)

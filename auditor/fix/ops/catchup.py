@@ -6,6 +6,8 @@ and drops the backfill's bookkeeping; on a table other than the source it also h
 orphans (`--orphans`, the orphans' statements). Guard: the backfill's progress table is gone and no
 row of the table lacks its session in the master (or, without a source, no orphan is left). Another
 key table has no catch-up before its key: its settle does the same, later (fix/session_plan.py, `fk_steps`).
+The settle runs on demand in `fix --apply` (ops/foreign_key.py, `fk_sequence`): only when a step that checks the
+key's rows fails on one.
 """
 from __future__ import annotations
 

@@ -236,9 +236,11 @@ def fk_sequence(version: int, table: Table, spec: FkSpec, constraint: str, pre: 
                 referenced_first: bool = True) -> Built:
     """FK NOT VALID, then VALIDATE in a transaction of its own; on a partitioned table before
     PostgreSQL 18 (which refuses NOT VALID there): per partition, then the FK on the parent, which
-    attaches them. `whole`: on the table itself whatever the version (its NOT VALID FK exists).
-    `settle(deps)` makes steps that run between NOT VALID and VALIDATE. `last` is the final step.
-    `referenced_first`: which table each step that adds a key locks first (the module's "Lock order")."""
+    attaches them (or, many small ones, checks their rows itself: partition_groups.parent_checks_small).
+    `whole`: on the table itself whatever the version (its NOT VALID FK exists). `settle(deps)` makes steps that
+    run between NOT VALID and VALIDATE: on demand online (Step.on_demand), named by every step that checks the
+    key's rows (Step.repaired_by). `last` is the final step. `referenced_first`: which table each step that adds
+    a key locks first (the module's "Lock order")."""
     out = Built()
     name = str(table.name)
     on_demand: list[str] = []    # the settling steps the online run runs only when a key fails (Step.on_demand)
