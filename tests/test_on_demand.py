@@ -10,6 +10,7 @@ from yumai_audit import api
 from yumai_audit.cli import plan_summary
 from yumai_audit.config import Config
 from yumai_audit.demo import build_demo_database
+from yumai_audit.engine import executor
 from yumai_audit.engine.sqlscript import render_script
 
 SNUCK_IN = "00000000-0000-4000-8000-00000000beef"    # a session no table knows
@@ -85,3 +86,38 @@ def test_a_row_past_the_not_valid_key_fails_the_validate_which_runs_the_catch_up
     journal = db.fetchall("SELECT outcome, count(*) FROM yumai_audit.journal WHERE step = %s GROUP BY 1",
                           (f"settle:{table}",))
     assert journal == [("done", 1)]
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_resumed_run_reads_the_guards_up_front_but_no_on_demand_ones(db, monkeypatch):
+    """A plan made earlier (not fresh) makes the executor read the guards of its steps up front, to find what is
+    pending; an on-demand step does not count there, so its guard (an anti-join of its whole table) is not read."""
+    build_demo_database(db.conninfo)
+
+    def stop(step, conn):
+        if step.id == "fk-add:chatbot.user_interactions":
+            raise Stop()
+
+    try:
+        api.apply(db.conninfo, Config(), rescan=False, step_hook=stop)
+    except Stop:
+        pass
+    plan = api.plan(db.conninfo, Config())          # the run cut off: some keys still to add
+    ids = settles(plan)
+    assert "settle:chatbot.user_interactions" in ids
+    read: list[str] = []
+    real = executor.evaluate_guard
+
+    def counting(conn, step, settings=None):
+        read.append(step.id)
+        return real(conn, step, settings)
+
+    monkeypatch.setattr(executor, "evaluate_guard", counting)
+    result = api.apply(db.conninfo, Config(), rescan=False, plan=plan)
+    assert result.ok, result.problems
+    assert not set(read) & set(ids), read
+    assert set(read) == {s.id for s in plan.steps if executor.runs(s)}     # every other step's, once
+    assert len(read) == len(set(read))

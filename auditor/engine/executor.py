@@ -137,8 +137,11 @@ def guard_true(guard: Query) -> sql.Composed:
     return sql.SQL("COALESCE(({}), false)").format(guard)
 
 
-def evaluate_guards(conn: psycopg.Connection, plan: Plan, settings: dict[str, str] | None = None) -> dict[str, bool]:
-    return {s.id: evaluate_guard(conn, s, settings) for s in plan.steps if not s.kind.inspects}
+def evaluate_guards(conn: psycopg.Connection, plan: Plan, settings: dict[str, str] | None = None,
+                    only: Callable[[Step], bool] | None = None) -> dict[str, bool]:
+    """Each step's guard (checks and gates have none); `only`: those steps alone."""
+    return {s.id: evaluate_guard(conn, s, settings) for s in plan.steps
+            if not s.kind.inspects and (only is None or only(s))}
 
 
 def run_check(conn: psycopg.Connection, step: Step, settings: dict[str, str] | None = None) -> list[str]:
@@ -497,7 +500,8 @@ class Executor:
         done = self.plan.done if self.fresh and self.before_first_change is None else {}
         pending = [s for s in steps if runs(s) and not done.get(s.id, False)] if done else []
         if not pending:
-            done = evaluate_guards(conn, self.plan)
+            # an on-demand step's guard (a read of its whole table) would count for nothing here
+            done = evaluate_guards(conn, self.plan, only=runs)
             pending = [s for s in steps if runs(s) and not done[s.id]]
         if not pending:
             result.nothing_to_do = True
