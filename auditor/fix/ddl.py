@@ -11,6 +11,11 @@ from psycopg import sql
 from ..catalog import QualifiedName
 from ..engine.steps import Step
 
+# `x(oid)`: the table `c` and every partition below it. A LATERAL call, once per named table: as a join condition
+# (`x.oid = c.oid OR x.oid IN (SELECT ... pg_partition_tree(c.oid))`) PostgreSQL calls the function once per
+# pg_class row per named table, 0.53 s of a 0.6 s preflight at 365 partitions (tests/test_preflight_cost.py).
+TREE = sql.SQL("SELECT c.oid UNION SELECT relid FROM pg_partition_tree(c.oid)")
+
 
 def short_name(*parts: str, suffix: str) -> str:
     """An identifier from parts, at most 63 bytes (PostgreSQL's limit), unique through a hash when cut."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from ..catalog import QualifiedName
-from .ddl import relid
+from .ddl import TREE, relid
 
 
 def _tables(names: list[QualifiedName]) -> sql.Composed:
@@ -23,8 +23,8 @@ def _tables(names: list[QualifiedName]) -> sql.Composed:
     return sql.SQL(
         "(SELECT DISTINCT c.oid AS root, x.oid AS oid FROM (VALUES {}) AS w(nsp, rel) "
         "JOIN pg_namespace n ON n.nspname = w.nsp JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.rel "
-        "JOIN pg_class x ON x.oid = c.oid OR x.oid IN (SELECT relid FROM pg_partition_tree(c.oid))) AS tbl"
-    ).format(values)
+        "CROSS JOIN LATERAL ({}) AS x) AS tbl"
+    ).format(values, TREE)
 
 
 def partition_owners(names: list[QualifiedName]) -> list[sql.Composed]:

@@ -23,7 +23,7 @@ from ...engine.steps import LockMode, Step
 from ...operations import Operation
 from ...sqlparts import table_ref
 from .. import cascade
-from ..ddl import column_has_type
+from ..ddl import TREE, column_has_type
 from ..draft import Draft
 from . import Declared, Deliberate, Needs
 from .quarantine import move_rows
@@ -79,8 +79,8 @@ def refusals(columns: list[tuple[QualifiedName, str]], key_type: str = "uuid") -
     cols = sql.SQL(
         "(VALUES {}) AS w(nsp, rel, col) JOIN pg_namespace n ON n.nspname = w.nsp "
         "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.rel "
-        "JOIN pg_class x ON x.oid = c.oid OR x.oid IN (SELECT relid FROM pg_partition_tree(c.oid)) "
-        "JOIN pg_attribute a ON a.attrelid = x.oid AND a.attname = w.col AND NOT a.attisdropped").format(values)
+        "CROSS JOIN LATERAL ({}) AS x JOIN pg_attribute a ON a.attrelid = x.oid AND a.attname = w.col "
+        "AND NOT a.attisdropped").format(values, TREE)
     return [
         sql.SQL(
             "SELECT format('%s.%I is used by %s: its type cannot be changed to %s while that exists; drop it, "
