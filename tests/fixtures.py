@@ -70,3 +70,28 @@ INSERT INTO chatbot.recommendations_log VALUES
     (10, NULL, 1, 1),
     (11, upper('{X}'), 1, 1);                           -- upper case, unknown session
 """
+
+
+def daily_conversations(days: int, messages: int, sessions: int, users: int) -> str:
+    """Users 1..`users`; `chatbot.conversations` with `days` daily partitions from 2024-01-01 and a default one;
+    `messages` messages over `sessions` sessions (md5('s' || n)), some past the last day (the default)."""
+    return f"""
+CREATE SCHEMA chatbot;
+CREATE TABLE chatbot.users (id int PRIMARY KEY);
+INSERT INTO chatbot.users SELECT generate_series(1, {users});
+CREATE TABLE chatbot.conversations (
+    id bigint NOT NULL, session_id uuid, user_id int, message text NOT NULL, created_at timestamptz NOT NULL,
+    PRIMARY KEY (id, created_at)
+) PARTITION BY RANGE (created_at);
+DO $$ BEGIN
+  FOR i IN 0..{days - 1} LOOP
+    EXECUTE format('CREATE TABLE chatbot.conversations_d%s PARTITION OF chatbot.conversations '
+                   'FOR VALUES FROM (%L) TO (%L)', i, '2024-01-01'::date + i, '2024-01-01'::date + i + 1);
+  END LOOP;
+END $$;
+CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
+INSERT INTO chatbot.conversations
+SELECT i, md5('s' || (i % {sessions}))::uuid, 1 + i % {users}, 'm',
+       '2024-01-01'::timestamptz + (i % {days + max(days // 20, 10)}) * interval '1 day'
+FROM generate_series(1, {messages}) i;
+"""

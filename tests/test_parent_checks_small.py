@@ -5,6 +5,8 @@ written past every check before it (a replica-role writer: no trigger fires) fai
 catch-up registers it, and the statement runs again. On 18 the parent's key is NOT VALID, then VALIDATE."""
 from __future__ import annotations
 
+from fixtures import daily_conversations
+
 from yumai_audit import api
 from yumai_audit.config import Config
 from yumai_audit.engine.steps import LockMode
@@ -12,24 +14,7 @@ from yumai_audit.engine.steps import LockMode
 DAYS = 600
 SNUCK_IN = "00000000-0000-4000-8000-0000000dead1"
 
-SCHEMA = f"""
-CREATE SCHEMA chatbot;
-CREATE TABLE chatbot.users (id int PRIMARY KEY);
-INSERT INTO chatbot.users SELECT generate_series(1, 50);
-CREATE TABLE chatbot.conversations (
-    id bigint NOT NULL, session_id uuid, user_id int, message text NOT NULL, created_at timestamptz NOT NULL,
-    PRIMARY KEY (id, created_at)
-) PARTITION BY RANGE (created_at);
-DO $$ BEGIN
-  FOR i IN 0..{DAYS - 1} LOOP
-    EXECUTE format('CREATE TABLE chatbot.conversations_d%s PARTITION OF chatbot.conversations '
-                   'FOR VALUES FROM (%L) TO (%L)', i, '2024-01-01'::date + i, '2024-01-01'::date + i + 1);
-  END LOOP;
-END $$;
-CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
-INSERT INTO chatbot.conversations
-SELECT i, md5('s' || (i % 700))::uuid, 1 + i % 50, 'm', '2024-01-01'::timestamptz + (i % {DAYS + 30}) * interval '1 day'
-FROM generate_series(1, 2400) i;
+SCHEMA = daily_conversations(DAYS, messages=2400, sessions=700, users=50) + """
 CREATE TABLE chatbot.user_interactions (id bigserial PRIMARY KEY, session_id uuid, user_id int,
     created_at timestamptz NOT NULL DEFAULT now());
 INSERT INTO chatbot.user_interactions (session_id, user_id) SELECT md5('s' || i)::uuid, 1 FROM generate_series(1, 300) i;

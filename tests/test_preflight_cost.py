@@ -9,29 +9,14 @@ from __future__ import annotations
 
 import json
 
+from fixtures import daily_conversations
+
 from yumai_audit import api
 from yumai_audit.config import Config
 
 DAYS = 200
 
-SCHEMA = f"""
-CREATE SCHEMA chatbot;
-CREATE TABLE chatbot.users (id int PRIMARY KEY);
-INSERT INTO chatbot.users SELECT generate_series(1, 20);
-CREATE TABLE chatbot.conversations (
-    id bigint NOT NULL, session_id uuid, user_id int, message text NOT NULL, created_at timestamptz NOT NULL,
-    PRIMARY KEY (id, created_at)
-) PARTITION BY RANGE (created_at);
-DO $$ BEGIN
-  FOR i IN 0..{DAYS - 1} LOOP
-    EXECUTE format('CREATE TABLE chatbot.conversations_d%s PARTITION OF chatbot.conversations '
-                   'FOR VALUES FROM (%L) TO (%L)', i, '2024-01-01'::date + i, '2024-01-01'::date + i + 1);
-  END LOOP;
-END $$;
-CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
-INSERT INTO chatbot.conversations
-SELECT i, md5('s' || (i % 300))::uuid, 1 + i % 20, 'm', '2024-01-01'::timestamptz + (i % {DAYS + 10}) * interval '1 day'
-FROM generate_series(1, 900) i;
+SCHEMA = daily_conversations(DAYS, messages=900, sessions=300, users=20) + """
 CREATE TABLE chatbot.user_interactions (id bigserial PRIMARY KEY, session_id uuid, user_id int);
 INSERT INTO chatbot.user_interactions (session_id, user_id) SELECT md5('s' || i)::uuid, 1 FROM generate_series(1, 100) i;
 -- a text key: the plan converts it, so the preflight also reads what uses that column
