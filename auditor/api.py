@@ -299,9 +299,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
            before_first_change: Callable[[list[str]], object] | None, step_hook: StepHook | None, rescan: bool,
            baseline: ScanResult | None, confirm: Confirm | None, plan: MigrationPlan | None,
            planned: Callable[[MigrationPlan], object] | None = None, preflight_notes: bool = True) -> ApplyResult:
-    from .engine.executor import Executor, PreflightFailed, refuse_if_running
-    from .fix.coverage import uncovered
-    from .fix.make import make_plan
+    from .engine.executor import PreflightFailed, refuse_if_running
 
     made_here = plan is None   # its guards evaluated just now (the executor's flags up front)
     try:
@@ -338,12 +336,56 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         raise PreflightFailed("\n".join(the_plan.refused()))
     if confirm is not None and the_plan.pending:
         confirm(the_plan, before)     # the CLI's question, on the very plan that runs; it raises to stop
+    reporting = ThreadPoolExecutor(1, thread_name_prefix="report-before")
+    report_before = None
     if out is not None:
         write_plan(the_plan, out)
-        if before is not None:   # the report reviewers decide on: written before the first change
+        if before is not None:
+            # the report before: its findings.json now, before the first change; the rest (CSV, HTML, ...) on a
+            # thread beside the first steps, which mostly wait on the server (0.4 s of rendering, pandas' import
+            # included, no longer ahead of the first change); done before this function returns, however it ends
             plan_dict = the_plan.to_dict()
-            write_scan(before, out / "before", plan=plan_dict,
-                       verdict=judge(before, plan_dict, accept=config.accept, baseline=baseline))
+            verdict = judge(before, plan_dict, accept=config.accept, baseline=baseline)
+            write_json(before, ensure_dir(out / "before") / "findings.json", verdict)
+            report_before = reporting.submit(write_scan, before, out / "before", plan=plan_dict, verdict=verdict)
+    try:
+        result, the_plan, backups = _execute(target, config, fix_opts, out, progress, before_first_change, step_hook,
+                                             the_plan, made_here)
+    finally:
+        reporting.shutdown(wait=True)   # the report before is whole, however the run ended
+    if report_before is not None:
+        report_before.result()          # its error, if any, is the run's (the steps' own went up above)
+    result.before = before
+    if before is not None:      # rescan: the scans before and after
+        try:
+            result.after = _live_scan(target, config)
+        except DatabaseError as exc:
+            if not connection_ended(exc):
+                raise
+            raise ConnectionEnded(f"every step of the migration finished ({len(result.changed)} in this run), then "
+                                  f"the connection to the server ended during the scan after it "
+                                  f"({target.scrub(first_line(exc))}); the database is consistent: run fix --apply "
+                                  "again when the server answers (nothing is left to do: it verifies and reports)"
+                                  ) from None
+        result.problems.extend(unrepaired(result.after, the_plan))
+        plan_dict = the_plan.to_dict()
+        result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
+        if out is not None:
+            write_scan(result.after, out, verdict=result.verdict)
+            _write_fix_report(result, out / "report.html", baseline,
+                              backup_text(backups[0] if backups else None, before_first_change is not None))
+    return result
+
+
+def _execute(target: Target, config: Config, fix_opts: FixOptions, out: Path | None, progress: Progress | None,
+             before_first_change: Callable[[list[str]], object] | None, step_hook: StepHook | None,
+             the_plan: MigrationPlan, made_here: bool) -> tuple[ApplyResult, MigrationPlan, list]:
+    """The executor's run, and again with a new plan where a partition created during it is not covered: the
+    result, the plan that ran last and what the backup hook returned."""
+    from .engine.executor import Executor
+    from .fix.coverage import uncovered
+    from .fix.make import make_plan
+
     backups: list = []     # what the backup hook returned, for the report after
 
     def backup_first(tables: list[str]) -> object:
@@ -374,26 +416,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
         made_here = True
         if out is not None:
             write_plan(the_plan, out)
-    result.before = before
-    if before is not None:      # rescan: the scans before and after
-        try:
-            result.after = _live_scan(target, config)
-        except DatabaseError as exc:
-            if not connection_ended(exc):
-                raise
-            raise ConnectionEnded(f"every step of the migration finished ({len(result.changed)} in this run), then "
-                                  f"the connection to the server ended during the scan after it "
-                                  f"({target.scrub(first_line(exc))}); the database is consistent: run fix --apply "
-                                  "again when the server answers (nothing is left to do: it verifies and reports)"
-                                  ) from None
-        result.problems.extend(unrepaired(result.after, the_plan))
-        plan_dict = the_plan.to_dict()
-        result.verdict = judge(result.after, plan_dict, accept=config.accept, baseline=baseline)
-        if out is not None:
-            write_scan(result.after, out, verdict=result.verdict)
-            _write_fix_report(result, out / "report.html", baseline,
-                              backup_text(backups[0] if backups else None, before_first_change is not None))
-    return result
+    return result, the_plan, backups
 
 
 def _made_plan(target: Target, config: Config, fix_opts: FixOptions, preflight_notes: bool,
