@@ -169,8 +169,10 @@ def leaves_relation(target: KeyTable, leaves: Sequence[Any], leaf: str | None = 
     """Some leaf partitions of `target` (catalog.Partition) as one relation with the table's columns, by name
     (a partition's columns may lie in another order): a part of the table's pass (scan/passes.py). With `leaf`
     (a column name the table does not have, `leaf_column`), one more column of that name: each row's leaf, its
-    place in `leaves`."""
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in target.table.columns)
+    place in `leaves`. A table without a primary key also gives each row's `tableoid` and `ctid`, by those names:
+    what identifies its rows in samples (`sqlparts.row_id`)."""
+    names = list(target.table.columns) + ([] if target.table.primary_key else ["tableoid", "ctid"])
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in names)
     extra = [sql.SQL(", {}::int AS {}").format(sql.Literal(i), sql.Identifier(leaf)) if leaf is not None
              else sql.SQL("") for i in range(len(leaves))]
     return sql.SQL("({})").format(sql.SQL(" UNION ALL ").join(
