@@ -198,9 +198,11 @@ def replica_identity(names: list[QualifiedName]) -> list[sql.Composable]:
         "WHEN 'i' THEN 'its replica identity index is gone' ELSE 'no primary key' END, p.pubname, "
         "concat_ws(' and ', CASE WHEN p.pubdelete THEN 'deletes' END, CASE WHEN p.pubupdate THEN 'updates' END), "
         "x.oid::regclass) FROM {} JOIN pg_class x ON x.oid = tbl.oid AND x.relkind = 'r' "
-        "JOIN pg_publication_tables pt ON (pt.schemaname, pt.tablename) IN (SELECT an.nspname, a.relname "
-        "FROM pg_class a JOIN pg_namespace an ON an.oid = a.relnamespace WHERE a.oid = x.oid "
-        "OR a.oid IN (SELECT relid FROM pg_partition_ancestors(x.oid))) "
+        # the table or a partitioned ancestor, each read once per table (as a join condition, OR ... IN (SELECT
+        # ... pg_partition_ancestors(x.oid)) read pg_class whole per table: 0.54 s at 365 partitions)
+        "CROSS JOIN LATERAL (SELECT x.oid AS oid UNION SELECT relid FROM pg_partition_ancestors(x.oid)) anc "
+        "JOIN pg_class a ON a.oid = anc.oid JOIN pg_namespace an ON an.oid = a.relnamespace "
+        "JOIN pg_publication_tables pt ON pt.schemaname = an.nspname AND pt.tablename = a.relname "
         "JOIN pg_publication p ON p.pubname = pt.pubname AND (p.pubdelete OR p.pubupdate) "
         "WHERE x.relreplident = 'n' "
         "OR (x.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = x.oid "
