@@ -574,9 +574,10 @@ class TablePasses:
 
     def _leaf_groups(self, p: _Pass, count: int) -> list[list] | None:
         """The leaf partitions of a partitioned table's pass in up to `count` groups of about the same size on
-        disk (more, of at most LEAVES_PER_STATEMENT leaves each, when there are many); None when its table is not partitioned into two or more, a measure does not add up over parts
-        of the table (ADDITIVE), or a partition read directly would not give the rows the table gives (the
-        role may not read it, row security: stats.leaves_readable_query, as the report's rows per partition)."""
+        disk (more, of at most LEAVES_PER_STATEMENT leaves each, when there are many); None when its table is
+        not partitioned into two or more, a measure does not add up over parts of the table (ADDITIVE), or a
+        partition read directly would not give the rows the table gives (the role may not read it, row
+        security: stats.leaves_readable_query, as the report's rows per partition)."""
         table = p.key_table.table
         leaves = table.leaf_partitions if table.is_partitioned else []
         if count < 2 or len(leaves) < 2:
