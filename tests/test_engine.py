@@ -2,6 +2,7 @@
 stop line) travels with its step, never in a test of the step's id. Real PostgreSQL."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import pytest
@@ -54,3 +55,13 @@ def test_a_gate_stops_with_the_line_its_step_carries(db):
         Executor(resolve_target(db.conninfo), plan).run()
     assert str(exc.value) == "3 counted, the step's own words"
     assert db.scalar("SELECT to_regclass('made') IS NOT NULL") is True
+
+
+def test_a_steps_sql_text_is_composed_once_and_is_no_part_of_its_identity():
+    step = _make_table(None)
+    text = step.sql_text()
+    assert text == "CREATE TABLE made (n int);" and step.sql_text() is text      # composed once
+    assert step == _make_table(None)
+    assert "_sql_text" not in asdict(step)
+    other = dataclasses.replace(step, statements=(sql.SQL("CREATE TABLE other (n int)"),))
+    assert other.sql_text() == "CREATE TABLE other (n int);"                   # a copy composes its own

@@ -139,7 +139,13 @@ class Step:
         return self.transactional
 
     def sql_text(self) -> str:
-        return ";\n".join(s.as_string(None) for s in self.statements + ((self.until,) if self.until else ())) + ";"
+        """The statements as one script text; composed once per step (a plan's files, its reports and the apply
+        log each ask for it: 0.06 s a time for 86 steps at 365 partitions)."""
+        text = self.__dict__.get("_sql_text")
+        if text is None:
+            text = ";\n".join(s.as_string(None) for s in self.statements + ((self.until,) if self.until else ())) + ";"
+            object.__setattr__(self, "_sql_text", text)     # not a field: equality, hash and replace() ignore it
+        return text
 
     def to_dict(self, done: bool | None = None) -> dict[str, Any]:
         return {
