@@ -1,0 +1,45 @@
+"""The guard of a group of small partitions' indexes (fix/ops/index.py, `attached_indexes`): done only when every
+partition's index of the group is attached to the parent's, looked up by oid (quoted, mixed-case names too)."""
+from __future__ import annotations
+
+from fixtures import daily_conversations
+
+from yumai_audit import api
+from yumai_audit.config import Config
+from yumai_audit.engine.executor import evaluate_guard
+
+EVENTS = """
+CREATE SCHEMA "Analytics";
+CREATE TABLE "Analytics"."Events" (session_id uuid, at date NOT NULL) PARTITION BY RANGE (at);
+DO $$ BEGIN
+  FOR i IN 0..19 LOOP
+    EXECUTE format('CREATE TABLE "Analytics".%I PARTITION OF "Analytics"."Events" FOR VALUES FROM (%L) TO (%L)',
+                   'Events Day.' || i, '2024-01-01'::date + i, '2024-01-01'::date + i + 1);
+  END LOOP;
+END $$;
+INSERT INTO "Analytics"."Events" SELECT md5('s' || (i % 50))::uuid, '2024-01-01'::date + i % 20
+FROM generate_series(1, 200) i;
+ANALYZE;
+"""
+
+
+def test_a_group_of_partition_indexes_is_done_when_each_is_attached_and_not_before(db):
+    db.execute(daily_conversations(30, messages=600, sessions=50, users=5) + EVENTS)
+    plan = api.plan(db.conninfo, Config())
+    groups = [s for s in plan.steps if s.id.startswith("index:") and "+" in s.id]
+    assert [s.id.split(":")[1].split("_")[0].split(" ")[0] for s in groups].count("Analytics.Events") == 3
+    assert len(groups) == 7         # 30 + 1 partitions of conversations in 4 groups, 20 of the events in 3
+    with db.connect(autocommit=True) as conn:
+        assert [evaluate_guard(conn, s) for s in groups] == [False] * len(groups)
+        events = next(s for s in groups if s.id.startswith("index:Analytics."))
+        conn.execute('CREATE INDEX IF NOT EXISTS "Events_session_id_idx" ON ONLY "Analytics"."Events" (session_id)')
+        # the group's statements but its last attachment: not done
+        for statement in events.statements[:-1]:
+            conn.execute(statement)
+        assert evaluate_guard(conn, events) is False
+        conn.execute(events.statements[-1])
+        assert evaluate_guard(conn, events) is True
+    result = api.apply(db.conninfo, Config(), rescan=False)
+    assert result.ok, result.problems
+    with db.connect(autocommit=True) as conn:
+        assert [evaluate_guard(conn, s) for s in groups] == [True] * len(groups)
