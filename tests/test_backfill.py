@@ -13,6 +13,7 @@ import uuid
 
 import psycopg
 import pytest
+from fixtures import daily_conversations
 from test_executor import CLI, _started, _wait_for
 
 from yumai_audit import api
@@ -441,3 +442,16 @@ def test_verify_fails_on_an_invalid_index_of_a_partitioned_key_table(db):
     result = api.apply(target, Config(), rescan=False, step_hook=invalid_index)
     assert not result.ok
     assert result.problems == ["chatbot.conversations: index chatbot.conversations_session_only_idx is INVALID"]
+
+
+def test_small_partitions_are_backfilled_in_groups_of_at_most_a_hundred(db):
+    # a group is one statement's UNION ALL of its partitions, planned in time growing with the square of their
+    # number: however small the partitions, at most LEAVES_PER_STATEMENT (100) a group
+    db.execute(daily_conversations(250, messages=1500, sessions=300, users=5) + "ANALYZE;")
+    plan = api.plan(db.conninfo, Config())
+    walks = [s for s in plan.steps if s.id.startswith("backfill:chatbot.conversations")]
+    sizes = [s.sql_text().count(" UNION ALL ") + 1 for s in walks]
+    assert sum(sizes) == 251 and max(sizes) <= 100, sizes      # was [251]: one statement of 251 branches
+    result = api.apply(db.conninfo, Config(), rescan=False)
+    assert result.ok, result.problems
+    assert db.scalar("SELECT count(*) FROM chatbot.session_master") == 300

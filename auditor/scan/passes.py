@@ -63,6 +63,7 @@ from ..context import AuditContext, KeyTable
 from ..model import Finding
 from ..pgversion import PRESORTED_AGGREGATE
 from ..rows import one_row
+from ..sqlparts import LEAVES_PER_STATEMENT
 from .key_ranges import key_ranges
 from .pass_sql import (
     SetSample,
@@ -75,7 +76,7 @@ from .pass_sql import (
     set_statement,
     table_pass,
 )
-from .stats import LEAVES_PER_STATEMENT, leaves_readable_query
+from .stats import leaves_readable_query
 
 SESSIONS = "the set of known sessions"
 # What a pass's column holds when it is not a check's measure (a name no measure can have):
@@ -590,9 +591,8 @@ class TablePasses:
         with self.conn.transaction():
             if not one_row(self.conn.execute(leaves_readable_query(table)))[0]:
                 return None
-        # at most LEAVES_PER_STATEMENT leaves a part: a part is one UNION ALL of its leaves, whose planning grows
-        # with the square of their number (on 15, 1,500 leaves of 13 rows each: 41 ms for 180 leaves, 368 ms for 750,
-        # 1.8 s for 1,500), so more parts of fewer leaves each, on whichever connection is free
+        # at most LEAVES_PER_STATEMENT leaves a part (a part is one UNION ALL of its leaves: sqlparts.py says why),
+        # so with many partitions more parts than connections, on whichever connection is free
         parts = max(min(count, len(leaves)), -(-len(leaves) // LEAVES_PER_STATEMENT))
         cap = -(-len(leaves) // parts)
         groups: list[list] = [[] for _ in range(parts)]

@@ -21,7 +21,7 @@ from yumai_audit.checks.predicates import JOINED, Known, key_uuid
 
 from ..bridge_state import scan_stats
 from ..context import AuditContext
-from ..sqlparts import col, table_ref
+from ..sqlparts import LEAVES_PER_STATEMENT, col, table_ref
 
 Execute = Callable[[sql.Composed], list[tuple]]
 
@@ -74,8 +74,6 @@ def partition_rows_query(table) -> sql.Composed:
         table_ref(table.name))
 
 
-#: Leaves counted per statement of `leaf_rows_queries`.
-LEAVES_PER_STATEMENT = 100
 
 
 def leaves_readable_query(table) -> sql.Composed:

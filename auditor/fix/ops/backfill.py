@@ -33,7 +33,7 @@ from ...context import KeyTable
 from ...engine.steps import Kind, LockMode, Step
 from ...keytype import UUID, KeyType
 from ...operations import Operation
-from ...sqlparts import table_ref
+from ...sqlparts import LEAVES_PER_STATEMENT, table_ref
 from .. import partition_groups
 from ..ddl import Built
 from ..draft import Draft
@@ -271,7 +271,8 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...], users_u
     parts = src.table.leaf_partitions if src.table.is_partitioned else [
         Partition(src.name, "", True, 1, src.table.bytes, src.table.estimated_rows)]
     walks = []
-    for number, group in enumerate(partition_groups.groups(parts, rows)):
+    # a group is one statement's UNION ALL of its partitions: at most LEAVES_PER_STATEMENT, however small they are
+    for number, group in enumerate(partition_groups.groups(parts, rows, count=LEAVES_PER_STATEMENT)):
         names = [p.name for p in group]
         step_id = partition_groups.group_id("backfill", group)
         if len(group) == 1:
