@@ -2,7 +2,10 @@
 partition's index of the group is attached to the parent's, looked up by oid (quoted, mixed-case names too)."""
 from __future__ import annotations
 
+import json
+
 from fixtures import daily_conversations
+from psycopg import sql
 
 from yumai_audit import api
 from yumai_audit.config import Config
@@ -43,3 +46,23 @@ def test_a_group_of_partition_indexes_is_done_when_each_is_attached_and_not_befo
     assert result.ok, result.problems
     with db.connect(autocommit=True) as conn:
         assert [evaluate_guard(conn, s) for s in groups] == [True] * len(groups)
+
+
+def _inherits_rows(node: dict) -> int:
+    own = node["Actual Rows"] * node["Actual Loops"] if node.get("Relation Name") == "pg_inherits" else 0
+    return own + sum(_inherits_rows(child) for child in node.get("Plans", []))
+
+
+def test_a_groups_guard_reads_its_own_indexes_not_every_child_of_the_parents(db):
+    """Looked up by each index's oid, not by the parent's children filtered: at 1,500 partitions a filter over the
+    parent's 1,501 children took 6 ms per guard on 15 (0.07 ms now), twice per group and run."""
+    db.execute(daily_conversations(40, messages=400, sessions=50, users=5) + "ANALYZE;")
+    plan = api.plan(db.conninfo, Config())
+    api.apply(db.conninfo, Config(), rescan=False)
+    group = next(s for s in plan.steps if s.id.startswith("index:chatbot.conversations_") and "+" in s.id)
+    assert group.guard is not None
+    with db.connect(autocommit=True) as conn:
+        [(explained,)] = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) {}").format(group.guard)).fetchall()
+        assert conn.execute(group.guard).fetchone()[0] is True
+    explained = explained if isinstance(explained, list) else json.loads(explained)
+    assert _inherits_rows(explained[0]["Plan"]) == len(group.tables) == 8    # a join by names per index: 692
