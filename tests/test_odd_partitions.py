@@ -1,0 +1,48 @@
+"""Partitioned schemas as real deployments make them, on first contact (issue 24): names the plan gives its
+indexes already taken by relations of another kind."""
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from yumai_audit.cli import cli
+
+SCHEMA = """
+CREATE SCHEMA chatbot;
+CREATE TABLE chatbot.users (id int PRIMARY KEY);
+INSERT INTO chatbot.users SELECT generate_series(1, 3);
+CREATE TABLE chatbot.conversations (id bigint NOT NULL, session_id uuid, user_id int, created_at date NOT NULL,
+    PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);
+CREATE TABLE chatbot.conversations_2026 PARTITION OF chatbot.conversations FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
+INSERT INTO chatbot.conversations SELECT i, md5('s' || i % 10)::uuid, 1 + i % 3, date '2025-12-30' + i FROM generate_series(1, 40) i;
+CREATE TABLE chatbot.ui (id bigint NOT NULL, session_id uuid, day date NOT NULL) PARTITION BY RANGE (day);
+CREATE TABLE chatbot.ui_d1 PARTITION OF chatbot.ui FOR VALUES FROM ('2026-01-01') TO ('2026-01-02');
+CREATE TABLE chatbot.ui_d2 PARTITION OF chatbot.ui FOR VALUES FROM ('2026-01-02') TO ('2026-01-03');
+INSERT INTO chatbot.ui SELECT i, md5('s' || i % 10)::uuid, date '2026-01-01' + i % 2 FROM generate_series(1, 20) i;
+-- relations holding the names the plan gives its indexes: the parent's, a partition's built on its own, a
+-- partition's built with its small siblings
+CREATE VIEW chatbot.conversations_session_id_idx AS SELECT 1 AS x;
+CREATE TABLE chatbot.conversations_2026_session_id_idx (x int);
+CREATE SEQUENCE chatbot.ui_d2_session_id_idx;
+ANALYZE;
+"""
+
+
+def test_a_table_view_or_sequence_holding_an_index_name_of_the_plan_is_refused_before_any_change(db, tmp_path):
+    """CREATE INDEX IF NOT EXISTS skipped the view's name silently and the next step stopped midway on
+    '"conversations_2026_session_id_idx" is not an index' (exit 3, the master created and filled); the
+    preflight's check of the names read indexes only."""
+    db.execute(SCHEMA)
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and "database error" not in res.output and "is not an index" not in res.output
+    for kind, name, table in (("view", "conversations_session_id_idx", "conversations"),
+                              ("table", "conversations_2026_session_id_idx", "conversations_2026"),
+                              ("sequence", "ui_d2_session_id_idx", "ui_d2")):
+        assert (f"{kind} chatbot.{name} has the name the plan gives its index on chatbot.{table} (session_id): "
+                "rename it, then run again") in res.output, res.output
+    assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+    assert db.scalar("SELECT count(*) FROM pg_namespace WHERE nspname IN ('yumai_quarantine', 'yumai_audit')") == 0
+    assert db.scalar("SELECT count(*) FROM pg_index WHERE indrelid IN ('chatbot.conversations'::regclass, "
+                     "'chatbot.ui'::regclass) AND NOT indisprimary") == 0
