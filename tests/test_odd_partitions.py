@@ -46,3 +46,51 @@ def test_a_table_view_or_sequence_holding_an_index_name_of_the_plan_is_refused_b
     assert db.scalar("SELECT count(*) FROM pg_namespace WHERE nspname IN ('yumai_quarantine', 'yumai_audit')") == 0
     assert db.scalar("SELECT count(*) FROM pg_index WHERE indrelid IN ('chatbot.conversations'::regclass, "
                      "'chatbot.ui'::regclass) AND NOT indisprimary") == 0
+
+
+BASE = """
+CREATE SCHEMA chatbot;
+CREATE TABLE chatbot.users (id int PRIMARY KEY);
+INSERT INTO chatbot.users SELECT generate_series(1, 3);
+CREATE TABLE chatbot.conversations (id bigint NOT NULL, session_id uuid, user_id int, created_at date NOT NULL)
+    PARTITION BY RANGE (created_at);
+CREATE TABLE chatbot.conversations_d1 PARTITION OF chatbot.conversations FOR VALUES FROM ('2026-01-01') TO ('2026-01-02');
+CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
+INSERT INTO chatbot.conversations SELECT i, md5('s' || i % 10)::uuid, 1 + i % 3, date '2025-12-31' + i % 3
+    FROM generate_series(1, 30) i;
+"""
+
+
+def refused_before_any_change(db, tmp_path, expected: str) -> None:
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and "database error" not in res.output
+    assert f"yumai-audit: error: preflight: {expected}" in res.output, res.output
+    assert db.scalar("SELECT count(*) FROM pg_namespace WHERE nspname IN ('yumai_quarantine', 'yumai_audit')") == 0
+    assert db.scalar("SELECT count(*) FROM pg_index WHERE indrelid = 'chatbot.conversations'::regclass") == 0
+
+
+def test_an_old_master_renamed_with_its_index_is_refused_where_the_new_master_s_index_would_be_skipped(db, tmp_path):
+    """The renamed table keeps its index's name, session_master_user_id_idx; the new master's
+    CREATE INDEX IF NOT EXISTS skipped it silently (the apply went through, exit 1, and every delete of a user,
+    ON DELETE SET NULL, would read the master whole)."""
+    db.execute(BASE + """
+CREATE TABLE chatbot.session_master (session_id uuid PRIMARY KEY, user_id int);
+CREATE INDEX ON chatbot.session_master (user_id);
+ALTER TABLE chatbot.session_master RENAME TO session_master_old;
+""")
+    refused_before_any_change(db, tmp_path, "index chatbot.session_master_user_id_idx already exists on "
+                              "chatbot.session_master_old for something else: rename it, then run again")
+    assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+
+
+def test_a_view_named_like_the_master_is_refused_before_any_change(db, tmp_path):
+    """CREATE TABLE IF NOT EXISTS skipped the view's name, the steps after it ran on the view: the partitions'
+    indexes were built and the user foreign key's step stopped midway (exit 3, 'ALTER action ADD CONSTRAINT
+    cannot be performed on relation "session_master"')."""
+    db.execute(BASE + "CREATE VIEW chatbot.session_master AS SELECT DISTINCT session_id, user_id "
+                      "FROM chatbot.conversations;")
+    refused_before_any_change(db, tmp_path, "chatbot.session_master is a view, not a table, and the migration "
+                              "creates its master chatbot.session_master there: rename it, or name another master "
+                              "with --master, then run again")
