@@ -94,3 +94,28 @@ def test_a_view_named_like_the_master_is_refused_before_any_change(db, tmp_path)
     refused_before_any_change(db, tmp_path, "chatbot.session_master is a view, not a table, and the migration "
                               "creates its master chatbot.session_master there: rename it, or name another master "
                               "with --master, then run again")
+
+
+def test_a_partitioned_source_with_no_partition_yet_is_migrated(db, tmp_path):
+    """A new deployment whose job creates the day's partitions later: the backfill's merge into the master,
+    with no partition to walk before it, depended on nothing and ran first of the plan, before the master
+    existed ('relation "chatbot.session_master" does not exist', exit 3)."""
+    db.execute("""
+CREATE SCHEMA chatbot;
+CREATE TABLE chatbot.users (id int PRIMARY KEY);
+CREATE TABLE chatbot.conversations (id bigint, session_id uuid, user_id int, created_at timestamptz NOT NULL)
+    PARTITION BY RANGE (created_at);
+CREATE TABLE chatbot.user_interactions (id bigint, session_id uuid, day date NOT NULL) PARTITION BY RANGE (day);
+CREATE TABLE chatbot.user_interactions_default PARTITION OF chatbot.user_interactions DEFAULT;
+""")
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code in (0, 1) and "Migrated" in res.output, res.output
+    assert db.fetchall("SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f' "
+                       "AND confrelid = 'chatbot.session_master'::regclass AND conparentid = 0 AND convalidated "
+                       "ORDER BY 1") == [("chatbot.conversations",), ("chatbot.user_interactions",)]
+    # the day's partition the job makes afterwards takes the key
+    db.execute("CREATE TABLE chatbot.conversations_d1 PARTITION OF chatbot.conversations "
+               "FOR VALUES FROM ('2026-01-01') TO ('2026-01-02')")
+    assert db.scalar("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND convalidated "
+                     "AND conrelid = 'chatbot.conversations_d1'::regclass") == 1

@@ -300,7 +300,9 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...], users_u
         statements=tables(c) + (merge_batch(c, merge_id, d.options.batch_size,
                                                               merge_into_master(d, c, users_unchecked)),),
         until=walk_ended(merge_id, c.end), lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
-        depends_on=tuple(walks), guard=guard(backfill_guard(d, src.name, key)),
+        # no walk when a partitioned source has no partition yet (partitions made later, by a job): after what
+        # the walks would have come after (the master's creation among it), not first of the plan
+        depends_on=tuple(walks) or depends_on, guard=guard(backfill_guard(d, src.name, key)),
         changes=(m,), target=m, repairs=REPAIRS))
     out.last = [*walks, merge.id]
     return out
