@@ -56,6 +56,7 @@ def preflight(d: Draft) -> Step:
                 "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
                 "AND ic.relname <> ALL({})").format(sql.Literal([c.index for c in needs.claims])),
     ]
+    parts += [sql.SQL("SELECT {}").format(sql.Literal(reason)) for reason in d.refusals]   # the planners'
     if tables:
         parts += master.refusals(d)                                     # fix/ops/master.py
     parts += refusals(d.ctx, d.options, tables, list(needs.altered))    # auditor/fix/preflight_checks.py
