@@ -150,3 +150,30 @@ def test_a_source_partitioned_by_month_then_day_is_not_left_unbridged_under_migr
         "until it is registered in chatbot.session_master; if the application registers its sessions there itself, "
         "run with --bridge none; else leave those tables out (exclude_tables in yumai-audit.toml)")
     assert db.scalar("SELECT to_regclass('chatbot.session_master')") is None
+
+
+def test_a_text_key_with_a_pattern_or_collated_index_is_refused_before_any_change(db, tmp_path):
+    """Django indexes every indexed CharField twice, the second `_like` with varchar_pattern_ops; the type
+    change to uuid keeps an index's own operator class and collation, and stopped midway on 'operator class
+    "varchar_pattern_ops" does not accept data type uuid' (exit 3, the master created and filled)."""
+    db.execute(BASE + """
+CREATE TABLE chatbot.user_feedback (id bigint, session_id varchar(64), day date NOT NULL) PARTITION BY RANGE (day);
+CREATE TABLE chatbot.user_feedback_d1 PARTITION OF chatbot.user_feedback FOR VALUES FROM ('2026-01-01') TO ('2026-01-02');
+CREATE TABLE chatbot.user_feedback_default PARTITION OF chatbot.user_feedback DEFAULT;
+INSERT INTO chatbot.user_feedback SELECT i, md5('s' || i % 10)::uuid::text, date '2026-01-01' + i % 2
+    FROM generate_series(1, 20) i;
+CREATE INDEX user_feedback_session_id_like ON chatbot.user_feedback (session_id varchar_pattern_ops);
+CREATE INDEX user_feedback_d1_sid_c ON chatbot.user_feedback_d1 (session_id COLLATE "C");
+CREATE INDEX user_feedback_d1_sid ON chatbot.user_feedback_d1 (session_id, id);
+""")
+    refused_before_any_change(
+        db, tmp_path, "chatbot.user_feedback.session_id is indexed by chatbot.user_feedback_session_id_like with "
+        "operator class varchar_pattern_ops, which a uuid column cannot have: drop that index, then run again")
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--out", str(tmp_path / "dry")])
+    flat = " ".join(res.output.split())
+    assert ("chatbot.user_feedback_d1.session_id is indexed by chatbot.user_feedback_d1_sid_c with collation \"C\", "
+            "which a uuid column cannot have") in flat, res.output
+    # the partitions' copies of the parent's index go with it; an index of the default kind is no concern
+    assert flat.count(" is indexed by ") == 2, res.output
+    assert db.scalar("SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'chatbot.user_feedback'"
+                     "::regclass AND attname = 'session_id'") == "character varying"
