@@ -177,3 +177,31 @@ CREATE INDEX user_feedback_d1_sid ON chatbot.user_feedback_d1 (session_id, id);
     assert flat.count(" is indexed by ") == 2, res.output
     assert db.scalar("SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'chatbot.user_feedback'"
                      "::regclass AND attname = 'session_id'") == "character varying"
+
+
+def test_a_source_whose_created_at_is_an_epoch_in_bigint_is_migrated_without_times_from_it(db, tmp_path):
+    """A created_at of another type than a timestamp or a date (milliseconds since 1970, partitioned by range
+    on it): the backfill's merge stopped on 'operator does not exist: bigint >= timestamp with time zone'
+    (its is_active test), exit 3 at step 10 of 25, the master created."""
+    db.execute("""
+CREATE SCHEMA chatbot;
+CREATE TABLE chatbot.users (id int PRIMARY KEY);
+INSERT INTO chatbot.users SELECT generate_series(1, 3);
+CREATE TABLE chatbot.conversations (id bigint, session_id uuid, user_id int, created_at bigint NOT NULL)
+    PARTITION BY RANGE (created_at);
+CREATE TABLE chatbot.conversations_a PARTITION OF chatbot.conversations FOR VALUES FROM (0) TO (1767225600000);
+CREATE TABLE chatbot.conversations_default PARTITION OF chatbot.conversations DEFAULT;
+INSERT INTO chatbot.conversations SELECT i, md5('s' || i % 10)::uuid, 1 + i % 3, 1767000000000 + i * 36000000::bigint
+    FROM generate_series(1, 30) i;
+CREATE TABLE chatbot.user_interactions (id bigint, session_id uuid, created_at timestamptz);
+INSERT INTO chatbot.user_interactions SELECT i, md5('s' || i)::uuid, now() FROM generate_series(1, 9) i;
+""")
+    dry = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--out", str(tmp_path / "dry")])
+    assert ("note: chatbot.conversations.created_at is bigint, not a timestamp or date: the sessions are registered "
+            "without times from it") in " ".join(dry.output.split()), dry.output
+    res = CliRunner().invoke(cli, ["fix", "--dsn", db.conninfo, "--apply", "--yes", "--no-backup",
+                                   "--out", str(tmp_path / "apply")])
+    assert res.exit_code in (0, 1) and "Migrated" in res.output, res.output
+    assert db.fetchall("SELECT count(*), count(session_start), count(session_end), count(user_id) "
+                       "FROM chatbot.session_master") == [(10, 10, 0, 10)]
+    assert db.scalar("SELECT count(*) FROM chatbot.conversations") == 30

@@ -78,6 +78,11 @@ def plan_sessions(d: Draft) -> list[str]:
                         "smallint)")
     src = d.ctx.source if d.ctx.source in tables else None
     width_notes(d, tables)
+    created = src.table.columns.get(d.ctx.config.created_at_column) if src is not None else None
+    if src is not None and created is not None and d.ctx.created_at(src.table) is None:
+        d.notes.append(f"{src.name}.{created.name} is {created.type}, not a timestamp or date: the sessions are "
+                       f"registered without times from it ({d.master}'s session_start as its default gives, "
+                       "session_end NULL); set created_at_column to a timestamp column to take them from there")
     create = d.add(master.create_master(d, PREFLIGHT))
     if d.ctx.master is None and d.ctx.users is not None:
         d.notes.append(master.user_delete_note(d, d.ctx.users.name))

@@ -242,7 +242,8 @@ def candidate(d: Draft) -> Candidate:
     """What the backfill's walks keep of each session: the source's columns `register_sessions` reads."""
     src = source(d)
     have = master_columns(d)
-    created = d.ctx.config.created_at_column if {"session_start", "session_end"} & have else ""
+    timed = {"session_start", "session_end"} & have and d.ctx.created_at(src.table) is not None
+    created = d.ctx.config.created_at_column if timed else ""
     user = src.user if "user_id" in have else None
     return Candidate.of(src.table, key_after(src).name, created, user, d.ctx.key_type)
 
