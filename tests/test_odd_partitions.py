@@ -205,3 +205,23 @@ INSERT INTO chatbot.user_interactions SELECT i, md5('s' || i)::uuid, now() FROM 
     assert db.fetchall("SELECT count(*), count(session_start), count(session_end), count(user_id) "
                        "FROM chatbot.session_master") == [(10, 10, 0, 10)]
     assert db.scalar("SELECT count(*) FROM chatbot.conversations") == 30
+
+
+def test_a_partitioned_index_made_on_only_the_parent_names_the_partitions_it_lacks(db, tmp_path):
+    """CREATE INDEX ... ON ONLY the parent, then each partition's index attached (pg_partman's way): until the
+    last one is attached the parent's index is invalid, and the refusal said 'drop it or rebuild it first',
+    which REINDEX cannot do: the partitions without an index attached are what is missing."""
+    db.execute(BASE + """
+CREATE TABLE chatbot.ui (id bigint, session_id uuid, day date NOT NULL) PARTITION BY RANGE (day);
+CREATE TABLE chatbot.ui_d1 PARTITION OF chatbot.ui FOR VALUES FROM ('2026-01-01') TO ('2026-01-02');
+CREATE TABLE chatbot.ui_d2 PARTITION OF chatbot.ui FOR VALUES FROM ('2026-01-02') TO ('2026-01-03');
+CREATE TABLE chatbot.ui_d3 PARTITION OF chatbot.ui FOR VALUES FROM ('2026-01-03') TO ('2026-01-04');
+CREATE INDEX ui_sid ON ONLY chatbot.ui (session_id);
+CREATE INDEX ui_d2_sid ON chatbot.ui_d2 (session_id);
+ALTER INDEX chatbot.ui_sid ATTACH PARTITION chatbot.ui_d2_sid;
+CREATE INDEX ui_d3_sid ON chatbot.ui_d3 (session_id);    -- built, not attached
+""")
+    refused_before_any_change(
+        db, tmp_path, "invalid index ui_sid on chatbot.ui: 2 of its partitions have no index attached to it "
+        "(chatbot.ui_d1, chatbot.ui_d3); create one on each and attach it (ALTER INDEX chatbot.ui_sid ATTACH "
+        "PARTITION ...), or drop the index, then run again")
