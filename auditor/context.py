@@ -28,6 +28,11 @@ if TYPE_CHECKING:    # annotations only: the configuration validates check ids, 
     from .config import Config
 
 
+# the types a session's times are taken from (the master's session_start and session_end, the bridge's, the
+# early-writes probe's order): another type of created_at (an epoch in bigint, text) holds no such time
+TIME_TYPES = frozenset({"timestamp", "timestamptz", "date"})
+
+
 @dataclass(frozen=True)
 class KeyTable:
     table: Table
@@ -104,6 +109,12 @@ class AuditContext:
     def others(self) -> list[KeyTable]:
         """Key tables other than the source table."""
         return [k for k in self.key_tables if not k.is_source]
+
+    def created_at(self, table: Table) -> Column | None:
+        """`table`'s created_at column when it holds times (TIME_TYPES); None when it has none, or one of
+        another type: its sessions are then registered without times, as for a table without the column."""
+        column = table.columns.get(self.config.created_at_column)
+        return column if column is not None and column.typname in TIME_TYPES else None
 
     def is_user_fk(self, fk) -> bool:
         return (self.users is not None and fk.ref_table == self.users.name

@@ -25,7 +25,8 @@ def test_index_names_come_from_the_steps_that_build_them():
     plan = plan_for()
     claims = gathered(plan.steps).claims
     assert {c.index for c in claims} == {"conversations_session_id_idx", "conversations_2026_09_session_id_idx",
-                                         "conversations_default_session_id_idx", "recommendations_log_session_id_idx"}
+                                         "conversations_default_session_id_idx", "recommendations_log_session_id_idx",
+                                         "session_master_user_id_idx"}   # the new master's, on user_id
     assert all(c.index in plan.step("preflight").sql_text() for c in claims)
 
 

@@ -26,6 +26,8 @@ class Draft:
     migrated: list[KeyTable] = field(default_factory=list)   # the key tables the session migration covers
     # what the data said, by probe key (`measure_probes`): implied FKs, missing users, early writes
     evidence: dict[str, list[tuple]] = field(default_factory=dict)
+    # reasons not to start that the planning itself found: the preflight returns them (before the first change)
+    refusals: list[str] = field(default_factory=list)
 
     @property
     def master(self) -> QualifiedName:

@@ -50,12 +50,24 @@ def preflight(d: Draft) -> Step:
                 "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE (n.nspname, c.relname) IN ({}) AND NOT pg_has_role(current_user, c.relowner, 'MEMBER')"
                 ).format(pairs),
-        sql.SQL("SELECT format('invalid index %s on %s (left by an earlier attempt?): drop it or rebuild it first',"
-                " ic.relname, i.indrelid::regclass) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-                "JOIN pg_namespace n ON n.oid = ic.relnamespace WHERE NOT i.indisvalid "
-                "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        # a partitioned index is invalid while a partition has no index attached to it (CREATE INDEX ... ON ONLY,
+        # then each partition's, as pg_partman and this tool do): REINDEX cannot help, the missing ones can
+        sql.SQL("SELECT CASE WHEN ic.relkind = 'I' AND m.n > 0 THEN format('invalid index %s on %s: %s of its "
+                "partitions have no index attached to it (%s%s); create one on each and attach it (ALTER INDEX %s "
+                "ATTACH PARTITION ...), or drop the index, then run again', ic.relname, i.indrelid::regclass, m.n, "
+                "array_to_string(m.names[1:5], ', '), CASE WHEN m.n > 5 THEN ', ...' ELSE '' END, ic.oid::regclass) "
+                "ELSE format('invalid index %s on %s (left by an earlier attempt?): drop it or rebuild it first', "
+                "ic.relname, i.indrelid::regclass) END "
+                "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = ic.relnamespace "
+                "LEFT JOIN LATERAL (SELECT count(*) AS n, array_agg(p.inhrelid::regclass::text ORDER BY "
+                "p.inhrelid::regclass::text) AS names FROM pg_inherits p WHERE p.inhparent = i.indrelid "
+                "AND NOT EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_index pi ON pi.indexrelid = h.inhrelid "
+                "WHERE h.inhparent = ic.oid AND pi.indrelid = p.inhrelid)) m ON ic.relkind = 'I' "
+                "WHERE NOT i.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
                 "AND ic.relname <> ALL({})").format(sql.Literal([c.index for c in needs.claims])),
     ]
+    parts += [sql.SQL("SELECT {}").format(sql.Literal(reason)) for reason in d.refusals]   # the planners'
     if tables:
         parts += master.refusals(d)                                     # fix/ops/master.py
     parts += refusals(d.ctx, d.options, tables, list(needs.altered))    # auditor/fix/preflight_checks.py

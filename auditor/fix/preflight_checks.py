@@ -118,7 +118,7 @@ def backfill_columns(ctx, origin) -> tuple[str, ...]:
     """The master columns the backfill inserts for sessions of `origin` (as `register_sessions` does)."""
     have = set(ctx.master.columns) if ctx.master is not None else set()
     out = [ctx.config.key_column]
-    if origin is not None and ctx.config.created_at_column in origin.table.columns:
+    if origin is not None and ctx.created_at(origin.table) is not None:
         out += [c for c in ("session_start", "session_end", "is_active") if c in have]
     if origin is not None and origin.user is not None and "user_id" in have:
         out.append("user_id")

@@ -77,7 +77,7 @@ def master_values(d: Draft, origin: KeyTable, first_at: str, last_at: str, uid: 
     False: the user as the source names it, unchecked (the backfill's merge, when the master's user_id FK
     is added after it: its validation step sets NULL every user that does not exist, the same end state)."""
     cfg = d.ctx.config
-    created = origin.table.columns.get(cfg.created_at_column)
+    created = d.ctx.created_at(origin.table)
     have = master_columns(d)
     cols: list[sql.Composable] = [sql.Identifier(d.key)]
     values: list[sql.Composable] = [sql.SQL("b.sid")]
@@ -106,10 +106,9 @@ def register_sessions(d: Draft, origin: KeyTable, pick: sql.Composable) -> sql.C
     session_start/end: the earliest/latest created_at of the session's rows in `origin`; user: the
     user of its earliest row (ties: lowest primary key), NULL when that user does not exist.
     """
-    cfg = d.ctx.config
     key = key_after(origin)
     table = origin.table
-    created = table.columns.get(cfg.created_at_column)
+    created = d.ctx.created_at(table)
     cols, values = master_values(d, origin, "a.first_at", "a.last_at", "f.uid")
     joins: list[sql.Composable] = []
     if created is not None and {"session_start", "session_end"} & master_columns(d):

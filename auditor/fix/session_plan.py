@@ -28,17 +28,33 @@ from .registration import existing_fk
 
 def migratable(d: Draft) -> list[KeyTable]:
     out = []
+    left: dict[str, str] = {}    # a key table left as it is: why
     for k in d.ctx.key_tables:
         if not k.key_checkable:
-            d.notes.append(f"{k.name}.{k.key.name} is {k.key.type}, neither {d.ctx.key_type.name} nor text: "
-                           "left as it is")
+            left[str(k.name)] = f"{k.name}.{k.key.name} is {k.key.type}, neither {d.ctx.key_type.name} nor text"
+        elif k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
+            left[str(k.name)] = f"{k.name} has sub-partitions"
+        else:
+            out.append(k)
             continue
-        if k.table.is_partitioned and any(p.level > 1 for p in k.table.partitions):
-            d.notes.append(f"{k.name} has sub-partitions: not migrated by this version")
-            continue
-        out.append(k)
+        d.notes.append(left[str(k.name)] + (": left as it is" if not k.key_checkable
+                                            else ": not migrated by this version"))
+    source = d.ctx.source
+    if source is not None and str(source.name) in left and out and d.options.bridge != "none":
+        d.refusals.append(unbridged_source(d, source, left[str(source.name)], out))
     # the source table first: its FK must exist before the other tables' catch-ups can trust it
     return sorted(out, key=lambda k: not k.is_source)
+
+
+def unbridged_source(d: Draft, source: KeyTable, why: str, others: list[KeyTable]) -> str:
+    """The source table left as it is gets no bridge (the bridge goes on the migrated source): once the other key
+    tables reference the master, every session the application starts in the source would be refused there."""
+    names = ", ".join(str(k.name) for k in others)
+    return (f"{why}, and the source table is left as it is by this version: it gets no bridge, so once the foreign "
+            f"keys of {names} reference {d.master} they would refuse every session the application starts in "
+            f"{source.name} until it is registered in {d.master}; if the application registers its sessions there "
+            "itself, "
+            "run with --bridge none; else leave those tables out (exclude_tables in yumai-audit.toml)")
 
 
 def width_notes(d: Draft, tables: list[KeyTable]) -> None:
@@ -62,6 +78,11 @@ def plan_sessions(d: Draft) -> list[str]:
                         "smallint)")
     src = d.ctx.source if d.ctx.source in tables else None
     width_notes(d, tables)
+    created = src.table.columns.get(d.ctx.config.created_at_column) if src is not None else None
+    if src is not None and created is not None and d.ctx.created_at(src.table) is None:
+        d.notes.append(f"{src.name}.{created.name} is {created.type}, not a timestamp or date: the sessions are "
+                       f"registered without times from it ({d.master}'s session_start as its default gives, "
+                       "session_end NULL); set created_at_column to a timestamp column to take them from there")
     create = d.add(master.create_master(d, PREFLIGHT))
     if d.ctx.master is None and d.ctx.users is not None:
         d.notes.append(master.user_delete_note(d, d.ctx.users.name))

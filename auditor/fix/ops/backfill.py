@@ -242,7 +242,8 @@ def candidate(d: Draft) -> Candidate:
     """What the backfill's walks keep of each session: the source's columns `register_sessions` reads."""
     src = source(d)
     have = master_columns(d)
-    created = d.ctx.config.created_at_column if {"session_start", "session_end"} & have else ""
+    timed = {"session_start", "session_end"} & have and d.ctx.created_at(src.table) is not None
+    created = d.ctx.config.created_at_column if timed else ""
     user = src.user if "user_id" in have else None
     return Candidate.of(src.table, key_after(src).name, created, user, d.ctx.key_type)
 
@@ -301,7 +302,9 @@ def backfill_steps(d: Draft, src: KeyTable, depends_on: tuple[str, ...], users_u
         statements=tables(c) + (merge_batch(c, merge_id, d.options.batch_size,
                                                               merge_into_master(d, c, users_unchecked)),),
         until=walk_ended(merge_id, c.end), lock=LockMode.ROW_EXCLUSIVE, tables=(m,), kind=Kind.BATCHED,
-        depends_on=tuple(walks), guard=guard(backfill_guard(d, src.name, key)),
+        # no walk when a partitioned source has no partition yet (partitions made later, by a job): after what
+        # the walks would have come after (the master's creation among it), not first of the plan
+        depends_on=tuple(walks) or depends_on, guard=guard(backfill_guard(d, src.name, key)),
         changes=(m,), target=m, repairs=REPAIRS))
     out.last = [*walks, merge.id]
     return out

@@ -149,7 +149,7 @@ def create_trigger(on: QualifiedName, key: str, fn: QualifiedName) -> sql.Compos
 
 def registration(ctx: AuditContext, k: KeyTable, master_columns: set[str], active_window_minutes: int) -> Registration:
     cfg = ctx.config
-    created = cfg.created_at_column if cfg.created_at_column in k.table.columns else None
+    created = cfg.created_at_column if ctx.created_at(k.table) is not None else None
     return Registration(
         table=k.name, key=k.key.name, master=cfg.master, master_key=cfg.key_column,
         master_columns=frozenset(master_columns), user_column=k.user.name if k.user is not None else None,
@@ -193,11 +193,10 @@ EARLY_PROBE = "bridge:early-writes"
 def _early_candidates(ctx: AuditContext) -> list[KeyTable]:
     """Key tables other than the source with a comparable key, a time column and no validated FK to the master
     yet (a table whose FK is in place needs no decision), when the source has a comparable key and a time column."""
-    created = ctx.config.created_at_column
     src = ctx.source
-    if src is None or not src.key_checkable or created not in src.table.columns:
+    if src is None or not src.key_checkable or ctx.created_at(src.table) is None:
         return []
-    return [k for k in ctx.key_tables if not k.is_source and k.key_checkable and created in k.table.columns
+    return [k for k in ctx.key_tables if not k.is_source and k.key_checkable and ctx.created_at(k.table) is not None
             and not any(fk.validated and fk.columns == (k.key.name,) and ctx.is_master_fk(fk)
                         for fk in k.table.foreign_keys)]
 

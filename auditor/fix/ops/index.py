@@ -163,17 +163,23 @@ def index_group(group: list[Partition], table: Table, column: str, idx: str, aft
 
 
 def refusals(claims: tuple[IndexClaim, ...]) -> list[sql.Composed]:
-    """An index name the plan claims that belongs to an index on another
-    table or column: the step would drop it."""
+    """An index name the plan claims that belongs to an index on another table or column (the step would drop
+    it), or to a relation of another kind: index names share the schema's namespace with its tables, views,
+    sequences and composite types, and CREATE INDEX ... IF NOT EXISTS skips such a name silently, then the
+    DROP INDEX or ATTACH before or after it fails ("... is not an index") midway through the run."""
     if not claims:
         return []
     values = sql.SQL(", ").join(sql.SQL("({}, {}, {}, {})").format(
         *map(sql.Literal, (c.schema, c.index, c.table, c.column))) for c in claims)
     return [sql.SQL(
-        "SELECT format('index %I.%I already exists on %s for something else: rename it, then run again', "
-        "c.nsp, c.idx, i.indrelid::regclass) FROM (VALUES {}) AS c(nsp, idx, tbl, col) "
+        "SELECT CASE WHEN i.indexrelid IS NULL THEN format('%s %I.%I has the name the plan gives its index on %I.%I "
+        "(%I): rename it, then run again', CASE ic.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' "
+        "WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN "
+        "'foreign table' WHEN 'c' THEN 'composite type' ELSE 'relation' END, c.nsp, c.idx, c.nsp, c.tbl, c.col) "
+        "ELSE format('index %I.%I already exists on %s for something else: rename it, then run again', "
+        "c.nsp, c.idx, i.indrelid::regclass) END FROM (VALUES {}) AS c(nsp, idx, tbl, col) "
         "JOIN pg_namespace n ON n.nspname = c.nsp JOIN pg_class ic ON ic.relnamespace = n.oid "
-        "AND ic.relname = c.idx JOIN pg_index i ON i.indexrelid = ic.oid "
-        "WHERE i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
+        "AND ic.relname = c.idx LEFT JOIN pg_index i ON i.indexrelid = ic.oid "
+        "WHERE i.indexrelid IS NULL OR i.indrelid IS DISTINCT FROM to_regclass(format('%I.%I', c.nsp, c.tbl)) "
         "OR i.indkey[0] IS DISTINCT FROM (SELECT a.attnum FROM pg_attribute a "
         "WHERE a.attrelid = i.indrelid AND a.attname = c.col)").format(values)]

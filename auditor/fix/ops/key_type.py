@@ -3,8 +3,8 @@
 ALTER COLUMN ... TYPE <key type> USING trim(...)::<key type> rewrites the table under ACCESS
 EXCLUSIVE, right after the quarantine of its malformed rows (moved again in the same transaction: rows
 written since). Guard: the column has the key type. Views, rules, policies, trigger conditions,
-generated columns and a partition key that use the column make the change fail: refused by the
-preflight (`refusals`).
+generated columns, a partition key and an index with a text operator class or a collation of its own
+(Django's `_like` index) that use the column make the change fail: refused by the preflight (`refusals`).
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def convert_step(d: Draft, k: KeyTable, after: str) -> Step:
 def refusals(columns: list[tuple[QualifiedName, str]], key_type: str = "uuid") -> list[sql.Composed]:
     """Objects that make ALTER COLUMN ... TYPE <key_type> fail on these (table, column) pairs, partitions
     included: views, materialized views and rules using the column, policies, trigger conditions,
-    generated columns, a partition key."""
+    generated columns, a partition key, an index with an operator class or a collation of its own for it."""
     if not columns:
         return []
     values = sql.SQL(", ").join(sql.SQL("({}, {}, {})").format(
@@ -99,4 +99,19 @@ def refusals(columns: list[tuple[QualifiedName, str]], key_type: str = "uuid") -
             "SELECT format('%s.%I is the partition key of %s: its type cannot be changed', c.oid::regclass, "
             "a.attname, x.oid::regclass) FROM {} JOIN pg_partitioned_table pt ON pt.partrelid = x.oid "
             "WHERE a.attnum = ANY(pt.partattrs::int2[])").format(cols),
+        # an index naming an operator class of its own for the column (varchar_pattern_ops: Django's `_like`
+        # index of every indexed CharField) or a collation of its own: the rebuild keeps it, and neither
+        # applies to the key type ('operator class "varchar_pattern_ops" does not accept data type uuid')
+        sql.SQL(
+            "SELECT DISTINCT format('%s.%I is indexed by %s with %s, which a %s column cannot have: drop that index, "
+            "then run again', x.oid::regclass, a.attname, i.indexrelid::regclass, "
+            "CASE WHEN NOT o.opcdefault THEN 'operator class ' || quote_ident(o.opcname) ELSE 'collation ' || "
+            "(SELECT quote_ident(l.collname) FROM pg_collation l WHERE l.oid = k.coll) END, {}) "
+            "FROM {} JOIN pg_index i ON i.indrelid = x.oid "
+            "CROSS JOIN LATERAL unnest(i.indkey::int2[], i.indclass::oid[], i.indcollation::oid[]) "
+            "AS k(attnum, opc, coll) JOIN pg_opclass o ON o.oid = k.opc "
+            # a partition's index attached to a partitioned one goes with it: the top one named
+            "WHERE k.attnum = a.attnum AND (NOT o.opcdefault OR k.coll <> a.attcollation) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)").format(
+                sql.Literal(key_type), cols),
     ]

@@ -33,7 +33,7 @@ from ...operations import Operation
 from ...sqlparts import table_ref
 from ..ddl import relid, short_name
 from ..draft import Draft
-from . import Deliberate, Needs, backfill, declaring
+from . import Declared, Deliberate, IndexClaim, Needs, backfill, declaring
 from .foreign_key import FkSpec, add_fk
 
 REPAIRS = (MissingMasterRows.id,)   # sessions the master lacks: registered by the backfill and the catch-ups
@@ -108,10 +108,16 @@ def create_master(d: Draft, after: str) -> Step:
             table_ref(d.master), sql.Identifier(d.key), reference, ts=ts, key=key, ut=user_type)
 
     statements: tuple[Query, ...] = (table(user_ref),)
+    claims: tuple[IndexClaim, ...] = ()
     if d.ctx.users is not None:
-        # the new table's user_id FK gets its index at once (the table is empty: no cost)
+        # the new table's user_id FK gets its index at once (the table is empty: no cost); its name must be free
+        # (the preflight): IF NOT EXISTS would skip it silently where an old master's index, renamed with its
+        # table, holds it, and each delete of a user would then read the master whole
+        idx = short_name(d.master.name, "user_id", suffix="idx")
         statements += (sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (user_id)").format(
-            sql.Identifier(short_name(d.master.name, "user_id", suffix="idx")), table_ref(d.master)),)
+            sql.Identifier(idx), table_ref(d.master)),)
+        if d.ctx.master is None:
+            claims = (IndexClaim(d.master.schema, idx, d.master.name, "user_id"),)
     what = ""
     if later:
         statements += (sql.SQL("COMMENT ON TABLE {} IS {}").format(table_ref(d.master), sql.Literal(PENDING_USER_FK)),)
@@ -120,15 +126,15 @@ def create_master(d: Draft, after: str) -> Step:
         # the backfill's bookkeeping with it: its walks' guards can then tell "begun" without reading rows
         statements += backfill.tables(backfill.candidate(d))
         what += f", and the backfill's {backfill.PROGRESS} and {backfill.STAGING}"
-    return Step(id="master", operation=Operation.CREATE_MASTER,
-                description=f"Create {d.master} (the guide's schema) if it does not exist{what}",
-                statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
-                tables=tables, depends_on=(after,),
-                guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(d.master)), changes=(str(d.master),),
-                target=str(d.master), repairs=REPAIRS,
-                # a subscriber gets the table and its key (the replica identity), not the publisher's FK
-                replica_ddl=(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(d.master.schema)),
-                             table(sql.SQL(""))))
+    return Declared(id="master", operation=Operation.CREATE_MASTER,
+                    description=f"Create {d.master} (the guide's schema) if it does not exist{what}",
+                    statements=statements, lock=LockMode.SHARE_ROW_EXCLUSIVE if tables else LockMode.NONE,
+                    tables=tables, depends_on=(after,),
+                    guard=sql.SQL("SELECT {} IS NOT NULL").format(relid(d.master)), changes=(str(d.master),),
+                    target=str(d.master), repairs=REPAIRS,
+                    # a subscriber gets the table and its key (the replica identity), not the publisher's FK
+                    replica_ddl=(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(d.master.schema)),
+                                 table(sql.SQL(""))), needs=Needs(claims=claims))
 
 
 def user_fk_spec(d: Draft) -> FkSpec:
@@ -185,7 +191,15 @@ GEN_RANDOM_UUID = sql.SQL(
 
 
 def refusals(d: Draft) -> list[sql.Composed]:
-    """The master cannot be created: no CREATE in its schema (when it does not exist yet)."""
+    """The master cannot be created: no CREATE in its schema (when it does not exist yet), or its name is held
+    by a relation that is not a table (a view, a sequence, a foreign table...): CREATE TABLE IF NOT EXISTS
+    would skip it silently, and the steps after it fail on it midway."""
     return [sql.SQL("SELECT format('cannot create %s: no privilege to create in schema %s', {}, {}) "
                     "WHERE {} IS NULL AND NOT has_schema_privilege({}, 'CREATE')").format(
-        sql.Literal(str(d.master)), sql.Literal(d.master.schema), relid(d.master), sql.Literal(d.master.schema))]
+        sql.Literal(str(d.master)), sql.Literal(d.master.schema), relid(d.master), sql.Literal(d.master.schema)),
+        sql.SQL("SELECT format('%s is a %s, not a table, and the migration creates its master %s there: rename it, "
+                "or name another master with --master, then run again', {m}, CASE c.relkind WHEN 'v' THEN 'view' "
+                "WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' "
+                "WHEN 'c' THEN 'composite type' WHEN 'i' THEN 'index' WHEN 'I' THEN 'partitioned index' "
+                "ELSE 'relation' END, {m}) FROM pg_class c WHERE c.oid = {} AND c.relkind NOT IN ('r', 'p')").format(
+            relid(d.master), m=sql.Literal(str(d.master)))]
