@@ -178,17 +178,25 @@ def write_scan(result: ScanResult, out_dir: str | Path, *, repair_plan: dict | N
     here with the plan and the acceptances its config carries. `plan`: the plan that runs (shown
     in the report's plan section); `repair_plan`: the plan `fix` would make (shown as such);
     `rendered_plan`: the plan section of the plan shown, already rendered (`plan_section`)."""
-    from yumai_audit.reports.render import write_html
-
-    from .frames import write_csv
-
     shown = plan if plan is not None else repair_plan
     if verdict is None:
         verdict = judge(result, shown, accept=acceptances_from(result.config), baseline=baseline)
     out = ensure_dir(out_dir)
-    paths = {"json": write_json(result, out / "findings.json", verdict)}
-    csvs = write_csv(result, out)
-    paths["csv"] = csvs[0]
+    return {"json": write_json(result, out / "findings.json", verdict),
+            **_write_reports(result, out, verdict, plan=plan, repair_plan=repair_plan, baseline=baseline,
+                             rendered_plan=rendered_plan)}
+
+
+def _write_reports(result: ScanResult, out: Path, verdict: Verdict, *, repair_plan: dict | None = None,
+                   plan: dict | None = None, baseline: ScanResult | None = None,
+                   rendered_plan: str | None = None) -> dict[str, Path]:
+    """What `write_scan` writes besides findings.json (`fix --apply` writes that before its first change, these
+    beside its first steps)."""
+    from yumai_audit.reports.render import write_html
+
+    from .frames import write_csv
+
+    paths = {"csv": write_csv(result, out)[0]}
     paths.update(write_formats(result, out, verdict))
     paths["html"] = write_html(result, out / "report.html", plan=plan, repair_plan=repair_plan, baseline=baseline,
                                verdict=verdict, rendered_plan=rendered_plan)
@@ -347,7 +355,7 @@ def _apply(target: Target, config: Config, fix_opts: FixOptions, out: Path | Non
             plan_dict = the_plan.to_dict()
             verdict = judge(before, plan_dict, accept=config.accept, baseline=baseline)
             write_json(before, ensure_dir(out / "before") / "findings.json", verdict)
-            report_before = reporting.submit(write_scan, before, out / "before", plan=plan_dict, verdict=verdict)
+            report_before = reporting.submit(_write_reports, before, out / "before", verdict, plan=plan_dict)
     try:
         result, the_plan, backups = _execute(target, config, fix_opts, out, progress, before_first_change, step_hook,
                                              the_plan, made_here)
